@@ -1,0 +1,253 @@
+"""Row-level validation of needs and partners tables (vectorised, all problems at once)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ._errors import Problem
+from .taxonomy import Taxonomy
+
+__all__ = ["NEED_COLUMNS", "PARTNER_COLUMNS", "validate_needs", "validate_partners", "Validated"]
+
+#: Required and optional columns of each table (lat/lon may come from a geometry).
+NEED_COLUMNS = {
+    "required": ("need_id", "category", "lat", "lon", "demand"),
+    "optional": ("severity", "neighborhood", "languages", "reported_at", "source"),
+}
+PARTNER_COLUMNS = {
+    "required": ("partner_id", "kind", "lat", "lon", "categories", "capacity", "radius_km"),
+    "optional": ("name", "languages", "contact"),
+}
+KINDS = ("organization", "volunteer")
+_LANG = re.compile(r"^[a-z]{2}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.+\-Z]*)?$")
+
+
+@dataclass(frozen=True)
+class Validated:
+    """The result of validating one table.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        The valid rows, typed and normalised, in input order.
+    problems : tuple of Problem
+        Every problem found.
+    bad_rows : numpy.ndarray of bool
+        Per input row, whether it has at least one problem.
+    """
+
+    table: pd.DataFrame
+    problems: tuple[Problem, ...]
+    bad_rows: np.ndarray
+
+
+class _Collector:
+    """Collect problems per row and field, vectorised by column."""
+
+    def __init__(self, df: pd.DataFrame, rows: Sequence[int], file: str) -> None:
+        self.df = df
+        self.rows = np.asarray(rows)
+        self.file = file
+        self.bad = np.zeros(len(df), dtype=bool)
+        self.found: list[tuple[int, int, Problem]] = []
+
+    def flag(self, mask: np.ndarray, field: str, reason: str | Callable[[object], str]) -> None:
+        """Record a problem for every row where ``mask`` is true."""
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            return
+        self.bad |= mask
+        values = self.df[field].to_numpy() if field in self.df else np.full(len(self.df), None)
+        order = list(self.df.columns).index(field) if field in self.df else 0
+        for i in np.flatnonzero(mask):
+            value = values[i]
+            text = reason(value) if callable(reason) else reason
+            self.found.append((int(i), order, Problem(self.file, int(self.rows[i]), field, value, text)))
+
+    def problems(self) -> tuple[Problem, ...]:
+        return tuple(p for _, _, p in sorted(self.found, key=lambda t: (t[0], t[1])))
+
+
+def _text(series: pd.Series) -> pd.Series:
+    """Strings with NaN/None as empty, stripped."""
+    return series.astype("object").where(series.notna(), "").astype(str).str.strip()
+
+
+def _number(series: pd.Series) -> np.ndarray:
+    """Float values; non-numeric, empty and boolean values become NaN."""
+    if series.dtype == bool:
+        return np.full(len(series), np.nan)
+    return pd.to_numeric(_text(series).where(lambda s: s != "", None), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+
+
+def _check_id(c: _Collector, field: str) -> pd.Series:
+    ids = _text(c.df[field])
+    c.flag((ids == "").to_numpy(), field, "must be a non-empty identifier")
+    dup = ids.duplicated(keep="first").to_numpy() & (ids != "").to_numpy()
+    if dup.any():
+        first = {v: int(c.rows[i]) for i, v in reversed(list(enumerate(ids))) if v}
+        c.flag(dup, field, lambda v: f"duplicate {field}; first used on row {first[str(v).strip()]}")
+    return ids
+
+
+def _check_coordinates(c: _Collector) -> tuple[np.ndarray, np.ndarray]:
+    lat, lon = _number(c.df["lat"]), _number(c.df["lon"])
+    for name, arr, lim in (("lat", lat, 90.0), ("lon", lon, 180.0)):
+        missing = np.isnan(arr) & (_text(c.df[name]) == "").to_numpy()
+        c.flag(missing, name, f"is empty; a {name} in degrees WGS84 is required")
+        c.flag(np.isnan(arr) & ~missing, name, f"must be a finite number in -{lim:g}..{lim:g}")
+        c.flag(np.isinf(arr), name, f"must be a finite number in -{lim:g}..{lim:g}")
+        c.flag(np.abs(np.nan_to_num(arr)) > lim, name, f"out of range; must be in -{lim:g}..{lim:g}")
+    c.flag(
+        (lat == 0) & (lon == 0),
+        "lat",
+        "(lat, lon) is exactly (0, 0), most likely a missing value; give the real location",
+    )
+    return lat, lon
+
+
+def _check_amount(c: _Collector, field: str, *, strict: bool) -> np.ndarray:
+    values = _number(c.df[field])
+    rule = "a number > 0" if strict else "a number >= 0"
+    c.flag(~np.isfinite(values), field, f"must be {rule}")
+    c.flag(values <= 0 if strict else values < 0, field, f"must be {rule}")
+    return values
+
+
+def _check_languages(c: _Collector) -> pd.Series:
+    if "languages" not in c.df:
+        return pd.Series([""] * len(c.df), index=c.df.index)
+    text = _text(c.df["languages"]).str.lower().str.replace(" ", "", regex=False)
+
+    def ok(value: str) -> bool:
+        return all(_LANG.match(code) for code in value.split(";") if code) if value else True
+
+    bad = ~text.map(ok).to_numpy(dtype=bool)
+    c.flag(bad, "languages", "must be ';'-separated two-letter ISO 639-1 codes, e.g. 'en;es'")
+    return text.map(lambda v: ";".join(sorted({x for x in v.split(";") if x})))
+
+
+def _resolve_categories(value: str, taxonomy: Taxonomy, multi: bool) -> tuple[str, str | None]:
+    """Return (resolved codes joined by ';', reason or None) for one raw cell."""
+    names = [n for n in value.split(";") if n.strip()] if multi else [value]
+    if not value or not names:
+        return "", ("must name at least one category" if multi else "must not be empty")
+    codes = set()
+    for name in names:
+        code = taxonomy.resolve(name)
+        if code is None:
+            return "", f"{name.strip()!r}: {taxonomy.describe_unknown(name)}"
+        codes.add(code)
+    return ";".join(sorted(codes)), None
+
+
+def _categories(c: _Collector, field: str, taxonomy: Taxonomy, *, multi: bool) -> pd.Series:
+    text = _text(c.df[field])
+    lookup = {v: _resolve_categories(v, taxonomy, multi) for v in text.unique()}
+    reasons = text.map(lambda v: lookup[v][1])
+    bad = reasons.notna().to_numpy()
+    for reason in sorted(set(reasons[bad])):
+        c.flag(bad & (reasons == reason).to_numpy(), field, reason)
+    return text.map(lambda v: lookup[v][0])
+
+
+def validate_needs(df: pd.DataFrame, rows: Sequence[int], file: str, taxonomy: Taxonomy) -> Validated:
+    """Validate a raw needs table.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Raw values (strings or numbers), one row per need, with at least the required
+        columns of ``NEED_COLUMNS``.
+    rows : sequence of int
+        The row number to report for each row of ``df``.
+    file : str
+        The file name to report.
+    taxonomy : Taxonomy
+        Categories and aliases.
+
+    Returns
+    -------
+    Validated
+    """
+    c = _Collector(df, rows, file)
+    ids = _check_id(c, "need_id")
+    category = _categories(c, "category", taxonomy, multi=False)
+    lat, lon = _check_coordinates(c)
+    demand = _check_amount(c, "demand", strict=True)
+    if "severity" in df:
+        sev_text = _text(df["severity"])
+        sev = _number(df["severity"])
+        sev = np.where(sev_text.to_numpy() == "", 3.0, sev)
+        c.flag(
+            ~np.isfinite(sev) | (sev < 1) | (sev > 5) | (np.nan_to_num(sev) % 1 != 0),
+            "severity",
+            "must be an integer 1..5 (or empty for the default 3)",
+        )
+    else:
+        sev = np.full(len(df), 3.0)
+    languages = _check_languages(c)
+    optional = {n: _text(df[n]) if n in df else pd.Series([""] * len(df), index=df.index) for n in ("neighborhood", "reported_at", "source")}
+    c.flag(
+        ~optional["reported_at"].map(lambda v: not v or bool(_DATE.match(v))).to_numpy(dtype=bool),
+        "reported_at",
+        "must be an ISO 8601 date (YYYY-MM-DD) or empty",
+    )
+    table = pd.DataFrame(
+        {
+            "need_id": ids,
+            "category": category,
+            "lat": lat,
+            "lon": lon,
+            "demand": demand,
+            "severity": np.nan_to_num(sev, nan=3.0).astype(np.int64),
+            "neighborhood": optional["neighborhood"],
+            "languages": languages,
+            "reported_at": optional["reported_at"],
+            "source": optional["source"],
+        }
+    )
+    good = ~c.bad
+    return Validated(table.loc[good].reset_index(drop=True), c.problems(), c.bad)
+
+
+def validate_partners(
+    df: pd.DataFrame, rows: Sequence[int], file: str, taxonomy: Taxonomy
+) -> Validated:
+    """Validate a raw partners table (see :func:`validate_needs` for the parameters)."""
+    c = _Collector(df, rows, file)
+    ids = _check_id(c, "partner_id")
+    kind = _text(df["kind"]).str.lower()
+    c.flag(~kind.isin(KINDS).to_numpy(), "kind", f"must be one of {', '.join(KINDS)}")
+    categories = _categories(c, "categories", taxonomy, multi=True)
+    lat, lon = _check_coordinates(c)
+    capacity = _check_amount(c, "capacity", strict=False)
+    radius = _check_amount(c, "radius_km", strict=True)
+    languages = _check_languages(c)
+    name = _text(df["name"]) if "name" in df else ids
+    name = name.where(name != "", ids)
+    contact = _text(df["contact"]) if "contact" in df else pd.Series([""] * len(df), index=df.index)
+    table = pd.DataFrame(
+        {
+            "partner_id": ids,
+            "name": name,
+            "kind": kind,
+            "lat": lat,
+            "lon": lon,
+            "categories": categories,
+            "capacity": capacity,
+            "radius_km": radius,
+            "languages": languages,
+            "contact": contact,
+        }
+    )
+    good = ~c.bad
+    return Validated(table.loc[good].reset_index(drop=True), c.problems(), c.bad)

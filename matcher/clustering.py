@@ -1,0 +1,280 @@
+"""Per-category density clustering of needs on great-circle distances, and its saved model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from sklearn.cluster import DBSCAN, KMeans
+
+from ._errors import InputValidationError, Problem
+from .config import MatchConfig
+from .geo import chord_for_km, from_unit_vectors, haversine_km, to_unit_vectors
+
+__all__ = ["Clustering", "ClusterModel", "cluster_needs"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_FORMAT = "matcher.cluster-model/1"
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """Need clusters of one planning run.
+
+    Attributes
+    ----------
+    clusters : pandas.DataFrame
+        One row per cluster, sorted by ``cluster_id``: ``cluster_id, category, n_needs,
+        demand, severity, centroid_lat, centroid_lon, radius_km``.
+    need_cluster : pandas.Series
+        ``cluster_id`` per need, indexed like the needs table.
+    core : numpy.ndarray of bool
+        Per need, whether it is a density core point (used to place new needs).
+    """
+
+    clusters: pd.DataFrame
+    need_cluster: pd.Series
+    core: npt.NDArray[np.bool_]
+
+
+def _split_oversize(
+    xyz: npt.NDArray[np.float64], groups: npt.NDArray[np.int64], max_radius_km: float, seed: int
+) -> npt.NDArray[np.int64]:
+    """Split every group whose members lie farther than ``max_radius_km`` from its centroid."""
+    groups = groups.copy()
+    next_label = int(groups.max()) + 1 if groups.size else 0
+    pending = list(np.unique(groups))
+    while pending:
+        g = pending.pop()
+        idx = np.flatnonzero(groups == g)
+        if idx.size < 2:
+            continue
+        c = xyz[idx].mean(axis=0)
+        clat, clon = from_unit_vectors(c)
+        vlat, vlon = from_unit_vectors(xyz[idx])
+        far = float(haversine_km(clat[0], clon[0], vlat, vlon).max())
+        if far <= max_radius_km:
+            continue
+        k = min(idx.size, max(2, math.ceil((far / max_radius_km) ** 2)))
+        km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(xyz[idx])
+        parts = km.labels_
+        for part in range(k):
+            members = idx[parts == part]
+            if members.size == 0:
+                continue
+            label = g if part == 0 else next_label
+            if part:
+                next_label += 1
+            groups[members] = label
+            pending.append(label)
+    return groups
+
+
+def cluster_needs(needs: pd.DataFrame, config: MatchConfig) -> Clustering:
+    """Cluster needs per category by density on the sphere.
+
+    Parameters
+    ----------
+    needs : pandas.DataFrame
+        Validated needs with ``need_id, category, lat, lon, demand, severity``.
+    config : MatchConfig
+        ``cluster_km`` (DBSCAN ``eps``), ``min_samples``, ``max_cluster_radius_km``
+        and ``seed`` are used.
+
+    Returns
+    -------
+    Clustering
+
+    Notes
+    -----
+    DBSCAN runs on 3-D unit vectors with the chord length equivalent to
+    ``cluster_km``: the chord is monotonic in the great-circle distance, so the
+    neighbourhoods are exactly the great-circle ones, anywhere on Earth. Needs that
+    DBSCAN calls noise become clusters of one. Clusters wider than
+    ``max_cluster_radius_km`` are split by k-means seeded with ``seed``. Needs are
+    processed in ``need_id`` order and clusters are numbered by their smallest
+    ``need_id``, so ids do not depend on row order.
+    """
+    order = np.argsort(needs["need_id"].to_numpy().astype(str), kind="stable")
+    sorted_needs = needs.iloc[order]
+    xyz_all = to_unit_vectors(sorted_needs["lat"], sorted_needs["lon"])
+    ids = np.empty(len(needs), dtype=object)
+    core = np.zeros(len(needs), dtype=bool)
+    eps = float(chord_for_km(config.cluster_km))
+    cats = sorted_needs["category"].to_numpy()
+    for category in sorted(set(cats)):
+        pos = np.flatnonzero(cats == category)
+        xyz = xyz_all[pos]
+        db = DBSCAN(eps=eps, min_samples=config.min_samples, algorithm="kd_tree").fit(xyz)
+        labels = db.labels_.astype(np.int64)
+        noise = labels < 0
+        labels[noise] = labels.max(initial=-1) + 1 + np.arange(int(noise.sum()))
+        labels = _split_oversize(xyz, labels, config.max_cluster_radius_km, config.seed)
+        # renumber groups by first appearance (= smallest need_id) for stable ids
+        _, first = np.unique(labels, return_index=True)
+        rank = np.empty(labels.max() + 1, dtype=np.int64)
+        rank[labels[np.sort(first)]] = np.arange(first.size)
+        ids[pos] = [f"{category}-{r:06d}" for r in rank[labels]]
+        core_mask = np.zeros(pos.size, dtype=bool)
+        core_mask[db.core_sample_indices_] = True
+        core[pos] = core_mask
+        logger.debug("category %s: %d needs in %d clusters", category, pos.size, first.size)
+    need_cluster = pd.Series(ids, index=sorted_needs.index, name="cluster_id").reindex(needs.index)
+    core_series = pd.Series(core, index=sorted_needs.index).reindex(needs.index).to_numpy()
+    clusters = _summarise(needs, need_cluster)
+    return Clustering(clusters, need_cluster, core_series)
+
+
+def _summarise(needs: pd.DataFrame, need_cluster: pd.Series) -> pd.DataFrame:
+    """Per-cluster totals, demand-weighted severity and spherical centroid."""
+    codes, uniques = pd.factorize(need_cluster, sort=True)
+    n = len(uniques)
+    w = needs["demand"].to_numpy(dtype=np.float64)
+    xyz = to_unit_vectors(needs["lat"], needs["lon"]) * w[:, None]
+    acc = np.zeros((n, 3))
+    np.add.at(acc, codes, xyz)
+    demand = np.bincount(codes, weights=w, minlength=n)
+    sev = np.bincount(codes, weights=w * needs["severity"].to_numpy(dtype=np.float64), minlength=n)
+    count = np.bincount(codes, minlength=n)
+    # a cluster whose weighted vectors cancel (antipodal members) falls back to its first member
+    zero = ~np.any(acc, axis=1)
+    if zero.any():
+        first = pd.Series(np.arange(len(codes))).groupby(codes).first().to_numpy()
+        acc[zero] = to_unit_vectors(needs["lat"].to_numpy()[first[zero]], needs["lon"].to_numpy()[first[zero]])
+    clat, clon = from_unit_vectors(acc)
+    member_d = haversine_km(clat[codes], clon[codes], needs["lat"].to_numpy(), needs["lon"].to_numpy())
+    radius = np.zeros(n)
+    np.maximum.at(radius, codes, member_d)
+    category = pd.Series(needs["category"].to_numpy()).groupby(codes).first().to_numpy()
+    return pd.DataFrame(
+        {
+            "cluster_id": np.asarray(uniques, dtype=object),
+            "category": category,
+            "n_needs": count,
+            "demand": demand,
+            "severity": sev / demand,
+            "centroid_lat": clat,
+            "centroid_lon": clon,
+            "radius_km": radius,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ClusterModel:
+    """A fitted clustering that places a new need in an existing cluster.
+
+    A new need joins the cluster of the nearest core need of its category within
+    ``cluster_km`` (DBSCAN's rule for a new point); otherwise it would form a new
+    cluster of its own, and :meth:`assign` returns None.
+    """
+
+    cluster_km: float
+    lat: npt.NDArray[np.float64]
+    lon: npt.NDArray[np.float64]
+    category: npt.NDArray[np.str_]
+    cluster_id: npt.NDArray[np.str_]
+    manifest: dict[str, Any]
+
+    @classmethod
+    def from_clustering(cls, needs: pd.DataFrame, clustering: Clustering,
+                        config: MatchConfig, input_hash: str) -> ClusterModel:
+        """Keep the core needs of a clustering with a manifest describing it."""
+        core = clustering.core
+        manifest = {
+            "format": MODEL_FORMAT,
+            "parameters": {
+                "cluster_km": config.cluster_km,
+                "min_samples": config.min_samples,
+                "max_cluster_radius_km": config.max_cluster_radius_km,
+                "seed": config.seed,
+            },
+            "input_sha256": input_hash,
+            "n_needs": int(len(needs)),
+            "n_clusters": int(len(clustering.clusters)),
+        }
+        return cls(
+            config.cluster_km,
+            needs["lat"].to_numpy(dtype=np.float64)[core],
+            needs["lon"].to_numpy(dtype=np.float64)[core],
+            needs["category"].to_numpy().astype(str)[core],
+            clustering.need_cluster.to_numpy().astype(str)[core],
+            manifest,
+        )
+
+    def assign(self, lat: float, lon: float, category: str) -> str | None:
+        """Return the cluster id a new need at (lat, lon) of ``category`` joins, or None.
+
+        Examples
+        --------
+        >>> m = ClusterModel(0.5, np.array([41.0]), np.array([-87.0]), np.array(["food_access"]),
+        ...                  np.array(["food_access-000000"]), {})
+        >>> m.assign(41.001, -87.0, "food_access")
+        'food_access-000000'
+        >>> m.assign(41.1, -87.0, "food_access") is None
+        True
+        """
+        sel = np.flatnonzero(self.category == category)
+        if sel.size == 0:
+            return None
+        d = haversine_km(lat, lon, self.lat[sel], self.lon[sel])
+        best = int(np.argmin(d))
+        return str(self.cluster_id[sel][best]) if d[best] <= self.cluster_km else None
+
+    def save(self, directory: str | Path, name: str) -> Path:
+        """Write ``name.npz`` (arrays, no pickle) and ``name.json`` (manifest) to ``directory``.
+
+        Returns
+        -------
+        Path
+            The manifest path.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = directory / f"{name}.npz"
+        np.savez_compressed(arrays, lat=self.lat, lon=self.lon, category=self.category,
+                            cluster_id=self.cluster_id)
+        manifest = dict(self.manifest, arrays=arrays.name,
+                        created=datetime.now(UTC).isoformat(timespec="seconds"))
+        path = directory / f"{name}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, manifest_path: str | Path) -> ClusterModel:
+        """Load a model saved by :meth:`save` from its JSON manifest.
+
+        Raises
+        ------
+        InputValidationError
+            When the manifest or its arrays are missing or not a matcher model.
+        """
+        path = Path(manifest_path)
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            if manifest.get("format") != MODEL_FORMAT:
+                raise ValueError(f"format is {manifest.get('format')!r}, expected {MODEL_FORMAT!r}")
+            with np.load(path.parent / manifest["arrays"], allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("lat", "lon", "category", "cluster_id")}
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputValidationError(
+                [Problem(str(path), None, None, None, f"not a readable matcher cluster model: {exc}")]
+            ) from None
+        return cls(float(manifest["parameters"]["cluster_km"]), arrays["lat"], arrays["lon"],
+                   arrays["category"], arrays["cluster_id"], manifest)
+
+    def __post_init__(self) -> None:
+        if not (len(self.lat) == len(self.lon) == len(self.category) == len(self.cluster_id)):
+            raise ValueError("model arrays must have equal lengths")
+

@@ -1,0 +1,108 @@
+"""The validated, immutable configuration of a planning run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from ._errors import InputValidationError, Problem
+from .taxonomy import Taxonomy, default_taxonomy
+
+__all__ = ["MatchConfig", "OBJECTIVES"]
+
+#: The objectives a plan can optimise.
+OBJECTIVES: tuple[str, ...] = ("default", "distance")
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """Every parameter of a planning run, validated at construction.
+
+    Parameters
+    ----------
+    objective : {"default", "distance"}
+        ``"distance"``: serve as many units as possible, then minimise units x km.
+        ``"default"``: serve as many units as possible, serving higher severity first
+        when capacity is short, then minimise units x (km + language penalty).
+    cluster_km : float
+        The density scale of the clustering, in km: needs of one category closer than
+        this are neighbours (DBSCAN ``eps`` on great-circle distance).
+    min_samples : int
+        DBSCAN ``min_samples``: neighbours (including itself) a need needs to be a
+        cluster core. Needs that are not dense enough become clusters of one.
+    max_cluster_radius_km : float
+        No member of a cluster lies farther than this from its centroid; larger
+        density clusters are split by seeded k-means.
+    language_penalty_km : float
+        ``"default"`` objective only: the cost, in km per unit, of serving demand whose
+        needs ask for languages the partner does not list.
+    quantum : float
+        Resolution of demand and capacity, in units. The solver works on integer
+        multiples of it; inputs are rounded to it.
+    seed : int
+        Seed for the k-means splitting of oversize clusters.
+    on_invalid : {"raise", "skip"}
+        What to do with invalid input rows: reject the input, or skip them and report.
+    taxonomy : Taxonomy
+        The category taxonomy.
+
+    Examples
+    --------
+    >>> MatchConfig(objective="distance").objective
+    'distance'
+    >>> MatchConfig(cluster_km=-1)
+    Traceback (most recent call last):
+    ...
+    matcher._errors.InputValidationError: 1 problem(s) in the input:
+      - field 'cluster_km', value '-1': must be a finite number > 0
+    """
+
+    objective: Literal["default", "distance"] = "default"
+    cluster_km: float = 0.5
+    min_samples: int = 3
+    max_cluster_radius_km: float = 1.5
+    language_penalty_km: float = 2.0
+    quantum: float = 0.1
+    seed: int = 0
+    on_invalid: Literal["raise", "skip"] = "raise"
+    taxonomy: Taxonomy = field(default_factory=default_taxonomy)
+
+    def __post_init__(self) -> None:
+        problems: list[Problem] = []
+
+        def bad(name: str, reason: str) -> None:
+            problems.append(Problem(None, None, name, getattr(self, name), reason))
+
+        if self.objective not in OBJECTIVES:
+            bad("objective", f"must be one of {', '.join(OBJECTIVES)}")
+        for name in ("cluster_km", "max_cluster_radius_km", "quantum"):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+                bad(name, "must be a finite number > 0")
+        if _is_number(self.language_penalty_km) and (
+            not math.isfinite(self.language_penalty_km) or self.language_penalty_km < 0
+        ):
+            bad("language_penalty_km", "must be a finite number >= 0")
+        elif not _is_number(self.language_penalty_km):
+            bad("language_penalty_km", "must be a finite number >= 0")
+        if not isinstance(self.min_samples, int) or self.min_samples < 1:
+            bad("min_samples", "must be an integer >= 1")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            bad("seed", "must be an integer >= 0")
+        if self.on_invalid not in ("raise", "skip"):
+            bad("on_invalid", "must be 'raise' or 'skip'")
+        if not isinstance(self.taxonomy, Taxonomy):
+            bad("taxonomy", "must be a matcher.Taxonomy")
+        if problems:
+            raise InputValidationError(problems)
+
+    def parameters(self) -> dict[str, Any]:
+        """Return the parameters as a JSON-serialisable dict (for the plan summary)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "on_invalid"}
+        d["taxonomy"] = list(self.taxonomy.codes)
+        return d
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

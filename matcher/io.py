@@ -1,0 +1,483 @@
+"""Reading and validating needs, partners and neighborhoods from CSV, GeoJSON and GeoPackage."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from ._errors import InputValidationError, Problem
+from ._validate import NEED_COLUMNS, PARTNER_COLUMNS, Validated, validate_needs, validate_partners
+from .taxonomy import Taxonomy, default_taxonomy
+
+__all__ = [
+    "LoadedTable",
+    "read_needs",
+    "read_partners",
+    "read_neighborhoods",
+    "hash_table",
+    "WGS84_NAMES",
+]
+
+logger = logging.getLogger(__name__)
+
+Source = str | Path | pd.DataFrame
+CSV_SUFFIXES = (".csv", ".txt")
+GEOJSON_SUFFIXES = (".geojson", ".json")
+GPKG_SUFFIXES = (".gpkg",)
+
+#: CRS names that mean WGS84 longitude/latitude in a GeoJSON ``crs`` member.
+WGS84_NAMES = frozenset(
+    {
+        "urn:ogc:def:crs:ogc:1.3:crs84",
+        "urn:ogc:def:crs:ogc::crs84",
+        "crs84",
+        "epsg:4326",
+        "urn:ogc:def:crs:epsg::4326",
+        "urn:ogc:def:crs:epsg:6.6:4326",
+        "http://www.opengis.net/def/crs/ogc/1.3/crs84",
+        "http://www.opengis.net/def/crs/epsg/0/4326",
+    }
+)
+
+
+@dataclass(frozen=True)
+class LoadedTable:
+    """A validated table with the rows that were rejected.
+
+    Attributes
+    ----------
+    frame : geopandas.GeoDataFrame
+        The valid rows with point geometries in EPSG:4326.
+    rejects : pandas.DataFrame
+        The rejected rows as read, with ``row`` and ``problems`` columns (empty unless
+        ``on_invalid="skip"``).
+    sha256 : str
+        The SHA-256 of the file's bytes, or of the canonical CSV of a DataFrame input.
+    name : str
+        The file name or input name.
+    """
+
+    frame: gpd.GeoDataFrame
+    rejects: pd.DataFrame
+    sha256: str
+    name: str
+
+
+def _fail(file: str, reason: str, *, row: int | None = None, field: str | None = None,
+          value: Any = None) -> InputValidationError:
+    return InputValidationError([Problem(file, row, field, value, reason)])
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _fail(str(path), "file not found; check the path") from None
+    except IsADirectoryError:
+        raise _fail(str(path), "is a directory, not a file") from None
+    except OSError as exc:
+        raise _fail(str(path), f"cannot read the file: {exc.strerror or exc}") from None
+    if not data.strip() or data.strip() == b"\xef\xbb\xbf":
+        raise _fail(str(path), "the file is empty; expected a header row and data rows")
+    return data
+
+
+def _decode(data: bytes, file: str) -> str:
+    """Decode UTF-8 (a BOM is accepted) or report where the file is not UTF-8."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        byte = data[exc.start : exc.start + 1].hex()
+        raise _fail(
+            file,
+            f"not UTF-8: byte 0x{byte} at line {line}, offset {exc.start}; "
+            "save the file as UTF-8 (a UTF-8 BOM is fine)",
+            row=line,
+        ) from None
+
+
+def _read_csv_text(text: str, file: str, required: tuple[str, ...]) -> tuple[pd.DataFrame, list[int]]:
+    header = text.splitlines()[0] if text.splitlines() else ""
+    columns = next(csv.reader([header])) if header else []
+    if len(columns) <= 1:
+        for delim, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if delim in header:
+                raise _fail(
+                    file,
+                    f"wrong delimiter: the header is {name}-separated ({header[:60]!r}); "
+                    "matcher reads comma-separated CSV",
+                    row=1,
+                )
+    try:
+        df = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True,
+            skip_blank_lines=True,
+        )
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise _fail(file, f"cannot parse as CSV: {exc}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    _check_columns(df, file, required)
+    if df.empty:
+        raise _fail(file, "the file has a header but no data rows")
+    # line numbers in the file (header = line 1), robust to blank lines
+    rows = _data_line_numbers(text, len(df))
+    return df, rows
+
+
+def _data_line_numbers(text: str, n: int) -> list[int]:
+    reader = csv.reader(io.StringIO(text))
+    lines = []
+    next(reader, None)
+    while len(lines) < n:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        if row and any(cell.strip() for cell in row):
+            lines.append(reader.line_num)
+    lines += list(range(len(lines) + 2, n + 2))[: n - len(lines)]
+    return lines
+
+
+def _check_columns(df: pd.DataFrame, file: str, required: tuple[str, ...]) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise InputValidationError(
+            Problem(
+                file,
+                1,
+                c,
+                None,
+                f"required column missing; the file has columns {list(df.columns)}; "
+                f"required: {list(required)}",
+            )
+            for c in missing
+        )
+
+
+def _crs_problem(file: str, crs: str | None, input_crs: str | None) -> str | None:
+    if crs is None or crs.lower() in WGS84_NAMES:
+        return None
+    if input_crs is not None:
+        return None
+    return (
+        f"the data is in CRS {crs!r}, not WGS84 (EPSG:4326); reproject it "
+        "(e.g. `ogr2ogr -t_srs EPSG:4326`) or declare the transform with "
+        f"input_crs={crs!r} (CLI: --input-crs)"
+    )
+
+
+def _geojson_points(
+    text: str, file: str, required: tuple[str, ...], input_crs: str | None
+) -> tuple[pd.DataFrame, list[int]]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _fail(file, f"not valid JSON: {exc.msg} at line {exc.lineno}", row=exc.lineno) from None
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        raise _fail(file, "expected a GeoJSON FeatureCollection", field="type",
+                    value=doc.get("type") if isinstance(doc, dict) else type(doc).__name__)
+    crs_name = None
+    if isinstance(doc.get("crs"), dict):
+        crs_name = str((doc["crs"].get("properties") or {}).get("name"))
+    reason = _crs_problem(file, crs_name, input_crs)
+    if reason:
+        raise _fail(file, reason, field="crs", value=crs_name)
+    features = doc.get("features")
+    if not isinstance(features, list) or not features:
+        raise _fail(file, "the FeatureCollection has no features", field="features")
+    records, problems = [], []
+    for i, feat in enumerate(features):
+        props = dict((feat or {}).get("properties") or {})
+        geom = (feat or {}).get("geometry")
+        gtype = geom.get("type") if isinstance(geom, dict) else None
+        coords = geom.get("coordinates") if isinstance(geom, dict) else None
+        if gtype != "Point" or not isinstance(coords, list) or len(coords) < 2:
+            problems.append(
+                Problem(file, i, "geometry", gtype, "must be a Point (longitude, latitude)")
+            )
+            props["lon"], props["lat"] = None, None
+        else:
+            props["lon"], props["lat"] = coords[0], coords[1]
+        records.append(props)
+    if problems:
+        raise InputValidationError(problems)
+    df = pd.DataFrame.from_records(records)
+    _check_columns(df, file, required)
+    if input_crs is not None and crs_name is not None and crs_name.lower() not in WGS84_NAMES:
+        df = _transform(df, input_crs, file)
+    return df, list(range(len(df)))
+
+
+def _transform(df: pd.DataFrame, input_crs: str, file: str) -> pd.DataFrame:
+    from pyproj import Transformer
+    from pyproj.exceptions import CRSError
+
+    try:
+        tr = Transformer.from_crs(input_crs, "EPSG:4326", always_xy=True)
+    except CRSError as exc:
+        raise _fail(file, f"unknown CRS: {exc}", field="input_crs", value=input_crs) from None
+    x = pd.to_numeric(df["lon"], errors="coerce").to_numpy(dtype=float)
+    y = pd.to_numeric(df["lat"], errors="coerce").to_numpy(dtype=float)
+    lon, lat = tr.transform(x, y)
+    logger.warning("%s: transformed coordinates from %s to EPSG:4326", file, input_crs)
+    out = df.copy()
+    out["lon"], out["lat"] = lon, lat
+    return out
+
+
+def _gpkg_points(path: Path, required: tuple[str, ...], input_crs: str | None) -> tuple[pd.DataFrame, list[int]]:
+    gdf = _read_vector(path)
+    crs = gdf.crs.to_string() if gdf.crs is not None else None
+    is_wgs84 = gdf.crs is None or gdf.crs.equals("EPSG:4326") or gdf.crs.equals("OGC:CRS84")
+    if not is_wgs84:
+        reason = _crs_problem(str(path), crs, input_crs)
+        if reason:
+            raise _fail(str(path), reason, field="crs", value=crs)
+        gdf = gdf.to_crs("EPSG:4326")
+        logger.warning("%s: transformed coordinates from %s to EPSG:4326", path, crs)
+    types = gdf.geometry.geom_type.to_numpy()
+    bad = np.flatnonzero(types != "Point")
+    if bad.size:
+        raise InputValidationError(
+            Problem(str(path), int(i), "geometry", types[i], "must be a Point (longitude, latitude)")
+            for i in bad
+        )
+    df = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
+    df["lon"], df["lat"] = gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy()
+    _check_columns(df, str(path), required)
+    return df, list(range(len(df)))
+
+
+def _read_vector(path: Path) -> gpd.GeoDataFrame:
+    import pyogrio
+
+    try:
+        return gpd.read_file(path, engine="pyogrio")
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
+        raise _fail(str(path), f"cannot read as a vector data set: {exc}") from None
+
+
+def _raw_table(
+    source: Source, required: tuple[str, ...], input_crs: str | None, name: str | None
+) -> tuple[pd.DataFrame, list[int], str, str]:
+    """Return (raw table, row numbers, sha256, display name) for any supported source."""
+    if isinstance(source, pd.DataFrame):
+        label = name or "<dataframe>"
+        df = pd.DataFrame(source).copy()
+        if isinstance(source, gpd.GeoDataFrame) and source.geometry.name in df:
+            geom = source.geometry
+            if source.crs is not None and not source.crs.equals("EPSG:4326"):
+                raise _fail(label, f"GeoDataFrame CRS is {source.crs.to_string()}, not EPSG:4326; "
+                            "call .to_crs('EPSG:4326') first", field="crs")
+            if not (geom.geom_type == "Point").all():
+                raise _fail(label, "every geometry must be a Point", field="geometry")
+            df = df.drop(columns=source.geometry.name)
+            df["lon"], df["lat"] = geom.x.to_numpy(), geom.y.to_numpy()
+        _check_columns(df, label, required)
+        if df.empty:
+            raise _fail(label, "the table has no rows")
+        return df.reset_index(drop=True), list(range(len(df))), hash_table(df), label
+    path = Path(source)
+    label = name or str(path)
+    suffix = path.suffix.lower()
+    if suffix not in CSV_SUFFIXES + GEOJSON_SUFFIXES + GPKG_SUFFIXES:
+        raise _fail(label, f"unsupported file type {suffix!r}; use .csv, .geojson/.json or .gpkg")
+    data = _read_bytes(path)
+    digest = hashlib.sha256(data).hexdigest()
+    if suffix in GPKG_SUFFIXES:
+        df, rows = _gpkg_points(path, required, input_crs)
+        return df, rows, digest, label
+    text = _decode(data, label)
+    if suffix in CSV_SUFFIXES:
+        df, rows = _read_csv_text(text, label, required)
+    else:
+        df, rows = _geojson_points(text, label, required, input_crs)
+    return df, rows, digest, label
+
+
+def hash_table(df: pd.DataFrame) -> str:
+    """SHA-256 of the canonical CSV form of a table (sorted columns, index dropped)."""
+    canon = df.reindex(sorted(df.columns, key=str), axis=1).to_csv(index=False, lineterminator="\n")
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def _load(
+    source: Source,
+    columns: dict[str, tuple[str, ...]],
+    validator: Any,
+    *,
+    taxonomy: Taxonomy | None,
+    on_invalid: Literal["raise", "skip"],
+    input_crs: str | None,
+    name: str | None,
+) -> LoadedTable:
+    if on_invalid not in ("raise", "skip"):
+        raise ValueError(f"`on_invalid` must be 'raise' or 'skip', not {on_invalid!r}")
+    df, rows, digest, label = _raw_table(source, columns["required"], input_crs, name)
+    checked: Validated = validator(df, rows, label, taxonomy or default_taxonomy())
+    if checked.problems and on_invalid == "raise":
+        raise InputValidationError(checked.problems)
+    rejects = df.loc[checked.bad_rows].copy()
+    rejects.insert(0, "row", np.asarray(rows)[checked.bad_rows])
+    by_row: dict[int, list[str]] = {}
+    for p in checked.problems:
+        by_row.setdefault(int(p.row or 0), []).append(f"{p.field}: {p.reason}")
+    rejects["problems"] = [" | ".join(by_row.get(int(r), [])) for r in rejects["row"]]
+    if len(rejects):
+        logger.warning("%s: skipped %d invalid row(s)", label, len(rejects))
+    table = checked.table
+    frame = gpd.GeoDataFrame(
+        table, geometry=gpd.points_from_xy(table["lon"], table["lat"]), crs="EPSG:4326"
+    )
+    return LoadedTable(frame, rejects.reset_index(drop=True), digest, label)
+
+
+def read_needs(
+    source: Source,
+    *,
+    taxonomy: Taxonomy | None = None,
+    on_invalid: Literal["raise", "skip"] = "raise",
+    input_crs: str | None = None,
+    name: str | None = None,
+) -> LoadedTable:
+    """Read and validate needs from a CSV, GeoJSON or GeoPackage file or a DataFrame.
+
+    Parameters
+    ----------
+    source : str, Path or DataFrame
+        The needs (columns in DESIGN.md: ``need_id, category, lat, lon, demand`` and
+        optional ``severity, neighborhood, languages, reported_at, source``). A
+        GeoJSON or GeoPackage gives ``lat``/``lon`` through Point geometries.
+    taxonomy : Taxonomy, optional
+        Categories and aliases; the default taxonomy when omitted.
+    on_invalid : {"raise", "skip"}
+        ``"raise"`` rejects the whole input when any row is invalid; ``"skip"`` loads
+        the valid rows and returns the others in ``rejects``.
+    input_crs : str, optional
+        Declares the transform of a file whose CRS is not WGS84 (e.g. ``"EPSG:3435"``);
+        without it such a file is rejected.
+    name : str, optional
+        The name to report in problems (defaults to the path).
+
+    Returns
+    -------
+    LoadedTable
+
+    Raises
+    ------
+    InputValidationError
+        With every problem found (file, row, field, value, reason).
+    """
+    return _load(source, NEED_COLUMNS, validate_needs, taxonomy=taxonomy,
+                 on_invalid=on_invalid, input_crs=input_crs, name=name)
+
+
+def read_partners(
+    source: Source,
+    *,
+    taxonomy: Taxonomy | None = None,
+    on_invalid: Literal["raise", "skip"] = "raise",
+    input_crs: str | None = None,
+    name: str | None = None,
+) -> LoadedTable:
+    """Read and validate partners (organizations and volunteers).
+
+    Parameters are those of :func:`read_needs`; the columns are ``partner_id, kind,
+    lat, lon, categories, capacity, radius_km`` and optional ``name, languages,
+    contact``.
+
+    Returns
+    -------
+    LoadedTable
+
+    Raises
+    ------
+    InputValidationError
+        With every problem found (file, row, field, value, reason).
+    """
+    return _load(source, PARTNER_COLUMNS, validate_partners, taxonomy=taxonomy,
+                 on_invalid=on_invalid, input_crs=input_crs, name=name)
+
+
+def read_neighborhoods(
+    source: str | Path | gpd.GeoDataFrame, *, input_crs: str | None = None
+) -> tuple[gpd.GeoDataFrame, str]:
+    """Read neighborhood polygons; repair invalid ones with a warning, never drop them.
+
+    Parameters
+    ----------
+    source : str, Path or GeoDataFrame
+        Polygons with ``neighborhood_id`` (or ``id``), optional ``name`` and ``population``.
+    input_crs : str, optional
+        Declares the transform of a file whose CRS is not WGS84.
+
+    Returns
+    -------
+    (GeoDataFrame, str)
+        Neighborhoods in EPSG:4326 sorted by ``neighborhood_id``, and the input's SHA-256.
+
+    Raises
+    ------
+    InputValidationError
+        When the file cannot be read, has no id column, duplicate ids, or non-polygons.
+    """
+    if isinstance(source, gpd.GeoDataFrame):
+        gdf, label, digest = source.copy(), "<neighborhoods>", hash_table(pd.DataFrame(source.to_wkt()))
+    else:
+        path = Path(source)
+        label = str(path)
+        digest = hashlib.sha256(_read_bytes(path)).hexdigest()
+        if path.suffix.lower() in GEOJSON_SUFFIXES:
+            _decode(path.read_bytes(), label)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            gdf = _read_vector(path)
+    if gdf.crs is not None and not (gdf.crs.equals("EPSG:4326") or gdf.crs.equals("OGC:CRS84")):
+        reason = _crs_problem(label, gdf.crs.to_string(), input_crs)
+        if reason:
+            raise _fail(label, reason, field="crs", value=gdf.crs.to_string())
+        gdf = gdf.to_crs("EPSG:4326")
+    gdf = gdf.set_crs("EPSG:4326", allow_override=True)
+    if "neighborhood_id" not in gdf.columns:
+        if "id" in gdf.columns:
+            gdf = gdf.rename(columns={"id": "neighborhood_id"})
+        else:
+            raise _fail(label, f"required column missing; the file has columns {list(gdf.columns)}",
+                        field="neighborhood_id")
+    gdf["neighborhood_id"] = gdf["neighborhood_id"].astype(str).str.strip()
+    problems = []
+    dup = gdf["neighborhood_id"].duplicated()
+    for i in np.flatnonzero(dup.to_numpy()):
+        problems.append(Problem(label, int(i), "neighborhood_id", gdf["neighborhood_id"].iloc[i], "duplicate id"))
+    types = gdf.geometry.geom_type.to_numpy()
+    for i in np.flatnonzero(~np.isin(types, ["Polygon", "MultiPolygon"])):
+        problems.append(Problem(label, int(i), "geometry", types[i], "must be a Polygon or MultiPolygon"))
+    if problems:
+        raise InputValidationError(problems)
+    if "name" not in gdf.columns:
+        gdf["name"] = gdf["neighborhood_id"]
+    invalid = ~gdf.geometry.is_valid.to_numpy()
+    for i in np.flatnonzero(invalid):
+        reason = shapely.is_valid_reason(gdf.geometry.iloc[i])
+        logger.warning(
+            "%s: neighborhood %r (%s) has an invalid polygon (%s); repaired with make_valid",
+            label, gdf["neighborhood_id"].iloc[i], gdf["name"].iloc[i], reason,
+        )
+        fixed = shapely.make_valid(gdf.geometry.iloc[i])
+        polys = [g for g in getattr(fixed, "geoms", [fixed]) if g.geom_type in ("Polygon", "MultiPolygon")]
+        gdf.loc[gdf.index[i], gdf.geometry.name] = shapely.union_all(polys)
+    return gdf.sort_values("neighborhood_id", kind="stable").reset_index(drop=True), digest

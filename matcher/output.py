@@ -1,0 +1,183 @@
+"""Writers for the batch output contract: CSV tables, plan GeoJSON and summary JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import shapely
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+__all__ = ["write_plan", "coarsen", "COARSEN_KM", "plan_geojson", "summary"]
+
+#: Grid size, in km, to which a volunteer's point is coarsened outside admin views.
+COARSEN_KM = 0.5
+_DEG_PER_KM = 1.0 / 111.19492664455873  # one km of arc on the sphere R = 6371.0088 km
+
+
+def coarsen(lat: np.ndarray, lon: np.ndarray, km: float = COARSEN_KM) -> tuple[np.ndarray, np.ndarray]:
+    """Snap points to the centre of a ~``km`` grid cell (privacy of volunteers).
+
+    The latitude step is ``km`` of arc; the longitude step is widened by 1/cos(lat)
+    of the cell's latitude band so cells stay about ``km`` wide, capped near poles.
+
+    Examples
+    --------
+    >>> lat, lon = coarsen(np.array([41.8812]), np.array([-87.6231]))
+    >>> round(float(lat[0]), 4), round(float(lon[0]), 4)
+    (41.8827, -87.6204)
+    """
+    step = km * _DEG_PER_KM
+    clat = (np.floor(np.asarray(lat) / step) + 0.5) * step
+    clat = np.clip(clat, -90.0, 90.0)
+    lon_step = step / np.maximum(np.cos(np.radians(clat)), 0.01)
+    clon = (np.floor((np.asarray(lon) + 180.0) / lon_step) + 0.5) * lon_step - 180.0
+    return np.round(clat, 6), np.round(np.clip(clon, -180.0, 180.0), 6)
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            return ""
+        return repr(round(float(value), 6))
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    return value
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    text = frame.astype(object).map(_fmt) if len(frame) else frame
+    text.to_csv(path, index=False, lineterminator="\n")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else round(float(value), 6)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _geometry(geom: Any) -> dict[str, Any]:
+    return json.loads(shapely.to_geojson(shapely.set_precision(geom, 1e-7)))
+
+
+def plan_geojson(plan: Plan, *, exact_volunteers: bool = False) -> dict[str, Any]:
+    """Return the plan as a GeoJSON FeatureCollection (clusters, partners, assignment lines).
+
+    Volunteers' points are coarsened to a ~500 m grid and their contact withheld
+    unless ``exact_volunteers`` is true (admin views only).
+    """
+    features: list[dict[str, Any]] = []
+    for row in plan.clusters.itertuples(index=False):
+        props = {
+            "feature_type": "cluster", "cluster_id": row.cluster_id, "category": row.category,
+            "n_needs": int(row.n_needs), "demand": row.demand, "severity": row.severity,
+            "served": row.served, "unmet": row.unmet, "unmet_reason": row.unmet_reason,
+            "centroid_lat": row.centroid_lat, "centroid_lon": row.centroid_lon,
+        }
+        features.append({"type": "Feature", "geometry": _geometry(row.geometry),
+                         "properties": {k: _json_value(v) for k, v in props.items()}})
+    partners = _public_partners(plan.partners, exact_volunteers=exact_volunteers)
+    for row in partners.itertuples(index=False):
+        props = {
+            "feature_type": "partner", "partner_id": row.partner_id, "name": row.name,
+            "kind": row.kind, "categories": row.categories, "capacity": row.capacity,
+            "used": row.used, "radius_km": row.radius_km, "coarsened": bool(row.coarsened),
+        }
+        features.append({"type": "Feature",
+                         "geometry": {"type": "Point", "coordinates": [row.lon, row.lat]},
+                         "properties": {k: _json_value(v) for k, v in props.items()}})
+    ppos = partners.set_index("partner_id")[["lat", "lon"]]
+    cpos = plan.clusters.set_index("cluster_id")[["centroid_lat", "centroid_lon"]]
+    for row in plan.assignments.itertuples(index=False):
+        c, p = cpos.loc[row.cluster_id], ppos.loc[row.partner_id]
+        props = {"feature_type": "assignment", "cluster_id": row.cluster_id,
+                 "partner_id": row.partner_id, "units": row.units,
+                 "distance_km": row.distance_km, "cost": row.cost,
+                 "runner_up_id": row.runner_up_id, "reason": row.reason}
+        line = [[round(float(p.lon), 7), round(float(p.lat), 7)],
+                [round(float(c.centroid_lon), 7), round(float(c.centroid_lat), 7)]]
+        features.append({"type": "Feature", "geometry": {"type": "LineString", "coordinates": line},
+                         "properties": {k: _json_value(v) for k, v in props.items()}})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _public_partners(partners: pd.DataFrame, *, exact_volunteers: bool) -> pd.DataFrame:
+    out = pd.DataFrame(partners.drop(columns="geometry", errors="ignore")).copy()
+    vol = (out["kind"] == "volunteer").to_numpy()
+    out["coarsened"] = vol & (not exact_volunteers)
+    if not exact_volunteers and vol.any():
+        lat, lon = coarsen(out.loc[vol, "lat"].to_numpy(), out.loc[vol, "lon"].to_numpy())
+        out.loc[vol, "lat"], out.loc[vol, "lon"] = lat, lon
+        out.loc[vol, "contact"] = ""
+    return out.sort_values("partner_id").reset_index(drop=True)
+
+
+def summary(plan: Plan) -> dict[str, Any]:
+    """Return the ``summary.json`` document of a plan (deterministic: no timestamps)."""
+    return {
+        "format": "matcher.plan-summary/1",
+        "status": plan.solver["status"],
+        "objective": plan.parameters["objective"],
+        "parameters": plan.parameters,
+        "input_hashes": plan.input_hashes,
+        "solver": plan.solver,
+        "metrics": plan.metrics,
+        "rejected_rows": {k: int(len(v)) for k, v in plan.rejects.items()},
+    }
+
+
+def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
+    """Write the output contract of DESIGN.md into directory ``path``.
+
+    Files: ``assignments.csv``, ``clusters.csv``, ``need_clusters.csv``, ``unmet.csv``,
+    ``plan.geojson``, ``summary.json`` and, when rows were skipped,
+    ``rejects_needs.csv`` / ``rejects_partners.csv``. Everything is written to a
+    temporary directory first and moved into place, so a failure leaves no
+    half-written output. Two runs on the same input write byte-identical files.
+
+    Returns
+    -------
+    dict of str to Path
+        The written files by name.
+    """
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".matcher-", dir=out))
+    try:
+        clusters = pd.DataFrame(plan.clusters.drop(columns="geometry"))
+        _write_csv(clusters[["cluster_id", "category", "demand", "severity", "centroid_lat",
+                             "centroid_lon", "served", "unmet", "unmet_reason", "n_needs",
+                             "radius_km"]], tmp / "clusters.csv")
+        _write_csv(plan.assignments, tmp / "assignments.csv")
+        _write_csv(plan.need_clusters, tmp / "need_clusters.csv")
+        _write_csv(plan.unmet, tmp / "unmet.csv")
+        for name, frame in plan.rejects.items():
+            _write_csv(frame, tmp / f"rejects_{name}.csv")
+        (tmp / "plan.geojson").write_text(
+            json.dumps(plan_geojson(plan), separators=(",", ":"), sort_keys=True) + "\n",
+            encoding="utf-8",
+        )
+        (tmp / "summary.json").write_text(
+            json.dumps(summary(plan), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        written = {}
+        for f in sorted(tmp.iterdir()):
+            target = out / f.name
+            os.replace(f, target)
+            written[f.name] = target
+        return written
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

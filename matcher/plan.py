@@ -1,0 +1,319 @@
+"""The planning pipeline and its frozen result: clusters, assignments, unmet demand, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from .candidates import candidate_pairs
+from .capacity_graph import UNMET, build_graph, cluster_node, partner_node
+from .clustering import ClusterModel, Clustering, cluster_needs
+from .config import MatchConfig
+from .costs import COST_SCALE, pair_costs, unmet_penalties
+from .explain import explain_assignments, unmet_reasons
+from .geo import hull_polygon
+from .io import LoadedTable, Source, read_needs, read_neighborhoods, read_partners
+from .metrics import plan_metrics
+from .solver import solve_graph
+
+__all__ = ["Plan", "plan"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The result of a planning run. Immutable: build a new plan to change anything.
+
+    Attributes
+    ----------
+    clusters : geopandas.GeoDataFrame
+        One row per cluster (``cluster_id, category, n_needs, demand, severity,
+        centroid_lat, centroid_lon, radius_km, served, unmet, unmet_reason``) with
+        its hull polygon.
+    need_clusters : pandas.DataFrame
+        ``need_id, cluster_id``.
+    assignments : pandas.DataFrame
+        ``cluster_id, partner_id, units, distance_km, cost`` plus the explanation
+        (``language_km, capacity_used, capacity_left, runner_up_id,
+        runner_up_distance_km, runner_up_extra_cost, runner_up_full, reason``).
+    unmet : pandas.DataFrame
+        ``cluster_id, category, units, reason, centroid_lat, centroid_lon`` per cluster
+        with unmet units.
+    needs, partners : geopandas.GeoDataFrame
+        The validated inputs (needs with ``neighborhood``, ``cluster_id`` and ``served``;
+        partners with ``used``).
+    neighborhoods : geopandas.GeoDataFrame or None
+        The neighborhood polygons, when given.
+    metrics : dict
+        See :func:`matcher.metrics.plan_metrics`.
+    parameters : dict
+        The configuration of the run.
+    input_hashes : dict
+        SHA-256 of each input.
+    solver : dict
+        ``name``, ``status``, ``objective_scaled`` (the exact integer optimum) and the
+        cost scale.
+    rejects : dict
+        Rejected rows per input (``on_invalid="skip"``).
+    model : ClusterModel
+        The fitted clustering, to place a new need in an existing cluster.
+    timings : dict
+        Seconds per stage (not part of the written outputs, which are deterministic).
+    """
+
+    clusters: gpd.GeoDataFrame
+    need_clusters: pd.DataFrame
+    assignments: pd.DataFrame
+    unmet: pd.DataFrame
+    needs: gpd.GeoDataFrame
+    partners: gpd.GeoDataFrame
+    neighborhoods: gpd.GeoDataFrame | None
+    metrics: dict[str, Any]
+    parameters: dict[str, Any]
+    input_hashes: dict[str, str]
+    solver: dict[str, Any]
+    rejects: dict[str, pd.DataFrame] = field(default_factory=dict)
+    model: ClusterModel | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_cost(self) -> float:
+        """The plan's cost: sum of units x cost per unit over the assignments."""
+        return float(self.assignments["cost"].sum())
+
+    def to_dir(self, path: str | Path) -> dict[str, Path]:
+        """Write the output contract of DESIGN.md to a directory (see :mod:`matcher.output`)."""
+        from .output import write_plan
+
+        return write_plan(self, path)
+
+    def save_model(self, directory: str | Path = "models") -> Path:
+        """Save the fitted clustering with a JSON manifest; return the manifest path."""
+        if self.model is None:
+            raise ValueError("this plan has no clustering model")
+        name = f"clusters-{self.input_hashes['needs'][:12]}"
+        return self.model.save(directory, name)
+
+
+@contextmanager
+def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
+    logger.info("stage %-11s %.2f s", name, timings[name])
+
+
+def _quantize(values: np.ndarray, quantum: float, *, what: str, floor: bool) -> np.ndarray:
+    scaled = values / quantum
+    q = np.floor(scaled + 1e-9) if floor else np.rint(scaled)
+    changed = np.abs(q - scaled) > 1e-6
+    if changed.any():
+        logger.warning("%d %s value(s) rounded to a multiple of the quantum %g", int(changed.sum()),
+                       what, quantum)
+    return q.astype(np.int64)
+
+
+def _assign_neighborhoods(needs: gpd.GeoDataFrame, hoods: gpd.GeoDataFrame) -> pd.Series:
+    """Neighborhood id of the polygon containing each need (first id wins; else the given one)."""
+    joined = gpd.sjoin(needs[["geometry"]], hoods[["neighborhood_id", "geometry"]],
+                       how="left", predicate="within")
+    joined = joined.sort_values("neighborhood_id", kind="stable")
+    first = joined[~joined.index.duplicated(keep="first")]["neighborhood_id"].reindex(needs.index)
+    outside = first.isna()
+    if outside.any():
+        logger.warning("%d need(s) lie outside every neighborhood polygon", int(outside.sum()))
+    return first.where(~outside, needs["neighborhood"]).astype(str)
+
+
+def _load_inputs(
+    needs: Source | LoadedTable, partners: Source | LoadedTable, config: MatchConfig,
+    input_crs: str | None,
+) -> tuple[LoadedTable, LoadedTable]:
+    """Validate both inputs, reporting every problem of both at once."""
+    from ._errors import InputValidationError
+
+    loaded: list[LoadedTable] = []
+    problems = []
+    for src, reader, name in ((needs, read_needs, "needs"), (partners, read_partners, "partners")):
+        if isinstance(src, LoadedTable):
+            loaded.append(src)
+            continue
+        try:
+            loaded.append(reader(src, taxonomy=config.taxonomy, on_invalid=config.on_invalid,
+                                 input_crs=input_crs, name=None if not isinstance(src, pd.DataFrame) else name))
+        except InputValidationError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InputValidationError(problems)
+    return loaded[0], loaded[1]
+
+
+def plan(
+    needs: Source | LoadedTable,
+    partners: Source | LoadedTable,
+    *,
+    neighborhoods: str | Path | gpd.GeoDataFrame | None = None,
+    config: MatchConfig | None = None,
+    input_crs: str | None = None,
+) -> Plan:
+    """Cluster needs and recommend partners for every cluster, exactly optimally.
+
+    Parameters
+    ----------
+    needs, partners : str, Path, DataFrame or LoadedTable
+        Files (CSV, GeoJSON, GeoPackage) or tables with the columns of DESIGN.md.
+    neighborhoods : str, Path or GeoDataFrame, optional
+        Neighborhood polygons; each need's ``neighborhood`` is then the polygon that
+        contains it.
+    config : MatchConfig, optional
+        Parameters; ``MatchConfig()`` when omitted.
+    input_crs : str, optional
+        Declares the transform of input files that are not in WGS84.
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    InputValidationError
+        With every problem found in the inputs (nothing is planned).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> needs = pd.DataFrame({"need_id": ["n1", "n2"], "category": ["food_access"] * 2,
+    ...                       "lat": [41.88, 41.95], "lon": [-87.63, -87.63], "demand": [4, 3]})
+    >>> partners = pd.DataFrame({"partner_id": ["p1"], "kind": ["organization"],
+    ...     "lat": [41.881], "lon": [-87.63], "categories": ["food_access"],
+    ...     "capacity": [10], "radius_km": [2.0]})
+    >>> p = plan(needs, partners, config=MatchConfig(objective="distance"))
+    >>> p.assignments[["cluster_id", "partner_id", "units"]].values.tolist()
+    [['food_access-000000', 'p1', 4.0]]
+    >>> p.unmet[["cluster_id", "units", "reason"]].values.tolist()
+    [['food_access-000001', 3.0, 'no_partner_in_range']]
+    """
+    config = config or MatchConfig()
+    timings: dict[str, float] = {}
+    with _stage(timings, "read"):
+        need_t, partner_t = _load_inputs(needs, partners, config, input_crs)
+        hoods, hood_hash = (None, None)
+        if neighborhoods is not None:
+            hoods, hood_hash = read_neighborhoods(neighborhoods, input_crs=input_crs)
+    need_df = need_t.frame.copy()
+    partner_df = partner_t.frame.reset_index(drop=True)
+    if hoods is not None:
+        need_df["neighborhood"] = _assign_neighborhoods(need_df, hoods)
+
+    with _stage(timings, "cluster"):
+        clustering = cluster_needs(need_df, config)
+    cl = clustering.clusters
+    cpos = pd.Series(np.arange(len(cl)), index=cl["cluster_id"])
+    need_cpos = cpos.reindex(clustering.need_cluster.to_numpy()).to_numpy()
+
+    with _stage(timings, "candidates"):
+        pairs = candidate_pairs(cl, partner_df)
+        pairs = pair_costs(pairs, cl, partner_df, need_df, need_cpos, config)
+
+    with _stage(timings, "graph"):
+        q = config.quantum
+        need_q = _quantize(need_df["demand"].to_numpy(dtype=float), q, what="demand", floor=False)
+        need_q = np.maximum(need_q, 1)
+        demand_q = np.bincount(need_cpos, weights=need_q, minlength=len(cl)).astype(np.int64)
+        cap_q = _quantize(partner_df["capacity"].to_numpy(dtype=float), q, what="capacity", floor=True)
+        penalty = unmet_penalties(pairs, len(cl), len(partner_df), cl["severity"].to_numpy(), config)
+        cids = cl["cluster_id"].astype(str).tolist()
+        pids = partner_df["partner_id"].astype(str).tolist()
+        graph = build_graph(cids, demand_q, penalty, pids, cap_q, pairs["cluster"].to_numpy(),
+                            pairs["partner"].to_numpy(), pairs["weight"].to_numpy())
+
+    with _stage(timings, "solve"):
+        solution = solve_graph(graph)
+
+    with _stage(timings, "explain"):
+        flow = solution.flow
+        pair_flow = np.fromiter(
+            (flow[cluster_node(cids[c])][partner_node(pids[p])]
+             for c, p in zip(pairs["cluster"].tolist(), pairs["partner"].tolist(), strict=True)),
+            dtype=np.int64, count=len(pairs),
+        )
+        unmet_q = np.array([flow[cluster_node(c)][UNMET] for c in cids], dtype=np.int64)
+        served_q = demand_q - unmet_q
+        used_q = np.bincount(pairs["partner"].to_numpy(), weights=pair_flow,
+                             minlength=len(partner_df)).astype(np.int64)
+        assigned = pairs[pair_flow > 0].assign(units=pair_flow[pair_flow > 0] * q)
+        assigned = explain_assignments(assigned, pairs, partner_df, cl, used_q * q, cap_q * q)
+        result = _assemble(need_df, partner_df, cl, clustering, assigned, demand_q, served_q,
+                           unmet_q, used_q, pairs, q)
+        clusters_out, need_out, assignments_out, unmet_out = result
+        objective = int(np.dot(pair_flow, pairs["weight"].to_numpy()))
+        metrics = plan_metrics(clusters_out, need_out, assignments_out)
+        metrics["cost"] = {"total": round(objective * q / COST_SCALE, 6),
+                           "unit": "units x km" if config.objective == "distance" else "units x cost-km"}
+    hashes = {"needs": need_t.sha256, "partners": partner_t.sha256}
+    if hood_hash:
+        hashes["neighborhoods"] = hood_hash
+    solver_info = {
+        "name": solution.solver,
+        "status": "optimal",
+        "objective_scaled": solution.cost,
+        "assignment_cost_scaled": objective,
+        "cost_scale": COST_SCALE,
+        "quantum": q,
+        "pairs": int(len(pairs)),
+        "arcs": int(graph.number_of_edges()),
+    }
+    model = ClusterModel.from_clustering(need_df, clustering, config, need_t.sha256)
+    rejects = {k: t.rejects for k, t in (("needs", need_t), ("partners", partner_t)) if len(t.rejects)}
+    logger.info("plan: served %.1f of %.1f units (%d clusters, %d assignments)",
+                metrics["units"]["served"], metrics["units"]["demand"], len(cl), len(assignments_out))
+    return Plan(clusters_out, need_out[["need_id", "cluster_id"]].sort_values("need_id").reset_index(drop=True),
+                assignments_out, unmet_out, need_out, partner_df.assign(used=used_q * q), hoods,
+                metrics, config.parameters(), hashes, solver_info, rejects, model, timings)
+
+
+def _assemble(
+    need_df: gpd.GeoDataFrame, partner_df: gpd.GeoDataFrame, cl: pd.DataFrame,
+    clustering: Clustering, assigned: pd.DataFrame, demand_q: np.ndarray, served_q: np.ndarray,
+    unmet_q: np.ndarray, used_q: np.ndarray, pairs: pd.DataFrame, q: float,
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame]:
+    """Turn the optimal flow into the plan's tables."""
+    reason = unmet_reasons(len(cl), pairs, unmet_q)
+    clusters = cl.assign(demand=demand_q * q, served=served_q * q, unmet=unmet_q * q,
+                         unmet_reason=reason)
+    need_cluster = clustering.need_cluster.to_numpy()
+    members = pd.Series(np.arange(len(need_df))).groupby(
+        pd.Series(need_cluster).map(pd.Series(np.arange(len(cl)), index=cl["cluster_id"])).to_numpy()
+    ).apply(list)
+    lat, lon = need_df["lat"].to_numpy(), need_df["lon"].to_numpy()
+    hulls = [hull_polygon(lat[members[i]], lon[members[i]], (float(r.centroid_lat), float(r.centroid_lon)))
+             for i, r in enumerate(cl.itertuples(index=False))]
+    clusters = gpd.GeoDataFrame(clusters, geometry=hulls, crs="EPSG:4326")
+    share = pd.Series(served_q / np.maximum(demand_q, 1), index=cl["cluster_id"])
+    need_out = need_df.assign(cluster_id=need_cluster,
+                              served=need_df["demand"].to_numpy() * share.reindex(need_cluster).to_numpy())
+    pid = partner_df["partner_id"].to_numpy().astype(str)
+    cid = cl["cluster_id"].to_numpy().astype(str)
+    assignments = assigned.assign(
+        cluster_id=cid[assigned["cluster"].to_numpy()],
+        partner_id=pid[assigned["partner"].to_numpy()],
+        cost=assigned["units"] * assigned["weight"] / COST_SCALE,
+    )
+    front = ["cluster_id", "partner_id", "units", "distance_km", "cost"]
+    rest = ["language_km", "capacity_used", "capacity_left", "runner_up_id",
+            "runner_up_distance_km", "runner_up_extra_cost", "runner_up_full", "reason"]
+    assignments = assignments[front + rest].sort_values(["cluster_id", "partner_id"]).reset_index(drop=True)
+    unmet = clusters.loc[clusters["unmet"] > 0, ["cluster_id", "category", "unmet", "unmet_reason",
+                                                  "centroid_lat", "centroid_lon"]]
+    unmet = pd.DataFrame(unmet).rename(columns={"unmet": "units", "unmet_reason": "reason"}).reset_index(drop=True)
+    return clusters, need_out, assignments, unmet
