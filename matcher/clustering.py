@@ -46,36 +46,50 @@ class Clustering:
     core: npt.NDArray[np.bool_]
 
 
+def _group_radius_km(xyz: npt.NDArray[np.float64], groups: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Largest member distance to the (unweighted) centroid of each group label."""
+    n = int(groups.max()) + 1
+    acc = np.zeros((n, 3))
+    np.add.at(acc, groups, xyz)
+    clat, clon = from_unit_vectors(acc)
+    vlat, vlon = from_unit_vectors(xyz)
+    radius = np.zeros(n)
+    np.maximum.at(radius, groups, haversine_km(clat[groups], clon[groups], vlat, vlon))
+    return radius
+
+
 def _split_oversize(
     xyz: npt.NDArray[np.float64], groups: npt.NDArray[np.int64], max_radius_km: float, seed: int
 ) -> npt.NDArray[np.int64]:
-    """Split every group whose members lie farther than ``max_radius_km`` from its centroid."""
+    """Split every group whose members lie farther than ``max_radius_km`` from its centroid.
+
+    Oversize groups are split by k-means (k from the area ratio) until every part fits.
+    """
     groups = groups.copy()
-    next_label = int(groups.max()) + 1 if groups.size else 0
-    pending = list(np.unique(groups))
+    if groups.size == 0:
+        return groups
+    radius = _group_radius_km(xyz, groups)
+    order = np.argsort(groups, kind="stable")
+    bounds = np.searchsorted(groups[order], np.arange(radius.size + 1))
+    pending = [order[bounds[g]:bounds[g + 1]] for g in np.flatnonzero(radius > max_radius_km)]
+    next_label = radius.size
     while pending:
-        g = pending.pop()
-        idx = np.flatnonzero(groups == g)
-        if idx.size < 2:
-            continue
-        c = xyz[idx].mean(axis=0)
-        clat, clon = from_unit_vectors(c)
-        vlat, vlon = from_unit_vectors(xyz[idx])
+        idx = pending.pop()
+        sub = xyz[idx]
+        vlat, vlon = from_unit_vectors(sub)
+        clat, clon = from_unit_vectors(sub.mean(axis=0))
         far = float(haversine_km(clat[0], clon[0], vlat, vlon).max())
-        if far <= max_radius_km:
+        if far <= max_radius_km or idx.size < 2:
             continue
         k = min(idx.size, max(2, math.ceil((far / max_radius_km) ** 2)))
-        km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(xyz[idx])
-        parts = km.labels_
-        for part in range(k):
+        parts = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(sub).labels_
+        for part in range(1, k):
             members = idx[parts == part]
-            if members.size == 0:
-                continue
-            label = g if part == 0 else next_label
-            if part:
+            if members.size:
+                groups[members] = next_label
                 next_label += 1
-            groups[members] = label
-            pending.append(label)
+                pending.append(members)
+        pending.append(idx[parts == 0])
     return groups
 
 

@@ -54,8 +54,16 @@ def _fmt(value: Any) -> Any:
     return value
 
 
+#: Columns written at full float precision, so that distances recomputed from the files
+#: are bit-for-bit those of the plan.
+_FULL_PRECISION = ("centroid_lat", "centroid_lon")
+
+
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     text = frame.astype(object).map(_fmt) if len(frame) else frame
+    for col in _FULL_PRECISION:
+        if col in frame and len(frame):
+            text[col] = [repr(float(v)) for v in frame[col]]
     text.to_csv(path, index=False, lineterminator="\n")
 
 

@@ -126,7 +126,7 @@ def _quantize(values: np.ndarray, quantum: float, *, what: str, floor: bool) -> 
 def _assign_neighborhoods(needs: gpd.GeoDataFrame, hoods: gpd.GeoDataFrame) -> pd.Series:
     """Neighborhood id of the polygon containing each need (first id wins; else the given one)."""
     joined = gpd.sjoin(needs[["geometry"]], hoods[["neighborhood_id", "geometry"]],
-                       how="left", predicate="within")
+                       how="left", predicate="intersects")
     joined = joined.sort_values("neighborhood_id", kind="stable")
     first = joined[~joined.index.duplicated(keep="first")]["neighborhood_id"].reindex(needs.index)
     outside = first.isna()
