@@ -210,8 +210,9 @@ def plan(
         hoods, hood_hash = (None, None)
         if neighborhoods is not None:
             hoods, hood_hash = read_neighborhoods(neighborhoods, input_crs=input_crs)
-    need_df = need_t.frame.copy()
-    partner_df = partner_t.frame.reset_index(drop=True)
+    # a canonical row order, so that results do not depend on the order of input rows
+    need_df = need_t.frame.sort_values("need_id", kind="stable").reset_index(drop=True)
+    partner_df = partner_t.frame.sort_values("partner_id", kind="stable").reset_index(drop=True)
     if hoods is not None:
         need_df["neighborhood"] = _assign_neighborhoods(need_df, hoods)
 
