@@ -28,9 +28,11 @@ def main(out: Path) -> None:
         )
         result.to_dir(out / objective)
         units = result.metrics["units"]
-        print(f"[{objective}] served {units['served']:.0f} of {units['demand']:.0f} units "
-              f"({units['coverage']:.1%}); cost {result.metrics['cost']['total']:.1f} "
-              f"{result.metrics['cost']['unit']}; plan written to {out / objective}")
+        print(
+            f"[{objective}] served {units['served']:.0f} of {units['demand']:.0f} units "
+            f"({units['coverage']:.1%}); cost {result.metrics['cost']['total']:.1f} "
+            f"{result.metrics['cost']['unit']}; plan written to {out / objective}"
+        )
 
     # the largest gaps, by category and reason (from the last plan)
     gaps = result.unmet.groupby(["category", "reason"])["units"].sum().sort_values(ascending=False)
@@ -40,7 +42,10 @@ def main(out: Path) -> None:
     worst = sorted(hoods.items(), key=lambda kv: kv[1]["coverage"])[:3]
     names = result.neighborhoods.set_index("neighborhood_id")["name"]
     for hood, m in worst:
-        print(f"lowest coverage: {names.get(hood, hood)}: {m['coverage']:.0%} of {m['demand']:.0f} units")
+        print(
+            f"lowest coverage: {names.get(hood, hood)}: "
+            f"{m['coverage']:.0%} of {m['demand']:.0f} units"
+        )
     print("two explained recommendations:")
     for reason in result.assignments["reason"].head(2):
         print(" -", reason)

@@ -35,8 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def great_circle(lat1, lon1, lat2, lon2):
     p1, p2 = np.radians(lat1), np.radians(lat2)
-    h = (np.sin((p2 - p1) / 2) ** 2
-         + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2)
+    h = (
+        np.sin((p2 - p1) / 2) ** 2
+        + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    )
     return 2 * R_KM * np.arcsin(np.sqrt(np.clip(h, 0, 1)))
 
 
@@ -49,12 +51,27 @@ def brute_force_pairs(clusters: pd.DataFrame, partners: pd.DataFrame) -> pd.Data
         ps = partners[pmask]
         if ps.empty:
             continue
-        d = great_circle(group["centroid_lat"].to_numpy()[:, None], group["centroid_lon"].to_numpy()[:, None],
-                         ps["lat"].to_numpy()[None, :], ps["lon"].to_numpy()[None, :])
+        d = great_circle(
+            group["centroid_lat"].to_numpy()[:, None],
+            group["centroid_lon"].to_numpy()[:, None],
+            ps["lat"].to_numpy()[None, :],
+            ps["lon"].to_numpy()[None, :],
+        )
         ci, pi = np.nonzero(d <= ps["radius_km"].to_numpy()[None, :])
-        rows.append(pd.DataFrame({"cluster_id": group["cluster_id"].to_numpy()[ci],
-                                  "partner_id": ps["partner_id"].to_numpy()[pi], "km": d[ci, pi]}))
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["cluster_id", "partner_id", "km"])
+        rows.append(
+            pd.DataFrame(
+                {
+                    "cluster_id": group["cluster_id"].to_numpy()[ci],
+                    "partner_id": ps["partner_id"].to_numpy()[pi],
+                    "km": d[ci, pi],
+                }
+            )
+        )
+    return (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(columns=["cluster_id", "partner_id", "km"])
+    )
 
 
 def lp_optimum(clusters, partners, pairs, quantum):
@@ -65,15 +82,30 @@ def lp_optimum(clusters, partners, pairs, quantum):
     ci = pd.Index(clusters["cluster_id"]).get_indexer(pairs["cluster_id"])
     pi = pd.Index(partners["partner_id"]).get_indexer(pairs["partner_id"])
     cols = np.arange(n)
-    a = vstack([coo_matrix((np.ones(n), (ci, cols)), shape=(len(clusters), n)),
-                coo_matrix((np.ones(n), (pi, cols)), shape=(len(partners), n))]).tocsr()
-    b = np.concatenate([np.rint(clusters["demand"].to_numpy() / quantum),
-                        np.floor(partners["capacity"].to_numpy() / quantum + 1e-9)])
+    a = vstack(
+        [
+            coo_matrix((np.ones(n), (ci, cols)), shape=(len(clusters), n)),
+            coo_matrix((np.ones(n), (pi, cols)), shape=(len(partners), n)),
+        ]
+    ).tocsr()
+    b = np.concatenate(
+        [
+            np.rint(clusters["demand"].to_numpy() / quantum),
+            np.floor(partners["capacity"].to_numpy() / quantum + 1e-9),
+        ]
+    )
     first = linprog(-np.ones(n), A_ub=a, b_ub=b, bounds=(0, None), method="highs")
     served = round(-first.fun)
     weight = np.rint(pairs["km"].to_numpy() * 1000)
-    second = linprog(weight, A_ub=a, b_ub=b, A_eq=np.ones((1, n)), b_eq=[served],
-                     bounds=(0, None), method="highs")
+    second = linprog(
+        weight,
+        A_ub=a,
+        b_ub=b,
+        A_eq=np.ones((1, n)),
+        b_eq=[served],
+        bounds=(0, None),
+        method="highs",
+    )
     return served, round(second.fun)
 
 
@@ -94,8 +126,10 @@ def verify(needs_path: Path, partners_path: Path, plan_dir: Path) -> list[str]:
     assign = pd.read_csv(plan_dir / "assignments.csv", keep_default_na=False)
     nc = pd.read_csv(plan_dir / "need_clusters.csv", dtype=str)
 
-    check(nc["need_id"].is_unique and set(nc["need_id"]) == set(needs["need_id"]),
-          "every need is in exactly one cluster")
+    check(
+        nc["need_id"].is_unique and set(nc["need_id"]) == set(needs["need_id"]),
+        "every need is in exactly one cluster",
+    )
     check(set(nc["cluster_id"]) == set(clusters["cluster_id"]), "every cluster has members")
     m = needs.merge(nc, on="need_id")
     demand = m.groupby("cluster_id")["demand"].sum().reindex(clusters["cluster_id"]).to_numpy()
@@ -105,26 +139,45 @@ def verify(needs_path: Path, partners_path: Path, plan_dir: Path) -> list[str]:
     # spherical demand-weighted centroid
     phi, lam = np.radians(m["lat"]), np.radians(m["lon"])
     xyz = np.column_stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)])
-    acc = pd.DataFrame(xyz * m["demand"].to_numpy()[:, None]).groupby(m["cluster_id"].to_numpy()).sum()
+    acc = (
+        pd.DataFrame(xyz * m["demand"].to_numpy()[:, None])
+        .groupby(m["cluster_id"].to_numpy())
+        .sum()
+    )
     acc = acc.reindex(clusters["cluster_id"]).to_numpy()
     clat = np.degrees(np.arctan2(acc[:, 2], np.hypot(acc[:, 0], acc[:, 1])))
     clon = np.degrees(np.arctan2(acc[:, 1], acc[:, 0]))
     off = great_circle(clat, clon, clusters["centroid_lat"], clusters["centroid_lon"])
-    check(float(np.max(off)) < 1e-6, f"centroids are demand-weighted spherical means (max off {np.max(off):.2e} km)")
-    check(np.allclose(clusters["served"] + clusters["unmet"], clusters["demand"]), "served + unmet = demand")
+    check(
+        float(np.max(off)) < 1e-6,
+        f"centroids are demand-weighted spherical means (max off {np.max(off):.2e} km)",
+    )
+    check(
+        np.allclose(clusters["served"] + clusters["unmet"], clusters["demand"]),
+        "served + unmet = demand",
+    )
 
     pairs = brute_force_pairs(clusters, partners)
     key = set(zip(pairs["cluster_id"], pairs["partner_id"], strict=True))
-    check(all((c, p) in key for c, p in zip(assign["cluster_id"], assign["partner_id"], strict=True)),
-          "every assignment is eligible (category offered, within radius)")
+    check(
+        all((c, p) in key for c, p in zip(assign["cluster_id"], assign["partner_id"], strict=True)),
+        "every assignment is eligible (category offered, within radius)",
+    )
     km = pairs.set_index(["cluster_id", "partner_id"])["km"]
     d = km.reindex(pd.MultiIndex.from_frame(assign[["cluster_id", "partner_id"]])).to_numpy()
-    check(np.allclose(d, assign["distance_km"], atol=1e-6), "assignment distances are great-circle km")
+    check(
+        np.allclose(d, assign["distance_km"], atol=1e-6), "assignment distances are great-circle km"
+    )
     used = assign.groupby("partner_id")["units"].sum()
     cap = partners.set_index("partner_id")["capacity"]
     check(bool((used <= cap.reindex(used.index) + 1e-9).all()), "no partner over capacity")
-    served = assign.groupby("cluster_id")["units"].sum().reindex(clusters["cluster_id"], fill_value=0)
-    check(np.allclose(served.to_numpy(), clusters["served"]), "cluster served = sum of its assignments")
+    served = (
+        assign.groupby("cluster_id")["units"].sum().reindex(clusters["cluster_id"], fill_value=0)
+    )
+    check(
+        np.allclose(served.to_numpy(), clusters["served"]),
+        "cluster served = sum of its assignments",
+    )
     left = cap - used.reindex(cap.index, fill_value=0)
     reach = pairs.groupby("cluster_id")["partner_id"].agg(list)
     truthful = True
@@ -134,7 +187,10 @@ def verify(needs_path: Path, partners_path: Path, plan_dir: Path) -> list[str]:
         truthful &= row.unmet_reason == want and all(left[p] <= 1e-9 for p in ps)
     check(truthful, "every unmet reason is true (no partner in range / all in range full)")
     runner_ok = all(
-        (r == "" and not (set(reach.get(c, [])) - set(assign.loc[assign.cluster_id == c, "partner_id"])))
+        (
+            r == ""
+            and not (set(reach.get(c, [])) - set(assign.loc[assign.cluster_id == c, "partner_id"]))
+        )
         or (r != "" and (c, r) in key)
         for c, r in zip(assign["cluster_id"], assign["runner_up_id"], strict=True)
     )
@@ -142,7 +198,9 @@ def verify(needs_path: Path, partners_path: Path, plan_dir: Path) -> list[str]:
 
     lp_served, lp_cost = lp_optimum(clusters, partners, pairs, quantum)
     plan_served = round(clusters["served"].sum() / quantum)
-    check(plan_served == lp_served, f"units served = LP maximum ({plan_served} = {lp_served} quanta)")
+    check(
+        plan_served == lp_served, f"units served = LP maximum ({plan_served} = {lp_served} quanta)"
+    )
     if summary["objective"] == "distance":
         w = np.rint(d * 1000)
         plan_cost = round(float(np.sum(np.rint(assign["units"].to_numpy() / quantum) * w)))
@@ -161,8 +219,9 @@ def main() -> int:
         args.needs, args.partners = sample / "needs.csv", sample / "partners.csv"
         tmp = tempfile.TemporaryDirectory()
         args.plan = Path(tmp.name)
-        matcher.plan(args.needs, args.partners,
-                     config=matcher.MatchConfig(objective="distance")).to_dir(args.plan)
+        matcher.plan(
+            args.needs, args.partners, config=matcher.MatchConfig(objective="distance")
+        ).to_dir(args.plan)
     failures = verify(args.needs, args.partners, args.plan)
     print(f"{len(failures)} check(s) failed" if failures else "all checks passed")
     return 1 if failures else 0

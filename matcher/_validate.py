@@ -68,7 +68,9 @@ class _Collector:
         for i in np.flatnonzero(mask):
             value = values[i]
             text = reason(value) if callable(reason) else reason
-            self.found.append((int(i), order, Problem(self.file, int(self.rows[i]), field, value, text)))
+            self.found.append(
+                (int(i), order, Problem(self.file, int(self.rows[i]), field, value, text))
+            )
 
     def problems(self) -> tuple[Problem, ...]:
         return tuple(p for _, _, p in sorted(self.found, key=lambda t: (t[0], t[1])))
@@ -94,7 +96,9 @@ def _check_id(c: _Collector, field: str) -> pd.Series:
     dup = ids.duplicated(keep="first").to_numpy() & (ids != "").to_numpy()
     if dup.any():
         first = {v: int(c.rows[i]) for i, v in reversed(list(enumerate(ids))) if v}
-        c.flag(dup, field, lambda v: f"duplicate {field}; first used on row {first[str(v).strip()]}")
+        c.flag(
+            dup, field, lambda v: f"duplicate {field}; first used on row {first[str(v).strip()]}"
+        )
     return ids
 
 
@@ -105,7 +109,9 @@ def _check_coordinates(c: _Collector) -> tuple[np.ndarray, np.ndarray]:
         c.flag(missing, name, f"is empty; a {name} in degrees WGS84 is required")
         c.flag(np.isnan(arr) & ~missing, name, f"must be a finite number in -{lim:g}..{lim:g}")
         c.flag(np.isinf(arr), name, f"must be a finite number in -{lim:g}..{lim:g}")
-        c.flag(np.abs(np.nan_to_num(arr)) > lim, name, f"out of range; must be in -{lim:g}..{lim:g}")
+        c.flag(
+            np.abs(np.nan_to_num(arr)) > lim, name, f"out of range; must be in -{lim:g}..{lim:g}"
+        )
     c.flag(
         (lat == 0) & (lon == 0),
         "lat",
@@ -159,7 +165,9 @@ def _categories(c: _Collector, field: str, taxonomy: Taxonomy, *, multi: bool) -
     return text.map(lambda v: lookup[v][0])
 
 
-def validate_needs(df: pd.DataFrame, rows: Sequence[int], file: str, taxonomy: Taxonomy) -> Validated:
+def validate_needs(
+    df: pd.DataFrame, rows: Sequence[int], file: str, taxonomy: Taxonomy
+) -> Validated:
     """Validate a raw needs table.
 
     Parameters
@@ -195,7 +203,10 @@ def validate_needs(df: pd.DataFrame, rows: Sequence[int], file: str, taxonomy: T
     else:
         sev = np.full(len(df), 3.0)
     languages = _check_languages(c)
-    optional = {n: _text(df[n]) if n in df else pd.Series([""] * len(df), index=df.index) for n in ("neighborhood", "reported_at", "source")}
+    optional = {
+        n: _text(df[n]) if n in df else pd.Series([""] * len(df), index=df.index)
+        for n in ("neighborhood", "reported_at", "source")
+    }
     c.flag(
         ~optional["reported_at"].map(lambda v: not v or bool(_DATE.match(v))).to_numpy(dtype=bool),
         "reported_at",

@@ -94,15 +94,25 @@ def candidate_pairs(clusters: pd.DataFrame, partners: pd.DataFrame) -> pd.DataFr
         found_p.append(np.repeat(pidx, counts))
         found_c.append(cidx[np.concatenate([np.asarray(h, dtype=np.int64) for h in hits])])
     if not found_c:
-        return pd.DataFrame({"cluster": np.zeros(0, np.int64), "partner": np.zeros(0, np.int64),
-                             "distance_km": np.zeros(0)})
+        return pd.DataFrame(
+            {
+                "cluster": np.zeros(0, np.int64),
+                "partner": np.zeros(0, np.int64),
+                "distance_km": np.zeros(0),
+            }
+        )
     ci = np.concatenate(found_c)
     pi = np.concatenate(found_p)
-    d = haversine_km(partners["lat"].to_numpy()[pi], partners["lon"].to_numpy()[pi],
-                     clusters["centroid_lat"].to_numpy()[ci], clusters["centroid_lon"].to_numpy()[ci])
+    d = haversine_km(
+        partners["lat"].to_numpy()[pi],
+        partners["lon"].to_numpy()[pi],
+        clusters["centroid_lat"].to_numpy()[ci],
+        clusters["centroid_lon"].to_numpy()[ci],
+    )
     keep = d <= radius[pi]
     order = np.lexsort((pi[keep], ci[keep]))
-    out = pd.DataFrame({"cluster": ci[keep][order], "partner": pi[keep][order],
-                        "distance_km": d[keep][order]})
+    out = pd.DataFrame(
+        {"cluster": ci[keep][order], "partner": pi[keep][order], "distance_km": d[keep][order]}
+    )
     logger.debug("%d candidate pairs", len(out))
     return out

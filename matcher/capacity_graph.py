@@ -82,7 +82,8 @@ def build_graph(
     pids = [partner_node(p) for p in partner_ids]
     g.add_edges_from(
         (cids[c], pids[p], {"capacity": int(demand[c]), "weight": w})
-        for c, p, w in zip(pair_cluster.tolist(), pair_partner.tolist(), pair_weight.tolist(),
-                           strict=True)
+        for c, p, w in zip(
+            pair_cluster.tolist(), pair_partner.tolist(), pair_weight.tolist(), strict=True
+        )
     )
     return g

@@ -26,7 +26,9 @@ EXIT_FAILURE = 1
 def _setup_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(levelname)s %(message)s" if verbose else "%(message)s")
+    )
     root = logging.getLogger("matcher")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -80,47 +82,117 @@ def main() -> None:
 
 
 @main.command("plan")
-@click.option("--needs", "needs_path", required=True, type=click.Path(path_type=Path),
-              help="Needs file: CSV, GeoJSON or GeoPackage.")
-@click.option("--partners", "partners_path", required=True, type=click.Path(path_type=Path),
-              help="Partners file (organizations and volunteers).")
-@click.option("--neighborhoods", "hoods_path", type=click.Path(path_type=Path),
-              help="Neighborhood polygons (GeoJSON or GeoPackage).")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Output directory (created if missing).")
-@click.option("--objective", type=click.Choice(OBJECTIVES), default="default", show_default=True,
-              help="'distance': minimise units x km. 'default': severity first, then km plus language penalty.")
-@click.option("--cluster-km", type=float, default=MatchConfig.cluster_km, show_default=True,
-              help="Density scale of the clustering, in km.")
-@click.option("--min-samples", type=int, default=MatchConfig.min_samples, show_default=True,
-              help="Needs within --cluster-km that make a dense core.")
-@click.option("--max-cluster-radius-km", type=float, default=MatchConfig.max_cluster_radius_km,
-              show_default=True, help="Split clusters wider than this.")
+@click.option(
+    "--needs",
+    "needs_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Needs file: CSV, GeoJSON or GeoPackage.",
+)
+@click.option(
+    "--partners",
+    "partners_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Partners file (organizations and volunteers).",
+)
+@click.option(
+    "--neighborhoods",
+    "hoods_path",
+    type=click.Path(path_type=Path),
+    help="Neighborhood polygons (GeoJSON or GeoPackage).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Output directory (created if missing).",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default="default",
+    show_default=True,
+    help="'distance': minimise units x km. "
+    "'default': severity first, then km plus language penalty.",
+)
+@click.option(
+    "--cluster-km",
+    type=float,
+    default=MatchConfig.cluster_km,
+    show_default=True,
+    help="Density scale of the clustering, in km.",
+)
+@click.option(
+    "--min-samples",
+    type=int,
+    default=MatchConfig.min_samples,
+    show_default=True,
+    help="Needs within --cluster-km that make a dense core.",
+)
+@click.option(
+    "--max-cluster-radius-km",
+    type=float,
+    default=MatchConfig.max_cluster_radius_km,
+    show_default=True,
+    help="Split clusters wider than this.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for cluster splitting.")
-@click.option("--skip-invalid", is_flag=True,
-              help="Load the valid rows and write the invalid ones to rejects_*.csv in --out.")
-@click.option("--taxonomy", "taxonomy_path", type=click.Path(path_type=Path),
-              help="Category taxonomy file (JSON or CSV); the default taxonomy otherwise.")
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Load the valid rows and write the invalid ones to rejects_*.csv in --out.",
+)
+@click.option(
+    "--taxonomy",
+    "taxonomy_path",
+    type=click.Path(path_type=Path),
+    help="Category taxonomy file (JSON or CSV); the default taxonomy otherwise.",
+)
 @click.option("--input-crs", help="Declare the CRS of inputs not in WGS84, e.g. EPSG:3435.")
-@click.option("--models-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("models"),
-              show_default=True, help="Where to save the fitted clustering model.")
+@click.option(
+    "--models-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("models"),
+    show_default=True,
+    help="Where to save the fitted clustering model.",
+)
 @_with_common
 @_guarded
-def plan_cmd(needs_path: Path, partners_path: Path, hoods_path: Path | None, out_dir: Path,
-             objective: str, cluster_km: float, min_samples: int, max_cluster_radius_km: float,
-             seed: int, skip_invalid: bool, taxonomy_path: Path | None, input_crs: str | None,
-             models_dir: Path, quiet: bool, verbose: bool) -> None:
+def plan_cmd(
+    needs_path: Path,
+    partners_path: Path,
+    hoods_path: Path | None,
+    out_dir: Path,
+    objective: str,
+    cluster_km: float,
+    min_samples: int,
+    max_cluster_radius_km: float,
+    seed: int,
+    skip_invalid: bool,
+    taxonomy_path: Path | None,
+    input_crs: str | None,
+    models_dir: Path,
+    quiet: bool,
+    verbose: bool,
+) -> None:
     """Plan: cluster needs, match partners, write the plan to --out."""
     from .plan import plan
 
     _setup_logging(quiet, verbose)
     config = MatchConfig(
         objective=objective,  # type: ignore[arg-type]
-        cluster_km=cluster_km, min_samples=min_samples, max_cluster_radius_km=max_cluster_radius_km,
-        seed=seed, on_invalid="skip" if skip_invalid else "raise", taxonomy=_taxonomy(taxonomy_path),
+        cluster_km=cluster_km,
+        min_samples=min_samples,
+        max_cluster_radius_km=max_cluster_radius_km,
+        seed=seed,
+        on_invalid="skip" if skip_invalid else "raise",
+        taxonomy=_taxonomy(taxonomy_path),
     )
-    result = plan(needs_path, partners_path, neighborhoods=hoods_path, config=config,
-                  input_crs=input_crs)
+    result = plan(
+        needs_path, partners_path, neighborhoods=hoods_path, config=config, input_crs=input_crs
+    )
     written = result.to_dir(out_dir)
     manifest = result.save_model(models_dir)
     units = result.metrics["units"]
@@ -141,8 +213,14 @@ def plan_cmd(needs_path: Path, partners_path: Path, hoods_path: Path | None, out
 @click.option("--input-crs", help="Declare the CRS of inputs not in WGS84.")
 @_with_common
 @_guarded
-def validate_cmd(needs_path: Path, partners_path: Path, taxonomy_path: Path | None,
-                 input_crs: str | None, quiet: bool, verbose: bool) -> None:
+def validate_cmd(
+    needs_path: Path,
+    partners_path: Path,
+    taxonomy_path: Path | None,
+    input_crs: str | None,
+    quiet: bool,
+    verbose: bool,
+) -> None:
     """Validate needs and partners files; report every problem at once."""
     from .plan import _load_inputs
 
@@ -155,14 +233,16 @@ def validate_cmd(needs_path: Path, partners_path: Path, taxonomy_path: Path | No
 
 @main.command("generate")
 @click.option("--needs", "n_needs", required=True, type=click.IntRange(1), help="Number of needs.")
-@click.option("--partners", "n_partners", required=True, type=click.IntRange(1),
-              help="Number of partners.")
+@click.option(
+    "--partners", "n_partners", required=True, type=click.IntRange(1), help="Number of partners."
+)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False))
 @_with_common
 @_guarded
-def generate_cmd(n_needs: int, n_partners: int, seed: int, out_dir: Path, quiet: bool,
-                 verbose: bool) -> None:
+def generate_cmd(
+    n_needs: int, n_partners: int, seed: int, out_dir: Path, quiet: bool, verbose: bool
+) -> None:
     """Generate a seeded synthetic city: needs.csv, partners.csv, neighborhoods.geojson."""
     from .synthetic import generate_city, write_city
 

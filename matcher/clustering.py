@@ -46,7 +46,9 @@ class Clustering:
     core: npt.NDArray[np.bool_]
 
 
-def _group_radius_km(xyz: npt.NDArray[np.float64], groups: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+def _group_radius_km(
+    xyz: npt.NDArray[np.float64], groups: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64]:
     """Largest member distance to the (unweighted) centroid of each group label."""
     n = int(groups.max()) + 1
     acc = np.zeros((n, 3))
@@ -71,7 +73,7 @@ def _split_oversize(
     radius = _group_radius_km(xyz, groups)
     order = np.argsort(groups, kind="stable")
     bounds = np.searchsorted(groups[order], np.arange(radius.size + 1))
-    pending = [order[bounds[g]:bounds[g + 1]] for g in np.flatnonzero(radius > max_radius_km)]
+    pending = [order[bounds[g] : bounds[g + 1]] for g in np.flatnonzero(radius > max_radius_km)]
     next_label = radius.size
     while pending:
         idx = pending.pop()
@@ -163,9 +165,13 @@ def _summarise(needs: pd.DataFrame, need_cluster: pd.Series) -> pd.DataFrame:
     zero = ~np.any(acc, axis=1)
     if zero.any():
         first = pd.Series(np.arange(len(codes))).groupby(codes).first().to_numpy()
-        acc[zero] = to_unit_vectors(needs["lat"].to_numpy()[first[zero]], needs["lon"].to_numpy()[first[zero]])
+        acc[zero] = to_unit_vectors(
+            needs["lat"].to_numpy()[first[zero]], needs["lon"].to_numpy()[first[zero]]
+        )
     clat, clon = from_unit_vectors(acc)
-    member_d = haversine_km(clat[codes], clon[codes], needs["lat"].to_numpy(), needs["lon"].to_numpy())
+    member_d = haversine_km(
+        clat[codes], clon[codes], needs["lat"].to_numpy(), needs["lon"].to_numpy()
+    )
     radius = np.zeros(n)
     np.maximum.at(radius, codes, member_d)
     category = pd.Series(needs["category"].to_numpy()).groupby(codes).first().to_numpy()
@@ -200,8 +206,9 @@ class ClusterModel:
     manifest: dict[str, Any]
 
     @classmethod
-    def from_clustering(cls, needs: pd.DataFrame, clustering: Clustering,
-                        config: MatchConfig, input_hash: str) -> ClusterModel:
+    def from_clustering(
+        cls, needs: pd.DataFrame, clustering: Clustering, config: MatchConfig, input_hash: str
+    ) -> ClusterModel:
         """Keep the core needs of a clustering with a manifest describing it."""
         core = clustering.core
         manifest = {
@@ -255,10 +262,14 @@ class ClusterModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         arrays = directory / f"{name}.npz"
-        np.savez_compressed(arrays, lat=self.lat, lon=self.lon, category=self.category,
-                            cluster_id=self.cluster_id)
-        manifest = dict(self.manifest, arrays=arrays.name,
-                        created=datetime.now(UTC).isoformat(timespec="seconds"))
+        np.savez_compressed(
+            arrays, lat=self.lat, lon=self.lon, category=self.category, cluster_id=self.cluster_id
+        )
+        manifest = dict(
+            self.manifest,
+            arrays=arrays.name,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
         path = directory / f"{name}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -283,12 +294,21 @@ class ClusterModel:
                 arrays = {k: z[k] for k in ("lat", "lon", "category", "cluster_id")}
         except (OSError, ValueError, KeyError) as exc:
             raise InputValidationError(
-                [Problem(str(path), None, None, None, f"not a readable matcher cluster model: {exc}")]
+                [
+                    Problem(
+                        str(path), None, None, None, f"not a readable matcher cluster model: {exc}"
+                    )
+                ]
             ) from None
-        return cls(float(manifest["parameters"]["cluster_km"]), arrays["lat"], arrays["lon"],
-                   arrays["category"], arrays["cluster_id"], manifest)
+        return cls(
+            float(manifest["parameters"]["cluster_km"]),
+            arrays["lat"],
+            arrays["lon"],
+            arrays["category"],
+            arrays["cluster_id"],
+            manifest,
+        )
 
     def __post_init__(self) -> None:
         if not (len(self.lat) == len(self.lon) == len(self.category) == len(self.cluster_id)):
             raise ValueError("model arrays must have equal lengths")
-

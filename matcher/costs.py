@@ -15,8 +15,11 @@ COST_SCALE = 1000
 
 
 def _language_mismatch(
-    needs: pd.DataFrame, need_cluster: npt.NDArray[np.int64], n_clusters: int,
-    pair_cluster: npt.NDArray[np.int64], partner_languages: npt.NDArray[np.object_],
+    needs: pd.DataFrame,
+    need_cluster: npt.NDArray[np.int64],
+    n_clusters: int,
+    pair_cluster: npt.NDArray[np.int64],
+    partner_languages: npt.NDArray[np.object_],
 ) -> npt.NDArray[np.float64]:
     """Demand per pair from needs whose requested languages the partner does not list."""
     mismatch = np.zeros(pair_cluster.size)
@@ -74,7 +77,10 @@ def pair_costs(
     out = pairs.copy()
     if config.objective == "default" and config.language_penalty_km > 0 and len(out):
         mismatch = _language_mismatch(
-            needs, need_cluster_pos, len(clusters), out["cluster"].to_numpy(),
+            needs,
+            need_cluster_pos,
+            len(clusters),
+            out["cluster"].to_numpy(),
             partners["languages"].to_numpy().astype(str)[out["partner"].to_numpy()],
         )
         share = mismatch / clusters["demand"].to_numpy(dtype=np.float64)[out["cluster"].to_numpy()]
@@ -87,7 +93,10 @@ def pair_costs(
 
 
 def unmet_penalties(
-    pairs: pd.DataFrame, n_clusters: int, n_partners: int, severity: npt.NDArray[np.float64],
+    pairs: pd.DataFrame,
+    n_clusters: int,
+    n_partners: int,
+    severity: npt.NDArray[np.float64],
     config: MatchConfig,
 ) -> npt.NDArray[np.int64]:
     """Integer penalty per unit left unmet, per cluster.

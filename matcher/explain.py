@@ -28,8 +28,12 @@ def unmet_reasons(n_clusters: int, pairs: pd.DataFrame, unmet: np.ndarray) -> np
 
 
 def explain_assignments(
-    assigned: pd.DataFrame, pairs: pd.DataFrame, partners: pd.DataFrame, clusters: pd.DataFrame,
-    used: np.ndarray, capacity: np.ndarray,
+    assigned: pd.DataFrame,
+    pairs: pd.DataFrame,
+    partners: pd.DataFrame,
+    clusters: pd.DataFrame,
+    used: np.ndarray,
+    capacity: np.ndarray,
 ) -> pd.DataFrame:
     """Add capacity use, the runner-up partner and a reason text to each assignment.
 
@@ -93,13 +97,17 @@ def explain_assignments(
         )
         if row.language_km > 0:
             text += f" (language mismatch adds {row.language_km:.2f} km per unit)"
-        text += f"; {row.capacity_used:g} of its {row.capacity_used + row.capacity_left:g} units are used."
+        total = row.capacity_used + row.capacity_left
+        text += f"; {row.capacity_used:g} of its {total:g} units are used."
         if not h:
             text += " No other partner in range offers this category."
         else:
             extra = row.runner_up_extra_cost
             if extra < 0:
-                text += f" Runner-up {pid[rp_i]} is {-extra:.3f} km per unit cheaper but has no capacity left."
+                text += (
+                    f" Runner-up {pid[rp_i]} is {-extra:.3f} km per unit cheaper"
+                    " but has no capacity left."
+                )
             elif extra == 0:
                 text += f" Runner-up {pid[rp_i]} would cost the same; ties go by partner order."
             else:

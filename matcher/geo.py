@@ -81,7 +81,9 @@ def chord_for_km(km: npt.ArrayLike) -> FloatArray:
     return np.asarray(2.0 * np.sin(theta / 2.0))
 
 
-def weighted_centroid(lat: npt.ArrayLike, lon: npt.ArrayLike, weights: npt.ArrayLike) -> tuple[float, float]:
+def weighted_centroid(
+    lat: npt.ArrayLike, lon: npt.ArrayLike, weights: npt.ArrayLike
+) -> tuple[float, float]:
     """Weighted spherical centroid: the normalised weighted mean of unit vectors.
 
     Examples

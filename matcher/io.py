@@ -8,9 +8,10 @@ import io
 import json
 import logging
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import geopandas as gpd
 import numpy as np
@@ -32,7 +33,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Source = str | Path | pd.DataFrame
+Source: TypeAlias = str | Path | pd.DataFrame
 CSV_SUFFIXES = (".csv", ".txt")
 GEOJSON_SUFFIXES = (".geojson", ".json")
 GPKG_SUFFIXES = (".gpkg",)
@@ -75,8 +76,9 @@ class LoadedTable:
     name: str
 
 
-def _fail(file: str, reason: str, *, row: int | None = None, field: str | None = None,
-          value: Any = None) -> InputValidationError:
+def _fail(
+    file: str, reason: str, *, row: int | None = None, field: str | None = None, value: Any = None
+) -> InputValidationError:
     return InputValidationError([Problem(file, row, field, value, reason)])
 
 
@@ -109,7 +111,9 @@ def _decode(data: bytes, file: str) -> str:
         ) from None
 
 
-def _read_csv_text(text: str, file: str, required: tuple[str, ...]) -> tuple[pd.DataFrame, list[int]]:
+def _read_csv_text(
+    text: str, file: str, required: tuple[str, ...]
+) -> tuple[pd.DataFrame, list[int]]:
     header = text.splitlines()[0] if text.splitlines() else ""
     columns = next(csv.reader([header])) if header else []
     if len(columns) <= 1:
@@ -123,7 +127,10 @@ def _read_csv_text(text: str, file: str, required: tuple[str, ...]) -> tuple[pd.
                 )
     try:
         df = pd.read_csv(
-            io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True,
+            io.StringIO(text),
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
             skip_blank_lines=True,
         )
     except (pd.errors.ParserError, ValueError) as exc:
@@ -139,7 +146,7 @@ def _read_csv_text(text: str, file: str, required: tuple[str, ...]) -> tuple[pd.
 
 def _data_line_numbers(text: str, n: int) -> list[int]:
     reader = csv.reader(io.StringIO(text))
-    lines = []
+    lines: list[int] = []
     next(reader, None)
     while len(lines) < n:
         try:
@@ -186,10 +193,16 @@ def _geojson_points(
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _fail(file, f"not valid JSON: {exc.msg} at line {exc.lineno}", row=exc.lineno) from None
+        raise _fail(
+            file, f"not valid JSON: {exc.msg} at line {exc.lineno}", row=exc.lineno
+        ) from None
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
-        raise _fail(file, "expected a GeoJSON FeatureCollection", field="type",
-                    value=doc.get("type") if isinstance(doc, dict) else type(doc).__name__)
+        raise _fail(
+            file,
+            "expected a GeoJSON FeatureCollection",
+            field="type",
+            value=doc.get("type") if isinstance(doc, dict) else type(doc).__name__,
+        )
     crs_name = None
     if isinstance(doc.get("crs"), dict):
         crs_name = str((doc["crs"].get("properties") or {}).get("name"))
@@ -239,7 +252,9 @@ def _transform(df: pd.DataFrame, input_crs: str, file: str) -> pd.DataFrame:
     return out
 
 
-def _gpkg_points(path: Path, required: tuple[str, ...], input_crs: str | None) -> tuple[pd.DataFrame, list[int]]:
+def _gpkg_points(
+    path: Path, required: tuple[str, ...], input_crs: str | None
+) -> tuple[pd.DataFrame, list[int]]:
     gdf = _read_vector(path)
     crs = gdf.crs.to_string() if gdf.crs is not None else None
     is_wgs84 = gdf.crs is None or gdf.crs.equals("EPSG:4326") or gdf.crs.equals("OGC:CRS84")
@@ -253,7 +268,9 @@ def _gpkg_points(path: Path, required: tuple[str, ...], input_crs: str | None) -
     bad = np.flatnonzero(types != "Point")
     if bad.size:
         raise InputValidationError(
-            Problem(str(path), int(i), "geometry", types[i], "must be a Point (longitude, latitude)")
+            Problem(
+                str(path), int(i), "geometry", types[i], "must be a Point (longitude, latitude)"
+            )
             for i in bad
         )
     df = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
@@ -281,8 +298,12 @@ def _raw_table(
         if isinstance(source, gpd.GeoDataFrame) and source.geometry.name in df:
             geom = source.geometry
             if source.crs is not None and not source.crs.equals("EPSG:4326"):
-                raise _fail(label, f"GeoDataFrame CRS is {source.crs.to_string()}, not EPSG:4326; "
-                            "call .to_crs('EPSG:4326') first", field="crs")
+                raise _fail(
+                    label,
+                    f"GeoDataFrame CRS is {source.crs.to_string()}, not EPSG:4326; "
+                    "call .to_crs('EPSG:4326') first",
+                    field="crs",
+                )
             if not (geom.geom_type == "Point").all():
                 raise _fail(label, "every geometry must be a Point", field="geometry")
             df = df.drop(columns=source.geometry.name)
@@ -317,7 +338,7 @@ def hash_table(df: pd.DataFrame) -> str:
 
 def _load(
     source: Source,
-    columns: dict[str, tuple[str, ...]],
+    columns: Mapping[str, tuple[str, ...]],
     validator: Any,
     *,
     taxonomy: Taxonomy | None,
@@ -382,8 +403,15 @@ def read_needs(
     InputValidationError
         With every problem found (file, row, field, value, reason).
     """
-    return _load(source, NEED_COLUMNS, validate_needs, taxonomy=taxonomy,
-                 on_invalid=on_invalid, input_crs=input_crs, name=name)
+    return _load(
+        source,
+        NEED_COLUMNS,
+        validate_needs,
+        taxonomy=taxonomy,
+        on_invalid=on_invalid,
+        input_crs=input_crs,
+        name=name,
+    )
 
 
 def read_partners(
@@ -409,8 +437,15 @@ def read_partners(
     InputValidationError
         With every problem found (file, row, field, value, reason).
     """
-    return _load(source, PARTNER_COLUMNS, validate_partners, taxonomy=taxonomy,
-                 on_invalid=on_invalid, input_crs=input_crs, name=name)
+    return _load(
+        source,
+        PARTNER_COLUMNS,
+        validate_partners,
+        taxonomy=taxonomy,
+        on_invalid=on_invalid,
+        input_crs=input_crs,
+        name=name,
+    )
 
 
 def read_neighborhoods(
@@ -436,7 +471,11 @@ def read_neighborhoods(
         When the file cannot be read, has no id column, duplicate ids, or non-polygons.
     """
     if isinstance(source, gpd.GeoDataFrame):
-        gdf, label, digest = source.copy(), "<neighborhoods>", hash_table(pd.DataFrame(source.to_wkt()))
+        gdf, label, digest = (
+            source.copy(),
+            "<neighborhoods>",
+            hash_table(pd.DataFrame(source.to_wkt())),
+        )
     else:
         path = Path(source)
         label = str(path)
@@ -456,16 +495,25 @@ def read_neighborhoods(
         if "id" in gdf.columns:
             gdf = gdf.rename(columns={"id": "neighborhood_id"})
         else:
-            raise _fail(label, f"required column missing; the file has columns {list(gdf.columns)}",
-                        field="neighborhood_id")
+            raise _fail(
+                label,
+                f"required column missing; the file has columns {list(gdf.columns)}",
+                field="neighborhood_id",
+            )
     gdf["neighborhood_id"] = gdf["neighborhood_id"].astype(str).str.strip()
     problems = []
     dup = gdf["neighborhood_id"].duplicated()
     for i in np.flatnonzero(dup.to_numpy()):
-        problems.append(Problem(label, int(i), "neighborhood_id", gdf["neighborhood_id"].iloc[i], "duplicate id"))
+        problems.append(
+            Problem(
+                label, int(i), "neighborhood_id", gdf["neighborhood_id"].iloc[i], "duplicate id"
+            )
+        )
     types = gdf.geometry.geom_type.to_numpy()
     for i in np.flatnonzero(~np.isin(types, ["Polygon", "MultiPolygon"])):
-        problems.append(Problem(label, int(i), "geometry", types[i], "must be a Polygon or MultiPolygon"))
+        problems.append(
+            Problem(label, int(i), "geometry", types[i], "must be a Polygon or MultiPolygon")
+        )
     if problems:
         raise InputValidationError(problems)
     if "name" not in gdf.columns:
@@ -475,9 +523,16 @@ def read_neighborhoods(
         reason = shapely.is_valid_reason(gdf.geometry.iloc[i])
         logger.warning(
             "%s: neighborhood %r (%s) has an invalid polygon (%s); repaired with make_valid",
-            label, gdf["neighborhood_id"].iloc[i], gdf["name"].iloc[i], reason,
+            label,
+            gdf["neighborhood_id"].iloc[i],
+            gdf["name"].iloc[i],
+            reason,
         )
         fixed = shapely.make_valid(gdf.geometry.iloc[i])
-        polys = [g for g in getattr(fixed, "geoms", [fixed]) if g.geom_type in ("Polygon", "MultiPolygon")]
+        polys = [
+            g
+            for g in getattr(fixed, "geoms", [fixed])
+            if g.geom_type in ("Polygon", "MultiPolygon")
+        ]
         gdf.loc[gdf.index[i], gdf.geometry.name] = shapely.union_all(polys)
     return gdf.sort_values("neighborhood_id", kind="stable").reset_index(drop=True), digest

@@ -30,7 +30,7 @@ def gini(values: npt.ArrayLike) -> float:
 
 
 def weighted_quantile(values: npt.ArrayLike, weights: npt.ArrayLike, q: float) -> float:
-    """The smallest value whose cumulative weight reaches ``q`` of the total (NaN if empty).
+    """Return the smallest value whose cumulative weight reaches ``q`` of the total (NaN if empty).
 
     Examples
     --------
@@ -53,8 +53,12 @@ def _r(x: float) -> float:
 def _units(frame: pd.DataFrame, key: str) -> dict[str, dict[str, float]]:
     g = frame.groupby(key, sort=True)[["demand", "served", "unmet"]].sum()
     return {
-        str(k): {"demand": _r(r.demand), "served": _r(r.served), "unmet": _r(r.unmet),
-                 "coverage": _r(r.served / r.demand) if r.demand > 0 else 1.0}
+        str(k): {
+            "demand": _r(r.demand),
+            "served": _r(r.served),
+            "unmet": _r(r.unmet),
+            "coverage": _r(r.served / r.demand) if r.demand > 0 else 1.0,
+        }
         for k, r in g.iterrows()
     }
 
@@ -82,8 +86,12 @@ def plan_metrics(
         neighborhood coverage).
     """
     total = clusters[["demand", "served", "unmet"]].sum()
-    units = {"demand": _r(total.demand), "served": _r(total.served), "unmet": _r(total.unmet),
-             "coverage": _r(total.served / total.demand) if total.demand > 0 else 1.0}
+    units = {
+        "demand": _r(total.demand),
+        "served": _r(total.served),
+        "unmet": _r(total.unmet),
+        "coverage": _r(total.served / total.demand) if total.demand > 0 else 1.0,
+    }
     by_reason = clusters[clusters["unmet"] > 0].groupby("unmet_reason")["unmet"].sum()
     u = assignments["units"].to_numpy(dtype=np.float64)
     d = assignments["distance_km"].to_numpy(dtype=np.float64)

@@ -24,7 +24,9 @@ COARSEN_KM = 0.5
 _DEG_PER_KM = 1.0 / 111.19492664455873  # one km of arc on the sphere R = 6371.0088 km
 
 
-def coarsen(lat: np.ndarray, lon: np.ndarray, km: float = COARSEN_KM) -> tuple[np.ndarray, np.ndarray]:
+def coarsen(
+    lat: np.ndarray, lon: np.ndarray, km: float = COARSEN_KM
+) -> tuple[np.ndarray, np.ndarray]:
     """Snap points to the centre of a ~``km`` grid cell (privacy of volunteers).
 
     The latitude step is ``km`` of arc; the longitude step is widened by 1/cos(lat)
@@ -90,35 +92,70 @@ def plan_geojson(plan: Plan, *, exact_volunteers: bool = False) -> dict[str, Any
     features: list[dict[str, Any]] = []
     for row in plan.clusters.itertuples(index=False):
         props = {
-            "feature_type": "cluster", "cluster_id": row.cluster_id, "category": row.category,
-            "n_needs": int(row.n_needs), "demand": row.demand, "severity": row.severity,
-            "served": row.served, "unmet": row.unmet, "unmet_reason": row.unmet_reason,
-            "centroid_lat": row.centroid_lat, "centroid_lon": row.centroid_lon,
+            "feature_type": "cluster",
+            "cluster_id": row.cluster_id,
+            "category": row.category,
+            "n_needs": int(row.n_needs),
+            "demand": row.demand,
+            "severity": row.severity,
+            "served": row.served,
+            "unmet": row.unmet,
+            "unmet_reason": row.unmet_reason,
+            "centroid_lat": row.centroid_lat,
+            "centroid_lon": row.centroid_lon,
         }
-        features.append({"type": "Feature", "geometry": _geometry(row.geometry),
-                         "properties": {k: _json_value(v) for k, v in props.items()}})
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": _geometry(row.geometry),
+                "properties": {k: _json_value(v) for k, v in props.items()},
+            }
+        )
     partners = _public_partners(plan.partners, exact_volunteers=exact_volunteers)
     for row in partners.itertuples(index=False):
         props = {
-            "feature_type": "partner", "partner_id": row.partner_id, "name": row.name,
-            "kind": row.kind, "categories": row.categories, "capacity": row.capacity,
-            "used": row.used, "radius_km": row.radius_km, "coarsened": bool(row.coarsened),
+            "feature_type": "partner",
+            "partner_id": row.partner_id,
+            "name": row.name,
+            "kind": row.kind,
+            "categories": row.categories,
+            "capacity": row.capacity,
+            "used": row.used,
+            "radius_km": row.radius_km,
+            "coarsened": bool(row.coarsened),
         }
-        features.append({"type": "Feature",
-                         "geometry": {"type": "Point", "coordinates": [row.lon, row.lat]},
-                         "properties": {k: _json_value(v) for k, v in props.items()}})
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [row.lon, row.lat]},
+                "properties": {k: _json_value(v) for k, v in props.items()},
+            }
+        )
     ppos = partners.set_index("partner_id")[["lat", "lon"]]
     cpos = plan.clusters.set_index("cluster_id")[["centroid_lat", "centroid_lon"]]
     for row in plan.assignments.itertuples(index=False):
         c, p = cpos.loc[row.cluster_id], ppos.loc[row.partner_id]
-        props = {"feature_type": "assignment", "cluster_id": row.cluster_id,
-                 "partner_id": row.partner_id, "units": row.units,
-                 "distance_km": row.distance_km, "cost": row.cost,
-                 "runner_up_id": row.runner_up_id, "reason": row.reason}
-        line = [[round(float(p.lon), 7), round(float(p.lat), 7)],
-                [round(float(c.centroid_lon), 7), round(float(c.centroid_lat), 7)]]
-        features.append({"type": "Feature", "geometry": {"type": "LineString", "coordinates": line},
-                         "properties": {k: _json_value(v) for k, v in props.items()}})
+        props = {
+            "feature_type": "assignment",
+            "cluster_id": row.cluster_id,
+            "partner_id": row.partner_id,
+            "units": row.units,
+            "distance_km": row.distance_km,
+            "cost": row.cost,
+            "runner_up_id": row.runner_up_id,
+            "reason": row.reason,
+        }
+        line = [
+            [round(float(p.lon), 7), round(float(p.lat), 7)],
+            [round(float(c.centroid_lon), 7), round(float(c.centroid_lat), 7)],
+        ]
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "LineString", "coordinates": line},
+                "properties": {k: _json_value(v) for k, v in props.items()},
+            }
+        )
     return {"type": "FeatureCollection", "features": features}
 
 
@@ -166,9 +203,24 @@ def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
     tmp = Path(tempfile.mkdtemp(prefix=".matcher-", dir=out))
     try:
         clusters = pd.DataFrame(plan.clusters.drop(columns="geometry"))
-        _write_csv(clusters[["cluster_id", "category", "demand", "severity", "centroid_lat",
-                             "centroid_lon", "served", "unmet", "unmet_reason", "n_needs",
-                             "radius_km"]], tmp / "clusters.csv")
+        _write_csv(
+            clusters[
+                [
+                    "cluster_id",
+                    "category",
+                    "demand",
+                    "severity",
+                    "centroid_lat",
+                    "centroid_lon",
+                    "served",
+                    "unmet",
+                    "unmet_reason",
+                    "n_needs",
+                    "radius_km",
+                ]
+            ],
+            tmp / "clusters.csv",
+        )
         _write_csv(plan.assignments, tmp / "assignments.csv")
         _write_csv(plan.need_clusters, tmp / "need_clusters.csv")
         _write_csv(plan.unmet, tmp / "unmet.csv")

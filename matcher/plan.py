@@ -16,7 +16,7 @@ import pandas as pd
 
 from .candidates import candidate_pairs
 from .capacity_graph import UNMET, build_graph, cluster_node, partner_node
-from .clustering import ClusterModel, Clustering, cluster_needs
+from .clustering import Clustering, ClusterModel, cluster_needs
 from .config import MatchConfig
 from .costs import COST_SCALE, pair_costs, unmet_penalties
 from .explain import explain_assignments, unmet_reasons
@@ -118,15 +118,23 @@ def _quantize(values: np.ndarray, quantum: float, *, what: str, floor: bool) -> 
     q = np.floor(scaled + 1e-9) if floor else np.rint(scaled)
     changed = np.abs(q - scaled) > 1e-6
     if changed.any():
-        logger.warning("%d %s value(s) rounded to a multiple of the quantum %g", int(changed.sum()),
-                       what, quantum)
+        logger.warning(
+            "%d %s value(s) rounded to a multiple of the quantum %g",
+            int(changed.sum()),
+            what,
+            quantum,
+        )
     return q.astype(np.int64)
 
 
 def _assign_neighborhoods(needs: gpd.GeoDataFrame, hoods: gpd.GeoDataFrame) -> pd.Series:
     """Neighborhood id of the polygon containing each need (first id wins; else the given one)."""
-    joined = gpd.sjoin(needs[["geometry"]], hoods[["neighborhood_id", "geometry"]],
-                       how="left", predicate="intersects")
+    joined = gpd.sjoin(
+        needs[["geometry"]],
+        hoods[["neighborhood_id", "geometry"]],
+        how="left",
+        predicate="intersects",
+    )
     joined = joined.sort_values("neighborhood_id", kind="stable")
     first = joined[~joined.index.duplicated(keep="first")]["neighborhood_id"].reindex(needs.index)
     outside = first.isna()
@@ -136,21 +144,30 @@ def _assign_neighborhoods(needs: gpd.GeoDataFrame, hoods: gpd.GeoDataFrame) -> p
 
 
 def _load_inputs(
-    needs: Source | LoadedTable, partners: Source | LoadedTable, config: MatchConfig,
+    needs: Source | LoadedTable,
+    partners: Source | LoadedTable,
+    config: MatchConfig,
     input_crs: str | None,
 ) -> tuple[LoadedTable, LoadedTable]:
     """Validate both inputs, reporting every problem of both at once."""
-    from ._errors import InputValidationError
+    from ._errors import InputValidationError, Problem
 
     loaded: list[LoadedTable] = []
-    problems = []
+    problems: list[Problem] = []
     for src, reader, name in ((needs, read_needs, "needs"), (partners, read_partners, "partners")):
         if isinstance(src, LoadedTable):
             loaded.append(src)
             continue
         try:
-            loaded.append(reader(src, taxonomy=config.taxonomy, on_invalid=config.on_invalid,
-                                 input_crs=input_crs, name=None if not isinstance(src, pd.DataFrame) else name))
+            loaded.append(
+                reader(
+                    src,
+                    taxonomy=config.taxonomy,
+                    on_invalid=config.on_invalid,
+                    input_crs=input_crs,
+                    name=None if not isinstance(src, pd.DataFrame) else name,
+                )
+            )
         except InputValidationError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -231,12 +248,24 @@ def plan(
         need_q = _quantize(need_df["demand"].to_numpy(dtype=float), q, what="demand", floor=False)
         need_q = np.maximum(need_q, 1)
         demand_q = np.bincount(need_cpos, weights=need_q, minlength=len(cl)).astype(np.int64)
-        cap_q = _quantize(partner_df["capacity"].to_numpy(dtype=float), q, what="capacity", floor=True)
-        penalty = unmet_penalties(pairs, len(cl), len(partner_df), cl["severity"].to_numpy(), config)
+        cap_q = _quantize(
+            partner_df["capacity"].to_numpy(dtype=float), q, what="capacity", floor=True
+        )
+        penalty = unmet_penalties(
+            pairs, len(cl), len(partner_df), cl["severity"].to_numpy(), config
+        )
         cids = cl["cluster_id"].astype(str).tolist()
         pids = partner_df["partner_id"].astype(str).tolist()
-        graph = build_graph(cids, demand_q, penalty, pids, cap_q, pairs["cluster"].to_numpy(),
-                            pairs["partner"].to_numpy(), pairs["weight"].to_numpy())
+        graph = build_graph(
+            cids,
+            demand_q,
+            penalty,
+            pids,
+            cap_q,
+            pairs["cluster"].to_numpy(),
+            pairs["partner"].to_numpy(),
+            pairs["weight"].to_numpy(),
+        )
 
     with _stage(timings, "solve"):
         solution = solve_graph(graph)
@@ -244,23 +273,40 @@ def plan(
     with _stage(timings, "explain"):
         flow = solution.flow
         pair_flow = np.fromiter(
-            (flow[cluster_node(cids[c])][partner_node(pids[p])]
-             for c, p in zip(pairs["cluster"].tolist(), pairs["partner"].tolist(), strict=True)),
-            dtype=np.int64, count=len(pairs),
+            (
+                flow[cluster_node(cids[c])][partner_node(pids[p])]
+                for c, p in zip(pairs["cluster"].tolist(), pairs["partner"].tolist(), strict=True)
+            ),
+            dtype=np.int64,
+            count=len(pairs),
         )
         unmet_q = np.array([flow[cluster_node(c)][UNMET] for c in cids], dtype=np.int64)
         served_q = demand_q - unmet_q
-        used_q = np.bincount(pairs["partner"].to_numpy(), weights=pair_flow,
-                             minlength=len(partner_df)).astype(np.int64)
+        used_q = np.bincount(
+            pairs["partner"].to_numpy(), weights=pair_flow, minlength=len(partner_df)
+        ).astype(np.int64)
         assigned = pairs[pair_flow > 0].assign(units=pair_flow[pair_flow > 0] * q)
         assigned = explain_assignments(assigned, pairs, partner_df, cl, used_q * q, cap_q * q)
-        result = _assemble(need_df, partner_df, cl, clustering, assigned, demand_q, served_q,
-                           unmet_q, used_q, pairs, q)
+        result = _assemble(
+            need_df,
+            partner_df,
+            cl,
+            clustering,
+            assigned,
+            demand_q,
+            served_q,
+            unmet_q,
+            used_q,
+            pairs,
+            q,
+        )
         clusters_out, need_out, assignments_out, unmet_out = result
         objective = int(np.dot(pair_flow, pairs["weight"].to_numpy()))
         metrics = plan_metrics(clusters_out, need_out, assignments_out)
-        metrics["cost"] = {"total": round(objective * q / COST_SCALE, 6),
-                           "unit": "units x km" if config.objective == "distance" else "units x cost-km"}
+        metrics["cost"] = {
+            "total": round(objective * q / COST_SCALE, 6),
+            "unit": "units x km" if config.objective == "distance" else "units x cost-km",
+        }
     hashes = {"needs": need_t.sha256, "partners": partner_t.sha256}
     if hood_hash:
         hashes["neighborhoods"] = hood_hash
@@ -275,34 +321,75 @@ def plan(
         "arcs": int(graph.number_of_edges()),
     }
     model = ClusterModel.from_clustering(need_df, clustering, config, need_t.sha256)
-    rejects = {k: t.rejects for k, t in (("needs", need_t), ("partners", partner_t)) if len(t.rejects)}
-    logger.info("plan: served %.1f of %.1f units (%d clusters, %d assignments)",
-                metrics["units"]["served"], metrics["units"]["demand"], len(cl), len(assignments_out))
-    return Plan(clusters_out, need_out[["need_id", "cluster_id"]].sort_values("need_id").reset_index(drop=True),
-                assignments_out, unmet_out, need_out, partner_df.assign(used=used_q * q), hoods,
-                metrics, config.parameters(), hashes, solver_info, rejects, model, timings)
+    rejects = {
+        k: t.rejects for k, t in (("needs", need_t), ("partners", partner_t)) if len(t.rejects)
+    }
+    logger.info(
+        "plan: served %.1f of %.1f units (%d clusters, %d assignments)",
+        metrics["units"]["served"],
+        metrics["units"]["demand"],
+        len(cl),
+        len(assignments_out),
+    )
+    return Plan(
+        clusters_out,
+        need_out[["need_id", "cluster_id"]].sort_values("need_id").reset_index(drop=True),
+        assignments_out,
+        unmet_out,
+        need_out,
+        partner_df.assign(used=used_q * q),
+        hoods,
+        metrics,
+        config.parameters(),
+        hashes,
+        solver_info,
+        rejects,
+        model,
+        timings,
+    )
 
 
 def _assemble(
-    need_df: gpd.GeoDataFrame, partner_df: gpd.GeoDataFrame, cl: pd.DataFrame,
-    clustering: Clustering, assigned: pd.DataFrame, demand_q: np.ndarray, served_q: np.ndarray,
-    unmet_q: np.ndarray, used_q: np.ndarray, pairs: pd.DataFrame, q: float,
+    need_df: gpd.GeoDataFrame,
+    partner_df: gpd.GeoDataFrame,
+    cl: pd.DataFrame,
+    clustering: Clustering,
+    assigned: pd.DataFrame,
+    demand_q: np.ndarray,
+    served_q: np.ndarray,
+    unmet_q: np.ndarray,
+    used_q: np.ndarray,
+    pairs: pd.DataFrame,
+    q: float,
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame]:
     """Turn the optimal flow into the plan's tables."""
     reason = unmet_reasons(len(cl), pairs, unmet_q)
-    clusters = cl.assign(demand=demand_q * q, served=served_q * q, unmet=unmet_q * q,
-                         unmet_reason=reason)
+    clusters = cl.assign(
+        demand=demand_q * q, served=served_q * q, unmet=unmet_q * q, unmet_reason=reason
+    )
     need_cluster = clustering.need_cluster.to_numpy()
-    members = pd.Series(np.arange(len(need_df))).groupby(
-        pd.Series(need_cluster).map(pd.Series(np.arange(len(cl)), index=cl["cluster_id"])).to_numpy()
-    ).apply(list)
+    members = (
+        pd.Series(np.arange(len(need_df)))
+        .groupby(
+            pd.Series(need_cluster)
+            .map(pd.Series(np.arange(len(cl)), index=cl["cluster_id"]))
+            .to_numpy()
+        )
+        .apply(list)
+    )
     lat, lon = need_df["lat"].to_numpy(), need_df["lon"].to_numpy()
-    hulls = [hull_polygon(lat[members[i]], lon[members[i]], (float(r.centroid_lat), float(r.centroid_lon)))
-             for i, r in enumerate(cl.itertuples(index=False))]
+    hulls = [
+        hull_polygon(
+            lat[members[i]], lon[members[i]], (float(r.centroid_lat), float(r.centroid_lon))
+        )
+        for i, r in enumerate(cl.itertuples(index=False))
+    ]
     clusters = gpd.GeoDataFrame(clusters, geometry=hulls, crs="EPSG:4326")
     share = pd.Series(served_q / np.maximum(demand_q, 1), index=cl["cluster_id"])
-    need_out = need_df.assign(cluster_id=need_cluster,
-                              served=need_df["demand"].to_numpy() * share.reindex(need_cluster).to_numpy())
+    need_out = need_df.assign(
+        cluster_id=need_cluster,
+        served=need_df["demand"].to_numpy() * share.reindex(need_cluster).to_numpy(),
+    )
     pid = partner_df["partner_id"].to_numpy().astype(str)
     cid = cl["cluster_id"].to_numpy().astype(str)
     assignments = assigned.assign(
@@ -311,10 +398,26 @@ def _assemble(
         cost=assigned["units"] * assigned["weight"] / COST_SCALE,
     )
     front = ["cluster_id", "partner_id", "units", "distance_km", "cost"]
-    rest = ["language_km", "capacity_used", "capacity_left", "runner_up_id",
-            "runner_up_distance_km", "runner_up_extra_cost", "runner_up_full", "reason"]
-    assignments = assignments[front + rest].sort_values(["cluster_id", "partner_id"]).reset_index(drop=True)
-    unmet = clusters.loc[clusters["unmet"] > 0, ["cluster_id", "category", "unmet", "unmet_reason",
-                                                  "centroid_lat", "centroid_lon"]]
-    unmet = pd.DataFrame(unmet).rename(columns={"unmet": "units", "unmet_reason": "reason"}).reset_index(drop=True)
+    rest = [
+        "language_km",
+        "capacity_used",
+        "capacity_left",
+        "runner_up_id",
+        "runner_up_distance_km",
+        "runner_up_extra_cost",
+        "runner_up_full",
+        "reason",
+    ]
+    assignments = (
+        assignments[front + rest].sort_values(["cluster_id", "partner_id"]).reset_index(drop=True)
+    )
+    unmet = clusters.loc[
+        clusters["unmet"] > 0,
+        ["cluster_id", "category", "unmet", "unmet_reason", "centroid_lat", "centroid_lon"],
+    ]
+    unmet = (
+        pd.DataFrame(unmet)
+        .rename(columns={"unmet": "units", "unmet_reason": "reason"})
+        .reset_index(drop=True)
+    )
     return clusters, need_out, assignments, unmet

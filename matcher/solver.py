@@ -69,6 +69,7 @@ def solve_graph(graph: nx.DiGraph) -> FlowSolution:
     except nx.NetworkXError as exc:
         raise MatcherError(f"invalid flow model: {exc}") from exc
     seconds = time.perf_counter() - start
-    logger.info("network simplex: cost %d on %d arcs in %.2f s", cost,
-                graph.number_of_edges(), seconds)
+    logger.info(
+        "network simplex: cost %d on %d arcs in %.2f s", cost, graph.number_of_edges(), seconds
+    )
     return FlowSolution(int(cost), flow, "networkx.network_simplex", seconds)

@@ -39,16 +39,36 @@ IntArray = npt.NDArray[np.int64]
 
 #: Columns of :attr:`SyntheticCity.needs`, in order.
 SYNTHETIC_NEED_COLUMNS: tuple[str, ...] = (
-    "need_id", "category", "lat", "lon", "demand", "severity",
-    "neighborhood", "languages", "reported_at", "source",
+    "need_id",
+    "category",
+    "lat",
+    "lon",
+    "demand",
+    "severity",
+    "neighborhood",
+    "languages",
+    "reported_at",
+    "source",
 )
 #: Columns of :attr:`SyntheticCity.partners`, in order.
 SYNTHETIC_PARTNER_COLUMNS: tuple[str, ...] = (
-    "partner_id", "name", "kind", "lat", "lon", "categories", "capacity", "radius_km", "languages",
+    "partner_id",
+    "name",
+    "kind",
+    "lat",
+    "lon",
+    "categories",
+    "capacity",
+    "radius_km",
+    "languages",
 )
 #: Columns of :attr:`SyntheticCity.neighborhoods`, in order.
 SYNTHETIC_NEIGHBORHOOD_COLUMNS: tuple[str, ...] = (
-    "neighborhood_id", "name", "population", "hardship_index", "geometry",
+    "neighborhood_id",
+    "name",
+    "population",
+    "hardship_index",
+    "geometry",
 )
 
 # Mean Earth radius (IUGG), the same R as ``matcher.geo.EARTH_RADIUS_KM``.
@@ -266,8 +286,11 @@ def default_neighborhood_count(n_needs: int) -> int:
     >>> default_neighborhood_count(2_000), default_neighborhood_count(100_000)
     (4, 67)
     """
-    return int(np.clip(round(max(n_needs, 0) / _NEEDS_PER_NEIGHBORHOOD),
-                       _MIN_NEIGHBORHOODS, _MAX_NEIGHBORHOODS))
+    return int(
+        np.clip(
+            round(max(n_needs, 0) / _NEEDS_PER_NEIGHBORHOOD), _MIN_NEIGHBORHOODS, _MAX_NEIGHBORHOODS
+        )
+    )
 
 
 def generate_city(
@@ -334,12 +357,16 @@ def generate_city(
     ('N0000001', 'P000001')
     """
     started = time.perf_counter()
-    codes = _check_arguments(n_needs, n_partners, seed, center, extent_km, categories,
-                             n_neighborhoods)
+    codes = _check_arguments(
+        n_needs, n_partners, seed, center, extent_km, categories, n_neighborhoods
+    )
     n_needs, n_partners = int(n_needs), int(n_partners)
     side = float(extent_km) if extent_km is not None else default_extent_km(n_needs)
-    n_cells = int(n_neighborhoods) if n_neighborhoods is not None else (
-        default_neighborhood_count(n_needs))
+    n_cells = (
+        int(n_neighborhoods)
+        if n_neighborhoods is not None
+        else (default_neighborhood_count(n_needs))
+    )
     frame, grid = _build_frame(float(center[0]), float(center[1]), side, n_cells)
 
     rng = np.random.default_rng(int(seed))
@@ -348,15 +375,22 @@ def generate_city(
     hot = _make_hot_spots(rng, frame, shares, desert)
 
     need_cols, need_cell, need_cat, need_demand = _make_needs(
-        rng, frame, grid, codes, shares, hot, desert, n_needs)
+        rng, frame, grid, codes, shares, hot, desert, n_needs
+    )
     neighborhoods, population = _make_neighborhoods(rng, grid, frame, need_cell, need_demand)
-    partners = _make_partners(rng, frame, grid, codes, shares, hot, desert, population,
-                              need_cat, need_demand, n_partners)
+    partners = _make_partners(
+        rng, frame, grid, codes, shares, hot, desert, population, need_cat, need_demand, n_partners
+    )
 
     needs = pd.DataFrame(need_cols, columns=list(SYNTHETIC_NEED_COLUMNS))
     logger.info(
         "synthetic city (seed %d): %d needs, %d partners, %d neighborhoods, %.1f km side, "
-        "in %.2f s", seed, n_needs, n_partners, len(neighborhoods), side,
+        "in %.2f s",
+        seed,
+        n_needs,
+        n_partners,
+        len(neighborhoods),
+        side,
         time.perf_counter() - started,
     )
     return SyntheticCity(needs=needs, partners=partners, neighborhoods=neighborhoods)
@@ -420,8 +454,9 @@ def _check_arguments(
         return isinstance(value, Integral) and not isinstance(value, bool)
 
     def is_real(value: object) -> bool:
-        return (isinstance(value, Real) and not isinstance(value, bool)
-                and math.isfinite(float(value)))  # type: ignore[arg-type]
+        return (
+            isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
+        )  # type: ignore[arg-type]
 
     for field, value in (("n_needs", n_needs), ("n_partners", n_partners)):
         if not is_int(value) or int(value) < 0:  # type: ignore[call-overload]
@@ -431,8 +466,12 @@ def _check_arguments(
     elif int(seed) < 0:  # type: ignore[call-overload]
         bad("seed", seed, "must be >= 0")
     lat0 = lon0 = None
-    if (isinstance(center, (str, bytes)) or not isinstance(center, Sequence) or len(center) != 2
-            or not all(is_real(v) for v in center)):
+    if (
+        isinstance(center, (str, bytes))
+        or not isinstance(center, Sequence)
+        or len(center) != 2
+        or not all(is_real(v) for v in center)
+    ):
         bad("center", center, "must be a (lat, lon) pair of finite numbers in degrees")
     else:
         lat0, lon0 = float(center[0]), float(center[1])
@@ -451,11 +490,13 @@ def _check_arguments(
     elif is_int(n_needs) and int(n_needs) >= 0:  # type: ignore[call-overload]
         side = default_extent_km(int(n_needs))  # type: ignore[call-overload]
     if n_neighborhoods is not None and (
-        not is_int(n_neighborhoods)
-        or not 1 <= int(n_neighborhoods) <= _MAX_NEIGHBORHOODS_ARG  # type: ignore[call-overload]
+        not is_int(n_neighborhoods) or not 1 <= int(n_neighborhoods) <= _MAX_NEIGHBORHOODS_ARG  # type: ignore[call-overload]
     ):
-        bad("n_neighborhoods", n_neighborhoods,
-            f"must be an integer in 1..{_MAX_NEIGHBORHOODS_ARG} or None")
+        bad(
+            "n_neighborhoods",
+            n_neighborhoods,
+            f"must be an integer in 1..{_MAX_NEIGHBORHOODS_ARG} or None",
+        )
     codes: tuple[str, ...] = ()
     if isinstance(categories, (str, bytes)) or not isinstance(categories, Sequence):
         bad("categories", categories, "must be a sequence of category codes, not a string")
@@ -464,11 +505,18 @@ def _check_arguments(
         if not codes:
             bad("categories", categories, "must name at least one category")
         for code in codes:
-            if not isinstance(code, str) or not code.strip() or code != code.strip() or any(
-                ch in code for ch in ';,"\n\r'
+            if (
+                not isinstance(code, str)
+                or not code.strip()
+                or code != code.strip()
+                or any(ch in code for ch in ';,"\n\r')
             ):
-                bad("categories", code, "must be a non-empty code without spaces at the ends, "
-                    "';', ',', quotes or line breaks")
+                bad(
+                    "categories",
+                    code,
+                    "must be a non-empty code without spaces at the ends, "
+                    "';', ',', quotes or line breaks",
+                )
         if len(set(codes)) != len(codes):
             bad("categories", categories, "codes must be unique")
     if lat0 is not None and lon0 is not None and side is not None:
@@ -481,8 +529,11 @@ def _check_arguments(
         if west < -180.0 or east > 180.0:
             bad("extent_km", extent_km, "the extent crosses the antimeridian; move the center")
         if south <= 0.0 <= north and west <= 0.0 <= east:
-            bad("center", center, "the extent contains (0, 0), a missing-value sentinel; "
-                "move the center")
+            bad(
+                "center",
+                center,
+                "the extent contains (0, 0), a missing-value sentinel; move the center",
+            )
     if problems:
         raise InputValidationError(problems)
     return codes
@@ -513,10 +564,17 @@ def _build_frame(lat0: float, lon0: float, side: float, n_cells: int) -> tuple[_
     lon_edges = {int(k): _edges(west, east, int(k)) for k in np.unique(cols)}
     gaps = [np.diff(lat_edges).min()] + [np.diff(e).min() for e in lon_edges.values()]
     if min(gaps) < _MIN_EDGE_GAP_DEG:
-        raise InputValidationError([Problem(
-            None, None, "n_neighborhoods", n_cells,
-            "too many neighborhoods for the extent; use fewer or a larger extent_km",
-        )])
+        raise InputValidationError(
+            [
+                Problem(
+                    None,
+                    None,
+                    "n_neighborhoods",
+                    n_cells,
+                    "too many neighborhoods for the extent; use fewer or a larger extent_km",
+                )
+            ]
+        )
     step = 10.0**-_COORD_DECIMALS
     frame = _Frame(
         side_km=side,
@@ -534,8 +592,10 @@ def _build_frame(lat0: float, lon0: float, side: float, n_cells: int) -> tuple[_
 def _haversine_km(lat1: FloatArray, lon1: FloatArray, lat2: float, lon2: float) -> FloatArray:
     """Great-circle distance in km (R = 6371.0088 km) from points to one point."""
     p1, p2 = np.radians(lat1), math.radians(lat2)
-    h = (np.sin((p2 - p1) / 2.0) ** 2
-         + np.cos(p1) * math.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2.0) ** 2)
+    h = (
+        np.sin((p2 - p1) / 2.0) ** 2
+        + np.cos(p1) * math.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2.0) ** 2
+    )
     return np.asarray(2.0 * _EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
 
 
@@ -616,8 +676,7 @@ def _make_hot_spots(
     sigma = rng.uniform(*_SIGMA_KM, total)
     w = rng.gamma(1.0, size=total) + 0.05
     w = w / np.bincount(category, weights=w, minlength=n_cat)[category]
-    return _HotSpots(category=category, x=xy[:, 0].copy(), y=xy[:, 1].copy(), sigma=sigma,
-                     weight=w)
+    return _HotSpots(category=category, x=xy[:, 0].copy(), y=xy[:, 1].copy(), sigma=sigma, weight=w)
 
 
 def _make_needs(
@@ -642,8 +701,7 @@ def _make_needs(
     ends = np.cumsum(np.bincount(hot.category, minlength=n_cat)) - 1
     cum[ends] = np.arange(1, n_cat + 1)
     spot = np.searchsorted(cum, cat + rng.random(n), side="right")
-    spot = np.clip(spot, ends[cat] - np.bincount(hot.category, minlength=n_cat)[cat] + 1,
-                   ends[cat])
+    spot = np.clip(spot, ends[cat] - np.bincount(hot.category, minlength=n_cat)[cat] + 1, ends[cat])
     gauss = rng.normal(0.0, 1.0, (n, 2))
     x = hot.x[spot] + hot.sigma[spot] * gauss[:, 0]
     y = hot.y[spot] + hot.sigma[spot] * gauss[:, 1]
@@ -667,11 +725,14 @@ def _make_needs(
     cell = grid.cell_of(lat, lon)
     demand = (_sample(rng, _DEMAND_P, n) + 1).astype(np.int64)
     u = rng.random(n)
-    severity = np.where(
-        is_hot & ~outside,
-        np.searchsorted(np.cumsum(_SEVERITY_P_HOT)[:-1], u, side="right"),
-        np.searchsorted(np.cumsum(_SEVERITY_P_BACKGROUND)[:-1], u, side="right"),
-    ).astype(np.int64) + 1
+    severity = (
+        np.where(
+            is_hot & ~outside,
+            np.searchsorted(np.cumsum(_SEVERITY_P_HOT)[:-1], u, side="right"),
+            np.searchsorted(np.cumsum(_SEVERITY_P_BACKGROUND)[:-1], u, side="right"),
+        ).astype(np.int64)
+        + 1
+    )
     languages = np.array(_NEED_LANGUAGES, dtype=object)[_sample(rng, _NEED_LANGUAGES_P, n)]
     days = rng.integers(0, _REPORT_WINDOW_DAYS, n)
     dated = rng.random(n) >= _REPORTED_EMPTY_P
@@ -821,8 +882,10 @@ def _make_partners(
         lat[idx], lon[idx] = _place(rng, frame, sampler, len(idx), desert, min_km)
 
     # Categories: the primary one plus Gumbel-top-k draws weighted toward common ones.
-    k_cat = np.where(is_vol, _sample(rng, _VOL_N_CATEGORIES_P, n),
-                     _sample(rng, _ORG_N_CATEGORIES_P, n)) + 1
+    k_cat = (
+        np.where(is_vol, _sample(rng, _VOL_N_CATEGORIES_P, n), _sample(rng, _ORG_N_CATEGORIES_P, n))
+        + 1
+    )
     k_cat = np.minimum(k_cat, n_cat)
     keys = np.log(shares)[None, :] - np.log(-np.log(rng.random((n, n_cat)) * (1 - 1e-12) + 1e-12))
     keys[np.arange(n), primary] = np.inf
@@ -912,8 +975,9 @@ def _capacities(
     target = rng.uniform(*_COVERAGE_RANGE, n_cat) * demand
     lo = np.where(is_vol, _VOL_CAPACITY[0], _ORG_CAPACITY[0]).astype(np.float64)
     hi = np.where(is_vol, _VOL_CAPACITY[1], _ORG_CAPACITY[1]).astype(np.float64)
-    raw = np.where(is_vol, rng.lognormal(math.log(5.0), 0.45, n),
-                   rng.lognormal(math.log(25.0), 0.55, n))
+    raw = np.where(
+        is_vol, rng.lognormal(math.log(5.0), 0.45, n), rng.lognormal(math.log(25.0), 0.55, n)
+    )
     cap = np.clip(raw, lo, hi)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -935,8 +999,9 @@ def _capacities(
 
 def _geojson_text(gdf: gpd.GeoDataFrame) -> str:
     """Deterministic RFC 7946 text of a GeoDataFrame (floats in shortest round-trip form)."""
-    frame = gdf.to_crs("EPSG:4326") if gdf.crs is not None and not gdf.crs.equals(
-        "EPSG:4326") else gdf
+    frame = (
+        gdf.to_crs("EPSG:4326") if gdf.crs is not None and not gdf.crs.equals("EPSG:4326") else gdf
+    )
     props = [c for c in frame.columns if c != frame.geometry.name]
     values = {c: frame[c].tolist() for c in props}
     features = []
@@ -947,8 +1012,7 @@ def _geojson_text(gdf: gpd.GeoDataFrame) -> str:
             "geometry": None if geom is None else shapely.geometry.mapping(geom),
         }
         features.append(json.dumps(feature, ensure_ascii=False, allow_nan=False))
-    return ('{"type": "FeatureCollection", "features": [\n' + ",\n".join(features)
-            + "\n]}\n")
+    return '{"type": "FeatureCollection", "features": [\n' + ",\n".join(features) + "\n]}\n"
 
 
 def _plain(value: object) -> object:

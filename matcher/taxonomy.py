@@ -113,7 +113,9 @@ class Taxonomy:
         for code in self.codes:
             if code != _normalise(code) or not code:
                 problems.append(
-                    Problem(None, None, "code", code, "codes must be non-empty lower-case snake_case")
+                    Problem(
+                        None, None, "code", code, "codes must be non-empty lower-case snake_case"
+                    )
                 )
             if code in seen:
                 problems.append(Problem(None, None, "code", code, "duplicate code"))

@@ -57,8 +57,9 @@ def lexicographic_optimum(clusters, partners, quantum: float, *, severity: bool)
     b = np.concatenate([demand, cap])
     a = a.tocsr()
     weight = np.array([round(d * 1000) for _, _, d in pairs], dtype=float)
-    sev = np.array([round(10 * clusters["severity"].to_numpy()[cidx[c]]) for c, _, _ in pairs],
-                   dtype=float)
+    sev = np.array(
+        [round(10 * clusters["severity"].to_numpy()[cidx[c]]) for c, _, _ in pairs], dtype=float
+    )
     eq_a, eq_b = [], []
     res = linprog(-np.ones(n), A_ub=a, b_ub=b, bounds=(0, None), method="highs")
     assert res.status == 0, res.message
@@ -67,13 +68,27 @@ def lexicographic_optimum(clusters, partners, quantum: float, *, severity: bool)
     eq_b.append(served)
     sev_opt = 0.0
     if severity:
-        res = linprog(-sev, A_ub=a, b_ub=b, A_eq=np.array(eq_a), b_eq=np.array(eq_b),
-                      bounds=(0, None), method="highs")
+        res = linprog(
+            -sev,
+            A_ub=a,
+            b_ub=b,
+            A_eq=np.array(eq_a),
+            b_eq=np.array(eq_b),
+            bounds=(0, None),
+            method="highs",
+        )
         assert res.status == 0, res.message
         sev_opt = float(round(-res.fun))
         eq_a.append(sev)
         eq_b.append(sev_opt)
-    res = linprog(weight, A_ub=a, b_ub=b, A_eq=np.array(eq_a), b_eq=np.array(eq_b),
-                  bounds=(0, None), method="highs")
+    res = linprog(
+        weight,
+        A_ub=a,
+        b_ub=b,
+        A_eq=np.array(eq_a),
+        b_eq=np.array(eq_b),
+        bounds=(0, None),
+        method="highs",
+    )
     assert res.status == 0, res.message
     return {"served": served, "severity": sev_opt, "cost": res.fun, "pairs": pairs}

@@ -43,17 +43,24 @@ def test_candidates_equal_brute_force(centre, seed):
 
     clat, clon = pts(nc)
     plat, plon = pts(npart)
-    clusters = pd.DataFrame({"category": rng.choice(cats, nc), "centroid_lat": clat,
-                             "centroid_lon": clon})
+    clusters = pd.DataFrame(
+        {"category": rng.choice(cats, nc), "centroid_lat": clat, "centroid_lon": clon}
+    )
     radius = rng.uniform(0.2, 6.0, npart)
     # put some partners' radius exactly on a cluster's distance (the edge case)
     for j in range(npart):
         if rng.random() < 0.4:
             radius[j] = float(haversine_km(plat[j], plon[j], clat[j % nc], clon[j % nc]))
-    partners = pd.DataFrame({
-        "categories": [";".join(sorted(set(rng.choice(cats, rng.integers(1, 3))))) for _ in range(npart)],
-        "lat": plat, "lon": plon, "radius_km": radius,
-    })
+    partners = pd.DataFrame(
+        {
+            "categories": [
+                ";".join(sorted(set(rng.choice(cats, rng.integers(1, 3))))) for _ in range(npart)
+            ],
+            "lat": plat,
+            "lon": plon,
+            "radius_km": radius,
+        }
+    )
     got = candidate_pairs(clusters, partners)
     want = set()
     for i in range(nc):
@@ -86,8 +93,16 @@ def test_coarsened_points_stay_within_a_cell():
 
 
 def test_capacity_graph_uses_networkx_conventions():
-    g = build_graph(["a", "b"], np.array([3, 2]), np.array([50, 50]), ["x"], np.array([4]),
-                    np.array([0, 1]), np.array([0, 0]), np.array([5, 7]))
+    g = build_graph(
+        ["a", "b"],
+        np.array([3, 2]),
+        np.array([50, 50]),
+        ["x"],
+        np.array([4]),
+        np.array([0, 1]),
+        np.array([0, 0]),
+        np.array([5, 7]),
+    )
     assert g.nodes["c:a"]["demand"] == -3 and g.nodes["sink"]["demand"] == 5
     assert g.edges["p:x", "sink"]["capacity"] == 4
     assert all(isinstance(d["weight"], int) for _, _, d in g.edges(data=True))
@@ -108,8 +123,14 @@ def test_two_runs_write_byte_identical_files(tmp_path):
         files = sorted((tmp_path / run).iterdir())
         digests.append({f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files})
     assert digests[0] == digests[1]
-    assert set(digests[0]) == {"assignments.csv", "clusters.csv", "need_clusters.csv",
-                               "plan.geojson", "summary.json", "unmet.csv"}
+    assert set(digests[0]) == {
+        "assignments.csv",
+        "clusters.csv",
+        "need_clusters.csv",
+        "plan.geojson",
+        "summary.json",
+        "unmet.csv",
+    }
     # another row order of the same needs changes only the input hash
     summaries = [json.loads((tmp_path / r / "summary.json").read_text()) for r in ("a", "c")]
     assert summaries[0]["input_hashes"]["needs"] != summaries[1]["input_hashes"]["needs"]
@@ -117,7 +138,8 @@ def test_two_runs_write_byte_identical_files(tmp_path):
         s.pop("input_hashes")
     assert summaries[0] == summaries[1]
     assert {k: v for k, v in digests[0].items() if k != "summary.json"} == {
-        k: v for k, v in digests[2].items() if k != "summary.json"}
+        k: v for k, v in digests[2].items() if k != "summary.json"
+    }
 
 
 def test_outputs_follow_the_contract(tmp_path):
@@ -128,8 +150,17 @@ def test_outputs_follow_the_contract(tmp_path):
     assert list(a.columns[:5]) == ["cluster_id", "partner_id", "units", "distance_km", "cost"]
     assert (a["units"] > 0).all()
     c = pd.read_csv(tmp_path / "clusters.csv", keep_default_na=False)
-    assert list(c.columns[:9]) == ["cluster_id", "category", "demand", "severity", "centroid_lat",
-                                   "centroid_lon", "served", "unmet", "unmet_reason"]
+    assert list(c.columns[:9]) == [
+        "cluster_id",
+        "category",
+        "demand",
+        "severity",
+        "centroid_lat",
+        "centroid_lon",
+        "served",
+        "unmet",
+        "unmet_reason",
+    ]
     assert set(c["unmet_reason"]) <= {"", "no_partner_in_range", "partners_in_range_full"}
     gj = json.loads((tmp_path / "plan.geojson").read_text())
     kinds = {f["properties"]["feature_type"] for f in gj["features"]}
@@ -140,7 +171,10 @@ def test_outputs_follow_the_contract(tmp_path):
         pr = f["properties"]
         if pr["feature_type"] == "partner":
             lon, lat = f["geometry"]["coordinates"]
-            exact = (float(src.loc[pr["partner_id"], "lat"]), float(src.loc[pr["partner_id"], "lon"]))
+            exact = (
+                float(src.loc[pr["partner_id"], "lat"]),
+                float(src.loc[pr["partner_id"], "lon"]),
+            )
             assert pr["coarsened"] == (pr["kind"] == "volunteer")
             assert ((lat, lon) == pytest.approx(exact)) == (pr["kind"] == "organization")
     s = json.loads((tmp_path / "summary.json").read_text())
@@ -168,8 +202,9 @@ def test_model_places_a_new_need_in_an_existing_cluster(tmp_path):
 
 @pytest.mark.parametrize("script", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
 def test_examples_run(script, tmp_path):
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
 

@@ -31,26 +31,49 @@ def instances(draw):
         return [lat0 + d for d in dlat], lon
 
     nlat, nlon = coords(n_needs)
-    needs = pd.DataFrame({
-        "need_id": [f"n{i:03d}" for i in range(n_needs)],
-        "category": draw(st.lists(st.sampled_from(CATS), min_size=n_needs, max_size=n_needs)),
-        "lat": nlat, "lon": nlon,
-        "demand": draw(st.lists(st.integers(1, 9), min_size=n_needs, max_size=n_needs)),
-        "severity": draw(st.lists(st.integers(1, 5), min_size=n_needs, max_size=n_needs)),
-    })
+    needs = pd.DataFrame(
+        {
+            "need_id": [f"n{i:03d}" for i in range(n_needs)],
+            "category": draw(st.lists(st.sampled_from(CATS), min_size=n_needs, max_size=n_needs)),
+            "lat": nlat,
+            "lon": nlon,
+            "demand": draw(st.lists(st.integers(1, 9), min_size=n_needs, max_size=n_needs)),
+            "severity": draw(st.lists(st.integers(1, 5), min_size=n_needs, max_size=n_needs)),
+        }
+    )
     plat, plon = coords(n_partners)
-    cats = draw(st.lists(st.lists(st.sampled_from(CATS), min_size=1, max_size=3, unique=True),
-                         min_size=n_partners, max_size=n_partners))
-    partners = pd.DataFrame({
-        "partner_id": [f"p{i:02d}" for i in range(n_partners)],
-        "kind": draw(st.lists(st.sampled_from(["organization", "volunteer"]),
-                              min_size=n_partners, max_size=n_partners)),
-        "lat": plat, "lon": plon,
-        "categories": [";".join(c) for c in cats],
-        "capacity": draw(st.lists(st.integers(0, 25), min_size=n_partners, max_size=n_partners)),
-        "radius_km": draw(st.lists(st.sampled_from([0.5, 1.0, 2.0, 4.0, 8.0]),
-                                   min_size=n_partners, max_size=n_partners)),
-    })
+    cats = draw(
+        st.lists(
+            st.lists(st.sampled_from(CATS), min_size=1, max_size=3, unique=True),
+            min_size=n_partners,
+            max_size=n_partners,
+        )
+    )
+    partners = pd.DataFrame(
+        {
+            "partner_id": [f"p{i:02d}" for i in range(n_partners)],
+            "kind": draw(
+                st.lists(
+                    st.sampled_from(["organization", "volunteer"]),
+                    min_size=n_partners,
+                    max_size=n_partners,
+                )
+            ),
+            "lat": plat,
+            "lon": plon,
+            "categories": [";".join(c) for c in cats],
+            "capacity": draw(
+                st.lists(st.integers(0, 25), min_size=n_partners, max_size=n_partners)
+            ),
+            "radius_km": draw(
+                st.lists(
+                    st.sampled_from([0.5, 1.0, 2.0, 4.0, 8.0]),
+                    min_size=n_partners,
+                    max_size=n_partners,
+                )
+            ),
+        }
+    )
     cluster_km = draw(st.sampled_from([0.3, 0.8]))
     return needs, partners, cluster_km
 
@@ -81,8 +104,12 @@ def check_invariants(p, needs, partners):
     for a in p.assignments.itertuples(index=False):
         c = cl.loc[a.cluster_id]
         assert c["category"] in pt.loc[a.partner_id, "categories"].split(";")
-        d = gc_km(pt.loc[a.partner_id, "lat"], pt.loc[a.partner_id, "lon"],
-                  c["centroid_lat"], c["centroid_lon"])
+        d = gc_km(
+            pt.loc[a.partner_id, "lat"],
+            pt.loc[a.partner_id, "lon"],
+            c["centroid_lat"],
+            c["centroid_lon"],
+        )
         assert d <= pt.loc[a.partner_id, "radius_km"] + 1e-9
         assert abs(d - a.distance_km) < 1e-6
         # the runner-up is real: eligible, and not serving this cluster
@@ -137,11 +164,26 @@ def test_default_objective_serves_severity_first(inst):
 
 
 def test_unreachable_cluster_is_unmet_not_an_error():
-    needs = pd.DataFrame({"need_id": ["a", "b"], "category": ["food_access"] * 2,
-                          "lat": [41.88, 45.0], "lon": [-87.63, -87.63], "demand": [2, 5]})
-    partners = pd.DataFrame({"partner_id": ["p"], "kind": ["organization"], "lat": [41.88],
-                             "lon": [-87.63], "categories": ["food_access"], "capacity": [10],
-                             "radius_km": [3]})
+    needs = pd.DataFrame(
+        {
+            "need_id": ["a", "b"],
+            "category": ["food_access"] * 2,
+            "lat": [41.88, 45.0],
+            "lon": [-87.63, -87.63],
+            "demand": [2, 5],
+        }
+    )
+    partners = pd.DataFrame(
+        {
+            "partner_id": ["p"],
+            "kind": ["organization"],
+            "lat": [41.88],
+            "lon": [-87.63],
+            "categories": ["food_access"],
+            "capacity": [10],
+            "radius_km": [3],
+        }
+    )
     p = plan(needs, partners)
     row = p.unmet.set_index("cluster_id").iloc[0]
     assert row["units"] == 5 and row["reason"] == "no_partner_in_range"
@@ -150,12 +192,27 @@ def test_unreachable_cluster_is_unmet_not_an_error():
 
 def test_severity_decides_who_is_served_when_capacity_is_short():
     # two far-apart needs, one partner within reach of both with room for one
-    needs = pd.DataFrame({"need_id": ["low", "high"], "category": ["food_access"] * 2,
-                          "lat": [41.88, 41.90], "lon": [-87.63, -87.63], "demand": [4, 4],
-                          "severity": [1, 5]})
-    partners = pd.DataFrame({"partner_id": ["p"], "kind": ["organization"], "lat": [41.881],
-                             "lon": [-87.63], "categories": ["food_access"], "capacity": [4],
-                             "radius_km": [5]})
+    needs = pd.DataFrame(
+        {
+            "need_id": ["low", "high"],
+            "category": ["food_access"] * 2,
+            "lat": [41.88, 41.90],
+            "lon": [-87.63, -87.63],
+            "demand": [4, 4],
+            "severity": [1, 5],
+        }
+    )
+    partners = pd.DataFrame(
+        {
+            "partner_id": ["p"],
+            "kind": ["organization"],
+            "lat": [41.881],
+            "lon": [-87.63],
+            "categories": ["food_access"],
+            "capacity": [4],
+            "radius_km": [5],
+        }
+    )
     p = plan(needs, partners)
     served = p.need_clusters.merge(p.clusters[["cluster_id", "served"]]).set_index("need_id")
     assert served.loc["high", "served"] == 4 and served.loc["low", "served"] == 0
@@ -166,12 +223,28 @@ def test_severity_decides_who_is_served_when_capacity_is_short():
 
 
 def test_language_penalty_prefers_a_partner_who_speaks_the_language():
-    needs = pd.DataFrame({"need_id": ["a"], "category": ["food_access"], "lat": [41.88],
-                          "lon": [-87.63], "demand": [3], "languages": ["pl"]})
-    partners = pd.DataFrame({"partner_id": ["near", "far"], "kind": ["organization"] * 2,
-                             "lat": [41.881, 41.89], "lon": [-87.63, -87.63],
-                             "categories": ["food_access"] * 2, "capacity": [5, 5],
-                             "radius_km": [5, 5], "languages": ["en", "pl;en"]})
+    needs = pd.DataFrame(
+        {
+            "need_id": ["a"],
+            "category": ["food_access"],
+            "lat": [41.88],
+            "lon": [-87.63],
+            "demand": [3],
+            "languages": ["pl"],
+        }
+    )
+    partners = pd.DataFrame(
+        {
+            "partner_id": ["near", "far"],
+            "kind": ["organization"] * 2,
+            "lat": [41.881, 41.89],
+            "lon": [-87.63, -87.63],
+            "categories": ["food_access"] * 2,
+            "capacity": [5, 5],
+            "radius_km": [5, 5],
+            "languages": ["en", "pl;en"],
+        }
+    )
     p = plan(needs, partners)
     a = p.assignments.iloc[0]
     assert a["partner_id"] == "far"
@@ -187,11 +260,26 @@ def test_clusters_and_hulls_are_sane_everywhere(centre):
     n = 60
     lat = centre[0] + rng.normal(0, 0.004, n)
     lon = ((centre[1] + rng.normal(0, 0.01, n) + 180) % 360) - 180
-    needs = pd.DataFrame({"need_id": [f"n{i}" for i in range(n)], "category": "food_access",
-                          "lat": lat, "lon": lon, "demand": 1.0})
-    partners = pd.DataFrame({"partner_id": ["p"], "kind": ["organization"], "lat": [centre[0]],
-                             "lon": [centre[1]], "categories": ["food_access"], "capacity": [100],
-                             "radius_km": [5]})
+    needs = pd.DataFrame(
+        {
+            "need_id": [f"n{i}" for i in range(n)],
+            "category": "food_access",
+            "lat": lat,
+            "lon": lon,
+            "demand": 1.0,
+        }
+    )
+    partners = pd.DataFrame(
+        {
+            "partner_id": ["p"],
+            "kind": ["organization"],
+            "lat": [centre[0]],
+            "lon": [centre[1]],
+            "categories": ["food_access"],
+            "capacity": [100],
+            "radius_km": [5],
+        }
+    )
     p = plan(needs, partners)
     for row in p.clusters.itertuples():
         assert row.geometry.is_valid and row.geometry.area > 0
