@@ -24,7 +24,8 @@ class Problem:
     file : str or None
         The file (or input name) the problem was found in.
     row : int or None
-        1-based data row (CSV: the header is row 0) or 0-based GeoJSON feature index.
+        CSV: the line number in the file (the header is line 1); GeoJSON, GeoPackage
+        and DataFrames: the 0-based feature or row position.
     field : str or None
         The column or property concerned.
     value : Any

@@ -107,10 +107,12 @@ def _check_coordinates(c: _Collector) -> tuple[np.ndarray, np.ndarray]:
     for name, arr, lim in (("lat", lat, 90.0), ("lon", lon, 180.0)):
         missing = np.isnan(arr) & (_text(c.df[name]) == "").to_numpy()
         c.flag(missing, name, f"is empty; a {name} in degrees WGS84 is required")
-        c.flag(np.isnan(arr) & ~missing, name, f"must be a finite number in -{lim:g}..{lim:g}")
-        c.flag(np.isinf(arr), name, f"must be a finite number in -{lim:g}..{lim:g}")
+        finite = np.isfinite(arr)
+        c.flag(~finite & ~missing, name, f"must be a finite number in -{lim:g}..{lim:g}")
         c.flag(
-            np.abs(np.nan_to_num(arr)) > lim, name, f"out of range; must be in -{lim:g}..{lim:g}"
+            finite & (np.abs(np.where(finite, arr, 0.0)) > lim),
+            name,
+            f"out of range; must be in -{lim:g}..{lim:g}",
         )
     c.flag(
         (lat == 0) & (lon == 0),
@@ -123,8 +125,9 @@ def _check_coordinates(c: _Collector) -> tuple[np.ndarray, np.ndarray]:
 def _check_amount(c: _Collector, field: str, *, strict: bool) -> np.ndarray:
     values = _number(c.df[field])
     rule = "a number > 0" if strict else "a number >= 0"
-    c.flag(~np.isfinite(values), field, f"must be {rule}")
-    c.flag(values <= 0 if strict else values < 0, field, f"must be {rule}")
+    finite = np.isfinite(values)
+    low = np.where(finite, values, 1.0) <= 0 if strict else np.where(finite, values, 0.0) < 0
+    c.flag(~finite | low, field, f"must be {rule}")
     return values
 
 

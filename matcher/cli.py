@@ -23,16 +23,25 @@ EXIT_INVALID = 2
 EXIT_FAILURE = 1
 
 
+class _ClickHandler(logging.Handler):
+    """Write log records to the current click stderr (works under CliRunner too)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(self.format(record), err=True)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
 def _setup_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _ClickHandler()
     handler.setFormatter(
-        logging.Formatter("%(levelname)s %(message)s" if verbose else "%(message)s")
+        logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
     )
     root = logging.getLogger("matcher")
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _ClickHandler)] + [handler]
     root.setLevel(level)
-    root.propagate = False
 
 
 def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:

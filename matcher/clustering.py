@@ -84,7 +84,7 @@ def _split_oversize(
         if far <= max_radius_km or idx.size < 2:
             continue
         k = min(idx.size, max(2, math.ceil((far / max_radius_km) ** 2)))
-        parts = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(sub).labels_
+        parts = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(sub).labels_
         for part in range(1, k):
             members = idx[parts == part]
             if members.size:

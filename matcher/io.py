@@ -125,6 +125,20 @@ def _read_csv_text(
                     "matcher reads comma-separated CSV",
                     row=1,
                 )
+    records = [(line, cells) for line, cells in _records(text) if cells]
+    ragged = [
+        Problem(
+            file,
+            line,
+            None,
+            ",".join(cells),
+            f"has {len(cells)} fields; the header has {len(columns)}",
+        )
+        for line, cells in records
+        if len(cells) != len(columns)
+    ]
+    if ragged:
+        raise InputValidationError(ragged)
     try:
         df = pd.read_csv(
             io.StringIO(text),
@@ -139,24 +153,18 @@ def _read_csv_text(
     _check_columns(df, file, required)
     if df.empty:
         raise _fail(file, "the file has a header but no data rows")
-    # line numbers in the file (header = line 1), robust to blank lines
-    rows = _data_line_numbers(text, len(df))
+    # line numbers in the file (header = line 1); blank lines are skipped by both readers
+    rows = [line for line, _ in records]
+    if len(rows) != len(df):  # pragma: no cover - the two CSV readers disagree
+        rows = list(range(2, len(df) + 2))
     return df, rows
 
 
-def _data_line_numbers(text: str, n: int) -> list[int]:
-    reader = csv.reader(io.StringIO(text))
-    lines: list[int] = []
+def _records(text: str) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of each data record after the header."""
+    reader = csv.reader(io.StringIO(text), skipinitialspace=True)
     next(reader, None)
-    while len(lines) < n:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        if row and any(cell.strip() for cell in row):
-            lines.append(reader.line_num)
-    lines += list(range(len(lines) + 2, n + 2))[: n - len(lines)]
-    return lines
+    return [(reader.line_num, cells) for cells in reader]
 
 
 def _check_columns(df: pd.DataFrame, file: str, required: tuple[str, ...]) -> None:
@@ -175,16 +183,55 @@ def _check_columns(df: pd.DataFrame, file: str, required: tuple[str, ...]) -> No
         )
 
 
-def _crs_problem(file: str, crs: str | None, input_crs: str | None) -> str | None:
-    if crs is None or crs.lower() in WGS84_NAMES:
-        return None
+def _is_wgs84(crs: Any) -> bool:
+    from pyproj import CRS
+
+    if crs is None or (isinstance(crs, str) and crs.lower() in WGS84_NAMES):
+        return True
+    crs = CRS.from_user_input(crs)
+    return bool(crs.equals("EPSG:4326") or crs.equals("OGC:CRS84"))
+
+
+def _source_crs(file: str, declared: Any, input_crs: str | None) -> str | None:
+    """Return the CRS to transform the file's coordinates from, or None if WGS84.
+
+    ``declared`` is the file's own CRS (None for CSV or a GeoJSON without a ``crs``
+    member); ``input_crs`` is the caller's declaration of the transform.
+    """
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
     if input_crs is not None:
-        return None
-    return (
-        f"the data is in CRS {crs!r}, not WGS84 (EPSG:4326); reproject it "
-        "(e.g. `ogr2ogr -t_srs EPSG:4326`) or declare the transform with "
-        f"input_crs={crs!r} (CLI: --input-crs)"
-    )
+        try:
+            CRS.from_user_input(input_crs)
+        except CRSError as exc:
+            raise _fail(file, f"unknown CRS: {exc}", field="input_crs", value=input_crs) from None
+    try:
+        if input_crs is None:
+            if _is_wgs84(declared):
+                return None
+            raise _fail(
+                file,
+                f"the data is in CRS {str(declared)!r}, not WGS84 (EPSG:4326); reproject it "
+                "(e.g. `ogr2ogr -t_srs EPSG:4326`) or declare the transform with "
+                f"input_crs={str(declared)!r} (CLI: --input-crs)",
+                field="crs",
+                value=str(declared),
+            )
+        if (
+            declared is not None
+            and not CRS.from_user_input(declared).equals(CRS.from_user_input(input_crs))
+            and not (_is_wgs84(declared) and _is_wgs84(input_crs))
+        ):
+            raise _fail(
+                file,
+                f"the file declares CRS {str(declared)!r} but input_crs is {input_crs!r}",
+                field="crs",
+                value=str(declared),
+            )
+        return None if _is_wgs84(input_crs) else input_crs
+    except CRSError as exc:
+        raise _fail(file, f"unknown CRS: {exc}", field="crs", value=str(declared)) from None
 
 
 def _geojson_points(
@@ -206,9 +253,7 @@ def _geojson_points(
     crs_name = None
     if isinstance(doc.get("crs"), dict):
         crs_name = str((doc["crs"].get("properties") or {}).get("name"))
-    reason = _crs_problem(file, crs_name, input_crs)
-    if reason:
-        raise _fail(file, reason, field="crs", value=crs_name)
+    source_crs = _source_crs(file, crs_name, input_crs)
     features = doc.get("features")
     if not isinstance(features, list) or not features:
         raise _fail(file, "the FeatureCollection has no features", field="features")
@@ -230,19 +275,15 @@ def _geojson_points(
         raise InputValidationError(problems)
     df = pd.DataFrame.from_records(records)
     _check_columns(df, file, required)
-    if input_crs is not None and crs_name is not None and crs_name.lower() not in WGS84_NAMES:
-        df = _transform(df, input_crs, file)
+    if source_crs is not None:
+        df = _transform(df, source_crs, file)
     return df, list(range(len(df)))
 
 
 def _transform(df: pd.DataFrame, input_crs: str, file: str) -> pd.DataFrame:
     from pyproj import Transformer
-    from pyproj.exceptions import CRSError
 
-    try:
-        tr = Transformer.from_crs(input_crs, "EPSG:4326", always_xy=True)
-    except CRSError as exc:
-        raise _fail(file, f"unknown CRS: {exc}", field="input_crs", value=input_crs) from None
+    tr = Transformer.from_crs(input_crs, "EPSG:4326", always_xy=True)
     x = pd.to_numeric(df["lon"], errors="coerce").to_numpy(dtype=float)
     y = pd.to_numeric(df["lat"], errors="coerce").to_numpy(dtype=float)
     lon, lat = tr.transform(x, y)
@@ -256,14 +297,7 @@ def _gpkg_points(
     path: Path, required: tuple[str, ...], input_crs: str | None
 ) -> tuple[pd.DataFrame, list[int]]:
     gdf = _read_vector(path)
-    crs = gdf.crs.to_string() if gdf.crs is not None else None
-    is_wgs84 = gdf.crs is None or gdf.crs.equals("EPSG:4326") or gdf.crs.equals("OGC:CRS84")
-    if not is_wgs84:
-        reason = _crs_problem(str(path), crs, input_crs)
-        if reason:
-            raise _fail(str(path), reason, field="crs", value=crs)
-        gdf = gdf.to_crs("EPSG:4326")
-        logger.warning("%s: transformed coordinates from %s to EPSG:4326", path, crs)
+    gdf = _to_wgs84(gdf, str(path), input_crs)
     types = gdf.geometry.geom_type.to_numpy()
     bad = np.flatnonzero(types != "Point")
     if bad.size:
@@ -277,6 +311,15 @@ def _gpkg_points(
     df["lon"], df["lat"] = gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy()
     _check_columns(df, str(path), required)
     return df, list(range(len(df)))
+
+
+def _to_wgs84(gdf: gpd.GeoDataFrame, file: str, input_crs: str | None) -> gpd.GeoDataFrame:
+    """Return ``gdf`` in EPSG:4326, transformed only when the caller declared it."""
+    source = _source_crs(file, gdf.crs, input_crs)
+    if source is None:
+        return gdf.set_crs("EPSG:4326", allow_override=True)
+    logger.warning("%s: transformed coordinates from %s to EPSG:4326", file, source)
+    return gdf.set_crs(source, allow_override=True).to_crs("EPSG:4326")
 
 
 def _read_vector(path: Path) -> gpd.GeoDataFrame:
@@ -314,6 +357,8 @@ def _raw_table(
         return df.reset_index(drop=True), list(range(len(df))), hash_table(df), label
     path = Path(source)
     label = name or str(path)
+    if path.is_dir():
+        raise _fail(label, "is a directory, not a file")
     suffix = path.suffix.lower()
     if suffix not in CSV_SUFFIXES + GEOJSON_SUFFIXES + GPKG_SUFFIXES:
         raise _fail(label, f"unsupported file type {suffix!r}; use .csv, .geojson/.json or .gpkg")
@@ -325,6 +370,9 @@ def _raw_table(
     text = _decode(data, label)
     if suffix in CSV_SUFFIXES:
         df, rows = _read_csv_text(text, label, required)
+        source_crs = _source_crs(label, None, input_crs)
+        if source_crs is not None:
+            df = _transform(df, source_crs, label)
     else:
         df, rows = _geojson_points(text, label, required, input_crs)
     return df, rows, digest, label
@@ -449,7 +497,11 @@ def read_partners(
 
 
 def read_neighborhoods(
-    source: str | Path | gpd.GeoDataFrame, *, input_crs: str | None = None
+    source: str | Path | gpd.GeoDataFrame,
+    *,
+    id_column: str | None = None,
+    name_column: str | None = None,
+    input_crs: str | None = None,
 ) -> tuple[gpd.GeoDataFrame, str]:
     """Read neighborhood polygons; repair invalid ones with a warning, never drop them.
 
@@ -457,6 +509,9 @@ def read_neighborhoods(
     ----------
     source : str, Path or GeoDataFrame
         Polygons with ``neighborhood_id`` (or ``id``), optional ``name`` and ``population``.
+    id_column, name_column : str, optional
+        The columns holding the id and the name, when they are not called
+        ``neighborhood_id`` (or ``id``) and ``name``; e.g. ``"AREAID"``, ``"community"``.
     input_crs : str, optional
         Declares the transform of a file whose CRS is not WGS84.
 
@@ -485,21 +540,21 @@ def read_neighborhoods(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             gdf = _read_vector(path)
-    if gdf.crs is not None and not (gdf.crs.equals("EPSG:4326") or gdf.crs.equals("OGC:CRS84")):
-        reason = _crs_problem(label, gdf.crs.to_string(), input_crs)
-        if reason:
-            raise _fail(label, reason, field="crs", value=gdf.crs.to_string())
-        gdf = gdf.to_crs("EPSG:4326")
-    gdf = gdf.set_crs("EPSG:4326", allow_override=True)
-    if "neighborhood_id" not in gdf.columns:
-        if "id" in gdf.columns:
-            gdf = gdf.rename(columns={"id": "neighborhood_id"})
-        else:
+    gdf = _to_wgs84(gdf, label, input_crs)
+    id_col = id_column or (
+        "id" if "neighborhood_id" not in gdf and "id" in gdf else "neighborhood_id"
+    )
+    for col in (id_col, name_column):
+        if col is not None and col not in gdf.columns:
             raise _fail(
                 label,
-                f"required column missing; the file has columns {list(gdf.columns)}",
-                field="neighborhood_id",
+                f"column missing; the file has columns {list(gdf.columns)} "
+                "(choose the id and name columns with id_column= and name_column=)",
+                field=col,
             )
+    gdf = gdf.rename(columns={id_col: "neighborhood_id"})
+    if name_column is not None:
+        gdf = gdf.rename(columns={name_column: "name"})
     gdf["neighborhood_id"] = gdf["neighborhood_id"].astype(str).str.strip()
     problems = []
     dup = gdf["neighborhood_id"].duplicated()
