@@ -53,10 +53,9 @@ def write() -> Callable[[Path, str, str | bytes], Path]:
     return write_input
 
 
-# The CLI configures the "matcher" logger for its process (own stderr handler,
-# propagate=False). In-process CLI tests would leak that into later tests (caplog sees
-# nothing, handlers bound to a closed CliRunner stream), so every test starts and ends
-# with the logger as it was before any test ran.
+# The CLI configures the "matcher" logger for its process (a stderr handler and a
+# level). In-process CLI tests would leak that into later tests, so every test starts
+# and ends with the logger as it was before any test ran.
 _MATCHER_LOGGER = logging.getLogger("matcher")
 _PRISTINE = (list(_MATCHER_LOGGER.handlers), _MATCHER_LOGGER.level, _MATCHER_LOGGER.propagate)
 
