@@ -42,6 +42,9 @@ class MatchConfig:
         multiples of it; inputs are rounded to it.
     seed : int
         Seed for the k-means splitting of oversize clusters.
+    solver : {"ortools", "networkx"}
+        The exact min-cost-flow backend: OR-Tools' C++ solver on arrays, component
+        by component (default), or networkx's network simplex on the networkx graph.
     on_invalid : {"raise", "skip"}
         What to do with invalid input rows: reject the input, or skip them and report.
     taxonomy : Taxonomy
@@ -65,6 +68,7 @@ class MatchConfig:
     language_penalty_km: float = 2.0
     quantum: float = 0.1
     seed: int = 0
+    solver: Literal["ortools", "networkx"] = "ortools"
     on_invalid: Literal["raise", "skip"] = "raise"
     taxonomy: Taxonomy = field(default_factory=default_taxonomy)
 
@@ -90,6 +94,8 @@ class MatchConfig:
             bad("min_samples", "must be an integer >= 1")
         if not isinstance(self.seed, int) or self.seed < 0:
             bad("seed", "must be an integer >= 0")
+        if self.solver not in ("ortools", "networkx"):
+            bad("solver", "must be 'ortools' or 'networkx'")
         if self.on_invalid not in ("raise", "skip"):
             bad("on_invalid", "must be 'raise' or 'skip'")
         if not isinstance(self.taxonomy, Taxonomy):

@@ -94,31 +94,36 @@ def pair_costs(
 
 def unmet_penalties(
     pairs: pd.DataFrame,
-    n_clusters: int,
-    n_partners: int,
+    cluster_component: npt.NDArray[np.int64],
+    partner_component: npt.NDArray[np.int64],
     severity: npt.NDArray[np.float64],
     config: MatchConfig,
 ) -> npt.NDArray[np.int64]:
     """Integer penalty per unit left unmet, per cluster.
 
-    The penalty base ``B`` exceeds the cost of any simple path of cluster-partner
-    arcs in the residual graph (at most one forward arc per cluster, and per
-    partner), so an optimal flow first serves as many units as possible.
-    ``objective="default"`` multiplies ``B`` by ``40 + round(10 * severity)``, so
-    that between two clusters the one with the higher severity (at a resolution of
-    0.1) is served first, and only then is cost minimised.
+    Within each connected component of the candidate graph, the penalty base ``B``
+    exceeds the cost of any simple path of cluster-partner arcs in the residual
+    graph (at most one forward arc per cluster, and per partner), so an optimal flow
+    first serves as many units as possible. ``objective="default"`` multiplies
+    ``B`` by ``40 + round(10 * severity)``, so that between two clusters the one with
+    the higher severity (at a resolution of 0.1) is served first, and only then is
+    cost minimised. ``B`` is computed per component, which keeps the numbers small
+    and makes a decomposed solve identical to a single one.
 
     Returns
     -------
     numpy.ndarray of int64
         One penalty per cluster.
     """
+    n_comp = int(max(cluster_component.max(initial=-1), partner_component.max(initial=-1))) + 1
     w = pairs["weight"].to_numpy(dtype=np.int64)
-    max_c = np.zeros(n_clusters, dtype=np.int64)
-    max_p = np.zeros(n_partners, dtype=np.int64)
+    max_c = np.zeros(cluster_component.size, dtype=np.int64)
+    max_p = np.zeros(partner_component.size, dtype=np.int64)
     np.maximum.at(max_c, pairs["cluster"].to_numpy(), w)
     np.maximum.at(max_p, pairs["partner"].to_numpy(), w)
-    base = 1 + min(int(max_c.sum()), int(max_p.sum()))
+    sum_c = np.bincount(cluster_component, weights=max_c, minlength=n_comp)
+    sum_p = np.bincount(partner_component, weights=max_p, minlength=n_comp)
+    base = (1 + np.minimum(sum_c, sum_p).astype(np.int64))[cluster_component]
     if config.objective == "distance":
-        return np.full(n_clusters, base, dtype=np.int64)
+        return base
     return base * (40 + np.rint(10 * np.asarray(severity)).astype(np.int64))

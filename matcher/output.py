@@ -36,7 +36,7 @@ def coarsen(
     --------
     >>> lat, lon = coarsen(np.array([41.8812]), np.array([-87.6231]))
     >>> round(float(lat[0]), 4), round(float(lon[0]), 4)
-    (41.8827, -87.6204)
+    (41.8792, -87.6255)
     """
     step = km * _DEG_PER_KM
     clat = (np.floor(np.asarray(lat) / step) + 0.5) * step

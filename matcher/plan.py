@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from .candidates import candidate_pairs
-from .capacity_graph import UNMET, build_graph, cluster_node, partner_node
 from .clustering import Clustering, ClusterModel, cluster_needs
 from .config import MatchConfig
 from .costs import COST_SCALE, pair_costs, unmet_penalties
@@ -23,7 +22,7 @@ from .explain import explain_assignments, unmet_reasons
 from .geo import hull_polygon
 from .io import LoadedTable, Source, read_needs, read_neighborhoods, read_partners
 from .metrics import plan_metrics
-from .solver import solve_graph
+from .transport import TransportModel, components
 
 __all__ = ["Plan", "plan"]
 
@@ -243,7 +242,7 @@ def plan(
         pairs = candidate_pairs(cl, partner_df)
         pairs = pair_costs(pairs, cl, partner_df, need_df, need_cpos, config)
 
-    with _stage(timings, "graph"):
+    with _stage(timings, "model"):
         q = config.quantum
         need_q = _quantize(need_df["demand"].to_numpy(dtype=float), q, what="demand", floor=False)
         need_q = np.maximum(need_q, 1)
@@ -251,40 +250,28 @@ def plan(
         cap_q = _quantize(
             partner_df["capacity"].to_numpy(dtype=float), q, what="capacity", floor=True
         )
-        penalty = unmet_penalties(
-            pairs, len(cl), len(partner_df), cl["severity"].to_numpy(), config
-        )
-        cids = cl["cluster_id"].astype(str).tolist()
-        pids = partner_df["partner_id"].astype(str).tolist()
-        graph = build_graph(
-            cids,
+        pc, pp = pairs["cluster"].to_numpy(), pairs["partner"].to_numpy()
+        comp_c, comp_p = components(len(cl), len(partner_df), pc, pp)
+        model = TransportModel(
+            tuple(cl["cluster_id"].astype(str)),
+            tuple(partner_df["partner_id"].astype(str)),
             demand_q,
-            penalty,
-            pids,
+            unmet_penalties(pairs, comp_c, comp_p, cl["severity"].to_numpy(), config),
             cap_q,
-            pairs["cluster"].to_numpy(),
-            pairs["partner"].to_numpy(),
-            pairs["weight"].to_numpy(),
+            pc,
+            pp,
+            pairs["weight"].to_numpy(dtype=np.int64),
+            comp_c,
+            comp_p,
         )
 
     with _stage(timings, "solve"):
-        solution = solve_graph(graph)
+        solution = model.solve(config.solver)
 
     with _stage(timings, "explain"):
-        flow = solution.flow
-        pair_flow = np.fromiter(
-            (
-                flow[cluster_node(cids[c])][partner_node(pids[p])]
-                for c, p in zip(pairs["cluster"].tolist(), pairs["partner"].tolist(), strict=True)
-            ),
-            dtype=np.int64,
-            count=len(pairs),
-        )
-        unmet_q = np.array([flow[cluster_node(c)][UNMET] for c in cids], dtype=np.int64)
+        pair_flow, unmet_q = solution.pair_flow, solution.unmet
         served_q = demand_q - unmet_q
-        used_q = np.bincount(
-            pairs["partner"].to_numpy(), weights=pair_flow, minlength=len(partner_df)
-        ).astype(np.int64)
+        used_q = np.bincount(pp, weights=pair_flow, minlength=len(partner_df)).astype(np.int64)
         assigned = pairs[pair_flow > 0].assign(units=pair_flow[pair_flow > 0] * q)
         assigned = explain_assignments(assigned, pairs, partner_df, cl, used_q * q, cap_q * q)
         result = _assemble(
@@ -313,14 +300,14 @@ def plan(
     solver_info = {
         "name": solution.solver,
         "status": "optimal",
-        "objective_scaled": solution.cost,
+        "objective_scaled": solution.objective,
+        "components": solution.components,
         "assignment_cost_scaled": objective,
         "cost_scale": COST_SCALE,
         "quantum": q,
         "pairs": int(len(pairs)),
-        "arcs": int(graph.number_of_edges()),
     }
-    model = ClusterModel.from_clustering(need_df, clustering, config, need_t.sha256)
+    cluster_model = ClusterModel.from_clustering(need_df, clustering, config, need_t.sha256)
     rejects = {
         k: t.rejects for k, t in (("needs", need_t), ("partners", partner_t)) if len(t.rejects)
     }
@@ -344,7 +331,7 @@ def plan(
         hashes,
         solver_info,
         rejects,
-        model,
+        cluster_model,
         timings,
     )
 

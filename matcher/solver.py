@@ -1,19 +1,45 @@
-"""The exact min-cost-flow solve of the capacity graph."""
+"""Exact min-cost flow: a fast networkx-compatible solver and the array path used by plans."""
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain
+from numbers import Integral, Real
+from typing import Any, Literal
 
 import networkx as nx
+import numpy as np
+import numpy.typing as npt
+from networkx.algorithms.flow.networksimplex import network_simplex as _nx_network_simplex
+from networkx.utils import not_implemented_for
 
 from ._errors import InfeasibleMatchError, MatcherError, UnboundedMatchError
 
-__all__ = ["FlowSolution", "solve_graph"]
+__all__ = [
+    "BACKENDS",
+    "FlowSolution",
+    "network_simplex",
+    "solve_graph",
+    "solve_arrays",
+    "solve_components",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Solver backends: OR-Tools' C++ min-cost flow (default) or networkx's network simplex.
+BACKENDS = ("ortools", "networkx")
+
+Backend = Literal["ortools", "networkx"]
+IntArray = npt.NDArray[np.int64]
+
+#: OR-Tools' cost-scaling multiplies costs by (nodes + 1); keep every product in int64.
+_INT64_SAFE = 2**62
 
 
 @dataclass(frozen=True)
@@ -33,18 +59,206 @@ class FlowSolution:
     """
 
     cost: int
-    flow: dict[Any, dict[Any, int]]
+    flow: dict[Any, dict[Any, Any]]
     solver: str
     seconds: float
 
 
-def solve_graph(graph: nx.DiGraph) -> FlowSolution:
-    """Solve the min-cost flow of ``graph`` exactly with networkx's network simplex.
+def _is_int(x: Any) -> bool:
+    if isinstance(x, bool):
+        return False
+    if isinstance(x, Integral):
+        return True
+    return isinstance(x, Real) and math.isfinite(float(x)) and float(x).is_integer()
+
+
+def _ortools_solve(
+    n_nodes: int,
+    tails: IntArray,
+    heads: IntArray,
+    caps: IntArray,
+    costs: IntArray,
+    supplies: IntArray,
+) -> tuple[int, IntArray] | None:
+    """Solve with OR-Tools; None when it cannot (status or int64 range), raise if infeasible."""
+    from ortools.graph.python import min_cost_flow
+
+    smcf = min_cost_flow.SimpleMinCostFlow()
+    if tails.size:
+        smcf.add_arcs_with_capacity_and_unit_cost(tails, heads, caps, costs)
+    # make sure every node exists even without arcs
+    smcf.set_nodes_supplies(np.arange(n_nodes, dtype=np.int64), supplies)
+    status = smcf.solve()
+    if status == smcf.OPTIMAL:
+        flows = (
+            smcf.flows(np.arange(tails.size, dtype=np.int64))
+            if tails.size
+            else np.zeros(0, np.int64)
+        )
+        return int(smcf.optimal_cost()), np.asarray(flows, dtype=np.int64)
+    if status in (smcf.INFEASIBLE, smcf.UNBALANCED):
+        raise nx.NetworkXUnfeasible("no flow satisfies all node demands")
+    logger.debug("OR-Tools status %s; falling back to networkx", status)
+    return None
+
+
+@not_implemented_for("undirected")
+def network_simplex(
+    G: nx.DiGraph,
+    demand: str = "demand",
+    capacity: str = "capacity",
+    weight: str = "weight",
+    *,
+    backend: Backend = "ortools",
+) -> tuple[Any, dict[Any, Any]]:
+    """Find a minimum-cost flow satisfying all demands in digraph ``G``.
+
+    A drop-in replacement for :func:`networkx.network_simplex`: the same arguments,
+    the same ``(flowCost, flowDict)`` result, the same exceptions, a missing
+    capacity treated as infinite, self-loops and multigraphs handled as networkx
+    handles them. Integer data is solved by OR-Tools' C++ min-cost flow (exact);
+    non-integer data, or values beyond int64 range, fall back to networkx.
+
+    Parameters
+    ----------
+    G : networkx.DiGraph or networkx.MultiDiGraph
+        Node attribute ``demand`` (negative = supply), edge attributes ``capacity``
+        (missing = infinite) and ``weight`` (cost per unit, missing = 0).
+    demand, capacity, weight : str
+        Attribute names.
+    backend : {"ortools", "networkx"}
+        ``"networkx"`` calls networkx's own implementation.
+
+    Returns
+    -------
+    flowCost : int
+        The cost of an optimal flow.
+    flowDict : dict
+        ``flowDict[u][v]`` (``flowDict[u][v][key]`` for multigraphs) is the flow on
+        each edge.
+
+    Raises
+    ------
+    networkx.NetworkXError
+        The graph has no nodes, or a node has infinite demand, or an edge infinite weight.
+    networkx.NetworkXUnfeasible
+        The demands do not sum to zero, an edge has a negative capacity, or no flow
+        satisfies all demands.
+    networkx.NetworkXUnbounded
+        A negative-cost cycle of infinite capacity exists.
+    networkx.NetworkXNotImplemented
+        ``G`` is undirected.
+
+    Examples
+    --------
+    >>> G = nx.DiGraph()
+    >>> G.add_node("a", demand=-5)
+    >>> G.add_node("d", demand=5)
+    >>> G.add_edge("a", "b", weight=3, capacity=4)
+    >>> G.add_edge("a", "c", weight=6, capacity=10)
+    >>> G.add_edge("b", "d", weight=1, capacity=9)
+    >>> G.add_edge("c", "d", weight=2, capacity=5)
+    >>> network_simplex(G)
+    (24, {'a': {'b': 4, 'c': 1}, 'd': {}, 'b': {'d': 4}, 'c': {'d': 1}})
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {BACKENDS}, not {backend!r}")
+    if backend == "networkx":
+        return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
+    if len(G) == 0:
+        raise nx.NetworkXError("graph has no nodes")
+    multigraph = G.is_multigraph()
+    inf = float("inf")
+    nodes = list(G)
+    index = {u: i for i, u in enumerate(nodes)}
+    demands = [G.nodes[u].get(demand, 0) for u in nodes]
+    all_edges = list(G.edges(data=True, keys=True) if multigraph else G.edges(data=True))
+    edges = [e for e in all_edges if e[0] != e[1] and e[-1].get(capacity, inf) != 0]
+    loops = [e for e in all_edges if e[0] == e[1]]
+    caps = [e[-1].get(capacity, inf) for e in edges]
+    weights = [e[-1].get(weight, 0) for e in edges]
+
+    # the same checks, in the same order and with the same messages, as networkx
+    for u, d in zip(nodes, demands, strict=True):
+        if abs(d) == inf:
+            raise nx.NetworkXError(f"node {u!r} has infinite demand")
+    for e, w in zip(edges, weights, strict=True):
+        if abs(w) == inf:
+            raise nx.NetworkXError(f"edge {e[:-1]!r} has infinite weight")
+    for e in loops:
+        if abs(e[-1].get(weight, 0)) == inf:
+            raise nx.NetworkXError(f"edge {e[:-1]!r} has infinite weight")
+    if sum(demands) != 0:
+        raise nx.NetworkXUnfeasible("total node demand is not zero")
+    for e, c in zip(edges, caps, strict=True):
+        if c < 0:
+            raise nx.NetworkXUnfeasible(f"edge {e[:-1]!r} has negative capacity")
+    for e in loops:
+        if e[-1].get(capacity, inf) < 0:
+            raise nx.NetworkXUnfeasible(f"edge {e[:-1]!r} has negative capacity")
+
+    finite_caps = [c for c in caps if c < inf]
+    numbers = chain(demands, weights, finite_caps)
+    if not all(_is_int(x) for x in numbers):
+        logger.debug("non-integer data: using networkx.network_simplex")
+        return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
+    faux_inf = (
+        3 * max(sum(finite_caps), sum(abs(w) for w in weights), sum(abs(d) for d in demands)) or 1
+    )
+    big = max([faux_inf, *(abs(int(w)) for w in weights)] or [1]) * (len(nodes) + 2)
+    if big >= _INT64_SAFE or faux_inf * max(1, len(edges)) >= _INT64_SAFE:
+        logger.debug("values beyond int64 range: using networkx.network_simplex")
+        return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
+
+    tails = np.fromiter((index[e[0]] for e in edges), dtype=np.int64, count=len(edges))
+    heads = np.fromiter((index[e[1]] for e in edges), dtype=np.int64, count=len(edges))
+    cap_arr = np.array([faux_inf if c == inf else int(c) for c in caps], dtype=np.int64)
+    cost_arr = np.array([int(w) for w in weights], dtype=np.int64)
+    supplies = -np.array([int(d) for d in demands], dtype=np.int64)
+    solved = _ortools_solve(len(nodes), tails, heads, cap_arr, cost_arr, supplies)
+    if solved is None:
+        return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
+    _, flows = solved
+    if np.any(flows * 2 >= faux_inf) or any(
+        e[-1].get(capacity, inf) == inf and e[-1].get(weight, 0) < 0 for e in loops
+    ):
+        raise nx.NetworkXUnbounded("negative cycle with infinite capacity found")
+
+    flow_cost = int(np.dot(flows, cost_arr))
+    flow_dict: dict[Any, dict[Any, Any]] = {u: {} for u in nodes}
+
+    def add_entry(e: tuple[Any, ...], value: Any) -> None:
+        d = flow_dict[e[0]]
+        for k in e[1:-1]:
+            d = d.setdefault(k, {})
+        d[e[-1]] = value
+
+    for e, f in zip(edges, flows.tolist(), strict=True):
+        add_entry(e[:-1], f)
+    for e in all_edges:
+        if e[0] != e[1]:
+            if e[-1].get(capacity, inf) == 0:
+                add_entry(e[:-1], 0)
+        else:
+            w = e[-1].get(weight, 0)
+            if w >= 0:
+                add_entry(e[:-1], 0)
+            else:
+                c = e[-1][capacity]
+                flow_cost += w * c
+                add_entry(e[:-1], c)
+    return flow_cost, flow_dict
+
+
+def solve_graph(graph: nx.DiGraph, *, backend: Backend = "ortools") -> FlowSolution:
+    """Solve the min-cost flow of a capacity graph exactly.
 
     Parameters
     ----------
     graph : networkx.DiGraph
         Node ``demand``, edge ``capacity`` and integer ``weight`` (networkx conventions).
+    backend : {"ortools", "networkx"}
+        The solver (see :func:`network_simplex`).
 
     Returns
     -------
@@ -57,11 +271,11 @@ def solve_graph(graph: nx.DiGraph) -> FlowSolution:
     UnboundedMatchError
         A negative-cost cycle of infinite capacity exists.
     MatcherError
-        The graph is not a valid flow model (e.g. non-integer data).
+        The graph is not a valid flow model.
     """
     start = time.perf_counter()
     try:
-        cost, flow = nx.network_simplex(graph)
+        cost, flow = network_simplex(graph, backend=backend)
     except nx.NetworkXUnfeasible as exc:
         raise InfeasibleMatchError(f"the flow model is infeasible: {exc}") from exc
     except nx.NetworkXUnbounded as exc:
@@ -69,7 +283,174 @@ def solve_graph(graph: nx.DiGraph) -> FlowSolution:
     except nx.NetworkXError as exc:
         raise MatcherError(f"invalid flow model: {exc}") from exc
     seconds = time.perf_counter() - start
-    logger.info(
-        "network simplex: cost %d on %d arcs in %.2f s", cost, graph.number_of_edges(), seconds
+    name = "networkx.network_simplex" if backend == "networkx" else "ortools.SimpleMinCostFlow"
+    logger.info("%s: cost %d on %d arcs in %.2f s", name, cost, graph.number_of_edges(), seconds)
+    return FlowSolution(int(cost), flow, name, seconds)
+
+
+def solve_arrays(
+    n_nodes: int,
+    tails: IntArray,
+    heads: IntArray,
+    capacity: IntArray,
+    cost: IntArray,
+    supply: IntArray,
+) -> tuple[int, IntArray]:
+    """Solve a min-cost flow given as arrays with OR-Tools (no per-arc Python objects).
+
+    Parameters
+    ----------
+    n_nodes : int
+        Nodes are ``0 .. n_nodes - 1``.
+    tails, heads, capacity, cost : numpy.ndarray of int64
+        One entry per arc.
+    supply : numpy.ndarray of int64
+        Per node: positive = supply (OR-Tools convention, the negative of networkx's demand).
+
+    Returns
+    -------
+    (int, numpy.ndarray)
+        The optimal cost and the flow on every arc.
+
+    Raises
+    ------
+    InfeasibleMatchError
+        No flow meets the supplies.
+    MatcherError
+        The numbers are out of the solver's int64 range.
+    """
+    try:
+        solved = _ortools_solve(n_nodes, tails, heads, capacity, cost, supply)
+    except nx.NetworkXUnfeasible as exc:
+        raise InfeasibleMatchError(f"the flow model is infeasible: {exc}") from exc
+    if solved is None:
+        raise MatcherError("the flow model's numbers exceed the solver's int64 range")
+    return solved
+
+
+@dataclass(frozen=True)
+class _Component:
+    """One independent subproblem of a transportation model with unmet arcs."""
+
+    demand: IntArray  # per cluster of the component
+    penalty: IntArray
+    capacity: IntArray  # per partner of the component
+    pair_cluster: IntArray  # local positions
+    pair_partner: IntArray
+    pair_weight: IntArray
+
+
+def _solve_component(comp: _Component) -> tuple[int, IntArray]:
+    """Solve one component: clusters -> partners -> sink, clusters -> unmet -> sink."""
+    nc, npart = comp.demand.size, comp.capacity.size
+    unmet, sink = nc + npart, nc + npart + 1
+    total = int(comp.demand.sum())
+    ar_c = np.arange(nc, dtype=np.int64)
+    ar_p = np.arange(npart, dtype=np.int64)
+    tails = np.concatenate([comp.pair_cluster, nc + ar_p, ar_c, [unmet]]).astype(np.int64)
+    heads = np.concatenate(
+        [nc + comp.pair_partner, np.full(npart, sink), np.full(nc, unmet), [sink]]
+    ).astype(np.int64)
+    caps = np.concatenate(
+        [comp.demand[comp.pair_cluster], comp.capacity, comp.demand, [total]]
+    ).astype(np.int64)
+    costs = np.concatenate([comp.pair_weight, np.zeros(npart, np.int64), comp.penalty, [0]]).astype(
+        np.int64
     )
-    return FlowSolution(int(cost), flow, "networkx.network_simplex", seconds)
+    supply = np.concatenate([comp.demand, np.zeros(npart, np.int64), [0, -total]]).astype(np.int64)
+    cost, flows = solve_arrays(nc + npart + 2, tails, heads, caps, costs, supply)
+    return cost, flows[: comp.pair_cluster.size]
+
+
+def solve_components(
+    labels: Sequence[int] | IntArray,
+    cluster_component: IntArray,
+    partner_component: IntArray,
+    demand: IntArray,
+    penalty: IntArray,
+    capacity: IntArray,
+    pair_cluster: IntArray,
+    pair_partner: IntArray,
+    pair_weight: IntArray,
+    *,
+    workers: int | None = None,
+    parallel_min_arcs: int = 200_000,
+) -> tuple[int, IntArray]:
+    """Solve the plan's transportation model component by component.
+
+    Components of the candidate graph share no cluster and no partner, so their
+    optima add up to the optimum of the whole model. Components are solved in a
+    process pool when there is more than one with at least ``parallel_min_arcs``
+    arcs (below that a pool costs more than it saves).
+
+    Parameters
+    ----------
+    labels : sequence of int
+        The component labels to solve (each with at least one pair).
+    cluster_component, partner_component : numpy.ndarray of int
+        Component label of each cluster and partner.
+    demand, penalty : numpy.ndarray of int
+        Per cluster, in quanta and integer cost per quantum.
+    capacity : numpy.ndarray of int
+        Per partner, in quanta.
+    pair_cluster, pair_partner, pair_weight : numpy.ndarray of int
+        The eligible arcs (global positions) and their integer costs.
+    workers : int, optional
+        Size of the process pool (default: the number of CPUs).
+    parallel_min_arcs : int
+        Size from which a component is worth a separate process.
+
+    Returns
+    -------
+    (int, numpy.ndarray)
+        The total optimal cost (penalties included) and the flow on every pair.
+    """
+    pair_comp = cluster_component[pair_cluster]
+    order = np.argsort(pair_comp, kind="stable")
+    starts = np.searchsorted(pair_comp[order], labels, side="left")
+    ends = np.searchsorted(pair_comp[order], labels, side="right")
+    c_order = np.argsort(cluster_component, kind="stable")
+    p_order = np.argsort(partner_component, kind="stable")
+    c_sorted, p_sorted = cluster_component[c_order], partner_component[p_order]
+    c_local = np.empty(cluster_component.size, dtype=np.int64)
+    p_local = np.empty(partner_component.size, dtype=np.int64)
+    jobs: list[tuple[_Component, IntArray]] = []
+    for label, s, e in zip(labels, starts.tolist(), ends.tolist(), strict=True):
+        cs = c_order[np.searchsorted(c_sorted, label) : np.searchsorted(c_sorted, label, "right")]
+        ps = p_order[np.searchsorted(p_sorted, label) : np.searchsorted(p_sorted, label, "right")]
+        c_local[cs] = np.arange(cs.size)
+        p_local[ps] = np.arange(ps.size)
+        arcs = order[s:e]
+        comp = _Component(
+            demand[cs],
+            penalty[cs],
+            capacity[ps],
+            c_local[pair_cluster[arcs]],
+            p_local[pair_partner[arcs]],
+            pair_weight[arcs],
+        )
+        jobs.append((comp, arcs))
+    flows = np.zeros(pair_cluster.size, dtype=np.int64)
+    total = 0
+    big = [i for i, (comp, _) in enumerate(jobs) if comp.pair_cluster.size >= parallel_min_arcs]
+    n_workers = workers or os.cpu_count() or 1
+    results: dict[int, tuple[int, IntArray]] = {}
+    if len(big) > 1 and n_workers > 1:
+        with ProcessPoolExecutor(max_workers=min(n_workers, len(big))) as pool:
+            futures = {i: pool.submit(_solve_component, jobs[i][0]) for i in big}
+            for i, (comp, _) in enumerate(jobs):
+                if i not in futures:
+                    results[i] = _solve_component(comp)
+            for i, fut in futures.items():
+                results[i] = fut.result()
+        logger.info(
+            "solved %d large components in %d processes", len(big), min(n_workers, len(big))
+        )
+    else:
+        for i, (comp, _) in enumerate(jobs):
+            results[i] = _solve_component(comp)
+    for i, (_, arcs) in enumerate(jobs):
+        cost, f = results[i]
+        total += cost
+        flows[arcs] = f
+    return total, flows

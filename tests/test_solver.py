@@ -1,0 +1,134 @@
+"""matcher.solver against networkx on random graphs, and the component decomposition."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from matcher.solver import network_simplex, solve_components
+
+INF = None  # marker: no capacity attribute (infinite)
+
+
+@st.composite
+def flow_graphs(draw):
+    multigraph = draw(st.booleans())
+    n = draw(st.integers(1, 8))
+    g = nx.MultiDiGraph() if multigraph else nx.DiGraph()
+    for i in range(n):
+        g.add_node(i)
+    m = draw(st.integers(0, 3 * n))
+    for _ in range(m):
+        u, v = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
+        attrs = {"weight": draw(st.integers(-5, 20))}
+        cap = draw(st.one_of(st.none(), st.integers(0, 15)))  # None: infinite, 0: zero capacity
+        if cap is not None:
+            attrs["capacity"] = cap
+        g.add_edge(u, v, **attrs)
+    # demands that sum to zero, or (sometimes) not
+    demands = draw(st.lists(st.integers(-10, 10), min_size=n, max_size=n))
+    if draw(st.integers(0, 9)) > 0:
+        demands[-1] -= sum(demands)
+    for i, d in enumerate(demands):
+        if d or draw(st.booleans()):
+            g.nodes[i]["demand"] = d
+    return g
+
+
+def outcome(fn, g):
+    try:
+        cost, flow = fn(g)
+    except (nx.NetworkXUnfeasible, nx.NetworkXUnbounded, nx.NetworkXError) as exc:
+        return type(exc), None, None
+    return None, cost, flow
+
+
+def check_flow(g, flow, cost):
+    """Feasibility and cost of a flow dict, computed independently."""
+    total = 0
+    net = {u: 0 for u in g}
+    edges = g.edges(keys=True, data=True) if g.is_multigraph() else g.edges(data=True)
+    for e in edges:
+        u, v, data = e[0], e[1], e[-1]
+        x = flow[u][v][e[2]] if g.is_multigraph() else flow[u][v]
+        assert 0 <= x <= data.get("capacity", float("inf"))
+        total += x * data.get("weight", 0)
+        net[u] -= x
+        net[v] += x
+    for u in g:
+        assert net[u] == g.nodes[u].get("demand", 0)
+    assert total == cost
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flow_graphs())
+def test_same_optimum_and_exceptions_as_networkx(g):
+    want = outcome(nx.network_simplex, g)
+    got = outcome(network_simplex, g)
+    assert got[0] == want[0]
+    if want[0] is None:
+        assert got[1] == want[1]
+        check_flow(g, got[2], got[1])
+
+
+def test_backend_networkx_and_undirected():
+    g = nx.DiGraph()
+    g.add_node("s", demand=-2)
+    g.add_node("t", demand=2)
+    g.add_edge("s", "t", weight=3, capacity=5)
+    assert (
+        network_simplex(g, backend="networkx")
+        == network_simplex(g)
+        == (6, {"s": {"t": 2}, "t": {}})
+    )
+    with pytest.raises(nx.NetworkXNotImplemented):
+        network_simplex(nx.Graph())
+    with pytest.raises(ValueError, match="backend"):
+        network_simplex(g, backend="gurobi")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_components_solved_separately_equal_one_solve(seed):
+    rng = np.random.default_rng(seed)
+    nc, npart = int(rng.integers(2, 30)), int(rng.integers(2, 15))
+    demand = rng.integers(1, 20, nc)
+    capacity = rng.integers(0, 30, npart)
+    pairs = {
+        (int(c), int(p))
+        for c, p in zip(rng.integers(0, nc, 40), rng.integers(0, npart, 40), strict=True)
+    }
+    pc = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+    weight = rng.integers(0, 5000, len(pc))
+    penalty = np.full(nc, 10**6, dtype=np.int64)
+    # components by union-find over pairs
+    g = nx.Graph()
+    g.add_nodes_from(("c", i) for i in range(nc))
+    g.add_nodes_from(("p", j) for j in range(npart))
+    g.add_edges_from((("c", c), ("p", p)) for c, p in pc)
+    comp_c, comp_p = np.zeros(nc, np.int64), np.zeros(npart, np.int64)
+    for k, comp in enumerate(nx.connected_components(g)):
+        for kind, i in comp:
+            (comp_c if kind == "c" else comp_p)[i] = k
+    labels = sorted(set(comp_c[pc[:, 0]].tolist()))
+    split = solve_components(
+        labels, comp_c, comp_p, demand, penalty, capacity, pc[:, 0], pc[:, 1], weight
+    )
+    whole = solve_components(
+        [0],
+        np.zeros(nc, np.int64),
+        np.zeros(npart, np.int64),
+        demand,
+        penalty,
+        capacity,
+        pc[:, 0],
+        pc[:, 1],
+        weight,
+    )
+    # clusters without any pair are unmet in both; add their penalty to the split total
+    lonely = np.setdiff1d(np.arange(nc), pc[:, 0])
+    assert split[0] + int((demand[lonely] * penalty[lonely]).sum()) == whole[0]
+    assert np.dot(split[1], weight) == np.dot(whole[1], weight)
