@@ -81,6 +81,14 @@ def _text(series: pd.Series) -> pd.Series:
     return series.astype("object").where(series.notna(), "").astype(str).str.strip()
 
 
+def _map_unique(series: pd.Series, func: Callable[[str], object]) -> pd.Series:
+    """``series.map(func)``, calling ``func`` once per distinct value."""
+    codes, uniques = pd.factorize(series)  # missing values get code -1: map them as ""
+    extra = [func("")] if (codes < 0).any() else []
+    values = np.array([func(u) for u in uniques] + extra, dtype=object)
+    return pd.Series(values[codes], index=series.index)
+
+
 def _number(series: pd.Series) -> np.ndarray:
     """Float values; non-numeric, empty and boolean values become NaN."""
     if series.dtype == bool:
@@ -139,9 +147,9 @@ def _check_languages(c: _Collector) -> pd.Series:
     def ok(value: str) -> bool:
         return all(_LANG.match(code) for code in value.split(";") if code) if value else True
 
-    bad = ~text.map(ok).to_numpy(dtype=bool)
+    bad = ~_map_unique(text, ok).to_numpy(dtype=bool)
     c.flag(bad, "languages", "must be ';'-separated two-letter ISO 639-1 codes, e.g. 'en;es'")
-    return text.map(lambda v: ";".join(sorted({x for x in v.split(";") if x})))
+    return _map_unique(text, lambda v: ";".join(sorted({x for x in v.split(";") if x})))
 
 
 def _resolve_categories(value: str, taxonomy: Taxonomy, multi: bool) -> tuple[str, str | None]:
@@ -161,11 +169,11 @@ def _resolve_categories(value: str, taxonomy: Taxonomy, multi: bool) -> tuple[st
 def _categories(c: _Collector, field: str, taxonomy: Taxonomy, *, multi: bool) -> pd.Series:
     text = _text(c.df[field])
     lookup = {v: _resolve_categories(v, taxonomy, multi) for v in text.unique()}
-    reasons = text.map(lambda v: lookup[v][1])
+    reasons = _map_unique(text, lambda v: lookup[v][1])
     bad = reasons.notna().to_numpy()
     for reason in sorted(set(reasons[bad])):
         c.flag(bad & (reasons == reason).to_numpy(), field, reason)
-    return text.map(lambda v: lookup[v][0])
+    return _map_unique(text, lambda v: lookup[v][0])
 
 
 def validate_needs(
@@ -211,7 +219,9 @@ def validate_needs(
         for n in ("neighborhood", "reported_at", "source")
     }
     c.flag(
-        ~optional["reported_at"].map(lambda v: not v or bool(_DATE.match(v))).to_numpy(dtype=bool),
+        ~_map_unique(optional["reported_at"], lambda v: not v or bool(_DATE.match(v))).to_numpy(
+            dtype=bool
+        ),
         "reported_at",
         "must be an ISO 8601 date (YYYY-MM-DD) or empty",
     )

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from sklearn.cluster import DBSCAN, KMeans
+from threadpoolctl import threadpool_limits
 
 from ._errors import InputValidationError, Problem
 from .config import MatchConfig
@@ -47,12 +48,12 @@ class Clustering:
 
 
 def _group_radius_km(
-    xyz: npt.NDArray[np.float64], groups: npt.NDArray[np.int64]
+    xyz: npt.NDArray[np.float64], w: npt.NDArray[np.float64], groups: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float64]:
-    """Largest member distance to the (unweighted) centroid of each group label."""
+    """Largest member distance to the demand-weighted centroid of each group label."""
     n = int(groups.max()) + 1
     acc = np.zeros((n, 3))
-    np.add.at(acc, groups, xyz)
+    np.add.at(acc, groups, xyz * w[:, None])
     clat, clon = from_unit_vectors(acc)
     vlat, vlon = from_unit_vectors(xyz)
     radius = np.zeros(n)
@@ -61,16 +62,21 @@ def _group_radius_km(
 
 
 def _split_oversize(
-    xyz: npt.NDArray[np.float64], groups: npt.NDArray[np.int64], max_radius_km: float, seed: int
+    xyz: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    groups: npt.NDArray[np.int64],
+    max_radius_km: float,
+    seed: int,
 ) -> npt.NDArray[np.int64]:
     """Split every group whose members lie farther than ``max_radius_km`` from its centroid.
 
-    Oversize groups are split by k-means (k from the area ratio) until every part fits.
+    Oversize groups are split by k-means (k from the area ratio, at most 8) until
+    every part fits.
     """
     groups = groups.copy()
     if groups.size == 0:
         return groups
-    radius = _group_radius_km(xyz, groups)
+    radius = _group_radius_km(xyz, w, groups)
     order = np.argsort(groups, kind="stable")
     bounds = np.searchsorted(groups[order], np.arange(radius.size + 1))
     pending = [order[bounds[g] : bounds[g + 1]] for g in np.flatnonzero(radius > max_radius_km)]
@@ -79,12 +85,18 @@ def _split_oversize(
         idx = pending.pop()
         sub = xyz[idx]
         vlat, vlon = from_unit_vectors(sub)
-        clat, clon = from_unit_vectors(sub.mean(axis=0))
+        clat, clon = from_unit_vectors((sub * w[idx, None]).sum(axis=0))
         far = float(haversine_km(clat[0], clon[0], vlat, vlon).max())
         if far <= max_radius_km or idx.size < 2:
             continue
-        k = min(idx.size, max(2, math.ceil((far / max_radius_km) ** 2)))
-        parts = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(sub).labels_
+        # at most 8 parts per split: parts that are still too wide are split again, so
+        # a very large group costs O(n log k) rather than k-means with a huge k
+        distinct = len(np.unique(sub, axis=0))
+        k = min(distinct, 8, max(2, math.ceil((far / max_radius_km) ** 2)))
+        km = KMeans(n_clusters=k, n_init=1, random_state=seed)
+        parts = km.fit(sub, sample_weight=w[idx]).labels_
+        if (parts == parts[0]).all():  # pragma: no cover - k-means found one part only
+            continue
         for part in range(1, k):
             members = idx[parts == part]
             if members.size:
@@ -134,7 +146,13 @@ def cluster_needs(needs: pd.DataFrame, config: MatchConfig) -> Clustering:
         labels = db.labels_.astype(np.int64)
         noise = labels < 0
         labels[noise] = labels.max(initial=-1) + 1 + np.arange(int(noise.sum()))
-        labels = _split_oversize(xyz, labels, config.max_cluster_radius_km, config.seed)
+        weights = sorted_needs["demand"].to_numpy(dtype=np.float64)[pos]
+        # many small k-means fits: OpenMP threads cost more than they give there (and
+        # spin-wait on a busy machine), so the splitting runs single-threaded
+        with threadpool_limits(limits=1, user_api="openmp"):
+            labels = _split_oversize(
+                xyz, weights, labels, config.max_cluster_radius_km, config.seed
+            )
         # renumber groups by first appearance (= smallest need_id) for stable ids
         _, first = np.unique(labels, return_index=True)
         rank = np.empty(labels.max() + 1, dtype=np.int64)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import shapely
-from shapely.geometry import Polygon, box
+import shapely.affinity
+from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 __all__ = [
@@ -15,7 +16,7 @@ __all__ = [
     "from_unit_vectors",
     "chord_for_km",
     "weighted_centroid",
-    "hull_polygon",
+    "hull_polygons",
 ]
 
 #: Mean Earth radius (IUGG), the R of every distance in matcher.
@@ -101,41 +102,81 @@ def weighted_centroid(
     return float(clat[0]), float(clon[0])
 
 
-def _gnomonic(v: FloatArray, c: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Project unit vectors ``v`` on the tangent plane at unit vector ``c`` (in km)."""
-    # an orthonormal basis (e, n) of the tangent plane at c
-    z = np.array([0.0, 0.0, 1.0]) if abs(c[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+def _tangent_bases(c: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Orthonormal bases (east-like, north-like) of the tangent planes at unit vectors ``c``."""
+    z = np.where(np.abs(c[:, 2:3]) < 0.9, [[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]])
     e = np.cross(z, c)
-    e /= np.linalg.norm(e)
-    n = np.cross(c, e)
-    d = v @ c
-    x = (v @ e) / d * EARTH_RADIUS_KM
-    y = (v @ n) / d * EARTH_RADIUS_KM
-    return x, y, np.stack([e, n])
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    return e, np.cross(c, e)
 
 
-def hull_polygon(
-    lat: npt.ArrayLike, lon: npt.ArrayLike, center: tuple[float, float], *, buffer_km: float = 0.05
-) -> BaseGeometry:
-    """Return the spherical convex hull of points, buffered by ``buffer_km``, in lon/lat.
+def hull_polygons(
+    lat: npt.ArrayLike,
+    lon: npt.ArrayLike,
+    group: npt.ArrayLike,
+    center_lat: npt.ArrayLike,
+    center_lon: npt.ArrayLike,
+    *,
+    buffer_km: float = 0.05,
+) -> npt.NDArray[np.object_]:
+    """Spherical convex hulls of groups of points, buffered by ``buffer_km``, in lon/lat.
 
-    The hull is computed in the gnomonic projection centred on ``center`` (which
-    maps great circles to straight lines, so the planar hull is the spherical one)
-    and buffered so that a cluster of one or two needs still has an area. A hull
-    that crosses the antimeridian is split into a MultiPolygon, as RFC 7946 asks.
+    Parameters
+    ----------
+    lat, lon : array_like
+        The points, in degrees.
+    group : array_like of int
+        The group (0 .. n_groups - 1) of each point; every group has a point.
+    center_lat, center_lon : array_like
+        One centre per group (a point inside the group, e.g. its centroid).
+    buffer_km : float
+        Buffer, so that a group of one or two points still has an area.
+
+    Returns
+    -------
+    numpy.ndarray of shapely geometries
+        One Polygon per group (a MultiPolygon when it crosses the antimeridian, split
+        there as RFC 7946 asks).
+
+    Notes
+    -----
+    Each hull is computed in the gnomonic projection centred on its group's centre,
+    which maps great circles to straight lines, so the planar hull is the spherical
+    one. All groups are processed at once with shapely's vectorised functions.
+
+    Examples
+    --------
+    >>> h = hull_polygons([0.0, 0.0], [179.99, -179.99], [0, 0], [0.0], [180.0])
+    >>> h[0].geom_type, round(h[0].bounds[0], 2), round(h[0].bounds[2], 2)
+    ('MultiPolygon', -180.0, 180.0)
     """
-    c = to_unit_vectors([center[0]], [center[1]])[0]
-    x, y, basis = _gnomonic(to_unit_vectors(lat, lon), c)
-    planar = shapely.MultiPoint(np.column_stack([x, y])).convex_hull.buffer(buffer_km, quad_segs=4)
-    ring = np.asarray(planar.exterior.coords)
-    # inverse gnomonic: point on the tangent plane -> direction
-    vec = c[None, :] + (ring[:, :1] * basis[0] + ring[:, 1:2] * basis[1]) / EARTH_RADIUS_KM
+    g = np.asarray(group, dtype=np.int64)
+    c = to_unit_vectors(center_lat, center_lon)
+    east, north = _tangent_bases(c)
+    v = to_unit_vectors(lat, lon)
+    d = np.einsum("ij,ij->i", v, c[g])
+    x = np.einsum("ij,ij->i", v, east[g]) / d * EARTH_RADIUS_KM
+    y = np.einsum("ij,ij->i", v, north[g]) / d * EARTH_RADIUS_KM
+    order = np.argsort(g, kind="stable")
+    points = shapely.multipoints(np.column_stack([x, y])[order], indices=g[order])
+    planar = shapely.buffer(shapely.convex_hull(points), buffer_km, quad_segs=4)
+    ring, ring_group = shapely.get_coordinates(shapely.get_exterior_ring(planar), return_index=True)
+    vec = (
+        c[ring_group]
+        + (ring[:, :1] * east[ring_group] + ring[:, 1:2] * north[ring_group]) / EARTH_RADIUS_KM
+    )
     plat, plon = from_unit_vectors(vec)
-    # unwrap longitudes around the centre so the ring is continuous
-    plon = center[1] + (plon - center[1] + 180.0) % 360.0 - 180.0
-    poly = Polygon(np.column_stack([plon, plat]))
-    if plon.min() >= -180.0 and plon.max() <= 180.0:
-        return poly
+    clon = np.asarray(center_lon, dtype=np.float64)[ring_group]
+    plon = clon + (plon - clon + 180.0) % 360.0 - 180.0  # continuous around the centre
+    polys = shapely.polygons(shapely.linearrings(np.column_stack([plon, plat]), indices=ring_group))
+    minx, _, maxx, _ = shapely.bounds(polys).T
+    for i in np.flatnonzero((minx < -180.0) | (maxx > 180.0)):
+        polys[i] = _split_antimeridian(polys[i])
+    return polys
+
+
+def _split_antimeridian(poly: BaseGeometry) -> BaseGeometry:
+    """Cut a polygon whose longitudes leave -180..180 at the antimeridian and wrap it."""
     parts = []
     for shift in (-360.0, 0.0, 360.0):
         piece = shapely.affinity.translate(poly, xoff=shift).intersection(box(-180, -90, 180, 90))

@@ -114,7 +114,8 @@ def _decode(data: bytes, file: str) -> str:
 def _read_csv_text(
     text: str, file: str, required: tuple[str, ...]
 ) -> tuple[pd.DataFrame, list[int]]:
-    header = text.splitlines()[0] if text.splitlines() else ""
+    newline = text.find("\n")
+    header = (text if newline < 0 else text[:newline]).rstrip("\r")
     columns = next(csv.reader([header])) if header else []
     if len(columns) <= 1:
         for delim, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
@@ -125,36 +126,44 @@ def _read_csv_text(
                     "matcher reads comma-separated CSV",
                     row=1,
                 )
-    records = [(line, cells) for line, cells in _records(text) if cells]
-    ragged = [
-        Problem(
-            file,
-            line,
-            None,
-            ",".join(cells),
-            f"has {len(cells)} fields; the header has {len(columns)}",
-        )
-        for line, cells in records
-        if len(cells) != len(columns)
-    ]
-    if ragged:
-        raise InputValidationError(ragged)
     try:
         df = pd.read_csv(
             io.StringIO(text),
             dtype=str,
             keep_default_na=False,
+            na_values=[],
             skipinitialspace=True,
             skip_blank_lines=True,
         )
-    except (pd.errors.ParserError, ValueError) as exc:
+        short = df.iloc[:, -1].isna().to_numpy() if len(df.columns) else np.zeros(0, bool)
+    except pd.errors.ParserError:
+        short = None  # a row with too many fields: find every ragged row below
+    except ValueError as exc:
         raise _fail(file, f"cannot parse as CSV: {exc}") from None
+    lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    if short is None or short.any() or lines != len(df) + 1:
+        # the slow, exact path: line numbers of every record, and every ragged row
+        records = [(line, cells) for line, cells in _records(text) if cells]
+        ragged = [
+            Problem(
+                file,
+                line,
+                None,
+                ",".join(cells),
+                f"has {len(cells)} fields; the header has {len(columns)}",
+            )
+            for line, cells in records
+            if len(cells) != len(columns)
+        ]
+        if ragged:
+            raise InputValidationError(ragged)
+        rows = [line for line, _ in records]
+    else:
+        rows = list(range(2, len(df) + 2))
     df.columns = [str(c).strip() for c in df.columns]
     _check_columns(df, file, required)
     if df.empty:
         raise _fail(file, "the file has a header but no data rows")
-    # line numbers in the file (header = line 1); blank lines are skipped by both readers
-    rows = [line for line, _ in records]
     if len(rows) != len(df):  # pragma: no cover - the two CSV readers disagree
         rows = list(range(2, len(df) + 2))
     return df, rows

@@ -79,83 +79,87 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _geometry(geom: Any) -> dict[str, Any]:
-    return json.loads(shapely.to_geojson(shapely.set_precision(geom, 1e-7)))
+_CLUSTER_PROPS = (
+    "cluster_id",
+    "category",
+    "n_needs",
+    "demand",
+    "severity",
+    "served",
+    "unmet",
+    "unmet_reason",
+    "centroid_lat",
+    "centroid_lon",
+)
+_PARTNER_PROPS = (
+    "partner_id",
+    "name",
+    "kind",
+    "categories",
+    "capacity",
+    "used",
+    "radius_km",
+    "coarsened",
+)
+_ASSIGNMENT_PROPS = (
+    "cluster_id",
+    "partner_id",
+    "units",
+    "distance_km",
+    "cost",
+    "runner_up_id",
+    "reason",
+)
+
+
+def _features(
+    feature_type: str, frame: pd.DataFrame, columns: tuple[str, ...], geometries: list[Any]
+) -> list[dict[str, Any]]:
+    records = frame[list(columns)].to_dict("records")
+    return [
+        {
+            "type": "Feature",
+            "geometry": geom,
+            "properties": {"feature_type": feature_type}
+            | {k: _json_value(v) for k, v in rec.items()},
+        }
+        for rec, geom in zip(records, geometries, strict=True)
+    ]
 
 
 def plan_geojson(plan: Plan, *, exact_volunteers: bool = False) -> dict[str, Any]:
     """Return the plan as a GeoJSON FeatureCollection (clusters, partners, assignment lines).
 
     Volunteers' points are coarsened to a ~500 m grid and their contact withheld
-    unless ``exact_volunteers`` is true (admin views only).
+    unless ``exact_volunteers`` is true (admin views only). Each feature has a
+    ``feature_type`` property: ``cluster`` (hull polygon), ``partner`` (point) or
+    ``assignment`` (line from the partner to the cluster centroid).
     """
-    features: list[dict[str, Any]] = []
-    for row in plan.clusters.itertuples(index=False):
-        props = {
-            "feature_type": "cluster",
-            "cluster_id": row.cluster_id,
-            "category": row.category,
-            "n_needs": int(row.n_needs),
-            "demand": row.demand,
-            "severity": row.severity,
-            "served": row.served,
-            "unmet": row.unmet,
-            "unmet_reason": row.unmet_reason,
-            "centroid_lat": row.centroid_lat,
-            "centroid_lon": row.centroid_lon,
-        }
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": _geometry(row.geometry),
-                "properties": {k: _json_value(v) for k, v in props.items()},
-            }
-        )
+    hulls = shapely.to_geojson(shapely.set_precision(plan.clusters.geometry.to_numpy(), 1e-7))
+    features = _features("cluster", plan.clusters, _CLUSTER_PROPS, [json.loads(g) for g in hulls])
     partners = _public_partners(plan.partners, exact_volunteers=exact_volunteers)
-    for row in partners.itertuples(index=False):
-        props = {
-            "feature_type": "partner",
-            "partner_id": row.partner_id,
-            "name": row.name,
-            "kind": row.kind,
-            "categories": row.categories,
-            "capacity": row.capacity,
-            "used": row.used,
-            "radius_km": row.radius_km,
-            "coarsened": bool(row.coarsened),
-        }
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "Point", "coordinates": [row.lon, row.lat]},
-                "properties": {k: _json_value(v) for k, v in props.items()},
-            }
-        )
-    ppos = partners.set_index("partner_id")[["lat", "lon"]]
-    cpos = plan.clusters.set_index("cluster_id")[["centroid_lat", "centroid_lon"]]
-    for row in plan.assignments.itertuples(index=False):
-        c, p = cpos.loc[row.cluster_id], ppos.loc[row.partner_id]
-        props = {
-            "feature_type": "assignment",
-            "cluster_id": row.cluster_id,
-            "partner_id": row.partner_id,
-            "units": row.units,
-            "distance_km": row.distance_km,
-            "cost": row.cost,
-            "runner_up_id": row.runner_up_id,
-            "reason": row.reason,
-        }
-        line = [
-            [round(float(p.lon), 7), round(float(p.lat), 7)],
-            [round(float(c.centroid_lon), 7), round(float(c.centroid_lat), 7)],
-        ]
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "LineString", "coordinates": line},
-                "properties": {k: _json_value(v) for k, v in props.items()},
-            }
-        )
+    plon, plat = partners["lon"].to_numpy(), partners["lat"].to_numpy()
+    points = [
+        {"type": "Point", "coordinates": [x, y]}
+        for x, y in zip(plon.tolist(), plat.tolist(), strict=True)
+    ]
+    features += _features("partner", partners, _PARTNER_PROPS, points)
+    a = plan.assignments
+    pi = pd.Index(partners["partner_id"]).get_indexer(a["partner_id"])
+    ci = pd.Index(plan.clusters["cluster_id"]).get_indexer(a["cluster_id"])
+    ends = np.round(
+        np.column_stack(
+            [
+                plon[pi],
+                plat[pi],
+                plan.clusters["centroid_lon"].to_numpy()[ci],
+                plan.clusters["centroid_lat"].to_numpy()[ci],
+            ]
+        ),
+        7,
+    ).tolist()
+    lines = [{"type": "LineString", "coordinates": [[x0, y0], [x1, y1]]} for x0, y0, x1, y1 in ends]
+    features += _features("assignment", a, _ASSIGNMENT_PROPS, lines)
     return {"type": "FeatureCollection", "features": features}
 
 

@@ -19,7 +19,7 @@ from .clustering import Clustering, ClusterModel, cluster_needs
 from .config import MatchConfig
 from .costs import COST_SCALE, pair_costs, unmet_penalties
 from .explain import explain_assignments, unmet_reasons
-from .geo import hull_polygon
+from .geo import hull_polygons
 from .io import LoadedTable, Source, read_needs, read_neighborhoods, read_partners
 from .metrics import plan_metrics
 from .transport import TransportModel, components
@@ -355,22 +355,10 @@ def _assemble(
         demand=demand_q * q, served=served_q * q, unmet=unmet_q * q, unmet_reason=reason
     )
     need_cluster = clustering.need_cluster.to_numpy()
-    members = (
-        pd.Series(np.arange(len(need_df)))
-        .groupby(
-            pd.Series(need_cluster)
-            .map(pd.Series(np.arange(len(cl)), index=cl["cluster_id"]))
-            .to_numpy()
-        )
-        .apply(list)
+    cluster_pos = pd.Index(cl["cluster_id"]).get_indexer(need_cluster)
+    hulls = hull_polygons(
+        need_df["lat"], need_df["lon"], cluster_pos, cl["centroid_lat"], cl["centroid_lon"]
     )
-    lat, lon = need_df["lat"].to_numpy(), need_df["lon"].to_numpy()
-    hulls = [
-        hull_polygon(
-            lat[members[i]], lon[members[i]], (float(r.centroid_lat), float(r.centroid_lon))
-        )
-        for i, r in enumerate(cl.itertuples(index=False))
-    ]
     clusters = gpd.GeoDataFrame(clusters, geometry=hulls, crs="EPSG:4326")
     share = pd.Series(served_q / np.maximum(demand_q, 1), index=cl["cluster_id"])
     need_out = need_df.assign(
