@@ -17,12 +17,12 @@ import pandas as pd
 from .candidates import candidate_pairs
 from .clustering import Clustering, ClusterModel, cluster_needs
 from .config import MatchConfig
-from .costs import COST_SCALE, pair_costs, unmet_penalties
+from .costs import COST_SCALE, pair_costs
 from .explain import explain_assignments, unmet_reasons
 from .geo import hull_polygons
 from .io import LoadedTable, Source, read_needs, read_neighborhoods, read_partners
 from .metrics import plan_metrics
-from .transport import TransportModel, components
+from .transport import TransportModel
 
 __all__ = ["Plan", "plan"]
 
@@ -110,20 +110,6 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
     yield
     timings[name] = time.perf_counter() - start
     logger.info("stage %-11s %.2f s", name, timings[name])
-
-
-def _quantize(values: np.ndarray, quantum: float, *, what: str, floor: bool) -> np.ndarray:
-    scaled = values / quantum
-    q = np.floor(scaled + 1e-9) if floor else np.rint(scaled)
-    changed = np.abs(q - scaled) > 1e-6
-    if changed.any():
-        logger.warning(
-            "%d %s value(s) rounded to a multiple of the quantum %g",
-            int(changed.sum()),
-            what,
-            quantum,
-        )
-    return q.astype(np.int64)
 
 
 def _assign_neighborhoods(needs: gpd.GeoDataFrame, hoods: gpd.GeoDataFrame) -> pd.Series:
@@ -243,27 +229,11 @@ def plan(
         pairs = pair_costs(pairs, cl, partner_df, need_df, need_cpos, config)
 
     with _stage(timings, "model"):
-        q = config.quantum
-        need_q = _quantize(need_df["demand"].to_numpy(dtype=float), q, what="demand", floor=False)
-        need_q = np.maximum(need_q, 1)
-        demand_q = np.bincount(need_cpos, weights=need_q, minlength=len(cl)).astype(np.int64)
-        cap_q = _quantize(
-            partner_df["capacity"].to_numpy(dtype=float), q, what="capacity", floor=True
+        model = TransportModel.build(
+            cl, partner_df, pairs, need_df["demand"].to_numpy(), need_cpos, config
         )
-        pc, pp = pairs["cluster"].to_numpy(), pairs["partner"].to_numpy()
-        comp_c, comp_p = components(len(cl), len(partner_df), pc, pp)
-        model = TransportModel(
-            tuple(cl["cluster_id"].astype(str)),
-            tuple(partner_df["partner_id"].astype(str)),
-            demand_q,
-            unmet_penalties(pairs, comp_c, comp_p, cl["severity"].to_numpy(), config),
-            cap_q,
-            pc,
-            pp,
-            pairs["weight"].to_numpy(dtype=np.int64),
-            comp_c,
-            comp_p,
-        )
+        q, demand_q, cap_q = config.quantum, model.demand, model.capacity
+        pp = model.pair_partner
 
     with _stage(timings, "solve"):
         solution = model.solve(config.solver)

@@ -9,10 +9,13 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .capacity_graph import UNMET, build_graph, cluster_node, partner_node
+from .config import MatchConfig
+from .costs import unmet_penalties
 from .solver import Backend, solve_components, solve_graph
 
 __all__ = ["TransportModel", "TransportSolution", "components"]
@@ -20,6 +23,22 @@ __all__ = ["TransportModel", "TransportSolution", "components"]
 logger = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int64]
+
+
+def _quantize(
+    values: npt.NDArray[np.float64], quantum: float, what: str, *, floor: bool
+) -> IntArray:
+    scaled = values / quantum
+    q = np.floor(scaled + 1e-9) if floor else np.rint(scaled)
+    changed = np.abs(q - scaled) > 1e-6
+    if changed.any():
+        logger.warning(
+            "%d %s value(s) rounded to a multiple of the quantum %g",
+            int(changed.sum()),
+            what,
+            quantum,
+        )
+    return q.astype(np.int64)
 
 
 def components(
@@ -98,6 +117,47 @@ class TransportModel:
     pair_weight: IntArray
     cluster_component: IntArray
     partner_component: IntArray
+
+    @classmethod
+    def build(
+        cls,
+        clusters: pd.DataFrame,
+        partners: pd.DataFrame,
+        pairs: pd.DataFrame,
+        need_demand: npt.NDArray[np.float64],
+        need_cluster_pos: IntArray,
+        config: MatchConfig,
+    ) -> TransportModel:
+        """Build the model of a plan from its clusters, partners and costed pairs.
+
+        Demand is rounded per need to the nearest ``config.quantum`` (at least one)
+        and summed per cluster; capacity is rounded down to a quantum; penalties come
+        from :func:`matcher.costs.unmet_penalties`, per component.
+        """
+        q = config.quantum
+        need_q = np.maximum(
+            _quantize(np.asarray(need_demand, dtype=float), q, "demand", floor=False), 1
+        )
+        demand = np.bincount(need_cluster_pos, weights=need_q, minlength=len(clusters)).astype(
+            np.int64
+        )
+        capacity = _quantize(partners["capacity"].to_numpy(dtype=float), q, "capacity", floor=True)
+        pc = pairs["cluster"].to_numpy(dtype=np.int64)
+        pp = pairs["partner"].to_numpy(dtype=np.int64)
+        comp_c, comp_p = components(len(clusters), len(partners), pc, pp)
+        penalty = unmet_penalties(pairs, comp_c, comp_p, clusters["severity"].to_numpy(), config)
+        return cls(
+            tuple(clusters["cluster_id"].astype(str)),
+            tuple(partners["partner_id"].astype(str)),
+            demand,
+            penalty,
+            capacity,
+            pc,
+            pp,
+            pairs["weight"].to_numpy(dtype=np.int64),
+            comp_c,
+            comp_p,
+        )
 
     def to_graph(self) -> nx.DiGraph:
         """Build the networkx capacity graph (see :func:`matcher.capacity_graph.build_graph`)."""
