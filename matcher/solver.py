@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from itertools import chain
-from numbers import Integral, Real
 from typing import Any, Literal
 
 import networkx as nx
@@ -62,14 +59,6 @@ class FlowSolution:
     flow: dict[Any, dict[Any, Any]]
     solver: str
     seconds: float
-
-
-def _is_int(x: Any) -> bool:
-    if isinstance(x, bool):
-        return False
-    if isinstance(x, Integral):
-        return True
-    return isinstance(x, Real) and math.isfinite(float(x)) and float(x).is_integer()
 
 
 def _ortools_solve(
@@ -171,82 +160,88 @@ def network_simplex(
     inf = float("inf")
     nodes = list(G)
     index = {u: i for i, u in enumerate(nodes)}
-    demands = [G.nodes[u].get(demand, 0) for u in nodes]
-    all_edges = list(G.edges(data=True, keys=True) if multigraph else G.edges(data=True))
-    edges = [e for e in all_edges if e[0] != e[1] and e[-1].get(capacity, inf) != 0]
-    loops = [e for e in all_edges if e[0] == e[1]]
-    caps = [e[-1].get(capacity, inf) for e in edges]
-    weights = [e[-1].get(weight, 0) for e in edges]
+    demands = [d for _, d in G.nodes(data=demand, default=0)]
+    if multigraph:
+        all_edges = list(G.edges(data=True, keys=True))
+        data = [e[-1] for e in all_edges]
+        tails_all = np.fromiter((index[e[0]] for e in all_edges), np.int64, len(all_edges))
+        heads_all = np.fromiter((index[e[1]] for e in all_edges), np.int64, len(all_edges))
+    else:  # the same edges in the same order as G.edges(data=True), read in bulk
+        succ = G._succ  # the raw dict of dicts, as networkx algorithms read it
+        all_edges = [(u, v, d) for u, nbrs in succ.items() for v, d in nbrs.items()]
+        data = [e[2] for e in all_edges]
+        tails_all = np.repeat(np.arange(len(nodes)), [len(nbrs) for nbrs in succ.values()])
+        heads_all = np.array([index[v] for nbrs in succ.values() for v in nbrs], dtype=np.int64)
+    try:
+        dem_f = np.array(demands, dtype=np.float64)
+        cap_f = np.array([d.get(capacity, inf) for d in data], dtype=np.float64)
+        w_f = np.array([d.get(weight, 0) for d in data], dtype=np.float64)
+    except (TypeError, ValueError):
+        return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
+    loop = tails_all == heads_all
+    kept = ~loop & (cap_f != 0)
+
+    def first(mask: npt.NDArray[np.bool_]) -> tuple[Any, ...] | None:
+        hits = np.flatnonzero(mask)
+        return all_edges[hits[0]][:-1] if hits.size else None
 
     # the same checks, in the same order and with the same messages, as networkx
-    for u, d in zip(nodes, demands, strict=True):
-        if abs(d) == inf:
-            raise nx.NetworkXError(f"node {u!r} has infinite demand")
-    for e, w in zip(edges, weights, strict=True):
-        if abs(w) == inf:
-            raise nx.NetworkXError(f"edge {e[:-1]!r} has infinite weight")
-    for e in loops:
-        if abs(e[-1].get(weight, 0)) == inf:
-            raise nx.NetworkXError(f"edge {e[:-1]!r} has infinite weight")
+    bad_node = np.flatnonzero(np.isinf(dem_f))
+    if bad_node.size:
+        raise nx.NetworkXError(f"node {nodes[bad_node[0]]!r} has infinite demand")
+    for mask in (kept & np.isinf(w_f), loop & np.isinf(w_f)):
+        if (e := first(mask)) is not None:
+            raise nx.NetworkXError(f"edge {e!r} has infinite weight")
     if sum(demands) != 0:
         raise nx.NetworkXUnfeasible("total node demand is not zero")
-    for e, c in zip(edges, caps, strict=True):
-        if c < 0:
-            raise nx.NetworkXUnfeasible(f"edge {e[:-1]!r} has negative capacity")
-    for e in loops:
-        if e[-1].get(capacity, inf) < 0:
-            raise nx.NetworkXUnfeasible(f"edge {e[:-1]!r} has negative capacity")
+    for mask in (kept & (cap_f < 0), loop & (cap_f < 0)):
+        if (e := first(mask)) is not None:
+            raise nx.NetworkXUnfeasible(f"edge {e!r} has negative capacity")
 
-    finite_caps = [c for c in caps if c < inf]
-    numbers = chain(demands, weights, finite_caps)
-    if not all(_is_int(x) for x in numbers):
-        logger.debug("non-integer data: using networkx.network_simplex")
+    # exact integers only (floats are integral below 2**53): otherwise networkx decides
+    finite_cap = kept & np.isfinite(cap_f)
+    values = np.concatenate([dem_f, w_f[kept], cap_f[finite_cap]])
+    if not (np.all(values == np.floor(values)) and np.all(np.abs(values) < 2.0**53)):
+        logger.debug("non-integer or very large data: using networkx.network_simplex")
         return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
     faux_inf = (
-        3 * max(sum(finite_caps), sum(abs(w) for w in weights), sum(abs(d) for d in demands)) or 1
+        3 * int(max(cap_f[finite_cap].sum(), np.abs(w_f[kept]).sum(), np.abs(dem_f).sum())) or 1
     )
-    big = max([faux_inf, *(abs(int(w)) for w in weights)] or [1]) * (len(nodes) + 2)
-    if big >= _INT64_SAFE or faux_inf * max(1, len(edges)) >= _INT64_SAFE:
-        logger.debug("values beyond int64 range: using networkx.network_simplex")
+    if faux_inf >= _INT64_SAFE:
         return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
 
-    tails = np.fromiter((index[e[0]] for e in edges), dtype=np.int64, count=len(edges))
-    heads = np.fromiter((index[e[1]] for e in edges), dtype=np.int64, count=len(edges))
-    cap_arr = np.array([faux_inf if c == inf else int(c) for c in caps], dtype=np.int64)
-    cost_arr = np.array([int(w) for w in weights], dtype=np.int64)
-    supplies = -np.array([int(d) for d in demands], dtype=np.int64)
-    solved = _ortools_solve(len(nodes), tails, heads, cap_arr, cost_arr, supplies)
-    if solved is None:
+    kept_idx = np.flatnonzero(kept)
+    edges = [all_edges[i] for i in kept_idx.tolist()]
+    tails, heads = tails_all[kept], heads_all[kept]
+    caps = np.where(np.isinf(cap_f[kept]), faux_inf, cap_f[kept]).astype(np.int64)
+    costs = w_f[kept].astype(np.int64)
+    solved = _ortools_solve(len(nodes), tails, heads, caps, costs, -dem_f.astype(np.int64))
+    if solved is None:  # the solver's int64 range was exceeded
         return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
     _, flows = solved
-    if np.any(flows * 2 >= faux_inf) or any(
-        e[-1].get(capacity, inf) == inf and e[-1].get(weight, 0) < 0 for e in loops
-    ):
+    if np.any(flows * 2 >= faux_inf) or np.any(loop & np.isinf(cap_f) & (w_f < 0)):
         raise nx.NetworkXUnbounded("negative cycle with infinite capacity found")
 
-    flow_cost = int(np.dot(flows, cost_arr))
+    flow_cost = sum(
+        int(f) * int(w) for f, w in zip(flows.tolist(), costs.tolist(), strict=True) if f
+    )
     flow_dict: dict[Any, dict[Any, Any]] = {u: {} for u in nodes}
-
-    def add_entry(e: tuple[Any, ...], value: Any) -> None:
-        d = flow_dict[e[0]]
-        for k in e[1:-1]:
-            d = d.setdefault(k, {})
-        d[e[-1]] = value
-
-    for e, f in zip(edges, flows.tolist(), strict=True):
-        add_entry(e[:-1], f)
-    for e in all_edges:
-        if e[0] != e[1]:
-            if e[-1].get(capacity, inf) == 0:
-                add_entry(e[:-1], 0)
+    if multigraph:
+        for (u, v, k, _), f in zip(edges, flows.tolist(), strict=True):
+            flow_dict[u].setdefault(v, {})[k] = f
+    else:
+        for (u, v, _), f in zip(edges, flows.tolist(), strict=True):
+            flow_dict[u][v] = f
+    for i in np.flatnonzero(~kept).tolist():
+        e = all_edges[i]
+        value = 0
+        if loop[i] and w_f[i] < 0:
+            value = e[-1][capacity]
+            flow_cost += e[-1].get(weight, 0) * value
+        if multigraph:
+            flow_dict[e[0]].setdefault(e[1], {})[e[2]] = value
         else:
-            w = e[-1].get(weight, 0)
-            if w >= 0:
-                add_entry(e[:-1], 0)
-            else:
-                c = e[-1][capacity]
-                flow_cost += w * c
-                add_entry(e[:-1], c)
+            flow_dict[e[0]][e[1]] = value
     return flow_cost, flow_dict
 
 
