@@ -1,0 +1,101 @@
+"""Nearby search and intake against brute-force great-circle searches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from matcher.clustering import ClusterModel
+from matcher.intake import recommend_for_need
+from matcher.nearby import NearbyIndex
+
+from .oracle import gc_km
+
+CATS = ["food_access", "education", "youth_engagement"]
+
+
+def partners_around(rng, centre, n):
+    lat = np.clip(centre[0] + rng.normal(0, 0.05, n), -90, 90)
+    lon = ((centre[1] + rng.normal(0, 0.08, n) + 180) % 360) - 180
+    return pd.DataFrame(
+        {
+            "partner_id": [f"p{i:04d}" for i in range(n)],
+            "name": [f"P {i}" for i in range(n)],
+            "kind": rng.choice(["organization", "volunteer"], n),
+            "categories": [
+                ";".join(sorted(set(rng.choice(CATS, rng.integers(1, 3))))) for _ in range(n)
+            ],
+            "lat": lat,
+            "lon": lon,
+            "capacity": rng.integers(0, 20, n).astype(float),
+            "radius_km": rng.uniform(0.5, 6, n),
+        }
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from([(41.88, -87.63), (0.0, 179.99), (71.0, -156.8)]), st.integers(0, 2**32 - 1))
+def test_nearby_equals_brute_force(centre, seed):
+    rng = np.random.default_rng(seed)
+    df = partners_around(rng, centre, int(rng.integers(1, 60)))
+    usage = {pid: float(rng.integers(0, 10)) for pid in df["partner_id"][::3]}
+    idx = NearbyIndex.from_frame(df, usage)
+    qlat, qlon = float(df["lat"].iloc[0]), float(df["lon"].iloc[0])
+    radius = float(rng.uniform(0.5, 10))
+    category = rng.choice([None, *CATS])
+    kind = rng.choice([None, "organization", "volunteer"])
+    got = idx.query(qlat, qlon, radius, category=category, kind=kind, limit=1000)
+    want = []
+    for r in df.itertuples():
+        d = gc_km(qlat, qlon, r.lat, r.lon)
+        if (
+            d <= radius
+            and (category is None or category in r.categories.split(";"))
+            and (kind is None or r.kind == kind)
+        ):
+            want.append((d, r.partner_id))
+    assert [g["partner_id"] for g in got] == [p for _, p in sorted(want)]
+    for g in got:
+        row = df.set_index("partner_id").loc[g["partner_id"]]
+        assert g["free_capacity"] == max(row["capacity"] - usage.get(g["partner_id"], 0.0), 0.0)
+        if g["kind"] == "volunteer":  # never the exact point
+            assert (g["lat"], g["lon"]) != (row["lat"], row["lon"])
+            assert gc_km(g["lat"], g["lon"], row["lat"], row["lon"]) < 0.5
+    assert len(idx.query(qlat, qlon, radius, category=category, kind=kind, limit=2)) == min(
+        2, len(want)
+    )
+
+
+def test_intake_places_need_and_explains_when_nobody_is_free():
+    df = pd.DataFrame(
+        {
+            "partner_id": ["a", "b"],
+            "name": ["A", "B"],
+            "kind": ["organization"] * 2,
+            "categories": ["food_access", "food_access"],
+            "lat": [41.88, 41.95],
+            "lon": [-87.63, -87.63],
+            "capacity": [5.0, 5.0],
+            "radius_km": [2.0, 2.0],
+        }
+    )
+    model = ClusterModel(
+        0.5,
+        np.array([41.8801]),
+        np.array([-87.63]),
+        np.array(["food_access"]),
+        np.array(["food_access-000000"]),
+        {},
+    )
+    need = {"need_id": "x", "category": "food_access", "lat": 41.8802, "lon": -87.6301, "demand": 1}
+    full = recommend_for_need(need, NearbyIndex.from_frame(df, {"a": 5.0}), model)
+    assert full.cluster_id == "food_access-000000"
+    assert full.recommendations == [] and full.reachable == 1
+    assert "partners_in_range_full" in full.statement
+    free = recommend_for_need(need, NearbyIndex.from_frame(df, {}), model)
+    assert [r["partner_id"] for r in free.recommendations] == ["a"]
+    far = dict(need, lat=45.0)
+    none = recommend_for_need(far, NearbyIndex.from_frame(df, {}), model)
+    assert none.cluster_id is None and "no_partner_in_range" in none.statement
