@@ -260,3 +260,78 @@ def generate_cmd(
     paths = write_city(city, out_dir)
     if not quiet:
         click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Manage API keys of a service store."""
+
+
+@keys_group.command("create")
+@click.option("--role", type=click.Choice(["planner", "outreach", "admin"]), required=True)
+@click.option("--db", "db", required=True, help="Store path (SQLite file) or URL.")
+@_guarded
+def keys_create_cmd(role: str, db: str) -> None:
+    """Create an API key; the key is printed alone on the last line (store it now)."""
+    from .store import open_store
+
+    key_id, key = open_store(db).create_api_key(role)
+    click.echo(f"created {role} key {key_id}; only its hash is stored:", err=True)
+    click.echo(key)
+
+
+@main.command("serve")
+@click.option("--db", "db", required=True, help="Store path (SQLite file) or URL.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--models-dir",
+    default="models",
+    show_default=True,
+    help="Where plans save their clustering models.",
+)
+@click.option(
+    "--sample",
+    "sample_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Load this sample city into a new, empty store (default: data/sample "
+    "of the source tree, when present).",
+)
+@_with_common
+@_guarded
+def serve_cmd(
+    db: str,
+    host: str,
+    port: int,
+    threads: int,
+    models_dir: str,
+    sample_dir: Path | None,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """Run the HTTP API under the waitress WSGI server."""
+    import waitress
+
+    from api import create_app
+
+    _setup_logging(quiet, verbose)
+    app = create_app({"DB": db, "MODELS_DIR": models_dir})
+    store = app.extensions["matcher_store"]
+    sample = sample_dir or Path(__file__).resolve().parents[1] / "data" / "sample"
+    empty = store.count_partners() == 0 and store.count_needs() == 0
+    if empty and (sample / "needs.csv").exists():
+        from .io import read_needs, read_neighborhoods, read_partners
+
+        store.replace_partners(read_partners(sample / "partners.csv").frame, actor="serve")
+        store.replace_needs(read_needs(sample / "needs.csv").frame, actor="serve")
+        store.replace_neighborhoods(
+            read_neighborhoods(sample / "neighborhoods.geojson")[0], actor="serve"
+        )
+        logger.info("new store: loaded the sample city from %s", sample)
+    logger.info("serving on http://%s:%d (store %s)", host, port, db)
+    waitress.serve(app, host=host, port=port, threads=threads, ident="matcher")
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m matcher.cli
+    main()

@@ -1,0 +1,784 @@
+"""The persistent store: migrations, round trips, atomicity, concurrency, keys, audit, plans."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import matcher
+from matcher import store as store_mod
+from matcher.config import MatchConfig
+from matcher.store import (
+    PARTNER_FRAME_COLUMNS,
+    AlreadyExistsError,
+    NotFoundError,
+    PlanStateError,
+    SchemaVersionError,
+    SQLiteStore,
+    StoreError,
+    StoreUnavailableError,
+    VersionConflictError,
+    etag,
+    open_store,
+    parse_etag,
+    plan_artifacts,
+)
+
+from .conftest import TINY_NEEDS, TINY_PARTNERS
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+NEED_COLS = list(store_mod.NEED_FRAME_COLUMNS)
+PARTNER_COLS = list(PARTNER_FRAME_COLUMNS)
+
+PARTNER = {
+    "partner_id": "p1",
+    "name": "Food Bank",
+    "kind": "organization",
+    "lat": 41.881,
+    "lon": -87.63,
+    "categories": ["food_access"],
+    "capacity": 10,
+    "radius_km": 2.0,
+}
+VOLUNTEER = {
+    "partner_id": "v1",
+    "name": "Ana",
+    "kind": "volunteer",
+    "lat": 41.88123,
+    "lon": -87.62311,
+    "categories": "elderly_support;food",
+    "capacity": 4,
+    "radius_km": 1.5,
+    "languages": "es;en",
+    "contact": "ana@example.org",
+}
+NEED = {
+    "need_id": "n1",
+    "category": "food_access",
+    "lat": 41.88,
+    "lon": -87.63,
+    "demand": 4,
+    "severity": 3,
+}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "matcher.db"
+
+
+@pytest.fixture
+def store(db: Path) -> Any:
+    st = SQLiteStore(db)
+    yield st
+    st.close()
+
+
+@pytest.fixture(scope="module")
+def sample_partners() -> pd.DataFrame:
+    return matcher.read_partners(SAMPLE / "partners.csv").frame
+
+
+@pytest.fixture(scope="module")
+def sample_needs() -> pd.DataFrame:
+    return matcher.read_needs(SAMPLE / "needs.csv").frame
+
+
+def _tiny(tmp_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    (tmp_path / "n.csv").write_text(TINY_NEEDS, encoding="utf-8")
+    (tmp_path / "p.csv").write_text(TINY_PARTNERS, encoding="utf-8")
+    return (
+        matcher.read_needs(tmp_path / "n.csv").frame,
+        matcher.read_partners(tmp_path / "p.csv").frame,
+    )
+
+
+def _sorted(frame: pd.DataFrame, key: str, cols: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(frame[cols]).sort_values(key).reset_index(drop=True)
+
+
+def _dump(db: Path) -> list[tuple[Any, ...]]:
+    """Every row of the data tables, through a fresh connection (what is committed)."""
+    conn = sqlite3.connect(db)
+    try:
+        return [
+            (t, *row)
+            for t in ("partners", "needs", "neighborhoods", "retired_versions")
+            for row in conn.execute(f"SELECT * FROM {t} ORDER BY 1")
+        ]
+    finally:
+        conn.close()
+
+
+# ----------------------------------------------------------------- opening, schema
+
+
+def test_migrations_applied_once_and_idempotent(db: Path) -> None:
+    st = SQLiteStore(db)
+    known = len(store_mod.MIGRATIONS)
+    assert st.schema_version() == known
+    conn = sqlite3.connect(db)
+    first = conn.execute("SELECT version, applied_at FROM schema_version").fetchall()
+    assert [v for v, _ in first] == list(range(1, known + 1))
+    st.close()
+    for _ in range(2):
+        SQLiteStore(db).close()
+    assert conn.execute("SELECT version, applied_at FROM schema_version").fetchall() == first
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {
+        "partners",
+        "needs",
+        "neighborhoods",
+        "plans",
+        "plan_files",
+        "plan_usage",
+        "api_keys",
+        "audit_log",
+        "schema_version",
+    } <= tables
+    conn.close()
+
+
+def test_newer_schema_is_refused(db: Path) -> None:
+    SQLiteStore(db).close()
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO schema_version VALUES (?, '2099-01-01')", (999,))
+    conn.close()
+    with pytest.raises(SchemaVersionError, match="newer than this matcher"):
+        SQLiteStore(db)
+
+
+def test_failed_migration_changes_nothing(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    SQLiteStore(db).close()
+    bad = (("CREATE TABLE extra (a TEXT)", "THIS IS NOT SQL"),)
+    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS + bad)
+    with pytest.raises(SchemaVersionError, match="unchanged"):
+        SQLiteStore(db)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 1
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchone() is None
+    conn.close()
+
+
+def test_pragmas(store: SQLiteStore) -> None:
+    conn = store._handle().conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    with open_store(tmp_path / "a.db") as a:
+        assert isinstance(a, SQLiteStore)
+    with open_store(f"sqlite:///{tmp_path / 'sub' / 'b.db'}") as b:
+        assert b.path == tmp_path / "sub" / "b.db"
+    with pytest.raises(StoreUnavailableError, match="not available yet") as info:
+        open_store("postgresql://user:s3cret@db.example/matcher")
+    assert isinstance(info.value, NotImplementedError)
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(StoreUnavailableError):
+        open_store("postgresql+psycopg://h/db")
+    with pytest.raises(StoreError, match="unsupported"):
+        open_store("mysql://h/db")
+    for memory in ("sqlite://", ":memory:"):
+        with pytest.raises(StoreError, match="(?i)in-memory"):
+            open_store(memory)
+
+
+def test_closed_store_refuses(db: Path) -> None:
+    st = SQLiteStore(db)
+    st.close()
+    with pytest.raises(StoreError, match="closed"):
+        st.count_partners()
+
+
+# ----------------------------------------------------------------- round trips
+
+
+def test_partners_round_trip_sample(store: SQLiteStore, sample_partners: pd.DataFrame) -> None:
+    result = store.replace_partners(sample_partners, actor="cli")
+    assert int(result) == len(sample_partners)
+    assert dict(result) == {
+        "rows": len(sample_partners),
+        "added": len(sample_partners),
+        "changed": 0,
+        "unchanged": 0,
+        "removed": 0,
+    }
+    got = store.partners_frame()
+    assert list(got.columns) == PARTNER_COLS + ["geometry"]
+    assert got.crs.to_epsg() == 4326
+    pd.testing.assert_frame_equal(
+        _sorted(got, "partner_id", PARTNER_COLS),
+        _sorted(sample_partners, "partner_id", PARTNER_COLS),
+    )
+    assert store.count_partners() == len(sample_partners)
+    assert store.count_partners("volunteer") == int((sample_partners["kind"] == "volunteer").sum())
+    # re-importing the same data changes nothing, and keeps versions (ETags stay valid)
+    again = store.replace_partners(sample_partners, actor="cli")
+    assert again["unchanged"] == len(sample_partners) and again["changed"] == 0
+    assert {r["version"] for r in store.list_partners(limit=50)} == {1}
+
+
+def test_needs_round_trip_sample(store: SQLiteStore, sample_needs: pd.DataFrame) -> None:
+    store.replace_needs(sample_needs, actor="cli")
+    got = store.needs_frame()
+    assert list(got.columns) == NEED_COLS + ["geometry"]
+    pd.testing.assert_frame_equal(
+        _sorted(got, "need_id", NEED_COLS), _sorted(sample_needs, "need_id", NEED_COLS)
+    )
+    # the stored frame is accepted by the reader unchanged
+    again = matcher.read_needs(got).frame
+    pd.testing.assert_frame_equal(_sorted(again, "need_id", NEED_COLS), got[NEED_COLS])
+
+
+def test_neighborhoods_round_trip(store: SQLiteStore) -> None:
+    assert store.neighborhoods_frame() is None
+    hoods, _ = matcher.read_neighborhoods(SAMPLE / "neighborhoods.geojson")
+    result = store.replace_neighborhoods(hoods, actor="cli")
+    assert (result.rows, result.added) == (len(hoods), len(hoods))
+    got = store.neighborhoods_frame()
+    assert got is not None and got.crs.to_epsg() == 4326
+    assert list(got.columns) == list(hoods.columns)
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(got.drop(columns="geometry")),
+        pd.DataFrame(hoods.drop(columns="geometry")),
+        check_dtype=False,
+    )
+    assert all(got.geometry.geom_equals_exact(hoods.geometry, tolerance=0))
+    smaller = hoods.iloc[1:].copy()
+    smaller.loc[smaller.index[0], "population"] = 1
+    again = store.replace_neighborhoods(smaller, actor="cli")
+    assert dict(again) == {
+        "rows": len(hoods) - 1,
+        "added": 0,
+        "changed": 1,
+        "unchanged": len(hoods) - 2,
+        "removed": 1,
+    }
+
+
+def test_replace_reports_changes_and_versions(store: SQLiteStore, tmp_path: Path) -> None:
+    _, partners = _tiny(tmp_path)
+    store.replace_partners(partners, actor="cli")
+    changed = partners.copy()
+    changed.loc[changed["partner_id"] == "p1", "capacity"] = 99.0
+    changed = changed[changed["partner_id"] != "p2"]
+    assert dict(store.replace_partners(changed, actor="cli")) == {
+        "rows": 1,
+        "added": 0,
+        "changed": 1,
+        "unchanged": 0,
+        "removed": 1,
+    }
+    p1 = store.get_partner("p1")
+    assert p1 is not None and p1["version"] == 2 and p1["capacity"] == 99.0
+    # p2 comes back: it never reuses the version it had before it was removed
+    store.replace_partners(partners, actor="cli")
+    p2 = store.get_partner("p2")
+    assert p2 is not None and p2["version"] == 2
+
+
+def test_plan_runs_over_stored_data(store: SQLiteStore, tmp_path: Path) -> None:
+    needs, partners = _tiny(tmp_path)
+    store.replace_needs(needs, actor="cli")
+    store.replace_partners(partners, actor="cli")
+    config = MatchConfig(objective="distance")
+    direct = matcher.plan(needs, partners, config=config)
+    stored = matcher.plan(
+        store.needs_frame(),
+        store.partners_frame(),
+        neighborhoods=store.neighborhoods_frame(),
+        config=config,
+    )
+    pd.testing.assert_frame_equal(stored.assignments, direct.assignments)
+    pd.testing.assert_frame_equal(stored.unmet, direct.unmet)
+
+    summary, files = plan_artifacts(stored)
+    plan_id = store.create_plan(stored.parameters, actor="cli")
+    store.set_plan_running(plan_id)
+    store.plan_done(plan_id, summary, files)
+    expected = direct.assignments.groupby("partner_id")["units"].sum().to_dict()
+    assert store.partner_usage(plan_id) == pytest.approx(expected)
+    assert store.plan_file(plan_id, "assignments.csv") == files["assignments.csv"]
+
+
+# ----------------------------------------------------------------- atomicity
+
+
+def test_failed_bulk_import_duplicate_id_changes_nothing(
+    store: SQLiteStore, db: Path, tmp_path: Path
+) -> None:
+    needs, partners = _tiny(tmp_path)
+    store.replace_partners(partners, actor="cli")
+    store.replace_needs(needs, actor="cli")
+    before, audit_before = _dump(db), len(store.audit_entries(1000))
+    bad = pd.concat([partners, partners.iloc[[0]]], ignore_index=True)
+    bad.loc[len(bad) - 1, "name"] = "Impostor"
+    with pytest.raises(matcher.InputValidationError, match="duplicate partner_id"):
+        store.replace_partners(bad, actor="cli")
+    assert _dump(db) == before
+    assert len(store.audit_entries(1000)) == audit_before
+
+
+def test_failed_bulk_import_mid_transaction_changes_nothing(
+    store: SQLiteStore, db: Path, tmp_path: Path
+) -> None:
+    needs, partners = _tiny(tmp_path)
+    store.replace_partners(partners, actor="cli")
+    store.replace_needs(needs, actor="cli")
+    before = _dump(db)
+    # a new table whose first rows are fine and whose last row breaks a CHECK constraint:
+    # the earlier deletes and inserts of this import happened, and are rolled back
+    others = needs.assign(need_id=["x1", "x2", "x3"])
+    others.loc[2, "severity"] = 9
+    with pytest.raises(matcher.InputValidationError, match="rejected by the database"):
+        store.replace_needs(others, actor="cli")
+    assert _dump(db) == before
+
+
+def test_exception_after_the_writes_rolls_back(
+    store: SQLiteStore, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    needs, partners = _tiny(tmp_path)
+    store.replace_partners(partners, actor="cli")
+    before = _dump(db)
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(store, "_audit", boom)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        store.replace_partners(partners.iloc[:1], actor="cli")
+    with pytest.raises(RuntimeError):
+        store.create_partner({**PARTNER, "partner_id": "p9"}, actor="k")
+    with pytest.raises(RuntimeError):
+        store.upsert_need(NEED, actor="k")
+    p1 = store.get_partner("p1")
+    assert p1 is not None
+    with pytest.raises(RuntimeError):
+        store.update_partner("p1", {"capacity": 1}, p1["version"], actor="k")
+    with pytest.raises(RuntimeError):
+        store.delete_partner("p1", p1["version"], actor="k")
+    assert _dump(db) == before
+    monkeypatch.undo()
+    assert store.create_partner({**PARTNER, "partner_id": "p9"}, actor="k")["version"] == 1
+
+
+def test_invalid_record_is_reported_and_not_stored(store: SQLiteStore) -> None:
+    bad = {**PARTNER, "kind": "robot", "capacity": -1, "lat": 0, "lon": 0}
+    with pytest.raises(matcher.InputValidationError) as info:
+        store.create_partner(bad, actor="k")
+    assert {p.field for p in info.value.problems} >= {"kind", "capacity", "lat"}
+    with pytest.raises(matcher.InputValidationError, match="unknown field"):
+        store.create_partner({**PARTNER, "password": "x"}, actor="k")
+    assert store.count_partners() == 0
+    assert store.audit_entries() == []
+
+
+# ----------------------------------------------------------------- single records
+
+
+def test_partner_crud_versions_and_conflicts(store: SQLiteStore, db: Path) -> None:
+    created = store.create_partner(PARTNER, actor="k1")
+    assert created["version"] == 1 and created["categories"] == "food_access"
+    with pytest.raises(AlreadyExistsError):
+        store.create_partner(PARTNER, actor="k1")
+    updated = store.update_partner("p1", {"capacity": 12}, expected_version=1, actor="k1")
+    assert updated["version"] == 2 and updated["capacity"] == 12.0
+    assert updated["name"] == "Food Bank"  # a partial update keeps the other fields
+
+    before = _dump(db)
+    with pytest.raises(VersionConflictError) as info:
+        store.update_partner("p1", {"capacity": 1}, expected_version=1, actor="k2")
+    assert (info.value.expected, info.value.current) == (1, 2)
+    with pytest.raises(VersionConflictError):
+        store.delete_partner("p1", expected_version=1, actor="k2")
+    assert _dump(db) == before
+
+    with pytest.raises(NotFoundError):
+        store.update_partner("nope", {"capacity": 1}, expected_version=1, actor="k1")
+    with pytest.raises(matcher.InputValidationError, match="ids are fixed"):
+        store.update_partner("p1", {"partner_id": "p2"}, expected_version=2, actor="k1")
+    with pytest.raises(matcher.InputValidationError):
+        store.update_partner("p1", {"radius_km": 0}, expected_version=2, actor="k1")
+
+    store.delete_partner("p1", expected_version=2, actor="k1")
+    assert store.get_partner("p1") is None
+    with pytest.raises(NotFoundError):
+        store.delete_partner("p1", expected_version=2, actor="k1")
+    # re-created, it continues after its last version: an old ETag cannot match it
+    assert store.create_partner(PARTNER, actor="k1")["version"] == 3
+
+
+def test_need_upsert_update_delete(store: SQLiteStore) -> None:
+    first = store.upsert_need({**NEED, "cluster_id": "food_access-000000"}, actor="outreach1")
+    assert first["version"] == 1 and first["cluster_id"] == "food_access-000000"
+    second = store.upsert_need({**NEED, "demand": 6}, actor="outreach1")
+    assert second["version"] == 2 and second["demand"] == 6.0 and second["cluster_id"] is None
+    same = store.update_need("n1", {"severity": 5}, expected_version=2, actor="planner1")
+    assert same["version"] == 3 and same["severity"] == 5
+    store.update_need("n1", {"cluster_id": "c7"}, expected_version=3, actor="planner1")
+    moved = store.update_need("n1", {"lat": 41.9}, expected_version=4, actor="planner1")
+    assert moved["cluster_id"] is None  # moving a need takes it out of its cluster
+    with pytest.raises(VersionConflictError):
+        store.update_need("n1", {"severity": 1}, expected_version=4, actor="planner1")
+    assert [n["need_id"] for n in store.list_needs(category="food_access")] == ["n1"]
+    assert store.list_needs(category="education") == []
+    store.delete_need("n1", expected_version=5, actor="planner1")
+    assert store.get_need("n1") is None and store.count_needs() == 0
+    with pytest.raises(matcher.InputValidationError):
+        store.upsert_need({**NEED, "category": "astrology"}, actor="outreach1")
+
+
+def test_list_paging_and_privacy(store: SQLiteStore) -> None:
+    store.create_partner(PARTNER, actor="k")
+    store.create_partner(VOLUNTEER, actor="k")
+    page = store.list_partners(limit=1, offset=1)
+    assert [p["partner_id"] for p in page] == ["v1"]
+    vol = page[0]
+    assert vol["coarsened"] and vol["contact"] == ""
+    lat, lon = matcher.output.coarsen(np.array([VOLUNTEER["lat"]]), np.array([VOLUNTEER["lon"]]))
+    assert (vol["lat"], vol["lon"]) == (float(lat[0]), float(lon[0]))
+    assert (vol["lat"], vol["lon"]) != (VOLUNTEER["lat"], VOLUNTEER["lon"])
+    exact = store.get_partner("v1", exact=True)
+    assert exact is not None and exact["contact"] == "ana@example.org"
+    assert (exact["lat"], exact["lon"]) == (VOLUNTEER["lat"], VOLUNTEER["lon"])
+    assert exact["categories"] == "elderly_support;food_access"  # alias resolved
+    org = store.get_partner("p1")
+    assert org is not None and not org["coarsened"] and org["lat"] == PARTNER["lat"]
+    assert [p["partner_id"] for p in store.list_partners(kind="volunteer")] == ["v1"]
+    assert store.partners_frame().set_index("partner_id").loc["v1", "lat"] == VOLUNTEER["lat"]
+    with pytest.raises(ValueError):
+        store.list_partners(limit=-1)
+    with pytest.raises(ValueError):
+        store.list_partners(kind="robot")
+
+
+def test_sql_injection_is_stored_as_a_literal(store: SQLiteStore) -> None:
+    evil = "x'; DROP TABLE partners; --"
+    rec = store.create_partner(
+        {**PARTNER, "partner_id": evil, "name": "'); DELETE FROM needs;--"}, actor="k"
+    )
+    assert rec["partner_id"] == evil
+    store.upsert_need(NEED, actor="k")
+    got = store.get_partner(evil)
+    assert got is not None and got["name"] == "'); DELETE FROM needs;--"
+    assert store.get_partner("x' OR '1'='1") is None
+    assert store.list_needs(category="' OR 1=1 --") == []
+    assert store.get_plan("' OR 1=1 --") is None
+    assert store.count_partners() == 1 and store.count_needs() == 1
+    store.update_partner(evil, {"capacity": 3}, expected_version=1, actor=evil)
+    assert store.audit_entries(entity_id=evil)[0].actor == evil
+    store.delete_partner(evil, expected_version=2, actor="k")
+    assert store.count_partners() == 0 and store.count_needs() == 1
+
+
+def test_etag() -> None:
+    tag = etag("p1", 7)
+    assert tag == '"7"'
+    assert parse_etag(tag) == 7 and parse_etag(f" {tag} ", "p1") == 7
+    assert parse_etag("W/" + tag) is None  # weak tags never match If-Match
+    assert parse_etag("*") is None and parse_etag(None) is None
+    assert parse_etag('"7", "8"') is None and parse_etag('"x"') is None
+    assert etag("p1", 8) != tag
+
+
+def test_revision_increases_with_every_write(store: SQLiteStore) -> None:
+    seen = [store.revision()]
+    store.create_partner(PARTNER, actor="k")
+    seen.append(store.revision())
+    store.get_partner("p1")
+    seen.append(store.revision())
+    store.create_api_key("planner")
+    seen.append(store.revision())
+    assert seen[0] == 0 and seen[1] > seen[0] and seen[2] == seen[1] and seen[3] > seen[2]
+
+
+# ----------------------------------------------------------------- concurrency
+
+
+def _race_in_threads(store: SQLiteStore, version: int, caps: tuple[int, int]) -> dict[int, str]:
+    """Two threads read ``version`` of p1, meet at a barrier, then both update it."""
+    barrier = threading.Barrier(2)
+    outcome: dict[int, str] = {}
+
+    def writer(capacity: int) -> None:
+        seen = store.get_partner("p1")
+        assert seen is not None and seen["version"] == version
+        barrier.wait()
+        try:
+            store.update_partner("p1", {"capacity": capacity}, version, actor=f"w{capacity}")
+            outcome[capacity] = "ok"
+        except VersionConflictError:
+            outcome[capacity] = "conflict"
+
+    threads = [threading.Thread(target=writer, args=(c,)) for c in caps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcome
+
+
+def test_two_concurrent_writers_in_threads(store: SQLiteStore) -> None:
+    store.create_partner(PARTNER, actor="setup")
+    for round_ in range(10):
+        version = 1 + round_
+        outcome = _race_in_threads(store, version, (100 + 2 * round_, 101 + 2 * round_))
+        assert sorted(outcome.values()) == ["conflict", "ok"], outcome
+        winner = next(c for c, o in outcome.items() if o == "ok")
+        final = store.get_partner("p1")
+        assert final is not None
+        assert final["version"] == version + 1 and final["capacity"] == winner
+    updates = store.audit_entries(100, entity="partner", entity_id="p1")
+    assert len([e for e in updates if e.action == "update"]) == 10
+
+
+def test_update_racing_an_open_write_conflicts(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lost-update window: B read version 1 while A's write is still open."""
+    store.create_partner(PARTNER, actor="setup")
+    read_done = threading.Event()
+    validate = store._validate
+
+    def spy(*args: Any) -> Any:
+        out = validate(*args)
+        read_done.set()  # B has read version 1 and validated; next it writes
+        return out
+
+    monkeypatch.setattr(store, "_validate", spy)
+    outcome: list[Any] = []
+
+    def writer_b() -> None:
+        try:
+            store.update_partner("p1", {"capacity": 5}, 1, actor="B")
+            outcome.append("ok")
+        except VersionConflictError as exc:
+            outcome.append(exc)
+
+    with store._write() as conn:  # writer A, in this thread
+        conn.execute(
+            "UPDATE partners SET capacity = 77, version = version + 1 WHERE partner_id = ?",
+            ("p1",),
+        )
+        b = threading.Thread(target=writer_b)
+        b.start()
+        assert read_done.wait(timeout=10)
+        b.join(timeout=0.2)
+        assert b.is_alive()  # B waits for A's lock
+    b.join(timeout=10)
+    assert len(outcome) == 1 and isinstance(outcome[0], VersionConflictError)
+    assert (outcome[0].expected, outcome[0].current) == (1, 2)
+    final = store.get_partner("p1")
+    assert final is not None and (final["capacity"], final["version"]) == (77.0, 2)
+
+
+def _race_worker(
+    st: Any, path: str | None, capacity: int, version: int, barrier: Any, results: Any
+) -> None:
+    """One writer process: the parent's store inherited across fork, or a fresh one."""
+    st = open_store(path) if path is not None else st
+    seen = st.get_partner("p1")
+    assert seen is not None and seen["version"] == version
+    barrier.wait(timeout=60)
+    try:
+        st.update_partner("p1", {"capacity": capacity}, version, actor=f"proc{capacity}")
+        results.put((capacity, "ok"))
+    except VersionConflictError:
+        results.put((capacity, "conflict"))
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
+)
+def test_two_concurrent_writers_in_processes(store: SQLiteStore, db: Path) -> None:
+    store.create_partner(PARTNER, actor="setup")
+    store.update_partner("p1", {"capacity": 11}, 1, actor="setup")  # the parent has a connection
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    # one child uses the store object it inherited (it must open its own connection,
+    # never the parent's), the other opens the database itself
+    procs = [
+        ctx.Process(target=_race_worker, args=(store, path, cap, 2, barrier, results))
+        for path, cap in ((None, 31), (str(db), 32))
+    ]
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns about fork() in a process with (idle BLAS) threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for p in procs:
+            p.start()
+    got = dict(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sorted(got.values()) == ["conflict", "ok"], got
+    winner = next(c for c, o in got.items() if o == "ok")
+    final = store.get_partner("p1")
+    assert final is not None and final["version"] == 3 and final["capacity"] == winner
+    # the parent's own connection still works after the children used theirs
+    assert store.update_partner("p1", {"capacity": 1}, 3, actor="parent")["version"] == 4
+
+
+def test_reader_is_not_blocked_by_an_open_write(store: SQLiteStore) -> None:
+    store.create_partner(PARTNER, actor="k")
+    seen: list[Any] = []
+    with store._write() as conn:
+        conn.execute("UPDATE partners SET capacity = 0 WHERE partner_id = 'p1'")
+        reader = threading.Thread(target=lambda: seen.append(store.get_partner("p1")))
+        reader.start()
+        reader.join(timeout=5)
+    assert seen and seen[0]["capacity"] == 10.0  # WAL: the committed snapshot
+
+
+# ----------------------------------------------------------------- API keys, audit
+
+
+def test_api_keys(store: SQLiteStore, db: Path) -> None:
+    key_id, key = store.create_api_key("planner", label="district 7", actor="admin0")
+    other_id, other = store.create_api_key("admin")
+    assert key.startswith("mk_") and len(key) == 3 + 43
+    assert store.authenticate(key) == (key_id, "planner")
+    assert store.authenticate(other) == (other_id, "admin")
+    assert store.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    assert store.authenticate("") is None and store.authenticate("mk_") is None
+    assert store.authenticate("not-a-key") is None
+    assert store.authenticate(key + "\ud800") is None
+    store.revoke_api_key(key_id, actor="admin0")
+    assert store.authenticate(key) is None
+    assert store.authenticate(other) == (other_id, "admin")
+    store.revoke_api_key(key_id)  # idempotent
+    with pytest.raises(NotFoundError):
+        store.revoke_api_key("key_missing")
+    with pytest.raises(ValueError):
+        store.create_api_key("root")
+    info = {k.key_id: k for k in store.list_api_keys()}
+    assert info[key_id].revoked_at is not None and info[other_id].revoked_at is None
+    assert info[key_id].label == "district 7" and key.startswith(info[key_id].prefix)
+    # the key is never stored in clear: not in the database, its WAL, or its shm
+    store._handle().conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    for path in db.parent.glob(db.name + "*"):
+        data = path.read_bytes()
+        for secret in (key, other):
+            assert secret.encode() not in data
+            assert secret[11:].encode() not in data
+
+
+def test_every_write_is_audited_with_its_actor(store: SQLiteStore, tmp_path: Path) -> None:
+    needs, partners = _tiny(tmp_path)
+    hoods, _ = matcher.read_neighborhoods(SAMPLE / "neighborhoods.geojson")
+    store.replace_partners(partners, actor="a-import")
+    store.replace_needs(needs, actor="a-import")
+    store.replace_neighborhoods(hoods.iloc[:3], actor="a-import")
+    store.create_partner(VOLUNTEER, actor="a-admin")
+    store.update_partner("v1", {"contact": "new@example.org"}, 1, actor="a-admin")
+    store.delete_partner("v1", 2, actor="a-admin")
+    store.upsert_need({**NEED, "need_id": "n9"}, actor="a-outreach")
+    store.update_need("n9", {"demand": 2}, 1, actor="a-planner")
+    store.delete_need("n9", 2, actor="a-planner")
+    plan_id = store.create_plan({"objective": "distance"}, actor="a-planner")
+    store.set_plan_running(plan_id, actor="worker")
+    store.plan_failed(plan_id, "out of memory", actor="worker")
+    key_id, _ = store.create_api_key("outreach", actor="a-admin")
+    store.revoke_api_key(key_id, actor="a-admin")
+    store.audit("export", "plan", plan_id, actor="a-planner", detail={"format": "geojson"})
+    entries = list(reversed(store.audit_entries()))
+    assert [(e.actor, e.action, e.entity, e.entity_id) for e in entries] == [
+        ("a-import", "replace", "partner", None),
+        ("a-import", "replace", "need", None),
+        ("a-import", "replace", "neighborhood", None),
+        ("a-admin", "create", "partner", "v1"),
+        ("a-admin", "update", "partner", "v1"),
+        ("a-admin", "delete", "partner", "v1"),
+        ("a-outreach", "upsert", "need", "n9"),
+        ("a-planner", "update", "need", "n9"),
+        ("a-planner", "delete", "need", "n9"),
+        ("a-planner", "queue", "plan", plan_id),
+        ("worker", "run", "plan", plan_id),
+        ("worker", "fail", "plan", plan_id),
+        ("a-admin", "create", "api_key", key_id),
+        ("a-admin", "revoke", "api_key", key_id),
+        ("a-planner", "export", "plan", plan_id),
+    ]
+    assert [e.id for e in entries] == sorted(e.id for e in entries)
+    assert entries[4].detail == {"version": 2, "changed": ["contact"]}
+    # no volunteer data in the log, and the log is append-only
+    assert "new@example.org" not in repr(entries) and "ana@example.org" not in repr(entries)
+    conn = sqlite3.connect(store.path)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM audit_log")
+    conn.close()
+    with pytest.raises(ValueError):
+        store.create_partner(PARTNER, actor="")
+
+
+# ----------------------------------------------------------------- plans
+
+
+def test_plan_lifecycle_survives_reopen(db: Path) -> None:
+    st = SQLiteStore(db)
+    assert st.latest_done_plan() is None
+    plan_id = st.create_plan({"objective": "distance", "cluster_km": 0.5}, actor="k1")
+    rec = st.get_plan(plan_id)
+    assert rec is not None and rec.status == "queued" and rec.created_by == "k1"
+    assert len(plan_id) == 32 and rec.parameters == {"objective": "distance", "cluster_km": 0.5}
+    with pytest.raises(PlanStateError):
+        st.partner_usage(plan_id)
+    st.set_plan_running(plan_id)
+    with pytest.raises(PlanStateError):
+        st.set_plan_running(plan_id)  # a second worker cannot claim it
+    assignments = (
+        b"cluster_id,partner_id,units,distance_km,cost\n"
+        b"c1,p1,4.0,0.1,0.4\nc2,p1,1.5,0.2,0.3\nc3,p2,2.0,1.0,2.0\n"
+    )
+    files = {"assignments.csv": assignments, "summary.json": '{"status": "optimal"}\n'}
+    st.plan_done(plan_id, {"status": "optimal", "metrics": {"x": np.float64(1.5)}}, files)
+    with pytest.raises(PlanStateError):
+        st.plan_failed(plan_id, "too late")
+    other = st.create_plan({}, actor="k1")
+    st.plan_failed(other, "boom")
+    st.close()
+
+    st = SQLiteStore(db)
+    rec = st.get_plan(plan_id)
+    assert rec is not None and rec.status == "done"
+    assert rec.started_at and rec.finished_at and rec.finished_at >= rec.started_at
+    assert rec.summary == {"status": "optimal", "metrics": {"x": 1.5}}
+    assert rec.files == ("assignments.csv", "summary.json")
+    assert st.plan_file(plan_id, "assignments.csv") == assignments
+    assert st.plan_file(plan_id, "summary.json") == b'{"status": "optimal"}\n'
+    assert st.plan_file(plan_id, "nope.csv") is None
+    assert st.partner_usage(plan_id) == {"p1": 5.5, "p2": 2.0}
+    latest = st.latest_done_plan()
+    assert latest is not None and latest.plan_id == plan_id
+    failed = st.get_plan(other)
+    assert failed is not None and failed.status == "failed" and failed.error == "boom"
+    assert [p.plan_id for p in st.list_plans()] == [other, plan_id]
+    assert rec.to_dict()["files"] == ["assignments.csv", "summary.json"]
+    assert rec["status"] == "done" and dict(rec)["plan_id"] == plan_id and len(rec) == 10
+    with pytest.raises(KeyError):
+        rec["nope"]
+    with pytest.raises(NotFoundError):
+        st.set_plan_running("0" * 32)
+    with pytest.raises(NotFoundError):
+        st.partner_usage("0" * 32)
+    with pytest.raises(ValueError, match="plain file name"):
+        st.plan_done(st.create_plan({}), {}, {"../etc/passwd": b""})
+    st.close()
+
+
+def test_plan_done_with_explicit_usage(store: SQLiteStore) -> None:
+    plan_id = store.create_plan({})
+    store.plan_done(plan_id, {}, {}, usage={"p1": np.float64(2.5)})
+    assert store.partner_usage(plan_id) == {"p1": 2.5}
+    assert store.get_plan(plan_id).files == ()  # type: ignore[union-attr]
