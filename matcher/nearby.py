@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from .candidates import partner_categories
-from .geo import chord_for_km, haversine_km, to_unit_vectors
+from .geo import EARTH_RADIUS_KM, haversine_km, to_unit_vectors
 from .output import coarsen
 
 __all__ = ["NearbyIndex"]
@@ -40,6 +41,7 @@ class NearbyIndex:
     _trees: dict[str, tuple[cKDTree, npt.NDArray[np.int64]]] = field(repr=False)
     _true_lat: npt.NDArray[np.float64] = field(repr=False)
     _true_lon: npt.NDArray[np.float64] = field(repr=False)
+    _arrays: dict[str, Any] = field(repr=False)
 
     @classmethod
     def from_frame(
@@ -76,7 +78,23 @@ class NearbyIndex:
         for category, group in partner_categories(df).groupby("category", sort=True):
             pos = group["partner"].to_numpy()
             trees[str(category)] = (cKDTree(xyz[pos]), pos)
-        return cls(df, xyz, trees, true_lat, true_lon)
+        arrays: dict[str, Any] = {
+            "id_rank": np.argsort(
+                np.argsort(df["partner_id"].to_numpy().astype(str), kind="stable")
+            ),
+            "kind": df["kind"].to_numpy().astype(str),
+            # plain Python values, ready for JSON without per-query conversions
+            "ids": df["partner_id"].astype(str).tolist(),
+            "kinds": df["kind"].astype(str).tolist(),
+            "name": df["name"].astype(str).tolist(),
+            "categories": [[c for c in str(v).split(";") if c] for v in df["categories"]],
+            "capacity": df["capacity"].astype(float).tolist(),
+            "free_capacity": np.asarray(df["free_capacity"], dtype=np.float64),
+            "free_list": df["free_capacity"].astype(float).tolist(),
+            "lat": df["lat"].astype(float).tolist(),
+            "lon": df["lon"].astype(float).tolist(),
+        }
+        return cls(df, xyz, trees, true_lat, true_lon, arrays)
 
     def query(
         self,
@@ -125,40 +143,50 @@ class NearbyIndex:
         ['b']
         """
         entry = self._trees.get(category if category is not None else _ALL)
-        if entry is None:
+        if entry is None or limit < 1:
             return []
         tree, pos = entry
-        point = to_unit_vectors([lat], [lon])[0]
-        hits = tree.query_ball_point(point, float(chord_for_km(radius_km)) * (1 + 1e-9) + 1e-15)
+        phi, lmb = math.radians(lat), math.radians(lon)
+        point = np.array(
+            [math.cos(phi) * math.cos(lmb), math.cos(phi) * math.sin(lmb), math.sin(phi)]
+        )
+        chord = 2.0 * math.sin(min(radius_km / EARTH_RADIUS_KM, math.pi) / 2.0) * (1 + 1e-9) + 1e-15
+        hits = tree.query_ball_point(point, chord)
         if not hits:
             return []
-        cand = pos[np.asarray(hits, dtype=np.int64)]
-        d = haversine_km(lat, lon, self._true_lat[cand], self._true_lon[cand])
-        keep = d <= radius_km
-        df = self.partners
+        cand = pos[hits]
+        a = self._arrays
         if kind is not None:
-            keep &= df["kind"].to_numpy()[cand] == kind
+            cand = cand[a["kind"][cand] == kind]
         if free_only:
-            keep &= df["free_capacity"].to_numpy()[cand] > 0
+            cand = cand[a["free_capacity"][cand] > 0]
+        diff = self._xyz[cand] - point
+        # great-circle km from the chord (exact in exact arithmetic); the haversine
+        # formula of the contract decides for the few points at the radius edge
+        d = (2.0 * EARTH_RADIUS_KM) * np.arcsin(
+            np.minimum(np.sqrt(np.einsum("ij,ij->i", diff, diff)) / 2.0, 1.0)
+        )
+        edge = np.abs(d - radius_km) <= 1e-9 * max(radius_km, 1.0)
+        if edge.any():
+            d[edge] = haversine_km(lat, lon, self._true_lat[cand[edge]], self._true_lon[cand[edge]])
+        keep = d <= radius_km
         cand, d = cand[keep], d[keep]
-        order = np.lexsort((df["partner_id"].to_numpy()[cand].astype(str), d))[:limit]
-        rows = df.iloc[cand[order]]
-        out = []
-        for rec, dist in zip(rows.to_dict("records"), d[order].tolist(), strict=True):
-            out.append(
-                {
-                    "partner_id": rec["partner_id"],
-                    "name": rec["name"],
-                    "kind": rec["kind"],
-                    "categories": [c for c in str(rec["categories"]).split(";") if c],
-                    "distance_km": round(dist, 4),
-                    "capacity": float(rec["capacity"]),
-                    "free_capacity": float(rec["free_capacity"]),
-                    "lat": float(rec["lat"]),
-                    "lon": float(rec["lon"]),
-                }
-            )
-        return out
+        top = np.lexsort((a["id_rank"][cand], d))[:limit]
+        cand, d = cand[top], d[top]
+        return [
+            {
+                "partner_id": a["ids"][i],
+                "name": a["name"][i],
+                "kind": a["kinds"][i],
+                "categories": a["categories"][i],
+                "distance_km": dist,
+                "capacity": a["capacity"][i],
+                "free_capacity": a["free_list"][i],
+                "lat": a["lat"][i],
+                "lon": a["lon"][i],
+            }
+            for i, dist in zip(cand.tolist(), np.round(d, 4).tolist(), strict=True)
+        ]
 
     def reachable(self, lat: float, lon: float, category: str) -> pd.DataFrame:
         """Partners offering ``category`` whose own radius reaches the point.
