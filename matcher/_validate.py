@@ -12,7 +12,15 @@ import pandas as pd
 from ._errors import Problem
 from .taxonomy import Taxonomy
 
-__all__ = ["NEED_COLUMNS", "PARTNER_COLUMNS", "validate_needs", "validate_partners", "Validated"]
+__all__ = [
+    "NEED_COLUMNS",
+    "NEED_FIELDS",
+    "PARTNER_COLUMNS",
+    "PARTNER_FIELDS",
+    "validate_needs",
+    "validate_partners",
+    "Validated",
+]
 
 #: Required and optional columns of each table (lat/lon may come from a geometry).
 NEED_COLUMNS = {
@@ -23,6 +31,21 @@ PARTNER_COLUMNS = {
     "required": ("partner_id", "kind", "lat", "lon", "categories", "capacity", "radius_km"),
     "optional": ("name", "languages", "contact"),
 }
+#: The columns of a validated needs table (``read_needs(...).frame``), in order.
+NEED_FIELDS: tuple[str, ...] = NEED_COLUMNS["required"] + NEED_COLUMNS["optional"]
+#: The columns of a validated partners table (``read_partners(...).frame``), in order.
+PARTNER_FIELDS: tuple[str, ...] = (
+    "partner_id",
+    "name",
+    "kind",
+    "lat",
+    "lon",
+    "categories",
+    "capacity",
+    "radius_km",
+    "languages",
+    "contact",
+)
 KINDS = ("organization", "volunteer")
 _LANG = re.compile(r"^[a-z]{2}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.+\-Z]*)?$")

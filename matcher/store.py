@@ -69,7 +69,7 @@ import pandas as pd
 import shapely
 
 from ._errors import InputValidationError, MatcherError, Problem
-from ._validate import validate_needs, validate_partners
+from ._validate import NEED_FIELDS, PARTNER_FIELDS, validate_needs, validate_partners
 from .output import coarsen
 from .taxonomy import default_taxonomy
 
@@ -110,31 +110,9 @@ ROLES: tuple[str, ...] = ("planner", "outreach", "admin")
 #: The states of a plan, in lifecycle order (``failed`` ends a plan that did not finish).
 PLAN_STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")
 #: Columns of :meth:`Store.partners_frame` (those of ``read_partners(...).frame``).
-PARTNER_FRAME_COLUMNS: tuple[str, ...] = (
-    "partner_id",
-    "name",
-    "kind",
-    "lat",
-    "lon",
-    "categories",
-    "capacity",
-    "radius_km",
-    "languages",
-    "contact",
-)
+PARTNER_FRAME_COLUMNS: tuple[str, ...] = PARTNER_FIELDS
 #: Columns of :meth:`Store.needs_frame` (those of ``read_needs(...).frame``).
-NEED_FRAME_COLUMNS: tuple[str, ...] = (
-    "need_id",
-    "category",
-    "lat",
-    "lon",
-    "demand",
-    "severity",
-    "neighborhood",
-    "languages",
-    "reported_at",
-    "source",
-)
+NEED_FRAME_COLUMNS: tuple[str, ...] = NEED_FIELDS
 #: Fields a client may echo back from a read; they are ignored by writes.
 _READ_ONLY = frozenset({"version", "updated_at", "coarsened", "etag"})
 _KEY_PREFIX = "mk_"

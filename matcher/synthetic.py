@@ -19,6 +19,7 @@ import shapely
 import shapely.geometry
 
 from ._errors import InputValidationError, Problem
+from ._validate import NEED_FIELDS, PARTNER_FIELDS
 from .taxonomy import DEFAULT_CATEGORIES
 
 __all__ = [
@@ -38,30 +39,9 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 #: Columns of :attr:`SyntheticCity.needs`, in order.
-SYNTHETIC_NEED_COLUMNS: tuple[str, ...] = (
-    "need_id",
-    "category",
-    "lat",
-    "lon",
-    "demand",
-    "severity",
-    "neighborhood",
-    "languages",
-    "reported_at",
-    "source",
-)
+SYNTHETIC_NEED_COLUMNS: tuple[str, ...] = NEED_FIELDS
 #: Columns of :attr:`SyntheticCity.partners`, in order.
-SYNTHETIC_PARTNER_COLUMNS: tuple[str, ...] = (
-    "partner_id",
-    "name",
-    "kind",
-    "lat",
-    "lon",
-    "categories",
-    "capacity",
-    "radius_km",
-    "languages",
-)
+SYNTHETIC_PARTNER_COLUMNS: tuple[str, ...] = tuple(c for c in PARTNER_FIELDS if c != "contact")
 #: Columns of :attr:`SyntheticCity.neighborhoods`, in order.
 SYNTHETIC_NEIGHBORHOOD_COLUMNS: tuple[str, ...] = (
     "neighborhood_id",
