@@ -46,26 +46,27 @@ def coarsen(
     return np.round(clat, 6), np.round(np.clip(clon, -180.0, 180.0), 6)
 
 
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        if math.isnan(value):
-            return ""
-        return repr(round(float(value), 6))
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    return value
-
-
 #: Columns written at full float precision, so that distances recomputed from the files
 #: are bit-for-bit those of the plan.
 _FULL_PRECISION = ("centroid_lat", "centroid_lon")
 
 
+def _csv_column(col: pd.Series, name: str) -> pd.Series:
+    """Format a column: floats to 6 decimals (shortest repr), NaN empty, booleans lower-case."""
+    if pd.api.types.is_bool_dtype(col):
+        return col.map({True: "true", False: "false"})
+    if pd.api.types.is_float_dtype(col):
+        values = col.to_numpy(dtype=np.float64)
+        if name not in _FULL_PRECISION:
+            values = np.round(values, 6)
+        text = np.array([repr(v) for v in values.tolist()], dtype=object)
+        text[np.isnan(values)] = ""
+        return pd.Series(text, index=col.index)
+    return col
+
+
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    text = frame.astype(object).map(_fmt) if len(frame) else frame
-    for col in _FULL_PRECISION:
-        if col in frame and len(frame):
-            text[col] = [repr(float(v)) for v in frame[col]]
+    text = pd.DataFrame({c: _csv_column(frame[c], c) for c in frame.columns}, index=frame.index)
     text.to_csv(path, index=False, lineterminator="\n")
 
 
