@@ -25,6 +25,7 @@ __all__ = [
     "solve_graph",
     "solve_arrays",
     "solve_components",
+    "transport_arrays",
 ]
 
 logger = logging.getLogger(__name__)
@@ -335,25 +336,47 @@ class _Component:
     pair_weight: IntArray
 
 
+def transport_arrays(
+    demand: IntArray,
+    penalty: IntArray,
+    capacity: IntArray,
+    pair_cluster: IntArray,
+    pair_partner: IntArray,
+    pair_weight: IntArray,
+) -> tuple[int, IntArray, IntArray, IntArray, IntArray, IntArray]:
+    """Arcs and supplies of a transportation model with unmet arcs, for :func:`solve_arrays`.
+
+    Nodes: clusters ``0 .. C-1``, partners ``C .. C+P-1``, then ``unmet`` and ``sink``.
+    Arcs, in this order: the pairs (cluster -> partner), partner -> sink (capacity),
+    cluster -> unmet (penalty), unmet -> sink. The first ``len(pair_cluster)`` flows
+    are those of the pairs.
+
+    Returns
+    -------
+    (n_nodes, tails, heads, capacity, cost, supply)
+    """
+    nc, npart = demand.size, capacity.size
+    unmet, sink = nc + npart, nc + npart + 1
+    total = int(demand.sum())
+    tails = np.concatenate([pair_cluster, nc + np.arange(npart), np.arange(nc), [unmet]])
+    heads = np.concatenate([nc + pair_partner, np.full(npart, sink), np.full(nc, unmet), [sink]])
+    caps = np.concatenate([demand[pair_cluster], capacity, demand, [total]])
+    costs = np.concatenate([pair_weight, np.zeros(npart, np.int64), penalty, [0]])
+    supply = np.concatenate([demand, np.zeros(npart, np.int64), [0, -total]])
+    return (nc + npart + 2, *(a.astype(np.int64) for a in (tails, heads, caps, costs, supply)))  # type: ignore[return-value]
+
+
 def _solve_component(comp: _Component) -> tuple[int, IntArray]:
     """Solve one component: clusters -> partners -> sink, clusters -> unmet -> sink."""
-    nc, npart = comp.demand.size, comp.capacity.size
-    unmet, sink = nc + npart, nc + npart + 1
-    total = int(comp.demand.sum())
-    ar_c = np.arange(nc, dtype=np.int64)
-    ar_p = np.arange(npart, dtype=np.int64)
-    tails = np.concatenate([comp.pair_cluster, nc + ar_p, ar_c, [unmet]]).astype(np.int64)
-    heads = np.concatenate(
-        [nc + comp.pair_partner, np.full(npart, sink), np.full(nc, unmet), [sink]]
-    ).astype(np.int64)
-    caps = np.concatenate(
-        [comp.demand[comp.pair_cluster], comp.capacity, comp.demand, [total]]
-    ).astype(np.int64)
-    costs = np.concatenate([comp.pair_weight, np.zeros(npart, np.int64), comp.penalty, [0]]).astype(
-        np.int64
+    arrays = transport_arrays(
+        comp.demand,
+        comp.penalty,
+        comp.capacity,
+        comp.pair_cluster,
+        comp.pair_partner,
+        comp.pair_weight,
     )
-    supply = np.concatenate([comp.demand, np.zeros(npart, np.int64), [0, -total]]).astype(np.int64)
-    cost, flows = solve_arrays(nc + npart + 2, tails, heads, caps, costs, supply)
+    cost, flows = solve_arrays(*arrays)
     return cost, flows[: comp.pair_cluster.size]
 
 
