@@ -142,7 +142,8 @@ def cluster_needs(needs: pd.DataFrame, config: MatchConfig) -> Clustering:
     for category in sorted(set(cats)):
         pos = np.flatnonzero(cats == category)
         xyz = xyz_all[pos]
-        db = DBSCAN(eps=eps, min_samples=config.min_samples, algorithm="kd_tree").fit(xyz)
+        db = DBSCAN(eps=eps, min_samples=config.min_samples, algorithm="kd_tree", n_jobs=-1)
+        db.fit(xyz)
         labels = db.labels_.astype(np.int64)
         noise = labels < 0
         labels[noise] = labels.max(initial=-1) + 1 + np.arange(int(noise.sum()))

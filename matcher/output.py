@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -17,7 +16,7 @@ import shapely
 if TYPE_CHECKING:
     from .plan import Plan
 
-__all__ = ["write_plan", "coarsen", "COARSEN_KM", "plan_geojson", "summary"]
+__all__ = ["write_plan", "coarsen", "COARSEN_KM", "plan_geojson", "plan_geojson_text", "summary"]
 
 #: Grid size, in km, to which a volunteer's point is coarsened outside admin views.
 COARSEN_KM = 0.5
@@ -70,16 +69,6 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     text.to_csv(path, index=False, lineterminator="\n")
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else round(float(value), 6)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 _CLUSTER_PROPS = (
     "cluster_id",
     "category",
@@ -113,38 +102,51 @@ _ASSIGNMENT_PROPS = (
 )
 
 
-def _features(
-    feature_type: str, frame: pd.DataFrame, columns: tuple[str, ...], geometries: list[Any]
-) -> list[dict[str, Any]]:
-    records = frame[list(columns)].to_dict("records")
+def _json_columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[list[Any]]:
+    """Return columns as lists of JSON-ready values (floats to 6 decimals, NaN as null)."""
+    out: list[list[Any]] = []
+    for c in columns:
+        col = frame[c]
+        if pd.api.types.is_bool_dtype(col):
+            out.append([bool(v) for v in col.tolist()])
+        elif pd.api.types.is_float_dtype(col):
+            v = np.round(col.to_numpy(dtype=np.float64), 6)
+            vals = v.astype(object)
+            vals[np.isnan(v)] = None
+            out.append(vals.tolist())
+        elif pd.api.types.is_integer_dtype(col):
+            out.append([int(v) for v in col.tolist()])
+        else:
+            out.append(col.astype(object).tolist())
+    return out
+
+
+def _feature_strings(
+    feature_type: str, frame: pd.DataFrame, columns: tuple[str, ...], geometries: list[str]
+) -> list[str]:
+    """Compact GeoJSON Feature strings, properties in sorted key order."""
+    keys = sorted((*columns, "feature_type"))
+    values = dict(zip(columns, _json_columns(frame, columns), strict=True))
+    values["feature_type"] = [feature_type] * len(frame)
+    ordered = [values[k] for k in keys]
     return [
-        {
-            "type": "Feature",
-            "geometry": geom,
-            "properties": {"feature_type": feature_type}
-            | {k: _json_value(v) for k, v in rec.items()},
-        }
-        for rec, geom in zip(records, geometries, strict=True)
+        f'{{"geometry":{geom},"properties":'
+        f'{json.dumps(dict(zip(keys, row, strict=True)), separators=(",", ":"))},"type":"Feature"}}'
+        for geom, row in zip(geometries, zip(*ordered, strict=True), strict=True)
     ]
 
 
-def plan_geojson(plan: Plan, *, exact_volunteers: bool = False) -> dict[str, Any]:
-    """Return the plan as a GeoJSON FeatureCollection (clusters, partners, assignment lines).
-
-    Volunteers' points are coarsened to a ~500 m grid and their contact withheld
-    unless ``exact_volunteers`` is true (admin views only). Each feature has a
-    ``feature_type`` property: ``cluster`` (hull polygon), ``partner`` (point) or
-    ``assignment`` (line from the partner to the cluster centroid).
-    """
+def plan_geojson_text(plan: Plan, *, exact_volunteers: bool = False) -> str:
+    """Return the plan as a compact GeoJSON FeatureCollection string (see :func:`plan_geojson`)."""
     hulls = shapely.to_geojson(shapely.set_precision(plan.clusters.geometry.to_numpy(), 1e-7))
-    features = _features("cluster", plan.clusters, _CLUSTER_PROPS, [json.loads(g) for g in hulls])
+    features = _feature_strings("cluster", plan.clusters, _CLUSTER_PROPS, hulls.tolist())
     partners = _public_partners(plan.partners, exact_volunteers=exact_volunteers)
     plon, plat = partners["lon"].to_numpy(), partners["lat"].to_numpy()
     points = [
-        {"type": "Point", "coordinates": [x, y]}
+        json.dumps({"type": "Point", "coordinates": [x, y]}, separators=(",", ":"))
         for x, y in zip(plon.tolist(), plat.tolist(), strict=True)
     ]
-    features += _features("partner", partners, _PARTNER_PROPS, points)
+    features += _feature_strings("partner", partners, _PARTNER_PROPS, points)
     a = plan.assignments
     pi = pd.Index(partners["partner_id"]).get_indexer(a["partner_id"])
     ci = pd.Index(plan.clusters["cluster_id"]).get_indexer(a["cluster_id"])
@@ -159,9 +161,26 @@ def plan_geojson(plan: Plan, *, exact_volunteers: bool = False) -> dict[str, Any
         ),
         7,
     ).tolist()
-    lines = [{"type": "LineString", "coordinates": [[x0, y0], [x1, y1]]} for x0, y0, x1, y1 in ends]
-    features += _features("assignment", a, _ASSIGNMENT_PROPS, lines)
-    return {"type": "FeatureCollection", "features": features}
+    lines = [
+        json.dumps(
+            {"type": "LineString", "coordinates": [[x0, y0], [x1, y1]]}, separators=(",", ":")
+        )
+        for x0, y0, x1, y1 in ends
+    ]
+    features += _feature_strings("assignment", a, _ASSIGNMENT_PROPS, lines)
+    return '{"features":[' + ",".join(features) + '],"type":"FeatureCollection"}'
+
+
+def plan_geojson(plan: Plan, *, exact_volunteers: bool = False) -> dict[str, Any]:
+    """Return the plan as a GeoJSON FeatureCollection (clusters, partners, assignment lines).
+
+    Volunteers' points are coarsened to a ~500 m grid and their contact withheld
+    unless ``exact_volunteers`` is true (admin views only). Each feature has a
+    ``feature_type`` property: ``cluster`` (hull polygon), ``partner`` (point) or
+    ``assignment`` (line from the partner to the cluster centroid).
+    """
+    result: dict[str, Any] = json.loads(plan_geojson_text(plan, exact_volunteers=exact_volunteers))
+    return result
 
 
 def _public_partners(partners: pd.DataFrame, *, exact_volunteers: bool) -> pd.DataFrame:
@@ -232,7 +251,7 @@ def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
         for name, frame in plan.rejects.items():
             _write_csv(frame, tmp / f"rejects_{name}.csv")
         (tmp / "plan.geojson").write_text(
-            json.dumps(plan_geojson(plan), separators=(",", ":"), sort_keys=True) + "\n",
+            plan_geojson_text(plan) + "\n",
             encoding="utf-8",
         )
         (tmp / "summary.json").write_text(
