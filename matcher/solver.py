@@ -223,9 +223,12 @@ def network_simplex(
     if np.any(flows * 2 >= faux_inf) or np.any(loop & np.isinf(cap_f) & (w_f < 0)):
         raise nx.NetworkXUnbounded("negative cycle with infinite capacity found")
 
-    flow_cost = sum(
-        int(f) * int(w) for f, w in zip(flows.tolist(), costs.tolist(), strict=True) if f
-    )
+    # exact: int64 when no product can overflow, else Python integers
+    if float(np.abs(flows).max(initial=0)) * float(np.abs(costs).sum()) < 2.0**62:
+        flow_cost = int(np.dot(flows, costs))
+    else:  # pragma: no cover - astronomically large flows
+        pairs = zip(flows.tolist(), costs.tolist(), strict=True)
+        flow_cost = sum(int(f) * int(w) for f, w in pairs)
     flow_dict: dict[Any, dict[Any, Any]] = {u: {} for u in nodes}
     if multigraph:
         for (u, v, k, _), f in zip(edges, flows.tolist(), strict=True):
