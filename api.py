@@ -189,6 +189,11 @@ def is_admin() -> bool:
 class PageArgs(ma.Schema):
     limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(1, MAX_LIMIT))
     offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(0))
+    format = ma.fields.String(
+        load_default="json",
+        validate=ma.validate.OneOf(["json", "geojson"]),
+        metadata={"description": "'geojson' answers a FeatureCollection of points"},
+    )
 
 
 class PartnerListArgs(PageArgs):
@@ -310,6 +315,23 @@ def _partner(partner_id: str) -> dict[str, Any]:
     return rec
 
 
+def _page(rows: list[dict[str, Any]], args: dict[str, Any]) -> Response:
+    """Answer a page of records as JSON, or as a GeoJSON FeatureCollection of points."""
+    if args["format"] == "geojson":
+        features = [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [r["lon"], r["lat"]]},
+                "properties": {k: v for k, v in r.items() if k not in ("lat", "lon")},
+            }
+            for r in rows
+        ]
+        body = {"type": "FeatureCollection", "features": features}
+        return Response(json.dumps(body, default=str), mimetype="application/geo+json")
+    body = {"results": rows, "limit": args["limit"], "offset": args["offset"]}
+    return Response(json.dumps(body, default=str), mimetype="application/json")
+
+
 def _with_etag(rec: dict[str, Any], entity_id: str) -> Response:
     resp = Response(json.dumps(rec), mimetype="application/json")
     resp.headers["ETag"] = etag(entity_id, int(rec["version"]))
@@ -373,12 +395,12 @@ class Partners(MethodView):
     decorators = [requires(*ROLES)]
 
     @api_bp.arguments(PartnerListArgs, location="query")
-    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+    def get(self, args: dict[str, Any]) -> Response:
         """List partners (volunteers coarsened unless admin)."""
         rows = store().list_partners(
             limit=args["limit"], offset=args["offset"], kind=args.get("kind"), exact=is_admin()
         )
-        return {"results": rows, "limit": args["limit"], "offset": args["offset"]}
+        return _page(rows, args)
 
     def post(self) -> Response:
         """Create a partner."""
@@ -423,10 +445,10 @@ class Needs(MethodView):
     decorators = [requires(*ROLES)]
 
     @api_bp.arguments(PageArgs, location="query")
-    def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        """List needs."""
+    def get(self, args: dict[str, Any]) -> Response:
+        """List needs (JSON, or GeoJSON with ``format=geojson``)."""
         rows = store().list_needs(limit=args["limit"], offset=args["offset"])
-        return {"results": rows, "limit": args["limit"], "offset": args["offset"]}
+        return _page(rows, args)
 
     def post(self) -> Response:
         """Report one new concern: validated, stored, placed in a cluster, with recommendations."""

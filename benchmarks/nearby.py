@@ -38,7 +38,10 @@ def in_process(n_partners: int, n_queries: int) -> dict[str, float]:
     index = NearbyIndex.from_frame(city.partners)
     rng = np.random.default_rng(1)
     pts = city.needs.sample(n_queries, replace=True, random_state=3)[["lat", "lon"]].to_numpy()
-    cats = [None if rng.random() < 0.5 else str(rng.choice(DEFAULT_CATEGORIES)) for _ in range(n_queries)]
+    cats = [
+        None if rng.random() < 0.5 else str(rng.choice(DEFAULT_CATEGORIES))
+        for _ in range(n_queries)
+    ]
     for (lat, lon), cat in zip(pts[:200], cats[:200], strict=True):  # warm up
         index.query(lat, lon, 2.0, category=cat)
     times = np.empty(n_queries)
@@ -48,8 +51,12 @@ def in_process(n_partners: int, n_queries: int) -> dict[str, float]:
         res = index.query(lat, lon, 2.0, category=cat, limit=20)
         times[i] = time.perf_counter() - t
         counts[i] = len(res)
-    return {"p50_us": float(np.percentile(times, 50) * 1e6), "p99_us": float(np.percentile(times, 99) * 1e6),
-            "mean_results": float(counts.mean()), "partners": n_partners}
+    return {
+        "p50_us": float(np.percentile(times, 50) * 1e6),
+        "p99_us": float(np.percentile(times, 99) * 1e6),
+        "mean_results": float(counts.mean()),
+        "partners": n_partners,
+    }
 
 
 def _free_port() -> int:
@@ -67,26 +74,55 @@ def http_load(n_partners: int, seconds: int) -> dict[str, float]:
         _, key = store.create_api_key("outreach")
         store.close()
         port = _free_port()
-        with open(Path(tmp) / "server.log", "wb") as log, subprocess.Popen(
-            [sys.executable, "-m", "matcher.cli", "serve", "--db", str(db), "--port", str(port),
-             "--threads", "8", "--quiet"],
-            stdout=log, stderr=subprocess.STDOUT,
-        ) as server:
+        with (
+            open(Path(tmp) / "server.log", "wb") as log,
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "matcher.cli",
+                    "serve",
+                    "--db",
+                    str(db),
+                    "--port",
+                    str(port),
+                    "--threads",
+                    "8",
+                    "--quiet",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ) as server,
+        ):
             try:
                 lat, lon = city.partners[["lat", "lon"]].median()
-                url = (f"http://127.0.0.1:{port}/api/v1/resources/nearby?lat={lat:.5f}&lon={lon:.5f}"
-                       "&radius_km=2&limit=20")
+                url = (
+                    f"http://127.0.0.1:{port}/api/v1/resources/nearby?lat={lat:.5f}&lon={lon:.5f}"
+                    "&radius_km=2&limit=20"
+                )
                 for _ in range(300):
                     try:
-                        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+                        req = urllib.request.Request(
+                            url, headers={"Authorization": f"Bearer {key}"}
+                        )
                         urllib.request.urlopen(req, timeout=2).close()
                         break
                     except OSError:
                         time.sleep(0.1)
                 out = subprocess.run(
-                    ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-H",
-                     f"Authorization: Bearer {key}", url],
-                    capture_output=True, text=True, check=True,
+                    [
+                        "wrk",
+                        "-t2",
+                        "-c32",
+                        f"-d{seconds}s",
+                        "--latency",
+                        "-H",
+                        f"Authorization: Bearer {key}",
+                        url,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 ).stdout
             finally:
                 server.terminate()
@@ -98,8 +134,13 @@ def http_load(n_partners: int, seconds: int) -> dict[str, float]:
         value, unit = float(m.group(1)), m.group(2)  # type: ignore[union-attr]
         lat_ms[pct] = value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests_per_s": rps, "p50_ms": lat_ms["50"], "p99_ms": lat_ms["99"],
-            "non_2xx": float(non2xx.group(1)) if non2xx else 0.0, "connections": 32.0}
+    return {
+        "requests_per_s": rps,
+        "p50_ms": lat_ms["50"],
+        "p99_ms": lat_ms["99"],
+        "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "connections": 32.0,
+    }
 
 
 def main() -> int:
@@ -113,15 +154,21 @@ def main() -> int:
     r = in_process(args.partners, args.queries)
     print("| in-process nearby | partners | p50 µs | p99 µs | mean results |")
     print("|---|---|---|---|---|")
-    print(f"| NearbyIndex.query (2 km, limit 20) | {r['partners']:,} | {r['p50_us']:.1f} | "
-          f"{r['p99_us']:.1f} | {r['mean_results']:.1f} |")
+    print(
+        f"| NearbyIndex.query (2 km, limit 20) | {r['partners']:,} | {r['p50_us']:.1f} | "
+        f"{r['p99_us']:.1f} | {r['mean_results']:.1f} |"
+    )
     print(f"target p50 <= 50 µs: {'holds' if r['p50_us'] <= 50 else 'FAILS'}")
     if args.http:
         h = http_load(args.partners, args.seconds)
-        print("\n| HTTP nearby (wrk, loopback) | connections | requests/s | p50 ms | p99 ms | non-2xx |")
+        print(
+            "\n| HTTP nearby (wrk, loopback) | connections | requests/s | p50 ms | p99 ms | non-2xx |"
+        )
         print("|---|---|---|---|---|---|")
-        print(f"| GET /api/v1/resources/nearby | 32 | {h['requests_per_s']:.0f} | {h['p50_ms']:.2f} | "
-              f"{h['p99_ms']:.2f} | {h['non_2xx']:.0f} |")
+        print(
+            f"| GET /api/v1/resources/nearby | 32 | {h['requests_per_s']:.0f} | {h['p50_ms']:.2f} | "
+            f"{h['p99_ms']:.2f} | {h['non_2xx']:.0f} |"
+        )
         ok = h["requests_per_s"] >= 1000 and h["p99_ms"] <= 20
         print(f"target >= 1000 req/s with p99 <= 20 ms: {'holds' if ok else 'FAILS'}")
     return 0

@@ -30,6 +30,7 @@ import logging
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,9 @@ NX_ALWAYS_MAX = 10_000
 NX_OPTIONAL_MAX = 100_000
 NX_SKIP_100K = "skipped (> 5 min projected; measured 250 s once)"
 NX_SKIP_LARGER = "skipped (> 5 min projected)"
+
+#: Average CPU cores used by other processes above which timings are flagged as polluted.
+BUSY_CORES = 0.2
 
 STAGES = ("read", "cluster", "candidates", "model", "solve", "explain")
 
@@ -148,9 +152,8 @@ def build_model(city: Path) -> Any:
     from matcher import MatchConfig, read_needs, read_partners
     from matcher.candidates import candidate_pairs
     from matcher.clustering import cluster_needs
-    from matcher.costs import pair_costs, unmet_penalties
-    from matcher.plan import _quantize  # private, but exact parity with plan() matters here
-    from matcher.transport import TransportModel, components
+    from matcher.costs import pair_costs
+    from matcher.transport import TransportModel
 
     # --- as in matcher/plan.py: plan() ---
     config = MatchConfig()
@@ -164,56 +167,37 @@ def build_model(city: Path) -> Any:
     need_cpos = cpos.reindex(clustering.need_cluster.to_numpy()).to_numpy()
     pairs = candidate_pairs(cl, partner_df)
     pairs = pair_costs(pairs, cl, partner_df, need_df, need_cpos, config)
-    q = config.quantum
-    need_q = _quantize(need_df["demand"].to_numpy(dtype=float), q, what="demand", floor=False)
-    need_q = np.maximum(need_q, 1)
-    demand_q = np.bincount(need_cpos, weights=need_q, minlength=len(cl)).astype(np.int64)
-    cap_q = _quantize(partner_df["capacity"].to_numpy(dtype=float), q, what="capacity", floor=True)
-    pc, pp = pairs["cluster"].to_numpy(), pairs["partner"].to_numpy()
-    comp_c, comp_p = components(len(cl), len(partner_df), pc, pp)
-    return TransportModel(
-        tuple(cl["cluster_id"].astype(str)),
-        tuple(partner_df["partner_id"].astype(str)),
-        demand_q,
-        unmet_penalties(pairs, comp_c, comp_p, cl["severity"].to_numpy(), config),
-        cap_q,
-        pc,
-        pp,
-        pairs["weight"].to_numpy(dtype=np.int64),
-        comp_c,
-        comp_p,
+    model = TransportModel.build(
+        cl, partner_df, pairs, need_df["demand"].to_numpy(), need_cpos, config
     )
     # --- end of the lines of plan() ---
+    return model
 
 
 def bare_ortools(model: Any) -> int:
     """Solve the whole model as ONE OR-Tools problem; return the optimal cost.
 
-    Nodes: clusters, partners, "unmet", sink (as ``matcher.solver._solve_component``, but
-    without decomposition; clusters without pairs just go to "unmet"). The flows are
+    The arcs are those of ``matcher.solver.transport_arrays`` (clusters, partners,
+    "unmet", sink: what each component gets in ``model.solve``) for the whole model,
+    without decomposition; clusters without pairs just go to "unmet". The flows are
     read back like matcher does, so both sides do the same work.
     """
     import numpy as np
     from ortools.graph.python import min_cost_flow
 
-    nc, npart = model.demand.size, model.capacity.size
-    unmet, sink = nc + npart, nc + npart + 1
-    total = int(model.demand.sum())
-    ar_c, ar_p = np.arange(nc, dtype=np.int64), np.arange(npart, dtype=np.int64)
-    tails = np.concatenate([model.pair_cluster, nc + ar_p, ar_c, [unmet]]).astype(np.int64)
-    heads = np.concatenate(
-        [nc + model.pair_partner, np.full(npart, sink), np.full(nc, unmet), [sink]]
-    ).astype(np.int64)
-    caps = np.concatenate(
-        [model.demand[model.pair_cluster], model.capacity, model.demand, [total]]
-    ).astype(np.int64)
-    costs = np.concatenate(
-        [model.pair_weight, np.zeros(npart, np.int64), model.penalty, [0]]
-    ).astype(np.int64)
-    supply = np.concatenate([model.demand, np.zeros(npart, np.int64), [0, -total]]).astype(np.int64)
+    from matcher.solver import transport_arrays
+
+    n_nodes, tails, heads, caps, costs, supply = transport_arrays(
+        model.demand,
+        model.penalty,
+        model.capacity,
+        model.pair_cluster,
+        model.pair_partner,
+        model.pair_weight,
+    )
     smcf = min_cost_flow.SimpleMinCostFlow()
     smcf.add_arcs_with_capacity_and_unit_cost(tails, heads, caps, costs)
-    smcf.set_nodes_supplies(np.arange(nc + npart + 2, dtype=np.int64), supply)
+    smcf.set_nodes_supplies(np.arange(n_nodes, dtype=np.int64), supply)
     status = smcf.solve()
     if status != smcf.OPTIMAL:
         raise RuntimeError(f"bare OR-Tools status {status}")
@@ -297,7 +281,8 @@ def child_compare(city: Path, repeat: int, run_networkx: bool) -> None:
         b_cost, t = _timed(lambda: bare_ortools(model))
         b_times.append(t)
         gc.collect()
-    log(f"  (a) {min(a_times):.3f} s  (b) {min(b_times):.3f} s")
+    runs = " ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(a_times, b_times, strict=True))
+    log(f"  (a) {min(a_times):.3f} s  (b) {min(b_times):.3f} s  (each run a/b: {runs})")
     graph, t_graph = _timed(model.to_graph)
     c_cost, t_c, c_fallback = nx_compatible(graph, run_networkx)
     log(
@@ -350,26 +335,47 @@ class SizeResult:
     errors: list[str] = field(default_factory=list)
 
 
-def run_child(args: list[str]) -> tuple[dict[str, Any], float, float]:
-    """Run this script as a child; return its JSON result, wall seconds and peak RSS (MB).
+def cpu_busy_seconds() -> float | None:
+    """CPU seconds spent by the whole machine so far (all cores; None off Linux)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
-    The peak RSS comes from ``os.wait4`` on that very child, so earlier children
-    (e.g. the generator) do not pollute it.
+
+def run_child(script: Path, args: list[str]) -> dict[str, Any]:
+    """Run ``script`` (a copy of this one) as a child; its JSON result plus what was measured.
+
+    Adds ``wall`` (seconds, start-up included), ``rss_wait4_mb`` (peak RSS from
+    ``os.wait4`` on that very child, so earlier children such as the generator do
+    not count) and ``background`` (CPU cores that other processes kept busy on
+    average meanwhile: machine CPU time minus the child's, over the wall time).
     """
-    cmd = [sys.executable, str(Path(__file__).resolve()), *args]
+    cmd = [sys.executable, str(script), *args]
+    busy = cpu_busy_seconds()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    busy_after = cpu_busy_seconds()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"child {' '.join(args)} failed with exit code {proc.returncode}")
     lines = [ln for ln in out.splitlines() if ln.startswith(RESULT_PREFIX)]
     if not lines:
         raise RuntimeError(f"child {' '.join(args)} printed no result")
-    return json.loads(lines[-1][len(RESULT_PREFIX) :]), wall, usage.ru_maxrss / 1024
+    result: dict[str, Any] = json.loads(lines[-1][len(RESULT_PREFIX) :])
+    result["wall"] = wall
+    result["rss_wait4_mb"] = usage.ru_maxrss / 1024
+    result["background"] = None
+    if busy is not None and busy_after is not None:
+        own = usage.ru_utime + usage.ru_stime
+        result["background"] = max(0.0, busy_after - busy - own) / wall
+    return result
 
 
 def matcher_command() -> list[str]:
@@ -418,7 +424,9 @@ def networkx_policy(n_needs: int, with_100k: bool) -> tuple[bool, str]:
     return False, NX_SKIP_LARGER
 
 
-def bench_size(n_needs: int, workdir: Path, repeat: int, with_nx_100k: bool) -> SizeResult:
+def bench_size(
+    n_needs: int, workdir: Path, script: Path, repeat: int, with_nx_100k: bool
+) -> SizeResult:
     """Generate, plan end to end, then compare the solvers, for one size."""
     res = SizeResult(n_needs, partners_for(n_needs))
     try:
@@ -429,10 +437,12 @@ def bench_size(n_needs: int, workdir: Path, repeat: int, with_nx_100k: bool) -> 
     log(f"{label(n_needs)}: plan end to end (subprocess)")
     plan_args = ["--child", "plan", "--city", str(city)]
     try:
-        plan, wall, rss = run_child([*plan_args, "--plan-out", str(workdir / f"{n_needs}-plan")])
-        plan["wall"], plan["rss_wait4_mb"] = wall, rss
+        plan = run_child(script, [*plan_args, "--plan-out", str(workdir / f"{n_needs}-plan")])
         res.plan = plan
-        log(f"{label(n_needs)}: plan {wall:.1f} s wall, peak RSS {rss:.0f} MB")
+        log(
+            f"{label(n_needs)}: plan {plan['wall']:.1f} s wall, peak RSS "
+            f"{plan['rss_wait4_mb']:.0f} MB, background load {_f(plan['background'])} cores"
+        )
     except RuntimeError as exc:
         res.errors.append(f"{label(n_needs)}: {exc}")
     run_nx, res.nx_note = networkx_policy(n_needs, with_nx_100k)
@@ -441,11 +451,10 @@ def bench_size(n_needs: int, workdir: Path, repeat: int, with_nx_100k: bool) -> 
     if run_nx:
         child_args.append("--run-networkx")
     try:
-        compare, _, rss = run_child(child_args)
+        compare = run_child(script, child_args)
     except RuntimeError as exc:
         res.errors.append(f"{label(n_needs)}: {exc}")
         return res
-    compare["rss_wait4_mb"] = rss
     res.compare = compare
     costs = {k: compare[f"cost_{k}"] for k in "abcd" if compare[f"cost_{k}"] is not None}
     if res.plan is not None:
@@ -517,7 +526,7 @@ def stage_table(results: list[SizeResult]) -> list[str]:
     head = (
         ["size", "needs", "partners", "clusters", "pairs", "components"]
         + list(STAGES)
-        + ["other", "write", "import", "total wall", "peak RSS MB"]
+        + ["other", "write", "import", "total wall", "peak RSS MB", "background load"]
     )
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -540,6 +549,7 @@ def stage_table(results: list[SizeResult]) -> list[str]:
             _f(p["import"]),
             _f(p["wall"]),
             rss,
+            _f(p["background"]),
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
@@ -572,6 +582,8 @@ def solver_table(results: list[SizeResult]) -> list[str]:
         "(d)/(c)",
         "optimal cost",
         "agree",
+        "peak RSS MB",
+        "background load",
     ]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -593,6 +605,8 @@ def solver_table(results: list[SizeResult]) -> list[str]:
             _ratio(c["d"], c["c"], 0),
             f"{c['cost_a']:,}",
             agree,
+            f"{c['rss_wait4_mb']:.0f}",
+            _f(c["background"]),
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
@@ -654,6 +668,17 @@ def report(results: list[SizeResult], header: list[str]) -> str:
     lines += ["", "## Solvers on the same model (seconds; ratios are time / time)", ""]
     lines += solver_table(results)
     lines += ["", "## Targets", "", *target_lines(results)]
+    load = os.getloadavg()
+    lines += ["", f"Load average at the end: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}."]
+    busy = [
+        f"{label(r.n_needs)} {step} ({run['background']:.2f} cores)"
+        for r in results
+        for step, run in (("plan", r.plan), ("solvers", r.compare))
+        if run and run["background"] is not None and run["background"] > BUSY_CORES
+    ]
+    if busy:
+        lines += ["", "**Other processes used the CPU during:** " + ", ".join(busy) + "."]
+        lines += ["Those timings are inflated; rerun on an idle machine."]
     errors = [e for r in results for e in r.errors]
     if errors:
         lines += ["", "## Problems", "", *(f"- {e}" for e in errors)]
@@ -709,9 +734,14 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     args.workdir.mkdir(parents=True, exist_ok=True)
     header = machine_info()
-    results = [
-        bench_size(n, args.workdir, max(1, args.repeat), args.with_networkx_100k) for n in sizes
-    ]
+    # children run a copy taken now, so that editing this file during a run is harmless
+    with tempfile.TemporaryDirectory(prefix="stages-", dir=args.workdir) as tmp:
+        script = Path(tmp) / "stages.py"
+        shutil.copyfile(Path(__file__).resolve(), script)
+        results = [
+            bench_size(n, args.workdir, script, max(1, args.repeat), args.with_networkx_100k)
+            for n in sizes
+        ]
     text = report(results, header)
     print(text)
     if args.out:

@@ -92,33 +92,103 @@ def test_health_and_openapi_document_is_valid(app):
     assert "/api/v1/resources/nearby" in spec["paths"]
 
 
+ALL = {"admin", "planner", "outreach"}
+WRITE = {"admin", "planner"}
+NEW_PARTNER = {
+    "partner_id": "P-NEW",
+    "kind": "organization",
+    "lat": 41.9,
+    "lon": -87.7,
+    "categories": "food_access",
+    "capacity": 10,
+    "radius_km": 3,
+}
+NEW_NEED = {"need_id": "N-NEW", "category": "food_access", "lat": 41.9, "lon": -87.7, "demand": 2}
+
+# every endpoint: (method, path, body kind, roles allowed)
+ENDPOINTS = [
+    ("get", "/api/v1/partners", None, ALL),
+    ("get", "/api/v1/partners?format=geojson", None, ALL),
+    ("post", "/api/v1/partners", "partner", WRITE),
+    ("get", "/api/v1/partners/ORG-0002", None, ALL),
+    ("put", "/api/v1/partners/ORG-0002", "partner-update", WRITE),
+    ("delete", "/api/v1/partners/ORG-0003", "if-match", WRITE),
+    ("get", "/api/v1/needs", None, ALL),
+    ("post", "/api/v1/needs", "need", ALL),
+    ("get", "/api/v1/needs/{need}", None, ALL),
+    ("put", "/api/v1/needs/{need}", "need-update", WRITE),
+    ("delete", "/api/v1/needs/{need2}", "if-match", WRITE),
+    ("post", "/api/v1/imports/partners", "csv", WRITE),
+    ("post", "/api/v1/imports/needs", "needs-csv", WRITE),
+    ("post", "/api/v1/imports/neighborhoods", "geojson", WRITE),
+    ("post", "/api/v1/plans", "plan", WRITE),
+    ("get", "/api/v1/plans/{plan}", None, ALL),
+    ("get", "/api/v1/plans/{plan}/files/summary.json", None, ALL),
+    ("get", "/api/v1/plans/{plan}/assignments", None, ALL),
+    ("get", "/api/v1/resources/nearby?lat=41.88&lon=-87.63", None, ALL),
+]
+
+
 @pytest.mark.parametrize(
-    ("method", "path", "allowed"),
-    [
-        ("get", "/api/v1/partners", {"admin", "planner", "outreach"}),
-        ("get", "/api/v1/needs", {"admin", "planner", "outreach"}),
-        ("post", "/api/v1/imports/partners", {"admin", "planner"}),
-        ("post", "/api/v1/plans", {"admin", "planner"}),
-        ("get", "/api/v1/resources/nearby?lat=41.88&lon=-87.63", {"admin", "planner", "outreach"}),
-    ],
+    ("method", "path", "body", "allowed"), ENDPOINTS, ids=[f"{m} {p}" for m, p, _, _ in ENDPOINTS]
 )
-def test_role_matrix(app, keys, method, path, allowed):
+def test_role_matrix_every_endpoint(app, keys, loaded, method, path, body, allowed):
+    st = app.extensions["matcher_store"]
+    needs = [r["need_id"] for r in st.list_needs(limit=2, offset=0)]
+    plan_id = st.create_plan({"objective": "distance"})
+    st.plan_done(
+        plan_id, {}, {"summary.json": b"{}", "assignments.csv": b"cluster_id,partner_id,units\n"}
+    )
+    path = path.format(need=needs[0], need2=needs[1], plan=plan_id)
     c = app.test_client()
     r = getattr(c, method)(path)
     assert r.status_code == 401 and r.mimetype == "application/problem+json"
-    r = getattr(c, method)(path, headers=auth("mk_not-a-key"))
-    assert r.status_code == 401
-    for role, key in keys.items():
+    assert getattr(c, method)(path, headers=auth("mk_not-a-key")).status_code == 401
+    for role in sorted(keys, key=lambda r: r in allowed):  # forbidden roles first
+        key = keys[role]
         kwargs = {"headers": auth(key)}
-        if path.endswith("imports/partners"):
+        current = c.get(path.split("?")[0], headers=auth(keys["admin"]))
+        if body in ("partner-update", "need-update", "if-match"):
+            kwargs["headers"] = kwargs["headers"] | {"If-Match": current.headers.get("ETag", "")}
+        if body == "partner":
+            kwargs["json"] = NEW_PARTNER | {"partner_id": f"P-{role}"}
+        elif body == "partner-update":
+            kwargs["json"] = {k: v for k, v in current.get_json().items() if k != "version"}
+        elif body == "need":
+            kwargs["json"] = NEW_NEED | {"need_id": f"N-{role}"}
+        elif body == "need-update":
+            kwargs["json"] = {
+                k: v
+                for k, v in current.get_json().items()
+                if k not in ("version", "cluster_id", "updated_at")
+            }
+        elif body == "csv":
             kwargs |= {"data": (SAMPLE / "partners.csv").read_bytes(), "content_type": "text/csv"}
-        if path.endswith("/plans"):
-            kwargs |= {"json": {}}
+        elif body == "needs-csv":
+            kwargs |= {"data": _needs_csv(), "content_type": "text/csv"}
+        elif body == "geojson":
+            kwargs |= {
+                "data": (SAMPLE / "neighborhoods.geojson").read_bytes(),
+                "content_type": "application/geo+json",
+            }
+        elif body == "plan":
+            kwargs["json"] = {}
         r = getattr(c, method)(path, **kwargs)
         if role in allowed:
-            assert r.status_code < 400, (role, r.get_data(as_text=True))
+            assert r.status_code < 400, (role, r.status_code, r.get_data(as_text=True))
+            if method == "delete":  # gone now: the other allowed roles cannot delete it again
+                break
         else:
             assert r.status_code == 403, (role, r.status_code)
+            assert r.mimetype == "application/problem+json"
+
+
+def test_lists_answer_geojson(loaded, keys):
+    r = loaded.get("/api/v1/needs?format=geojson&limit=3", headers=auth(keys["outreach"]))
+    body = r.get_json(force=True)
+    assert r.mimetype == "application/geo+json" and body["type"] == "FeatureCollection"
+    assert len(body["features"]) == 3
+    assert body["features"][0]["geometry"]["type"] == "Point"
 
 
 def test_nearby_equals_brute_force_and_hides_volunteers(loaded, keys):
