@@ -25,7 +25,8 @@ import matcher
 from matcher import InputValidationError, MatchConfig, Problem
 from matcher.cli import main
 
-CHICAGO = Path("/work/shared/data/chicago")
+# the real source data lies beside the repository (../shared), in CI too
+CHICAGO = Path(__file__).resolve().parents[2] / "shared" / "data" / "chicago"
 HARDSHIP = CHICAGO / "chicago_community_areas_hardship_crime.geojson"
 NORWOOD_OUTER, NORWOOD_ENCLAVE = 0.0012862068, 0.0000552574  # square degrees
 
