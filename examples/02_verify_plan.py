@@ -57,7 +57,8 @@ def brute_force_pairs(clusters: pd.DataFrame, partners: pd.DataFrame) -> pd.Data
             ps["lat"].to_numpy()[None, :],
             ps["lon"].to_numpy()[None, :],
         )
-        ci, pi = np.nonzero(d <= ps["radius_km"].to_numpy()[None, :])
+        # within the radius up to floating-point rounding, as the contract's tolerance says
+        ci, pi = np.nonzero(d <= ps["radius_km"].to_numpy()[None, :] * (1 + 1e-12))
         rows.append(
             pd.DataFrame(
                 {

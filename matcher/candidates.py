@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from .geo import chord_for_km, haversine_km, to_unit_vectors
+from .geo import chord_for_km, haversine_km, to_unit_vectors, within
 
 __all__ = ["candidate_pairs", "partner_categories"]
 
@@ -62,7 +62,8 @@ def candidate_pairs(clusters: pd.DataFrame, partners: pd.DataFrame) -> pd.DataFr
     Per category, a k-d tree over the clusters' 3-D unit vectors is queried with
     each partner's radius turned into a chord length (monotonic in great-circle
     distance, so the ball is exact anywhere on Earth, poles and antimeridian
-    included), widened by a relative 1e-9; the haversine distance then decides,
+    included), widened by a relative 1e-9; the haversine distance then decides (see
+    :func:`matcher.geo.within`),
     so no pair at the radius edge is missed and no ineligible pair is kept.
 
     Examples
@@ -109,7 +110,7 @@ def candidate_pairs(clusters: pd.DataFrame, partners: pd.DataFrame) -> pd.DataFr
         clusters["centroid_lat"].to_numpy()[ci],
         clusters["centroid_lon"].to_numpy()[ci],
     )
-    keep = d <= radius[pi]
+    keep = within(d, radius[pi])
     order = np.lexsort((pi[keep], ci[keep]))
     out = pd.DataFrame(
         {"cluster": ci[keep][order], "partner": pi[keep][order], "distance_km": d[keep][order]}

@@ -11,6 +11,8 @@ from shapely.geometry.base import BaseGeometry
 
 __all__ = [
     "EARTH_RADIUS_KM",
+    "RADIUS_RTOL",
+    "within",
     "haversine_km",
     "to_unit_vectors",
     "from_unit_vectors",
@@ -21,6 +23,24 @@ __all__ = [
 
 #: Mean Earth radius (IUGG), the R of every distance in matcher.
 EARTH_RADIUS_KM = 6371.0088
+
+#: Relative tolerance of "within the radius". numpy evaluates sin/cos with different
+#: (SIMD or scalar) code for arrays of different sizes, so one haversine distance can
+#: come out one ulp apart from one call to another; a pair exactly at the radius must
+#: not depend on that. 1e-12 is below a micrometre at 1,000 km.
+RADIUS_RTOL = 1e-12
+
+
+def within(distance_km: npt.ArrayLike, radius_km: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """Whether ``distance_km <= radius_km``, up to floating-point rounding (``RADIUS_RTOL``).
+
+    Examples
+    --------
+    >>> bool(within(5.0, 5.0)), bool(within(5.0 + 1e-13, 5.0)), bool(within(5.001, 5.0))
+    (True, True, False)
+    """
+    return np.asarray(distance_km) <= np.asarray(radius_km) * (1.0 + RADIUS_RTOL)
+
 
 FloatArray = npt.NDArray[np.float64]
 

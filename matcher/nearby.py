@@ -12,7 +12,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from .candidates import partner_categories
-from .geo import EARTH_RADIUS_KM, haversine_km, to_unit_vectors
+from .geo import EARTH_RADIUS_KM, haversine_km, to_unit_vectors, within
 from .output import coarsen
 
 __all__ = ["NearbyIndex"]
@@ -169,7 +169,7 @@ class NearbyIndex:
         edge = np.abs(d - radius_km) <= 1e-9 * max(radius_km, 1.0)
         if edge.any():
             d[edge] = haversine_km(lat, lon, self._true_lat[cand[edge]], self._true_lon[cand[edge]])
-        keep = d <= radius_km
+        keep = within(d, radius_km)
         cand, d = cand[keep], d[keep]
         top = np.lexsort((a["id_rank"][cand], d))[:limit]
         cand, d = cand[top], d[top]
@@ -201,6 +201,6 @@ class NearbyIndex:
             return self.partners.iloc[:0].assign(distance_km=[])
         _, pos = entry
         d = haversine_km(lat, lon, self._true_lat[pos], self._true_lon[pos])
-        ok = d <= self.partners["radius_km"].to_numpy()[pos]
+        ok = within(d, self.partners["radius_km"].to_numpy()[pos])
         out = self.partners.iloc[pos[ok]].assign(distance_km=d[ok])
         return out.sort_values(["distance_km", "partner_id"], kind="stable")

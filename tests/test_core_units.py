@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from matcher import ClusterModel, MatchConfig, plan
@@ -31,6 +31,7 @@ SAMPLE = ROOT / "data" / "sample"
     st.sampled_from([(41.88, -87.63), (0.0, 179.99), (-33.9, 151.2), (89.95, 0.0), (-89.9, 45.0)]),
     st.integers(0, 2**32 - 1),
 )
+@example((-89.9, 45.0), 913884)  # a radius exactly at the distance, one ulp apart by code path
 def test_candidates_equal_brute_force(centre, seed):
     rng = np.random.default_rng(seed)
     nc, npart = int(rng.integers(1, 40)), int(rng.integers(1, 15))
