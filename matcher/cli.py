@@ -311,9 +311,14 @@ def serve_cmd(
     verbose: bool,
 ) -> None:
     """Run the HTTP API under the waitress WSGI server."""
-    import waitress
+    try:
+        import waitress
 
-    from api import create_app
+        from api import create_app
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the service needs the 'api' extra ({exc.name} is missing): pip install 'matcher[api]'"
+        ) from None
 
     _setup_logging(quiet, verbose)
     app = create_app({"DB": db, "MODELS_DIR": models_dir})
