@@ -7,6 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
+
+from matcher.cli import main
 
 #: Three needs in Chicago: two food_access needs 70 m apart and one youth need 8 km north.
 TINY_NEEDS = """\
@@ -33,6 +36,23 @@ def write_input(directory: Path, name: str, content: str | bytes) -> Path:
     else:
         path.write_bytes(content.encode("utf-8"))
     return path
+
+
+def plan_cli(needs: Path, partners: Path, out: Path, models: Path, *extra: str) -> Result:
+    """Run ``matcher plan`` in process; outputs go to ``out`` and ``models``."""
+    args = [
+        "plan",
+        "--needs",
+        str(needs),
+        "--partners",
+        str(partners),
+        "--out",
+        str(out),
+        "--models-dir",
+        str(models),
+        *extra,
+    ]
+    return CliRunner().invoke(main, args)
 
 
 @pytest.fixture

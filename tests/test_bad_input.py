@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 import shapely
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 import matcher
 from matcher import InputValidationError, MatchConfig, Problem
-from matcher.cli import main
+
+from .conftest import plan_cli
 
 # the real source data lies beside the repository (../shared), in CI too
 CHICAGO = Path(__file__).resolve().parents[2] / "shared" / "data" / "chicago"
@@ -559,20 +560,7 @@ def test_cli_reports_problem(
     other = valid_other(case, tmp_path, write, tiny_needs, tiny_partners)
     needs, partners = (bad, other) if case.table == "needs" else (other, bad)
     out, models = tmp_path / "out", tmp_path / "models"
-    result = CliRunner().invoke(
-        main,
-        [
-            "plan",
-            "--needs",
-            str(needs),
-            "--partners",
-            str(partners),
-            "--out",
-            str(out),
-            "--models-dir",
-            str(models),
-        ],
-    )
+    result = plan_cli(needs, partners, out, models)
     assert_clean_exit(result, 2)
     err = result.stderr
     assert bad.name in err
@@ -643,20 +631,7 @@ def test_cli_reports_all_problems_at_once(
     needs = write(tmp_path, "needs.csv", THREE_BAD)
     partners = write(tmp_path, "partners.csv", tiny_partners)
     out, models = tmp_path / "out", tmp_path / "models"
-    result = CliRunner().invoke(
-        main,
-        [
-            "plan",
-            "--needs",
-            str(needs),
-            "--partners",
-            str(partners),
-            "--out",
-            str(out),
-            "--models-dir",
-            str(models),
-        ],
-    )
+    result = plan_cli(needs, partners, out, models)
     assert_clean_exit(result, 2)
     assert "3 problem(s)" in result.stderr
     for row, field, value in ((3, "lat", "95"), (5, "demand", "-4"), (6, "category", "food_acess")):
@@ -718,21 +693,7 @@ def test_utf8_bom_and_crlf_accepted(
     assert table.frame["severity"].tolist() == [3, 2, 5]
     assert matcher.read_partners(partners).frame["partner_id"].tolist() == ["p1", "p2"]
     out, models = tmp_path / "out", tmp_path / "models"
-    result = CliRunner().invoke(
-        main,
-        [
-            "plan",
-            "--needs",
-            str(needs),
-            "--partners",
-            str(partners),
-            "--out",
-            str(out),
-            "--models-dir",
-            str(models),
-            "-q",
-        ],
-    )
+    result = plan_cli(needs, partners, out, models, "-q")
     assert_clean_exit(result, 0)
     assert (out / "assignments.csv").is_file()
 
@@ -770,22 +731,7 @@ def test_geojson_in_epsg3435_accepted_with_input_crs(
     assert frame["lon"].iloc[0] == pytest.approx(-87.63, abs=1e-6)
     partners = write(tmp_path, "partners.csv", tiny_partners)
     out, models = tmp_path / "out", tmp_path / "models"
-    result = CliRunner().invoke(
-        main,
-        [
-            "plan",
-            "--needs",
-            str(path),
-            "--partners",
-            str(partners),
-            "--input-crs",
-            "EPSG:3435",
-            "--out",
-            str(out),
-            "--models-dir",
-            str(models),
-        ],
-    )
+    result = plan_cli(path, partners, out, models, "--input-crs", "EPSG:3435")
     assert_clean_exit(result, 0)
     assert "EPSG:3435" in result.stderr  # the transform is logged
     clusters = (out / "clusters.csv").read_text().splitlines()

@@ -15,6 +15,8 @@ from click.testing import CliRunner, Result
 import matcher
 from matcher.cli import main
 
+from .conftest import plan_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 CONTRACT_FILES = (
@@ -70,18 +72,13 @@ def sample_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     runs: dict[str, Any] = {}
     for name in ("first", "second"):
         out = base / name
-        result = invoke(
-            "plan",
-            "--needs",
-            str(SAMPLE / "needs.csv"),
-            "--partners",
-            str(SAMPLE / "partners.csv"),
+        result = plan_cli(
+            SAMPLE / "needs.csv",
+            SAMPLE / "partners.csv",
+            out,
+            base / "models",
             "--neighborhoods",
             str(SAMPLE / "neighborhoods.geojson"),
-            "--out",
-            str(out),
-            "--models-dir",
-            str(base / "models"),
         )
         runs[name] = (result, out)
     runs["models"] = base / "models"
@@ -239,18 +236,7 @@ def test_skip_invalid_writes_plan_and_rejects(
     needs = write(tmp_path, "needs.csv", WITH_THREE_BAD_ROWS)
     partners = write(tmp_path, "partners.csv", tiny_partners)
     out = tmp_path / "out"
-    result = invoke(
-        "plan",
-        "--needs",
-        str(needs),
-        "--partners",
-        str(partners),
-        "--out",
-        str(out),
-        "--models-dir",
-        str(tmp_path / "models"),
-        "--skip-invalid",
-    )
+    result = plan_cli(needs, partners, out, tmp_path / "models", "--skip-invalid")
     assert_clean_exit(result, 0)
     assert "skipped 3 invalid row(s)" in result.stderr
     for f in CONTRACT_FILES + ("rejects_needs.csv",):
@@ -284,18 +270,7 @@ def test_skip_invalid_when_every_row_is_bad(
     needs = write(tmp_path, "needs.csv", NEEDS_HEADER + "n1,food_acess,41.88,-87.63,1,3\n")
     partners = write(tmp_path, "partners.csv", tiny_partners)
     out = tmp_path / "out"
-    result = invoke(
-        "plan",
-        "--needs",
-        str(needs),
-        "--partners",
-        str(partners),
-        "--out",
-        str(out),
-        "--models-dir",
-        str(tmp_path / "models"),
-        "--skip-invalid",
-    )
+    result = plan_cli(needs, partners, out, tmp_path / "models", "--skip-invalid")
     assert_clean_exit(result, result.exit_code)
     assert result.exit_code in (0, 2)
     if result.exit_code == 0:
@@ -320,18 +295,7 @@ def test_invalid_parameter_exits_2(
     needs = write(tmp_path, "needs.csv", tiny_needs)
     partners = write(tmp_path, "partners.csv", tiny_partners)
     out = tmp_path / "out"
-    result = invoke(
-        "plan",
-        "--needs",
-        str(needs),
-        "--partners",
-        str(partners),
-        "--out",
-        str(out),
-        "--models-dir",
-        str(tmp_path / "models"),
-        *option,
-    )
+    result = plan_cli(needs, partners, out, tmp_path / "models", *option)
     assert_clean_exit(result, 2)
     assert option[0].lstrip("-").replace("-", "_") in result.stderr
     assert not out.exists()
@@ -343,18 +307,13 @@ def test_missing_neighborhoods_file_exits_2(
     needs = write(tmp_path, "needs.csv", tiny_needs)
     partners = write(tmp_path, "partners.csv", tiny_partners)
     out = tmp_path / "out"
-    result = invoke(
-        "plan",
-        "--needs",
-        str(needs),
-        "--partners",
-        str(partners),
+    result = plan_cli(
+        needs,
+        partners,
+        out,
+        tmp_path / "models",
         "--neighborhoods",
         str(tmp_path / "hoods.geojson"),
-        "--out",
-        str(out),
-        "--models-dir",
-        str(tmp_path / "models"),
     )
     assert_clean_exit(result, 2)
     assert "hoods.geojson" in result.stderr and "not found" in result.stderr
@@ -367,20 +326,7 @@ def test_tiny_plan_quiet(
     needs = write(tmp_path, "needs.csv", tiny_needs)
     partners = write(tmp_path, "partners.csv", tiny_partners)
     out = tmp_path / "out"
-    result = invoke(
-        "plan",
-        "--needs",
-        str(needs),
-        "--partners",
-        str(partners),
-        "--out",
-        str(out),
-        "--models-dir",
-        str(tmp_path / "models"),
-        "--objective",
-        "distance",
-        "-q",
-    )
+    result = plan_cli(needs, partners, out, tmp_path / "models", "--objective", "distance", "-q")
     assert_clean_exit(result, 0)
     assert result.stdout == ""
     assignments = read_csv(out / "assignments.csv")

@@ -146,8 +146,11 @@ def test_distance_objective_matches_lp_oracle(inst):
     assert served_q == opt["served"]
     assert p.solver["assignment_cost_scaled"] == round(opt["cost"])
     # the networkx graph + network simplex gives the same optimum as the array path
-    q = plan(needs, partners, config=MatchConfig(objective="distance", cluster_km=cluster_km,
-                                                 solver="networkx"))
+    q = plan(
+        needs,
+        partners,
+        config=MatchConfig(objective="distance", cluster_km=cluster_km, solver="networkx"),
+    )
     assert q.solver["objective_scaled"] == p.solver["objective_scaled"]
     assert q.solver["assignment_cost_scaled"] == p.solver["assignment_cost_scaled"]
 

@@ -25,11 +25,26 @@ from matcher.synthetic import (
 from matcher.taxonomy import DEFAULT_CATEGORIES
 
 NEED_COLUMNS = [
-    "need_id", "category", "lat", "lon", "demand", "severity",
-    "neighborhood", "languages", "reported_at", "source",
+    "need_id",
+    "category",
+    "lat",
+    "lon",
+    "demand",
+    "severity",
+    "neighborhood",
+    "languages",
+    "reported_at",
+    "source",
 ]
 PARTNER_COLUMNS = [
-    "partner_id", "name", "kind", "lat", "lon", "categories", "capacity", "radius_km",
+    "partner_id",
+    "name",
+    "kind",
+    "lat",
+    "lon",
+    "categories",
+    "capacity",
+    "radius_km",
     "languages",
 ]
 NEIGHBORHOOD_COLUMNS = ["neighborhood_id", "name", "population", "hardship_index", "geometry"]
@@ -43,9 +58,10 @@ def city() -> SyntheticCity:
 
 def haversine(lat1, lon1, lat2, lon2):
     p1, p2 = np.radians(lat1), np.radians(lat2)
-    h = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(
-        np.radians(lon2 - lon1) / 2
-    ) ** 2
+    h = (
+        np.sin((p2 - p1) / 2) ** 2
+        + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    )
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0, 1)))
 
 
@@ -147,7 +163,9 @@ def test_every_need_inside_its_neighborhood(city):
     assert shapely.contains(polygons, points).all()
     joined = gpd.sjoin(
         gpd.GeoDataFrame(city.needs, geometry=points, crs="EPSG:4326"),
-        city.neighborhoods, how="left", predicate="within",
+        city.neighborhoods,
+        how="left",
+        predicate="within",
     )
     assert len(joined) == len(city.needs)  # exactly one polygon each
     assert (joined["neighborhood"] == joined["neighborhood_id"]).all()
@@ -196,9 +214,12 @@ def test_capacity_is_short_of_demand_per_category():
     city = generate_city(20_000, 2_000, seed=5)
     demand = city.needs.groupby("category")["demand"].sum()
     codes = city.partners["categories"].str.split(";")
-    split = pd.DataFrame(
-        {"category": codes, "capacity": city.partners["capacity"] / codes.str.len()}
-    ).explode("category").groupby("category")["capacity"].sum()
+    split = (
+        pd.DataFrame({"category": codes, "capacity": city.partners["capacity"] / codes.str.len()})
+        .explode("category")
+        .groupby("category")["capacity"]
+        .sum()
+    )
     ratio = split.reindex(demand.index) / demand
     assert ratio.between(0.5, 0.95).all(), ratio
 
@@ -207,8 +228,10 @@ def test_some_needs_are_beyond_every_partner():
     city = generate_city(2_000, 200, seed=11)
     needs, partners = city.needs, city.partners
     d = haversine(
-        needs["lat"].to_numpy()[:, None], needs["lon"].to_numpy()[:, None],
-        partners["lat"].to_numpy()[None, :], partners["lon"].to_numpy()[None, :],
+        needs["lat"].to_numpy()[:, None],
+        needs["lon"].to_numpy()[:, None],
+        partners["lat"].to_numpy()[None, :],
+        partners["lon"].to_numpy()[None, :],
     )
     reachable = (d <= partners["radius_km"].to_numpy()[None, :]).any(axis=1)
     assert 1 <= (~reachable).sum() <= 0.05 * len(needs)
@@ -238,7 +261,9 @@ def test_written_files_identical_for_same_seed(tmp_path, city):
     other = write_city(generate_city(2_000, 200, seed=8), tmp_path / "c")
     assert set(first) == {"needs", "partners", "neighborhoods"}
     assert [p.name for p in first.values()] == [
-        "needs.csv", "partners.csv", "neighborhoods.geojson"
+        "needs.csv",
+        "partners.csv",
+        "neighborhoods.geojson",
     ]
     for key in first:
         assert first[key].is_file()
