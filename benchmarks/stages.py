@@ -51,7 +51,7 @@ RESULT_PREFIX = "BENCH_RESULT "
 #: networkx.network_simplex runs up to this size; at 100k only with --with-networkx-100k.
 NX_ALWAYS_MAX = 10_000
 NX_OPTIONAL_MAX = 100_000
-NX_SKIP_100K = "skipped (> 5 min projected; measured 250 s once)"
+NX_SKIP_100K = "skipped (> 5 min projected; measured 258-287 s)"
 NX_SKIP_LARGER = "skipped (> 5 min projected)"
 
 #: Average CPU cores used by other processes above which timings are flagged as polluted.
@@ -212,30 +212,48 @@ def _timed(fn: Callable[[], T]) -> tuple[T, float]:
 
 
 class SolverFellBack(Exception):
-    """``matcher.solver.network_simplex`` announced a fallback to ``networkx.network_simplex``."""
+    """``matcher.solver.network_simplex`` handed the graph to ``networkx.network_simplex``."""
 
 
 class FallbackWatch(logging.Filter):
     """Notice, and optionally stop, a fallback of the nx-compatible function to networkx.
 
     ``matcher.solver.network_simplex`` hands non-integer data, or numbers beyond int64
-    range, to networkx's own solver and says so in a debug log of ``matcher.solver``.
-    Where networkx itself is too slow to run, the fallback is stopped (by raising
-    :class:`SolverFellBack`) instead of running for hours.
+    range, to networkx's own solver (``matcher.solver._nx_network_simplex``); most of
+    those paths say why in a debug log of ``matcher.solver``. The watch wraps that
+    private name (the only sure way to see every fallback) and reads the log for the
+    reason. Where networkx itself is too slow to run, the fallback is stopped by raising
+    :class:`SolverFellBack` instead of running for hours.
     """
 
     def __init__(self, stop: bool) -> None:
         super().__init__()
         self.stop = stop
-        self.message: str | None = None
+        self.reason: str | None = None
+        self.fell_back = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "networkx" in message:
-            self.message = message
-            if self.stop:
-                raise SolverFellBack(message)
+        if "networkx" in record.getMessage():
+            self.reason = record.getMessage()
         return False  # keep the solver's logs quiet
+
+    def wrap(self, nx_solver: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap networkx's solver: record the fallback, then stop it or run it."""
+
+        def fallback(*args: Any, **kwargs: Any) -> Any:
+            self.fell_back = True
+            if self.stop:
+                raise SolverFellBack(self.reason or "fallback")
+            return nx_solver(*args, **kwargs)
+
+        return fallback
+
+    @property
+    def message(self) -> str | None:
+        """Why it fell back (None when it did not)."""
+        if not self.fell_back:
+            return None
+        return self.reason or "fell back to networkx.network_simplex (no reason logged)"
 
 
 def nx_compatible(graph: Any, run_networkx: bool) -> tuple[int | None, float | None, str | None]:
@@ -244,18 +262,20 @@ def nx_compatible(graph: Any, run_networkx: bool) -> tuple[int | None, float | N
     Cost and seconds are None when it fell back to networkx and networkx is not run at
     this size.
     """
-    from matcher.solver import network_simplex
+    import matcher.solver as ms
 
     solver_log = logging.getLogger("matcher.solver")
     watch = FallbackWatch(stop=not run_networkx)
-    level = solver_log.level
+    level, nx_solver = solver_log.level, ms._nx_network_simplex
     solver_log.setLevel(logging.DEBUG)
     solver_log.addFilter(watch)
+    ms._nx_network_simplex = watch.wrap(nx_solver)
     try:
-        (cost, _), seconds = _timed(lambda: network_simplex(graph))
+        (cost, _), seconds = _timed(lambda: ms.network_simplex(graph))
     except SolverFellBack:
         return None, None, watch.message
     finally:
+        ms._nx_network_simplex = nx_solver
         solver_log.removeFilter(watch)
         solver_log.setLevel(level)
     return int(cost), seconds, watch.message
@@ -266,6 +286,7 @@ def child_compare(city: Path, repeat: int, run_networkx: bool) -> None:
     import gc
 
     import networkx as nx
+    from ortools.graph.python import min_cost_flow  # noqa: F401 - loaded before any timing
 
     model, t_build = _timed(lambda: build_model(city))
     log(f"  model rebuilt in {t_build:.1f} s: {model.pair_cluster.size} arcs")

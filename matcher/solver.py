@@ -178,6 +178,7 @@ def network_simplex(
         cap_f = np.array([d.get(capacity, inf) for d in data], dtype=np.float64)
         w_f = np.array([d.get(weight, 0) for d in data], dtype=np.float64)
     except (TypeError, ValueError):
+        logger.debug("non-numeric data: using networkx.network_simplex")
         return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
     loop = tails_all == heads_all
     kept = ~loop & (cap_f != 0)
@@ -209,6 +210,7 @@ def network_simplex(
         3 * int(max(cap_f[finite_cap].sum(), np.abs(w_f[kept]).sum(), np.abs(dem_f).sum())) or 1
     )
     if faux_inf >= _INT64_SAFE:
+        logger.debug("capacities beyond int64 range: using networkx.network_simplex")
         return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
 
     kept_idx = np.flatnonzero(kept)
