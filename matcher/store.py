@@ -222,6 +222,10 @@ class _Record(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._names())
 
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict of the record."""
+        return asdict(self)  # type: ignore[call-overload]
+
 
 @dataclass(frozen=True)
 class ImportResult(_Record):
@@ -243,10 +247,6 @@ class ImportResult(_Record):
 
     def __int__(self) -> int:
         return self.rows
-
-    def to_dict(self) -> dict[str, int]:
-        """Return a JSON-serialisable dict of the result."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -302,10 +302,6 @@ class ApiKeyInfo(_Record):
     created_at: str
     revoked_at: str | None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict of the record."""
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class AuditEntry(_Record):
@@ -338,10 +334,6 @@ class AuditEntry(_Record):
     entity: str
     entity_id: str | None
     detail: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict of the entry."""
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------- helpers
