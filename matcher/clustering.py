@@ -34,8 +34,9 @@ class Clustering:
     Attributes
     ----------
     clusters : pandas.DataFrame
-        One row per cluster, sorted by ``cluster_id``: ``cluster_id, category, n_needs,
-        demand, severity, centroid_lat, centroid_lon, radius_km``.
+        One row per cluster, sorted by ``cluster_id``: ``cluster_id, category,
+        neighborhood`` (the one holding most of its demand), ``n_needs, demand,
+        severity, centroid_lat, centroid_lon, radius_km``.
     need_cluster : pandas.Series
         ``cluster_id`` per need, indexed like the needs table.
     core : numpy.ndarray of bool
@@ -107,16 +108,23 @@ def _split_oversize(
     return groups
 
 
-def cluster_needs(needs: pd.DataFrame, config: MatchConfig) -> Clustering:
+def cluster_needs(
+    needs: pd.DataFrame, config: MatchConfig, *, by_neighborhood: bool | None = None
+) -> Clustering:
     """Cluster needs per category by density on the sphere.
 
     Parameters
     ----------
     needs : pandas.DataFrame
-        Validated needs with ``need_id, category, lat, lon, demand, severity``.
+        Validated needs with ``need_id, category, lat, lon, demand, severity`` (and
+        ``neighborhood``).
     config : MatchConfig
         ``cluster_km`` (DBSCAN ``eps``), ``min_samples``, ``max_cluster_radius_km``
         and ``seed`` are used.
+    by_neighborhood : bool, optional
+        Cluster per category *and* neighborhood, so that no cluster crosses a
+        neighborhood boundary; default ``config.by_neighborhood`` (on with any
+        neighborhood equity option).
 
     Returns
     -------
@@ -132,6 +140,8 @@ def cluster_needs(needs: pd.DataFrame, config: MatchConfig) -> Clustering:
     processed in ``need_id`` order and clusters are numbered by their smallest
     ``need_id``, so ids do not depend on row order.
     """
+    if by_neighborhood is None:
+        by_neighborhood = config.by_neighborhood
     order = np.argsort(needs["need_id"].to_numpy().astype(str), kind="stable")
     sorted_needs = needs.iloc[order]
     xyz_all = to_unit_vectors(sorted_needs["lat"], sorted_needs["lon"])
@@ -139,14 +149,28 @@ def cluster_needs(needs: pd.DataFrame, config: MatchConfig) -> Clustering:
     core = np.zeros(len(needs), dtype=bool)
     eps = float(chord_for_km(config.cluster_km))
     cats = sorted_needs["category"].to_numpy()
+    hoods = (
+        sorted_needs["neighborhood"].to_numpy().astype(str)
+        if by_neighborhood
+        else np.zeros(len(sorted_needs), dtype=str)
+    )
     for category in sorted(set(cats)):
         pos = np.flatnonzero(cats == category)
         xyz = xyz_all[pos]
+        points = xyz
+        if by_neighborhood:
+            # a 4th coordinate 10 apart per neighborhood (unit vectors are at most 2
+            # apart): no two needs of different neighborhoods are ever neighbours, and
+            # distances within one are exactly the 3-D ones (the added term is 0)
+            codes = np.unique(hoods[pos], return_inverse=True)[1]
+            points = np.column_stack([xyz, 10.0 * codes])
         db = DBSCAN(eps=eps, min_samples=config.min_samples, algorithm="kd_tree", n_jobs=-1)
-        db.fit(xyz)
+        db.fit(points)
         labels = db.labels_.astype(np.int64)
         noise = labels < 0
         labels[noise] = labels.max(initial=-1) + 1 + np.arange(int(noise.sum()))
+        core_mask = np.zeros(pos.size, dtype=bool)
+        core_mask[db.core_sample_indices_] = True
         weights = sorted_needs["demand"].to_numpy(dtype=np.float64)[pos]
         # many small k-means fits: OpenMP threads cost more than they give there (and
         # spin-wait on a busy machine), so the splitting runs single-threaded
@@ -159,8 +183,6 @@ def cluster_needs(needs: pd.DataFrame, config: MatchConfig) -> Clustering:
         rank = np.empty(labels.max() + 1, dtype=np.int64)
         rank[labels[np.sort(first)]] = np.arange(first.size)
         ids[pos] = [f"{category}-{r:06d}" for r in rank[labels]]
-        core_mask = np.zeros(pos.size, dtype=bool)
-        core_mask[db.core_sample_indices_] = True
         core[pos] = core_mask
         logger.debug("category %s: %d needs in %d clusters", category, pos.size, first.size)
     need_cluster = pd.Series(ids, index=sorted_needs.index, name="cluster_id").reindex(needs.index)
@@ -194,10 +216,22 @@ def _summarise(needs: pd.DataFrame, need_cluster: pd.Series) -> pd.DataFrame:
     radius = np.zeros(n)
     np.maximum.at(radius, codes, member_d)
     category = pd.Series(needs["category"].to_numpy()).groupby(codes).first().to_numpy()
+    if "neighborhood" in needs:
+        by_hood = (
+            pd.DataFrame({"c": codes, "h": needs["neighborhood"].astype(str).to_numpy(), "w": w})
+            .groupby(["c", "h"], sort=True)["w"]
+            .sum()
+            .reset_index()
+            .sort_values(["c", "w"], ascending=[True, False], kind="stable")
+        )
+        hood = by_hood.drop_duplicates("c")["h"].to_numpy().astype(object)
+    else:
+        hood = np.full(n, "", dtype=object)
     return pd.DataFrame(
         {
             "cluster_id": np.asarray(uniques, dtype=object),
             "category": category,
+            "neighborhood": hood,
             "n_needs": count,
             "demand": demand,
             "severity": sev / demand,
@@ -223,6 +257,7 @@ class ClusterModel:
     category: npt.NDArray[np.str_]
     cluster_id: npt.NDArray[np.str_]
     manifest: dict[str, Any]
+    neighborhood: npt.NDArray[np.str_] | None = None
 
     @classmethod
     def from_clustering(
@@ -237,6 +272,7 @@ class ClusterModel:
                 "min_samples": config.min_samples,
                 "max_cluster_radius_km": config.max_cluster_radius_km,
                 "seed": config.seed,
+                "by_neighborhood": config.by_neighborhood,
             },
             "input_sha256": input_hash,
             "n_needs": int(len(needs)),
@@ -249,10 +285,18 @@ class ClusterModel:
             needs["category"].to_numpy().astype(str)[core],
             clustering.need_cluster.to_numpy().astype(str)[core],
             manifest,
+            needs["neighborhood"].to_numpy().astype(str)[core]
+            if config.by_neighborhood
+            else None,
         )
 
-    def assign(self, lat: float, lon: float, category: str) -> str | None:
+    def assign(
+        self, lat: float, lon: float, category: str, neighborhood: str | None = None
+    ) -> str | None:
         """Return the cluster id a new need at (lat, lon) of ``category`` joins, or None.
+
+        A model fitted within neighborhoods only joins a cluster of the need's
+        ``neighborhood`` when it is given.
 
         Examples
         --------
@@ -263,7 +307,10 @@ class ClusterModel:
         >>> m.assign(41.1, -87.0, "food_access") is None
         True
         """
-        sel = np.flatnonzero(self.category == category)
+        mask = self.category == category
+        if self.neighborhood is not None and neighborhood is not None:
+            mask &= self.neighborhood == str(neighborhood)
+        sel = np.flatnonzero(mask)
         if sel.size == 0:
             return None
         d = haversine_km(lat, lon, self.lat[sel], self.lon[sel])
@@ -281,8 +328,14 @@ class ClusterModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         arrays = directory / f"{name}.npz"
+        extra = {} if self.neighborhood is None else {"neighborhood": self.neighborhood}
         np.savez_compressed(
-            arrays, lat=self.lat, lon=self.lon, category=self.category, cluster_id=self.cluster_id
+            arrays,
+            lat=self.lat,
+            lon=self.lon,
+            category=self.category,
+            cluster_id=self.cluster_id,
+            **extra,
         )
         manifest = dict(
             self.manifest,
@@ -311,6 +364,7 @@ class ClusterModel:
                 raise ValueError(f"format is {manifest.get('format')!r}, expected {MODEL_FORMAT!r}")
             with np.load(path.parent / manifest["arrays"], allow_pickle=False) as z:
                 arrays = {k: z[k] for k in ("lat", "lon", "category", "cluster_id")}
+                hood = z["neighborhood"] if "neighborhood" in z.files else None
         except (OSError, ValueError, KeyError) as exc:
             raise InputValidationError(
                 [
@@ -326,6 +380,7 @@ class ClusterModel:
             arrays["category"],
             arrays["cluster_id"],
             manifest,
+            hood,
         )
 
     def __post_init__(self) -> None:

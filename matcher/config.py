@@ -49,6 +49,22 @@ class MatchConfig:
         What to do with invalid input rows: reject the input, or skip them and report.
     taxonomy : Taxonomy
         The category taxonomy.
+    min_coverage : float
+        Equity floor, 0..1: the share of each neighborhood's demand the plan serves
+        before it improves cost anywhere (see :mod:`matcher.equity`). A neighborhoods
+        file may override it per neighborhood with a ``min_coverage`` column.
+    vulnerability_column : str or None
+        A numeric column of the neighborhoods file (e.g. ``hardship_index``) whose
+        min-max normalised value ``v`` (0..1) raises the priority of needs there: their
+        unmet penalty is multiplied by ``1 + vulnerability_weight * v``.
+    vulnerability_weight : float
+        See ``vulnerability_column``; >= 0.
+    max_partner_share : float
+        0 < share <= 1: at most this share of one partner's capacity goes to one
+        neighborhood (1 = no cap).
+    churn_penalty_km : float
+        With a previous plan: the cost, in km per unit, of every unit not kept on one of
+        the previous plan's pairs (0 = no preference).
 
     Examples
     --------
@@ -71,6 +87,20 @@ class MatchConfig:
     solver: Literal["ortools", "networkx"] = "ortools"
     on_invalid: Literal["raise", "skip"] = "raise"
     taxonomy: Taxonomy = field(default_factory=default_taxonomy)
+    min_coverage: float = 0.0
+    vulnerability_column: str | None = None
+    vulnerability_weight: float = 1.0
+    max_partner_share: float = 1.0
+    churn_penalty_km: float = 0.0
+
+    @property
+    def by_neighborhood(self) -> bool:
+        """Whether clusters are formed within neighborhoods (any neighborhood equity option)."""
+        return (
+            self.min_coverage > 0
+            or self.vulnerability_column is not None
+            or self.max_partner_share < 1
+        )
 
     def __post_init__(self) -> None:
         problems: list[Problem] = []
@@ -98,6 +128,24 @@ class MatchConfig:
             bad("solver", "must be 'ortools' or 'networkx'")
         if self.on_invalid not in ("raise", "skip"):
             bad("on_invalid", "must be 'raise' or 'skip'")
+        for name, low, high, low_open in (
+            ("min_coverage", 0.0, 1.0, False),
+            ("max_partner_share", 0.0, 1.0, True),
+            ("vulnerability_weight", 0.0, math.inf, False),
+            ("churn_penalty_km", 0.0, math.inf, False),
+        ):
+            value = getattr(self, name)
+            ok = _is_number(value) and math.isfinite(value) and value <= high
+            ok = ok and (value > low if low_open else value >= low)
+            if not ok:
+                rng = f"{'>' if low_open else '>='} {low:g}" + (
+                    f" and <= {high:g}" if math.isfinite(high) else ""
+                )
+                bad(name, f"must be a finite number {rng}")
+        if self.vulnerability_column is not None and (
+            not isinstance(self.vulnerability_column, str) or not self.vulnerability_column
+        ):
+            bad("vulnerability_column", "must be a column name of the neighborhoods file")
         if not isinstance(self.taxonomy, Taxonomy):
             bad("taxonomy", "must be a matcher.Taxonomy")
         if problems:

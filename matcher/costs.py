@@ -8,7 +8,7 @@ import pandas as pd
 
 from .config import MatchConfig
 
-__all__ = ["COST_SCALE", "pair_costs", "unmet_penalties"]
+__all__ = ["COST_SCALE", "pair_costs", "priority_multiplier", "unmet_penalties"]
 
 #: Integer cost units per km (metres): the solver's weights are round(cost_km * COST_SCALE).
 COST_SCALE = 1000
@@ -92,23 +92,54 @@ def pair_costs(
     return out
 
 
+def priority_multiplier(
+    severity: npt.NDArray[np.float64],
+    config: MatchConfig,
+    vulnerability: npt.NDArray[np.float64] | None = None,
+) -> npt.NDArray[np.int64]:
+    """Integer priority of a unit left unmet, per cluster (see :func:`unmet_penalties`).
+
+    ``objective="default"``: ``40 + round(10 * severity)``; ``"distance"``: 1. With a
+    vulnerability ``v`` in 0..1 per cluster (from its neighborhood), the priority is
+    multiplied by ``100 + round(100 * vulnerability_weight * v)``.
+
+    Examples
+    --------
+    >>> priority_multiplier(np.array([1.0, 5.0]), MatchConfig()).tolist()
+    [50, 90]
+    >>> priority_multiplier(np.array([3.0, 3.0]), MatchConfig(objective="distance"),
+    ...                     np.array([0.0, 0.5])).tolist()
+    [100, 150]
+    """
+    sev = np.asarray(severity, dtype=np.float64)
+    if config.objective == "distance":
+        mult = np.ones(sev.size, dtype=np.int64)
+    else:
+        mult = 40 + np.rint(10 * sev).astype(np.int64)
+    if vulnerability is not None:
+        v = np.asarray(vulnerability, dtype=np.float64)
+        mult = mult * (100 + np.rint(100 * config.vulnerability_weight * v).astype(np.int64))
+    return mult
+
+
 def unmet_penalties(
     pairs: pd.DataFrame,
     cluster_component: npt.NDArray[np.int64],
     partner_component: npt.NDArray[np.int64],
-    severity: npt.NDArray[np.float64],
-    config: MatchConfig,
+    multiplier: npt.NDArray[np.int64],
+    extra_weight: int = 0,
 ) -> npt.NDArray[np.int64]:
-    """Integer penalty per unit left unmet, per cluster.
+    """Integer penalty per unit left unmet, per cluster: ``B * multiplier``.
 
     Within each connected component of the candidate graph, the penalty base ``B``
     exceeds the cost of any simple path of cluster-partner arcs in the residual
     graph (at most one forward arc per cluster, and per partner), so an optimal flow
-    first serves as many units as possible. ``objective="default"`` multiplies
-    ``B`` by ``40 + round(10 * severity)``, so that between two clusters the one with
-    the higher severity (at a resolution of 0.1) is served first, and only then is
+    first serves as many units as possible. The ``multiplier`` (see
+    :func:`priority_multiplier`) then sets who is served first when capacity is
+    short (between two clusters the one with the higher multiplier), and only then is
     cost minimised. ``B`` is computed per component, which keeps the numbers small
-    and makes a decomposed solve identical to a single one.
+    and makes a decomposed solve identical to a single one. ``extra_weight`` is
+    added to every pair's weight in the bound (a churn penalty can raise arc costs).
 
     Returns
     -------
@@ -116,7 +147,7 @@ def unmet_penalties(
         One penalty per cluster.
     """
     n_comp = int(max(cluster_component.max(initial=-1), partner_component.max(initial=-1))) + 1
-    w = pairs["weight"].to_numpy(dtype=np.int64)
+    w = pairs["weight"].to_numpy(dtype=np.int64) + int(extra_weight)
     max_c = np.zeros(cluster_component.size, dtype=np.int64)
     max_p = np.zeros(partner_component.size, dtype=np.int64)
     np.maximum.at(max_c, pairs["cluster"].to_numpy(), w)
@@ -124,6 +155,4 @@ def unmet_penalties(
     sum_c = np.bincount(cluster_component, weights=max_c, minlength=n_comp)
     sum_p = np.bincount(partner_component, weights=max_p, minlength=n_comp)
     base = (1 + np.minimum(sum_c, sum_p).astype(np.int64))[cluster_component]
-    if config.objective == "distance":
-        return base
-    return base * (40 + np.rint(10 * np.asarray(severity)).astype(np.int64))
+    return base * np.asarray(multiplier, dtype=np.int64)

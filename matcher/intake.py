@@ -73,7 +73,8 @@ def recommend_for_need(
     (['b'], 2)
     """
     lat, lon, category = float(need["lat"]), float(need["lon"]), str(need["category"])
-    cluster_id = model.assign(lat, lon, category) if model is not None else None
+    hood = str(need.get("neighborhood") or "") or None
+    cluster_id = model.assign(lat, lon, category, hood) if model is not None else None
     reach = index.reachable(lat, lon, category)
     free = reach[reach["free_capacity"] > 0].head(limit)
     recs = []

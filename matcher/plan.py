@@ -14,14 +14,18 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from ._errors import InputValidationError, Problem
 from .candidates import candidate_pairs
 from .clustering import Clustering, ClusterModel, cluster_needs
 from .config import MatchConfig
+from .constraints import Constraints, solve_constrained
 from .costs import COST_SCALE, pair_costs
+from .equity import floor_report, gaps, hood_floors, neighborhood_table
 from .explain import explain_assignments, unmet_reasons
 from .geo import hull_polygons
-from .io import LoadedTable, Source, read_needs, read_neighborhoods, read_partners
+from .io import LoadedTable, Source, hash_table, read_needs, read_neighborhoods, read_partners
 from .metrics import plan_metrics
+from .replan import PairsSource, churn, pair_units, read_pairs
 from .transport import TransportModel
 
 __all__ = ["Plan", "plan"]
@@ -68,6 +72,15 @@ class Plan:
         The fitted clustering, to place a new need in an existing cluster.
     timings : dict
         Seconds per stage (not part of the written outputs, which are deterministic).
+    gaps : pandas.DataFrame or None
+        Demand, served and unmet by reason per neighborhood x category (see
+        :func:`matcher.equity.gaps`).
+    floors : pandas.DataFrame or None
+        With ``min_coverage``: per neighborhood with a floor, whether it is met and
+        why not (see :func:`matcher.equity.floor_report`).
+    churn : dict or None
+        With a previous plan: pairs and units kept and moved (see
+        :func:`matcher.replan.churn`).
     """
 
     clusters: gpd.GeoDataFrame
@@ -84,6 +97,9 @@ class Plan:
     rejects: dict[str, pd.DataFrame] = field(default_factory=dict)
     model: ClusterModel | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    gaps: pd.DataFrame | None = None
+    floors: pd.DataFrame | None = None
+    churn: dict[str, Any] | None = None
 
     @property
     def total_cost(self) -> float:
@@ -135,8 +151,6 @@ def _load_inputs(
     input_crs: str | None,
 ) -> tuple[LoadedTable, LoadedTable]:
     """Validate both inputs, reporting every problem of both at once."""
-    from ._errors import InputValidationError, Problem
-
     loaded: list[LoadedTable] = []
     problems: list[Problem] = []
     for src, reader, name in ((needs, read_needs, "needs"), (partners, read_partners, "partners")):
@@ -167,6 +181,8 @@ def plan(
     neighborhoods: str | Path | gpd.GeoDataFrame | None = None,
     config: MatchConfig | None = None,
     input_crs: str | None = None,
+    lock: PairsSource | None = None,
+    previous: PairsSource | None = None,
 ) -> Plan:
     """Cluster needs and recommend partners for every cluster, exactly optimally.
 
@@ -181,6 +197,14 @@ def plan(
         Parameters; ``MatchConfig()`` when omitted.
     input_crs : str, optional
         Declares the transform of input files that are not in WGS84.
+    lock : str, Path or DataFrame, optional
+        Accepted partnerships to keep fixed: ``cluster_id, partner_id, units`` rows
+        (e.g. an edited ``assignments.csv``). The plan carries at least those units
+        on those pairs and optimises the rest.
+    previous : str, Path or DataFrame, optional
+        The last plan (its directory or ``assignments.csv``); with
+        ``config.churn_penalty_km`` the new plan prefers its pairs, and the plan
+        reports churn.
 
     Returns
     -------
@@ -190,6 +214,8 @@ def plan(
     ------
     InputValidationError
         With every problem found in the inputs (nothing is planned).
+    InfeasibleMatchError
+        When the locked pairs exceed a demand, a capacity or a share cap.
 
     Examples
     --------
@@ -217,6 +243,22 @@ def plan(
     partner_df = partner_t.frame.sort_values("partner_id", kind="stable").reset_index(drop=True)
     if hoods is not None:
         need_df["neighborhood"] = _assign_neighborhoods(need_df, hoods)
+    if config.by_neighborhood and not (need_df["neighborhood"].astype(str) != "").any():
+        raise InputValidationError(
+            [
+                Problem(
+                    None,
+                    None,
+                    "neighborhoods",
+                    None,
+                    "min_coverage, vulnerability_column and max_partner_share need "
+                    "neighborhoods: give a neighborhoods file or a neighborhood column",
+                )
+            ]
+        )
+    hood_label = str(neighborhoods) if isinstance(neighborhoods, str | Path) else "neighborhoods"
+    lock_rows = read_pairs(lock, "lock") if lock is not None else None
+    prev_rows = read_pairs(previous, "previous") if previous is not None else None
 
     with _stage(timings, "cluster"):
         clustering = cluster_needs(need_df, config)
@@ -229,14 +271,72 @@ def plan(
         pairs = pair_costs(pairs, cl, partner_df, need_df, need_cpos, config)
 
     with _stage(timings, "model"):
+        table = None
+        if hoods is not None or config.by_neighborhood:
+            table = neighborhood_table(need_df["neighborhood"], hoods, config, hood_label)
+        hood_ids = tuple(table.index) if table is not None else ()
+        cluster_hood = pd.Index(hood_ids, dtype=object).get_indexer(
+            cl["neighborhood"].astype(str)
+        ).astype(np.int64)
+        has_floor = (
+            table["min_coverage"].to_numpy() > 0 if table is not None else np.zeros(0, bool)
+        )
+        links = np.where(
+            (cluster_hood >= 0) & has_floor[np.maximum(cluster_hood, 0)]
+            if has_floor.size
+            else False,
+            cluster_hood,
+            -1,
+        ).astype(np.int64)
+        vulnerability = None
+        if config.vulnerability_column is not None and table is not None:
+            v = table["vulnerability"].to_numpy(dtype=np.float64)
+            vulnerability = np.where(cluster_hood >= 0, v[np.maximum(cluster_hood, 0)], 0.0)
+        churn_weight = (
+            int(round(config.churn_penalty_km * COST_SCALE)) if prev_rows is not None else 0
+        )
         model = TransportModel.build(
-            cl, partner_df, pairs, need_df["demand"].to_numpy(), need_cpos, config
+            cl,
+            partner_df,
+            pairs,
+            need_df["demand"].to_numpy(),
+            need_cpos,
+            config,
+            vulnerability=vulnerability,
+            links=links,
+            extra_weight=churn_weight,
         )
         q, demand_q, cap_q = config.quantum, model.demand, model.capacity
         pp = model.pair_partner
+        floor_q, allowance = (
+            hood_floors(cluster_hood, demand_q, table["min_coverage"].to_numpy())
+            if table is not None
+            else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        )
+        cids = cl["cluster_id"].to_numpy().astype(str)
+        pids = partner_df["partner_id"].to_numpy().astype(str)
+        zero = np.zeros(len(pairs), dtype=np.int64)
+        cons = Constraints(
+            hood_ids,
+            cluster_hood,
+            allowance,
+            np.floor(cap_q * config.max_partner_share + 1e-9).astype(np.int64)
+            if config.max_partner_share < 1
+            else None,
+            pair_units(*lock_rows, pairs, cids, pids, q, strict=True)
+            if lock_rows is not None
+            else zero,
+            pair_units(*prev_rows, pairs, cids, pids, q, strict=False)
+            if prev_rows is not None
+            else zero,
+            churn_weight,
+        )
 
     with _stage(timings, "solve"):
-        solution = model.solve(config.solver)
+        if cons.active:
+            solution, _ = solve_constrained(model, cons, config.solver)
+        else:
+            solution = model.solve(config.solver)
 
     with _stage(timings, "explain"):
         pair_flow, unmet_q = solution.pair_flow, solution.unmet
@@ -264,9 +364,30 @@ def plan(
             "total": round(objective * q / COST_SCALE, 6),
             "unit": "units x km" if config.objective == "distance" else "units x cost-km",
         }
+        plan_gaps = gaps(need_out, clusters_out)
+        floors = None
+        if table is not None and has_floor.any():
+            floors = floor_report(
+                table, clusters_out, floor_q, q, config.max_partner_share < 1
+            )
+            metrics["floors"] = {
+                "neighborhoods": int(len(floors)),
+                "met": int(floors["floor_met"].sum()),
+                "shortfall_units": round(float(floors["shortfall"].sum()), 6),
+                "not_met": floors.loc[~floors["floor_met"], "neighborhood_id"].tolist(),
+            }
+        plan_churn = None
+        if prev_rows is not None:
+            plan_churn = churn(prev_rows[0], assignments_out)
+            metrics["churn"] = plan_churn
+        if lock_rows is not None:
+            metrics["locked_units"] = round(float(cons.lock.sum() * q), 6)
     hashes = {"needs": need_t.sha256, "partners": partner_t.sha256}
     if hood_hash:
         hashes["neighborhoods"] = hood_hash
+    for name, rows in (("lock", lock_rows), ("previous", prev_rows)):
+        if rows is not None:
+            hashes[name] = hash_table(rows[0][["cluster_id", "partner_id", "units"]])
     solver_info = {
         "name": solution.solver,
         "status": "optimal",
@@ -303,6 +424,9 @@ def plan(
         rejects,
         cluster_model,
         timings,
+        plan_gaps,
+        floors,
+        plan_churn,
     )
 
 

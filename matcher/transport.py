@@ -15,7 +15,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .capacity_graph import UNMET, build_graph, cluster_node, partner_node
 from .config import MatchConfig
-from .costs import unmet_penalties
+from .costs import priority_multiplier, unmet_penalties
 from .solver import Backend, solve_components, solve_graph
 
 __all__ = ["TransportModel", "TransportSolution", "components"]
@@ -42,9 +42,17 @@ def _quantize(
 
 
 def components(
-    n_clusters: int, n_partners: int, pair_cluster: IntArray, pair_partner: IntArray
+    n_clusters: int,
+    n_partners: int,
+    pair_cluster: IntArray,
+    pair_partner: IntArray,
+    links: IntArray | None = None,
 ) -> tuple[IntArray, IntArray]:
     """Label the connected components of the bipartite candidate graph.
+
+    ``links`` (optional, one group label per cluster, -1 for none) joins the
+    clusters of one group into one component: the clusters of a neighborhood with a
+    coverage floor share its allowance, so they are not independent.
 
     Returns
     -------
@@ -53,12 +61,17 @@ def components(
         numbered in order of each component's first cluster (then partner).
     """
     n = n_clusters + n_partners
-    adj = coo_matrix(
-        (np.ones(pair_cluster.size, dtype=np.int8), (pair_cluster, n_clusters + pair_partner)),
-        shape=(n, n),
-    )
+    rows, cols = pair_cluster, n_clusters + pair_partner
+    if links is not None and (links >= 0).any():
+        linked = np.flatnonzero(links >= 0)
+        n_groups = int(links.max()) + 1
+        rows = np.concatenate([rows, linked])
+        cols = np.concatenate([cols, n + links[linked]])
+        n += n_groups
+    adj = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n))
     _, labels = connected_components(adj, directed=False)
-    return labels[:n_clusters].astype(np.int64), labels[n_clusters:].astype(np.int64)
+    labels = labels.astype(np.int64)
+    return labels[:n_clusters], labels[n_clusters : n_clusters + n_partners]
 
 
 @dataclass(frozen=True)
@@ -127,12 +140,18 @@ class TransportModel:
         need_demand: npt.NDArray[np.float64],
         need_cluster_pos: IntArray,
         config: MatchConfig,
+        *,
+        vulnerability: npt.NDArray[np.float64] | None = None,
+        links: IntArray | None = None,
+        extra_weight: int = 0,
     ) -> TransportModel:
         """Build the model of a plan from its clusters, partners and costed pairs.
 
         Demand is rounded per need to the nearest ``config.quantum`` (at least one)
         and summed per cluster; capacity is rounded down to a quantum; penalties come
-        from :func:`matcher.costs.unmet_penalties`, per component.
+        from :func:`matcher.costs.unmet_penalties`, per component (components joined
+        by ``links``, see :func:`components`), with priorities from
+        :func:`matcher.costs.priority_multiplier` (``vulnerability`` per cluster).
         """
         q = config.quantum
         need_q = np.maximum(
@@ -144,8 +163,9 @@ class TransportModel:
         capacity = _quantize(partners["capacity"].to_numpy(dtype=float), q, "capacity", floor=True)
         pc = pairs["cluster"].to_numpy(dtype=np.int64)
         pp = pairs["partner"].to_numpy(dtype=np.int64)
-        comp_c, comp_p = components(len(clusters), len(partners), pc, pp)
-        penalty = unmet_penalties(pairs, comp_c, comp_p, clusters["severity"].to_numpy(), config)
+        comp_c, comp_p = components(len(clusters), len(partners), pc, pp, links)
+        mult = priority_multiplier(clusters["severity"].to_numpy(), config, vulnerability)
+        penalty = unmet_penalties(pairs, comp_c, comp_p, mult, extra_weight)
         return cls(
             tuple(clusters["cluster_id"].astype(str)),
             tuple(partners["partner_id"].astype(str)),

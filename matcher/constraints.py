@@ -1,0 +1,344 @@
+"""Side constraints on the plan's flow model: floors, share caps, locked pairs, churn.
+
+Every constraint here keeps the model a pure min-cost flow, so the plan stays
+exactly optimal:
+
+- **Neighborhood floors** (``min_coverage``): the unmet arcs of a neighborhood's
+  clusters meet in a neighborhood node whose way to the sink has two tiers, a free
+  one for the units that may stay unmet above the floor and a *floor penalty* ``F``
+  for the rest. ``F`` exceeds any other cost of a cycle in the residual graph, so
+  the optimum first minimises the total shortfall below the floors, then serves as
+  many units as possible with the usual priorities, then minimises cost.
+- **Partner share caps** (``max_partner_share``): a partner's arcs from the
+  clusters of one neighborhood pass through a node ``(partner, neighborhood)``
+  whose arc to the partner carries at most the share of its capacity.
+- **Locked pairs**: a lower bound on a pair's flow, applied by moving the locked
+  units' supply from the cluster to the arc's head (the classic transformation).
+- **Churn**: a pair of the previous plan gets a parallel arc at its plain weight for
+  the units it had; every other unit pays ``churn_weight`` more.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+import numpy.typing as npt
+
+from ._errors import InfeasibleMatchError
+from .capacity_graph import SINK, UNMET, cluster_node, partner_node
+from .solver import Backend, solve_arrays, solve_graph
+from .transport import TransportModel, TransportSolution
+
+__all__ = ["Constraints", "FlowArrays", "constrained_arrays", "solve_constrained"]
+
+logger = logging.getLogger(__name__)
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Side constraints of a plan's flow model (see the module docstring).
+
+    Attributes
+    ----------
+    hood_ids : tuple of str
+        The neighborhoods the arrays below refer to.
+    cluster_hood : numpy.ndarray of int64
+        Per cluster: its neighborhood's position in ``hood_ids``, or -1.
+    hood_allowance : numpy.ndarray of int64
+        Per neighborhood: quanta that may stay unmet without falling below its floor,
+        or -1 when it has no floor.
+    share_cap : numpy.ndarray of int64 or None
+        Per partner: at most this many quanta to the clusters of one neighborhood.
+    lock : numpy.ndarray of int64
+        Per pair: quanta fixed on the pair (0 = none).
+    keep : numpy.ndarray of int64
+        Per pair: quanta the previous plan had on it.
+    churn_weight : int
+        Extra integer cost per quantum not kept on a previous pair.
+    """
+
+    hood_ids: tuple[str, ...]
+    cluster_hood: IntArray
+    hood_allowance: IntArray
+    share_cap: IntArray | None
+    lock: IntArray
+    keep: IntArray
+    churn_weight: int = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether any constraint changes the plain transportation model."""
+        return bool(
+            (self.hood_allowance >= 0).any()
+            or self.share_cap is not None
+            or self.lock.any()
+            or (self.churn_weight > 0 and self.keep.any())
+        )
+
+    def floor_links(self) -> IntArray:
+        """Per cluster: its neighborhood when that has a floor, else -1 (see ``components``)."""
+        floors = self.hood_allowance >= 0
+        hood = self.cluster_hood
+        return np.where((hood >= 0) & floors[np.maximum(hood, 0)], hood, -1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class FlowArrays:
+    """A min-cost flow as arrays, with named nodes and the arcs that matter to the plan.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Node names (networkx node labels).
+    tails, heads, capacity, cost : numpy.ndarray of int64
+        Arcs; parallel arcs are allowed.
+    supply : numpy.ndarray of int64
+        Per node, OR-Tools convention (positive = supply).
+    arc_pair : numpy.ndarray of int64
+        Per arc: the pair it carries flow for, or -1.
+    cluster_unmet_arc : numpy.ndarray of int64
+        Per cluster: its unmet arc.
+    shortfall_arc : numpy.ndarray of int64
+        Per neighborhood: its floor-penalty arc, or -1.
+    constant : int
+        Cost of the locked units (not part of the arcs).
+    """
+
+    names: tuple[str, ...]
+    tails: IntArray
+    heads: IntArray
+    capacity: IntArray
+    cost: IntArray
+    supply: IntArray
+    arc_pair: IntArray
+    cluster_unmet_arc: IntArray
+    shortfall_arc: IntArray
+    constant: int
+
+
+def _check_locks(model: TransportModel, cons: Constraints, head: IntArray) -> None:
+    """Locked units must fit their cluster's demand, the partner and its share cap."""
+    lock = cons.lock
+    by_cluster = np.bincount(model.pair_cluster, weights=lock, minlength=model.demand.size)
+    by_partner = np.bincount(model.pair_partner, weights=lock, minlength=model.capacity.size)
+    over_c = np.flatnonzero(by_cluster > model.demand)
+    over_p = np.flatnonzero(by_partner > model.capacity)
+    msgs = [
+        f"locked units of cluster {model.cluster_ids[c]} ({by_cluster[c]:.0f} quanta) exceed "
+        f"its demand ({model.demand[c]} quanta)"
+        for c in over_c[:5]
+    ] + [
+        f"locked units of partner {model.partner_ids[p]} ({by_partner[p]:.0f} quanta) exceed "
+        f"its capacity ({model.capacity[p]} quanta)"
+        for p in over_p[:5]
+    ]
+    if cons.share_cap is not None:
+        by_head = np.bincount(head, weights=lock)
+        n_c, n_p = model.demand.size, model.capacity.size
+        for h in np.flatnonzero(by_head[n_c + n_p :] > 0):
+            pairs = np.flatnonzero((head == n_c + n_p + h) & (lock > 0))
+            p = int(model.pair_partner[pairs[0]])
+            if by_head[n_c + n_p + h] > cons.share_cap[p]:
+                msgs.append(
+                    f"locked units of partner {model.partner_ids[p]} in neighborhood "
+                    f"{cons.hood_ids[cons.cluster_hood[model.pair_cluster[pairs[0]]]]} exceed "
+                    f"its share cap ({cons.share_cap[p]} quanta)"
+                )
+    if msgs:
+        raise InfeasibleMatchError("the locked pairs cannot all hold: " + "; ".join(msgs))
+
+
+def constrained_arrays(model: TransportModel, cons: Constraints) -> FlowArrays:
+    """Build the constrained flow model as arrays (see the module docstring).
+
+    Nodes: clusters, partners, ``(partner, neighborhood)`` share nodes, neighborhood
+    floor nodes, ``unmet`` and ``sink``.
+
+    Raises
+    ------
+    InfeasibleMatchError
+        When locked pairs exceed a demand, a capacity or a share cap.
+    """
+    nc, npart = model.demand.size, model.capacity.size
+    pc, pp, w = model.pair_cluster, model.pair_partner, model.pair_weight
+    names = [cluster_node(c) for c in model.cluster_ids]
+    names += [partner_node(p) for p in model.partner_ids]
+    head = nc + pp
+    share_tail = share_head = share_cap = np.zeros(0, dtype=np.int64)
+    if cons.share_cap is not None:
+        hood = cons.cluster_hood[pc]
+        capped = hood >= 0
+        key = pp[capped] * (len(cons.hood_ids) + 1) + hood[capped]
+        uniq, inv = np.unique(key, return_inverse=True)
+        head = head.copy()
+        head[capped] = nc + npart + inv
+        share_p = uniq // (len(cons.hood_ids) + 1)
+        share_h = uniq % (len(cons.hood_ids) + 1)
+        names += [
+            f"share:{model.partner_ids[p]}@{cons.hood_ids[h]}"
+            for p, h in zip(share_p.tolist(), share_h.tolist(), strict=True)
+        ]
+        share_tail = nc + npart + np.arange(uniq.size)
+        share_head = nc + share_p
+        share_cap = cons.share_cap[share_p]
+    _check_locks(model, cons, head)
+    floor_hoods = np.flatnonzero(cons.hood_allowance >= 0)
+    hood_node = np.full(len(cons.hood_ids), -1, dtype=np.int64)
+    hood_node[floor_hoods] = len(names) + np.arange(floor_hoods.size)
+    names += [f"floor:{cons.hood_ids[h]}" for h in floor_hoods]
+    unmet, sink = len(names), len(names) + 1
+    names += [UNMET, SINK]
+
+    # pair arcs: previous pairs get a kept tier at the plain weight, the rest pays churn
+    keep = np.maximum(cons.keep - cons.lock, 0) if cons.churn_weight > 0 else cons.keep * 0
+    kept = np.flatnonzero(keep > 0)
+    demand_left = model.demand - np.bincount(pc, weights=cons.lock, minlength=nc).astype(np.int64)
+    pair_tails = np.concatenate([pc, pc[kept]])
+    pair_heads = np.concatenate([head, head[kept]])
+    pair_caps = np.concatenate([model.demand[pc], keep[kept]])
+    pair_costs = np.concatenate([w + cons.churn_weight, w[kept]])
+    arc_pair = np.concatenate([np.arange(pc.size), kept])
+
+    # unmet arcs, through the neighborhood node when it has a floor
+    link = cons.floor_links()
+    unmet_heads = np.where(link >= 0, hood_node[np.maximum(link, 0)], unmet)
+    penalty_max = int(model.penalty.max(initial=0))
+    floor_penalty = 2 * penalty_max + 1
+    hood_demand = np.bincount(
+        np.maximum(cons.cluster_hood, 0),
+        weights=model.demand * (cons.cluster_hood >= 0),
+        minlength=len(cons.hood_ids),
+    ).astype(np.int64)
+    parts = [
+        (pair_tails, pair_heads, pair_caps, pair_costs),
+        (share_tail, share_head, share_cap, np.zeros(share_tail.size, np.int64)),
+        (nc + np.arange(npart), np.full(npart, sink), model.capacity, np.zeros(npart, np.int64)),
+        (np.arange(nc), unmet_heads, demand_left, model.penalty),
+        (hood_node[floor_hoods], np.full(floor_hoods.size, unmet),
+         cons.hood_allowance[floor_hoods], np.zeros(floor_hoods.size, np.int64)),
+        (hood_node[floor_hoods], np.full(floor_hoods.size, unmet),
+         hood_demand[floor_hoods], np.full(floor_hoods.size, floor_penalty, np.int64)),
+        (np.array([unmet]), np.array([sink]), np.array([model.demand.sum()]), np.array([0])),
+    ]  # fmt: skip
+    tails, heads, caps, costs = (
+        np.concatenate([p[i] for p in parts]).astype(np.int64) for i in range(4)
+    )
+    n_before_unmet = sum(p[0].size for p in parts[:3])
+    n_before_short = n_before_unmet + nc + floor_hoods.size
+    shortfall_arc = np.full(len(cons.hood_ids), -1, dtype=np.int64)
+    shortfall_arc[floor_hoods] = n_before_short + np.arange(floor_hoods.size)
+    supply = np.zeros(len(names), dtype=np.int64)
+    supply[:nc] = demand_left
+    np.add.at(supply, head, cons.lock)
+    supply[sink] = -int(model.demand.sum())
+    arc_pair_all = np.full(tails.size, -1, dtype=np.int64)
+    arc_pair_all[: arc_pair.size] = arc_pair
+    return FlowArrays(
+        tuple(names),
+        tails,
+        heads,
+        caps,
+        costs,
+        supply,
+        arc_pair_all,
+        n_before_unmet + np.arange(nc),
+        shortfall_arc,
+        int(np.dot(cons.lock, w)),
+    )
+
+
+def arrays_graph(arrays: FlowArrays) -> nx.DiGraph:
+    """Build the networkx graph of flow arrays; a parallel arc gets a node of its own.
+
+    The second and later arcs between two nodes ``u -> v`` become ``u -> "u~i" -> v``
+    (``i`` the arc's index), carrying its capacity and weight on the first leg.
+    """
+    g = nx.DiGraph()
+    names = arrays.names
+    for name, s in zip(names, arrays.supply.tolist(), strict=True):
+        g.add_node(name, demand=-s)
+    for i, (t, h, cap, cost) in enumerate(
+        zip(
+            arrays.tails.tolist(),
+            arrays.heads.tolist(),
+            arrays.capacity.tolist(),
+            arrays.cost.tolist(),
+            strict=True,
+        )
+    ):
+        u, v = names[t], names[h]
+        if g.has_edge(u, v):
+            mid = f"{u}~{i}"
+            g.add_node(mid, demand=0)
+            g.add_edge(u, mid, capacity=cap, weight=cost)
+            g.add_edge(mid, v, weight=0)
+        else:
+            g.add_edge(u, v, capacity=cap, weight=cost)
+    return g
+
+
+def _graph_flows(arrays: FlowArrays, flow: dict[str, dict[str, int]]) -> IntArray:
+    names = arrays.names
+    seen: set[tuple[int, int]] = set()
+    out = np.zeros(arrays.tails.size, dtype=np.int64)
+    for i, (t, h) in enumerate(zip(arrays.tails.tolist(), arrays.heads.tolist(), strict=True)):
+        u = names[t]
+        if (t, h) in seen:
+            out[i] = flow[u][f"{u}~{i}"]
+        else:
+            seen.add((t, h))
+            out[i] = flow[u][names[h]]
+    return out
+
+
+def solve_constrained(
+    model: TransportModel, cons: Constraints, backend: Backend = "ortools"
+) -> tuple[TransportSolution, IntArray]:
+    """Solve the constrained model exactly (one solve over the whole network).
+
+    Returns
+    -------
+    (TransportSolution, numpy.ndarray)
+        The solution (``pair_flow`` includes locked units; ``objective`` includes the
+        floor penalties and the locked units' cost) and, per neighborhood, the quanta
+        below its floor (0 where met or without a floor).
+    """
+    start = time.perf_counter()
+    arrays = constrained_arrays(model, cons)
+    if backend == "networkx":
+        sol = solve_graph(arrays_graph(arrays), backend="networkx")
+        cost, flows, name = sol.cost, _graph_flows(arrays, sol.flow), sol.solver
+    else:
+        cost, flows = solve_arrays(
+            len(arrays.names),
+            arrays.tails,
+            arrays.heads,
+            arrays.capacity,
+            arrays.cost,
+            arrays.supply,
+        )
+        name = "ortools.SimpleMinCostFlow"
+    is_pair = arrays.arc_pair >= 0
+    pair_flow = np.bincount(
+        arrays.arc_pair[is_pair], weights=flows[is_pair], minlength=model.pair_cluster.size
+    ).astype(np.int64) + cons.lock
+    unmet = flows[arrays.cluster_unmet_arc]
+    shortfall = np.where(arrays.shortfall_arc >= 0, flows[np.maximum(arrays.shortfall_arc, 0)], 0)
+    seconds = time.perf_counter() - start
+    logger.info(
+        "%s (constrained): %d arcs, %d quanta below floors, %.2f s",
+        name,
+        arrays.tails.size,
+        int(shortfall.sum()),
+        seconds,
+    )
+    return (
+        TransportSolution(pair_flow, unmet, int(cost) + arrays.constant, name, seconds, 1),
+        shortfall.astype(np.int64),
+    )
