@@ -1,4 +1,4 @@
-"""The ``matcher`` command line: plan, validate, generate."""
+"""The ``matcher`` command line: plan, scenario, validate, generate, hsds, keys, serve."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+import pandas as pd
 
-from ._errors import InputValidationError, MatcherError
+from ._errors import InputValidationError, MatcherError, Problem
 from .config import OBJECTIVES, MatchConfig
+from .progress import PLAN_STAGES, StageProgress, console_write_mode, progress_enabled
 from .taxonomy import Taxonomy, default_taxonomy
 
 __all__ = ["main"]
@@ -28,7 +30,8 @@ class _ClickHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            click.echo(self.format(record), err=True)
+            with console_write_mode():  # clear the progress bar, if any, around the line
+                click.echo(self.format(record), err=True)
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
 
@@ -167,6 +170,74 @@ def main() -> None:
     show_default=True,
     help="Where to save the fitted clustering model.",
 )
+@click.option(
+    "--report",
+    is_flag=True,
+    help="Also write report.html: a self-contained, printable report (maps, tables, gaps).",
+)
+@click.option(
+    "--min-coverage",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Equity floor 0..1: fill every neighborhood to this share of its demand first.",
+)
+@click.option(
+    "--vulnerability-column",
+    help="Numeric column of --neighborhoods (e.g. hardship_index) that raises priority there.",
+)
+@click.option(
+    "--vulnerability-weight",
+    type=float,
+    default=MatchConfig.vulnerability_weight,
+    show_default=True,
+    help="Priority x (1 + weight x normalised vulnerability).",
+)
+@click.option(
+    "--max-partner-share",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="At most this share of a partner's capacity goes to one neighborhood.",
+)
+@click.option(
+    "--lock",
+    "lock_path",
+    type=click.Path(path_type=Path),
+    help="CSV of accepted pairs (cluster_id, partner_id, units) kept exactly as they are.",
+)
+@click.option(
+    "--previous",
+    "previous_path",
+    type=click.Path(path_type=Path),
+    help="The last plan's directory: report churn against it (prefer it with --churn-penalty).",
+)
+@click.option(
+    "--churn-penalty",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Cost in km per unit not kept on a pair of --previous.",
+)
+@click.option(
+    "--recruit",
+    "recruit_k",
+    type=click.IntRange(1),
+    help="Suggest this many sites per category where a new partner would serve the most "
+    "unmet demand (recruit.csv, recruit.geojson).",
+)
+@click.option(
+    "--recruit-radius-km",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Travel radius of a suggested new partner.",
+)
+@click.option(
+    "--recruit-capacity",
+    type=float,
+    help="Capacity of a suggested new partner (default: unlimited).",
+)
 @_with_common
 @_guarded
 def plan_cmd(
@@ -183,10 +254,25 @@ def plan_cmd(
     taxonomy_path: Path | None,
     input_crs: str | None,
     models_dir: Path,
+    report: bool,
+    min_coverage: float,
+    vulnerability_column: str | None,
+    vulnerability_weight: float,
+    max_partner_share: float,
+    lock_path: Path | None,
+    previous_path: Path | None,
+    churn_penalty: float,
+    recruit_k: int | None,
+    recruit_radius_km: float,
+    recruit_capacity: float | None,
     quiet: bool,
     verbose: bool,
 ) -> None:
-    """Plan: cluster needs, match partners, write the plan to --out."""
+    """Plan: cluster needs, match partners, write the plan to --out.
+
+    A progress bar is shown on a terminal (not with --quiet, nor when stderr is
+    redirected).
+    """
     from .plan import plan
 
     _setup_logging(quiet, verbose)
@@ -198,12 +284,42 @@ def plan_cmd(
         seed=seed,
         on_invalid="skip" if skip_invalid else "raise",
         taxonomy=_taxonomy(taxonomy_path),
+        min_coverage=min_coverage,
+        vulnerability_column=vulnerability_column,
+        vulnerability_weight=vulnerability_weight,
+        max_partner_share=max_partner_share,
+        churn_penalty_km=churn_penalty,
     )
-    result = plan(
-        needs_path, partners_path, neighborhoods=hoods_path, config=config, input_crs=input_crs
-    )
-    written = result.to_dir(out_dir)
-    manifest = result.save_model(models_dir)
+    stages = [
+        *PLAN_STAGES,
+        *(["recruit"] if recruit_k else []),
+        *(["report"] if report else []),
+        "write",
+    ]
+    with StageProgress(stages, enabled=progress_enabled(quiet), desc="plan") as progress:
+        result = plan(
+            needs_path,
+            partners_path,
+            neighborhoods=hoods_path,
+            config=config,
+            input_crs=input_crs,
+            lock=lock_path,
+            previous=previous_path,
+        )
+        if recruit_k:
+            with progress.stage("recruit", logger):
+                result = _with_recruit(result, recruit_k, recruit_radius_km, recruit_capacity)
+        html = None
+        if report:  # rendered before anything is written: a failure leaves no partial output
+            from .report import REPORT_NAME, report_html, write_report
+
+            with progress.stage("report", logger):
+                html = report_html(result)
+        with progress.stage("write", logger):
+            written = result.to_dir(out_dir)
+            if html is not None:
+                written[REPORT_NAME] = write_report(html, out_dir / REPORT_NAME)
+            manifest = result.save_model(models_dir)
     units = result.metrics["units"]
     if not quiet:
         click.echo(
@@ -211,8 +327,202 @@ def plan_cmd(
             f"({100 * units['coverage']:.1f}%), unmet {units['unmet']:g}; "
             f"{len(result.clusters)} clusters, {len(result.assignments)} assignments"
         )
+        floors = result.metrics.get("floors")
+        if floors:
+            click.echo(
+                f"coverage floors met in {floors['met']} of {floors['neighborhoods']} "
+                f"neighborhoods" + (f"; not met: {', '.join(floors['not_met'])} "
+                                    "(reasons in floors.csv)" if floors["not_met"] else "")
+            )  # fmt: skip
+        if result.churn:
+            click.echo(
+                f"churn: {result.churn['units_kept']:g} units kept on previous pairs, "
+                f"{result.churn['units_moved']:g} moved"
+            )
         click.echo(f"wrote {', '.join(written)} to {out_dir}")
         click.echo(f"saved clustering model {manifest}")
+
+
+def _with_recruit(result: Any, k: int, radius_km: float, capacity: float | None) -> Any:
+    """Attach recruit suggestions, turning bad parameters into an input error."""
+    try:
+        return result.with_recruit(k, radius_km, capacity)
+    except ValueError as exc:
+        raise InputValidationError([Problem(None, None, "recruit", None, str(exc))]) from None
+
+
+@main.command("scenario")
+@click.option(
+    "--base",
+    "base_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="The base plan's directory (written by matcher plan).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Output directory: the scenario's plan files plus scenario.json and the diffs.",
+)
+@click.option(
+    "--add-partners",
+    type=click.Path(path_type=Path),
+    help="Partners file of new partners.",
+)
+@click.option(
+    "--remove-partners",
+    help="Comma-separated ids of partners that leave.",
+)
+@click.option("--scale-capacity", type=float, help="Multiply every partner's capacity.")
+@click.option("--radius-km", type=float, help="Every partner's travel radius becomes this.")
+@click.option("--needs", "needs_path", type=click.Path(path_type=Path),
+              help="The base plan's needs file, if it moved.")  # fmt: skip
+@click.option("--partners", "partners_path", type=click.Path(path_type=Path),
+              help="The base plan's partners file, if it moved.")  # fmt: skip
+@click.option("--neighborhoods", "hoods_path", type=click.Path(path_type=Path),
+              help="The base plan's neighborhoods file, if it moved.")  # fmt: skip
+@click.option("--taxonomy", "taxonomy_path", type=click.Path(path_type=Path))
+@click.option("--input-crs", help="Declare the CRS of inputs not in WGS84.")
+@_with_common
+@_guarded
+def scenario_cmd(
+    base_dir: Path,
+    out_dir: Path,
+    add_partners: Path | None,
+    remove_partners: str | None,
+    scale_capacity: float | None,
+    radius_km: float | None,
+    needs_path: Path | None,
+    partners_path: Path | None,
+    hoods_path: Path | None,
+    taxonomy_path: Path | None,
+    input_crs: str | None,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """Re-plan a plan with partners added, removed or changed (what if), and diff it.
+
+    Writes the scenario's plan files, scenario.json (metrics before, after and delta),
+    scenario_clusters.csv (clusters that gained or lost service) and
+    scenario_partners.csv (partners whose load changed).
+    """
+    from .scenario import ScenarioChange, run_scenario
+
+    _setup_logging(quiet, verbose)
+    change = ScenarioChange(
+        add_partners=add_partners,
+        remove_partners=tuple(
+            p.strip() for p in (remove_partners or "").split(",") if p.strip()
+        ),
+        scale_capacity=scale_capacity,
+        radius_km=radius_km,
+    )
+    result = run_scenario(
+        base_dir,
+        change,
+        needs=needs_path,
+        partners=partners_path,
+        neighborhoods=hoods_path,
+        taxonomy=_taxonomy(taxonomy_path) if taxonomy_path else None,
+        input_crs=input_crs,
+    )
+    written = result.to_dir(out_dir)
+    if not quiet:
+        b, a = result.metrics["before"], result.metrics["after"]
+        click.echo(
+            f"served {b['units_served']:g} -> {a['units_served']:g} units "
+            f"({100 * b['coverage']:.1f}% -> {100 * a['coverage']:.1f}%); "
+            f"{len(result.clusters)} clusters changed, {len(result.partners)} partners changed"
+        )
+        click.echo(f"wrote {', '.join(written)} to {out_dir}")
+
+
+@main.group("hsds")
+def hsds_group() -> None:
+    """Open Referral HSDS 3.x interchange of partners (see docs/hsds.md)."""
+
+
+@hsds_group.command("import")
+@click.option("--source", required=True, type=click.Path(path_type=Path, exists=True),
+              help="A directory of HSDS CSV tables or an HSDS JSON file.")  # fmt: skip
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
+              help="The partners CSV to write.")  # fmt: skip
+@click.option("--mapping", type=click.Path(path_type=Path),
+              help="Taxonomy mapping CSV (HSDS term -> matcher category).")  # fmt: skip
+@click.option("--default-radius-km", type=float, default=5.0, show_default=True)
+@click.option("--default-capacity", type=float, help="Capacity of services without one.")
+@click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (reported).")
+@_with_common
+@_guarded
+def hsds_import_cmd(
+    source: Path,
+    out_path: Path,
+    mapping: Path | None,
+    default_radius_km: float,
+    default_capacity: float | None,
+    skip_invalid: bool,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """Import partners from HSDS into matcher's partners CSV."""
+    from .hsds import read_hsds
+    from .output import _write_csv
+
+    _setup_logging(quiet, verbose)
+    table = read_hsds(
+        source,
+        mapping=mapping,
+        on_invalid="skip" if skip_invalid else "raise",
+        default_radius_km=default_radius_km,
+        default_capacity=default_capacity,
+    )
+    frame = pd.DataFrame(table.frame.drop(columns="geometry"))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    _write_csv(frame, tmp)
+    tmp.replace(out_path)
+    if not quiet:
+        click.echo(f"wrote {len(frame)} partners to {out_path}")
+
+
+@hsds_group.command("export")
+@click.option("--partners", "partners_path", required=True, type=click.Path(path_type=Path),
+              help="The partners file to export.")  # fmt: skip
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
+              help="Directory (csv) or .json file to write.")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)  # fmt: skip
+@click.option("--mapping", type=click.Path(path_type=Path))
+@click.option("--include-volunteers", is_flag=True,
+              help="Export volunteers too (their points coarsened to ~500 m).")  # fmt: skip
+@_with_common
+@_guarded
+def hsds_export_cmd(
+    partners_path: Path,
+    out_path: Path,
+    fmt: str,
+    mapping: Path | None,
+    include_volunteers: bool,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """Export partners as HSDS 3.x (CSV tables or JSON)."""
+    from .hsds import write_hsds
+    from .io import read_partners
+
+    _setup_logging(quiet, verbose)
+    frame = read_partners(partners_path).frame
+    paths = write_hsds(
+        pd.DataFrame(frame.drop(columns="geometry")),
+        out_path,
+        format=fmt,  # type: ignore[arg-type]
+        mapping=mapping,
+        include_volunteers=include_volunteers,
+    )
+    if not quiet:
+        click.echo(f"wrote {len(paths)} file(s) to {out_path}")
 
 
 @main.command("validate")

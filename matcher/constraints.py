@@ -12,8 +12,9 @@ exactly optimal:
 - **Partner share caps** (``max_partner_share``): a partner's arcs from the
   clusters of one neighborhood pass through a node ``(partner, neighborhood)``
   whose arc to the partner carries at most the share of its capacity.
-- **Locked pairs**: a lower bound on a pair's flow, applied by moving the locked
-  units' supply from the cluster to the arc's head (the classic transformation).
+- **Locked pairs**: a pair whose flow is fixed (lower bound = upper bound), applied by
+  moving the locked units' supply from the cluster to the arc's head (the classic
+  lower-bound transformation) and giving the pair's arcs no further capacity.
 - **Churn**: a pair of the previous plan gets a parallel arc at its plain weight for
   the units it had; every other unit pays ``churn_weight`` more.
 """
@@ -85,6 +86,8 @@ class Constraints:
         """Per cluster: its neighborhood when that has a floor, else -1 (see ``components``)."""
         floors = self.hood_allowance >= 0
         hood = self.cluster_hood
+        if floors.size == 0:
+            return np.full(hood.size, -1, dtype=np.int64)
         return np.where((hood >= 0) & floors[np.maximum(hood, 0)], hood, -1).astype(np.int64)
 
 
@@ -196,18 +199,21 @@ def constrained_arrays(model: TransportModel, cons: Constraints) -> FlowArrays:
     names += [UNMET, SINK]
 
     # pair arcs: previous pairs get a kept tier at the plain weight, the rest pays churn
-    keep = np.maximum(cons.keep - cons.lock, 0) if cons.churn_weight > 0 else cons.keep * 0
+    # (a locked pair carries exactly its locked units: its arcs get no capacity)
+    locked = cons.lock > 0
+    keep = np.where(locked, 0, cons.keep) if cons.churn_weight > 0 else cons.keep * 0
     kept = np.flatnonzero(keep > 0)
     demand_left = model.demand - np.bincount(pc, weights=cons.lock, minlength=nc).astype(np.int64)
     pair_tails = np.concatenate([pc, pc[kept]])
     pair_heads = np.concatenate([head, head[kept]])
-    pair_caps = np.concatenate([model.demand[pc], keep[kept]])
+    pair_caps = np.concatenate([np.where(locked, 0, model.demand[pc]), keep[kept]])
     pair_costs = np.concatenate([w + cons.churn_weight, w[kept]])
     arc_pair = np.concatenate([np.arange(pc.size), kept])
 
     # unmet arcs, through the neighborhood node when it has a floor
     link = cons.floor_links()
-    unmet_heads = np.where(link >= 0, hood_node[np.maximum(link, 0)], unmet)
+    unmet_heads = np.full(nc, unmet, dtype=np.int64)
+    unmet_heads[link >= 0] = hood_node[link[link >= 0]]
     penalty_max = int(model.penalty.max(initial=0))
     floor_penalty = 2 * penalty_max + 1
     hood_demand = np.bincount(
@@ -325,9 +331,12 @@ def solve_constrained(
         )
         name = "ortools.SimpleMinCostFlow"
     is_pair = arrays.arc_pair >= 0
-    pair_flow = np.bincount(
-        arrays.arc_pair[is_pair], weights=flows[is_pair], minlength=model.pair_cluster.size
-    ).astype(np.int64) + cons.lock
+    pair_flow = (
+        np.bincount(
+            arrays.arc_pair[is_pair], weights=flows[is_pair], minlength=model.pair_cluster.size
+        ).astype(np.int64)
+        + cons.lock
+    )
     unmet = flows[arrays.cluster_unmet_arc]
     shortfall = np.where(arrays.shortfall_arc >= 0, flows[np.maximum(arrays.shortfall_arc, 0)], 0)
     seconds = time.perf_counter() - start

@@ -20,7 +20,7 @@ from ._errors import InputValidationError, Problem
 from .config import MatchConfig
 from .explain import UNMET_REASONS
 
-__all__ = ["floor_report", "gaps", "neighborhood_table"]
+__all__ = ["floor_report", "gaps", "hood_floors", "max_alone", "neighborhood_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,12 +151,54 @@ def hood_floors(
     return np.where(min_coverage > 0, floor, 0).astype(np.int64), allowance
 
 
+def max_alone(
+    hoods: npt.NDArray[np.int64],
+    cluster_hood: npt.NDArray[np.int64],
+    demand_q: npt.NDArray[np.int64],
+    pair_cluster: npt.NDArray[np.int64],
+    pair_partner: npt.NDArray[np.int64],
+    capacity_q: npt.NDArray[np.int64],
+) -> npt.NDArray[np.int64]:
+    """Most quanta each neighborhood could be served if every partner served it alone.
+
+    A maximum flow (OR-Tools) per neighborhood over its clusters and every partner in
+    range, with the partners' whole capacity (or share cap) available to it. A floor
+    above this number cannot be met by any plan.
+
+    Examples
+    --------
+    >>> max_alone(np.array([0]), np.array([0, 0]), np.array([5, 5]), np.array([0, 1]),
+    ...           np.array([0, 0]), np.array([7])).tolist()
+    [7]
+    """
+    from ortools.graph.python import max_flow
+
+    out = np.zeros(hoods.size, dtype=np.int64)
+    for i, h in enumerate(hoods.tolist()):
+        sel = cluster_hood[pair_cluster] == h
+        pc, pp = pair_cluster[sel], pair_partner[sel]
+        if pc.size == 0:
+            continue
+        uc, ci = np.unique(pc, return_inverse=True)
+        up, pi = np.unique(pp, return_inverse=True)
+        src, sink = uc.size + up.size, uc.size + up.size + 1
+        tails = np.concatenate([np.full(uc.size, src), ci, uc.size + np.arange(up.size)])
+        heads = np.concatenate([np.arange(uc.size), uc.size + pi, np.full(up.size, sink)])
+        caps = np.concatenate([demand_q[uc], demand_q[pc], capacity_q[up]])
+        smf = max_flow.SimpleMaxFlow()
+        smf.add_arcs_with_capacity(tails, heads, caps)
+        smf.solve(src, sink)
+        out[i] = smf.optimal_flow()
+    return out
+
+
 def floor_report(
     table: pd.DataFrame,
     clusters: pd.DataFrame,
     floor_q: npt.NDArray[np.int64],
     quantum: float,
     share_capped: bool,
+    alone_q: npt.NDArray[np.int64] | None = None,
 ) -> pd.DataFrame:
     """Per neighborhood with a floor: demand, floor, served, shortfall and why.
 
@@ -172,6 +214,8 @@ def floor_report(
         Units per quantum.
     share_capped : bool
         Whether partners' share caps were in force (named in the reason).
+    alone_q : numpy.ndarray of int64, optional
+        Per neighborhood of ``table``: :func:`max_alone` (quanta); -1 where unknown.
 
     Returns
     -------
@@ -198,6 +242,9 @@ def floor_report(
     )
     out["shortfall"] = np.maximum(out["floor"] - out["served"], 0.0).round(6)
     out["floor_met"] = out["shortfall"] <= 1e-9
+    out["max_alone"] = (
+        np.where(alone_q >= 0, alone_q * quantum, np.nan) if alone_q is not None else np.nan
+    )
     out = out[out["min_coverage"] > 0]
     reasons = []
     full = "partners_in_range_full" + (" (or at their share cap)" if share_capped else "")
@@ -206,12 +253,24 @@ def floor_report(
             reasons.append("")
             continue
         r = by_reason.loc[hood] if hood in by_reason.index else pd.Series(0.0, UNMET_REASONS)
-        reasons.append(
+        why = (
             f"{r[UNMET_REASONS[0]]:g} unmet unit(s) with no_partner_in_range; "
             f"{r[UNMET_REASONS[1]]:g} with {full}"
         )
+        if np.isfinite(row["max_alone"]):
+            if row["max_alone"] < row["floor"] - 1e-9:
+                why += (
+                    f"; out of reach: even with every partner in range serving it alone, "
+                    f"at most {row['max_alone']:g} units"
+                )
+            else:
+                why += (
+                    "; reaching it would take capacity that other neighborhoods need "
+                    "for their own floors"
+                )
+        reasons.append(why)
     out["reason"] = reasons
-    for col in ("demand", "floor", "served", "shortfall"):
+    for col in ("demand", "floor", "served", "shortfall", "max_alone"):
         out[col] = out[col].round(6)
     out["coverage"] = out["coverage"].round(6)
     return out.reset_index()

@@ -16,7 +16,15 @@ import shapely
 if TYPE_CHECKING:
     from .plan import Plan
 
-__all__ = ["write_plan", "coarsen", "COARSEN_KM", "plan_geojson", "plan_geojson_text", "summary"]
+__all__ = [
+    "write_plan",
+    "coarsen",
+    "COARSEN_KM",
+    "gaps_geojson",
+    "plan_geojson",
+    "plan_geojson_text",
+    "summary",
+]
 
 #: Grid size, in km, to which a volunteer's point is coarsened outside admin views.
 COARSEN_KM = 0.5
@@ -205,14 +213,60 @@ def summary(plan: Plan) -> dict[str, Any]:
         "solver": plan.solver,
         "metrics": plan.metrics,
         "rejected_rows": {k: int(len(v)) for k, v in plan.rejects.items()},
+        "inputs": dict(sorted(plan.sources.items())),
+        **(
+            {
+                "recruit": _records(plan.recruit.solves),
+                "recruit_parameters": plan.recruit.parameters,
+            }
+            if plan.recruit is not None
+            else {}
+        ),
     }
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-safe records of a small table (NaN as null)."""
+    return json.loads(frame.to_json(orient="records", double_precision=10))
+
+
+def gaps_geojson(plan: Plan) -> dict[str, Any]:
+    """Build the gap layer: one feature per neighborhood polygon, its gaps by category.
+
+    Properties: ``feature_type`` ``"gap"``, ``neighborhood_id``, ``name``, the totals
+    ``demand, served, unmet, unmet_no_partner_in_range, unmet_partners_in_range_full,
+    coverage`` and ``categories`` (the same per category with demand).
+    """
+    if plan.neighborhoods is None or plan.gaps is None:
+        return {"type": "FeatureCollection", "features": []}
+    g = plan.gaps
+    cols = [c for c in g.columns if c not in ("neighborhood", "category", "coverage")]
+    totals = g.groupby("neighborhood")[cols].sum()
+    features = []
+    hoods = plan.neighborhoods.sort_values("neighborhood_id")
+    geoms = shapely.to_geojson(shapely.set_precision(hoods.geometry.to_numpy(), 1e-6))
+    for hid, name, geom in zip(hoods["neighborhood_id"], hoods["name"], geoms, strict=True):
+        row = totals.loc[hid] if hid in totals.index else pd.Series(0.0, index=cols)
+        props: dict[str, Any] = {"feature_type": "gap", "neighborhood_id": str(hid),
+                                 "name": str(name)}  # fmt: skip
+        props.update({c: round(float(row[c]), 6) for c in cols})
+        props["coverage"] = round(props["served"] / props["demand"], 6) if props["demand"] else None
+        per = g[g["neighborhood"] == hid]
+        props["categories"] = {
+            r.category: {c: round(float(getattr(r, c)), 6) for c in [*cols, "coverage"]}
+            for r in per.itertuples(index=False)
+        }
+        features.append({"type": "Feature", "geometry": json.loads(geom), "properties": props})
+    return {"type": "FeatureCollection", "features": features}
 
 
 def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
     """Write the output contract of DESIGN.md into directory ``path``.
 
     Files: ``assignments.csv``, ``clusters.csv``, ``need_clusters.csv``, ``unmet.csv``,
-    ``plan.geojson``, ``summary.json`` and, when rows were skipped,
+    ``gaps.csv`` (neighborhood x category), ``plan.geojson``, ``summary.json``; with
+    neighborhood polygons ``gaps.geojson``; with floors ``floors.csv``; with recruit
+    suggestions ``recruit.csv`` and ``recruit.geojson``; when rows were skipped,
     ``rejects_needs.csv`` / ``rejects_partners.csv``. Everything is written to a
     temporary directory first and moved into place, so a failure leaves no
     half-written output. Two runs on the same input write byte-identical files.
@@ -241,10 +295,24 @@ def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
                     "unmet_reason",
                     "n_needs",
                     "radius_km",
+                    "neighborhood",
                 ]
             ],
             tmp / "clusters.csv",
         )
+        if plan.gaps is not None:
+            _write_csv(plan.gaps, tmp / "gaps.csv")
+        if plan.neighborhoods is not None:
+            (tmp / "gaps.geojson").write_text(
+                json.dumps(gaps_geojson(plan), sort_keys=True) + "\n", encoding="utf-8"
+            )
+        if plan.floors is not None:
+            _write_csv(plan.floors, tmp / "floors.csv")
+        if plan.recruit is not None:
+            _write_csv(plan.recruit.to_frame(), tmp / "recruit.csv")
+            (tmp / "recruit.geojson").write_text(
+                json.dumps(plan.recruit.to_geojson(), sort_keys=True) + "\n", encoding="utf-8"
+            )
         _write_csv(plan.assignments, tmp / "assignments.csv")
         _write_csv(plan.need_clusters, tmp / "need_clusters.csv")
         _write_csv(plan.unmet, tmp / "unmet.csv")

@@ -20,7 +20,7 @@ from .clustering import Clustering, ClusterModel, cluster_needs
 from .config import MatchConfig
 from .constraints import Constraints, solve_constrained
 from .costs import COST_SCALE, pair_costs
-from .equity import floor_report, gaps, hood_floors, neighborhood_table
+from .equity import floor_report, gaps, hood_floors, max_alone, neighborhood_table
 from .explain import explain_assignments, unmet_reasons
 from .geo import hull_polygons
 from .io import LoadedTable, Source, hash_table, read_needs, read_neighborhoods, read_partners
@@ -81,6 +81,12 @@ class Plan:
     churn : dict or None
         With a previous plan: pairs and units kept and moved (see
         :func:`matcher.replan.churn`).
+    sources : dict
+        The absolute paths of the inputs that were files (``needs``, ``partners``,
+        ``neighborhoods``, ``lock``, ``previous``), so that a scenario can re-plan.
+    recruit : RecruitSuggestions or None
+        Where to recruit (see :func:`matcher.recruit.recruit_sites`); attach with
+        :meth:`with_recruit`.
     """
 
     clusters: gpd.GeoDataFrame
@@ -100,6 +106,24 @@ class Plan:
     gaps: pd.DataFrame | None = None
     floors: pd.DataFrame | None = None
     churn: dict[str, Any] | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    recruit: Any = None
+
+    def with_recruit(
+        self, k: int, radius_km: float, capacity: float | None = None, **kwargs: Any
+    ) -> Plan:
+        """Return this plan with recruit suggestions for its unmet demand.
+
+        See :func:`matcher.recruit.recruit_sites` for the parameters.
+        """
+        from dataclasses import replace
+
+        from .recruit import recruit_sites
+
+        found = recruit_sites(
+            self.clusters, k, radius_km, capacity, quantum=self.parameters["quantum"], **kwargs
+        )
+        return replace(self, recruit=found)
 
     @property
     def total_cost(self) -> float:
@@ -199,8 +223,8 @@ def plan(
         Declares the transform of input files that are not in WGS84.
     lock : str, Path or DataFrame, optional
         Accepted partnerships to keep fixed: ``cluster_id, partner_id, units`` rows
-        (e.g. an edited ``assignments.csv``). The plan carries at least those units
-        on those pairs and optimises the rest.
+        (e.g. an edited ``assignments.csv``). The plan carries exactly those units on
+        those pairs and optimises the rest around them.
     previous : str, Path or DataFrame, optional
         The last plan (its directory or ``assignments.csv``); with
         ``config.churn_penalty_km`` the new plan prefers its pairs, and the plan
@@ -275,12 +299,12 @@ def plan(
         if hoods is not None or config.by_neighborhood:
             table = neighborhood_table(need_df["neighborhood"], hoods, config, hood_label)
         hood_ids = tuple(table.index) if table is not None else ()
-        cluster_hood = pd.Index(hood_ids, dtype=object).get_indexer(
-            cl["neighborhood"].astype(str)
-        ).astype(np.int64)
-        has_floor = (
-            table["min_coverage"].to_numpy() > 0 if table is not None else np.zeros(0, bool)
+        cluster_hood = (
+            pd.Index(hood_ids, dtype=object)
+            .get_indexer(cl["neighborhood"].astype(str))
+            .astype(np.int64)
         )
+        has_floor = table["min_coverage"].to_numpy() > 0 if table is not None else np.zeros(0, bool)
         links = np.where(
             (cluster_hood >= 0) & has_floor[np.maximum(cluster_hood, 0)]
             if has_floor.size
@@ -367,8 +391,17 @@ def plan(
         plan_gaps = gaps(need_out, clusters_out)
         floors = None
         if table is not None and has_floor.any():
+            served_h = np.bincount(
+                np.maximum(cluster_hood, 0),
+                weights=served_q * (cluster_hood >= 0),
+                minlength=len(hood_ids),
+            )
+            short = np.flatnonzero(has_floor & (served_h < floor_q))
+            alone = np.full(len(hood_ids), -1, dtype=np.int64)
+            cap_h = cons.share_cap if cons.share_cap is not None else cap_q
+            alone[short] = max_alone(short, cluster_hood, demand_q, model.pair_cluster, pp, cap_h)
             floors = floor_report(
-                table, clusters_out, floor_q, q, config.max_partner_share < 1
+                table, clusters_out, floor_q, q, config.max_partner_share < 1, alone
             )
             metrics["floors"] = {
                 "neighborhoods": int(len(floors)),
@@ -427,6 +460,17 @@ def plan(
         plan_gaps,
         floors,
         plan_churn,
+        {
+            name: str(Path(src).resolve())
+            for name, src in (
+                ("needs", needs),
+                ("partners", partners),
+                ("neighborhoods", neighborhoods),
+                ("lock", lock),
+                ("previous", previous),
+            )
+            if isinstance(src, str | Path)
+        },
     )
 
 

@@ -977,8 +977,13 @@ class Store(abc.ABC):
         """Return plans, newest first."""
 
     @abc.abstractmethod
-    def latest_done_plan(self) -> PlanRecord | None:
-        """Return the plan that finished last with status ``done``, or None."""
+    def latest_done_plan(self, *, exclude_scenarios: bool = False) -> PlanRecord | None:
+        """Return the plan that finished last with status ``done``, or None.
+
+        With ``exclude_scenarios``, plans whose parameters have a ``scenario`` key
+        (what-if runs of the service, see ``POST /api/v1/plans/{id}/scenarios``) are
+        skipped: they are not the plan in force.
+        """
 
     @abc.abstractmethod
     def plan_file(self, plan_id: str, name: str) -> bytes | None:
@@ -2002,11 +2007,12 @@ class SQLiteStore(Store):
             ).fetchall()
             return [self._plan_record(conn, r) for r in rows]
 
-    def latest_done_plan(self) -> PlanRecord | None:
+    def latest_done_plan(self, *, exclude_scenarios: bool = False) -> PlanRecord | None:
         """Return the last finished done plan or None (see :meth:`Store.latest_done_plan`)."""
+        skip = " AND json_extract(parameters, '$.scenario') IS NULL" if exclude_scenarios else ""
         with self._read() as conn:
             row = conn.execute(
-                "SELECT * FROM plans WHERE status = 'done' "
+                f"SELECT * FROM plans WHERE status = 'done'{skip} "
                 "ORDER BY finished_at DESC, rowid DESC LIMIT 1"
             ).fetchone()
             return None if row is None else self._plan_record(conn, row)

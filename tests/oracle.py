@@ -92,3 +92,125 @@ def lexicographic_optimum(clusters, partners, quantum: float, *, severity: bool)
     )
     assert res.status == 0, res.message
     return {"served": served, "severity": sev_opt, "cost": res.fun, "pairs": pairs}
+
+
+def equity_optimum(
+    clusters,
+    partners,
+    quantum: float,
+    *,
+    min_coverage: float = 0.0,
+    multiplier: dict | None = None,
+    share: float | None = None,
+    lock: dict | None = None,
+    keep: dict | None = None,
+    churn_weight: int = 0,
+) -> dict:
+    """Lexicographic optimum with neighborhood floors, share caps, locks and churn.
+
+    Stages, each an LP fixing the previous optima: (1) minimise the total shortfall
+    below ``ceil(min_coverage * demand)`` per neighborhood; (2) maximise units served;
+    (3) maximise sum(multiplier * served) when given; (4) minimise cost plus
+    ``churn_weight`` per unit not kept on a ``keep`` pair. ``lock`` fixes pairs'
+    flows. Units are quanta; costs integer metres per quantum.
+    """
+    from scipy.sparse import hstack, vstack
+
+    lock, keep = lock or {}, keep or {}
+    pairs = eligible_pairs(clusters, partners)
+    cids = list(clusters["cluster_id"])
+    pids = list(partners["partner_id"])
+    cidx = {c: i for i, c in enumerate(cids)}
+    pidx = {p: i for i, p in enumerate(pids)}
+    hood = dict(zip(cids, clusters["neighborhood"].astype(str), strict=True))
+    demand = np.rint(clusters["demand"].to_numpy() / quantum)
+    cap = np.floor(partners["capacity"].to_numpy() / quantum + 1e-9)
+    n = len(pairs)
+    hoods = sorted({h for h in hood.values() if h})
+    hdem = {h: sum(demand[cidx[c]] for c in cids if hood[c] == h) for h in hoods}
+    floors = {h: math.ceil(min_coverage * hdem[h] - 1e-9) for h in hoods} if min_coverage else {}
+    fh = sorted(floors)
+    if not pairs:
+        total = sum(floors.values())
+        return {"pairs": [], "floors": floors, "shortfall": total, "served": 0,
+                "priority": 0, "cost": 0.0}  # fmt: skip
+    kp = [i for i, (c, p, _) in enumerate(pairs) if keep.get((c, p), 0) > 0]
+    nx_, ns, nk = n, len(fh), len(kp)
+    nv = nx_ + ns + nk
+    rows, rhs = [], []
+
+    def row():
+        r = lil_matrix((1, nv))
+        rows.append(r)
+        return r
+
+    for c in cids:  # cluster demand
+        r = row()
+        for i, (cc, _, _) in enumerate(pairs):
+            if cc == c:
+                r[0, i] = 1
+        rhs.append(demand[cidx[c]])
+    for p in pids:  # partner capacity
+        r = row()
+        for i, (_, pp, _) in enumerate(pairs):
+            if pp == p:
+                r[0, i] = 1
+        rhs.append(cap[pidx[p]])
+    if share is not None:
+        for p in pids:
+            for h in hoods:
+                idx = [i for i, (c, pp, _) in enumerate(pairs) if pp == p and hood[c] == h]
+                if idx:
+                    r = row()
+                    for i in idx:
+                        r[0, i] = 1
+                    rhs.append(math.floor(share * cap[pidx[p]] + 1e-9))
+    for j, h in enumerate(fh):  # -served_h - s_h <= -floor_h
+        r = row()
+        for i, (c, _, _) in enumerate(pairs):
+            if hood[c] == h:
+                r[0, i] = -1
+        r[0, nx_ + j] = -1
+        rhs.append(-floors[h])
+    for j, i in enumerate(kp):  # k <= x, k <= keep
+        r = row()
+        r[0, nx_ + ns + j] = 1
+        r[0, i] = -1
+        rhs.append(0)
+    bounds = [(0, None)] * nx_ + [(0, None)] * ns
+    bounds += [(0, keep[(pairs[i][0], pairs[i][1])] / 1) for i in kp]
+    for i, (c, p, _) in enumerate(pairs):
+        if (c, p) in lock:
+            bounds[i] = (lock[(c, p)], lock[(c, p)])
+    a = vstack([r.tocsr() for r in rows]).tocsr() if rows else None
+    b = np.array(rhs, dtype=float)
+    weight = np.array([round(d * 1000) for _, _, d in pairs], dtype=float)
+    objs = []
+    zeros = np.zeros(nv)
+    c1 = zeros.copy()
+    c1[nx_ : nx_ + ns] = 1
+    objs.append(("shortfall", c1))
+    c2 = zeros.copy()
+    c2[:nx_] = -1
+    objs.append(("served", c2))
+    if multiplier is not None:
+        c3 = zeros.copy()
+        c3[:nx_] = [-multiplier[c] for c, _, _ in pairs]
+        objs.append(("priority", c3))
+    c4 = zeros.copy()
+    c4[:nx_] = weight + churn_weight
+    c4[nx_ + ns :] = -churn_weight
+    objs.append(("cost", c4))
+    out = {"pairs": pairs, "floors": floors}
+    fixed_a, fixed_b = [], []
+    for name, obj in objs:
+        a_ub = a if not fixed_a else vstack([a, *fixed_a]).tocsr()
+        b_ub = b if not fixed_b else np.concatenate([b, fixed_b])
+        res = linprog(obj, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
+        assert res.status == 0, res.message
+        val = float(res.fun)
+        out[name] = round(abs(val)) if name != "cost" else val
+        fixed_a.append(hstack([lil_matrix(obj.reshape(1, -1))]).tocsr())
+        # the stages before cost have integral optima (network matrices): fix them exactly
+        fixed_b.append(round(val) + 1e-7 if name != "cost" else val)
+    return out

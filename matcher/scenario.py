@@ -1,0 +1,335 @@
+"""What-if scenarios: re-plan with changed partners and compare with the base plan."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from ._errors import InputValidationError, MatcherError, Problem
+from .config import MatchConfig
+from .io import LoadedTable, Source, hash_table, read_partners
+from .output import _write_csv, write_plan
+from .plan import Plan, plan
+from .taxonomy import Taxonomy, default_taxonomy
+
+__all__ = ["Scenario", "ScenarioChange", "apply_change", "compare", "config_from_parameters",
+           "run_scenario"]  # fmt: skip
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScenarioChange:
+    """A change to the partners of a plan.
+
+    Parameters
+    ----------
+    add_partners : str, Path, DataFrame or None
+        New partners (same columns as the partners input); their ids must be new.
+    remove_partners : tuple of str
+        Ids of partners that leave.
+    scale_capacity : float or None
+        Multiply every partner's capacity by this factor (>= 0).
+    radius_km : float or None
+        Every partner's travel radius becomes this many km (> 0).
+    """
+
+    add_partners: Source | None = None
+    remove_partners: tuple[str, ...] = ()
+    scale_capacity: float | None = None
+    radius_km: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """Describe the change as JSON (a table of added partners by its row count)."""
+        add = self.add_partners
+        return {
+            "add_partners": None
+            if add is None
+            else (f"{len(add)} rows" if isinstance(add, pd.DataFrame) else str(add)),
+            "remove_partners": sorted(self.remove_partners),
+            "scale_capacity": self.scale_capacity,
+            "radius_km": self.radius_km,
+        }
+
+    @property
+    def empty(self) -> bool:
+        """Whether the change changes nothing."""
+        return (
+            self.add_partners is None
+            and not self.remove_partners
+            and self.scale_capacity in (None, 1.0)
+            and self.radius_km is None
+        )
+
+
+def apply_change(
+    partners: pd.DataFrame,
+    change: ScenarioChange,
+    *,
+    taxonomy: Taxonomy | None = None,
+    input_crs: str | None = None,
+) -> pd.DataFrame:
+    """Return the validated partners table with a change applied.
+
+    Raises
+    ------
+    InputValidationError
+        Unknown ids to remove, added ids that already exist, or a bad factor/radius.
+    """
+    problems: list[Problem] = []
+    out = partners.copy()
+    known = set(out["partner_id"].astype(str))
+    unknown = sorted(set(change.remove_partners) - known)
+    for pid in unknown:
+        problems.append(Problem(None, None, "remove_partners", pid, "no partner with this id"))
+    if change.scale_capacity is not None and not (
+        np.isfinite(change.scale_capacity) and change.scale_capacity >= 0
+    ):
+        problems.append(Problem(None, None, "scale_capacity", change.scale_capacity,
+                                "must be a finite number >= 0"))  # fmt: skip
+    if change.radius_km is not None and not (
+        np.isfinite(change.radius_km) and change.radius_km > 0
+    ):
+        problems.append(Problem(None, None, "radius_km", change.radius_km,
+                                "must be a finite number > 0"))  # fmt: skip
+    added = None
+    if change.add_partners is not None:
+        try:
+            added = read_partners(
+                change.add_partners,
+                taxonomy=taxonomy or default_taxonomy(),
+                input_crs=input_crs,
+                name="add_partners" if isinstance(change.add_partners, pd.DataFrame) else None,
+            ).frame
+        except InputValidationError as exc:
+            problems.extend(exc.problems)
+        else:
+            for pid in sorted(set(added["partner_id"].astype(str)) & known):
+                problems.append(Problem(str(change.add_partners), None, "partner_id", pid,
+                                        "already a partner of the base plan"))  # fmt: skip
+    if problems:
+        raise InputValidationError(problems)
+    out = out[~out["partner_id"].astype(str).isin(set(change.remove_partners))]
+    if added is not None:
+        out = pd.concat([out, added[out.columns]], ignore_index=True)
+    if change.scale_capacity is not None:
+        out["capacity"] = out["capacity"] * float(change.scale_capacity)
+    if change.radius_km is not None:
+        out["radius_km"] = float(change.radius_km)
+    return out.sort_values("partner_id", kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A base plan, the re-planned scenario and their differences.
+
+    Attributes
+    ----------
+    base, plan : Plan
+        Before and after.
+    change : ScenarioChange
+        What changed.
+    metrics : dict
+        ``before``, ``after`` and ``delta`` of the headline metrics.
+    clusters : pandas.DataFrame
+        Clusters whose served units changed: ``cluster_id, category, neighborhood,
+        served_before, served_after, change, status`` (``gained`` / ``lost``).
+    partners : pandas.DataFrame
+        Partners whose load changed, or that were added or removed: ``partner_id,
+        used_before, used_after, change, status``.
+    """
+
+    base: Plan
+    plan: Plan
+    change: ScenarioChange
+    metrics: dict[str, Any]
+    clusters: pd.DataFrame
+    partners: pd.DataFrame
+
+    def to_dir(self, path: str | Path) -> dict[str, Path]:
+        """Write the scenario's plan files and its diffs, all or nothing.
+
+        The diffs are ``scenario.json``, ``scenario_clusters.csv`` and
+        ``scenario_partners.csv``.
+        """
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".scenario-", dir=out))
+        try:
+            write_plan(self.plan, stage)
+            _write_csv(self.clusters, stage / "scenario_clusters.csv")
+            _write_csv(self.partners, stage / "scenario_partners.csv")
+            doc = {"format": "matcher.scenario/1", "change": self.change.describe(),
+                   "metrics": self.metrics}  # fmt: skip
+            (stage / "scenario.json").write_text(
+                json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            )
+            written = {}
+            for f in sorted(stage.iterdir()):
+                if f.is_file():
+                    os.replace(f, out / f.name)
+                    written[f.name] = out / f.name
+            return written
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _headline(p: Plan) -> dict[str, Any]:
+    m = p.metrics
+    return {
+        "units_demand": m["units"]["demand"],
+        "units_served": m["units"]["served"],
+        "units_unmet": m["units"]["unmet"],
+        "coverage": m["units"]["coverage"],
+        "cost_total": m["cost"]["total"],
+        "assignments": m["counts"]["assignments"],
+        "partners": int(len(p.partners)),
+        "coverage_min": m["equity"]["coverage_min"],
+        "coverage_gini": m["equity"]["coverage_gini"],
+        "floors_met": m.get("floors", {}).get("met"),
+    }
+
+
+def compare(base: Plan, new: Plan, change: ScenarioChange) -> Scenario:
+    """Compare two plans of the same needs (cluster ids match) into a :class:`Scenario`."""
+    before, after = _headline(base), _headline(new)
+    delta = {
+        k: (None if before[k] is None or after[k] is None else round(after[k] - before[k], 6))
+        for k in before
+    }
+    cb = base.clusters.set_index("cluster_id")
+    ca = new.clusters.set_index("cluster_id")
+    cl = pd.DataFrame(
+        {
+            "category": cb["category"],
+            "neighborhood": cb["neighborhood"],
+            "served_before": cb["served"],
+            "served_after": ca["served"].reindex(cb.index),
+        }
+    )
+    cl["change"] = (cl["served_after"] - cl["served_before"]).round(6)
+    cl = cl[cl["change"].abs() > 1e-9].copy()
+    cl["status"] = np.where(cl["change"] > 0, "gained", "lost")
+    ub = base.partners.set_index("partner_id")["used"]
+    ua = new.partners.set_index("partner_id")["used"]
+    pa = pd.DataFrame({"used_before": ub, "used_after": ua}).sort_index()
+    status = np.where(
+        pa["used_before"].isna(), "added", np.where(pa["used_after"].isna(), "removed", "changed")
+    )
+    pa["change"] = (pa["used_after"].fillna(0) - pa["used_before"].fillna(0)).round(6)
+    pa["status"] = status
+    pa = pa[(pa["change"].abs() > 1e-9) | (pa["status"] != "changed")]
+    return Scenario(
+        base,
+        new,
+        change,
+        {"before": before, "after": after, "delta": delta},
+        cl.reset_index(names="cluster_id"),
+        pa.reset_index(names="partner_id"),
+    )
+
+
+def config_from_parameters(
+    parameters: dict[str, Any], taxonomy: Taxonomy | None = None
+) -> MatchConfig:
+    """Rebuild the :class:`MatchConfig` of a plan from its summary's ``parameters``.
+
+    Raises
+    ------
+    InputValidationError
+        When the plan used another taxonomy than the one given (or the default).
+    """
+    tax = taxonomy or default_taxonomy()
+    if list(tax.codes) != list(parameters.get("taxonomy", tax.codes)):
+        raise InputValidationError(
+            [Problem(None, None, "taxonomy", None,
+                     "the base plan used another taxonomy: pass the same --taxonomy file")]
+        )  # fmt: skip
+    names = {f.name for f in fields(MatchConfig)} - {"taxonomy", "on_invalid"}
+    return MatchConfig(**{k: v for k, v in parameters.items() if k in names}, taxonomy=tax)
+
+
+def run_scenario(
+    base_dir: str | Path,
+    change: ScenarioChange,
+    *,
+    needs: Source | None = None,
+    partners: Source | None = None,
+    neighborhoods: Source | None = None,
+    taxonomy: Taxonomy | None = None,
+    input_crs: str | None = None,
+) -> Scenario:
+    """Re-plan a written plan with a change to its partners.
+
+    The base plan is re-planned from its inputs (recorded in its ``summary.json``,
+    or given here when the files moved) with its parameters; its input hashes and
+    optimum must match the summary, so the comparison is against exactly that plan.
+
+    Raises
+    ------
+    InputValidationError
+        When the base directory, an input or the change is invalid, or an input
+        changed since the base plan was made.
+    MatcherError
+        When the base plan cannot be reproduced.
+    """
+    path = Path(base_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        parameters, hashes = summary["parameters"], summary["input_hashes"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputValidationError(
+            [Problem(str(path), None, None, None, f"not a readable plan summary: {exc}")]
+        ) from None
+    config = config_from_parameters(parameters, taxonomy)
+    sources = dict(summary.get("inputs", {}))
+    for name, given in (("needs", needs), ("partners", partners), ("neighborhoods", neighborhoods)):
+        if given is not None:
+            sources[name] = given
+    missing = [n for n in ("needs", "partners") if n not in sources]
+    if missing or ("neighborhoods" in hashes and "neighborhoods" not in sources):
+        raise InputValidationError(
+            [Problem(str(path), None, "inputs", None,
+                     "the summary does not record the input files: pass --needs, --partners "
+                     "(and --neighborhoods)")]
+        )  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "neighborhoods": sources.get("neighborhoods"),
+        "config": config,
+        "input_crs": input_crs,
+        "lock": sources.get("lock"),
+        "previous": sources.get("previous"),
+    }
+    base = plan(sources["needs"], sources["partners"], **kwargs)
+    changed = [
+        Problem(str(sources.get(k, k)), None, None, None,
+                f"the {k} input changed since the base plan (sha256 {hashes[k][:12]}... "
+                f"then, {v[:12]}... now)")
+        for k, v in base.input_hashes.items()
+        if k in hashes and hashes[k] != v
+    ]  # fmt: skip
+    if changed:
+        raise InputValidationError(changed)
+    if base.solver["objective_scaled"] != summary.get("solver", {}).get("objective_scaled"):
+        raise MatcherError("could not reproduce the base plan's optimum from its inputs")
+    frame = pd.DataFrame(base.partners.drop(columns="used"))
+    new_partners = apply_change(frame, change, taxonomy=config.taxonomy, input_crs=input_crs)
+    geo = gpd.GeoDataFrame(new_partners, geometry="geometry", crs="EPSG:4326")
+    table = LoadedTable(geo, pd.DataFrame(), hash_table(pd.DataFrame(new_partners)), "partners")
+    new = plan(sources["needs"], table, **kwargs)
+    logger.info(
+        "scenario: served %g -> %g units",
+        base.metrics["units"]["served"],
+        new.metrics["units"]["served"],
+    )
+    return compare(base, new, change)
