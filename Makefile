@@ -17,8 +17,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed
 	$(BIN)/matcher plan --needs data/sample/needs.csv --partners data/sample/partners.csv \
-		--neighborhoods data/sample/neighborhoods.geojson --out $(OUT)
-	@echo "outputs: $(OUT)/ (assignments.csv, clusters.csv, need_clusters.csv, unmet.csv, plan.geojson, summary.json)"
+		--neighborhoods data/sample/neighborhoods.geojson --out $(OUT) --report
+	@echo "outputs: $(OUT)/ (assignments.csv, clusters.csv, need_clusters.csv, unmet.csv, gaps.csv, gaps.geojson, plan.geojson, summary.json, report.html)"
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
