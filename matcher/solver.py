@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
+from operator import methodcaller
 from typing import Any, Literal
 
 import networkx as nx
@@ -92,6 +94,18 @@ def _ortools_solve(
     return None
 
 
+class _EdgeView:
+    """``(u, v, data)`` of edge ``i`` of a DiGraph, built only when asked for (error paths)."""
+
+    def __init__(
+        self, nodes: list[Any], tails: IntArray, heads: IntArray, data: list[dict[str, Any]]
+    ) -> None:
+        self._nodes, self._tails, self._heads, self._data = nodes, tails, heads, data
+
+    def __getitem__(self, i: int) -> tuple[Any, Any, dict[str, Any]]:
+        return self._nodes[self._tails[i]], self._nodes[self._heads[i]], self._data[i]
+
+
 @not_implemented_for("undirected")
 def network_simplex(
     G: nx.DiGraph,
@@ -169,14 +183,17 @@ def network_simplex(
         heads_all = np.fromiter((index[e[1]] for e in all_edges), np.int64, len(all_edges))
     else:  # the same edges in the same order as G.edges(data=True), read in bulk
         succ = G._succ  # the raw dict of dicts, as networkx algorithms read it
-        all_edges = [(u, v, d) for u, nbrs in succ.items() for v, d in nbrs.items()]
-        data = [e[2] for e in all_edges]
-        tails_all = np.repeat(np.arange(len(nodes)), [len(nbrs) for nbrs in succ.values()])
-        heads_all = np.array([index[v] for nbrs in succ.values() for v in nbrs], dtype=np.int64)
+        data = [d for nbrs in succ.values() for d in nbrs.values()]
+        degree = [len(nbrs) for nbrs in succ.values()]
+        tails_all = np.repeat(np.arange(len(nodes)), degree)
+        heads_all = np.fromiter(
+            map(index.__getitem__, chain.from_iterable(succ.values())), np.int64, len(data)
+        )
+        all_edges = _EdgeView(nodes, tails_all, heads_all, data)
     try:
         dem_f = np.array(demands, dtype=np.float64)
-        cap_f = np.array([d.get(capacity, inf) for d in data], dtype=np.float64)
-        w_f = np.array([d.get(weight, 0) for d in data], dtype=np.float64)
+        cap_f = np.fromiter(map(methodcaller("get", capacity, inf), data), np.float64, len(data))
+        w_f = np.fromiter(map(methodcaller("get", weight, 0), data), np.float64, len(data))
     except (TypeError, ValueError):
         logger.debug("non-numeric data: using networkx.network_simplex")
         return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
@@ -213,8 +230,6 @@ def network_simplex(
         logger.debug("capacities beyond int64 range: using networkx.network_simplex")
         return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
 
-    kept_idx = np.flatnonzero(kept)
-    edges = [all_edges[i] for i in kept_idx.tolist()]
     tails, heads = tails_all[kept], heads_all[kept]
     caps = np.where(np.isinf(cap_f[kept]), faux_inf, cap_f[kept]).astype(np.int64)
     costs = w_f[kept].astype(np.int64)
@@ -233,11 +248,16 @@ def network_simplex(
         flow_cost = sum(int(f) * int(w) for f, w in pairs)
     flow_dict: dict[Any, dict[Any, Any]] = {u: {} for u in nodes}
     if multigraph:
+        edges = [all_edges[i] for i in np.flatnonzero(kept).tolist()]
         for (u, v, k, _), f in zip(edges, flows.tolist(), strict=True):
             flow_dict[u].setdefault(v, {})[k] = f
-    else:
-        for (u, v, _), f in zip(edges, flows.tolist(), strict=True):
-            flow_dict[u][v] = f
+    else:  # every edge's flow (0 for the dropped ones, fixed below), one dict per node
+        every = np.zeros(kept.size, dtype=np.int64)
+        every[kept] = flows
+        values, start = every.tolist(), 0
+        for u, nbrs, deg in zip(nodes, succ.values(), degree, strict=True):
+            flow_dict[u] = dict(zip(nbrs, values[start : start + deg], strict=True))
+            start += deg
     for i in np.flatnonzero(~kept).tolist():
         e = all_edges[i]
         value = 0
