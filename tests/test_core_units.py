@@ -127,6 +127,8 @@ def test_two_runs_write_byte_identical_files(tmp_path):
     assert set(digests[0]) == {
         "assignments.csv",
         "clusters.csv",
+        "gaps.csv",
+        "gaps.geojson",
         "need_clusters.csv",
         "plan.geojson",
         "summary.json",
