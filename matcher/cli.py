@@ -644,6 +644,11 @@ def serve_cmd(
             read_neighborhoods(sample / "neighborhoods.geojson")[0], actor="serve"
         )
         logger.info("new store: loaded the sample city from %s", sample)
+    stale = store.fail_unfinished_plans(
+        "interrupted: the server stopped before this plan finished; start it again", actor="serve"
+    )
+    if stale:
+        logger.warning("marked %d plan(s) left unfinished by a stopped server failed", len(stale))
     logger.info("serving on http://%s:%d (store %s)", host, port, db)
     waitress.serve(app, host=host, port=port, threads=threads, ident="matcher")
 

@@ -969,6 +969,14 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def fail_unfinished_plans(self, error: str, *, actor: str = "system") -> list[str]:
+        """Mark every queued or running plan failed with ``error``; return their ids.
+
+        For a server starting up: plans such a store holds as queued or running were
+        left by a process that stopped, and no worker will finish them.
+        """
+
+    @abc.abstractmethod
     def get_plan(self, plan_id: str) -> PlanRecord | None:
         """Return a plan, or None."""
 
@@ -1990,6 +1998,30 @@ class SQLiteStore(Store):
                 [_now(), text],
             )
             self._audit(conn, actor, "fail", "plan", str(plan_id))
+
+    def fail_unfinished_plans(self, error: str, *, actor: str = "system") -> list[str]:
+        """Fail queued and running plans (see :meth:`Store.fail_unfinished_plans`)."""
+        _check_actor(actor)
+        text = str(error)[:_MAX_ERROR]
+        with self._write() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT plan_id FROM plans WHERE status IN ('queued', 'running') "
+                    "ORDER BY plan_id"
+                ).fetchall()
+            ]
+            for plan_id in ids:
+                self._transition(
+                    conn,
+                    plan_id,
+                    ("queued", "running"),
+                    "failed",
+                    "finished_at = ?, error = ?",
+                    [_now(), text],
+                )
+                self._audit(conn, actor, "fail", "plan", plan_id)
+            return ids
 
     def get_plan(self, plan_id: str) -> PlanRecord | None:
         """Return a plan or None (see :meth:`Store.get_plan`)."""

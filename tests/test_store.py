@@ -782,3 +782,25 @@ def test_plan_done_with_explicit_usage(store: SQLiteStore) -> None:
     store.plan_done(plan_id, {}, {}, usage={"p1": np.float64(2.5)})
     assert store.partner_usage(plan_id) == {"p1": 2.5}
     assert store.get_plan(plan_id).files == ()  # type: ignore[union-attr]
+
+
+def test_plans_left_unfinished_by_a_stopped_server_are_failed_on_start(tmp_path):
+    db = tmp_path / "s.db"
+    st = SQLiteStore(db)
+    queued = st.create_plan({}, actor="k1")
+    running = st.create_plan({}, actor="k1")
+    st.set_plan_running(running)
+    done = st.create_plan({}, actor="k1")
+    st.set_plan_running(done)
+    st.plan_done(done, {"status": "optimal"}, {"summary.json": b"{}\n"})
+    st.close()
+
+    st = SQLiteStore(db)  # a new server process
+    failed = st.fail_unfinished_plans("interrupted", actor="serve")
+    assert sorted(failed) == sorted([queued, running])
+    for pid in (queued, running):
+        rec = st.get_plan(pid)
+        assert rec.status == "failed" and rec.error == "interrupted" and rec.finished_at
+    assert st.get_plan(done).status == "done"
+    assert st.fail_unfinished_plans("again") == []
+    st.close()
