@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -16,10 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import marshmallow as ma
 import pandas as pd
-from flask import Flask, Response, current_app, g, request
+import shapely
+from flask import Blueprint as FlaskBlueprint
+from flask import Flask, Response, current_app, g, request, send_from_directory
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 from werkzeug.exceptions import HTTPException
@@ -28,6 +32,7 @@ import matcher
 from matcher import ClusterModel, InputValidationError, MatchConfig, MatcherError, Problem
 from matcher.intake import recommend_for_need
 from matcher.nearby import NearbyIndex
+from matcher.scenario import ScenarioChange, apply_change, compare, config_from_parameters
 from matcher.store import (
     AlreadyExistsError,
     NotFoundError,
@@ -53,8 +58,20 @@ PLAN_FILES = (
     "unmet.csv",
     "plan.geojson",
     "summary.json",
+    # with neighborhoods / min_coverage / recruit_k (see matcher.output.write_plan)
+    "gaps.csv",
+    "gaps.geojson",
+    "floors.csv",
+    "recruit.csv",
+    "recruit.geojson",
+    # scenario plans (POST /plans/{id}/scenarios)
+    "scenario.json",
+    "scenario_clusters.csv",
+    "scenario_partners.csv",
 )
 PROBLEM = "application/problem+json"
+#: Travel radius of a suggested new partner when a plan asks for recruit sites (as the CLI).
+RECRUIT_RADIUS_KM = 2.0
 
 
 # --------------------------------------------------------------------------- errors
@@ -106,15 +123,16 @@ def _register_errors(app: Flask) -> None:
         extra: dict[str, Any] = {}
         data = getattr(exc, "data", None)
         if isinstance(data, dict) and "messages" in data:  # webargs / marshmallow validation
+            sent = request.get_json(silent=True) if request.is_json else None
             extra["problems"] = [
                 {
                     "file": None,
                     "row": None,
                     "field": field,
-                    "value": None,
+                    "value": _value_at(sent if where == "json" else request.args, field),
                     "reason": "; ".join(msgs),
                 }
-                for location in data["messages"].values()
+                for where, location in data["messages"].items()
                 for field, msgs in _flatten(location).items()
             ]
             return problem(400, "Invalid request", "the request parameters are invalid", **extra)
@@ -124,6 +142,18 @@ def _register_errors(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:  # never a stack trace in a response
         logger.exception("unhandled error")
         return problem(500, "Internal Server Error", "an unexpected error occurred")
+
+
+def _value_at(data: Any, dotted: str) -> Any:
+    """Return the scalar sent at ``a.0.b`` of a request body or query (else None)."""
+    for part in dotted.split("."):
+        if isinstance(data, Mapping):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data if isinstance(data, str | int | float | bool) else None
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -247,6 +277,95 @@ class PlanRequest(ma.Schema):
     )
     cluster_km = ma.fields.Float(load_default=MatchConfig.cluster_km)
     seed = ma.fields.Integer(load_default=0)
+    min_coverage = ma.fields.Float(
+        load_default=MatchConfig.min_coverage,
+        validate=ma.validate.Range(0, 1),
+        metadata={
+            "description": "equity floor 0..1: every neighborhood is served to this share of "
+            "its demand before cost is improved anywhere; summary.metrics.floors and "
+            "floors.csv say which floors were met and why not"
+        },
+    )
+    vulnerability_column = ma.fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=ma.validate.Length(min=1),
+        metadata={
+            "description": "a numeric attribute of the stored neighborhoods (e.g. "
+            "'hardship_index') that raises the priority of needs there"
+        },
+    )
+    vulnerability_weight = ma.fields.Float(
+        load_default=MatchConfig.vulnerability_weight,
+        validate=ma.validate.Range(0, 1e6),
+        metadata={"description": "priority x (1 + weight x normalised vulnerability)"},
+    )
+    max_partner_share = ma.fields.Float(
+        load_default=MatchConfig.max_partner_share,
+        validate=ma.validate.Range(0, 1, min_inclusive=False),
+        metadata={"description": "at most this share of a partner's capacity per neighborhood"},
+    )
+    recruit_k = ma.fields.Integer(
+        load_default=None,
+        allow_none=True,
+        strict=True,
+        validate=ma.validate.Range(1, 100),
+        metadata={
+            "description": "suggest up to this many sites per category where a new partner "
+            "would serve the most unmet demand (recruit.csv, recruit.geojson)"
+        },
+    )
+    recruit_radius_km = ma.fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=ma.validate.Range(0, 500, min_inclusive=False),
+        metadata={
+            "description": "travel radius of a suggested new partner, km (with recruit_k; "
+            f"default {RECRUIT_RADIUS_KM:g})"
+        },
+    )
+    recruit_capacity = ma.fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=ma.validate.Range(0),
+        metadata={"description": "capacity of a suggested new partner; null: unlimited"},
+    )
+
+    @ma.validates_schema
+    def _recruit_options_need_k(self, data: dict[str, Any], **_: Any) -> None:
+        for name in ("recruit_radius_km", "recruit_capacity"):
+            if data.get(name) is not None and data.get("recruit_k") is None:
+                raise ma.ValidationError(f"{name} needs recruit_k (sites per category)", name)
+
+
+class ScenarioPartner(PartnerSchema):
+    class Meta:
+        exclude = ("version",)
+
+
+class ScenarioRequest(ma.Schema):
+    remove_partners = ma.fields.List(
+        ma.fields.String(validate=ma.validate.Length(min=1)),
+        load_default=list,
+        metadata={"description": "ids of stored partners that leave"},
+    )
+    add_partners = ma.fields.List(
+        ma.fields.Nested(ScenarioPartner),
+        load_default=list,
+        metadata={"description": "new partners, as in POST /partners (ids must be new)"},
+    )
+    scale_capacity = ma.fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=ma.validate.Range(0, 1e6),
+        metadata={"description": "multiply every partner's capacity by this factor"},
+    )
+    radius_km = ma.fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=ma.validate.Range(0, 500, min_inclusive=False),
+        metadata={"description": "every partner's travel radius becomes this many km"},
+    )
 
 
 class NearbyResult(ma.Schema):
@@ -505,20 +624,168 @@ class Plans(MethodView):
 
     @api_bp.arguments(PlanRequest)
     def post(self, args: dict[str, Any]) -> Response:
-        """Start a plan over the stored data as a background job (202 + Location)."""
+        """Start a plan over the stored data as a background job (202 + Location).
+
+        Equity options (``min_coverage``, ``vulnerability_column``, ...) need stored
+        neighborhoods (or needs with a neighborhood); ``recruit_k`` adds recruit sites.
+        """
         config = MatchConfig(
-            objective=args["objective"], cluster_km=args["cluster_km"], seed=args["seed"]
+            objective=args["objective"],
+            cluster_km=args["cluster_km"],
+            seed=args["seed"],
+            min_coverage=args["min_coverage"],
+            vulnerability_column=args["vulnerability_column"],
+            vulnerability_weight=args["vulnerability_weight"],
+            max_partner_share=args["max_partner_share"],
         )
-        plan_id = store().create_plan(config.parameters() | {"taxonomy": None})
+        if config.vulnerability_column is not None:
+            bad = _check_vulnerability_column(config.vulnerability_column)
+            if bad is not None:
+                return bad
+        recruit = None
+        if args["recruit_k"] is not None:
+            recruit = {
+                "k": args["recruit_k"],
+                "radius_km": args["recruit_radius_km"] or RECRUIT_RADIUS_KM,
+                "capacity": args["recruit_capacity"],
+            }
+        parameters = config.parameters() | {"taxonomy": None}
+        if recruit is not None:
+            parameters["recruit"] = recruit
+        plan_id = store().create_plan(parameters, actor=g.key_id)
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        app.extensions["matcher_jobs"].submit(_run_plan, app, plan_id, config)
-        resp = Response(
-            json.dumps({"plan_id": plan_id, "status": "queued"}),
-            status=202,
-            mimetype="application/json",
+        app.extensions["matcher_jobs"].submit(_run_plan, app, plan_id, config, recruit)
+        return _queued(plan_id)
+
+
+def _queued(plan_id: str, **extra: Any) -> Response:
+    resp = Response(
+        json.dumps({"plan_id": plan_id, "status": "queued"} | extra),
+        status=202,
+        mimetype="application/json",
+    )
+    resp.headers["Location"] = f"/api/v1/plans/{plan_id}"
+    return resp
+
+
+def unprocessable(problems: list[Problem], detail: str) -> Response:
+    """Return a 422 problem+json: the request is well formed but does not fit the data."""
+    return problem(422, "Unprocessable Content", detail, problems=[p.to_dict() for p in problems])
+
+
+def _check_vulnerability_column(column: str) -> Response | None:
+    """422 unless ``column`` is a numeric attribute of the stored neighborhoods."""
+    hoods = store().neighborhoods_frame()
+    if hoods is None or not len(hoods):
+        reason = "no neighborhoods are stored: import them (POST /imports/neighborhoods)"
+    else:
+        numeric = sorted(
+            c
+            for c in hoods.columns
+            if c not in ("geometry", "neighborhood_id")
+            and pd.api.types.is_numeric_dtype(pd.to_numeric(hoods[c], errors="coerce"))
+            and pd.to_numeric(hoods[c], errors="coerce").notna().any()
         )
-        resp.headers["Location"] = f"/api/v1/plans/{plan_id}"
-        return resp
+        if column in numeric:
+            return None
+        reason = (
+            f"not a numeric attribute of the stored neighborhoods; they have "
+            f"{', '.join(numeric) or 'none'}"
+        )
+    return unprocessable(
+        [Problem("request body", None, "vulnerability_column", column, reason)],
+        "the vulnerability column does not exist in the stored neighborhoods",
+    )
+
+
+@api_bp.route("/plans/<plan_id>/scenarios")
+class PlanScenarios(MethodView):
+    decorators = [requires(*WRITERS)]
+
+    @api_bp.arguments(ScenarioRequest)
+    def post(self, args: dict[str, Any], plan_id: str) -> Response:
+        """Start a what-if scenario of a finished plan as a background job (202 + Location).
+
+        Re-plans the stored data with the base plan's parameters ("before") and with the
+        change applied to the stored partners ("after"); the new plan record has the
+        after-plan's files plus ``scenario.json``, ``scenario_clusters.csv`` and
+        ``scenario_partners.csv``, and ``summary.scenario`` (base plan, change, metrics
+        before/after/delta, whether the stored data changed since the base plan).
+        Scenario plans never become the latest plan (the map, nearby and intake keep
+        using the plan in force).
+        """
+        base = store().get_plan(plan_id)
+        if base is None:
+            raise NotFoundError("plan", plan_id)
+        if base.status != "done" or not base.summary:
+            return problem(
+                409,
+                "Conflict",
+                f"plan {plan_id!r} is {base.status}; a scenario needs a finished (done) plan",
+            )
+        if "scenario" in (base.parameters or {}):
+            return unprocessable(
+                [Problem("path", None, "plan_id", plan_id, "this plan is itself a scenario")],
+                "run scenarios of the plan in force, not of another scenario: base plan "
+                f"{base.parameters['scenario'].get('base_plan')!r}",
+            )
+        added = _scenario_additions(args["add_partners"])
+        bad = _check_change(args["remove_partners"], added)
+        if bad is not None:
+            return bad
+        change = {
+            "remove_partners": sorted(set(args["remove_partners"])),
+            "add_partners": added,
+            "scale_capacity": args["scale_capacity"],
+            "radius_km": args["radius_km"],
+        }
+        described = {
+            "remove_partners": change["remove_partners"],
+            "add_partners": [r["partner_id"] for r in added],
+            "scale_capacity": change["scale_capacity"],
+            "radius_km": change["radius_km"],
+        }
+        parameters = dict(base.summary.get("parameters") or base.parameters) | {"taxonomy": None}
+        parameters["scenario"] = {"base_plan": plan_id, "change": described}
+        if "recruit" in (base.parameters or {}):
+            parameters["recruit"] = base.parameters["recruit"]
+        new_id = store().create_plan(parameters, actor=g.key_id)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        app.extensions["matcher_jobs"].submit(_run_scenario, app, new_id, plan_id, change)
+        return _queued(new_id, base_plan=plan_id)
+
+
+def _scenario_additions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validate added partners with matcher's own rules (all rows, all problems at once)."""
+    if not rows:
+        return []
+    frame = pd.DataFrame([{k: _listish(v) for k, v in r.items()} for r in rows])
+    loaded = matcher.read_partners(frame, name="add_partners").frame
+    records: list[dict[str, Any]] = loaded.drop(columns="geometry").to_dict("records")
+    return records
+
+
+def _check_change(remove: list[str], added: list[dict[str, Any]]) -> Response | None:
+    """422 when partners to remove are unknown or added ones exist already."""
+    stored = set(store().partners_frame()["partner_id"].astype(str))
+    problems = [
+        Problem("request body", None, "remove_partners", pid, "no stored partner with this id")
+        for pid in sorted(set(remove) - stored)
+    ]
+    problems += [
+        Problem("request body", i, "add_partners.partner_id", r["partner_id"],
+                "a stored partner has this id already")
+        for i, r in enumerate(added)
+        if str(r["partner_id"]) in stored
+    ]  # fmt: skip
+    problems += [
+        Problem("request body", None, "add_partners.partner_id", pid,
+                "also listed in remove_partners")
+        for pid in sorted(set(remove) & {str(r["partner_id"]) for r in added})
+    ]  # fmt: skip
+    if not problems:
+        return None
+    return unprocessable(problems, f"{len(problems)} problem(s) with the partners of the change")
 
 
 @api_bp.route("/plans/<plan_id>")
@@ -532,7 +799,9 @@ class PlanItem(MethodView):
             raise NotFoundError("plan", plan_id)
         rec = found.to_dict()
         if rec.get("status") == "done":
-            rec["files"] = {n: f"/api/v1/plans/{plan_id}/files/{n}" for n in PLAN_FILES}
+            rec["files"] = {
+                n: f"/api/v1/plans/{plan_id}/files/{n}" for n in PLAN_FILES if n in found.files
+            }
             rec["assignments"] = f"/api/v1/plans/{plan_id}/assignments"
         return Response(json.dumps(rec, default=str), mimetype="application/json")
 
@@ -611,29 +880,111 @@ class Nearby(MethodView):
 # --------------------------------------------------------------------------- jobs and caches
 
 
-def _run_plan(app: Flask, plan_id: str, config: MatchConfig) -> None:
-    """Run one plan over the stored data and store its files (in a worker thread)."""
-    st: Store = app.extensions["matcher_store"]
+def _stored_hoods(st: Store) -> Any:
+    hoods = st.neighborhoods_frame()
+    return hoods if hoods is not None and len(hoods) else None
+
+
+def _with_recruit(result: Any, recruit: Mapping[str, Any] | None) -> Any:
+    """Attach recruit sites to a plan; a bad parameter fails the job as an input error."""
+    if not recruit:
+        return result
+    try:
+        return result.with_recruit(recruit["k"], recruit["radius_km"], recruit.get("capacity"))
+    except ValueError as exc:
+        raise InputValidationError([Problem(None, None, "recruit", None, str(exc))]) from None
+
+
+def _run_job(st: Store, plan_id: str, work: Callable[[], None]) -> None:
+    """Run a plan job: mark it running, do the work, mark it failed on any error."""
     try:
         st.set_plan_running(plan_id)
-        hoods = st.neighborhoods_frame()
+        work()
+    except MatcherError as exc:
+        st.plan_failed(plan_id, str(exc))
+    except Exception:  # pragma: no cover - reported as a failed plan, details in the log
+        logger.exception("plan %s failed", plan_id)
+        st.plan_failed(plan_id, "an unexpected error occurred; see the server log")
+
+
+def _run_plan(
+    app: Flask, plan_id: str, config: MatchConfig, recruit: Mapping[str, Any] | None = None
+) -> None:
+    """Run one plan over the stored data and store its files (in a worker thread)."""
+    st: Store = app.extensions["matcher_store"]
+
+    def work() -> None:
         result = matcher.plan(
-            st.needs_frame(),
-            st.partners_frame(),
-            neighborhoods=hoods if hoods is not None and len(hoods) else None,
-            config=config,
+            st.needs_frame(), st.partners_frame(), neighborhoods=_stored_hoods(st), config=config
         )
+        result = _with_recruit(result, recruit)
         with tempfile.TemporaryDirectory() as tmp:
             written = result.to_dir(tmp)
             files = {name: path.read_bytes() for name, path in written.items()}
         result.model.save(app.config["MODELS_DIR"], f"plan-{plan_id}")  # type: ignore[union-attr]
         usage = result.partners.set_index("partner_id")["used"].to_dict()
         st.plan_done(plan_id, json.loads(files["summary.json"]), files, usage=usage)
-    except MatcherError as exc:
-        st.plan_failed(plan_id, str(exc))
-    except Exception:  # pragma: no cover - reported as a failed plan, details in the log
-        logger.exception("plan %s failed", plan_id)
-        st.plan_failed(plan_id, "an unexpected error occurred; see the server log")
+
+    _run_job(st, plan_id, work)
+
+
+def _run_scenario(app: Flask, plan_id: str, base_id: str, change: Mapping[str, Any]) -> None:
+    """Re-plan the stored data before and after a change, compare, store (worker thread)."""
+    st: Store = app.extensions["matcher_store"]
+
+    def work() -> None:
+        base = st.get_plan(base_id)
+        if base is None or base.summary is None:
+            raise MatcherError(f"the base plan {base_id!r} is gone")
+        summary = base.summary
+        config = config_from_parameters(summary["parameters"])
+        needs, partners, hoods = st.needs_frame(), st.partners_frame(), _stored_hoods(st)
+        before = matcher.plan(needs, partners, neighborhoods=hoods, config=config)
+        then = summary.get("input_hashes") or {}
+        now = before.input_hashes
+        changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+        sc_change = ScenarioChange(
+            add_partners=pd.DataFrame(change["add_partners"]) if change["add_partners"] else None,
+            remove_partners=tuple(change["remove_partners"]),
+            scale_capacity=change["scale_capacity"],
+            radius_km=change["radius_km"],
+        )
+        after_partners = apply_change(pd.DataFrame(partners), sc_change, taxonomy=config.taxonomy)
+        after = matcher.plan(needs, after_partners, neighborhoods=hoods, config=config)
+        after = _with_recruit(after, (base.parameters or {}).get("recruit"))
+        result = compare(before, after, sc_change)
+        with tempfile.TemporaryDirectory() as tmp:
+            written = result.to_dir(tmp)
+            files = {name: path.read_bytes() for name, path in written.items()}
+        reproduced = before.solver.get("objective_scaled") == (summary.get("solver") or {}).get(
+            "objective_scaled"
+        )
+        record = json.loads(files["summary.json"])
+        record["scenario"] = {
+            "base_plan": base_id,
+            "change": {
+                "remove_partners": list(change["remove_partners"]),
+                "add_partners": [str(r["partner_id"]) for r in change["add_partners"]],
+                "scale_capacity": change["scale_capacity"],
+                "radius_km": change["radius_km"],
+            },
+            "metrics": result.metrics,
+            "clusters_changed": int(len(result.clusters)),
+            "partners_changed": int(len(result.partners)),
+            "data_changed": bool(changed),
+            "changed_inputs": changed,
+            "base_reproduced": bool(reproduced and not changed),
+            "note": (
+                f"the stored {', '.join(changed)} changed since the base plan: 'before' is a "
+                "re-plan of the current data with the base plan's parameters, not the base plan"
+                if changed
+                else "'before' re-plans the same data with the base plan's parameters"
+            ),
+        }
+        usage = after.partners.set_index("partner_id")["used"].to_dict()
+        st.plan_done(plan_id, record, files, usage=usage)
+
+    _run_job(st, plan_id, work)
 
 
 _cache_lock = threading.Lock()
@@ -642,7 +993,7 @@ _cache_lock = threading.Lock()
 def _nearby_index(*, exact: bool) -> NearbyIndex:
     """Return the partners index of the current data and latest plan (cached)."""
     st = store()
-    latest = st.latest_done_plan()
+    latest = st.latest_done_plan(exclude_scenarios=True)
     key = (st.revision(), latest["plan_id"] if latest else None, exact)
     cache = current_app.extensions["matcher_nearby"]
     with _cache_lock:
@@ -654,11 +1005,342 @@ def _nearby_index(*, exact: bool) -> NearbyIndex:
 
 
 def _latest_model() -> ClusterModel | None:
-    latest = store().latest_done_plan()
+    latest = store().latest_done_plan(exclude_scenarios=True)
     if latest is None:
         return None
     path = Path(current_app.config["MODELS_DIR"]) / f"plan-{latest['plan_id']}.json"
     return ClusterModel.load(path) if path.exists() else None
+
+
+# --------------------------------------------------------------------------- web map
+#
+# The planner map page at ``/``: static files of ``matcher/web`` (package data, plain JS,
+# no build step), Leaflet from the installed XStatic-Leaflet package (so the page works
+# offline), base-map tiles from ``TILE_URL`` (empty: no base map). The page reads
+# everything through the JSON routes below with the API key the user enters (kept in the
+# tab's sessionStorage only). None of these pages or routes carries a secret.
+
+WEB_DIR = Path(matcher.__file__).resolve().parent / "web"
+#: Default base-map tiles (``MATCHER_TILE_URL`` / ``TILE_URL`` replaces it; "" = none).
+DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+DEFAULT_TILE_ATTRIBUTION = "© OpenStreetMap contributors"
+_WEB_FILES = ("app.js", "app.css")
+
+
+class MapConfigSchema(ma.Schema):
+    tile_url = ma.fields.String(
+        metadata={"description": "Leaflet URL template of the base-map tiles; '' = no base map"}
+    )
+    tile_attribution = ma.fields.String(metadata={"description": "plain text"})
+    version = ma.fields.String()
+
+
+class WhoAmISchema(ma.Schema):
+    key_id = ma.fields.String()
+    role = ma.fields.String(validate=ma.validate.OneOf(ROLES))
+
+
+class PlanRecordSchema(ma.Schema):
+    plan_id = ma.fields.String()
+    status = ma.fields.String(validate=ma.validate.OneOf(["queued", "running", "done", "failed"]))
+    created_at = ma.fields.String()
+    started_at = ma.fields.String(allow_none=True)
+    finished_at = ma.fields.String(allow_none=True)
+    created_by = ma.fields.String()
+    parameters = ma.fields.Dict()
+    summary = ma.fields.Dict(allow_none=True, metadata={"description": "summary.json"})
+    error = ma.fields.String(allow_none=True)
+    files = ma.fields.List(ma.fields.String())
+
+
+class LatestPlanSchema(ma.Schema):
+    plan = ma.fields.Nested(
+        PlanRecordSchema,
+        allow_none=True,
+        metadata={
+            "description": "the last finished plan with its summary, scenarios excluded; "
+            "null when none"
+        },
+    )
+    pending = ma.fields.List(
+        ma.fields.Nested(PlanRecordSchema),
+        metadata={"description": "queued or running plans among the 50 newest, newest first"},
+    )
+
+
+class FeatureSchema(ma.Schema):
+    type = ma.fields.String(validate=ma.validate.Equal("Feature"))
+    geometry = ma.fields.Dict()
+    properties = ma.fields.Dict()
+
+
+class FloorSchema(ma.Schema):
+    neighborhood_id = ma.fields.String()
+    name = ma.fields.String()
+    min_coverage = ma.fields.Float()
+    demand = ma.fields.Float()
+    floor = ma.fields.Float()
+    served = ma.fields.Float()
+    coverage = ma.fields.Float()
+    shortfall = ma.fields.Float()
+    max_alone = ma.fields.Float(
+        allow_none=True,
+        metadata={"description": "when not met: the most any plan could serve there"},
+    )
+    floor_met = ma.fields.Boolean()
+    reason = ma.fields.String(metadata={"description": "empty when the floor is met"})
+
+
+class PlanMapSchema(ma.Schema):
+    type = ma.fields.String(validate=ma.validate.Equal("FeatureCollection"))
+    plan_id = ma.fields.String()
+    features = ma.fields.List(
+        ma.fields.Nested(FeatureSchema),
+        metadata={
+            "description": "plan.geojson's features (feature_type 'cluster': hull polygon; "
+            "'partner': point, volunteers coarsened to ~500 m, no contact; 'assignment': "
+            "line with the explanation and the runner-up of assignments.csv), then one "
+            "'neighborhood' polygon per stored neighborhood with the plan's demand, "
+            "served, unmet and coverage there (null when the plan had no demand in it), "
+            "then gaps.geojson's 'gap' polygons (demand, served, unmet by reason and "
+            "'categories') and recruit.geojson's 'recruit_site' points when the plan has "
+            "those files"
+        },
+    )
+    floors = ma.fields.List(
+        ma.fields.Nested(FloorSchema),
+        allow_none=True,
+        metadata={"description": "floors.csv (plans with min_coverage); null without floors"},
+    )
+
+
+_ASSIGNMENT_FLOATS = (
+    "units",
+    "distance_km",
+    "cost",
+    "language_km",
+    "capacity_used",
+    "capacity_left",
+    "runner_up_distance_km",
+    "runner_up_extra_cost",
+)
+
+
+def _assignment_details(content: bytes | None) -> dict[tuple[str, str], dict[str, Any]]:
+    """Rows of an ``assignments.csv`` by ``(cluster_id, partner_id)``, typed for JSON."""
+    if not content:
+        return {}
+    frame = pd.read_csv(io.BytesIO(content), keep_default_na=False, dtype=str)
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in frame.to_dict("records"):
+        rec: dict[str, Any] = {}
+        for key, value in row.items():
+            if value == "":
+                rec[key] = None
+            elif key in _ASSIGNMENT_FLOATS:
+                rec[key] = float(value)
+            elif key == "runner_up_full":
+                rec[key] = value.lower() == "true"
+            else:
+                rec[key] = value
+        out[(row["cluster_id"], row["partner_id"])] = rec
+    return out
+
+
+_FLOOR_TEXT = ("neighborhood_id", "name", "reason")
+
+
+def _floors(content: bytes | None) -> list[dict[str, Any]] | None:
+    """Rows of a ``floors.csv``, typed for JSON (None when the plan has no floors).
+
+    ``neighborhood_id``, ``name`` and ``reason`` stay text, ``floor_met`` is a boolean,
+    every other column a number (None when empty).
+    """
+    if content is None:
+        return None
+    frame = pd.read_csv(io.BytesIO(content), keep_default_na=False, dtype=str)
+    rows = []
+    for row in frame.to_dict("records"):
+        rec: dict[str, Any] = {}
+        for key, value in row.items():
+            if key in _FLOOR_TEXT:
+                rec[key] = value
+            elif key == "floor_met":
+                rec[key] = value.lower() == "true"
+            else:
+                try:
+                    rec[key] = float(value) if value != "" else None
+                except ValueError:
+                    rec[key] = value
+        rows.append(rec)
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    """Return a JSON value of a pandas/numpy cell (NaN and missing values as None)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value if isinstance(value, str | int | float | bool) else str(value)
+
+
+def _neighborhood_features(coverage: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Return the stored neighborhoods as GeoJSON features, with a plan's coverage in each."""
+    hoods = store().neighborhoods_frame()
+    if hoods is None or not len(hoods):
+        return []
+    geoms = shapely.to_geojson(shapely.set_precision(hoods.geometry.to_numpy(), 1e-6))
+    features = []
+    for geom, (_, row) in zip(geoms.tolist(), hoods.iterrows(), strict=True):
+        hood_id = str(row["neighborhood_id"])
+        cov = coverage.get(hood_id) or {}
+        props = {
+            "feature_type": "neighborhood",
+            "neighborhood_id": hood_id,
+            "name": _plain(row.get("name")) or hood_id,
+            "population": _plain(row.get("population")),
+        } | {k: _plain(cov.get(k)) for k in ("demand", "served", "unmet", "coverage")}
+        features.append({"type": "Feature", "geometry": json.loads(geom), "properties": props})
+    return features
+
+
+@api_bp.route("/map/config")
+class MapConfig(MethodView):
+    @api_bp.response(200, MapConfigSchema)
+    def get(self) -> dict[str, Any]:
+        """Get the settings of the map page (no key needed): base-map tiles and version."""
+        return {
+            "tile_url": str(current_app.config.get("TILE_URL") or ""),
+            "tile_attribution": str(current_app.config.get("TILE_ATTRIBUTION") or ""),
+            "version": matcher.__version__,
+        }
+
+
+@api_bp.route("/me")
+class WhoAmI(MethodView):
+    decorators = [requires(*ROLES)]
+
+    @api_bp.response(200, WhoAmISchema)
+    def get(self) -> dict[str, Any]:
+        """Get the role of the calling API key (the map page checks a key with it)."""
+        return {"key_id": g.key_id, "role": g.role}
+
+
+@api_bp.route("/plans/latest")
+class LatestPlan(MethodView):
+    decorators = [requires(*ROLES)]
+
+    @api_bp.response(200, LatestPlanSchema)
+    def get(self) -> Response:
+        """Get the plan in force and the plans queued or running (what-if scenarios excluded)."""
+        latest = store().latest_done_plan(exclude_scenarios=True)
+        pending = [
+            p.to_dict()
+            for p in store().list_plans(50)
+            if p.status in ("queued", "running") and "scenario" not in (p.parameters or {})
+        ]
+        body = {"plan": latest.to_dict() if latest else None, "pending": pending}
+        return Response(json.dumps(body, default=str), mimetype="application/json")
+
+
+@api_bp.route("/plans/<plan_id>/map")
+class PlanMap(MethodView):
+    decorators = [requires(*ROLES)]
+
+    @api_bp.response(200, PlanMapSchema, content_type="application/geo+json")
+    def get(self, plan_id: str) -> Response:
+        """Get a finished plan as one GeoJSON for the map.
+
+        Clusters, partners, explained assignments and neighborhoods with their coverage.
+        """
+        found = store().get_plan(plan_id)
+        if found is None:
+            raise NotFoundError("plan", plan_id)
+        content = store().plan_file(plan_id, "plan.geojson")
+        if found.status != "done" or content is None:
+            return problem(404, "Not Found", f"plan {plan_id!r} is {found.status}, not done")
+        collection = json.loads(content)
+        details = _assignment_details(store().plan_file(plan_id, "assignments.csv"))
+        for feature in collection["features"]:
+            props = feature["properties"]
+            if props.get("feature_type") == "assignment":
+                extra = details.get((props["cluster_id"], props["partner_id"]), {})
+                props.update({k: v for k, v in extra.items() if k not in props})
+            elif props.get("feature_type") == "partner":
+                props.pop("contact", None)  # never in plan.geojson; withheld here too
+        metrics = (found.summary or {}).get("metrics", {})
+        collection["features"] += _neighborhood_features(
+            metrics.get("coverage_by_neighborhood", {})
+        )
+        for name in ("gaps.geojson", "recruit.geojson"):
+            extra = store().plan_file(plan_id, name)
+            if extra:
+                collection["features"] += json.loads(extra)["features"]
+        body = {
+            "type": "FeatureCollection",
+            "plan_id": plan_id,
+            "features": collection["features"],
+            "floors": _floors(store().plan_file(plan_id, "floors.csv")),
+        }
+        return Response(json.dumps(body, separators=(",", ":")), mimetype="application/geo+json")
+
+
+def _tile_origin(tile_url: str) -> str:
+    """Return the CSP source of the tile server (``{s}`` as a wildcard); '' if same-origin."""
+    parts = urlsplit(tile_url.replace("{s}", "*"))
+    if not parts.scheme and not parts.netloc:
+        return ""
+    if parts.scheme not in ("http", "https") or "{" in parts.netloc or not parts.netloc:
+        return "https: http:"
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _register_webmap(app: Flask) -> None:
+    """Serve the map page at ``/``, its files under ``/web/`` and Leaflet under ``/vendor/``."""
+    app.config.setdefault("TILE_URL", DEFAULT_TILE_URL)
+    app.config.setdefault("TILE_ATTRIBUTION", DEFAULT_TILE_ATTRIBUTION)
+    pages = FlaskBlueprint("webmap", __name__)
+
+    @pages.get("/")
+    def index() -> Response:
+        resp = send_from_directory(WEB_DIR, "index.html", max_age=0)
+        tiles = _tile_origin(str(current_app.config.get("TILE_URL") or ""))
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            f"img-src 'self' data: {tiles}".rstrip()
+            + "; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        )
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        return resp
+
+    @pages.get("/web/<name>")
+    def web_file(name: str) -> Response:
+        if name not in _WEB_FILES:
+            return problem(404, "Not Found", f"no file {name!r}")
+        resp = send_from_directory(WEB_DIR, name, max_age=0)
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
+    @pages.get("/vendor/leaflet/<path:name>")
+    def leaflet_file(name: str) -> Response:
+        try:
+            from xstatic.pkg import leaflet
+        except ImportError:
+            return problem(
+                404, "Not Found", "Leaflet is missing: pip install 'matcher[api]' (xstatic-leaflet)"
+            )
+        resp = send_from_directory(leaflet.BASE_DIR, name, max_age=86400)
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
+    app.register_blueprint(pages)
 
 
 # --------------------------------------------------------------------------- factory
@@ -699,5 +1381,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         },
     )
     api.register_blueprint(api_bp)
+    _register_webmap(app)
     _register_errors(app)
     return app

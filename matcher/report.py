@@ -618,6 +618,61 @@ def _hood_map(plan: Plan, frame: _Frame) -> bytes:
     return _png(fig)
 
 
+def _gap_map(plan: Plan, frame: _Frame) -> bytes:
+    """Draw the gap layer: unmet units per neighborhood, darker where more stays unmet."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.collections import PathCollection
+    from matplotlib.colors import Normalize
+
+    fig = _new_figure()
+    ax = frame.axes(fig, "Gaps: unmet units per neighborhood")
+    assert plan.neighborhoods is not None and plan.gaps is not None
+    hoods = plan.neighborhoods
+    unmet_by = plan.gaps.groupby("neighborhood")["unmet"].sum()
+    ids = hoods["neighborhood_id"].astype(str).to_numpy()
+    unmet = unmet_by.reindex(ids).fillna(0.0).to_numpy(dtype=np.float64)
+    cmap, norm = colormaps["OrRd"], Normalize(0.0, max(float(unmet.max(initial=0.0)), 1.0))
+    paths, idx = frame.paths(hoods.geometry.to_numpy())
+    pc = PathCollection(
+        paths, facecolors=cmap(norm(unmet[idx])), edgecolors="#ffffff", linewidths=0.6
+    )
+    ax.add_collection(pc)
+    _colorbar(fig, ScalarMappable(norm=norm, cmap=cmap), "units per week left unmet")
+    return _png(fig)
+
+
+def _recruit_map(plan: Plan, frame: _Frame) -> bytes:
+    """Draw the suggested recruit sites (numbered by rank) over the unmet clusters."""
+    fig = _new_figure()
+    ax = frame.axes(fig, "Where to recruit: suggested sites for new partners")
+    _basemap(ax, frame, plan)
+    u = plan.unmet
+    if len(u):
+        ax.scatter(
+            frame.x(u["centroid_lon"].to_numpy()),
+            u["centroid_lat"].to_numpy(),
+            s=_sizes(u["units"].to_numpy()),
+            color="#c0392b",
+            alpha=0.35,
+            linewidths=0,
+            zorder=2,
+        )
+    sites = plan.recruit.sites
+    if len(sites):
+        x, y = frame.x(sites["lon"].to_numpy()), sites["lat"].to_numpy()
+        ax.scatter(x, y, s=140, marker="*", color="#1f4e9c", edgecolors="#ffffff",
+                   linewidths=0.6, zorder=3, label="suggested site")  # fmt: skip
+        for xi, yi, rank in zip(x, y, sites["rank"].tolist(), strict=True):
+            ax.annotate(str(rank), (xi, yi), xytext=(4, 4), textcoords="offset points",
+                        fontsize=6, color="#1f4e9c", zorder=4)  # fmt: skip
+        ax.legend(loc="upper left", fontsize=7, framealpha=0.85)
+    else:
+        ax.text(0.5, 0.5, "no site would serve unmet demand", transform=ax.transAxes,
+                ha="center", fontsize=12)  # fmt: skip
+    return _png(fig)
+
+
 def _category_chart(plan: Plan) -> bytes:
     by = plan.metrics.get("units_by_category", {})
     cats = sorted(by)
@@ -641,8 +696,9 @@ def _category_chart(plan: Plan) -> bytes:
 def report_figures(plan: Plan) -> list[tuple[str, str, bytes]]:
     """Render the report's images: ``(id, caption, png_bytes)`` each, in report order.
 
-    Four maps (clusters, partners, assignments, unmet), the neighborhood coverage map
-    when the plan has neighborhood polygons, and the chart of units by category.
+    Four maps (clusters, partners, assignments, unmet), the neighborhood coverage and
+    gap maps when the plan has neighborhood polygons, the recruit map when it has
+    recruit suggestions, and the chart of units by category.
     """
     frame = _Frame(plan)
     figs = [
@@ -675,6 +731,25 @@ def report_figures(plan: Plan) -> list[tuple[str, str, bytes]]:
                 "map-neighborhoods",
                 "Share of demand served per neighborhood (grey: no needs).",
                 _hood_map,
+            )
+        )
+    if plan.neighborhoods is not None and len(plan.neighborhoods) and plan.gaps is not None:
+        figs.append(
+            (
+                "map-gaps",
+                "The gap layer: units left unmet per neighborhood (gaps.csv has them by "
+                "category and reason).",
+                _gap_map,
+            )
+        )
+    if getattr(getattr(plan, "recruit", None), "sites", None) is not None:
+        figs.append(
+            (
+                "map-recruit",
+                "Where to recruit: suggested sites for new partners (numbers: rank in the "
+                "category) over "
+                "the clusters with unmet demand.",
+                _recruit_map,
             )
         )
     out = [(fid, cap, draw(plan, frame)) for fid, cap, draw in figs]

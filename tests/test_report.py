@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = '<script>alert("x")</script> & "Sons" <u>co</u> <img src=x onerror=alert(1)>'
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Four maps (clusters, partners, assignments, unmet), the neighborhood map, the chart.
-IMAGES_WITH_HOODS = 6
+IMAGES_WITH_HOODS = 7  # four maps, coverage and gap maps, the category chart
 
 
 # ---------------------------------------------------------------------------------------
@@ -310,7 +310,7 @@ def test_report_of_a_fully_served_plan_without_neighborhoods(
     p, text = tiny_report
     assert p.metrics["units"]["unmet"] == 0
     doc = parse(text)
-    assert len(doc.images) == IMAGES_WITH_HOODS - 1  # no neighborhood map
+    assert len(doc.images) == IMAGES_WITH_HOODS - 2  # no neighborhood coverage or gap map
     for img in doc.images:
         check_png(img["src"])
     assert "table-gap-clusters" not in doc.tables
@@ -325,7 +325,7 @@ def test_report_of_a_plan_without_assignments(tmp_path: Path) -> None:
     p = tiny_plan(tmp_path, partners=far)
     assert len(p.assignments) == 0
     doc = parse(report_html(p))
-    assert len(doc.images) == IMAGES_WITH_HOODS - 1
+    assert len(doc.images) == IMAGES_WITH_HOODS - 2
     assert len(doc.tables["table-gap-clusters"]["tbody"]) == len(p.unmet) == 3
     assert "table-partners" not in doc.tables
 
@@ -535,3 +535,13 @@ def test_cli_on_a_terminal_shows_a_bar_unless_quiet(
     code, out, err = run_on_terminal([*base, "--out", str(tmp_path / "b"), "--quiet"], tmp_path)
     assert code == 0, err
     assert err == "" and out == ""
+
+
+def test_report_maps_recruit_sites(tiny_report: tuple[Any, str]) -> None:
+    p = tiny_report[0].with_recruit(2, radius_km=2.0, capacity=10)
+    doc = parse(report_html(p))
+    alts = [img.get("alt", "") for img in doc.images]
+    assert len(doc.images) == len(parse(tiny_report[1]).images) + 1
+    assert any("recruit" in a.lower() for a in alts)
+    if len(p.recruit.sites):
+        assert len(doc.tables["table-recruit"]["tbody"]) == min(len(p.recruit.sites), 25)

@@ -1,0 +1,761 @@
+"""The planner map page at ``/``: its JSON routes, and the page in a real headless browser.
+
+The browser tests run Debian's ``chromium`` (``.ci/run`` installs it when it is missing and
+CI runs as root) driven by Playwright's Python package, against the real app under waitress
+in a subprocess, on a small slice of the sample city (3 community areas: 431 needs, 276
+partners; a plan takes about a second). They skip, saying why, when Playwright or a system
+chromium is missing. Screenshots go to the test's tmp path and to ``out/webmap/``.
+
+Tiles: the app's ``TILE_URL`` points at a closed port on loopback, so base-map tiles cannot
+be reached (the tests run offline). In that case Chromium itself logs one console error
+"Failed to load resource" per tile request that failed; no page can prevent that. The
+offline test tolerates exactly those (text and URL both checked) and nothing else; the page
+stops asking for tiles after the first failure and says the base map is unavailable. The
+other browser tests serve the tiles from Playwright (a 1-pixel PNG) and allow no console
+error at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from openapi_spec_validator import validate
+
+import matcher
+from api import create_app
+from matcher.output import coarsen
+from matcher.store import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+HOODS = {"6", "7", "8"}  # Lake View, Lincoln Park, Near North Side
+PNG_1PX = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def write_slice(directory: Path) -> dict[str, Path]:
+    """Write the needs of three community areas, the partners around them and their polygons."""
+    needs = pd.read_csv(SAMPLE / "needs.csv", dtype=str, keep_default_na=False)
+    partners = pd.read_csv(SAMPLE / "partners.csv", dtype=str, keep_default_na=False)
+    needs = needs[needs["neighborhood"].isin(HOODS)]
+    lat, lon = needs["lat"].astype(float), needs["lon"].astype(float)
+    plat, plon = partners["lat"].astype(float), partners["lon"].astype(float)
+    near = plat.between(lat.min() - 0.01, lat.max() + 0.01) & plon.between(
+        lon.min() - 0.01, lon.max() + 0.01
+    )
+    hoods = json.loads((SAMPLE / "neighborhoods.geojson").read_text())
+    hoods["features"] = [
+        f for f in hoods["features"] if f["properties"]["neighborhood_id"] in HOODS
+    ]
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "needs": directory / "needs.csv",
+        "partners": directory / "partners.csv",
+        "neighborhoods": directory / "neighborhoods.geojson",
+    }
+    needs.to_csv(paths["needs"], index=False)
+    partners[near].to_csv(paths["partners"], index=False)
+    paths["neighborhoods"].write_text(json.dumps(hoods))
+    return paths
+
+
+def load_store(db: Path, paths: dict[str, Path]) -> dict[str, str]:
+    """Load the slice into a new store; return an API key per role."""
+    with open_store(db) as st:
+        st.replace_partners(matcher.read_partners(paths["partners"]).frame, actor="test")
+        st.replace_needs(matcher.read_needs(paths["needs"]).frame, actor="test")
+        st.replace_neighborhoods(
+            matcher.read_neighborhoods(paths["neighborhoods"])[0], actor="test"
+        )
+        return {role: st.create_api_key(role)[1] for role in ("planner", "outreach", "admin")}
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def layer_counts(collection: dict) -> dict[str, int]:
+    """What each layer of the page shows with no filter, from a plan's map GeoJSON."""
+    kinds = Counter(
+        f["properties"]["kind"]
+        for f in collection["features"]
+        if f["properties"]["feature_type"] == "partner"
+    )
+    types = Counter(f["properties"]["feature_type"] for f in collection["features"])
+    return {
+        "clusters": types["cluster"],
+        "unmet": sum(
+            1
+            for f in collection["features"]
+            if f["properties"]["feature_type"] == "cluster" and f["properties"]["unmet"] > 0
+        ),
+        "assignments": types["assignment"],
+        "organizations": kinds["organization"],
+        "volunteers": kinds["volunteer"],
+        "neighborhoods": types["neighborhood"],
+        "gaps": types["gap"],
+        "recruit": types["recruit_site"],
+    }
+
+
+def on_map(counts: dict[str, int]) -> dict[str, int]:
+    """What the page draws at first: the gap layer is off (coverage is shown instead)."""
+    return counts | {"gaps": 0}
+
+
+# --------------------------------------------------------------------------- JSON routes
+
+
+@pytest.fixture(scope="module")
+def slice_paths(tmp_path_factory):
+    return write_slice(tmp_path_factory.mktemp("slice"))
+
+
+@pytest.fixture()
+def app(tmp_path, slice_paths):
+    keys = load_store(tmp_path / "store.db", slice_paths)
+    app = create_app(
+        {
+            "DB": str(tmp_path / "store.db"),
+            "MODELS_DIR": str(tmp_path / "models"),
+            "TESTING": True,
+            "TILE_URL": "https://{s}.tiles.example.org/{z}/{x}/{y}.png",
+        }
+    )
+    app.config["KEYS"] = keys
+    yield app
+    app.extensions["matcher_jobs"].shutdown(wait=True)
+
+
+def run_plan(client, key: str, **params) -> str:
+    r = client.post("/api/v1/plans", json=params, headers=auth(key))
+    assert r.status_code == 202, r.get_data(as_text=True)
+    plan_id = r.get_json()["plan_id"]
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        body = client.get(f"/api/v1/plans/{plan_id}", headers=auth(key)).get_json()
+        if body["status"] in ("done", "failed"):
+            assert body["status"] == "done", body
+            return plan_id
+        time.sleep(0.1)
+    raise AssertionError("the plan did not finish")
+
+
+def test_page_and_leaflet_are_served_from_the_package(app):
+    c = app.test_client()
+    page = c.get("/")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    page.close()
+    assert 'src="vendor/leaflet/leaflet.js"' in html and 'src="web/app.js"' in html
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "https://*.tiles.example.org" in csp
+    from xstatic.pkg import leaflet
+
+    js = c.get("/vendor/leaflet/leaflet.js")
+    assert js.status_code == 200 and "javascript" in js.mimetype
+    assert js.get_data() == (Path(leaflet.BASE_DIR) / "leaflet.js").read_bytes()
+    js.close()
+    for name in ("leaflet.css", "images/layers.png"):
+        r = c.get(f"/vendor/leaflet/{name}")
+        assert r.status_code == 200, name
+        r.close()
+    for name in ("app.js", "app.css"):
+        r = c.get(f"/web/{name}")
+        assert r.status_code == 200 and r.headers["X-Content-Type-Options"] == "nosniff"
+        r.close()
+    assert c.get("/web/index.html").status_code == 404
+    assert c.get("/vendor/leaflet/../../__init__.py").status_code == 404
+    assert c.get("/web/..%2F__init__.py").status_code == 404
+
+
+def test_map_routes_roles_and_openapi(app):
+    c, keys = app.test_client(), app.config["KEYS"]
+    cfg = c.get("/api/v1/map/config").get_json()  # no key needed
+    assert cfg["tile_url"] == "https://{s}.tiles.example.org/{z}/{x}/{y}.png"
+    for path in ("/api/v1/me", "/api/v1/plans/latest", "/api/v1/plans/abc/map"):
+        r = c.get(path)
+        assert r.status_code == 401 and r.mimetype == "application/problem+json"
+    for role, key in keys.items():
+        assert c.get("/api/v1/me", headers=auth(key)).get_json()["role"] == role
+    empty = c.get("/api/v1/plans/latest", headers=auth(keys["outreach"])).get_json()
+    assert empty == {"plan": None, "pending": []}
+    assert c.get("/api/v1/plans/abc/map", headers=auth(keys["outreach"])).status_code == 404
+    spec = c.get("/api/v1/openapi.json").get_json()
+    validate(spec)
+    for path in ("/api/v1/map/config", "/api/v1/me", "/api/v1/plans/latest"):
+        assert path in spec["paths"]
+    assert "/api/v1/plans/{plan_id}/map" in spec["paths"]
+
+
+def test_plan_map_has_every_layer_with_explanations_and_coverage(app, slice_paths):
+    c, keys = app.test_client(), app.config["KEYS"]
+    plan_id = run_plan(c, keys["planner"], objective="default")
+    latest = c.get("/api/v1/plans/latest", headers=auth(keys["outreach"])).get_json()
+    assert latest["plan"]["plan_id"] == plan_id and latest["plan"]["summary"]["metrics"]
+    r = c.get(f"/api/v1/plans/{plan_id}/map", headers=auth(keys["outreach"]))
+    assert r.status_code == 200 and r.mimetype == "application/geo+json"
+    body = r.get_json(force=True)
+    assert body["type"] == "FeatureCollection" and body["plan_id"] == plan_id
+    plan_geojson = json.loads(
+        c.get(f"/api/v1/plans/{plan_id}/files/plan.geojson", headers=auth(keys["outreach"])).data
+    )
+    features = body["features"]
+    for mine, original in zip(features, plan_geojson["features"], strict=False):
+        assert mine["geometry"] == original["geometry"]
+        assert original["properties"].items() <= mine["properties"].items()
+    counts = layer_counts(body)
+    assert counts["neighborhoods"] == 3 and counts["unmet"] > 0
+    assert counts["organizations"] > 0 and counts["volunteers"] > 0
+    # assignments carry the explanation and the runner-up of assignments.csv
+    rows = c.get(f"/api/v1/plans/{plan_id}/assignments", headers=auth(keys["outreach"]))
+    by_pair = {(a["cluster_id"], a["partner_id"]): a for a in rows.get_json()["results"]}
+    lines = [f["properties"] for f in features if f["properties"]["feature_type"] == "assignment"]
+    assert len(lines) == len(by_pair) == counts["assignments"]
+    for p in lines:
+        row = by_pair[(p["cluster_id"], p["partner_id"])]
+        assert p["reason"] == row["reason"] and p["reason"]
+        assert (p["runner_up_id"] or None) == (row["runner_up_id"] or None)
+        assert p["capacity_left"] == pytest.approx(float(row["capacity_left"]))
+        assert isinstance(p["runner_up_full"], bool) or p["runner_up_full"] is None
+    # neighborhoods carry the plan's coverage there
+    summary = latest["plan"]["summary"]["metrics"]["coverage_by_neighborhood"]
+    for f in features:
+        p = f["properties"]
+        if p["feature_type"] == "neighborhood":
+            assert f["geometry"]["type"] in ("Polygon", "MultiPolygon")
+            assert p["coverage"] == pytest.approx(summary[p["neighborhood_id"]]["coverage"])
+            assert p["name"]
+    # volunteers are coarsened to the ~500 m grid, and no contact is returned to anyone
+    exact = pd.read_csv(slice_paths["partners"]).set_index("partner_id")
+    for role in ("outreach", "admin"):
+        got = c.get(f"/api/v1/plans/{plan_id}/map", headers=auth(keys[role])).get_json(force=True)
+        for f in got["features"]:
+            p = f["properties"]
+            assert "contact" not in p
+            if p["feature_type"] == "partner" and p["kind"] == "volunteer":
+                lat, lon = coarsen(
+                    np.array([exact.at[p["partner_id"], "lat"]]),
+                    np.array([exact.at[p["partner_id"], "lon"]]),
+                )
+                assert p["coarsened"] is True
+                assert f["geometry"]["coordinates"] == [float(lon[0]), float(lat[0])]
+
+
+# --------------------------------------------------------------------------- browser
+
+
+def _chromium() -> str:
+    pytest.importorskip(
+        "playwright.sync_api", reason="Playwright is not installed: pip install -e '.[test]'"
+    )
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip(
+            "no system chromium: .ci/run installs Debian's 'chromium' with apt-get when it runs "
+            "as root (or with sudo); install it to run the browser tests"
+        )
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SERVER = """
+import sys, waitress
+from api import create_app
+app = create_app({"DB": sys.argv[1], "MODELS_DIR": sys.argv[2], "TILE_URL": sys.argv[3]})
+server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4, ident="matcher")
+print(server.effective_port, flush=True)
+server.run()
+"""
+
+
+class Server:
+    """The app under waitress in a subprocess, on a free port, with the slice and one plan."""
+
+    def __init__(self, tmp: Path, paths: dict[str, Path]) -> None:
+        self.tmp = tmp
+        self.keys = load_store(tmp / "store.db", paths)
+        self.tile_prefix = f"http://127.0.0.1:{_free_port()}/tiles/"  # nothing listens there
+        self.log = open(tmp / "server.log", "wb")  # closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                SERVER,
+                str(tmp / "store.db"),
+                str(tmp / "models"),
+                self.tile_prefix + "{z}/{x}/{y}.png",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            cwd=ROOT,
+        )
+        line = self.proc.stdout.readline().decode().strip()
+        if not line.isdigit():
+            self.stop()
+            raise AssertionError("the server did not start: " + (tmp / "server.log").read_text())
+        self.url = f"http://127.0.0.1:{int(line)}/"
+
+    def request(self, path: str, key: str, data: dict | None = None) -> dict:
+        req = urllib.request.Request(
+            self.url + path.lstrip("/"),
+            data=None if data is None else json.dumps(data).encode(),
+            headers=auth(key) | ({"Content-Type": "application/json"} if data else {}),
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def plan(self, **params) -> str:
+        plan_id = self.request("api/v1/plans", self.keys["planner"], params)["plan_id"]
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            rec = self.request(f"api/v1/plans/{plan_id}", self.keys["planner"])
+            if rec["status"] in ("done", "failed"):
+                assert rec["status"] == "done", rec
+                return plan_id
+            time.sleep(0.1)
+        raise AssertionError("the plan did not finish")
+
+    def plan_map(self, plan_id: str) -> dict:
+        return self.request(f"api/v1/plans/{plan_id}/map", self.keys["outreach"])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def chromium_path():
+    return _chromium()
+
+
+@pytest.fixture(scope="module")
+def server(chromium_path, tmp_path_factory, slice_paths):
+    srv = Server(tmp_path_factory.mktemp("webmap-server"), slice_paths)
+    try:
+        srv.first_plan = srv.plan(objective="default")
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium_path, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Watched:
+    """A page with every console message, page error and failed request recorded."""
+
+    def __init__(self, browser, *, serve_tiles: str | None = None) -> None:
+        self.context = browser.new_context(viewport={"width": 1280, "height": 860})
+        self.page = self.context.new_page()
+        self.console: list = []
+        self.page_errors: list[str] = []
+        self.failed: list[str] = []
+        self.page.on("console", lambda msg: self.console.append(msg))
+        self.page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
+        self.page.on("requestfailed", lambda req: self.failed.append(req.url))
+        if serve_tiles:
+            self.page.route(
+                serve_tiles + "**",
+                lambda route: route.fulfill(status=200, content_type="image/png", body=PNG_1PX),
+            )
+
+    def errors(self) -> list[str]:
+        return [f"{m.text} @ {m.location.get('url')}" for m in self.console if m.type == "error"]
+
+    def sign_in(self, url: str, key: str) -> str:
+        page = self.page
+        page.goto(url)
+        page.fill("#key-input", key)
+        page.click("#key-use")
+        page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+        return page.evaluate("document.body.dataset.planId")
+
+    def dom_counts(self) -> dict[str, int]:
+        css = {
+            "clusters": "path.mm-cluster",
+            "unmet": "path.mm-unmet",
+            "assignments": "path.mm-assignment",
+            "organizations": "path.mm-organization",
+            "volunteers": "path.mm-volunteer",
+            "neighborhoods": "path.mm-neighborhood",
+            "gaps": "path.mm-gap",
+            "recruit": ".leaflet-marker-icon.mm-recruit",
+        }
+        return {layer: self.page.locator(sel).count() for layer, sel in css.items()}
+
+    def shown_counts(self) -> dict[str, int]:
+        return {
+            el.get_attribute("data-count"): int(el.inner_text())
+            for el in self.page.locator("[data-count]").all()
+        }
+
+    def screenshot(self, tmp_path: Path, name: str) -> Path:
+        path = tmp_path / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        keep = ROOT / "out" / "webmap"
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, keep / path.name)
+        assert path.stat().st_size > 10_000
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def _click_cluster(w: Watched, collection: dict) -> dict:
+    """Show only one category's clusters, click the biggest served one; return it."""
+    clusters = [
+        f["properties"]
+        for f in collection["features"]
+        if f["properties"]["feature_type"] == "cluster"
+    ]
+    assigned = {
+        f["properties"]["cluster_id"]
+        for f in collection["features"]
+        if f["properties"]["feature_type"] == "assignment"
+    }
+    target = max(
+        (c for c in clusters if c["cluster_id"] in assigned),
+        key=lambda c: (c["n_needs"], c["cluster_id"]),
+    )
+    page = w.page
+    for layer in ("unmet", "assignments", "organizations", "volunteers"):
+        page.uncheck(f'input[data-layer="{layer}"]')
+    page.click("#cat-none")
+    page.check(f'#category-filter input[value="{target["category"]}"]')
+    page.locator(f'path.mm-cluster[data-id="{target["cluster_id"]}"]').click()
+    page.wait_for_selector("#cluster-panel:not([hidden])")
+    return target
+
+
+def _assert_explained(w: Watched, collection: dict, target: dict) -> None:
+    page = w.page
+    assert page.inner_text("#cluster-id") == target["cluster_id"]
+    panel = page.inner_text("#cluster-panel")
+    recs = [
+        f["properties"]
+        for f in collection["features"]
+        if f["properties"]["feature_type"] == "assignment"
+        and f["properties"]["cluster_id"] == target["cluster_id"]
+    ]
+    assert recs and page.locator("#cluster-recs li.rec").count() == len(recs)
+    for rec in recs:
+        assert rec["reason"] in panel  # the explanation, word for word
+        if rec["runner_up_id"]:
+            assert "Runner-up: " in panel and rec["runner_up_id"] in panel
+        else:
+            assert "No runner-up" in panel
+    if target["unmet"] > 0:
+        assert target["unmet_reason"] in panel
+
+
+def test_map_shows_every_layer_offline_and_explains_a_cluster(browser, server, tmp_path):
+    collection = server.plan_map(server.first_plan)
+    expected = layer_counts(collection)
+    w = Watched(browser)
+    try:
+        assert w.sign_in(server.url, server.keys["planner"]) == server.first_plan
+        page = w.page
+        # tiles cannot be reached: the page says so and still draws every layer
+        page.wait_for_selector("#base-status:not([hidden])")
+        assert "unavailable" in page.inner_text("#base-status")
+        assert expected["gaps"] == 3 and expected["recruit"] == 0
+        assert w.dom_counts() == on_map(expected)
+        assert w.shown_counts() == expected
+        assert page.locator('li[data-layer-item="gaps"]').is_visible()
+        assert page.locator('li[data-layer-item="recruit"]').is_hidden()  # no recruit sites
+        assert page.locator("#floors-details").is_hidden()
+        assert page.inner_text("#plan-id") == server.first_plan[:8]
+        metrics = page.inner_text("#plan-metrics")
+        assert "units served" in metrics and "partners_in_range_full" in metrics
+        w.screenshot(tmp_path, "webmap-offline")
+
+        # filters: partner kind, then category
+        page.uncheck('#kind-filter input[value="volunteer"]')
+        partners = {
+            f["properties"]["partner_id"]: f["properties"]["kind"]
+            for f in collection["features"]
+            if f["properties"]["feature_type"] == "partner"
+        }
+        org_lines = sum(
+            1
+            for f in collection["features"]
+            if f["properties"]["feature_type"] == "assignment"
+            and partners[f["properties"]["partner_id"]] == "organization"
+        )
+        got = w.dom_counts()
+        assert got["volunteers"] == 0 and got["organizations"] == expected["organizations"]
+        assert got["assignments"] == org_lines < expected["assignments"]
+        page.check('#kind-filter input[value="volunteer"]')
+        assert w.dom_counts() == on_map(expected)
+        page.click("#cat-none")
+        got = w.dom_counts()
+        assert got["clusters"] == got["unmet"] == got["assignments"] == 0
+        assert got["neighborhoods"] == expected["neighborhoods"]
+        page.click("#cat-all")
+        assert w.dom_counts() == on_map(expected)
+
+        # clicking a cluster shows its recommended partners, explanations and runner-ups
+        target = _click_cluster(w, collection)
+        _assert_explained(w, collection, target)
+        w.screenshot(tmp_path, "webmap-cluster")
+
+        assert w.page_errors == []
+        tile_errors = [
+            m
+            for m in w.console
+            if m.type == "error"
+            and m.text.startswith("Failed to load resource")
+            and str(m.location.get("url", "")).startswith(server.tile_prefix)
+        ]
+        others = [
+            f"{m.text} @ {m.location.get('url')}"
+            for m in w.console
+            if m.type == "error" and m not in tile_errors
+        ]
+        assert others == []
+        assert all(url.startswith(server.tile_prefix) for url in w.failed), w.failed
+    finally:
+        w.close()
+
+
+def test_running_a_plan_from_the_page_replaces_the_map(browser, server, tmp_path):
+    w = Watched(browser, serve_tiles=server.tile_prefix)
+    try:
+        first = w.sign_in(server.url, server.keys["planner"])
+        page = w.page
+        page.wait_for_selector("img.leaflet-tile-loaded")
+        assert page.locator("#base-status").is_hidden()
+        before = w.dom_counts()
+        page.select_option("#plan-objective", "distance")
+        page.fill("#plan-cluster-km", "1.2")
+        page.fill("#plan-seed", "3")
+        page.click("#plan-run")
+        page.wait_for_function(
+            "first => document.body.dataset.planId !== first "
+            "&& document.body.dataset.state === 'ready'",
+            arg=first,
+            timeout=120_000,
+        )
+        second = page.evaluate("document.body.dataset.planId")
+        latest = server.request("api/v1/plans/latest", server.keys["outreach"])["plan"]
+        assert latest["plan_id"] == second != first
+        assert latest["parameters"]["objective"] == "distance"
+        assert latest["parameters"]["cluster_km"] == 1.2
+        collection = server.plan_map(second)
+        expected = layer_counts(collection)
+        assert w.dom_counts() == on_map(expected) != before
+        assert w.shown_counts() == expected
+        assert page.inner_text("#plan-id") == second[:8]
+        assert f"replaced plan {first[:8]}" in page.inner_text("#plan-status")
+        assert "distance" in page.inner_text("#plan-metrics")
+        target = _click_cluster(w, collection)
+        _assert_explained(w, collection, target)
+        w.screenshot(tmp_path, "webmap-new-plan")
+        assert w.errors() == [] and w.page_errors == [] and w.failed == []
+    finally:
+        w.close()
+
+
+def test_an_outreach_key_sees_the_map_but_cannot_plan(browser, server):
+    w = Watched(browser, serve_tiles=server.tile_prefix)
+    try:
+        w.sign_in(server.url, server.keys["outreach"])
+        page = w.page
+        assert "outreach" in page.inner_text("#key-status")
+        assert page.locator("#plan-run").is_disabled()
+        assert "planner or admin" in page.inner_text("#plan-status")
+        assert w.dom_counts()["clusters"] > 0
+        # the key survives a reload of the tab (sessionStorage), never in the URL
+        page.reload()
+        page.wait_for_selector("body[data-state=ready]")
+        assert "?" not in page.url and "mk_" not in page.url
+        assert w.errors() == [] and w.page_errors == []
+    finally:
+        w.close()
+
+
+def test_a_wrong_key_is_refused_without_script_errors(browser, server):
+    w = Watched(browser, serve_tiles=server.tile_prefix)
+    try:
+        w.page.goto(server.url)
+        w.page.fill("#key-input", "mk_not-a-valid-key")
+        w.page.click("#key-use")
+        w.page.wait_for_selector("body[data-state=error]")
+        assert "not valid" in w.page.inner_text("#key-status")
+        assert w.page.evaluate("sessionStorage.getItem('matcher.apiKey')") is None
+        assert w.page_errors == []
+        # the only console error is the browser's own log of the 401 answer
+        assert all("401" in e for e in w.errors()), w.errors()
+    finally:
+        w.close()
+
+
+def _wait_done(server: Server, plan_id: str) -> dict:
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        rec = server.request(f"api/v1/plans/{plan_id}", server.keys["planner"])
+        if rec["status"] in ("done", "failed"):
+            assert rec["status"] == "done", rec
+            return rec
+        time.sleep(0.1)
+    raise AssertionError("the plan did not finish")
+
+
+def _click_inside(w: Watched, geometry: dict) -> None:
+    """Click the map at a point inside a polygon (a real click, through every pane)."""
+    from shapely.geometry import shape
+
+    pt = shape(geometry).representative_point()
+    x, y = w.page.evaluate(
+        "([lat, lon]) => { const p = window.matcherMap.map.latLngToContainerPoint([lat, lon]);"
+        " return [p.x, p.y]; }",
+        [pt.y, pt.x],
+    )
+    box = w.page.locator("#map").bounding_box()
+    assert 0 < x < box["width"] and 0 < y < box["height"], (x, y, box)
+    w.page.mouse.click(box["x"] + x, box["y"] + y)
+
+
+def test_gaps_recruit_sites_floors_and_a_scenario(browser, server, tmp_path):
+    w = Watched(browser, serve_tiles=server.tile_prefix)
+    planner = server.keys["planner"]
+    try:
+        first = w.sign_in(server.url, planner)
+        page = w.page
+        # the form's equity floor and recruit options
+        page.fill("#plan-min-coverage", "0.8")
+        page.fill("#plan-recruit-k", "2")
+        page.fill("#plan-recruit-radius", "1.5")
+        page.click("#plan-run")
+        page.wait_for_function(
+            "first => document.body.dataset.planId !== first "
+            "&& document.body.dataset.state === 'ready'",
+            arg=first,
+            timeout=120_000,
+        )
+        plan_id = page.evaluate("document.body.dataset.planId")
+        rec = server.request(f"api/v1/plans/{plan_id}", planner)
+        assert rec["parameters"]["min_coverage"] == 0.8
+        assert rec["parameters"]["recruit"] == {"k": 2, "radius_km": 1.5, "capacity": None}
+        collection = server.plan_map(plan_id)
+        expected = layer_counts(collection)
+        assert expected["gaps"] == 3 and expected["recruit"] > 0
+        assert w.shown_counts() == expected
+        assert w.dom_counts() == on_map(expected)
+        assert page.locator("path.mm-recruit-radius").count() == expected["recruit"]
+        for layer in ("gaps", "recruit"):
+            assert page.locator(f'li[data-layer-item="{layer}"]').is_visible()
+
+        # the floors: how many were met, and each one not met with its reason
+        floors = rec["summary"]["metrics"]["floors"]
+        metrics = page.inner_text("#plan-metrics")
+        assert f"{floors['met']} of {floors['neighborhoods']} neighborhoods met" in metrics
+        missed = [r for r in collection["floors"] if not r["floor_met"]]
+        assert len(missed) == len(floors["not_met"]) > 0
+        assert page.locator("#plan-metrics .floor-not-met").count() == len(missed)
+        for row in missed:
+            assert row["reason"] and row["reason"] in metrics
+        page.click("#floors-details summary")
+        assert page.locator("#floors-table tbody tr").count() == floors["neighborhoods"]
+        assert page.locator("#floors-table tbody tr.not-met").count() == len(missed)
+        keep = ROOT / "out" / "webmap"
+        keep.mkdir(parents=True, exist_ok=True)
+        page.locator("#metrics-panel").screenshot(path=str(keep / "webmap-floors.png"))
+        assert "recruit sites" in metrics
+
+        # the gap layer replaces the coverage layer; a click opens the gaps by category
+        page.check('input[data-layer="gaps"]')
+        got = w.dom_counts()
+        assert got["gaps"] == 3 and got["neighborhoods"] == 0
+        assert page.locator("#gap-legend").is_visible()
+        assert page.locator("#coverage-legend").is_hidden()
+        gaps = [f for f in collection["features"] if f["properties"]["feature_type"] == "gap"]
+        target = max(gaps, key=lambda f: (f["properties"]["unmet"], f["properties"]["name"]))
+        for layer in ("clusters", "unmet", "assignments", "organizations", "volunteers", "recruit"):
+            page.uncheck(f'input[data-layer="{layer}"]')
+        _click_inside(w, target["geometry"])
+        props = target["properties"]
+        popup = page.locator(f'.gap-popup[data-neighborhood="{props["neighborhood_id"]}"]')
+        popup.wait_for(timeout=10_000)
+        assert popup.locator("tr[data-category]").count() == len(props["categories"]) > 0
+        text = popup.inner_text()
+        assert props["name"] in text and "partners_in_range_full" in text
+        worst = max(props["categories"].items(), key=lambda kv: (kv[1]["unmet"], kv[0]))
+        assert popup.locator("tr[data-category]").first.get_attribute("data-category") == worst[0]
+        page.wait_for_timeout(300)  # the popup's fade-in
+        w.screenshot(tmp_path, "webmap-gaps")
+
+        # a recruit site: a numbered marker; clicking it shows the cluster it sits on
+        page.check('input[data-layer="recruit"]')
+        assert w.dom_counts()["recruit"] == expected["recruit"]
+        site = next(
+            f["properties"]
+            for f in collection["features"]
+            if f["properties"]["feature_type"] == "recruit_site"
+        )
+        marker = page.locator(f'.mm-recruit[data-id="{site["category"]}#{site["rank"]}"]')
+        assert marker.inner_text() == str(site["rank"])
+        marker.click()
+        page.wait_for_selector("#cluster-panel:not([hidden])")
+        assert page.inner_text("#cluster-id") == site["site_cluster_id"]
+        w.screenshot(tmp_path, "webmap-recruit")
+
+        # a what-if scenario (through the API) is shown with #plan=<id>
+        started = server.request(
+            f"api/v1/plans/{plan_id}/scenarios", planner, {"scale_capacity": 0.5}
+        )
+        scenario = _wait_done(server, started["plan_id"])
+        latest = server.request("api/v1/plans/latest", server.keys["outreach"])["plan"]
+        assert latest["plan_id"] == plan_id  # a what-if never replaces the plan in force
+        page.evaluate("id => { window.location.hash = 'plan=' + id; }", scenario["plan_id"])
+        page.wait_for_function(
+            "id => document.body.dataset.planId === id && document.body.dataset.state === 'ready'",
+            arg=scenario["plan_id"],
+            timeout=30_000,
+        )
+        note = page.inner_text("#plan-scenario")
+        assert f"What-if scenario of plan {plan_id[:8]}" in note and "capacity × 0.5" in note
+        assert w.shown_counts() == layer_counts(server.plan_map(scenario["plan_id"]))
+        w.screenshot(tmp_path, "webmap-scenario")
+        assert w.errors() == [] and w.page_errors == [] and w.failed == []
+    finally:
+        w.close()
