@@ -7,8 +7,10 @@ For each size (number of needs; partners = needs / 10 up to 100k, 50k above) thi
    per-stage timings (``Plan.timings``), the write time, the wall time including
    interpreter start-up and imports, and the peak RSS of that process (``os.wait4``);
 3. in another fresh subprocess, rebuilds the plan's ``TransportModel`` with the pipeline
-   lines of ``matcher/plan.py`` and solves the same model with (a) ``model.solve("ortools")``,
-   (b) bare OR-Tools ``SimpleMinCostFlow`` on the whole graph as one problem,
+   lines of ``matcher/plan.py`` and solves the same model with (a) ``model.solve()`` (the
+   default backend, LEMON's network simplex, per component), (b) bare OR-Tools
+   ``SimpleMinCostFlow`` on the whole graph as one problem, (b') bare LEMON (pylmcf) on the
+   same arrays,
    (c) ``matcher.solver.network_simplex`` on the networkx graph and
    (d) ``networkx.network_simplex`` on the same graph (skipped where it is too slow),
    and checks that every solver reaches the same optimal cost;
@@ -174,6 +176,32 @@ def build_model(city: Path) -> Any:
     return model
 
 
+def bare_lemon(model: Any) -> int:
+    """Solve the whole model as ONE LEMON (pylmcf) problem on the same arrays as (b)."""
+    import numpy as np
+    import pylmcf
+
+    from matcher.solver import transport_arrays
+
+    n_nodes, tails, heads, caps, costs, supply = transport_arrays(
+        model.demand,
+        model.penalty,
+        model.capacity,
+        model.pair_cluster,
+        model.pair_partner,
+        model.pair_weight,
+    )
+    order = np.lexsort((heads, tails))
+    graph = pylmcf.Graph(n_nodes, tails[order].astype(np.int32), heads[order].astype(np.int32))
+    graph.set_node_supply(supply)
+    graph.set_edge_capacities(caps[order])
+    graph.set_edge_costs(costs[order])
+    graph.solve()
+    flows = np.empty(tails.size, dtype=np.int64)
+    flows[order] = graph.result()
+    return int(np.dot(flows, costs))
+
+
 def bare_ortools(model: Any) -> int:
     """Solve the whole model as ONE OR-Tools problem; return the optimal cost.
 
@@ -295,27 +323,44 @@ def child_compare(city: Path, repeat: int, run_networkx: bool) -> None:
     b_times: list[float] = []
     a_cost = b_cost = -1
     n_comp = 0
+    l_times: list[float] = []
+    l_cost = -1
     for _ in range(repeat):
-        sol, t = _timed(lambda: model.solve("ortools"))
+        sol, t = _timed(lambda: model.solve())
         a_times.append(t)
         a_cost, n_comp = sol.objective, sol.components
         b_cost, t = _timed(lambda: bare_ortools(model))
         b_times.append(t)
+        l_cost, t = _timed(lambda: bare_lemon(model))
+        l_times.append(t)
         gc.collect()
     runs = " ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(a_times, b_times, strict=True))
     log(f"  (a) {min(a_times):.3f} s  (b) {min(b_times):.3f} s  (each run a/b: {runs})")
+    log(f"  (b') bare LEMON {min(l_times):.3f} s")
     graph, t_graph = _timed(model.to_graph)
-    c_cost, t_c, c_fallback = nx_compatible(graph, run_networkx)
+    # (c) best of `repeat` like (a) and (b); (d) too where one run takes under 10 s
+    c_runs = [nx_compatible(graph, run_networkx) for _ in range(repeat)]
+    c_cost, _, c_fallback = c_runs[0]
+    c_times = [t for _, t, _ in c_runs if t is not None]
+    t_c = min(c_times) if c_times else None
     log(
-        f"  (c) graph {t_graph:.2f} s, solve {_f(t_c)} s"
+        f"  (c) graph {t_graph:.2f} s, solve {_f(t_c)} s (runs: "
+        + " ".join(f"{t:.3f}" for t in c_times)
+        + ")"
         + (f" [{c_fallback}]" if c_fallback else "")
     )
     d_cost: int | None = None
     t_d: float | None = None
+    d_times: list[float] = []
     if run_networkx:
         log("  (d) networkx.network_simplex ...")
-        (d_cost, _), t_d = _timed(lambda: nx.network_simplex(graph))
-        log(f"  (d) {t_d:.1f} s")
+        for _ in range(repeat):
+            (d_cost, _), t = _timed(lambda: nx.network_simplex(graph))
+            d_times.append(t)
+            if t > 10:
+                break
+        t_d = min(d_times)
+        log(f"  (d) {t_d:.1f} s (runs: {' '.join(f'{t:.2f}' for t in d_times)})")
     own, kids = _peak_rss_mb()
     _emit(
         {
@@ -326,10 +371,15 @@ def child_compare(city: Path, repeat: int, run_networkx: bool) -> None:
             "a_all": a_times,
             "b": min(b_times),
             "b_all": b_times,
+            "l": min(l_times),
+            "l_all": l_times,
+            "cost_l": int(l_cost),
             "graph_build": t_graph,
             "c": t_c,
+            "c_all": c_times,
             "c_fallback": c_fallback,
             "d": t_d,
+            "d_all": d_times,
             "cost_a": int(a_cost),
             "cost_b": int(b_cost),
             "cost_c": c_cost,
@@ -477,7 +527,7 @@ def bench_size(
         res.errors.append(f"{label(n_needs)}: {exc}")
         return res
     res.compare = compare
-    costs = {k: compare[f"cost_{k}"] for k in "abcd" if compare[f"cost_{k}"] is not None}
+    costs = {k: compare[f"cost_{k}"] for k in "abcdl" if compare.get(f"cost_{k}") is not None}
     if res.plan is not None:
         costs["plan"] = res.plan["objective"]
     res.costs_agree = len(set(costs.values())) == 1
@@ -533,9 +583,9 @@ def machine_info() -> list[str]:
         + (f" (git {commit})" if commit else ""),
         f"- machine: {os.cpu_count()} CPUs ({cpu}), {mem:.1f} GB RAM, {platform.system()} "
         f"{platform.release()}",
-        f"- python {platform.python_version()}, ortools {ver('ortools')}, networkx "
-        f"{ver('networkx')}, numpy {ver('numpy')}, pandas {ver('pandas')}, "
-        f"scikit-learn {ver('scikit-learn')}",
+        f"- python {platform.python_version()}, ortools {ver('ortools')}, "
+        f"pylmcf {ver('pylmcf')}, networkx {ver('networkx')}, numpy {ver('numpy')}, "
+        f"pandas {ver('pandas')}, scikit-learn {ver('scikit-learn')}",
         f"- load average at start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)",
         f"- instances: `matcher generate --seed {SEED}`; partners = needs / 10 up to 100k, "
         "50k above",
@@ -596,6 +646,8 @@ def solver_table(results: list[SizeResult]) -> list[str]:
         "(a) matcher array",
         "(b) bare OR-Tools",
         "(a)/(b)",
+        "(b') bare LEMON",
+        "(a)/(b')",
         "(c) graph build",
         "(c) nx-compat solve",
         "(d) networkx",
@@ -619,6 +671,8 @@ def solver_table(results: list[SizeResult]) -> list[str]:
             _f(c["a"], 3),
             _f(c["b"], 3),
             _ratio(c["a"], c["b"]),
+            _f(c.get("l"), 3),
+            _ratio(c["a"], c.get("l")),
             _f(c["graph_build"]),
             nx_compat_cell(c),
             _f(c["d"], 1) if c["d"] is not None else r.nx_note,

@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from ._errors import InfeasibleMatchError
 from .capacity_graph import SINK, UNMET, cluster_node, partner_node
-from .solver import Backend, solve_arrays, solve_graph
+from .solver import SOLVER_NAMES, Backend, solve_arrays, solve_graph
 from .transport import TransportModel, TransportSolution
 
 __all__ = ["Constraints", "FlowArrays", "constrained_arrays", "solve_constrained"]
@@ -304,7 +304,7 @@ def _graph_flows(arrays: FlowArrays, flow: dict[str, dict[str, int]]) -> IntArra
 
 
 def solve_constrained(
-    model: TransportModel, cons: Constraints, backend: Backend = "ortools"
+    model: TransportModel, cons: Constraints, backend: Backend = "lemon"
 ) -> tuple[TransportSolution, IntArray]:
     """Solve the constrained model exactly (one solve over the whole network).
 
@@ -328,8 +328,9 @@ def solve_constrained(
             arrays.capacity,
             arrays.cost,
             arrays.supply,
+            engine=backend,
         )
-        name = "ortools.SimpleMinCostFlow"
+        name = SOLVER_NAMES[backend]
     is_pair = arrays.arc_pair >= 0
     pair_flow = (
         np.bincount(

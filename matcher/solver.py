@@ -32,10 +32,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Solver backends: OR-Tools' C++ min-cost flow (default) or networkx's network simplex.
-BACKENDS = ("ortools", "networkx")
+#: Solver backends: LEMON's network simplex (C++, through pylmcf; default), OR-Tools' C++
+#: cost-scaling min-cost flow, or networkx's network simplex (Python).
+BACKENDS = ("lemon", "ortools", "networkx")
 
-Backend = Literal["ortools", "networkx"]
+Backend = Literal["lemon", "ortools", "networkx"]
+#: The backends that solve arrays in C++.
+Engine = Literal["lemon", "ortools"]
+#: The name a plan records for each backend.
+SOLVER_NAMES = {
+    "lemon": "lemon.NetworkSimplex",
+    "ortools": "ortools.SimpleMinCostFlow",
+    "networkx": "networkx.network_simplex",
+}
 IntArray = npt.NDArray[np.int64]
 
 #: OR-Tools' cost-scaling multiplies costs by (nodes + 1); keep every product in int64.
@@ -62,6 +71,68 @@ class FlowSolution:
     flow: dict[Any, dict[Any, Any]]
     solver: str
     seconds: float
+
+
+def _lemon_solve(
+    n_nodes: int,
+    tails: IntArray,
+    heads: IntArray,
+    caps: IntArray,
+    costs: IntArray,
+    supplies: IntArray,
+) -> tuple[int, IntArray] | None:
+    """Solve with LEMON's network simplex (pylmcf); None when it does not apply.
+
+    It needs non-negative costs, supplies summing to zero (LEMON's ``geq`` form is
+    then the equality form) and numbers whose products stay in int64; otherwise the
+    caller uses OR-Tools. Raises ``NetworkXUnfeasible`` when no flow exists.
+    """
+    import pylmcf
+
+    if tails.size and (costs.min() < 0 or caps.min() < 0):
+        return None
+    if int(supplies.sum()) != 0:
+        return None
+    total = float(np.abs(supplies).sum())
+    if tails.size:
+        reach = np.minimum(caps.astype(np.float64), max(total, 1.0))
+        if (
+            float(np.dot(reach, costs.astype(np.float64))) >= _INT64_SAFE
+            or float(costs.max()) * (n_nodes + 1) >= _INT64_SAFE
+        ):
+            return None
+    order = np.lexsort((heads, tails))  # pylmcf wants arcs sorted by (tail, head)
+    graph = pylmcf.Graph(n_nodes, tails[order].astype(np.int32), heads[order].astype(np.int32))
+    graph.set_node_supply(np.ascontiguousarray(supplies, dtype=np.int64))
+    graph.set_edge_capacities(np.ascontiguousarray(caps[order], dtype=np.int64))
+    graph.set_edge_costs(np.ascontiguousarray(costs[order], dtype=np.int64))
+    try:
+        graph.solve()
+    except RuntimeError as exc:
+        if "INFEASIBLE" in str(exc):
+            raise nx.NetworkXUnfeasible("no flow satisfies all node demands") from None
+        logger.debug("pylmcf failed (%s); falling back to OR-Tools", exc)
+        return None
+    flows = np.empty(tails.size, dtype=np.int64)
+    flows[order] = graph.result()
+    return int(np.dot(flows, costs)) if tails.size else 0, flows
+
+
+def _engine_solve(
+    engine: Engine,
+    n_nodes: int,
+    tails: IntArray,
+    heads: IntArray,
+    caps: IntArray,
+    costs: IntArray,
+    supplies: IntArray,
+) -> tuple[int, IntArray] | None:
+    """Solve with ``engine``; LEMON hands what it cannot take to OR-Tools."""
+    if engine == "lemon":
+        solved = _lemon_solve(n_nodes, tails, heads, caps, costs, supplies)
+        if solved is not None:
+            return solved
+    return _ortools_solve(n_nodes, tails, heads, caps, costs, supplies)
 
 
 def _ortools_solve(
@@ -113,14 +184,15 @@ def network_simplex(
     capacity: str = "capacity",
     weight: str = "weight",
     *,
-    backend: Backend = "ortools",
+    backend: Backend = "lemon",
 ) -> tuple[Any, dict[Any, Any]]:
     """Find a minimum-cost flow satisfying all demands in digraph ``G``.
 
     A drop-in replacement for :func:`networkx.network_simplex`: the same arguments,
     the same ``(flowCost, flowDict)`` result, the same exceptions, a missing
     capacity treated as infinite, self-loops and multigraphs handled as networkx
-    handles them. Integer data is solved by OR-Tools' C++ min-cost flow (exact);
+    handles them. Integer data is solved in C++ (exact): by LEMON's network simplex
+    (pylmcf) when every cost is non-negative, else by OR-Tools' min-cost flow;
     non-integer data, or values beyond int64 range, fall back to networkx.
 
     Parameters
@@ -130,8 +202,8 @@ def network_simplex(
         (missing = infinite) and ``weight`` (cost per unit, missing = 0).
     demand, capacity, weight : str
         Attribute names.
-    backend : {"ortools", "networkx"}
-        ``"networkx"`` calls networkx's own implementation.
+    backend : {"lemon", "ortools", "networkx"}
+        ``"ortools"`` skips LEMON; ``"networkx"`` calls networkx's own implementation.
 
     Returns
     -------
@@ -233,7 +305,7 @@ def network_simplex(
     tails, heads = tails_all[kept], heads_all[kept]
     caps = np.where(np.isinf(cap_f[kept]), faux_inf, cap_f[kept]).astype(np.int64)
     costs = w_f[kept].astype(np.int64)
-    solved = _ortools_solve(len(nodes), tails, heads, caps, costs, -dem_f.astype(np.int64))
+    solved = _engine_solve(backend, len(nodes), tails, heads, caps, costs, -dem_f.astype(np.int64))
     if solved is None:  # the solver's int64 range was exceeded
         return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
     _, flows = solved
@@ -271,14 +343,14 @@ def network_simplex(
     return flow_cost, flow_dict
 
 
-def solve_graph(graph: nx.DiGraph, *, backend: Backend = "ortools") -> FlowSolution:
+def solve_graph(graph: nx.DiGraph, *, backend: Backend = "lemon") -> FlowSolution:
     """Solve the min-cost flow of a capacity graph exactly.
 
     Parameters
     ----------
     graph : networkx.DiGraph
         Node ``demand``, edge ``capacity`` and integer ``weight`` (networkx conventions).
-    backend : {"ortools", "networkx"}
+    backend : {"lemon", "ortools", "networkx"}
         The solver (see :func:`network_simplex`).
 
     Returns
@@ -304,7 +376,7 @@ def solve_graph(graph: nx.DiGraph, *, backend: Backend = "ortools") -> FlowSolut
     except nx.NetworkXError as exc:
         raise MatcherError(f"invalid flow model: {exc}") from exc
     seconds = time.perf_counter() - start
-    name = "networkx.network_simplex" if backend == "networkx" else "ortools.SimpleMinCostFlow"
+    name = SOLVER_NAMES[backend]
     logger.info("%s: cost %d on %d arcs in %.2f s", name, cost, graph.number_of_edges(), seconds)
     return FlowSolution(int(cost), flow, name, seconds)
 
@@ -316,8 +388,9 @@ def solve_arrays(
     capacity: IntArray,
     cost: IntArray,
     supply: IntArray,
+    engine: Engine = "lemon",
 ) -> tuple[int, IntArray]:
-    """Solve a min-cost flow given as arrays with OR-Tools (no per-arc Python objects).
+    """Solve a min-cost flow given as arrays in C++ (no per-arc Python objects).
 
     Parameters
     ----------
@@ -327,6 +400,8 @@ def solve_arrays(
         One entry per arc.
     supply : numpy.ndarray of int64
         Per node: positive = supply (OR-Tools convention, the negative of networkx's demand).
+    engine : {"lemon", "ortools"}
+        LEMON's network simplex (when the costs are non-negative) or OR-Tools.
 
     Returns
     -------
@@ -341,7 +416,7 @@ def solve_arrays(
         The numbers are out of the solver's int64 range.
     """
     try:
-        solved = _ortools_solve(n_nodes, tails, heads, capacity, cost, supply)
+        solved = _engine_solve(engine, n_nodes, tails, heads, capacity, cost, supply)
     except nx.NetworkXUnfeasible as exc:
         raise InfeasibleMatchError(f"the flow model is infeasible: {exc}") from exc
     if solved is None:
@@ -391,7 +466,7 @@ def transport_arrays(
     return (nc + npart + 2, *(a.astype(np.int64) for a in (tails, heads, caps, costs, supply)))  # type: ignore[return-value]
 
 
-def _solve_component(comp: _Component) -> tuple[int, IntArray]:
+def _solve_component(comp: _Component, engine: Engine = "lemon") -> tuple[int, IntArray]:
     """Solve one component: clusters -> partners -> sink, clusters -> unmet -> sink."""
     arrays = transport_arrays(
         comp.demand,
@@ -401,7 +476,7 @@ def _solve_component(comp: _Component) -> tuple[int, IntArray]:
         comp.pair_partner,
         comp.pair_weight,
     )
-    cost, flows = solve_arrays(*arrays)
+    cost, flows = solve_arrays(*arrays, engine=engine)
     return cost, flows[: comp.pair_cluster.size]
 
 
@@ -418,6 +493,7 @@ def solve_components(
     *,
     workers: int | None = None,
     parallel_min_arcs: int = 200_000,
+    engine: Engine = "lemon",
 ) -> tuple[int, IntArray]:
     """Solve the plan's transportation model component by component.
 
@@ -442,6 +518,8 @@ def solve_components(
         Size of the process pool (default: the number of CPUs).
     parallel_min_arcs : int
         Size from which a component is worth a separate process.
+    engine : {"lemon", "ortools"}
+        The C++ solver (see :func:`solve_arrays`).
 
     Returns
     -------
@@ -480,10 +558,10 @@ def solve_components(
     results: dict[int, tuple[int, IntArray]] = {}
     if len(big) > 1 and n_workers > 1:
         with ProcessPoolExecutor(max_workers=min(n_workers, len(big))) as pool:
-            futures = {i: pool.submit(_solve_component, jobs[i][0]) for i in big}
+            futures = {i: pool.submit(_solve_component, jobs[i][0], engine) for i in big}
             for i, (comp, _) in enumerate(jobs):
                 if i not in futures:
-                    results[i] = _solve_component(comp)
+                    results[i] = _solve_component(comp, engine)
             for i, fut in futures.items():
                 results[i] = fut.result()
         logger.info(
@@ -491,7 +569,7 @@ def solve_components(
         )
     else:
         for i, (comp, _) in enumerate(jobs):
-            results[i] = _solve_component(comp)
+            results[i] = _solve_component(comp, engine)
     for i, (_, arcs) in enumerate(jobs):
         cost, f = results[i]
         total += cost

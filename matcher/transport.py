@@ -16,7 +16,7 @@ from scipy.sparse.csgraph import connected_components
 from .capacity_graph import UNMET, build_graph, cluster_node, partner_node
 from .config import MatchConfig
 from .costs import priority_multiplier, unmet_penalties
-from .solver import Backend, solve_components, solve_graph
+from .solver import SOLVER_NAMES, Backend, solve_components, solve_graph
 
 __all__ = ["TransportModel", "TransportSolution", "components"]
 
@@ -192,15 +192,14 @@ class TransportModel:
             self.pair_weight,
         )
 
-    def solve(
-        self, backend: Backend = "ortools", *, workers: int | None = None
-    ) -> TransportSolution:
+    def solve(self, backend: Backend = "lemon", *, workers: int | None = None) -> TransportSolution:
         """Solve exactly.
 
-        ``"ortools"`` solves each component with pairs from arrays (in parallel when
-        several are large); clusters without any eligible partner are unmet without a
-        solve. ``"networkx"`` builds the networkx graph and runs its network simplex.
-        Both give the same optimal objective.
+        ``"lemon"`` (LEMON's network simplex) and ``"ortools"`` solve each component
+        with pairs from arrays (in parallel when several are large); clusters without
+        any eligible partner are unmet without a solve. ``"networkx"`` builds the
+        networkx graph and runs its network simplex. All give the same optimal
+        objective.
         """
         start = time.perf_counter()
         lonely = np.ones(self.demand.size, dtype=bool)
@@ -236,18 +235,23 @@ class TransportModel:
             self.pair_partner,
             self.pair_weight,
             workers=workers,
+            engine=backend,
         )
         served = np.bincount(self.pair_cluster, weights=pair_flow, minlength=self.demand.size)
         unmet = self.demand - served.astype(np.int64)
         seconds = time.perf_counter() - start
         logger.info(
-            "ortools: %d components, %d arcs, %.2f s", labels.size, self.pair_cluster.size, seconds
+            "%s: %d components, %d arcs, %.2f s",
+            backend,
+            labels.size,
+            self.pair_cluster.size,
+            seconds,
         )
         return TransportSolution(
             pair_flow,
             unmet,
             cost + lonely_cost,
-            "ortools.SimpleMinCostFlow",
+            SOLVER_NAMES[backend],
             seconds,
             int(labels.size),
         )

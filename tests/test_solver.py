@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ INF = None  # marker: no capacity attribute (infinite)
 
 
 @st.composite
-def flow_graphs(draw):
+def flow_graphs(draw, min_weight=-5):
     multigraph = draw(st.booleans())
     n = draw(st.integers(1, 8))
     g = nx.MultiDiGraph() if multigraph else nx.DiGraph()
@@ -23,7 +25,7 @@ def flow_graphs(draw):
     m = draw(st.integers(0, 3 * n))
     for _ in range(m):
         u, v = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
-        attrs = {"weight": draw(st.integers(-5, 20))}
+        attrs = {"weight": draw(st.integers(min_weight, 20))}
         cap = draw(st.one_of(st.none(), st.integers(0, 15)))  # None: infinite, 0: zero capacity
         if cap is not None:
             attrs["capacity"] = cap
@@ -68,6 +70,26 @@ def check_flow(g, flow, cost):
 def test_same_optimum_and_exceptions_as_networkx(g):
     want = outcome(nx.network_simplex, g)
     got = outcome(network_simplex, g)
+    assert got[0] == want[0]
+    if want[0] is None:
+        assert got[1] == want[1]
+        check_flow(g, got[2], got[1])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flow_graphs(min_weight=0), st.sampled_from(["lemon", "ortools"]))
+def test_each_engine_matches_networkx_on_non_negative_costs(g, backend):
+    """LEMON really solves these (OR-Tools is not called), and OR-Tools on its own too."""
+    import matcher.solver as ms
+
+    want = outcome(nx.network_simplex, g)
+    guard = (
+        mock.patch.object(ms, "_ortools_solve", side_effect=AssertionError("OR-Tools called"))
+        if backend == "lemon"
+        else mock.patch.object(ms, "_lemon_solve", side_effect=AssertionError("LEMON called"))
+    )
+    with guard:
+        got = outcome(lambda h: network_simplex(h, backend=backend), g)
     assert got[0] == want[0]
     if want[0] is None:
         assert got[1] == want[1]
@@ -132,3 +154,9 @@ def test_components_solved_separately_equal_one_solve(seed):
     lonely = np.setdiff1d(np.arange(nc), pc[:, 0])
     assert split[0] + int((demand[lonely] * penalty[lonely]).sum()) == whole[0]
     assert np.dot(split[1], weight) == np.dot(whole[1], weight)
+    # OR-Tools on the same components reaches the same optimum as LEMON
+    other = solve_components(
+        labels, comp_c, comp_p, demand, penalty, capacity, pc[:, 0], pc[:, 1], weight,
+        engine="ortools",
+    )  # fmt: skip
+    assert other[0] == split[0]
