@@ -152,6 +152,13 @@ def main() -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for cluster splitting.")
 @click.option(
+    "--solver",
+    type=click.Choice(["lemon", "ortools", "networkx"]),
+    default="lemon",
+    show_default=True,
+    help="Exact min-cost-flow backend (all give the same optimum).",
+)
+@click.option(
     "--skip-invalid",
     is_flag=True,
     help="Load the valid rows and write the invalid ones to rejects_*.csv in --out.",
@@ -250,6 +257,7 @@ def plan_cmd(
     min_samples: int,
     max_cluster_radius_km: float,
     seed: int,
+    solver: str,
     skip_invalid: bool,
     taxonomy_path: Path | None,
     input_crs: str | None,
@@ -282,6 +290,7 @@ def plan_cmd(
         min_samples=min_samples,
         max_cluster_radius_km=max_cluster_radius_km,
         seed=seed,
+        solver=solver,  # type: ignore[arg-type]
         on_invalid="skip" if skip_invalid else "raise",
         taxonomy=_taxonomy(taxonomy_path),
         min_coverage=min_coverage,
