@@ -261,9 +261,21 @@ class ClusterModel:
 
     @classmethod
     def from_clustering(
-        cls, needs: pd.DataFrame, clustering: Clustering, config: MatchConfig, input_hash: str
+        cls,
+        needs: pd.DataFrame,
+        clustering: Clustering,
+        config: MatchConfig,
+        input_hash: str,
+        *,
+        by_neighborhood: bool | None = None,
     ) -> ClusterModel:
-        """Keep the core needs of a clustering with a manifest describing it."""
+        """Keep the core needs of a clustering with a manifest describing it.
+
+        ``by_neighborhood`` says whether it clustered within neighborhoods (default
+        ``config.by_neighborhood``).
+        """
+        if by_neighborhood is None:
+            by_neighborhood = config.by_neighborhood
         core = clustering.core
         manifest = {
             "format": MODEL_FORMAT,
@@ -272,7 +284,7 @@ class ClusterModel:
                 "min_samples": config.min_samples,
                 "max_cluster_radius_km": config.max_cluster_radius_km,
                 "seed": config.seed,
-                "by_neighborhood": config.by_neighborhood,
+                "by_neighborhood": by_neighborhood,
             },
             "input_sha256": input_hash,
             "n_needs": int(len(needs)),
@@ -285,9 +297,7 @@ class ClusterModel:
             needs["category"].to_numpy().astype(str)[core],
             clustering.need_cluster.to_numpy().astype(str)[core],
             manifest,
-            needs["neighborhood"].to_numpy().astype(str)[core]
-            if config.by_neighborhood
-            else None,
+            needs["neighborhood"].to_numpy().astype(str)[core] if by_neighborhood else None,
         )
 
     def assign(

@@ -4,11 +4,12 @@ Every constraint here keeps the model a pure min-cost flow, so the plan stays
 exactly optimal:
 
 - **Neighborhood floors** (``min_coverage``): the unmet arcs of a neighborhood's
-  clusters meet in a neighborhood node whose way to the sink has two tiers, a free
-  one for the units that may stay unmet above the floor and a *floor penalty* ``F``
-  for the rest. ``F`` exceeds any other cost of a cycle in the residual graph, so
-  the optimum first minimises the total shortfall below the floors, then serves as
-  many units as possible with the usual priorities, then minimises cost.
+  clusters meet in a neighborhood node whose way to ``unmet`` has two tiers: a
+  direct arc for the units that may stay unmet above the floor, and an arc into a
+  common *shortfall* node for the rest. Two exact solves make the order
+  lexicographic: the first prices only the shortfall node's arc (1 per unit) and so
+  finds the least total shortfall ``S*``; the second caps that arc at ``S*`` and
+  optimises the usual objective (serve most, with priorities, then cost).
 - **Partner share caps** (``max_partner_share``): a partner's arcs from the
   clusters of one neighborhood pass through a node ``(partner, neighborhood)``
   whose arc to the partner carries at most the share of its capacity.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -108,12 +110,14 @@ class FlowArrays:
     cluster_unmet_arc : numpy.ndarray of int64
         Per cluster: its unmet arc.
     shortfall_arc : numpy.ndarray of int64
-        Per neighborhood: its floor-penalty arc, or -1.
+        Per neighborhood: its arc into the shortfall node, or -1.
+    shortfall_out : int
+        The shortfall node's arc to ``unmet``, or -1 without floors.
     constant : int
         Cost of the locked units (not part of the arcs).
     """
 
-    names: tuple[str, ...]
+    names: tuple[Any, ...]
     tails: IntArray
     heads: IntArray
     capacity: IntArray
@@ -122,6 +126,7 @@ class FlowArrays:
     arc_pair: IntArray
     cluster_unmet_arc: IntArray
     shortfall_arc: IntArray
+    shortfall_out: int
     constant: int
 
 
@@ -157,11 +162,14 @@ def _check_locks(model: TransportModel, cons: Constraints, head: IntArray) -> No
         raise InfeasibleMatchError("the locked pairs cannot all hold: " + "; ".join(msgs))
 
 
-def constrained_arrays(model: TransportModel, cons: Constraints) -> FlowArrays:
+def constrained_arrays(
+    model: TransportModel, cons: Constraints, *, shortfall_cap: int | None = None
+) -> FlowArrays:
     """Build the constrained flow model as arrays (see the module docstring).
 
     Nodes: clusters, partners, ``(partner, neighborhood)`` share nodes, neighborhood
-    floor nodes, ``unmet`` and ``sink``.
+    floor nodes, the shortfall node, ``unmet`` and ``sink``. ``shortfall_cap`` caps
+    the total shortfall below the floors (None: uncapped).
 
     Raises
     ------
@@ -184,7 +192,7 @@ def constrained_arrays(model: TransportModel, cons: Constraints) -> FlowArrays:
         share_p = uniq // (len(cons.hood_ids) + 1)
         share_h = uniq % (len(cons.hood_ids) + 1)
         names += [
-            f"share:{model.partner_ids[p]}@{cons.hood_ids[h]}"
+            ("share", model.partner_ids[p], cons.hood_ids[h])
             for p, h in zip(share_p.tolist(), share_h.tolist(), strict=True)
         ]
         share_tail = nc + npart + np.arange(uniq.size)
@@ -194,7 +202,10 @@ def constrained_arrays(model: TransportModel, cons: Constraints) -> FlowArrays:
     floor_hoods = np.flatnonzero(cons.hood_allowance >= 0)
     hood_node = np.full(len(cons.hood_ids), -1, dtype=np.int64)
     hood_node[floor_hoods] = len(names) + np.arange(floor_hoods.size)
-    names += [f"floor:{cons.hood_ids[h]}" for h in floor_hoods]
+    names += [("floor", cons.hood_ids[h]) for h in floor_hoods]
+    short = len(names) if floor_hoods.size else -1
+    if floor_hoods.size:
+        names.append(("shortfall",))
     unmet, sink = len(names), len(names) + 1
     names += [UNMET, SINK]
 
@@ -214,8 +225,6 @@ def constrained_arrays(model: TransportModel, cons: Constraints) -> FlowArrays:
     link = cons.floor_links()
     unmet_heads = np.full(nc, unmet, dtype=np.int64)
     unmet_heads[link >= 0] = hood_node[link[link >= 0]]
-    penalty_max = int(model.penalty.max(initial=0))
-    floor_penalty = 2 * penalty_max + 1
     hood_demand = np.bincount(
         np.maximum(cons.cluster_hood, 0),
         weights=model.demand * (cons.cluster_hood >= 0),
@@ -228,8 +237,13 @@ def constrained_arrays(model: TransportModel, cons: Constraints) -> FlowArrays:
         (np.arange(nc), unmet_heads, demand_left, model.penalty),
         (hood_node[floor_hoods], np.full(floor_hoods.size, unmet),
          cons.hood_allowance[floor_hoods], np.zeros(floor_hoods.size, np.int64)),
-        (hood_node[floor_hoods], np.full(floor_hoods.size, unmet),
-         hood_demand[floor_hoods], np.full(floor_hoods.size, floor_penalty, np.int64)),
+        (hood_node[floor_hoods], np.full(floor_hoods.size, short),
+         hood_demand[floor_hoods], np.zeros(floor_hoods.size, np.int64)),
+        (np.array([short] if floor_hoods.size else [], dtype=np.int64),
+         np.array([unmet] if floor_hoods.size else [], dtype=np.int64),
+         np.array([hood_demand[floor_hoods].sum() if shortfall_cap is None else shortfall_cap]
+                  if floor_hoods.size else [], dtype=np.int64),
+         np.zeros(1 if floor_hoods.size else 0, np.int64)),
         (np.array([unmet]), np.array([sink]), np.array([model.demand.sum()]), np.array([0])),
     ]  # fmt: skip
     tails, heads, caps, costs = (
@@ -239,6 +253,7 @@ def constrained_arrays(model: TransportModel, cons: Constraints) -> FlowArrays:
     n_before_short = n_before_unmet + nc + floor_hoods.size
     shortfall_arc = np.full(len(cons.hood_ids), -1, dtype=np.int64)
     shortfall_arc[floor_hoods] = n_before_short + np.arange(floor_hoods.size)
+    shortfall_out = n_before_short + floor_hoods.size if floor_hoods.size else -1
     supply = np.zeros(len(names), dtype=np.int64)
     supply[:nc] = demand_left
     np.add.at(supply, head, cons.lock)
@@ -255,15 +270,17 @@ def constrained_arrays(model: TransportModel, cons: Constraints) -> FlowArrays:
         arc_pair_all,
         n_before_unmet + np.arange(nc),
         shortfall_arc,
+        shortfall_out,
         int(np.dot(cons.lock, w)),
     )
 
 
-def arrays_graph(arrays: FlowArrays) -> nx.DiGraph:
+def arrays_graph(arrays: FlowArrays, costs: IntArray | None = None) -> nx.DiGraph:
     """Build the networkx graph of flow arrays; a parallel arc gets a node of its own.
 
-    The second and later arcs between two nodes ``u -> v`` become ``u -> "u~i" -> v``
-    (``i`` the arc's index), carrying its capacity and weight on the first leg.
+    The second and later arcs between two nodes ``u -> v`` become
+    ``u -> ("arc", i) -> v`` (``i`` the arc's index), carrying its capacity and weight
+    on the first leg. ``costs`` replaces the arcs' costs.
     """
     g = nx.DiGraph()
     names = arrays.names
@@ -274,13 +291,13 @@ def arrays_graph(arrays: FlowArrays) -> nx.DiGraph:
             arrays.tails.tolist(),
             arrays.heads.tolist(),
             arrays.capacity.tolist(),
-            arrays.cost.tolist(),
+            (arrays.cost if costs is None else costs).tolist(),
             strict=True,
         )
     ):
         u, v = names[t], names[h]
         if g.has_edge(u, v):
-            mid = f"{u}~{i}"
+            mid = ("arc", i)
             g.add_node(mid, demand=0)
             g.add_edge(u, mid, capacity=cap, weight=cost)
             g.add_edge(mid, v, weight=0)
@@ -296,41 +313,54 @@ def _graph_flows(arrays: FlowArrays, flow: dict[str, dict[str, int]]) -> IntArra
     for i, (t, h) in enumerate(zip(arrays.tails.tolist(), arrays.heads.tolist(), strict=True)):
         u = names[t]
         if (t, h) in seen:
-            out[i] = flow[u][f"{u}~{i}"]
+            out[i] = flow[u][("arc", i)]
         else:
             seen.add((t, h))
             out[i] = flow[u][names[h]]
     return out
 
 
+def _solve(arrays: FlowArrays, cost: IntArray, backend: Backend) -> tuple[int, IntArray, str]:
+    """One exact solve of flow arrays with the given arc costs."""
+    if backend == "networkx":
+        sol = solve_graph(arrays_graph(arrays, cost), backend="networkx")
+        return sol.cost, _graph_flows(arrays, sol.flow), sol.solver
+    cost_opt, flows = solve_arrays(
+        len(arrays.names),
+        arrays.tails,
+        arrays.heads,
+        arrays.capacity,
+        cost,
+        arrays.supply,
+        engine=backend,
+    )
+    return cost_opt, flows, SOLVER_NAMES[backend]
+
+
 def solve_constrained(
     model: TransportModel, cons: Constraints, backend: Backend = "lemon"
 ) -> tuple[TransportSolution, IntArray]:
-    """Solve the constrained model exactly (one solve over the whole network).
+    """Solve the constrained model exactly (over the whole network, in two phases with floors).
+
+    With floors, a first solve finds the least total shortfall ``S*`` (only the
+    shortfall node's arc has a cost), and a second one, with that arc capped at ``S*``,
+    the optimum of the usual objective among the plans with that shortfall.
 
     Returns
     -------
     (TransportSolution, numpy.ndarray)
-        The solution (``pair_flow`` includes locked units; ``objective`` includes the
-        floor penalties and the locked units' cost) and, per neighborhood, the quanta
-        below its floor (0 where met or without a floor).
+        The solution (``pair_flow`` includes locked units; ``objective`` is the second
+        solve's, with the locked units' cost) and, per neighborhood, the quanta below
+        its floor (0 where met or without a floor).
     """
     start = time.perf_counter()
     arrays = constrained_arrays(model, cons)
-    if backend == "networkx":
-        sol = solve_graph(arrays_graph(arrays), backend="networkx")
-        cost, flows, name = sol.cost, _graph_flows(arrays, sol.flow), sol.solver
-    else:
-        cost, flows = solve_arrays(
-            len(arrays.names),
-            arrays.tails,
-            arrays.heads,
-            arrays.capacity,
-            arrays.cost,
-            arrays.supply,
-            engine=backend,
-        )
-        name = SOLVER_NAMES[backend]
+    if arrays.shortfall_out >= 0:
+        phase1 = np.zeros(arrays.tails.size, dtype=np.int64)
+        phase1[arrays.shortfall_out] = 1
+        least, _, _ = _solve(arrays, phase1, backend)
+        arrays = constrained_arrays(model, cons, shortfall_cap=least)
+    cost, flows, name = _solve(arrays, arrays.cost, backend)
     is_pair = arrays.arc_pair >= 0
     pair_flow = (
         np.bincount(

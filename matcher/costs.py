@@ -128,6 +128,8 @@ def unmet_penalties(
     partner_component: npt.NDArray[np.int64],
     multiplier: npt.NDArray[np.int64],
     extra_weight: int = 0,
+    *,
+    partner_side: bool = True,
 ) -> npt.NDArray[np.int64]:
     """Integer penalty per unit left unmet, per cluster: ``B * multiplier``.
 
@@ -140,6 +142,12 @@ def unmet_penalties(
     cost minimised. ``B`` is computed per component, which keeps the numbers small
     and makes a decomposed solve identical to a single one. ``extra_weight`` is
     added to every pair's weight in the bound (a churn penalty can raise arc costs).
+
+    A simple cycle visits a cluster at most once, so its forward pair arcs cost at
+    most the sum over clusters of their largest weight; likewise over partners when
+    every arc into a partner enters it directly. With partner share caps the arcs of
+    one partner enter several ``(partner, neighborhood)`` nodes, so
+    ``partner_side=False`` keeps only the cluster-side sum.
 
     Returns
     -------
@@ -154,5 +162,6 @@ def unmet_penalties(
     np.maximum.at(max_p, pairs["partner"].to_numpy(), w)
     sum_c = np.bincount(cluster_component, weights=max_c, minlength=n_comp)
     sum_p = np.bincount(partner_component, weights=max_p, minlength=n_comp)
-    base = (1 + np.minimum(sum_c, sum_p).astype(np.int64))[cluster_component]
+    bound = np.minimum(sum_c, sum_p) if partner_side else sum_c
+    base = (1 + bound.astype(np.int64))[cluster_component]
     return base * np.asarray(multiplier, dtype=np.int64)

@@ -80,6 +80,11 @@ def neighborhood_table(
     if hoods is None:
         return table
     frame = hoods.set_index(hoods["neighborhood_id"].astype(str))
+    source = hoods.attrs.get("source_rows") or list(range(len(hoods)))
+
+    def row(pos: int) -> int:
+        return int(source[pos])
+
     table.loc[frame.index, "name"] = frame["name"].astype(str)
     if "min_coverage" in frame.columns:
         values = pd.to_numeric(frame["min_coverage"], errors="coerce")
@@ -89,7 +94,7 @@ def neighborhood_table(
             problems.append(
                 Problem(
                     label,
-                    int(pos),
+                    row(pos),
                     "min_coverage",
                     frame["min_coverage"].iloc[pos],
                     "must be a number from 0 to 1 (or empty for the run's --min-coverage)",
@@ -112,7 +117,7 @@ def neighborhood_table(
             bad = frame[col].notna() & ~np.isfinite(values)
             for pos in np.flatnonzero(bad.to_numpy()):
                 problems.append(
-                    Problem(label, int(pos), col, frame[col].iloc[pos], "must be a finite number")
+                    Problem(label, row(pos), col, frame[col].iloc[pos], "must be a finite number")
                 )
             if values.isna().any() and not bad.any():
                 logger.warning(

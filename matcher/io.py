@@ -599,4 +599,8 @@ def read_neighborhoods(
             if g.geom_type in ("Polygon", "MultiPolygon")
         ]
         gdf.loc[gdf.index[i], gdf.geometry.name] = shapely.union_all(polys)
-    return gdf.sort_values("neighborhood_id", kind="stable").reset_index(drop=True), digest
+    gdf["__row"] = np.arange(len(gdf))
+    out = gdf.sort_values("neighborhood_id", kind="stable").reset_index(drop=True)
+    # the input position of each row, for messages about attribute values found later
+    out.attrs["source_rows"] = out.pop("__row").tolist()
+    return out, digest

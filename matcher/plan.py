@@ -14,7 +14,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from ._errors import InputValidationError, Problem
+from ._errors import InfeasibleMatchError, InputValidationError, Problem
 from .candidates import candidate_pairs
 from .clustering import Clustering, ClusterModel, cluster_needs
 from .config import MatchConfig
@@ -267,25 +267,36 @@ def plan(
     partner_df = partner_t.frame.sort_values("partner_id", kind="stable").reset_index(drop=True)
     if hoods is not None:
         need_df["neighborhood"] = _assign_neighborhoods(need_df, hoods)
-    if config.by_neighborhood and not (need_df["neighborhood"].astype(str) != "").any():
+    hood_label = str(neighborhoods) if isinstance(neighborhoods, str | Path) else "neighborhoods"
+    table = None
+    if hoods is not None or config.by_neighborhood:
+        table = neighborhood_table(need_df["neighborhood"], hoods, config, hood_label)
+    # any floor (the run's or a neighborhood's own) or other neighborhood option: cluster
+    # within neighborhoods, so that each cluster belongs to exactly one
+    by_hood = config.by_neighborhood or bool(
+        table is not None and (table["min_coverage"].to_numpy() > 0).any()
+    )
+    if by_hood and not (need_df["neighborhood"].astype(str) != "").any():
         raise InputValidationError(
             [
                 Problem(
-                    None,
+                    hood_label if hoods is not None else None,
                     None,
                     "neighborhoods",
                     None,
-                    "min_coverage, vulnerability_column and max_partner_share need "
+                    "min_coverage, vulnerability_column and max_partner_share need needs in "
+                    "neighborhoods: no need lies in a neighborhood polygon"
+                    if hoods is not None
+                    else "min_coverage, vulnerability_column and max_partner_share need "
                     "neighborhoods: give a neighborhoods file or a neighborhood column",
                 )
             ]
         )
-    hood_label = str(neighborhoods) if isinstance(neighborhoods, str | Path) else "neighborhoods"
     lock_rows = read_pairs(lock, "lock") if lock is not None else None
     prev_rows = read_pairs(previous, "previous") if previous is not None else None
 
     with _stage(timings, "cluster"):
-        clustering = cluster_needs(need_df, config)
+        clustering = cluster_needs(need_df, config, by_neighborhood=by_hood)
     cl = clustering.clusters
     cpos = pd.Series(np.arange(len(cl)), index=cl["cluster_id"])
     need_cpos = cpos.reindex(clustering.need_cluster.to_numpy()).to_numpy()
@@ -295,9 +306,6 @@ def plan(
         pairs = pair_costs(pairs, cl, partner_df, need_df, need_cpos, config)
 
     with _stage(timings, "model"):
-        table = None
-        if hoods is not None or config.by_neighborhood:
-            table = neighborhood_table(need_df["neighborhood"], hoods, config, hood_label)
         hood_ids = tuple(table.index) if table is not None else ()
         cluster_hood = (
             pd.Index(hood_ids, dtype=object)
@@ -329,6 +337,7 @@ def plan(
             vulnerability=vulnerability,
             links=links,
             extra_weight=churn_weight,
+            partner_side=config.max_partner_share >= 1,
         )
         q, demand_q, cap_q = config.quantum, model.demand, model.capacity
         pp = model.pair_partner
@@ -358,7 +367,14 @@ def plan(
 
     with _stage(timings, "solve"):
         if cons.active:
-            solution, _ = solve_constrained(model, cons, config.solver)
+            try:
+                solution, _ = solve_constrained(model, cons, config.solver)
+            except InfeasibleMatchError as exc:
+                if lock_rows is None:
+                    raise
+                raise InputValidationError(
+                    [Problem(lock_rows[1], None, "units", None, str(exc))]
+                ) from None
         else:
             solution = model.solve(config.solver)
 
@@ -431,7 +447,9 @@ def plan(
         "quantum": q,
         "pairs": int(len(pairs)),
     }
-    cluster_model = ClusterModel.from_clustering(need_df, clustering, config, need_t.sha256)
+    cluster_model = ClusterModel.from_clustering(
+        need_df, clustering, config, need_t.sha256, by_neighborhood=by_hood
+    )
     rejects = {
         k: t.rejects for k, t in (("needs", need_t), ("partners", partner_t)) if len(t.rejects)
     }

@@ -149,6 +149,15 @@ def pair_units(
         logger.info("%s: %d pair(s) no longer eligible, ignored", label, len(problems))
     ok = ~missing
     q = np.rint(rows["units"].to_numpy(dtype=np.float64)[ok] / quantum).astype(np.int64)
+    if strict and (q == 0).any():
+        tiny = np.flatnonzero(ok)[q == 0]
+        raise InputValidationError(
+            [
+                Problem(label, int(rows["row"].iloc[i]), "units", rows["units"].iloc[i],
+                        f"smaller than the plan's resolution: at least {quantum / 2:g} units")
+                for i in tiny
+            ]
+        )  # fmt: skip
     np.add.at(out, pos[ok].astype(np.int64), q)
     return out
 

@@ -144,6 +144,7 @@ class TransportModel:
         vulnerability: npt.NDArray[np.float64] | None = None,
         links: IntArray | None = None,
         extra_weight: int = 0,
+        partner_side: bool = True,
     ) -> TransportModel:
         """Build the model of a plan from its clusters, partners and costed pairs.
 
@@ -165,7 +166,9 @@ class TransportModel:
         pp = pairs["partner"].to_numpy(dtype=np.int64)
         comp_c, comp_p = components(len(clusters), len(partners), pc, pp, links)
         mult = priority_multiplier(clusters["severity"].to_numpy(), config, vulnerability)
-        penalty = unmet_penalties(pairs, comp_c, comp_p, mult, extra_weight)
+        penalty = unmet_penalties(
+            pairs, comp_c, comp_p, mult, extra_weight, partner_side=partner_side
+        )
         return cls(
             tuple(clusters["cluster_id"].astype(str)),
             tuple(partners["partner_id"].astype(str)),

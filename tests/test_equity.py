@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from matcher import MatchConfig, plan
-from matcher._errors import InfeasibleMatchError, InputValidationError
+from matcher._errors import InputValidationError
 
 from .oracle import equity_optimum
 from .test_plan_properties import SETTINGS, check_invariants, instances
@@ -228,9 +228,7 @@ def test_bad_lock_rows_name_file_row_field_and_value(tmp_path):
     )  # fmt: skip
     lock = tmp_path / "lock.csv"
     lock.write_text(
-        "cluster_id,partner_id,units\n"
-        "food_access-000000,x,-1\n"
-        "food_access-000009,x,1\n"
+        "cluster_id,partner_id,units\nfood_access-000000,x,-1\nfood_access-000009,x,1\n"
     )
     with pytest.raises(InputValidationError) as err:
         plan(needs, partners, lock=lock)
@@ -244,7 +242,11 @@ def test_bad_lock_rows_name_file_row_field_and_value(tmp_path):
     text = str(err.value)
     assert "no such cluster" in text and "not eligible" in text and "row 3" in text
     lock.write_text("cluster_id,partner_id,units\nfood_access-000000,x,5\n")
-    with pytest.raises(InfeasibleMatchError, match="exceed its demand"):
+    with pytest.raises(InputValidationError, match="exceed its demand") as err:
+        plan(needs, partners, lock=lock)
+    assert "lock.csv" in str(err.value)
+    lock.write_text("cluster_id,partner_id,units\nfood_access-000000,x,0.04\n")
+    with pytest.raises(InputValidationError, match="smaller than the plan's resolution"):
         plan(needs, partners, lock=lock)
 
 
@@ -289,3 +291,120 @@ def _hood_polygons(needs, attrs):
         Polygon([(i, -80), (i + 0.1, -80), (i + 0.1, -79.9), (i, -79.9)]) for i in range(len(attrs))
     ]
     return gpd.GeoDataFrame(attrs, geometry=geoms, crs="EPSG:4326")
+
+
+def _model(cids, pids, demand, penalty, capacity, pc, pp, w):
+    from matcher.transport import TransportModel
+
+    a = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    return TransportModel(
+        tuple(cids), tuple(pids), a(demand), a(penalty), a(capacity), a(pc), a(pp), a(w),
+        a([0] * len(cids)), a([0] * len(pids)),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["lemon", "ortools", "networkx"])
+@pytest.mark.parametrize(("k", "lo", "hi"), [(5, 50, 90), (3, 5000, 18000)])
+def test_floor_shortfall_is_least_even_through_a_chain_of_neighborhoods(backend, k, lo, hi):
+    """A regression found in review: one big floor penalty is not enough when a residual
+    cycle passes several neighborhoods at their floor (each swaps a high- for a
+    low-priority cluster). The two-phase solve finds the least shortfall (0 here)."""
+    from matcher.constraints import Constraints, solve_constrained
+
+    cids, hood, mult = ["a"], [0], [lo]
+    for i in range(1, k):
+        cids += [f"b{i}", f"b{i}x"]
+        hood += [i, i]
+        mult += [hi, lo]
+    cids.append("z")
+    hood.append(-1)
+    mult.append(hi)
+    idx = {c: j for j, c in enumerate(cids)}
+    pc, pp = [idx["a"]], [0]
+    for i in range(1, k):
+        pc += [idx[f"b{i}"], idx[f"b{i}x"]]
+        pp += [i - 1, i]
+    pc.append(idx["z"])
+    pp.append(k - 1)
+    base = 1 + min(len(cids), k) * 1000
+    model = _model(cids, [f"p{i}" for i in range(k)], [1] * len(cids),
+                   np.array(mult) * base, [1] * k, pc, pp, [1000] * len(pc))  # fmt: skip
+    zero = np.zeros(len(pc), dtype=np.int64)
+    cons = Constraints(
+        tuple(["A"] + [f"B{i}" for i in range(1, k)]),
+        np.array(hood, dtype=np.int64),
+        np.array([0] + [1] * (k - 1), dtype=np.int64),
+        None,
+        zero,
+        zero,
+    )
+    sol, shortfall = solve_constrained(model, cons, backend)
+    assert shortfall.tolist() == [0] * k
+    assert sol.unmet[idx["a"]] == 0
+
+
+@pytest.mark.parametrize("backend", ["lemon", "networkx"])
+def test_share_caps_still_serve_the_most_units(backend):
+    """A regression found in review: with (partner, neighborhood) nodes the partner-side
+    penalty bound is not valid; the cluster-side one is."""
+    from matcher.constraints import Constraints, solve_constrained
+    from matcher.costs import unmet_penalties
+
+    cids, pids = ["c1", "c2", "c4", "c5", "c6"], ["p", "q", "r"]
+    big, e = 10_000, 1
+    pairs = [("c1", "p", big), ("c2", "p", e), ("c2", "q", 100), ("c4", "q", e),
+             ("c4", "p", big), ("c5", "p", e), ("c5", "r", 100), ("c6", "q", e)]  # fmt: skip
+    ci, pi = {c: i for i, c in enumerate(cids)}, {p: i for i, p in enumerate(pids)}
+    frame = pd.DataFrame(
+        {"cluster": [ci[a] for a, _, _ in pairs], "partner": [pi[b] for _, b, _ in pairs],
+         "weight": [w for *_, w in pairs]}
+    )  # fmt: skip
+    zero_c, zero_p = np.zeros(5, dtype=np.int64), np.zeros(3, dtype=np.int64)
+    penalty = unmet_penalties(frame, zero_c, zero_p, np.ones(5, np.int64), partner_side=False)
+    cap = np.array([2, 2, 2])
+    model = _model(cids, pids, [1] * 5, penalty, cap, frame["cluster"], frame["partner"],
+                   frame["weight"])  # fmt: skip
+    cons = Constraints(
+        ("h1", "h2", "h3"),
+        np.array([0, 0, 1, 1, 2], dtype=np.int64),
+        np.array([-1, -1, -1], dtype=np.int64),
+        np.floor(cap * 0.5).astype(np.int64),
+        np.zeros(len(pairs), dtype=np.int64),
+        np.zeros(len(pairs), dtype=np.int64),
+    )
+    sol, _ = solve_constrained(model, cons, backend)
+    assert int(sol.unmet.sum()) == 0  # all five served: p: c1, c4; q: c2, c6; r: c5
+
+
+def test_a_neighborhood_floor_column_clusters_within_neighborhoods(tmp_path):
+    """A per-neighborhood min_coverage (without a run-wide one) also keeps clusters
+    inside neighborhoods, and row numbers in its errors are the file's."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    needs = pd.DataFrame(
+        {"need_id": ["n1", "n2", "n3"], "category": ["food_access"] * 3,
+         "lat": [41.8800, 41.8801, 41.8802], "lon": [-87.6302, -87.6300, -87.6298],
+         "demand": [1, 1, 1]}
+    )  # fmt: skip
+    partners = pd.DataFrame(
+        {"partner_id": ["x"], "kind": ["organization"], "lat": [41.8801], "lon": [-87.63],
+         "categories": ["food_access"], "capacity": [1], "radius_km": [1.0]}
+    )  # fmt: skip
+    hoods = gpd.GeoDataFrame(
+        {"neighborhood_id": ["B", "A"], "min_coverage": [None, 1.0]},
+        geometry=[box(-87.6300, 41.87, -87.62, 41.89), box(-87.64, 41.87, -87.6301, 41.89)],
+        crs="EPSG:4326",
+    )
+    p = plan(needs, partners, neighborhoods=hoods, config=MatchConfig(min_samples=1))
+    hood_of = p.needs.set_index("need_id")["neighborhood"]
+    per = hood_of.groupby(p.need_clusters.set_index("need_id")["cluster_id"]).nunique()
+    assert (per == 1).all()
+    fl = p.floors.set_index("neighborhood_id")
+    assert fl.loc["A", "demand"] == 1.0 and bool(fl.loc["A", "floor_met"])
+    bad = hoods.assign(min_coverage=["2", None])
+    path = tmp_path / "hoods.geojson"
+    bad.to_file(path, driver="GeoJSON")
+    with pytest.raises(InputValidationError) as err:
+        plan(needs, partners, neighborhoods=path)
+    assert "row 0" in str(err.value) and "min_coverage" in str(err.value)
