@@ -260,6 +260,21 @@ def gaps_geojson(plan: Plan) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
 
+#: Files a plan directory holds only sometimes; write_plan removes them when this plan has none.
+OPTIONAL_FILES = (
+    "gaps.geojson",
+    "floors.csv",
+    "recruit.csv",
+    "recruit.geojson",
+    "rejects_needs.csv",
+    "rejects_partners.csv",
+    "report.html",
+    "scenario.json",
+    "scenario_clusters.csv",
+    "scenario_partners.csv",
+)
+
+
 def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
     """Write the output contract of DESIGN.md into directory ``path``.
 
@@ -269,7 +284,8 @@ def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
     suggestions ``recruit.csv`` and ``recruit.geojson``; when rows were skipped,
     ``rejects_needs.csv`` / ``rejects_partners.csv``. Everything is written to a
     temporary directory first and moved into place, so a failure leaves no
-    half-written output. Two runs on the same input write byte-identical files.
+    half-written output; optional files of an earlier plan in the directory
+    (:data:`OPTIONAL_FILES`) are removed. Two runs on the same input write byte-identical files.
 
     Returns
     -------
@@ -330,6 +346,11 @@ def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
             target = out / f.name
             os.replace(f, target)
             written[f.name] = target
+        # optional files of an earlier plan in the same directory would mix with this one
+        for name in OPTIONAL_FILES:
+            stale = out / name
+            if name not in written and stale.is_file():
+                stale.unlink()
         return written
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,7 @@ import pandas as pd
 from ._errors import InputValidationError, MatcherError, Problem
 from .config import MatchConfig
 from .io import LoadedTable, Source, hash_table, read_partners
-from .output import _write_csv, write_plan
+from .output import OPTIONAL_FILES, _write_csv, write_plan
 from .plan import Plan, plan
 from .taxonomy import Taxonomy, default_taxonomy
 
@@ -179,6 +179,9 @@ class Scenario:
                 if f.is_file():
                     os.replace(f, out / f.name)
                     written[f.name] = out / f.name
+            for name in OPTIONAL_FILES:  # an earlier plan's extras would mix with these
+                if name not in written and (out / name).is_file():
+                    (out / name).unlink()
             return written
         finally:
             shutil.rmtree(stage, ignore_errors=True)
@@ -297,11 +300,15 @@ def run_scenario(
         if given is not None:
             sources[name] = given
     missing = [n for n in ("needs", "partners") if n not in sources]
-    if missing or ("neighborhoods" in hashes and "neighborhoods" not in sources):
+    missing += [
+        n for n in ("neighborhoods", "lock", "previous") if n in hashes and n not in sources
+    ]
+    if missing:
         raise InputValidationError(
             [Problem(str(path), None, "inputs", None,
-                     "the summary does not record the input files: pass --needs, --partners "
-                     "(and --neighborhoods)")]
+                     f"the summary does not record these input files: {', '.join(missing)} "
+                     "(pass --needs, --partners, --neighborhoods; a lock or previous plan "
+                     "must be at its recorded path)")]
         )  # fmt: skip
     kwargs: dict[str, Any] = {
         "neighborhoods": sources.get("neighborhoods"),

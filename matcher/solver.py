@@ -323,13 +323,15 @@ def network_simplex(
         edges = [all_edges[i] for i in np.flatnonzero(kept).tolist()]
         for (u, v, k, _), f in zip(edges, flows.tolist(), strict=True):
             flow_dict[u].setdefault(v, {})[k] = f
-    else:  # every edge's flow (0 for the dropped ones, fixed below), one dict per node
-        every = np.zeros(kept.size, dtype=np.int64)
-        every[kept] = flows
-        values, start = every.tolist(), 0
+    elif kept.all():  # one dict per node, in the graph's edge order (as networkx)
+        values, start = flows.tolist(), 0
         for u, nbrs, deg in zip(nodes, succ.values(), degree, strict=True):
             flow_dict[u] = dict(zip(nbrs, values[start : start + deg], strict=True))
             start += deg
+    else:  # networkx lists the solved edges first and the dropped ones after them
+        for i, f in zip(np.flatnonzero(kept).tolist(), flows.tolist(), strict=True):
+            u, v, _ = all_edges[i]
+            flow_dict[u][v] = f
     for i in np.flatnonzero(~kept).tolist():
         e = all_edges[i]
         value = 0

@@ -237,3 +237,14 @@ def test_sample_city_half_coverage_every_reachable_floor_is_met(tmp_path):
         assert best < r.floor, r.neighborhood_id
         assert best == pytest.approx(r.max_alone)
         assert "out of reach" in r.reason
+
+
+def test_a_new_plan_in_the_same_directory_removes_the_old_optional_files(city, tmp_path):
+    out = tmp_path / "same"
+    res = plan_cli(city["needs"], city["partners"], out, tmp_path / "m", "--recruit", "1")
+    assert res.exit_code == 0, res.output
+    assert (out / "recruit.csv").exists()
+    res = plan_cli(city["needs"], city["partners"], out, tmp_path / "m")
+    assert res.exit_code == 0, res.output
+    assert not (out / "recruit.csv").exists() and not (out / "recruit.geojson").exists()
+    assert (out / "assignments.csv").exists()

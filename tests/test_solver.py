@@ -74,6 +74,10 @@ def test_same_optimum_and_exceptions_as_networkx(g):
     if want[0] is None:
         assert got[1] == want[1]
         check_flow(g, got[2], got[1])
+        # the flow dict has networkx's shape and key order (solved edges, then dropped ones)
+        assert [(u, list(d)) for u, d in got[2].items()] == [
+            (u, list(d)) for u, d in want[2].items()
+        ]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
