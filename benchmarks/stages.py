@@ -177,13 +177,14 @@ def build_model(city: Path) -> Any:
 
 
 def bare_lemon(model: Any) -> int:
-    """Solve the whole model as ONE LEMON (pylmcf) problem on the same arrays as (b)."""
-    import numpy as np
-    import pylmcf
+    """Solve the whole model as ONE LEMON (pylmcf) problem on the same arrays as (b).
 
-    from matcher.solver import transport_arrays
+    Through ``matcher.solver._lemon_solve``: pylmcf plus its int64 guards and the sort
+    of the arcs that pylmcf needs, with no decomposition.
+    """
+    from matcher.solver import _lemon_solve, transport_arrays
 
-    n_nodes, tails, heads, caps, costs, supply = transport_arrays(
+    arrays = transport_arrays(
         model.demand,
         model.penalty,
         model.capacity,
@@ -191,15 +192,10 @@ def bare_lemon(model: Any) -> int:
         model.pair_partner,
         model.pair_weight,
     )
-    order = np.lexsort((heads, tails))
-    graph = pylmcf.Graph(n_nodes, tails[order].astype(np.int32), heads[order].astype(np.int32))
-    graph.set_node_supply(supply)
-    graph.set_edge_capacities(caps[order])
-    graph.set_edge_costs(costs[order])
-    graph.solve()
-    flows = np.empty(tails.size, dtype=np.int64)
-    flows[order] = graph.result()
-    return int(np.dot(flows, costs))
+    solved = _lemon_solve(*arrays)
+    if solved is None:
+        raise RuntimeError("LEMON could not take this model (int64 range)")
+    return solved[0]
 
 
 def bare_ortools(model: Any) -> int:

@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from ._errors import InfeasibleMatchError
 from .capacity_graph import SINK, UNMET, cluster_node, partner_node
+from .equity import floor_links, per_hood
 from .solver import SOLVER_NAMES, Backend, solve_arrays, solve_graph
 from .transport import TransportModel, TransportSolution
 
@@ -86,11 +87,7 @@ class Constraints:
 
     def floor_links(self) -> IntArray:
         """Per cluster: its neighborhood when that has a floor, else -1 (see ``components``)."""
-        floors = self.hood_allowance >= 0
-        hood = self.cluster_hood
-        if floors.size == 0:
-            return np.full(hood.size, -1, dtype=np.int64)
-        return np.where((hood >= 0) & floors[np.maximum(hood, 0)], hood, -1).astype(np.int64)
+        return floor_links(self.cluster_hood, self.hood_allowance >= 0)
 
 
 @dataclass(frozen=True)
@@ -225,11 +222,7 @@ def constrained_arrays(
     link = cons.floor_links()
     unmet_heads = np.full(nc, unmet, dtype=np.int64)
     unmet_heads[link >= 0] = hood_node[link[link >= 0]]
-    hood_demand = np.bincount(
-        np.maximum(cons.cluster_hood, 0),
-        weights=model.demand * (cons.cluster_hood >= 0),
-        minlength=len(cons.hood_ids),
-    ).astype(np.int64)
+    hood_demand = per_hood(cons.cluster_hood, model.demand, len(cons.hood_ids))
     parts = [
         (pair_tails, pair_heads, pair_caps, pair_costs),
         (share_tail, share_head, share_cap, np.zeros(share_tail.size, np.int64)),

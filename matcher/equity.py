@@ -20,7 +20,15 @@ from ._errors import InputValidationError, Problem
 from .config import MatchConfig
 from .explain import UNMET_REASONS
 
-__all__ = ["floor_report", "gaps", "hood_floors", "max_alone", "neighborhood_table"]
+__all__ = [
+    "floor_links",
+    "floor_report",
+    "gaps",
+    "hood_floors",
+    "max_alone",
+    "neighborhood_table",
+    "per_hood",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +143,37 @@ def neighborhood_table(
     return table
 
 
+def per_hood(
+    cluster_hood: npt.NDArray[np.int64], values: npt.ArrayLike, n_hoods: int
+) -> npt.NDArray[np.int64]:
+    """Sum integer ``values`` per cluster into their neighborhoods (clusters at -1 skipped).
+
+    Examples
+    --------
+    >>> per_hood(np.array([1, -1, 1, 0]), np.array([2, 5, 3, 4]), 3).tolist()
+    [4, 5, 0]
+    """
+    sel = cluster_hood >= 0
+    values = np.asarray(values)
+    return np.bincount(cluster_hood[sel], weights=values[sel], minlength=n_hoods).astype(np.int64)
+
+
+def floor_links(
+    cluster_hood: npt.NDArray[np.int64], has_floor: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.int64]:
+    """Per cluster: its neighborhood when that has a floor, else -1.
+
+    Examples
+    --------
+    >>> floor_links(np.array([0, 1, -1]), np.array([False, True])).tolist()
+    [-1, 1, -1]
+    """
+    if has_floor.size == 0:
+        return np.full(cluster_hood.size, -1, dtype=np.int64)
+    linked = (cluster_hood >= 0) & has_floor[np.maximum(cluster_hood, 0)]
+    return np.where(linked, cluster_hood, -1).astype(np.int64)
+
+
 def hood_floors(
     cluster_hood: npt.NDArray[np.int64], demand_q: npt.NDArray[np.int64], min_coverage: np.ndarray
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -148,9 +187,7 @@ def hood_floors(
     >>> hood_floors(np.array([0, 0, 1]), np.array([5, 4, 10]), np.array([0.5, 0.0]))
     (array([5, 0]), array([ 4, -1]))
     """
-    n = min_coverage.size
-    sel = cluster_hood >= 0
-    demand = np.bincount(cluster_hood[sel], weights=demand_q[sel], minlength=n).astype(np.int64)
+    demand = per_hood(cluster_hood, demand_q, min_coverage.size)
     floor = np.ceil(min_coverage * demand - 1e-9).astype(np.int64)
     allowance = np.where(min_coverage > 0, demand - floor, -1).astype(np.int64)
     return np.where(min_coverage > 0, floor, 0).astype(np.int64), allowance

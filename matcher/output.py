@@ -341,16 +341,29 @@ def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
         (tmp / "summary.json").write_text(
             json.dumps(summary(plan), indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
-        written = {}
-        for f in sorted(tmp.iterdir()):
-            target = out / f.name
-            os.replace(f, target)
-            written[f.name] = target
-        # optional files of an earlier plan in the same directory would mix with this one
-        for name in OPTIONAL_FILES:
-            stale = out / name
-            if name not in written and stale.is_file():
-                stale.unlink()
-        return written
+        return publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(stage: Path, out: Path) -> dict[str, Path]:
+    """Move every file of ``stage`` into ``out`` and drop an earlier plan's optional files.
+
+    Optional files (:data:`OPTIONAL_FILES`) of an earlier plan in ``out`` that this
+    one did not write would mix with it, so they are removed.
+
+    Returns
+    -------
+    dict of str to Path
+        The moved files by name.
+    """
+    written = {}
+    for f in sorted(stage.iterdir()):
+        if f.is_file():
+            os.replace(f, out / f.name)
+            written[f.name] = out / f.name
+    for name in OPTIONAL_FILES:
+        stale = out / name
+        if name not in written and stale.is_file():
+            stale.unlink()
+    return written

@@ -20,7 +20,15 @@ from .clustering import Clustering, ClusterModel, cluster_needs
 from .config import MatchConfig
 from .constraints import Constraints, solve_constrained
 from .costs import COST_SCALE, pair_costs
-from .equity import floor_report, gaps, hood_floors, max_alone, neighborhood_table
+from .equity import (
+    floor_links,
+    floor_report,
+    gaps,
+    hood_floors,
+    max_alone,
+    neighborhood_table,
+    per_hood,
+)
 from .explain import explain_assignments, unmet_reasons
 from .geo import hull_polygons
 from .io import LoadedTable, Source, hash_table, read_needs, read_neighborhoods, read_partners
@@ -313,13 +321,7 @@ def plan(
             .astype(np.int64)
         )
         has_floor = table["min_coverage"].to_numpy() > 0 if table is not None else np.zeros(0, bool)
-        links = np.where(
-            (cluster_hood >= 0) & has_floor[np.maximum(cluster_hood, 0)]
-            if has_floor.size
-            else False,
-            cluster_hood,
-            -1,
-        ).astype(np.int64)
+        links = floor_links(cluster_hood, has_floor)
         vulnerability = None
         if config.vulnerability_column is not None and table is not None:
             v = table["vulnerability"].to_numpy(dtype=np.float64)
@@ -407,11 +409,7 @@ def plan(
         plan_gaps = gaps(need_out, clusters_out)
         floors = None
         if table is not None and has_floor.any():
-            served_h = np.bincount(
-                np.maximum(cluster_hood, 0),
-                weights=served_q * (cluster_hood >= 0),
-                minlength=len(hood_ids),
-            )
+            served_h = per_hood(cluster_hood, served_q, len(hood_ids))
             short = np.flatnonzero(has_floor & (served_h < floor_q))
             alone = np.full(len(hood_ids), -1, dtype=np.int64)
             cap_h = cons.share_cap if cons.share_cap is not None else cap_q

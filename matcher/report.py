@@ -594,52 +594,58 @@ def _unmet_map(plan: Plan, frame: _Frame) -> bytes:
     return _png(fig)
 
 
-def _hood_map(plan: Plan, frame: _Frame) -> bytes:
+def _choropleth(
+    plan: Plan, frame: _Frame, title: str, values: np.ndarray, cmap_name: str, vmax: float,
+    label: str,
+) -> bytes:  # fmt: skip
+    """Colour the neighborhood polygons by one value each (NaN: grey) with a colour bar."""
     from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
     from matplotlib.collections import PathCollection
     from matplotlib.colors import Normalize
 
     fig = _new_figure()
-    ax = frame.axes(fig, "Coverage by neighborhood")
+    ax = frame.axes(fig, title)
     assert plan.neighborhoods is not None
-    hoods = plan.neighborhoods
-    cov_by = plan.metrics.get("coverage_by_neighborhood", {})
-    ids = hoods["neighborhood_id"].astype(str).to_numpy()
-    cov = np.array([cov_by.get(i, {}).get("coverage", np.nan) for i in ids], dtype=np.float64)
-    cmap, norm = colormaps["RdYlGn"], Normalize(0.0, 1.0)
-    paths, idx = frame.paths(hoods.geometry.to_numpy())
-    colors = cmap(norm(np.nan_to_num(cov[idx], nan=0.0)))
-    colors[np.isnan(cov[idx])] = (0.85, 0.85, 0.85, 1.0)
+    cmap, norm = colormaps[cmap_name], Normalize(0.0, vmax)
+    paths, idx = frame.paths(plan.neighborhoods.geometry.to_numpy())
+    colors = cmap(norm(np.nan_to_num(values[idx], nan=0.0)))
+    colors[np.isnan(values[idx])] = (0.85, 0.85, 0.85, 1.0)
     pc = PathCollection(paths, facecolors=colors, edgecolors="#ffffff", linewidths=0.6)
     ax.add_collection(pc)
-    from matplotlib.cm import ScalarMappable
-
-    _colorbar(fig, ScalarMappable(norm=norm, cmap=cmap), "share of demand served")
+    _colorbar(fig, ScalarMappable(norm=norm, cmap=cmap), label)
     return _png(fig)
+
+
+def _hood_ids(plan: Plan) -> np.ndarray:
+    assert plan.neighborhoods is not None
+    return plan.neighborhoods["neighborhood_id"].astype(str).to_numpy()
+
+
+def _hood_map(plan: Plan, frame: _Frame) -> bytes:
+    cov_by = plan.metrics.get("coverage_by_neighborhood", {})
+    cov = np.array(
+        [cov_by.get(i, {}).get("coverage", np.nan) for i in _hood_ids(plan)], dtype=np.float64
+    )
+    return _choropleth(
+        plan, frame, "Coverage by neighborhood", cov, "RdYlGn", 1.0, "share of demand served"
+    )
 
 
 def _gap_map(plan: Plan, frame: _Frame) -> bytes:
     """Draw the gap layer: unmet units per neighborhood, darker where more stays unmet."""
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.collections import PathCollection
-    from matplotlib.colors import Normalize
-
-    fig = _new_figure()
-    ax = frame.axes(fig, "Gaps: unmet units per neighborhood")
-    assert plan.neighborhoods is not None and plan.gaps is not None
-    hoods = plan.neighborhoods
+    assert plan.gaps is not None
     unmet_by = plan.gaps.groupby("neighborhood")["unmet"].sum()
-    ids = hoods["neighborhood_id"].astype(str).to_numpy()
-    unmet = unmet_by.reindex(ids).fillna(0.0).to_numpy(dtype=np.float64)
-    cmap, norm = colormaps["OrRd"], Normalize(0.0, max(float(unmet.max(initial=0.0)), 1.0))
-    paths, idx = frame.paths(hoods.geometry.to_numpy())
-    pc = PathCollection(
-        paths, facecolors=cmap(norm(unmet[idx])), edgecolors="#ffffff", linewidths=0.6
+    unmet = unmet_by.reindex(_hood_ids(plan)).fillna(0.0).to_numpy(dtype=np.float64)
+    return _choropleth(
+        plan,
+        frame,
+        "Gaps: unmet units per neighborhood",
+        unmet,
+        "OrRd",
+        max(float(unmet.max(initial=0.0)), 1.0),
+        "units per week left unmet",
     )
-    ax.add_collection(pc)
-    _colorbar(fig, ScalarMappable(norm=norm, cmap=cmap), "units per week left unmet")
-    return _png(fig)
 
 
 def _recruit_map(plan: Plan, frame: _Frame) -> bytes:

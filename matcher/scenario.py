@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, fields
@@ -18,7 +17,7 @@ import pandas as pd
 from ._errors import InputValidationError, MatcherError, Problem
 from .config import MatchConfig
 from .io import LoadedTable, Source, hash_table, read_partners
-from .output import OPTIONAL_FILES, _write_csv, write_plan
+from .output import _write_csv, publish, write_plan
 from .plan import Plan, plan
 from .taxonomy import Taxonomy, default_taxonomy
 
@@ -174,15 +173,7 @@ class Scenario:
             (stage / "scenario.json").write_text(
                 json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )
-            written = {}
-            for f in sorted(stage.iterdir()):
-                if f.is_file():
-                    os.replace(f, out / f.name)
-                    written[f.name] = out / f.name
-            for name in OPTIONAL_FILES:  # an earlier plan's extras would mix with these
-                if name not in written and (out / name).is_file():
-                    (out / name).unlink()
-            return written
+            return publish(stage, out)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 
