@@ -10,11 +10,11 @@ import io
 import json
 import logging
 import math
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from functools import wraps
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,9 +29,21 @@ from flask_smorest import Api, Blueprint
 from werkzeug.exceptions import HTTPException
 
 import matcher
-from matcher import ClusterModel, InputValidationError, MatchConfig, MatcherError, Problem
+from matcher import (
+    ClusterModel,
+    InputValidationError,
+    MatchConfig,
+    MatcherError,
+    Problem,
+    access,
+    limits,
+)
+from matcher._validate import NEED_FIELDS, PARTNER_FIELDS
+from matcher.config import OBJECTIVES, PARAMETER_BOUNDS
 from matcher.intake import recommend_for_need
+from matcher.io import load_json_document
 from matcher.nearby import NearbyIndex
+from matcher.ratelimit import RateLimiter
 from matcher.scenario import ScenarioChange, apply_change, compare, config_from_parameters
 from matcher.store import (
     AlreadyExistsError,
@@ -42,15 +54,14 @@ from matcher.store import (
     VersionConflictError,
     etag,
     open_store,
+    parse_etag,
 )
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger("matcher.api")
 
-ROLES = ("planner", "outreach", "admin")
-WRITERS = ("planner", "admin")
-MAX_LIMIT = 1000
+MAX_LIMIT = limits.MAX_PAGE
 PLAN_FILES = (
     "assignments.csv",
     "clusters.csv",
@@ -109,6 +120,18 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(PlanStateError)
     def _conflict(exc: MatcherError) -> Response:
         return problem(409, "Conflict", str(exc))
+
+    @app.errorhandler(access.ForbiddenError)
+    def _forbidden(exc: access.ForbiddenError) -> Response:
+        return problem(403, "Forbidden", exc.detail, problems=[p.to_dict() for p in exc.problems])
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        return problem(
+            400,
+            "Invalid request",
+            f"the JSON body is nested too deep; at most {limits.MAX_JSON_DEPTH} levels",
+        )
 
     @app.errorhandler(StoreBusyError)
     def _busy(exc: StoreBusyError) -> Response:
@@ -176,36 +199,123 @@ def store() -> Store:
     return current_app.extensions["matcher_store"]
 
 
-def requires(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Require an API key (``Authorization: Bearer KEY``) of one of ``roles``."""
+#: The policy resource of each route (``matcher.access.POLICY`` says who may do what).
+RESOURCES = {
+    "Health": "health",
+    "MapConfig": "map_config",
+    "WhoAmI": "me",
+    "Imports": "imports",
+    "Partners": "partners",
+    "PartnerItem": "partners",
+    "Needs": "needs",
+    "NeedItem": "needs",
+    "Plans": "plans",
+    "PlanScenarios": "scenarios",
+    "PlanItem": "plans",
+    "PlanFile": "plans",
+    "PlanAssignments": "plans",
+    "LatestPlan": "plans",
+    "PlanMap": "plans",
+    "Nearby": "nearby",
+}
+METHOD_ACTIONS = {"GET": "read", "HEAD": "read", "POST": "create", "PUT": "replace",
+                  "DELETE": "delete"}  # fmt: skip
 
-    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
-        @wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            header = request.headers.get("Authorization", "")
-            scheme, _, key = header.partition(" ")
-            found = (
-                store().authenticate(key.strip()) if scheme.lower() == "bearer" and key else None
-            )
-            if found is None:
-                resp = problem(
-                    401, "Unauthorized", "send a valid API key as 'Authorization: Bearer KEY'"
-                )
-                resp.headers["WWW-Authenticate"] = 'Bearer realm="matcher"'
-                return resp
-            g.key_id, g.role = found
-            if g.role not in roles:
-                return problem(
-                    403,
-                    "Forbidden",
-                    f"this needs one of the roles {', '.join(roles)}; "
-                    f"your key has the role {g.role}",
-                )
-            return func(*args, **kwargs)
 
-        return wrapper
+def _client() -> str:
+    return str(request.remote_addr or "unknown")
 
-    return decorator
+
+def _too_many(wait: int, detail: str) -> Response:
+    resp = problem(429, "Too Many Requests", detail)
+    resp.headers["Retry-After"] = str(int(wait))
+    return resp
+
+
+def _authorize() -> Response | None:
+    """Authenticate and authorize every API request, in one place (before the body is read).
+
+    The route's resource and the HTTP method's action are looked up in
+    :data:`matcher.access.POLICY`; a route missing from the policy is denied to all.
+    """
+    if request.endpoint is None:  # no such route: Flask answers 404 / 405
+        return None
+    view = request.endpoint.rsplit(".", 1)[-1]
+    resource = RESOURCES.get(view)
+    action = METHOD_ACTIONS.get(request.method, "read" if request.method == "OPTIONS" else "")
+    if resource is not None and access.allowed(None, resource, action):
+        return None
+    limits = current_app.extensions["matcher_limits"]
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    found = None
+    if scheme.lower() == "bearer" and 0 < len(key) <= 256:
+        found = store().authenticate(key)
+    if found is None:
+        logger.warning(
+            "failed authentication from %s for %s %s (%s)",
+            _client(),
+            request.method,
+            request.path,
+            "no key" if not header else "invalid key",
+        )
+        wait = limits["auth_failures"].hit(_client())
+        if wait is not None:
+            return _too_many(wait, "too many failed authentications from your address")
+        resp = problem(401, "Unauthorized", "send a valid API key as 'Authorization: Bearer KEY'")
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="matcher"'
+        return resp
+    g.key_id, g.role = found
+    wait = limits["requests"].hit(g.key_id)
+    if wait is not None:
+        return _too_many(wait, "too many requests with this key; slow down")
+    if resource is None or not access.allowed(g.role, resource, action):
+        roles = access.roles_for(resource or "", action)
+        return problem(
+            403,
+            "Forbidden",
+            f"{action} on {resource or 'this route'} needs one of the roles "
+            f"{', '.join(roles) or '(none)'}; your key has the role {g.role}",
+        )
+    return None
+
+
+def _secure_headers(resp: Response) -> Response:
+    """Headers on every response: no MIME sniffing; API answers are never cached."""
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if request.path.startswith("/api/"):
+        resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+class _RefuseUnreadBodies:
+    """WSGI middleware: after a refusal (401, 403, 413, 429) of a request with a body,
+    close the connection instead of reading the body that nobody will use.
+
+    Under gunicorn the body is streamed, so a refused upload is never read; waitress
+    reads every body (up to ``max_request_body_size``) before the app runs.
+    """
+
+    REFUSALS = frozenset({401, 403, 413, 429})
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        has_body = environ.get("CONTENT_LENGTH", "") not in ("", "0") or bool(
+            environ.get("HTTP_TRANSFER_ENCODING")
+        )
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if has_body and int(status.split(" ", 1)[0]) in self.REFUSALS:
+                server_response = getattr(start_response, "__self__", None)
+                force_close = getattr(server_response, "force_close", None)
+                if callable(force_close):  # gunicorn: "Connection: close", body unread
+                    force_close()
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
 
 
 def is_admin() -> bool:
@@ -218,7 +328,7 @@ def is_admin() -> bool:
 
 class PageArgs(ma.Schema):
     limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(1, MAX_LIMIT))
-    offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(0))
+    offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(0, limits.MAX_OFFSET))
     format = ma.fields.String(
         load_default="json",
         validate=ma.validate.OneOf(["json", "geojson"]),
@@ -236,7 +346,7 @@ class NearbyArgs(ma.Schema):
     radius_km = ma.fields.Float(
         load_default=5.0, validate=ma.validate.Range(0, 500, min_inclusive=False)
     )
-    category = ma.fields.String()
+    category = ma.fields.String(validate=ma.validate.Length(1, limits.MAX_ID_CHARS))
     kind = ma.fields.String(validate=ma.validate.OneOf(["organization", "volunteer"]))
     limit = ma.fields.Integer(load_default=20, validate=ma.validate.Range(1, 200))
 
@@ -271,15 +381,23 @@ class NeedSchema(ma.Schema):
     version = ma.fields.Integer(dump_only=True)
 
 
+def _bounded(name: str) -> ma.validate.Range:
+    """Return the range of a plan parameter, from ``matcher.config.PARAMETER_BOUNDS``."""
+    low, high, low_open = PARAMETER_BOUNDS[name]
+    return ma.validate.Range(low, high, min_inclusive=not low_open)
+
+
 class PlanRequest(ma.Schema):
     objective = ma.fields.String(
-        load_default="default", validate=ma.validate.OneOf(["default", "distance"])
+        load_default="default", validate=ma.validate.OneOf(list(OBJECTIVES))
     )
-    cluster_km = ma.fields.Float(load_default=MatchConfig.cluster_km)
-    seed = ma.fields.Integer(load_default=0)
+    cluster_km = ma.fields.Float(
+        load_default=MatchConfig.cluster_km, validate=_bounded("cluster_km")
+    )
+    seed = ma.fields.Integer(load_default=0, strict=True, validate=_bounded("seed"))
     min_coverage = ma.fields.Float(
         load_default=MatchConfig.min_coverage,
-        validate=ma.validate.Range(0, 1),
+        validate=_bounded("min_coverage"),
         metadata={
             "description": "equity floor 0..1: every neighborhood is served to this share of "
             "its demand before cost is improved anywhere; summary.metrics.floors and "
@@ -289,7 +407,7 @@ class PlanRequest(ma.Schema):
     vulnerability_column = ma.fields.String(
         load_default=None,
         allow_none=True,
-        validate=ma.validate.Length(min=1),
+        validate=ma.validate.Length(1, limits.MAX_ID_CHARS),
         metadata={
             "description": "a numeric attribute of the stored neighborhoods (e.g. "
             "'hardship_index') that raises the priority of needs there"
@@ -297,19 +415,19 @@ class PlanRequest(ma.Schema):
     )
     vulnerability_weight = ma.fields.Float(
         load_default=MatchConfig.vulnerability_weight,
-        validate=ma.validate.Range(0, 1e6),
+        validate=_bounded("vulnerability_weight"),
         metadata={"description": "priority x (1 + weight x normalised vulnerability)"},
     )
     max_partner_share = ma.fields.Float(
         load_default=MatchConfig.max_partner_share,
-        validate=ma.validate.Range(0, 1, min_inclusive=False),
+        validate=_bounded("max_partner_share"),
         metadata={"description": "at most this share of a partner's capacity per neighborhood"},
     )
     recruit_k = ma.fields.Integer(
         load_default=None,
         allow_none=True,
         strict=True,
-        validate=ma.validate.Range(1, 100),
+        validate=ma.validate.Range(1, limits.MAX_RECRUIT_K),
         metadata={
             "description": "suggest up to this many sites per category where a new partner "
             "would serve the most unmet demand (recruit.csv, recruit.geojson)"
@@ -318,7 +436,7 @@ class PlanRequest(ma.Schema):
     recruit_radius_km = ma.fields.Float(
         load_default=None,
         allow_none=True,
-        validate=ma.validate.Range(0, 500, min_inclusive=False),
+        validate=ma.validate.Range(0, limits.MAX_RADIUS_KM, min_inclusive=False),
         metadata={
             "description": "travel radius of a suggested new partner, km (with recruit_k; "
             f"default {RECRUIT_RADIUS_KM:g})"
@@ -327,7 +445,7 @@ class PlanRequest(ma.Schema):
     recruit_capacity = ma.fields.Float(
         load_default=None,
         allow_none=True,
-        validate=ma.validate.Range(0),
+        validate=ma.validate.Range(0, limits.MAX_UNITS),
         metadata={"description": "capacity of a suggested new partner; null: unlimited"},
     )
 
@@ -345,13 +463,15 @@ class ScenarioPartner(PartnerSchema):
 
 class ScenarioRequest(ma.Schema):
     remove_partners = ma.fields.List(
-        ma.fields.String(validate=ma.validate.Length(min=1)),
+        ma.fields.String(validate=ma.validate.Length(1, limits.MAX_ID_CHARS)),
         load_default=list,
+        validate=ma.validate.Length(max=limits.MAX_LIST_ITEMS),
         metadata={"description": "ids of stored partners that leave"},
     )
     add_partners = ma.fields.List(
         ma.fields.Nested(ScenarioPartner),
         load_default=list,
+        validate=ma.validate.Length(max=limits.MAX_LIST_ITEMS),
         metadata={"description": "new partners, as in POST /partners (ids must be new)"},
     )
     scale_capacity = ma.fields.Float(
@@ -363,7 +483,7 @@ class ScenarioRequest(ma.Schema):
     radius_km = ma.fields.Float(
         load_default=None,
         allow_none=True,
-        validate=ma.validate.Range(0, 500, min_inclusive=False),
+        validate=ma.validate.Range(0, limits.MAX_RADIUS_KM, min_inclusive=False),
         metadata={"description": "every partner's travel radius becomes this many km"},
     )
 
@@ -388,11 +508,12 @@ class NearbyResponse(ma.Schema):
 
 
 def _json_body() -> dict[str, Any]:
+    """Return the request's JSON object (415 unless JSON; 400 if malformed or too deep)."""
     if not request.is_json:
         from werkzeug.exceptions import UnsupportedMediaType
 
         raise UnsupportedMediaType("send a JSON body with 'Content-Type: application/json'")
-    body = request.get_json(silent=True)
+    body = load_json_document(request.get_data(cache=True), "request body")
     if not isinstance(body, dict):
         raise InputValidationError(
             [Problem("request body", None, None, None, "malformed JSON: expected a JSON object")]
@@ -404,26 +525,88 @@ def _listish(value: Any) -> Any:
     return ";".join(map(str, value)) if isinstance(value, list) else value
 
 
+#: Fields a client may send back as read but that it cannot set.
+_READ_ONLY = frozenset({"version", "coarsened", "updated_at", "cluster_id"})
+_NUMERIC = frozenset({"lat", "lon", "demand", "capacity", "radius_km", "severity"})
+
+
+def _record(body: Mapping[str, Any], fields: tuple[str, ...], key: str, path_id: str | None):
+    """Check a record body: known fields only, JSON types, and the id of the path.
+
+    Returns the body without read-only fields, with ``key`` set to ``path_id`` when given.
+    """
+    problems = [
+        Problem("request body", None, str(name), None,
+                f"unknown field; the fields are {', '.join(fields)}")
+        for name in sorted(map(str, body))
+        if name not in fields and name not in _READ_ONLY
+    ]  # fmt: skip
+    for name in sorted(_NUMERIC & set(body)):
+        value = body[name]
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+            problems.append(
+                Problem("request body", None, name, str(value)[:40], "must be a JSON number")
+            )
+    for name in ("categories", "languages"):
+        value = body.get(name)
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            problems.append(
+                Problem("request body", None, name, None, "must be a string or a list of strings")
+            )
+        elif isinstance(value, dict | bool):
+            problems.append(
+                Problem("request body", None, name, None, "must be a string or a list of strings")
+            )
+    for name in set(fields) - _NUMERIC - {"categories", "languages"}:
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            problems.append(Problem("request body", None, name, None, "must be a JSON string"))
+    given = body.get(key)
+    if path_id is not None and given is not None and str(given).strip() != path_id:
+        problems.append(
+            Problem("request body", None, key, str(given)[:40],
+                    f"must be {path_id!r}, the id in the path (ids cannot change)")
+        )  # fmt: skip
+    if problems:
+        raise InputValidationError(problems)
+    out = {k: _listish(v) for k, v in body.items() if k not in _READ_ONLY}
+    if path_id is not None:
+        out[key] = path_id
+    return out
+
+
 def _validated(body: dict[str, Any], reader: Callable[..., Any], name: str) -> dict[str, Any]:
     """Validate one record with matcher's own validation (same rules as the CLI)."""
-    row = {k: _listish(v) for k, v in body.items() if k != "version"}
-    frame = reader(pd.DataFrame([row]), name=name).frame
+    frame = reader(pd.DataFrame([body]), name=name).frame
     return frame.drop(columns="geometry").iloc[0].to_dict()
 
 
 def _if_match() -> int:
-    """Return the version a write expects, from ``If-Match`` (428 when missing)."""
+    """Return the version a write expects, from ``If-Match``.
+
+    428 when missing; 400 when it is not an entity tag; 412 when it is one that can
+    never match: a weak tag (``W/"3"``; ``If-Match`` uses strong comparison, RFC 9110
+    13.1.1), ``*`` or a list.
+    """
     header = request.headers.get("If-Match")
     if not header:
         from werkzeug.exceptions import PreconditionRequired
 
         raise PreconditionRequired("send the resource's ETag in If-Match to update or delete it")
-    try:
-        return int(header.strip().removeprefix("W/").strip('"'))
-    except ValueError:
-        raise InputValidationError(
-            [Problem("If-Match", None, "If-Match", header, 'expected an ETag such as W/"3"')]
-        ) from None
+    version = parse_etag(header)
+    if version is not None:
+        return version
+    text = header.strip()
+    if len(text) <= 200 and re.fullmatch(r'(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*|\*', text):
+        from werkzeug.exceptions import PreconditionFailed
+
+        raise PreconditionFailed(
+            "If-Match must be the strong ETag of the current version, as a GET returns it "
+            '(e.g. "3"); weak tags, * and lists never match a write'
+        )
+    raise InputValidationError(
+        [Problem("If-Match", None, "If-Match", text[:40], 'expected an ETag such as "3"')]
+    )
 
 
 def _partner(partner_id: str) -> dict[str, Any]:
@@ -460,6 +643,7 @@ def _with_etag(rec: dict[str, Any], entity_id: str) -> Response:
 # --------------------------------------------------------------------------- blueprints
 
 api_bp = Blueprint("v1", __name__, url_prefix="/api/v1", description="matcher API v1")
+api_bp.before_request(_authorize)
 
 
 @api_bp.route("/health")
@@ -471,8 +655,6 @@ class Health(MethodView):
 
 @api_bp.route("/imports/<any(needs, partners, neighborhoods):kind>")
 class Imports(MethodView):
-    decorators = [requires(*WRITERS)]
-
     def post(self, kind: str) -> Response:
         """Replace needs, partners or neighborhoods from a CSV or GeoJSON body (all or nothing)."""
         ctype = (request.mimetype or "").lower()
@@ -511,8 +693,6 @@ class Imports(MethodView):
 
 @api_bp.route("/partners")
 class Partners(MethodView):
-    decorators = [requires(*ROLES)]
-
     @api_bp.arguments(PartnerListArgs, location="query")
     def get(self, args: dict[str, Any]) -> Response:
         """List partners (volunteers coarsened unless admin)."""
@@ -523,9 +703,8 @@ class Partners(MethodView):
 
     def post(self) -> Response:
         """Create a partner."""
-        if g.role not in WRITERS:
-            return problem(403, "Forbidden", "creating partners needs the role planner or admin")
-        rec = _validated(_json_body(), matcher.read_partners, "partner (request body)")
+        body = _record(_json_body(), PARTNER_FIELDS, "partner_id", None)
+        rec = _validated(body, matcher.read_partners, "partner (request body)")
         created = store().create_partner(rec, actor=g.key_id)
         resp = _with_etag(_partner(created["partner_id"]), created["partner_id"])
         resp.status_code = 201
@@ -535,34 +714,30 @@ class Partners(MethodView):
 
 @api_bp.route("/partners/<partner_id>")
 class PartnerItem(MethodView):
-    decorators = [requires(*ROLES)]
-
     def get(self, partner_id: str) -> Response:
         """Get one partner with its ETag."""
         return _with_etag(_partner(partner_id), partner_id)
 
     def put(self, partner_id: str) -> Response:
         """Replace a partner; needs ``If-Match`` with its current ETag (412 when stale)."""
-        if g.role not in WRITERS:
-            return problem(403, "Forbidden", "updating partners needs the role planner or admin")
         expected = _if_match()
-        body = _json_body() | {"partner_id": partner_id}
+        body = _record(_json_body(), PARTNER_FIELDS, "partner_id", partner_id)
+        current = store().get_partner(partner_id, exact=True)
+        if current is None:
+            raise NotFoundError("partner", partner_id)
+        body = access.partner_write(g.role, current, body)
         rec = _validated(body, matcher.read_partners, "partner (request body)")
         store().update_partner(partner_id, rec, expected_version=expected, actor=g.key_id)
         return _with_etag(_partner(partner_id), partner_id)
 
     def delete(self, partner_id: str) -> Response:
         """Delete a partner; needs ``If-Match``."""
-        if g.role not in WRITERS:
-            return problem(403, "Forbidden", "deleting partners needs the role planner or admin")
         store().delete_partner(partner_id, expected_version=_if_match(), actor=g.key_id)
         return Response(status=204)
 
 
 @api_bp.route("/needs")
 class Needs(MethodView):
-    decorators = [requires(*ROLES)]
-
     @api_bp.arguments(PageArgs, location="query")
     def get(self, args: dict[str, Any]) -> Response:
         """List needs (JSON, or GeoJSON with ``format=geojson``)."""
@@ -571,8 +746,9 @@ class Needs(MethodView):
 
     def post(self) -> Response:
         """Report one new concern: validated, stored, placed in a cluster, with recommendations."""
-        rec = _validated(_json_body(), matcher.read_needs, "need (request body)")
-        stored = store().upsert_need(rec, actor=g.key_id)
+        body = _record(_json_body(), NEED_FIELDS, "need_id", None)
+        rec = _validated(body, matcher.read_needs, "need (request body)")
+        stored = store().create_need(rec, actor=g.key_id)  # never replaces: 409
         index, model = _nearby_index(exact=is_admin()), _latest_model()
         result = recommend_for_need(stored, index, model)
         body = {
@@ -589,8 +765,6 @@ class Needs(MethodView):
 
 @api_bp.route("/needs/<need_id>")
 class NeedItem(MethodView):
-    decorators = [requires(*ROLES)]
-
     def get(self, need_id: str) -> Response:
         """Get one need with its ETag."""
         rec = store().get_need(need_id)
@@ -600,28 +774,21 @@ class NeedItem(MethodView):
 
     def put(self, need_id: str) -> Response:
         """Replace a need; needs ``If-Match`` (412 when stale)."""
-        if g.role not in WRITERS:
-            return problem(403, "Forbidden", "updating needs needs the role planner or admin")
         expected = _if_match()
-        rec = _validated(
-            _json_body() | {"need_id": need_id}, matcher.read_needs, "need (request body)"
-        )
+        body = _record(_json_body(), NEED_FIELDS, "need_id", need_id)
+        rec = _validated(body, matcher.read_needs, "need (request body)")
         return _with_etag(
             store().update_need(need_id, rec, expected_version=expected, actor=g.key_id), need_id
         )
 
     def delete(self, need_id: str) -> Response:
         """Delete a need; needs ``If-Match``."""
-        if g.role not in WRITERS:
-            return problem(403, "Forbidden", "deleting needs needs the role planner or admin")
         store().delete_need(need_id, expected_version=_if_match(), actor=g.key_id)
         return Response(status=204)
 
 
 @api_bp.route("/plans")
 class Plans(MethodView):
-    decorators = [requires(*WRITERS)]
-
     @api_bp.arguments(PlanRequest)
     def post(self, args: dict[str, Any]) -> Response:
         """Start a plan over the stored data as a background job (202 + Location).
@@ -629,6 +796,9 @@ class Plans(MethodView):
         Equity options (``min_coverage``, ``vulnerability_column``, ...) need stored
         neighborhoods (or needs with a neighborhood); ``recruit_k`` adds recruit sites.
         """
+        full = _queue_full()
+        if full is not None:
+            return full
         config = MatchConfig(
             objective=args["objective"],
             cluster_km=args["cluster_km"],
@@ -637,6 +807,9 @@ class Plans(MethodView):
             vulnerability_column=args["vulnerability_column"],
             vulnerability_weight=args["vulnerability_weight"],
             max_partner_share=args["max_partner_share"],
+            # volunteers at their grid points (matcher.privacy): the plan and everything
+            # computed from it may be shown to every role
+            volunteer_points="grid",
         )
         if config.vulnerability_column is not None:
             bad = _check_vulnerability_column(config.vulnerability_column)
@@ -656,6 +829,24 @@ class Plans(MethodView):
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         app.extensions["matcher_jobs"].submit(_run_plan, app, plan_id, config, recruit)
         return _queued(plan_id)
+
+
+def _queue_full() -> Response | None:
+    """429 when the caller's role has its cap of plans queued or running."""
+    cap = int(current_app.config["PLAN_QUEUE_CAP"].get(g.role, 0))
+    roles = {k.key_id: k.role for k in store().list_api_keys()}
+    waiting = [
+        p
+        for p in store().list_plans(limit=limits.MAX_PAGE)
+        if p.status in ("queued", "running") and roles.get(p.created_by) == g.role
+    ]
+    if len(waiting) < cap:
+        return None
+    return _too_many(
+        30,
+        f"{len(waiting)} plan(s) of {g.role} keys are queued or running, the most allowed "
+        f"({cap}); wait for one to finish",
+    )
 
 
 def _queued(plan_id: str, **extra: Any) -> Response:
@@ -700,8 +891,6 @@ def _check_vulnerability_column(column: str) -> Response | None:
 
 @api_bp.route("/plans/<plan_id>/scenarios")
 class PlanScenarios(MethodView):
-    decorators = [requires(*WRITERS)]
-
     @api_bp.arguments(ScenarioRequest)
     def post(self, args: dict[str, Any], plan_id: str) -> Response:
         """Start a what-if scenario of a finished plan as a background job (202 + Location).
@@ -714,6 +903,9 @@ class PlanScenarios(MethodView):
         Scenario plans never become the latest plan (the map, nearby and intake keep
         using the plan in force).
         """
+        full = _queue_full()
+        if full is not None:
+            return full
         base = store().get_plan(plan_id)
         if base is None:
             raise NotFoundError("plan", plan_id)
@@ -790,8 +982,6 @@ def _check_change(remove: list[str], added: list[dict[str, Any]]) -> Response | 
 
 @api_bp.route("/plans/<plan_id>")
 class PlanItem(MethodView):
-    decorators = [requires(*ROLES)]
-
     def get(self, plan_id: str) -> Response:
         """Get a plan's status, and its summary when done."""
         found = store().get_plan(plan_id)
@@ -808,8 +998,6 @@ class PlanItem(MethodView):
 
 @api_bp.route("/plans/<plan_id>/files/<name>")
 class PlanFile(MethodView):
-    decorators = [requires(*ROLES)]
-
     def get(self, plan_id: str, name: str) -> Response:
         """Get a file of a finished plan, byte for byte what ``matcher plan`` writes."""
         if name not in PLAN_FILES:
@@ -827,8 +1015,6 @@ class PlanFile(MethodView):
 
 @api_bp.route("/plans/<plan_id>/assignments")
 class PlanAssignments(MethodView):
-    decorators = [requires(*ROLES)]
-
     def get(self, plan_id: str) -> Response:
         """Get a finished plan's assignments as JSON (the content of assignments.csv)."""
         content = store().plan_file(plan_id, "assignments.csv")
@@ -842,8 +1028,6 @@ class PlanAssignments(MethodView):
 
 @api_bp.route("/resources/nearby")
 class Nearby(MethodView):
-    decorators = [requires(*ROLES)]
-
     @api_bp.arguments(NearbyArgs, location="query")
     @api_bp.response(200, NearbyResponse)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -1037,7 +1221,7 @@ class MapConfigSchema(ma.Schema):
 
 class WhoAmISchema(ma.Schema):
     key_id = ma.fields.String()
-    role = ma.fields.String(validate=ma.validate.OneOf(ROLES))
+    role = ma.fields.String(validate=ma.validate.OneOf(access.ROLES))
 
 
 class PlanRecordSchema(ma.Schema):
@@ -1224,8 +1408,6 @@ class MapConfig(MethodView):
 
 @api_bp.route("/me")
 class WhoAmI(MethodView):
-    decorators = [requires(*ROLES)]
-
     @api_bp.response(200, WhoAmISchema)
     def get(self) -> dict[str, Any]:
         """Get the role of the calling API key (the map page checks a key with it)."""
@@ -1234,8 +1416,6 @@ class WhoAmI(MethodView):
 
 @api_bp.route("/plans/latest")
 class LatestPlan(MethodView):
-    decorators = [requires(*ROLES)]
-
     @api_bp.response(200, LatestPlanSchema)
     def get(self) -> Response:
         """Get the plan in force and the plans queued or running (what-if scenarios excluded)."""
@@ -1251,8 +1431,6 @@ class LatestPlan(MethodView):
 
 @api_bp.route("/plans/<plan_id>/map")
 class PlanMap(MethodView):
-    decorators = [requires(*ROLES)]
-
     @api_bp.response(200, PlanMapSchema, content_type="application/geo+json")
     def get(self, plan_id: str) -> Response:
         """Get a finished plan as one GeoJSON for the map.
@@ -1357,8 +1535,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(
         DB="matcher.db",
         MODELS_DIR="models",
-        MAX_CONTENT_LENGTH=32 * 1024 * 1024,
+        MAX_CONTENT_LENGTH=limits.MAX_BODY_BYTES,
         PLAN_WORKERS=1,
+        RATE_LIMIT_PER_MINUTE=1200,
+        RATE_LIMIT_BURST=200,
+        AUTH_FAILURES_PER_MINUTE=20,
+        AUTH_FAILURES_BURST=20,
+        PLAN_QUEUE_CAP=dict(access.PLAN_QUEUE_CAP),
         API_TITLE="matcher",
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",
@@ -1373,6 +1556,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         max_workers=int(app.config["PLAN_WORKERS"]), thread_name_prefix="matcher-plan"
     )
     app.extensions["matcher_nearby"] = {}
+    app.extensions["matcher_limits"] = {
+        "requests": RateLimiter(
+            float(app.config["RATE_LIMIT_PER_MINUTE"]), int(app.config["RATE_LIMIT_BURST"])
+        ),
+        "auth_failures": RateLimiter(
+            float(app.config["AUTH_FAILURES_PER_MINUTE"]), int(app.config["AUTH_FAILURES_BURST"])
+        ),
+    }
     api = Api(
         app,
         spec_kwargs={
@@ -1381,6 +1572,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         },
     )
     api.register_blueprint(api_bp)
+    app.after_request(_secure_headers)
+    app.wsgi_app = _RefuseUnreadBodies(app.wsgi_app)  # type: ignore[method-assign]
     _register_webmap(app)
     _register_errors(app)
     return app

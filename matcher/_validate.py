@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import Problem
+from .limits import MAX_RADIUS_KM, MAX_TEXT_CHARS, MAX_UNITS, id_problem, text_problem
 from .taxonomy import Taxonomy
 
 __all__ = [
@@ -124,6 +125,9 @@ def _number(series: pd.Series) -> np.ndarray:
 def _check_id(c: _Collector, field: str) -> pd.Series:
     ids = _text(c.df[field])
     c.flag((ids == "").to_numpy(), field, "must be a non-empty identifier")
+    reasons = _map_unique(ids, lambda v: id_problem(v) if v else None)
+    for reason in sorted(set(reasons.dropna())):
+        c.flag((reasons == reason).to_numpy(), field, reason)
     dup = ids.duplicated(keep="first").to_numpy() & (ids != "").to_numpy()
     if dup.any():
         first = {v: int(c.rows[i]) for i, v in reversed(list(enumerate(ids))) if v}
@@ -153,13 +157,23 @@ def _check_coordinates(c: _Collector) -> tuple[np.ndarray, np.ndarray]:
     return lat, lon
 
 
-def _check_amount(c: _Collector, field: str, *, strict: bool) -> np.ndarray:
+def _check_amount(c: _Collector, field: str, *, strict: bool, high: float) -> np.ndarray:
     values = _number(c.df[field])
-    rule = "a number > 0" if strict else "a number >= 0"
+    rule = f"a number {'>' if strict else '>='} 0 and <= {high:,.0f}"
     finite = np.isfinite(values)
     low = np.where(finite, values, 1.0) <= 0 if strict else np.where(finite, values, 0.0) < 0
-    c.flag(~finite | low, field, f"must be {rule}")
+    c.flag(~finite | low | (np.where(finite, values, 0.0) > high), field, f"must be {rule}")
     return values
+
+
+def _check_texts(c: _Collector, fields: Sequence[str]) -> None:
+    """Flag free-text cells longer than :data:`matcher.limits.MAX_TEXT_CHARS`."""
+    for name in fields:
+        if name not in c.df:
+            continue
+        text = _text(c.df[name])
+        long = (text.str.len() > MAX_TEXT_CHARS).to_numpy()
+        c.flag(long, name, lambda v: str(text_problem(str(v).strip())))
 
 
 def _check_languages(c: _Collector) -> pd.Series:
@@ -224,7 +238,8 @@ def validate_needs(
     ids = _check_id(c, "need_id")
     category = _categories(c, "category", taxonomy, multi=False)
     lat, lon = _check_coordinates(c)
-    demand = _check_amount(c, "demand", strict=True)
+    demand = _check_amount(c, "demand", strict=True, high=MAX_UNITS)
+    _check_texts(c, ("neighborhood", "languages", "reported_at", "source"))
     if "severity" in df:
         sev_text = _text(df["severity"])
         sev = _number(df["severity"])
@@ -276,8 +291,9 @@ def validate_partners(
     c.flag(~kind.isin(KINDS).to_numpy(), "kind", f"must be one of {', '.join(KINDS)}")
     categories = _categories(c, "categories", taxonomy, multi=True)
     lat, lon = _check_coordinates(c)
-    capacity = _check_amount(c, "capacity", strict=False)
-    radius = _check_amount(c, "radius_km", strict=True)
+    capacity = _check_amount(c, "capacity", strict=False, high=MAX_UNITS)
+    radius = _check_amount(c, "radius_km", strict=True, high=MAX_RADIUS_KM)
+    _check_texts(c, ("name", "categories", "languages", "contact"))
     languages = _check_languages(c)
     name = _text(df["name"]) if "name" in df else ids
     name = name.where(name != "", ids)

@@ -13,7 +13,7 @@ import click
 import pandas as pd
 
 from ._errors import InputValidationError, MatcherError, Problem
-from .config import OBJECTIVES, MatchConfig
+from .config import OBJECTIVES, VOLUNTEER_POINTS, MatchConfig
 from .progress import PLAN_STAGES, StageProgress, console_write_mode, progress_enabled
 from .taxonomy import Taxonomy, default_taxonomy
 
@@ -208,6 +208,14 @@ def main() -> None:
     help="At most this share of a partner's capacity goes to one neighborhood.",
 )
 @click.option(
+    "--volunteer-points",
+    type=click.Choice(VOLUNTEER_POINTS),
+    default="exact",
+    show_default=True,
+    help="'grid': plan volunteers at their ~500 m grid points, so the plan files may be "
+    "shared with anyone (as the service does).",
+)
+@click.option(
     "--lock",
     "lock_path",
     type=click.Path(path_type=Path),
@@ -267,6 +275,7 @@ def plan_cmd(
     vulnerability_column: str | None,
     vulnerability_weight: float,
     max_partner_share: float,
+    volunteer_points: str,
     lock_path: Path | None,
     previous_path: Path | None,
     churn_penalty: float,
@@ -298,6 +307,7 @@ def plan_cmd(
         vulnerability_weight=vulnerability_weight,
         max_partner_share=max_partner_share,
         churn_penalty_km=churn_penalty,
+        volunteer_points=volunteer_points,  # type: ignore[arg-type]
     )
     stages = [
         *PLAN_STAGES,

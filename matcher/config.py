@@ -7,9 +7,16 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ._errors import InputValidationError, Problem
+from .limits import MAX_CLUSTER_KM, MAX_MIN_SAMPLES, MAX_SEED, MAX_WEIGHT
 from .taxonomy import Taxonomy, default_taxonomy
 
-__all__ = ["MatchConfig", "OBJECTIVES"]
+__all__ = ["MatchConfig", "OBJECTIVES", "PARAMETER_BOUNDS", "SOLVERS", "VOLUNTEER_POINTS"]
+
+#: Where volunteers are placed in a plan: their exact point, or their ~500 m grid point
+#: (:mod:`matcher.privacy`), so that the plan and every file of it can be shown to anyone.
+VOLUNTEER_POINTS: tuple[str, ...] = ("exact", "grid")
+#: The solver backends.
+SOLVERS: tuple[str, ...] = ("lemon", "ortools", "networkx")
 
 #: The objectives a plan can optimise.
 OBJECTIVES: tuple[str, ...] = ("default", "distance")
@@ -67,6 +74,12 @@ class MatchConfig:
     churn_penalty_km : float
         With a previous plan: the cost, in km per unit, of every unit not kept on one of
         the previous plan's pairs (0 = no preference).
+    volunteer_points : {"exact", "grid"}
+        ``"grid"`` plans every volunteer at its ~500 m grid point
+        (:func:`matcher.privacy.coarsen`), so that nothing in the plan (distances,
+        eligibility, assignments) is computed from a volunteer's exact home and the
+        plan may be shown to anyone; radii are then measured from the grid point (up to
+        ~354 m off). The service always plans this way.
 
     Examples
     --------
@@ -94,6 +107,7 @@ class MatchConfig:
     vulnerability_weight: float = 1.0
     max_partner_share: float = 1.0
     churn_penalty_km: float = 0.0
+    volunteer_points: Literal["exact", "grid"] = "exact"
 
     @property
     def by_neighborhood(self) -> bool:
@@ -112,38 +126,21 @@ class MatchConfig:
 
         if self.objective not in OBJECTIVES:
             bad("objective", f"must be one of {', '.join(OBJECTIVES)}")
-        for name in ("cluster_km", "max_cluster_radius_km", "quantum"):
+        for name, (low, high, low_open) in PARAMETER_BOUNDS.items():
             value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
-                bad(name, "must be a finite number > 0")
-        if _is_number(self.language_penalty_km) and (
-            not math.isfinite(self.language_penalty_km) or self.language_penalty_km < 0
-        ):
-            bad("language_penalty_km", "must be a finite number >= 0")
-        elif not _is_number(self.language_penalty_km):
-            bad("language_penalty_km", "must be a finite number >= 0")
-        if not isinstance(self.min_samples, int) or self.min_samples < 1:
-            bad("min_samples", "must be an integer >= 1")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            bad("seed", "must be an integer >= 0")
-        if self.solver not in ("lemon", "ortools", "networkx"):
+            integer = name in _INTEGERS
+            ok = _is_number(value) and (isinstance(value, int) or not integer)
+            ok = ok and math.isfinite(value) and value <= high
+            ok = ok and (value > low if low_open else value >= low)
+            if not ok:
+                what = "an integer" if integer else "a finite number"
+                bad(name, f"must be {what} {'>' if low_open else '>='} {low:g} and <= {high:,.12g}")
+        if self.solver not in SOLVERS:
             bad("solver", "must be 'lemon', 'ortools' or 'networkx'")
         if self.on_invalid not in ("raise", "skip"):
             bad("on_invalid", "must be 'raise' or 'skip'")
-        for name, low, high, low_open in (
-            ("min_coverage", 0.0, 1.0, False),
-            ("max_partner_share", 0.0, 1.0, True),
-            ("vulnerability_weight", 0.0, math.inf, False),
-            ("churn_penalty_km", 0.0, math.inf, False),
-        ):
-            value = getattr(self, name)
-            ok = _is_number(value) and math.isfinite(value) and value <= high
-            ok = ok and (value > low if low_open else value >= low)
-            if not ok:
-                rng = f"{'>' if low_open else '>='} {low:g}" + (
-                    f" and <= {high:g}" if math.isfinite(high) else ""
-                )
-                bad(name, f"must be a finite number {rng}")
+        if self.volunteer_points not in VOLUNTEER_POINTS:
+            bad("volunteer_points", f"must be one of {', '.join(VOLUNTEER_POINTS)}")
         if self.vulnerability_column is not None and (
             not isinstance(self.vulnerability_column, str) or not self.vulnerability_column
         ):
@@ -158,6 +155,23 @@ class MatchConfig:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "on_invalid"}
         d["taxonomy"] = list(self.taxonomy.codes)
         return d
+
+
+#: The range of every numeric parameter: ``name: (low, high, low is open)``. The CLI's
+#: options and the service's plan request take their bounds from here.
+PARAMETER_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "cluster_km": (0.0, MAX_CLUSTER_KM, True),
+    "min_samples": (1, MAX_MIN_SAMPLES, False),
+    "max_cluster_radius_km": (0.0, MAX_CLUSTER_KM, True),
+    "language_penalty_km": (0.0, MAX_WEIGHT, False),
+    "quantum": (0.0, 1000.0, True),
+    "seed": (0, MAX_SEED, False),
+    "min_coverage": (0.0, 1.0, False),
+    "vulnerability_weight": (0.0, MAX_WEIGHT, False),
+    "max_partner_share": (0.0, 1.0, True),
+    "churn_penalty_km": (0.0, MAX_WEIGHT, False),
+}
+_INTEGERS = frozenset({"min_samples", "seed"})
 
 
 def _is_number(value: Any) -> bool:

@@ -20,6 +20,15 @@ import shapely
 
 from ._errors import InputValidationError, Problem
 from ._validate import NEED_COLUMNS, PARTNER_COLUMNS, Validated, validate_needs, validate_partners
+from .limits import (
+    MAX_CELL_CHARS,
+    MAX_JSON_DEPTH,
+    check_file,
+    file_limit,
+    id_problem,
+    json_depth,
+    text_problem,
+)
 from .taxonomy import Taxonomy, default_taxonomy
 
 __all__ = [
@@ -28,6 +37,7 @@ __all__ = [
     "read_partners",
     "read_neighborhoods",
     "hash_table",
+    "load_json_document",
     "WGS84_NAMES",
 ]
 
@@ -83,17 +93,95 @@ def _fail(
 
 
 def _read_bytes(path: Path) -> bytes:
+    """Read a whole input file, bounded: only a regular file of at most the size limit."""
+    limit = file_limit()
+    reason = check_file(path, limit)
+    if reason is not None:
+        raise _fail(str(path), reason)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise _fail(str(path), "file not found; check the path") from None
-    except IsADirectoryError:
-        raise _fail(str(path), "is a directory, not a file") from None
+        with open(path, "rb") as fh:  # noqa: PTH123 - a bounded read, even if the file grows
+            data = fh.read(limit + 1)
     except OSError as exc:
         raise _fail(str(path), f"cannot read the file: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise _fail(str(path), f"grew past {limit:,} bytes while being read")
     if not data.strip() or data.strip() == b"\xef\xbb\xbf":
         raise _fail(str(path), "the file is empty; expected a header row and data rows")
     return data
+
+
+def _check_cells(df: pd.DataFrame, rows: list[int], file: str) -> None:
+    """Refuse cells longer than :data:`matcher.limits.MAX_CELL_CHARS` (before any other rule).
+
+    Later steps build fixed-width arrays of the text columns; one huge cell would make
+    them allocate gigabytes.
+    """
+    problems = []
+    for col in df.columns:
+        series = df[col]
+        if series.dtype != object:
+            continue
+        lengths = series.map(lambda v: len(v) if isinstance(v, str) else 0).to_numpy()
+        for i in np.flatnonzero(lengths > MAX_CELL_CHARS)[:20]:
+            problems.append(
+                Problem(
+                    file,
+                    int(rows[i]) if i < len(rows) else int(i),
+                    str(col),
+                    str(series.iloc[i])[:40] + "...",
+                    f"is {int(lengths[i]):,} characters long; a cell has at most "
+                    f"{MAX_CELL_CHARS:,}",
+                )
+            )
+    if problems:
+        raise InputValidationError(problems)
+
+
+def load_json_document(data: bytes | str, name: str) -> Any:
+    """Parse a JSON document with matcher's bounds (UTF-8, nesting, unique keys).
+
+    Parameters
+    ----------
+    data : bytes or str
+        The document.
+    name : str
+        What to call it in problems (a file name, ``"request body"``).
+
+    Raises
+    ------
+    InputValidationError
+        Not UTF-8, not JSON, nested deeper than :data:`matcher.limits.MAX_JSON_DEPTH`,
+        or an object with a repeated key.
+    """
+    text = _decode(data, name) if isinstance(data, bytes) else data
+    return _load_json(text, name)
+
+
+def _load_json(text: str, file: str) -> Any:
+    """Parse JSON with bounded nesting; duplicate keys in one object are an error."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                raise _fail(file, f"the key {key!r} appears twice in one JSON object", field=key)
+            out[key] = value
+        return out
+
+    try:
+        doc = json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as exc:
+        raise _fail(
+            file, f"not valid JSON: {exc.msg} at line {exc.lineno}", row=exc.lineno
+        ) from None
+    except RecursionError:
+        raise _fail(
+            file, f"JSON nested too deep; at most {MAX_JSON_DEPTH} levels are allowed"
+        ) from None
+    depth = json_depth(doc)
+    if depth > MAX_JSON_DEPTH:
+        raise _fail(file, f"JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed")
+    return doc
 
 
 def _decode(data: bytes, file: str) -> str:
@@ -117,6 +205,23 @@ def _read_csv_text(
     newline = text.find("\n")
     header = (text if newline < 0 else text[:newline]).rstrip("\r")
     columns = next(csv.reader([header])) if header else []
+    seen: dict[str, int] = {}
+    dups = []
+    for pos, col in enumerate(c.strip() for c in columns):
+        if col in seen:
+            dups.append(
+                Problem(
+                    file,
+                    1,
+                    col,
+                    None,
+                    f"column {pos + 1} repeats the name of column {seen[col] + 1}; "
+                    "every column needs its own name",
+                )
+            )
+        seen.setdefault(col, pos)
+    if dups:
+        raise InputValidationError(dups)
     if len(columns) <= 1:
         for delim, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
             if delim in header:
@@ -246,12 +351,7 @@ def _source_crs(file: str, declared: Any, input_crs: str | None) -> str | None:
 def _geojson_points(
     text: str, file: str, required: tuple[str, ...], input_crs: str | None
 ) -> tuple[pd.DataFrame, list[int]]:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _fail(
-            file, f"not valid JSON: {exc.msg} at line {exc.lineno}", row=exc.lineno
-        ) from None
+    doc = _load_json(text, file)
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise _fail(
             file,
@@ -268,8 +368,24 @@ def _geojson_points(
         raise _fail(file, "the FeatureCollection has no features", field="features")
     records, problems = [], []
     for i, feat in enumerate(features):
-        props = dict((feat or {}).get("properties") or {})
-        geom = (feat or {}).get("geometry")
+        if not isinstance(feat, dict) or feat.get("type") != "Feature":
+            problems.append(
+                Problem(file, i, "feature", _kind(feat), "must be a GeoJSON Feature object")
+            )
+            continue
+        raw_props = feat.get("properties")
+        if raw_props is not None and not isinstance(raw_props, dict):
+            problems.append(
+                Problem(file, i, "properties", _kind(raw_props), "must be an object or null")
+            )
+            continue
+        props = dict(raw_props or {})
+        nested = sorted(k for k, v in props.items() if isinstance(v, (dict, list)))
+        for key in nested:
+            problems.append(
+                Problem(file, i, key, _kind(props[key]), "must be a string, number or null")
+            )
+        geom = feat.get("geometry")
         gtype = geom.get("type") if isinstance(geom, dict) else None
         coords = geom.get("coordinates") if isinstance(geom, dict) else None
         if gtype != "Point" or not isinstance(coords, list) or len(coords) < 2:
@@ -277,6 +393,16 @@ def _geojson_points(
                 Problem(file, i, "geometry", gtype, "must be a Point (longitude, latitude)")
             )
             props["lon"], props["lat"] = None, None
+        elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in coords[:2]):
+            problems.append(
+                Problem(
+                    file,
+                    i,
+                    "geometry.coordinates",
+                    str(coords[:2])[:80],
+                    "must be numbers [longitude, latitude] (RFC 7946)",
+                )
+            )
         else:
             props["lon"], props["lat"] = coords[0], coords[1]
         records.append(props)
@@ -287,6 +413,13 @@ def _geojson_points(
     if source_crs is not None:
         df = _transform(df, source_crs, file)
     return df, list(range(len(df)))
+
+
+def _kind(value: Any) -> str:
+    """Name the JSON type of a value, for messages."""
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), "number" if isinstance(value, (int, float)) else "null"
+    )
 
 
 def _transform(df: pd.DataFrame, input_crs: str, file: str) -> pd.DataFrame:
@@ -363,7 +496,9 @@ def _raw_table(
         _check_columns(df, label, required)
         if df.empty:
             raise _fail(label, "the table has no rows")
-        return df.reset_index(drop=True), list(range(len(df))), hash_table(df), label
+        df = df.reset_index(drop=True)
+        _check_cells(df, list(range(len(df))), label)
+        return df, list(range(len(df))), hash_table(df), label
     path = Path(source)
     label = name or str(path)
     if path.is_dir():
@@ -375,15 +510,18 @@ def _raw_table(
     digest = hashlib.sha256(data).hexdigest()
     if suffix in GPKG_SUFFIXES:
         df, rows = _gpkg_points(path, required, input_crs)
+        _check_cells(df, rows, label)
         return df, rows, digest, label
     text = _decode(data, label)
     if suffix in CSV_SUFFIXES:
         df, rows = _read_csv_text(text, label, required)
+        _check_cells(df, rows, label)
         source_crs = _source_crs(label, None, input_crs)
         if source_crs is not None:
             df = _transform(df, source_crs, label)
     else:
         df, rows = _geojson_points(text, label, required, input_crs)
+        _check_cells(df, rows, label)
     return df, rows, digest, label
 
 
@@ -505,6 +643,36 @@ def read_partners(
     )
 
 
+def _check_polygon_collection(doc: Any, file: str) -> None:
+    """Check the GeoJSON structure of a neighborhoods file before GDAL reads it."""
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        raise _fail(
+            file,
+            "expected a GeoJSON FeatureCollection",
+            field="type",
+            value=doc.get("type") if isinstance(doc, dict) else _kind(doc),
+        )
+    features = doc.get("features")
+    if not isinstance(features, list) or not features:
+        raise _fail(file, "the FeatureCollection has no features", field="features")
+    problems = []
+    for i, feat in enumerate(features):
+        if not isinstance(feat, dict) or feat.get("type") != "Feature":
+            problems.append(
+                Problem(file, i, "feature", _kind(feat), "must be a GeoJSON Feature object")
+            )
+        elif feat.get("properties") is not None and not isinstance(feat["properties"], dict):
+            problems.append(
+                Problem(file, i, "properties", _kind(feat["properties"]), "must be an object")
+            )
+        elif not isinstance(feat.get("geometry"), dict):
+            problems.append(
+                Problem(file, i, "geometry", _kind(feat.get("geometry")), "must be a polygon")
+            )
+    if problems:
+        raise InputValidationError(problems)
+
+
 def read_neighborhoods(
     source: str | Path | gpd.GeoDataFrame,
     *,
@@ -543,12 +711,22 @@ def read_neighborhoods(
     else:
         path = Path(source)
         label = str(path)
-        digest = hashlib.sha256(_read_bytes(path)).hexdigest()
-        if path.suffix.lower() in GEOJSON_SUFFIXES:
-            _decode(path.read_bytes(), label)
+        suffix = path.suffix.lower()
+        if suffix not in GEOJSON_SUFFIXES + GPKG_SUFFIXES:
+            raise _fail(
+                label,
+                f"unsupported file type {suffix!r} for neighborhoods; they are polygons: "
+                "use .geojson/.json or .gpkg",
+            )
+        data = _read_bytes(path)
+        digest = hashlib.sha256(data).hexdigest()
+        if suffix in GEOJSON_SUFFIXES:
+            _check_polygon_collection(_load_json(_decode(data, label), label), label)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             gdf = _read_vector(path)
+        if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf:
+            raise _fail(label, "has no geometry; neighborhoods are polygons")
     gdf = _to_wgs84(gdf, label, input_crs)
     id_col = id_column or (
         "id" if "neighborhood_id" not in gdf and "id" in gdf else "neighborhood_id"
@@ -573,6 +751,15 @@ def read_neighborhoods(
                 label, int(i), "neighborhood_id", gdf["neighborhood_id"].iloc[i], "duplicate id"
             )
         )
+    for i, value in enumerate(gdf["neighborhood_id"].tolist()):
+        reason = "must be a non-empty id" if not value else id_problem(value)
+        if reason is not None:
+            problems.append(Problem(label, i, "neighborhood_id", value[:40], reason))
+    if "name" in gdf.columns:
+        for i, value in enumerate(gdf["name"].tolist()):
+            reason = text_problem(value) if isinstance(value, str) else None
+            if reason is not None:
+                problems.append(Problem(label, i, "name", value[:40], reason))
     types = gdf.geometry.geom_type.to_numpy()
     for i in np.flatnonzero(~np.isin(types, ["Polygon", "MultiPolygon"])):
         problems.append(

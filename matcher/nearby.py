@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 
 from .candidates import partner_categories
 from .geo import EARTH_RADIUS_KM, haversine_km, to_unit_vectors, within
-from .output import coarsen
+from .privacy import public_partners
 
 __all__ = ["NearbyIndex"]
 
@@ -33,7 +33,7 @@ class NearbyIndex:
     ----------
     partners : pandas.DataFrame
         ``partner_id, name, kind, categories, lat, lon, capacity, radius_km`` and
-        ``free_capacity``; volunteers' points already coarsened unless ``exact``.
+        ``free_capacity``; volunteers' points coarsened unless ``exact``.
     """
 
     partners: pd.DataFrame
@@ -57,8 +57,10 @@ class NearbyIndex:
             Units allocated per ``partner_id`` by the latest plan; free capacity is
             capacity minus usage (never below 0).
         exact : bool
-            Report volunteers' exact points (admin views only). Distances are always
-            computed from the true points; only the reported point is coarsened.
+            Answer from volunteers' exact points (admin views only). Otherwise each
+            volunteer is indexed at its ~500 m grid point (:mod:`matcher.privacy`), so
+            every distance, order and "within radius" answer is computed from the grid
+            point and reveals no more than it does.
 
         Returns
         -------
@@ -68,11 +70,10 @@ class NearbyIndex:
         df = pd.DataFrame(partners[cols]).reset_index(drop=True).copy()
         used = df["partner_id"].map(usage or {}).fillna(0.0).to_numpy(dtype=np.float64)
         df["free_capacity"] = np.maximum(df["capacity"].to_numpy(dtype=np.float64) - used, 0.0)
+        if not exact:
+            df = public_partners(df)
         true_lat = df["lat"].to_numpy(dtype=np.float64).copy()
         true_lon = df["lon"].to_numpy(dtype=np.float64).copy()
-        vol = (df["kind"] == "volunteer").to_numpy()
-        if not exact and vol.any():
-            df.loc[vol, "lat"], df.loc[vol, "lon"] = coarsen(true_lat[vol], true_lon[vol])
         xyz = to_unit_vectors(true_lat, true_lon)
         trees = {_ALL: (cKDTree(xyz), np.arange(len(df)))} if len(df) else {}
         for category, group in partner_categories(df).groupby("category", sort=True):

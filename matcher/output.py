@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from .privacy import COARSEN_KM, coarsen
+
 if TYPE_CHECKING:
     from .plan import Plan
 
@@ -25,33 +27,6 @@ __all__ = [
     "plan_geojson_text",
     "summary",
 ]
-
-#: Grid size, in km, to which a volunteer's point is coarsened outside admin views.
-COARSEN_KM = 0.5
-_DEG_PER_KM = 1.0 / 111.19492664455873  # one km of arc on the sphere R = 6371.0088 km
-
-
-def coarsen(
-    lat: np.ndarray, lon: np.ndarray, km: float = COARSEN_KM
-) -> tuple[np.ndarray, np.ndarray]:
-    """Snap points to the centre of a ~``km`` grid cell (privacy of volunteers).
-
-    The latitude step is ``km`` of arc; the longitude step is widened by 1/cos(lat)
-    of the cell's latitude band so cells stay about ``km`` wide, capped near poles.
-
-    Examples
-    --------
-    >>> lat, lon = coarsen(np.array([41.8812]), np.array([-87.6231]))
-    >>> round(float(lat[0]), 4), round(float(lon[0]), 4)
-    (41.8792, -87.6255)
-    """
-    step = km * _DEG_PER_KM
-    clat = (np.floor(np.asarray(lat) / step) + 0.5) * step
-    clat = np.clip(clat, -90.0, 90.0)
-    lon_step = step / np.maximum(np.cos(np.radians(clat)), 0.01)
-    clon = (np.floor((np.asarray(lon) + 180.0) / lon_step) + 0.5) * lon_step - 180.0
-    return np.round(clat, 6), np.round(np.clip(clon, -180.0, 180.0), 6)
-
 
 #: Columns written at full float precision, so that distances recomputed from the files
 #: are bit-for-bit those of the plan.

@@ -33,6 +33,7 @@ from .explain import explain_assignments, unmet_reasons
 from .geo import hull_polygons
 from .io import LoadedTable, Source, hash_table, read_needs, read_neighborhoods, read_partners
 from .metrics import plan_metrics
+from .privacy import public_partners
 from .replan import PairsSource, churn, pair_units, read_pairs
 from .transport import TransportModel
 
@@ -273,6 +274,8 @@ def plan(
     # a canonical row order, so that results do not depend on the order of input rows
     need_df = need_t.frame.sort_values("need_id", kind="stable").reset_index(drop=True)
     partner_df = partner_t.frame.sort_values("partner_id", kind="stable").reset_index(drop=True)
+    if config.volunteer_points == "grid":
+        partner_df = public_partners(partner_df)
     if hoods is not None:
         need_df["neighborhood"] = _assign_neighborhoods(need_df, hoods)
     hood_label = str(neighborhoods) if isinstance(neighborhoods, str | Path) else "neighborhoods"

@@ -76,6 +76,7 @@ from scipy.sparse.csgraph import maximum_flow
 from scipy.spatial import cKDTree
 
 from .geo import chord_for_km, haversine_km, to_unit_vectors, within
+from .limits import MAX_RADIUS_KM, MAX_RECRUIT_K, MAX_UNITS
 
 __all__ = ["RecruitSuggestions", "recruit_sites", "SITE_COLUMNS", "SOLVE_COLUMNS"]
 
@@ -207,15 +208,24 @@ def _is_real(value: object) -> bool:
 
 
 def _check_parameters(k: Any, radius_km: Any, capacity: Any, time_limit: Any, quantum: Any) -> None:
-    if not isinstance(k, Integral) or isinstance(k, bool) or int(k) < 1:
-        raise ValueError(f"k must be an integer >= 1 (sites per category), got {k!r}")
-    if not _is_real(radius_km) or not math.isfinite(float(radius_km)) or float(radius_km) <= 0:
-        raise ValueError(f"radius_km must be a finite number > 0 (km), got {radius_km!r}")
-    if capacity is not None and (
-        not _is_real(capacity) or not math.isfinite(float(capacity)) or float(capacity) < 0
+    if not isinstance(k, Integral) or isinstance(k, bool) or not 1 <= int(k) <= MAX_RECRUIT_K:
+        raise ValueError(f"k must be an integer 1..{MAX_RECRUIT_K} (sites per category), got {k!r}")
+    if (
+        not _is_real(radius_km)
+        or not math.isfinite(float(radius_km))
+        or not 0 < float(radius_km) <= MAX_RADIUS_KM
     ):
         raise ValueError(
-            f"capacity must be None (unlimited) or a finite number >= 0 (units), got {capacity!r}"
+            f"radius_km must be a number > 0 and <= {MAX_RADIUS_KM:g} (km), got {radius_km!r}"
+        )
+    if capacity is not None and (
+        not _is_real(capacity)
+        or not math.isfinite(float(capacity))
+        or not 0 <= float(capacity) <= MAX_UNITS
+    ):
+        raise ValueError(
+            "capacity must be None (unlimited) or a number >= 0 and <= "
+            f"{MAX_UNITS:,.0f} (units), got {capacity!r}"
         )
     if not _is_real(time_limit) or not float(time_limit) > 0 or math.isnan(float(time_limit)):
         raise ValueError(f"time_limit must be a number > 0 (seconds), got {time_limit!r}")

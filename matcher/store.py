@@ -830,11 +830,25 @@ class Store(abc.ABC):
         """Return one need (with ``cluster_id``, ``version``), or None."""
 
     @abc.abstractmethod
+    def create_need(self, record: Mapping[str, Any], actor: str) -> dict[str, Any]:
+        """Validate and store a new need; it never replaces one.
+
+        This is the intake path (``POST /api/v1/needs``).
+
+        Raises
+        ------
+        AlreadyExistsError
+            A need with this id exists (the API answers 409).
+        InputValidationError
+            The field-level report.
+        """
+
+    @abc.abstractmethod
     def upsert_need(self, record: Mapping[str, Any], actor: str) -> dict[str, Any]:
         """Validate and store a need, new or replacing the one with its id.
 
-        This is the intake path (``POST /api/v1/needs``): no version check; an
-        existing need is replaced whole and gets version + 1.
+        No version check: an existing need is replaced whole and gets version + 1
+        (for loading data you own; the service's intake uses :meth:`create_need`).
 
         Parameters
         ----------
@@ -1492,13 +1506,20 @@ class SQLiteStore(Store):
             )
             if cur.rowcount != 1:
                 raise self._conflict_or_missing(conn, spec, entity_id, expected)
+            # before/after values, so an update can be undone; the audit log is read
+            # only through the store itself (admins), never through the API
             self._audit(
                 conn,
                 actor,
                 "update",
                 spec.entity,
                 entity_id,
-                {"version": expected + 1, "changed": changed},
+                {
+                    "version": expected + 1,
+                    "changed": changed,
+                    "before": {c: current.get(c) for c in changed},
+                    "after": {c: rec.get(c) for c in changed},
+                },
             )
             stored = self._fetch(conn, spec, entity_id)
         assert stored is not None
@@ -1791,6 +1812,10 @@ class SQLiteStore(Store):
         """Return one need or None (see :meth:`Store.get_need`)."""
         with self._read() as conn:
             return self._fetch(conn, _NEED, need_id)
+
+    def create_need(self, record: Mapping[str, Any], actor: str) -> dict[str, Any]:
+        """Store a new need (see :meth:`Store.create_need`)."""
+        return self._create(_NEED, record, actor)
 
     def upsert_need(self, record: Mapping[str, Any], actor: str) -> dict[str, Any]:
         """Store a need, new or replacing (see :meth:`Store.upsert_need`)."""

@@ -1,0 +1,186 @@
+"""Who may do what: the one authorization policy of the service, per object and per field.
+
+The service (``api.py``) asks this module before every request (:func:`allowed`) and
+before every write of a partner (:func:`partner_write`); nothing else decides.
+
+Rules
+-----
+* Reading is open to every role; what a non-admin reads is the public view
+  (:mod:`matcher.privacy`).
+* ``outreach`` may only *create* needs (the field intake): never replace, delete,
+  import or plan. A create never replaces: an existing id is a conflict (409).
+* ``planner`` and ``admin`` may create, replace and delete partners and needs, import
+  tables and start plans and scenarios.
+* Per field: a volunteer's ``lat``, ``lon`` and ``contact`` are private
+  (:data:`matcher.privacy.PRIVATE_FIELDS`); only an admin may change them, and a
+  volunteer may become an organization (whose point everyone sees) only by an admin's
+  hand. A non-admin who writes a volunteer back as read (the grid point, no contact)
+  keeps the stored exact values: a writer never overwrites what it cannot see.
+
+Examples
+--------
+>>> allowed("outreach", "needs", "create"), allowed("outreach", "needs", "replace")
+(True, False)
+>>> allowed("planner", "plans", "create"), allowed(None, "health", "read")
+(True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._errors import MatcherError, Problem
+from .privacy import PRIVATE_FIELDS, coarsen
+
+__all__ = [
+    "ACTIONS",
+    "PLAN_QUEUE_CAP",
+    "POLICY",
+    "PUBLIC",
+    "ROLES",
+    "WRITERS",
+    "ForbiddenError",
+    "allowed",
+    "partner_write",
+    "roles_for",
+]
+
+#: Every role a key can have.
+ROLES: tuple[str, ...] = ("planner", "outreach", "admin")
+#: Roles that may change stored data and start plans.
+WRITERS: tuple[str, ...] = ("planner", "admin")
+#: The actions of the policy (HTTP: GET read, POST create, PUT replace, DELETE delete).
+ACTIONS: tuple[str, ...] = ("read", "create", "replace", "delete")
+#: Marks a resource that needs no key.
+PUBLIC: tuple[str, ...] = ("*",)
+
+#: ``(resource, action) -> roles``; a pair that is not here is denied to everyone.
+POLICY: dict[tuple[str, str], tuple[str, ...]] = {
+    ("health", "read"): PUBLIC,
+    ("map_config", "read"): PUBLIC,
+    ("me", "read"): ROLES,
+    ("partners", "read"): ROLES,
+    ("partners", "create"): WRITERS,
+    ("partners", "replace"): WRITERS,
+    ("partners", "delete"): WRITERS,
+    ("needs", "read"): ROLES,
+    ("needs", "create"): ROLES,
+    ("needs", "replace"): WRITERS,
+    ("needs", "delete"): WRITERS,
+    ("imports", "create"): WRITERS,
+    ("plans", "read"): ROLES,
+    ("plans", "create"): WRITERS,
+    ("scenarios", "create"): WRITERS,
+    ("nearby", "read"): ROLES,
+}
+
+#: Most plans (and scenarios) queued or running at once, per role.
+PLAN_QUEUE_CAP: dict[str, int] = {"planner": 4, "admin": 16}
+
+
+class ForbiddenError(MatcherError, PermissionError):
+    """A write that the caller's role may not make; ``problems`` name the fields."""
+
+    def __init__(self, detail: str, problems: list[Problem] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.problems = problems or []
+
+
+def roles_for(resource: str, action: str) -> tuple[str, ...]:
+    """Return the roles allowed ``action`` on ``resource`` (``()``: nobody)."""
+    return POLICY.get((resource, action), ())
+
+
+def allowed(role: str | None, resource: str, action: str) -> bool:
+    """Whether a caller of ``role`` (None: no valid key) may do ``action`` on ``resource``."""
+    roles = roles_for(resource, action)
+    return roles == PUBLIC or (role is not None and role in roles)
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    try:
+        return bool(np.isclose(float(a), float(b), rtol=0.0, atol=1e-6))
+    except (TypeError, ValueError):
+        return False
+
+
+def partner_write(
+    role: str, current: Mapping[str, Any] | None, incoming: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Return the partner record a caller may write, or raise :class:`ForbiddenError`.
+
+    Parameters
+    ----------
+    role : str
+        The caller's role.
+    current : mapping or None
+        The stored partner with its exact values (None: the write creates it).
+    incoming : mapping
+        The fields the caller sends (a full record for a replace).
+
+    Returns
+    -------
+    dict
+        ``incoming``, where a non-admin's copy of a volunteer's private fields as it
+        reads them (the grid point, an empty contact) is replaced by the stored
+        values.
+
+    Examples
+    --------
+    >>> stored = {"partner_id": "v", "kind": "volunteer", "lat": 41.8812, "lon": -87.6231,
+    ...           "contact": "555-0100", "capacity": 4.0}
+    >>> seen = {"partner_id": "v", "kind": "volunteer", "lat": 41.879101,
+    ...         "lon": -87.625676, "contact": "", "capacity": 5.0}
+    >>> out = partner_write("planner", stored, seen)
+    >>> out["lat"], out["lon"], out["contact"], out["capacity"]
+    (41.8812, -87.6231, '555-0100', 5.0)
+    >>> partner_write("planner", stored, dict(seen, lat=41.9))
+    Traceback (most recent call last):
+    ...
+    matcher.access.ForbiddenError: only an admin may change a volunteer's lat
+    """
+    out = dict(incoming)
+    if role == "admin" or current is None or str(current.get("kind")) != "volunteer":
+        return out
+    glat, glon = coarsen(np.array([float(current["lat"])]), np.array([float(current["lon"])]))
+    seen = {"lat": float(glat[0]), "lon": float(glon[0]), "contact": ""}
+    problems = []
+    for name in PRIVATE_FIELDS:
+        if name not in out:
+            out[name] = current.get(name)
+            continue
+        value = out[name]
+        # only what the caller reads counts as "unchanged": accepting the stored value
+        # too would let a caller test guesses of the exact point
+        same = _same_number(value, seen[name]) if name in ("lat", "lon") else str(value or "") == ""
+        if not same:
+            problems.append(
+                Problem(
+                    "request body",
+                    None,
+                    name,
+                    value,
+                    "a volunteer's location and contact are private: only an admin may "
+                    "change them; send the value you read, or leave the field out",
+                )
+            )
+        out[name] = current.get(name)
+    if str(out.get("kind", "volunteer")).strip().lower() != "volunteer":
+        problems.append(
+            Problem(
+                "request body",
+                None,
+                "kind",
+                out.get("kind"),
+                "only an admin may turn a volunteer into an organization (whose exact point "
+                "everyone sees)",
+            )
+        )
+    if problems:
+        names = ", ".join(str(p.field) for p in problems)
+        raise ForbiddenError(f"only an admin may change a volunteer's {names}", problems)
+    return out

@@ -1,0 +1,190 @@
+"""Bounds on every input: the one source used by the readers, the CLI, the store and the API.
+
+Every value that enters matcher has a bound, and the same bound wherever it enters: a
+CSV row read by ``matcher plan``, a JSON body posted to the service, a plan parameter
+given to :class:`matcher.MatchConfig` or to ``POST /api/v1/plans``. The OpenAPI
+document of the service is generated from these constants, so it states the real
+bounds.
+
+Why these numbers
+-----------------
+* Amounts (``demand``, ``capacity``) are solved exactly as integers in quanta of 0.1
+  units. :data:`MAX_UNITS` keeps every quantity, and every sum over a country-scale
+  run (10^7 rows), inside the exact integer range of the solvers (int64), with the
+  costs in metres: 10^6 units x 10 quanta x 10^7 rows = 10^14 < 2^63 / (2 x 10^4 km).
+* Ids are at most :data:`MAX_ID_CHARS` printable characters that cannot start a
+  spreadsheet formula, so they can be written to every CSV unchanged.
+* Texts (names, neighborhoods, sources, contacts) are at most :data:`MAX_TEXT_CHARS`.
+* A file given to the CLI must be a regular file of at most :data:`MAX_FILE_BYTES`; a
+  JSON document at most :data:`MAX_JSON_DEPTH` deep.
+
+Examples
+--------
+>>> id_problem("ORG-0001") is None
+True
+>>> id_problem("=HYPERLINK(1)")
+"must not start with '=', '+', '-' or '@' (a spreadsheet would run it as a formula)"
+>>> json_depth({"a": [1, [2, {"b": 3}]]})
+4
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FORMULA_PREFIXES",
+    "MAX_BODY_BYTES",
+    "MAX_CELL_CHARS",
+    "MAX_CLUSTER_KM",
+    "MAX_FILE_BYTES",
+    "MAX_ID_CHARS",
+    "MAX_JSON_DEPTH",
+    "MAX_LIST_ITEMS",
+    "MAX_MIN_SAMPLES",
+    "MAX_OFFSET",
+    "MAX_PAGE",
+    "MAX_RADIUS_KM",
+    "MAX_RECRUIT_K",
+    "MAX_SEED",
+    "MAX_TEXT_CHARS",
+    "MAX_UNITS",
+    "MAX_WEIGHT",
+    "check_file",
+    "file_limit",
+    "id_problem",
+    "json_depth",
+    "text_problem",
+]
+
+#: Largest demand of one need and capacity of one partner, in units per week.
+MAX_UNITS = 1_000_000.0
+#: Largest travel radius of a partner, and search radius, in km (a quarter of the Earth).
+MAX_RADIUS_KM = 10_000.0
+#: Most recruit sites suggested per category.
+MAX_RECRUIT_K = 100
+#: Largest clustering distance (``cluster_km``, ``max_cluster_radius_km``), in km.
+MAX_CLUSTER_KM = 100.0
+#: Largest ``min_samples`` of the clustering.
+MAX_MIN_SAMPLES = 10_000
+#: Largest random seed (numpy's and scikit-learn's seeds are 32-bit).
+MAX_SEED = 2**32 - 1
+#: Largest weight or penalty parameter (``vulnerability_weight``, ``language_penalty_km``).
+MAX_WEIGHT = 1_000_000.0
+#: Longest id (``need_id``, ``partner_id``, ``neighborhood_id``), in characters.
+MAX_ID_CHARS = 128
+#: Longest free text (``name``, ``neighborhood``, ``source``, ``contact``, ...), in characters.
+MAX_TEXT_CHARS = 500
+#: Longest cell of an input table, in characters (checked before any other rule).
+MAX_CELL_CHARS = 2_000
+#: Largest input file the CLI reads, in bytes (1 GiB; a 1M-need CSV is about 80 MB).
+MAX_FILE_BYTES = 1 << 30
+#: Largest HTTP request body, in bytes.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+#: Deepest nesting of a JSON or GeoJSON document (a GeoJSON multipolygon needs 6).
+MAX_JSON_DEPTH = 32
+#: Largest page of a list (``limit``) and largest ``offset``.
+MAX_PAGE = 1000
+MAX_OFFSET = 10**9
+#: Most items in a list inside a request (ids to remove, partners to add, ...).
+MAX_LIST_ITEMS = 10_000
+#: Characters that make a spreadsheet treat a cell as a formula (OWASP CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def id_problem(value: str) -> str | None:
+    """Return why ``value`` is not a valid id, or None when it is.
+
+    Parameters
+    ----------
+    value : str
+        A stripped, non-empty id.
+
+    Returns
+    -------
+    str or None
+    """
+    if len(value) > MAX_ID_CHARS:
+        return f"is {len(value):,} characters long; an id has at most {MAX_ID_CHARS}"
+    if _CONTROL.search(value):
+        return "contains a control character (newline, tab, ...); ids are printable text"
+    if value.startswith(FORMULA_PREFIXES[:4]):
+        return "must not start with '=', '+', '-' or '@' (a spreadsheet would run it as a formula)"
+    return None
+
+
+def text_problem(value: str, limit: int = MAX_TEXT_CHARS) -> str | None:
+    """Return why a free-text value is too long, or None.
+
+    Examples
+    --------
+    >>> text_problem("x" * 501)
+    'is 501 characters long; at most 500 are allowed'
+    """
+    if len(value) > limit:
+        return f"is {len(value):,} characters long; at most {limit:,} are allowed"
+    return None
+
+
+def json_depth(value: Any) -> int:
+    """Return the nesting depth of a parsed JSON value (a scalar has depth 0).
+
+    Iterative, so it never exhausts the interpreter's stack.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+            deepest = max(deepest, depth + 1)
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+            deepest = max(deepest, depth + 1)
+    return deepest
+
+
+def check_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> str | None:
+    """Return why ``path`` may not be read as an input file, or None.
+
+    Only regular files of at most ``limit`` bytes are read: never a directory, a
+    device (``/dev/zero``), a FIFO (it would block) or a socket. The check does not
+    open the file, so it cannot block.
+    """
+    try:
+        st = os.stat(Path(path))
+    except FileNotFoundError:
+        return "file not found; check the path"
+    except OSError as exc:
+        return f"cannot read the file: {exc.strerror or exc}"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "not a regular file"
+        )
+        return f"is {kind}, not a regular file; give the path of a data file"
+    if st.st_size > limit:
+        return (
+            f"is {st.st_size:,} bytes; input files may be at most {limit:,} bytes "
+            "(split the data or raise MATCHER_MAX_FILE_BYTES)"
+        )
+    return None
+
+
+def file_limit() -> int:
+    """Return the file-size bound: ``MATCHER_MAX_FILE_BYTES`` or :data:`MAX_FILE_BYTES`."""
+    raw = os.environ.get("MATCHER_MAX_FILE_BYTES", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_FILE_BYTES
