@@ -289,35 +289,6 @@ def _secure_headers(resp: Response) -> Response:
     return resp
 
 
-class _RefuseUnreadBodies:
-    """WSGI middleware: after a refusal (401, 403, 413, 429) of a request with a body,
-    close the connection instead of reading the body that nobody will use.
-
-    Under gunicorn the body is streamed, so a refused upload is never read; waitress
-    reads every body (up to ``max_request_body_size``) before the app runs.
-    """
-
-    REFUSALS = frozenset({401, 403, 413, 429})
-
-    def __init__(self, app: Callable[..., Any]) -> None:
-        self.app = app
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        has_body = environ.get("CONTENT_LENGTH", "") not in ("", "0") or bool(
-            environ.get("HTTP_TRANSFER_ENCODING")
-        )
-
-        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            if has_body and int(status.split(" ", 1)[0]) in self.REFUSALS:
-                server_response = getattr(start_response, "__self__", None)
-                force_close = getattr(server_response, "force_close", None)
-                if callable(force_close):  # gunicorn: "Connection: close", body unread
-                    force_close()
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, start)
-
-
 def is_admin() -> bool:
     """Whether the caller may see volunteers' exact points and contacts."""
     return getattr(g, "role", None) == "admin"
@@ -1573,7 +1544,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     api.register_blueprint(api_bp)
     app.after_request(_secure_headers)
-    app.wsgi_app = _RefuseUnreadBodies(app.wsgi_app)  # type: ignore[method-assign]
     _register_webmap(app)
     _register_errors(app)
     return app

@@ -13,6 +13,7 @@ import click
 import pandas as pd
 
 from ._errors import InputValidationError, MatcherError, Problem
+from ._logging import SafeFormatter
 from .config import OBJECTIVES, VOLUNTEER_POINTS, MatchConfig
 from .progress import PLAN_STAGES, StageProgress, console_write_mode, progress_enabled
 from .taxonomy import Taxonomy, default_taxonomy
@@ -40,7 +41,7 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler = _ClickHandler()
     handler.setFormatter(
-        logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
+        SafeFormatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
     )
     root = logging.getLogger("matcher")
     root.handlers[:] = [h for h in root.handlers if not isinstance(h, _ClickHandler)] + [handler]
@@ -432,9 +433,7 @@ def scenario_cmd(
     _setup_logging(quiet, verbose)
     change = ScenarioChange(
         add_partners=add_partners,
-        remove_partners=tuple(
-            p.strip() for p in (remove_partners or "").split(",") if p.strip()
-        ),
+        remove_partners=tuple(p.strip() for p in (remove_partners or "").split(",") if p.strip()),
         scale_capacity=scale_capacity,
         radius_km=radius_km,
     )
@@ -641,35 +640,38 @@ def serve_cmd(
 ) -> None:
     """Run the HTTP API under the waitress WSGI server."""
     try:
-        import waitress
+        import waitress  # noqa: F401
 
         from api import create_app
     except ImportError as exc:
         raise click.ClickException(
             f"the service needs the 'api' extra ({exc.name} is missing): pip install 'matcher[api]'"
         ) from None
+    from ._server import serve
+    from .store import open_store
 
     _setup_logging(quiet, verbose)
-    app = create_app({"DB": db, "MODELS_DIR": models_dir})
-    store = app.extensions["matcher_store"]
+    store = open_store(db)
     sample = sample_dir or Path(__file__).resolve().parents[1] / "data" / "sample"
-    empty = store.count_partners() == 0 and store.count_needs() == 0
-    if empty and (sample / "needs.csv").exists():
+    if (sample / "needs.csv").exists() and not store.count_partners() + store.count_needs():
         from .io import read_needs, read_neighborhoods, read_partners
 
-        store.replace_partners(read_partners(sample / "partners.csv").frame, actor="serve")
-        store.replace_needs(read_needs(sample / "needs.csv").frame, actor="serve")
-        store.replace_neighborhoods(
-            read_neighborhoods(sample / "neighborhoods.geojson")[0], actor="serve"
-        )
-        logger.info("new store: loaded the sample city from %s", sample)
+        # one transaction: a start killed while loading leaves an empty store, never half
+        if store.load_if_empty(
+            read_partners(sample / "partners.csv").frame,
+            read_needs(sample / "needs.csv").frame,
+            read_neighborhoods(sample / "neighborhoods.geojson")[0],
+            actor="serve",
+        ):
+            logger.info("new store: loaded the sample city from %s", sample)
     stale = store.fail_unfinished_plans(
         "interrupted: the server stopped before this plan finished; start it again", actor="serve"
     )
     if stale:
         logger.warning("marked %d plan(s) left unfinished by a stopped server failed", len(stale))
+    store.close()
     logger.info("serving on http://%s:%d (store %s)", host, port, db)
-    waitress.serve(app, host=host, port=port, threads=threads, ident="matcher")
+    serve(create_app({"DB": db, "MODELS_DIR": models_dir}), host=host, port=port, threads=threads)
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m matcher.cli

@@ -32,7 +32,7 @@ from shapely.geometry import shape
 from ._errors import InputValidationError, Problem
 from .geo import EARTH_RADIUS_KM, haversine_km
 from .io import LoadedTable, _decode, _read_bytes, _read_csv_text, read_partners
-from .output import coarsen
+from .output import coarsen, neutralise_cell
 from .taxonomy import Taxonomy, default_taxonomy
 
 __all__ = [
@@ -909,7 +909,7 @@ def _csv_text(records: list[dict[str, Any]], required: tuple[str, ...]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     for rec in records:
-        writer.writerow(["" if rec.get(c) is None else rec[c] for c in columns])
+        writer.writerow(["" if rec.get(c) is None else neutralise_cell(rec[c]) for c in columns])
     return buf.getvalue()
 
 

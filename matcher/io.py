@@ -23,10 +23,9 @@ from ._validate import NEED_COLUMNS, PARTNER_COLUMNS, Validated, validate_needs,
 from .limits import (
     MAX_CELL_CHARS,
     MAX_JSON_DEPTH,
-    check_file,
-    file_limit,
     id_problem,
     json_depth,
+    read_file,
     text_problem,
 )
 from .taxonomy import Taxonomy, default_taxonomy
@@ -94,17 +93,7 @@ def _fail(
 
 def _read_bytes(path: Path) -> bytes:
     """Read a whole input file, bounded: only a regular file of at most the size limit."""
-    limit = file_limit()
-    reason = check_file(path, limit)
-    if reason is not None:
-        raise _fail(str(path), reason)
-    try:
-        with open(path, "rb") as fh:  # noqa: PTH123 - a bounded read, even if the file grows
-            data = fh.read(limit + 1)
-    except OSError as exc:
-        raise _fail(str(path), f"cannot read the file: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise _fail(str(path), f"grew past {limit:,} bytes while being read")
+    data = read_file(path)
     if not data.strip() or data.strip() == b"\xef\xbb\xbf":
         raise _fail(str(path), "the file is empty; expected a header row and data rows")
     return data

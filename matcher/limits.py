@@ -58,6 +58,7 @@ __all__ = [
     "file_limit",
     "id_problem",
     "json_depth",
+    "read_file",
     "text_problem",
 ]
 
@@ -182,6 +183,33 @@ def check_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> str
             "(split the data or raise MATCHER_MAX_FILE_BYTES)"
         )
     return None
+
+
+def read_file(path: str | os.PathLike[str], name: str | None = None) -> bytes:
+    """Read a whole input file, bounded: a regular file of at most :func:`file_limit` bytes.
+
+    Raises
+    ------
+    InputValidationError
+        Naming the file and why it cannot be read (missing, a directory, a device or
+        FIFO, too large, unreadable).
+    """
+    from ._errors import InputValidationError, Problem
+
+    label = name or str(path)
+    limit = file_limit()
+    reason = check_file(path, limit)
+    if reason is None:
+        try:
+            with open(path, "rb") as fh:  # a bounded read, even if the file grows
+                data = fh.read(limit + 1)
+        except OSError as exc:
+            reason = f"cannot read the file: {exc.strerror or exc}"
+        else:
+            if len(data) <= limit:
+                return data
+            reason = f"grew past {limit:,} bytes while being read"
+    raise InputValidationError([Problem(label, None, None, None, reason)])
 
 
 def file_limit() -> int:

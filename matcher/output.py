@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from .limits import FORMULA_PREFIXES
 from .privacy import COARSEN_KM, coarsen
 
 if TYPE_CHECKING:
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "write_plan",
+    "neutralise_cell",
     "coarsen",
     "COARSEN_KM",
     "gaps_geojson",
@@ -33,8 +36,38 @@ __all__ = [
 _FULL_PRECISION = ("centroid_lat", "centroid_lon")
 
 
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def neutralise_cell(value: Any) -> Any:
+    """Return a text cell that no spreadsheet will run as a formula (OWASP CSV injection).
+
+    A text starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading
+    ``'``, unless it is a plain number such as ``-87.6``. Other values are unchanged.
+
+    Examples
+    --------
+    >>> neutralise_cell("=HYPERLINK(1)"), neutralise_cell("-87.6"), neutralise_cell("ok")
+    ("'=HYPERLINK(1)", '-87.6', 'ok')
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        if not _NUMBER.fullmatch(value):
+            return "'" + value
+    return value
+
+
 def _csv_column(col: pd.Series, name: str) -> pd.Series:
-    """Format a column: floats to 6 decimals (shortest repr), NaN empty, booleans lower-case."""
+    """Format a column: floats to 6 decimals (shortest repr), NaN empty, booleans lower-case.
+
+    Text cells are neutralised (:func:`neutralise_cell`).
+    """
+    if col.dtype == object:
+        text = col.astype(str)
+        risky = text.str.match(r"[=+\-@\t\r]").fillna(False).to_numpy(dtype=bool)
+        if risky.any():
+            col = col.copy()
+            col[risky] = [neutralise_cell(v) for v in col[risky]]
+        return col
     if pd.api.types.is_bool_dtype(col):
         return col.map({True: "true", False: "false"})
     if pd.api.types.is_float_dtype(col):

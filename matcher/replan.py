@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from ._errors import InputValidationError, Problem
+from .limits import read_file
 
 __all__ = ["churn", "pair_units", "read_pairs"]
 
 logger = logging.getLogger(__name__)
 
-PairsSource = str | Path | pd.DataFrame
+#: What :func:`read_pairs` reads: a CSV file, a plan directory or a table.
+PairsSource: TypeAlias = str | Path | pd.DataFrame
 
 
 def read_pairs(source: PairsSource, what: str) -> tuple[pd.DataFrame, str]:
@@ -46,7 +50,9 @@ def read_pairs(source: PairsSource, what: str) -> tuple[pd.DataFrame, str]:
             path = path / "assignments.csv"
         label, first_row = str(path), 2
         try:
-            frame = pd.read_csv(path, dtype={"cluster_id": str, "partner_id": str})
+            frame = pd.read_csv(
+                io.BytesIO(read_file(path)), dtype={"cluster_id": str, "partner_id": str}
+            )
         except (OSError, ValueError) as exc:
             raise InputValidationError(
                 [Problem(label, None, None, None, f"cannot read the {what} pairs: {exc}")]

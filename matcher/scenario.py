@@ -17,6 +17,7 @@ import pandas as pd
 from ._errors import InputValidationError, MatcherError, Problem
 from .config import MatchConfig
 from .io import LoadedTable, Source, hash_table, read_partners
+from .limits import read_file
 from .output import _write_csv, publish, write_plan
 from .plan import Plan, plan
 from .taxonomy import Taxonomy, default_taxonomy
@@ -279,7 +280,7 @@ def run_scenario(
     """
     path = Path(base_dir) / "summary.json"
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        summary = json.loads(read_file(path).decode("utf-8"))
         parameters, hashes = summary["parameters"], summary["input_hashes"]
     except (OSError, ValueError, KeyError) as exc:
         raise InputValidationError(

@@ -58,7 +58,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -680,6 +680,31 @@ class Store(abc.ABC):
             A required column is missing, an id is duplicated or a row breaks a
             constraint; nothing is changed.
         """
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """Return a context in which every write is one transaction: all or nothing."""
+
+    def load_if_empty(
+        self,
+        partners: pd.DataFrame,
+        needs: pd.DataFrame,
+        neighborhoods: gpd.GeoDataFrame | None,
+        actor: str,
+    ) -> bool:
+        """Load a city into an empty store in one transaction; return whether it loaded.
+
+        A process killed while loading leaves the store empty (and the next start loads
+        it again), never half-loaded.
+        """
+        with self.transaction():
+            if self.count_partners() or self.count_needs():
+                return False
+            self.replace_partners(partners, actor=actor)
+            self.replace_needs(needs, actor=actor)
+            if neighborhoods is not None:
+                self.replace_neighborhoods(neighborhoods, actor=actor)
+        return True
 
     @abc.abstractmethod
     def replace_needs(self, df: pd.DataFrame, actor: str) -> ImportResult:
@@ -1673,6 +1698,12 @@ class SQLiteStore(Store):
     def replace_partners(self, df: pd.DataFrame, actor: str) -> ImportResult:
         """Replace all partners, all or nothing (see :meth:`Store.replace_partners`)."""
         return self._replace(_PARTNER, df, actor)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction around several writes (see :meth:`Store.transaction`)."""
+        with self._write():
+            yield
 
     def replace_needs(self, df: pd.DataFrame, actor: str) -> ImportResult:
         """Replace all needs, all or nothing (see :meth:`Store.replace_needs`)."""

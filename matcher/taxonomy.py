@@ -11,6 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ._errors import InputValidationError, Problem
+from .limits import read_file
 
 __all__ = ["DEFAULT_CATEGORIES", "DEFAULT_ALIASES", "Taxonomy", "default_taxonomy"]
 
@@ -181,7 +182,7 @@ class Taxonomy:
         """
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            text = read_file(path).decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise InputValidationError(
                 [Problem(str(path), None, None, None, f"cannot read taxonomy file: {exc}")]
