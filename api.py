@@ -6,6 +6,8 @@ Run it with ``matcher serve --db PATH`` (waitress), or build the app with
 
 from __future__ import annotations
 
+import dataclasses
+import http
 import io
 import json
 import logging
@@ -19,13 +21,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import geopandas as gpd
 import marshmallow as ma
+import numpy as np
 import pandas as pd
 import shapely
 from flask import Blueprint as FlaskBlueprint
 from flask import Flask, Response, current_app, g, request, send_from_directory
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
+from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 
 import matcher
@@ -38,7 +43,7 @@ from matcher import (
     access,
     limits,
 )
-from matcher._validate import NEED_FIELDS, PARTNER_FIELDS
+from matcher._validate import _DATE, _LANG, KINDS, NEED_FIELDS, PARTNER_FIELDS
 from matcher.config import OBJECTIVES, PARAMETER_BOUNDS
 from matcher.intake import recommend_for_need
 from matcher.io import load_json_document
@@ -651,6 +656,8 @@ class Imports(MethodView):
                 count = store().replace_needs(frame, actor=g.key_id)
             elif kind == "partners":
                 frame = matcher.read_partners(path, name=name).frame
+                if not is_admin():  # volunteers' private fields: as read, or an admin's hand
+                    frame = _keep_private_fields(frame)
                 count = store().replace_partners(frame, actor=g.key_id)
             else:
                 frame, _ = matcher.read_neighborhoods(path)
@@ -660,6 +667,38 @@ class Imports(MethodView):
             status=201,
             mimetype="application/json",
         )
+
+
+def _keep_private_fields(frame: pd.DataFrame) -> pd.DataFrame:
+    """Apply :func:`matcher.access.partner_write` to every stored volunteer in an import."""
+    stored = store().partners_frame()
+    volunteers = stored[stored["kind"] == "volunteer"].set_index("partner_id")
+    out = frame.copy()
+    problems: list[Problem] = []
+    fields = ["kind", "lat", "lon", "contact"]
+    for pos in np.flatnonzero(out["partner_id"].isin(volunteers.index).to_numpy()):
+        pid = out["partner_id"].iloc[pos]
+        current = volunteers.loc[pid, fields].to_dict()
+        try:
+            kept = access.partner_write(g.role, current, out.iloc[pos][fields].to_dict())
+        except access.ForbiddenError as exc:
+            problems += [
+                dataclasses.replace(p, file="partners", row=int(pos)) for p in exc.problems
+            ]
+            continue
+        for name in ("lat", "lon", "contact"):
+            out.iat[pos, out.columns.get_loc(name)] = kept[name]
+    if problems:
+        raise access.ForbiddenError(
+            f"{len(problems)} private field(s) of stored volunteers differ from what you can "
+            "read; only an admin may change them",
+            problems,
+        )
+    return gpd.GeoDataFrame(
+        out.drop(columns="geometry"),
+        geometry=gpd.points_from_xy(out["lon"], out["lat"]),
+        crs="EPSG:4326",
+    )
 
 
 @api_bp.route("/partners")

@@ -23,6 +23,8 @@ from ._validate import NEED_COLUMNS, PARTNER_COLUMNS, Validated, validate_needs,
 from .limits import (
     MAX_CELL_CHARS,
     MAX_JSON_DEPTH,
+    check_file,
+    file_limit,
     id_problem,
     json_depth,
     read_file,
@@ -108,7 +110,7 @@ def _check_cells(df: pd.DataFrame, rows: list[int], file: str) -> None:
     problems = []
     for col in df.columns:
         series = df[col]
-        if series.dtype != object:
+        if series.dtype != object and not isinstance(series.dtype, pd.StringDtype):
             continue
         lengths = series.map(lambda v: len(v) if isinstance(v, str) else 0).to_numpy()
         for i in np.flatnonzero(lengths > MAX_CELL_CHARS)[:20]:
@@ -490,8 +492,9 @@ def _raw_table(
         return df, list(range(len(df))), hash_table(df), label
     path = Path(source)
     label = name or str(path)
-    if path.is_dir():
-        raise _fail(label, "is a directory, not a file")
+    reason = check_file(path, file_limit())
+    if reason is not None:
+        raise _fail(label, reason)
     suffix = path.suffix.lower()
     if suffix not in CSV_SUFFIXES + GEOJSON_SUFFIXES + GPKG_SUFFIXES:
         raise _fail(label, f"unsupported file type {suffix!r}; use .csv, .geojson/.json or .gpkg")

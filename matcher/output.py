@@ -61,7 +61,7 @@ def _csv_column(col: pd.Series, name: str) -> pd.Series:
 
     Text cells are neutralised (:func:`neutralise_cell`).
     """
-    if col.dtype == object:
+    if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
         text = col.astype(str)
         risky = text.str.match(r"[=+\-@\t\r]").fillna(False).to_numpy(dtype=bool)
         if risky.any():
