@@ -327,34 +327,207 @@ class NearbyArgs(ma.Schema):
     limit = ma.fields.Integer(load_default=20, validate=ma.validate.Range(1, 200))
 
 
-class PartnerSchema(ma.Schema):
-    partner_id = ma.fields.String(required=True)
-    name = ma.fields.String()
-    kind = ma.fields.String(required=True)
-    lat = ma.fields.Float(required=True)
-    lon = ma.fields.Float(required=True)
-    categories = ma.fields.Raw(
-        required=True, metadata={"description": "';'-separated codes or a list"}
+# The request bodies of POST/PUT /partners and /needs are checked by matcher's own readers
+# (the CLI's rules, matcher._validate), not by these schemas: PartnerWrite, NeedWrite and
+# their *Replace variants document those rules, with every bound taken from matcher.limits
+# and matcher._validate. Fields a client read and sends back (version, updated_at, ...)
+# are accepted and ignored; any other unknown field is a 400.
+
+_TAXONOMY = matcher.default_taxonomy()
+#: Every category name a request may use: the taxonomy's codes and their aliases.
+CATEGORY_NAMES: tuple[str, ...] = tuple(sorted(set(_TAXONOMY.codes) | set(_TAXONOMY.aliases)))
+_CATEGORY_RE = "(?:" + "|".join(map(re.escape, CATEGORY_NAMES)) + ")"
+_LANGUAGE_RE = _LANG.pattern.removeprefix("^").removesuffix("$")
+_DATE_RE = _DATE.pattern.removeprefix("^").removesuffix("$")
+_FORMULA = "".join(map(re.escape, limits.FORMULA_PREFIXES[:4]))
+#: An id: 1..MAX_ID_CHARS printable characters, not starting with a blank or a formula
+#: character (``matcher.limits.id_problem``; surrounding blanks are stripped).
+ID_PATTERN = rf"^[^\s{_FORMULA}\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+#: An id in a URL path: the same, without '/' (the path's segment separator).
+PATH_ID_PATTERN = rf"^[^\s/{_FORMULA}\x00-\x1f\x7f][^/\x00-\x1f\x7f]*$"
+_ID_DOC: dict[str, Any] = {
+    "minLength": 1,
+    "maxLength": limits.MAX_ID_CHARS,
+    "pattern": ID_PATTERN,
+    "description": f"1..{limits.MAX_ID_CHARS} printable characters, not starting with "
+    "'=', '+', '-' or '@'",
+}
+_TEXT_DOC: dict[str, Any] = {"maxLength": limits.MAX_TEXT_CHARS}
+_LAT_DOC: dict[str, Any] = {
+    "minimum": -90,
+    "maximum": 90,
+    "description": "degrees WGS84; (lat, lon) must not be exactly (0, 0)",
+}
+_LON_DOC: dict[str, Any] = {"minimum": -180, "maximum": 180, "description": "degrees WGS84"}
+_CATEGORIES_DOC: dict[str, Any] = {
+    "description": "one or more category codes (or aliases): ';'-separated, or a list",
+    "anyOf": [
+        {
+            "type": "string",
+            "maxLength": limits.MAX_TEXT_CHARS,
+            "pattern": f"^{_CATEGORY_RE}(?:;{_CATEGORY_RE})*$",
+        },
+        {
+            "type": "array",
+            "minItems": 1,
+            # the list is stored ';'-joined, at most MAX_TEXT_CHARS long
+            "maxItems": (limits.MAX_TEXT_CHARS + 1) // (max(map(len, CATEGORY_NAMES)) + 1),
+            "items": {"type": "string", "enum": list(CATEGORY_NAMES)},
+        },
+    ],
+}
+_LANGUAGES_DOC: dict[str, Any] = {
+    "description": "two-letter ISO 639-1 codes: ';'-separated, or a list",
+    "anyOf": [
+        {
+            "type": "string",
+            "nullable": True,
+            "maxLength": limits.MAX_TEXT_CHARS,
+            "pattern": f"^(?:{_LANGUAGE_RE}(?:;{_LANGUAGE_RE})*)?$",
+        },
+        {
+            "type": "array",
+            "maxItems": (limits.MAX_TEXT_CHARS + 1) // 3,
+            "items": {"type": "string", "pattern": _LANG.pattern},
+        },
+    ],
+}
+_UNITS = "units per week"
+
+
+class PartnerWrite(ma.Schema):
+    """A partner as POST /partners takes it (documentation: matcher validates the body)."""
+
+    partner_id = ma.fields.String(required=True, metadata=_ID_DOC)
+    name = ma.fields.String(
+        allow_none=True, metadata=_TEXT_DOC | {"description": "default: the id"}
     )
-    capacity = ma.fields.Float(required=True)
-    radius_km = ma.fields.Float(required=True)
-    languages = ma.fields.Raw()
-    contact = ma.fields.String(metadata={"description": "admin only"})
-    version = ma.fields.Integer(dump_only=True)
+    kind = ma.fields.String(required=True, metadata={"enum": list(KINDS)})
+    lat = ma.fields.Float(required=True, metadata=_LAT_DOC)
+    lon = ma.fields.Float(required=True, metadata=_LON_DOC)
+    categories = ma.fields.Raw(required=True, metadata=_CATEGORIES_DOC)
+    capacity = ma.fields.Float(
+        required=True,
+        metadata={"minimum": 0, "maximum": limits.MAX_UNITS, "description": _UNITS},
+    )
+    radius_km = ma.fields.Float(
+        required=True,
+        metadata={
+            "minimum": 0,
+            "exclusiveMinimum": True,
+            "maximum": limits.MAX_RADIUS_KM,
+            "description": "how far the partner travels, km",
+        },
+    )
+    languages = ma.fields.Raw(metadata=_LANGUAGES_DOC)
+    contact = ma.fields.String(
+        allow_none=True,
+        metadata=_TEXT_DOC | {"description": "admin only: other roles cannot set or change it"},
+    )
+    version = ma.fields.Integer(dump_only=True, metadata={"description": "ignored"})
+    updated_at = ma.fields.String(dump_only=True, metadata={"description": "ignored"})
+    coarsened = ma.fields.Boolean(dump_only=True, metadata={"description": "ignored"})
 
 
-class NeedSchema(ma.Schema):
+class PartnerReplace(PartnerWrite):
+    """A partner as PUT /partners/{partner_id} takes it (the id may be left out)."""
+
+    partner_id = ma.fields.String(
+        metadata=_ID_DOC | {"description": "optional; when sent, the id of the path"}
+    )
+
+
+class NeedWrite(ma.Schema):
+    """A need as POST /needs takes it (documentation: matcher validates the body)."""
+
+    need_id = ma.fields.String(required=True, metadata=_ID_DOC)
+    category = ma.fields.String(
+        required=True,
+        metadata={"enum": list(CATEGORY_NAMES), "description": "a category code or alias"},
+    )
+    lat = ma.fields.Float(required=True, metadata=_LAT_DOC)
+    lon = ma.fields.Float(required=True, metadata=_LON_DOC)
+    demand = ma.fields.Float(
+        required=True,
+        metadata={
+            "minimum": 0,
+            "exclusiveMinimum": True,
+            "maximum": limits.MAX_UNITS,
+            "description": _UNITS,
+        },
+    )
+    severity = ma.fields.Integer(
+        allow_none=True,
+        metadata={"minimum": 1, "maximum": 5, "description": "1 (low) .. 5 (urgent); default 3"},
+    )
+    neighborhood = ma.fields.String(allow_none=True, metadata=_TEXT_DOC)
+    languages = ma.fields.Raw(metadata=_LANGUAGES_DOC)
+    reported_at = ma.fields.String(
+        allow_none=True,
+        metadata=_TEXT_DOC
+        | {"pattern": f"^(?:{_DATE_RE})?$", "description": "ISO 8601 date (YYYY-MM-DD...)"},
+    )
+    source = ma.fields.String(allow_none=True, metadata=_TEXT_DOC)
+    version = ma.fields.Integer(dump_only=True, metadata={"description": "ignored"})
+    updated_at = ma.fields.String(dump_only=True, metadata={"description": "ignored"})
+    cluster_id = ma.fields.String(dump_only=True, metadata={"description": "ignored"})
+
+
+class NeedReplace(NeedWrite):
+    """A need as PUT /needs/{need_id} takes it (the id may be left out)."""
+
+    need_id = ma.fields.String(
+        metadata=_ID_DOC | {"description": "optional; when sent, the id of the path"}
+    )
+
+
+class PartnerRecord(ma.Schema):
+    """A stored partner; outside admin views a volunteer's point is coarsened, no contact."""
+
+    partner_id = ma.fields.String(required=True)
+    name = ma.fields.String(required=True)
+    kind = ma.fields.String(required=True, validate=ma.validate.OneOf(KINDS))
+    lat = ma.fields.Float(required=True, validate=ma.validate.Range(-90, 90))
+    lon = ma.fields.Float(required=True, validate=ma.validate.Range(-180, 180))
+    categories = ma.fields.String(
+        required=True, metadata={"description": "';'-separated category codes"}
+    )
+    capacity = ma.fields.Float(required=True, validate=ma.validate.Range(0, limits.MAX_UNITS))
+    radius_km = ma.fields.Float(
+        required=True,
+        validate=ma.validate.Range(0, limits.MAX_RADIUS_KM, min_inclusive=False),
+    )
+    languages = ma.fields.String(
+        required=True, metadata={"description": "';'-separated ISO 639-1 codes"}
+    )
+    contact = ma.fields.String(required=True, metadata={"description": "'' outside admin views"})
+    version = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1))
+    updated_at = ma.fields.String(required=True)
+    coarsened = ma.fields.Boolean(
+        required=True, metadata={"description": "whether lat/lon are the ~500 m grid point"}
+    )
+
+
+class NeedRecord(ma.Schema):
+    """A stored need."""
+
     need_id = ma.fields.String(required=True)
-    category = ma.fields.String(required=True)
-    lat = ma.fields.Float(required=True)
-    lon = ma.fields.Float(required=True)
-    demand = ma.fields.Float(required=True)
-    severity = ma.fields.Integer()
-    neighborhood = ma.fields.String()
-    languages = ma.fields.Raw()
-    reported_at = ma.fields.String()
-    source = ma.fields.String()
-    version = ma.fields.Integer(dump_only=True)
+    category = ma.fields.String(required=True, validate=ma.validate.OneOf(_TAXONOMY.codes))
+    lat = ma.fields.Float(required=True, validate=ma.validate.Range(-90, 90))
+    lon = ma.fields.Float(required=True, validate=ma.validate.Range(-180, 180))
+    demand = ma.fields.Float(
+        required=True, validate=ma.validate.Range(0, limits.MAX_UNITS, min_inclusive=False)
+    )
+    severity = ma.fields.Integer(required=True, validate=ma.validate.Range(1, 5))
+    neighborhood = ma.fields.String(required=True)
+    languages = ma.fields.String(required=True)
+    reported_at = ma.fields.String(required=True)
+    source = ma.fields.String(required=True)
+    cluster_id = ma.fields.String(
+        required=True, allow_none=True, metadata={"description": "cluster of the latest plan"}
+    )
+    version = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1))
+    updated_at = ma.fields.String(required=True)
 
 
 def _bounded(name: str) -> ma.validate.Range:
@@ -432,9 +605,11 @@ class PlanRequest(ma.Schema):
                 raise ma.ValidationError(f"{name} needs recruit_k (sites per category)", name)
 
 
-class ScenarioPartner(PartnerSchema):
+class ScenarioPartner(PartnerWrite):
+    """A partner that a scenario adds (as POST /partners)."""
+
     class Meta:
-        exclude = ("version",)
+        exclude = ("version", "updated_at", "coarsened")
 
 
 class ScenarioRequest(ma.Schema):
@@ -465,19 +640,198 @@ class ScenarioRequest(ma.Schema):
 
 
 class NearbyResult(ma.Schema):
-    partner_id = ma.fields.String()
-    name = ma.fields.String()
-    kind = ma.fields.String()
-    categories = ma.fields.List(ma.fields.String())
-    distance_km = ma.fields.Float()
-    capacity = ma.fields.Float()
-    free_capacity = ma.fields.Float()
-    lat = ma.fields.Float()
-    lon = ma.fields.Float()
+    partner_id = ma.fields.String(required=True)
+    name = ma.fields.String(required=True)
+    kind = ma.fields.String(required=True, validate=ma.validate.OneOf(KINDS))
+    categories = ma.fields.List(ma.fields.String(), required=True)
+    distance_km = ma.fields.Float(required=True, validate=ma.validate.Range(min=0))
+    capacity = ma.fields.Float(required=True)
+    free_capacity = ma.fields.Float(required=True)
+    lat = ma.fields.Float(required=True)
+    lon = ma.fields.Float(required=True)
 
 
 class NearbyResponse(ma.Schema):
-    results = ma.fields.List(ma.fields.Nested(NearbyResult))
+    results = ma.fields.List(ma.fields.Nested(NearbyResult), required=True)
+
+
+class ProblemItem(ma.Schema):
+    """One problem found in the input (``matcher.Problem``)."""
+
+    file = ma.fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the input: a file, 'request body', 'query', 'If-Match', ..."},
+    )
+    row = ma.fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "CSV: line number (header = 1); otherwise 0-based position"},
+    )
+    field = ma.fields.String(required=True, allow_none=True)
+    value = ma.fields.Raw(
+        required=True, allow_none=True, metadata={"description": "the value sent (shortened)"}
+    )
+    reason = ma.fields.String(required=True, metadata={"description": "what would be valid"})
+
+
+class ProblemSchema(ma.Schema):
+    """An RFC 9457 problem detail: every error of the API is ``application/problem+json``."""
+
+    class Meta:
+        unknown = ma.INCLUDE  # RFC 9457: clients ignore members they do not know
+
+    type = ma.fields.String(required=True, metadata={"description": "always 'about:blank'"})
+    title = ma.fields.String(required=True, metadata={"description": "the status' phrase"})
+    status = ma.fields.Integer(required=True, validate=ma.validate.Range(400, 599))
+    detail = ma.fields.String(required=True)
+    problems = ma.fields.List(
+        ma.fields.Nested(ProblemItem),
+        metadata={"description": "field-level problems, all of them (invalid input)"},
+    )
+
+
+class HealthSchema(ma.Schema):
+    status = ma.fields.String(required=True, validate=ma.validate.Equal("ok"))
+    version = ma.fields.String(required=True)
+
+
+class ImportResult(ma.Schema):
+    imported = ma.fields.Integer(
+        required=True, validate=ma.validate.Range(min=0), metadata={"description": "rows stored"}
+    )
+    kind = ma.fields.String(
+        required=True, validate=ma.validate.OneOf(["needs", "partners", "neighborhoods"])
+    )
+
+
+class PartnerPage(ma.Schema):
+    results = ma.fields.List(ma.fields.Nested(PartnerRecord), required=True)
+    limit = ma.fields.Integer(required=True, validate=ma.validate.Range(1, MAX_LIMIT))
+    offset = ma.fields.Integer(required=True, validate=ma.validate.Range(0, limits.MAX_OFFSET))
+
+
+class NeedPage(PartnerPage):
+    results = ma.fields.List(ma.fields.Nested(NeedRecord), required=True)
+
+
+class PointGeometry(ma.Schema):
+    type = ma.fields.String(required=True, validate=ma.validate.Equal("Point"))
+    coordinates = ma.fields.List(
+        ma.fields.Float(),
+        required=True,
+        validate=ma.validate.Length(2, 2),
+        metadata={"description": "[lon, lat]"},
+    )
+
+
+class PointFeature(ma.Schema):
+    type = ma.fields.String(required=True, validate=ma.validate.Equal("Feature"))
+    geometry = ma.fields.Nested(PointGeometry, required=True)
+    properties = ma.fields.Dict(
+        required=True, metadata={"description": "the record's other fields"}
+    )
+
+
+class PointCollection(ma.Schema):
+    """A page of records as a GeoJSON FeatureCollection of points (``format=geojson``)."""
+
+    type = ma.fields.String(required=True, validate=ma.validate.Equal("FeatureCollection"))
+    features = ma.fields.List(ma.fields.Nested(PointFeature), required=True)
+
+
+class GeoJSONUpload(ma.Schema):
+    """A GeoJSON FeatureCollection to import (points, or polygons for neighborhoods)."""
+
+    class Meta:
+        unknown = ma.INCLUDE  # GeoJSON allows foreign members (crs, name, bbox, ...)
+
+    type = ma.fields.String(required=True, validate=ma.validate.Equal("FeatureCollection"))
+    features = ma.fields.List(
+        ma.fields.Dict(),
+        required=True,
+        metadata={
+            "description": "Features whose properties are the columns of the table (the "
+            "same as the CSV's; lat/lon may come from a Point geometry)"
+        },
+    )
+
+
+class Recommendation(ma.Schema):
+    partner_id = ma.fields.String(required=True)
+    name = ma.fields.String(required=True)
+    kind = ma.fields.String(required=True, validate=ma.validate.OneOf(KINDS))
+    distance_km = ma.fields.Float(required=True)
+    free_capacity = ma.fields.Float(required=True)
+    capacity = ma.fields.Float(required=True)
+    lat = ma.fields.Float(required=True)
+    lon = ma.fields.Float(required=True)
+    reason = ma.fields.String(required=True)
+
+
+class NeedIntake(ma.Schema):
+    """The stored need, the cluster it joins and the partners that can take it."""
+
+    need = ma.fields.Nested(NeedRecord, required=True)
+    cluster_id = ma.fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the latest plan's cluster it joins; null: a new one"},
+    )
+    statement = ma.fields.String(required=True)
+    recommendations = ma.fields.List(
+        ma.fields.Nested(Recommendation),
+        required=True,
+        metadata={"description": "nearest first, with free capacity under the latest plan"},
+    )
+    partners_in_reach = ma.fields.Integer(required=True, validate=ma.validate.Range(min=0))
+
+
+class PlanQueued(ma.Schema):
+    plan_id = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, validate=ma.validate.Equal("queued"))
+    base_plan = ma.fields.String(metadata={"description": "scenarios: the plan changed"})
+
+
+class PlanRecordSchema(ma.Schema):
+    plan_id = ma.fields.String(required=True)
+    status = ma.fields.String(
+        required=True, validate=ma.validate.OneOf(["queued", "running", "done", "failed"])
+    )
+    created_at = ma.fields.String(required=True)
+    started_at = ma.fields.String(required=True, allow_none=True)
+    finished_at = ma.fields.String(required=True, allow_none=True)
+    created_by = ma.fields.String(required=True)
+    parameters = ma.fields.Dict(required=True)
+    summary = ma.fields.Dict(
+        required=True, allow_none=True, metadata={"description": "summary.json"}
+    )
+    error = ma.fields.String(required=True, allow_none=True)
+    files = ma.fields.List(ma.fields.String(), required=True)
+
+
+class PlanStatus(PlanRecordSchema):
+    """A plan; when done, with the URLs of its files and of its assignments."""
+
+    files = ma.fields.Raw(
+        required=True,
+        metadata={
+            "description": "done: file name -> URL; otherwise the names stored (none)",
+            "anyOf": [
+                {"type": "object", "additionalProperties": {"type": "string"}},
+                {"type": "array", "items": {"type": "string"}},
+            ],
+        },
+    )
+    assignments = ma.fields.String(metadata={"description": "done: the assignments' URL"})
+
+
+class AssignmentRows(ma.Schema):
+    results = ma.fields.List(
+        ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String()),
+        required=True,
+        metadata={"description": "the rows of assignments.csv, every value as text"},
+    )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -618,12 +972,170 @@ def _with_etag(rec: dict[str, Any], entity_id: str) -> Response:
 
 # --------------------------------------------------------------------------- blueprints
 
-api_bp = Blueprint("v1", __name__, url_prefix="/api/v1", description="matcher API v1")
+
+class _ArgumentsParser(FlaskParser):
+    """webargs' parser; an invalid query or body is a 400, as every other invalid input."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class _Blueprint(Blueprint):
+    ARGUMENTS_PARSER = _ArgumentsParser()
+
+
+#: What the error responses of the document say beyond the status' phrase.
+_ERROR_NOTES = {
+    400: "Invalid input: every problem found, field by field",
+    401: "No valid API key: send 'Authorization: Bearer KEY'",
+    403: "The key's role may not do this (matcher.access.POLICY), or may not change a "
+    "volunteer's private fields",
+    404: "No such record, plan or file (or the plan is not done)",
+    409: "Conflict: the id exists already, or the plan is not done",
+    412: "If-Match is not the current strong ETag of the record",
+    413: "The body is larger than the service takes (matcher.limits.MAX_BODY_BYTES)",
+    415: "Unsupported Content-Type for this body",
+    422: "Well formed, but does not fit the stored data",
+    428: "Send If-Match with the record's ETag",
+    429: "Too many requests with this key, failed authentications from this address, or "
+    "plans queued by this role (matcher.access.PLAN_QUEUE_CAP); retry after Retry-After",
+    503: "The store is busy; retry",
+}
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "the scheme: Bearer",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "seconds to wait",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    },
+}
+
+
+def _error_response(status: http.HTTPStatus) -> dict[str, Any]:
+    """The OpenAPI response of an error status: RFC 9457 problem+json."""
+    content: dict[str, Any] = {PROBLEM: {"schema": ProblemSchema}}
+    description = _ERROR_NOTES.get(status, status.phrase)
+    if status == 413:
+        # `matcher serve` (waitress) refuses a body whose Content-Length is over the bound
+        # before the app sees it, as plain text
+        content["text/plain"] = {"schema": {"type": "string"}}
+        description += "; under `matcher serve` the server's own plain-text answer"
+    out: dict[str, Any] = {"description": description, "content": content}
+    if status in _ERROR_HEADERS:
+        out["headers"] = _ERROR_HEADERS[status]
+    return out
+
+
+def _open_range_attributes(self: Any, field: ma.fields.Field, **_: Any) -> dict[str, Any]:
+    """apispec attribute function: the open ends of ``Range`` validators (OpenAPI 3.0)."""
+    out: dict[str, Any] = {}
+    for validator in field.validators:
+        if isinstance(validator, ma.validate.Range):
+            if validator.min is not None and not validator.min_inclusive:
+                out["exclusiveMinimum"] = True
+            if validator.max is not None and not validator.max_inclusive:
+                out["exclusiveMaximum"] = True
+    return out
+
+
+class _Api(Api):
+    """flask-smorest's Api, documenting every error as problem+json, per operation."""
+
+    ERROR_SCHEMA = ProblemSchema
+    #: No catch-all: each operation lists the statuses it can answer (:func:`_answers`).
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def _init_spec(self, **kwargs: Any) -> None:
+        super()._init_spec(**kwargs)
+        self.ma_plugin.converter.add_attribute_function(_open_range_attributes)
+
+    def _register_responses(self) -> None:
+        for status in http.HTTPStatus:
+            if status >= 400:
+                self.spec.components.response(status.name, _error_response(status), lazy=True)
+
+
+api_bp = _Blueprint("v1", __name__, url_prefix="/api/v1", description="matcher API v1")
 api_bp.before_request(_authorize)
+
+#: The errors of every route behind a key: no valid key, rate limits, a busy store.
+_KEYED = (401, 429, 503)
+_PUBLIC = {"security": []}
+_ETAG_HEADER = {
+    "ETag": {
+        "description": "the record's version as a strong entity tag; send it back in "
+        "If-Match to replace or delete the record",
+        "required": True,
+        "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+    }
+}
+_LOCATION_HEADER = {
+    "Location": {"description": "the new resource", "required": True, "schema": {"type": "string"}}
+}
+_IF_MATCH = {
+    "in": "header",
+    "name": "If-Match",
+    "required": True,
+    "description": "the ETag of the record as last read (strong; weak tags, * and lists "
+    "never match: 412)",
+    "schema": {"type": "string", "pattern": '^"[0-9]{1,18}"$'},
+}
+
+
+def _answers(*statuses: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Document the problem+json errors an operation answers (besides its success)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for status in statuses:
+            func = api_bp.alt_response(status, response=http.HTTPStatus(status).name)(func)
+        return func
+
+    return decorate
+
+
+def _request_json(schema: type[ma.Schema]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _path_id(name: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "in": "path",
+            "name": name,
+            "required": True,
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": limits.MAX_ID_CHARS,
+                "pattern": PATH_ID_PATTERN,
+            },
+        }
+    ]
+
+
+def _plan_id() -> list[dict[str, Any]]:
+    return [
+        {
+            "in": "path",
+            "name": "plan_id",
+            "required": True,
+            "description": "32 hex digits, as POST /plans answers it",
+            "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        }
+    ]
 
 
 @api_bp.route("/health")
 class Health(MethodView):
+    @api_bp.doc(**_PUBLIC)
+    @api_bp.response(200, HealthSchema)
     def get(self) -> dict[str, Any]:
         """Report liveness and version."""
         return {"status": "ok", "version": matcher.__version__}
@@ -631,6 +1143,21 @@ class Health(MethodView):
 
 @api_bp.route("/imports/<any(needs, partners, neighborhoods):kind>")
 class Imports(MethodView):
+    @api_bp.doc(
+        requestBody={
+            "required": True,
+            "description": "The whole table, replacing the stored one (all or nothing): the "
+            "columns of `matcher plan`'s needs.csv / partners.csv, or a GeoJSON "
+            "FeatureCollection (neighborhoods: GeoJSON polygons only)",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/geo+json": {"schema": GeoJSONUpload},
+                "application/json": {"schema": GeoJSONUpload},
+            },
+        }
+    )
+    @api_bp.response(201, ImportResult)
+    @_answers(400, 403, 404, 413, 415, *_KEYED)
     def post(self, kind: str) -> Response:
         """Replace needs, partners or neighborhoods from a CSV or GeoJSON body (all or nothing)."""
         ctype = (request.mimetype or "").lower()
@@ -704,6 +1231,11 @@ def _keep_private_fields(frame: pd.DataFrame) -> pd.DataFrame:
 @api_bp.route("/partners")
 class Partners(MethodView):
     @api_bp.arguments(PartnerListArgs, location="query")
+    @api_bp.response(200, PartnerPage)
+    @api_bp.alt_response(
+        200, schema=PointCollection, content_type="application/geo+json", success=True
+    )
+    @_answers(*_KEYED)
     def get(self, args: dict[str, Any]) -> Response:
         """List partners (volunteers coarsened unless admin)."""
         rows = store().list_partners(
@@ -711,6 +1243,9 @@ class Partners(MethodView):
         )
         return _page(rows, args)
 
+    @api_bp.doc(requestBody=_request_json(PartnerWrite))
+    @api_bp.response(201, PartnerRecord, headers=_ETAG_HEADER | _LOCATION_HEADER)
+    @_answers(400, 403, 409, 413, 415, *_KEYED)
     def post(self) -> Response:
         """Create a partner."""
         body = _record(_json_body(), PARTNER_FIELDS, "partner_id", None)
@@ -722,12 +1257,17 @@ class Partners(MethodView):
         return resp
 
 
-@api_bp.route("/partners/<partner_id>")
+@api_bp.route("/partners/<partner_id>", parameters=_path_id("partner_id"))
 class PartnerItem(MethodView):
+    @api_bp.response(200, PartnerRecord, headers=_ETAG_HEADER)
+    @_answers(404, *_KEYED)
     def get(self, partner_id: str) -> Response:
         """Get one partner with its ETag."""
         return _with_etag(_partner(partner_id), partner_id)
 
+    @api_bp.doc(parameters=[_IF_MATCH], requestBody=_request_json(PartnerReplace))
+    @api_bp.response(200, PartnerRecord, headers=_ETAG_HEADER)
+    @_answers(400, 403, 404, 412, 413, 415, 428, *_KEYED)
     def put(self, partner_id: str) -> Response:
         """Replace a partner; needs ``If-Match`` with its current ETag (412 when stale)."""
         expected = _if_match()
@@ -740,6 +1280,9 @@ class PartnerItem(MethodView):
         store().update_partner(partner_id, rec, expected_version=expected, actor=g.key_id)
         return _with_etag(_partner(partner_id), partner_id)
 
+    @api_bp.doc(parameters=[_IF_MATCH])
+    @api_bp.response(204)
+    @_answers(400, 403, 404, 412, 428, *_KEYED)
     def delete(self, partner_id: str) -> Response:
         """Delete a partner; needs ``If-Match``."""
         store().delete_partner(partner_id, expected_version=_if_match(), actor=g.key_id)
@@ -749,11 +1292,19 @@ class PartnerItem(MethodView):
 @api_bp.route("/needs")
 class Needs(MethodView):
     @api_bp.arguments(PageArgs, location="query")
+    @api_bp.response(200, NeedPage)
+    @api_bp.alt_response(
+        200, schema=PointCollection, content_type="application/geo+json", success=True
+    )
+    @_answers(*_KEYED)
     def get(self, args: dict[str, Any]) -> Response:
         """List needs (JSON, or GeoJSON with ``format=geojson``)."""
         rows = store().list_needs(limit=args["limit"], offset=args["offset"])
         return _page(rows, args)
 
+    @api_bp.doc(requestBody=_request_json(NeedWrite))
+    @api_bp.response(201, NeedIntake, headers=_LOCATION_HEADER)
+    @_answers(400, 409, 413, 415, *_KEYED)
     def post(self) -> Response:
         """Report one new concern: validated, stored, placed in a cluster, with recommendations."""
         body = _record(_json_body(), NEED_FIELDS, "need_id", None)
@@ -773,8 +1324,10 @@ class Needs(MethodView):
         return resp
 
 
-@api_bp.route("/needs/<need_id>")
+@api_bp.route("/needs/<need_id>", parameters=_path_id("need_id"))
 class NeedItem(MethodView):
+    @api_bp.response(200, NeedRecord, headers=_ETAG_HEADER)
+    @_answers(404, *_KEYED)
     def get(self, need_id: str) -> Response:
         """Get one need with its ETag."""
         rec = store().get_need(need_id)
@@ -782,6 +1335,9 @@ class NeedItem(MethodView):
             raise NotFoundError("need", need_id)
         return _with_etag(rec, need_id)
 
+    @api_bp.doc(parameters=[_IF_MATCH], requestBody=_request_json(NeedReplace))
+    @api_bp.response(200, NeedRecord, headers=_ETAG_HEADER)
+    @_answers(400, 403, 404, 412, 413, 415, 428, *_KEYED)
     def put(self, need_id: str) -> Response:
         """Replace a need; needs ``If-Match`` (412 when stale)."""
         expected = _if_match()
@@ -791,6 +1347,9 @@ class NeedItem(MethodView):
             store().update_need(need_id, rec, expected_version=expected, actor=g.key_id), need_id
         )
 
+    @api_bp.doc(parameters=[_IF_MATCH])
+    @api_bp.response(204)
+    @_answers(400, 403, 404, 412, 428, *_KEYED)
     def delete(self, need_id: str) -> Response:
         """Delete a need; needs ``If-Match``."""
         store().delete_need(need_id, expected_version=_if_match(), actor=g.key_id)
@@ -800,6 +1359,8 @@ class NeedItem(MethodView):
 @api_bp.route("/plans")
 class Plans(MethodView):
     @api_bp.arguments(PlanRequest)
+    @api_bp.response(202, PlanQueued, headers=_LOCATION_HEADER)
+    @_answers(403, 413, 422, *_KEYED)
     def post(self, args: dict[str, Any]) -> Response:
         """Start a plan over the stored data as a background job (202 + Location).
 
@@ -899,9 +1460,11 @@ def _check_vulnerability_column(column: str) -> Response | None:
     )
 
 
-@api_bp.route("/plans/<plan_id>/scenarios")
+@api_bp.route("/plans/<plan_id>/scenarios", parameters=_plan_id())
 class PlanScenarios(MethodView):
     @api_bp.arguments(ScenarioRequest)
+    @api_bp.response(202, PlanQueued, headers=_LOCATION_HEADER)
+    @_answers(403, 404, 409, 413, 422, *_KEYED)
     def post(self, args: dict[str, Any], plan_id: str) -> Response:
         """Start a what-if scenario of a finished plan as a background job (202 + Location).
 
@@ -947,7 +1510,10 @@ class PlanScenarios(MethodView):
             "scale_capacity": change["scale_capacity"],
             "radius_km": change["radius_km"],
         }
-        parameters = dict(base.summary.get("parameters") or base.parameters) | {"taxonomy": None}
+        parameters = dict(base.summary.get("parameters") or base.parameters) | {
+            "taxonomy": None,
+            "volunteer_points": "grid",
+        }
         parameters["scenario"] = {"base_plan": plan_id, "change": described}
         if "recruit" in (base.parameters or {}):
             parameters["recruit"] = base.parameters["recruit"]
@@ -990,8 +1556,10 @@ def _check_change(remove: list[str], added: list[dict[str, Any]]) -> Response | 
     return unprocessable(problems, f"{len(problems)} problem(s) with the partners of the change")
 
 
-@api_bp.route("/plans/<plan_id>")
+@api_bp.route("/plans/<plan_id>", parameters=_plan_id())
 class PlanItem(MethodView):
+    @api_bp.response(200, PlanStatus)
+    @_answers(404, *_KEYED)
     def get(self, plan_id: str) -> Response:
         """Get a plan's status, and its summary when done."""
         found = store().get_plan(plan_id)
@@ -1006,12 +1574,48 @@ class PlanItem(MethodView):
         return Response(json.dumps(rec, default=str), mimetype="application/json")
 
 
-@api_bp.route("/plans/<plan_id>/files/<name>")
+def _check_plan_privacy(plan_id: str) -> None:
+    """Only an admin reads a plan made from volunteers' exact points (older stores)."""
+    found = store().get_plan(plan_id)
+    if found is None or is_admin():
+        return
+    if (found.parameters or {}).get("volunteer_points") != "grid":
+        raise access.ForbiddenError(
+            f"plan {plan_id!r} was made from volunteers' exact points (before volunteer "
+            "privacy); only an admin may read it: start a new plan"
+        )
+
+
+@api_bp.route(
+    "/plans/<plan_id>/files/<name>",
+    parameters=[
+        *_plan_id(),
+        {"in": "path", "name": "name", "required": True,
+         "schema": {"type": "string", "enum": list(PLAN_FILES)}},
+    ],
+)  # fmt: skip
 class PlanFile(MethodView):
+    @api_bp.response(
+        200, {"type": "string"}, content_type="text/csv", description="a CSV file"
+    )
+    @api_bp.alt_response(
+        200,
+        schema={"type": "object", "description": "a GeoJSON FeatureCollection"},
+        content_type="application/geo+json",
+        success=True,
+    )
+    @api_bp.alt_response(
+        200,
+        schema={"type": "object", "description": "summary.json or scenario.json"},
+        content_type="application/json",
+        success=True,
+    )
+    @_answers(404, *_KEYED)
     def get(self, plan_id: str, name: str) -> Response:
         """Get a file of a finished plan, byte for byte what ``matcher plan`` writes."""
         if name not in PLAN_FILES:
             return problem(404, "Not Found", f"no file {name!r}; files: {', '.join(PLAN_FILES)}")
+        _check_plan_privacy(plan_id)
         content = store().plan_file(plan_id, name)
         if content is None:
             return problem(404, "Not Found", f"plan {plan_id!r} has no file {name!r} (not done?)")
@@ -1023,10 +1627,13 @@ class PlanFile(MethodView):
         return Response(content, mimetype=mimetype)
 
 
-@api_bp.route("/plans/<plan_id>/assignments")
+@api_bp.route("/plans/<plan_id>/assignments", parameters=_plan_id())
 class PlanAssignments(MethodView):
+    @api_bp.response(200, AssignmentRows)
+    @_answers(404, *_KEYED)
     def get(self, plan_id: str) -> Response:
         """Get a finished plan's assignments as JSON (the content of assignments.csv)."""
+        _check_plan_privacy(plan_id)
         content = store().plan_file(plan_id, "assignments.csv")
         if content is None:
             return problem(404, "Not Found", f"plan {plan_id!r} is unknown or not done")
@@ -1040,6 +1647,7 @@ class PlanAssignments(MethodView):
 class Nearby(MethodView):
     @api_bp.arguments(NearbyArgs, location="query")
     @api_bp.response(200, NearbyResponse)
+    @_answers(*_KEYED)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Find partners within a great-circle radius, nearest first, with free capacity."""
         category = args.get("category")
@@ -1131,7 +1739,10 @@ def _run_scenario(app: Flask, plan_id: str, base_id: str, change: Mapping[str, A
         if base is None or base.summary is None:
             raise MatcherError(f"the base plan {base_id!r} is gone")
         summary = base.summary
-        config = config_from_parameters(summary["parameters"])
+        # always at the volunteers' grid points, even for a base plan from an older store
+        config = dataclasses.replace(
+            config_from_parameters(summary["parameters"]), volunteer_points="grid"
+        )
         needs, partners, hoods = st.needs_frame(), st.partners_frame(), _stored_hoods(st)
         before = matcher.plan(needs, partners, neighborhoods=hoods, config=config)
         then = summary.get("input_hashes") or {}
@@ -1232,19 +1843,6 @@ class MapConfigSchema(ma.Schema):
 class WhoAmISchema(ma.Schema):
     key_id = ma.fields.String()
     role = ma.fields.String(validate=ma.validate.OneOf(access.ROLES))
-
-
-class PlanRecordSchema(ma.Schema):
-    plan_id = ma.fields.String()
-    status = ma.fields.String(validate=ma.validate.OneOf(["queued", "running", "done", "failed"]))
-    created_at = ma.fields.String()
-    started_at = ma.fields.String(allow_none=True)
-    finished_at = ma.fields.String(allow_none=True)
-    created_by = ma.fields.String()
-    parameters = ma.fields.Dict()
-    summary = ma.fields.Dict(allow_none=True, metadata={"description": "summary.json"})
-    error = ma.fields.String(allow_none=True)
-    files = ma.fields.List(ma.fields.String())
 
 
 class LatestPlanSchema(ma.Schema):
@@ -1406,6 +2004,7 @@ def _neighborhood_features(coverage: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 @api_bp.route("/map/config")
 class MapConfig(MethodView):
+    @api_bp.doc(**_PUBLIC)
     @api_bp.response(200, MapConfigSchema)
     def get(self) -> dict[str, Any]:
         """Get the settings of the map page (no key needed): base-map tiles and version."""
@@ -1419,6 +2018,7 @@ class MapConfig(MethodView):
 @api_bp.route("/me")
 class WhoAmI(MethodView):
     @api_bp.response(200, WhoAmISchema)
+    @_answers(*_KEYED)
     def get(self) -> dict[str, Any]:
         """Get the role of the calling API key (the map page checks a key with it)."""
         return {"key_id": g.key_id, "role": g.role}
@@ -1427,6 +2027,7 @@ class WhoAmI(MethodView):
 @api_bp.route("/plans/latest")
 class LatestPlan(MethodView):
     @api_bp.response(200, LatestPlanSchema)
+    @_answers(*_KEYED)
     def get(self) -> Response:
         """Get the plan in force and the plans queued or running (what-if scenarios excluded)."""
         latest = store().latest_done_plan(exclude_scenarios=True)
@@ -1439,9 +2040,10 @@ class LatestPlan(MethodView):
         return Response(json.dumps(body, default=str), mimetype="application/json")
 
 
-@api_bp.route("/plans/<plan_id>/map")
+@api_bp.route("/plans/<plan_id>/map", parameters=_plan_id())
 class PlanMap(MethodView):
     @api_bp.response(200, PlanMapSchema, content_type="application/geo+json")
+    @_answers(404, *_KEYED)
     def get(self, plan_id: str) -> Response:
         """Get a finished plan as one GeoJSON for the map.
 
@@ -1450,6 +2052,7 @@ class PlanMap(MethodView):
         found = store().get_plan(plan_id)
         if found is None:
             raise NotFoundError("plan", plan_id)
+        _check_plan_privacy(plan_id)
         content = store().plan_file(plan_id, "plan.geojson")
         if found.status != "done" or content is None:
             return problem(404, "Not Found", f"plan {plan_id!r} is {found.status}, not done")
@@ -1574,7 +2177,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             float(app.config["AUTH_FAILURES_PER_MINUTE"]), int(app.config["AUTH_FAILURES_BURST"])
         ),
     }
-    api = Api(
+    api = _Api(
         app,
         spec_kwargs={
             "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},

@@ -1,17 +1,14 @@
-"""The HTTP service through Flask's test client and through a real server process."""
+"""The HTTP service through Flask's test client.
+
+The same app under ``matcher serve`` in its own process, over real HTTP (a plan job end to
+end, concurrent writers), is in tests/test_server_http.py; failure paths in
+tests/test_api_failures.py.
+"""
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +18,7 @@ from openapi_spec_validator import validate
 import matcher
 from api import create_app
 
+from .grid import grid_point
 from .oracle import gc_km
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +133,7 @@ ENDPOINTS = [
 def test_role_matrix_every_endpoint(app, keys, loaded, method, path, body, allowed):
     st = app.extensions["matcher_store"]
     needs = [r["need_id"] for r in st.list_needs(limit=2, offset=0)]
-    plan_id = st.create_plan({"objective": "distance"})
+    plan_id = st.create_plan({"objective": "distance", "volunteer_points": "grid"})
     st.plan_done(
         plan_id, {}, {"summary.json": b"{}", "assignments.csv": b"cluster_id,partner_id,units\n"}
     )
@@ -162,8 +160,10 @@ def test_role_matrix_every_endpoint(app, keys, loaded, method, path, body, allow
                 for k, v in current.get_json().items()
                 if k not in ("version", "cluster_id", "updated_at")
             }
-        elif body == "csv":
-            kwargs |= {"data": (SAMPLE / "partners.csv").read_bytes(), "content_type": "text/csv"}
+        elif body == "csv":  # a planner may not set volunteers' private fields: no volunteers
+            lines = (SAMPLE / "partners.csv").read_text().splitlines(keepends=True)
+            rows = lines if role == "admin" else [x for x in lines if ",volunteer," not in x]
+            kwargs |= {"data": "".join(rows).encode(), "content_type": "text/csv"}
         elif body == "needs-csv":
             kwargs |= {"data": _needs_csv(), "content_type": "text/csv"}
         elif body == "geojson":
@@ -198,10 +198,15 @@ def test_nearby_equals_brute_force_and_hides_volunteers(loaded, keys):
         q = f"/api/v1/resources/nearby?lat={lat}&lon={lon}&radius_km={radius}&limit=200"
         q += f"&category={category}" if category else ""
         got = loaded.get(q, headers=auth(keys["outreach"])).get_json()["results"]
-        want = sorted(
-            (gc_km(lat, lon, r.lat, r.lon), r.partner_id)
+        # outreach's answer is computed from each volunteer's grid point, not its home
+        seen = {
+            r.partner_id: grid_point(r.lat, r.lon) if r.kind == "volunteer" else (r.lat, r.lon)
             for r in partners.itertuples()
-            if gc_km(lat, lon, r.lat, r.lon) <= radius
+        }
+        want = sorted(
+            (gc_km(lat, lon, *seen[r.partner_id]), r.partner_id)
+            for r in partners.itertuples()
+            if gc_km(lat, lon, *seen[r.partner_id]) <= radius
             and (category is None or category in r.categories.split(";"))
         )[:200]
         assert [g["partner_id"] for g in got] == [p for _, p in want]
@@ -219,7 +224,7 @@ def test_nearby_equals_brute_force_and_hides_volunteers(loaded, keys):
                 "lon",
             }
             if g["kind"] == "volunteer":  # never the exact point for outreach
-                assert (g["lat"], g["lon"]) != (
+                assert (g["lat"], g["lon"]) == seen[g["partner_id"]] != (
                     exact.loc[g["partner_id"], "lat"],
                     exact.loc[g["partner_id"], "lon"],
                 )
@@ -251,7 +256,7 @@ def test_plan_job_results_match_the_cli_files_and_feed_nearby_and_intake(
         st.needs_frame(),
         st.partners_frame(),
         neighborhoods=st.neighborhoods_frame(),
-        config=matcher.MatchConfig(objective="distance"),
+        config=matcher.MatchConfig(objective="distance", volunteer_points="grid"),
     )
     files = direct.to_dir(tmp_path / "cli")
     for name in ("assignments.csv", "clusters.csv", "plan.geojson"):
@@ -270,15 +275,42 @@ def test_plan_job_results_match_the_cli_files_and_feed_nearby_and_intake(
         assert g["free_capacity"] == pytest.approx(
             max(g["capacity"] - used.get(g["partner_id"], 0), 0)
         )
-    # intake: a new concern next to an existing dense need joins its cluster
-    dense = direct.clusters.sort_values("n_needs").iloc[-1]
-    member = direct.need_clusters.loc[
-        direct.need_clusters["cluster_id"] == dense["cluster_id"], "need_id"
-    ].iloc[0]
-    nrow = direct.needs.set_index("need_id").loc[member]
+    # intake: a new concern at a need of a dense cluster joins that cluster and gets the
+    # partners with free capacity in reach. Pick the densest cluster where at least one
+    # organization (exact point) offering the category reaches the need and has capacity
+    # left under this plan, so that recommendations cannot be empty.
+    partners = direct.partners.set_index("partner_id")
+    free = partners["capacity"] - used.reindex(partners.index, fill_value=0.0)
+    offers = partners["categories"].map(lambda c: set(str(c).split(";")))
+    needs = direct.needs.set_index("need_id")
+
+    def free_in_reach(category, lat, lon, kind=None):
+        return [
+            pid
+            for pid, p in partners.iterrows()
+            if category in offers[pid]
+            and free[pid] > 1e-9
+            and (kind is None or p["kind"] == kind)
+            and gc_km(lat, lon, p["lat"], p["lon"]) <= p["radius_km"]
+        ]
+
+    chosen = None
+    by_size = direct.clusters.sort_values(["n_needs", "cluster_id"], ascending=False)
+    for cluster in by_size.itertuples():
+        if cluster.n_needs < 3:
+            break
+        member = direct.need_clusters.loc[
+            direct.need_clusters["cluster_id"] == cluster.cluster_id, "need_id"
+        ].iloc[0]
+        nrow = needs.loc[member]
+        if free_in_reach(cluster.category, nrow["lat"], nrow["lon"], kind="organization"):
+            chosen = (cluster, nrow)
+            break
+    assert chosen is not None, "no dense cluster with a free organization in reach"
+    cluster, nrow = chosen
     new = {
         "need_id": "new-1",
-        "category": dense["category"],
+        "category": cluster.category,
         "lat": float(nrow["lat"]),
         "lon": float(nrow["lon"]),
         "demand": 2,
@@ -286,44 +318,51 @@ def test_plan_job_results_match_the_cli_files_and_feed_nearby_and_intake(
     r = loaded.post("/api/v1/needs", json=new, headers=auth(keys["outreach"]))
     assert r.status_code == 201, r.get_data(as_text=True)
     out = r.get_json()
-    assert out["cluster_id"] == dense["cluster_id"]
-    assert out["statement"]
-    for rec in out["recommendations"]:
-        assert rec["free_capacity"] > 0 and rec["reason"]
+    assert out["cluster_id"] == cluster.cluster_id
+    recs = out["recommendations"]
+    assert recs, out  # the data guarantees at least one
+    assert out["statement"].startswith(f"{len(recs)} partner(s) with free capacity")
+    reachable = set(free_in_reach(cluster.category, new["lat"], new["lon"]))
+    for rec in recs:
+        pid = rec["partner_id"]
+        assert rec["reason"] and cluster.category in rec["reason"]
+        assert rec["free_capacity"] == pytest.approx(free[pid]) and rec["free_capacity"] > 0
+        assert cluster.category in offers[pid]
+        if rec["kind"] == "organization":  # exact points: the distance is checkable
+            assert pid in reachable
+            assert rec["distance_km"] == pytest.approx(
+                gc_km(new["lat"], new["lon"], partners.at[pid, "lat"], partners.at[pid, "lon"]),
+                abs=1e-3,
+            )
+    assert [r["distance_km"] for r in recs] == sorted(r["distance_km"] for r in recs)
 
 
-def test_etag_if_match_and_two_concurrent_writers(loaded, keys, app):
+def test_etag_if_match_sequence(loaded, keys):
+    """428 without If-Match, 200 with the current ETag, 412 with the old one afterwards.
+
+    Two writers racing with the same ETag, and many writers with fresh ones, run over real
+    HTTP against ``matcher serve`` in tests/test_server_http.py.
+    """
     h = auth(keys["planner"])
     r = loaded.get("/api/v1/partners/ORG-0001", headers=h)
     assert r.status_code == 200
     tag, rec = r.headers["ETag"], r.get_json()
-    rec.pop("version", None)
-    assert loaded.put("/api/v1/partners/ORG-0001", json=rec, headers=h).status_code == 428
-    results = []
-
-    def writer(capacity):
-        client = app.test_client()
-        resp = client.put(
-            "/api/v1/partners/ORG-0001",
-            json=rec | {"capacity": capacity},
-            headers=h | {"If-Match": tag},
-        )
-        results.append((resp.status_code, capacity))
-
-    threads = [threading.Thread(target=writer, args=(c,)) for c in (11, 22)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    codes = sorted(code for code, _ in results)
-    assert codes == [200, 412]
-    winner = next(cap for code, cap in results if code == 200)
-    now = loaded.get("/api/v1/partners/ORG-0001", headers=h)
-    assert now.get_json()["capacity"] == winner and now.headers["ETag"] != tag
-    assert (
-        loaded.put("/api/v1/partners/ORG-0001", json=rec, headers=h | {"If-Match": tag}).status_code
-        == 412
+    rec = {k: v for k, v in rec.items() if k in ("partner_id", "name", "kind", "lat", "lon",
+                                                "categories", "capacity", "radius_km")}  # fmt: skip
+    r = loaded.put("/api/v1/partners/ORG-0001", json=rec, headers=h)
+    assert r.status_code == 428 and r.mimetype == "application/problem+json"
+    r = loaded.put(
+        "/api/v1/partners/ORG-0001", json=rec | {"capacity": 11}, headers=h | {"If-Match": tag}
     )
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.get_json()["capacity"] == 11 and r.headers["ETag"] != tag
+    now = loaded.get("/api/v1/partners/ORG-0001", headers=h)
+    assert now.get_json()["capacity"] == 11 and now.headers["ETag"] == r.headers["ETag"]
+    r = loaded.put(
+        "/api/v1/partners/ORG-0001", json=rec | {"capacity": 22}, headers=h | {"If-Match": tag}
+    )
+    assert r.status_code == 412 and r.mimetype == "application/problem+json"
+    assert loaded.get("/api/v1/partners/ORG-0001", headers=h).get_json()["capacity"] == 11
 
 
 @pytest.mark.parametrize(
@@ -410,85 +449,3 @@ def test_more_bad_requests(app, keys, loaded):
     assert r.status_code == 400 and r.get_json()["problems"][0]["row"] == 2
     # all or nothing: the failed import left the stored needs as they were
     assert app.extensions["matcher_store"].count_needs() == 700
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_real_server_process(tmp_path):
-    db, port = tmp_path / "served.db", _free_port()
-    key = (
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "matcher.cli",
-                "keys",
-                "create",
-                "--role",
-                "outreach",
-                "--db",
-                str(db),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    log = tmp_path / "server.log"
-    with (
-        open(log, "wb") as out,
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "matcher.cli",
-                "serve",
-                "--db",
-                str(db),
-                "--port",
-                str(port),
-                "--models-dir",
-                str(tmp_path / "models"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-            cwd=tmp_path,
-        ) as proc,
-    ):
-        try:
-            _talk_to_server(f"http://127.0.0.1:{port}/api/v1", key, proc, log)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
-def _talk_to_server(base, key, proc, log):
-    for _ in range(300):
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=1) as resp:
-                assert json.load(resp)["status"] == "ok"
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError(log.read_text()) from None
-            time.sleep(0.1)
-    else:
-        raise AssertionError("the server did not answer: " + log.read_text())
-    req = urllib.request.Request(
-        f"{base}/resources/nearby?lat=41.8781&lon=-87.6298&radius_km=2",
-        headers={"Authorization": f"Bearer {key}"},
-    )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        results = json.load(io.TextIOWrapper(resp))["results"]
-    assert results and results == sorted(results, key=lambda r: (r["distance_km"], r["partner_id"]))
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(f"{base}/resources/nearby?lat=41.8&lon=-87.6", timeout=5)
-    assert err.value.code == 401
-    err.value.close()

@@ -226,6 +226,23 @@ def test_plan_files_carry_no_more_than_the_grid_point(city):
         assert not f["properties"].get("contact")
 
 
+def test_a_plan_from_exact_points_is_for_admins_only(city):
+    """A store from before volunteer privacy holds plans made from exact points."""
+    st, client, keys = city["app"].extensions["matcher_store"], city["client"], city["keys"]
+    plan_id = st.create_plan({"objective": "distance"})  # no volunteer_points: exact
+    files = {
+        "summary.json": b"{}",
+        "assignments.csv": b"cluster_id,partner_id,units\n",
+        "plan.geojson": b'{"type":"FeatureCollection","features":[]}',
+    }
+    st.plan_done(plan_id, {}, files)
+    base = f"/api/v1/plans/{plan_id}"
+    for url in (f"{base}/files/assignments.csv", f"{base}/assignments", f"{base}/map"):
+        assert client.get(url, headers=auth(keys["planner"])).status_code == 403, url
+        assert client.get(url, headers=auth(keys["outreach"])).status_code == 403, url
+        assert client.get(url, headers=auth(keys["admin"])).status_code == 200, url
+
+
 def test_intake_answers_are_computed_from_the_grid_point(city):
     client, keys, exact = city["client"], city["keys"], city["exact"]
     vol = exact[(exact["kind"] == "volunteer")].iloc[3]
