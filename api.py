@@ -223,6 +223,11 @@ RESOURCES = {
     "PlanMap": "plans",
     "Nearby": "nearby",
 }
+#: Writes whose body is JSON: any other content type is 415 (never silently ignored).
+_JSON_WRITES = frozenset(
+    {("plans", "create"), ("scenarios", "create"), ("partners", "create"),
+     ("partners", "replace"), ("needs", "create"), ("needs", "replace")}
+)  # fmt: skip
 METHOD_ACTIONS = {"GET": "read", "HEAD": "read", "POST": "create", "PUT": "replace",
                   "DELETE": "delete"}  # fmt: skip
 
@@ -282,6 +287,12 @@ def _authorize() -> Response | None:
             "Forbidden",
             f"{action} on {resource or 'this route'} needs one of the roles "
             f"{', '.join(roles) or '(none)'}; your key has the role {g.role}",
+        )
+    if (resource, action) in _JSON_WRITES and request.content_length and not request.is_json:
+        return problem(
+            415,
+            "Unsupported Media Type",
+            "send the body as JSON with 'Content-Type: application/json'",
         )
     return None
 
@@ -1034,7 +1045,7 @@ def _error_response(status: http.HTTPStatus) -> dict[str, Any]:
 
 
 def _open_range_attributes(self: Any, field: ma.fields.Field, **_: Any) -> dict[str, Any]:
-    """apispec attribute function: the open ends of ``Range`` validators (OpenAPI 3.0)."""
+    """Apispec attribute function: the open ends of ``Range`` validators (OpenAPI 3.0)."""
     out: dict[str, Any] = {}
     for validator in field.validators:
         if isinstance(validator, ma.validate.Range):
@@ -1187,7 +1198,7 @@ class Imports(MethodView):
                     frame = _keep_private_fields(frame)
                 count = store().replace_partners(frame, actor=g.key_id)
             else:
-                frame, _ = matcher.read_neighborhoods(path)
+                frame, _ = matcher.read_neighborhoods(path, name=name)
                 count = store().replace_neighborhoods(frame, actor=g.key_id)
         return Response(
             json.dumps({"imported": int(count if count is not None else len(frame)), "kind": kind}),
@@ -2070,9 +2081,9 @@ class PlanMap(MethodView):
             metrics.get("coverage_by_neighborhood", {})
         )
         for name in ("gaps.geojson", "recruit.geojson"):
-            extra = store().plan_file(plan_id, name)
-            if extra:
-                collection["features"] += json.loads(extra)["features"]
+            layer = store().plan_file(plan_id, name)
+            if layer:
+                collection["features"] += json.loads(layer)["features"]
         body = {
             "type": "FeatureCollection",
             "plan_id": plan_id,

@@ -93,11 +93,11 @@ def _fail(
     return InputValidationError([Problem(file, row, field, value, reason)])
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, label: str | None = None) -> bytes:
     """Read a whole input file, bounded: only a regular file of at most the size limit."""
-    data = read_file(path)
+    data = read_file(path, label)
     if not data.strip() or data.strip() == b"\xef\xbb\xbf":
-        raise _fail(str(path), "the file is empty; expected a header row and data rows")
+        raise _fail(label or str(path), "the file is empty; expected a header row and data rows")
     return data
 
 
@@ -427,22 +427,22 @@ def _transform(df: pd.DataFrame, input_crs: str, file: str) -> pd.DataFrame:
 
 
 def _gpkg_points(
-    path: Path, required: tuple[str, ...], input_crs: str | None
+    path: Path, required: tuple[str, ...], input_crs: str | None, label: str
 ) -> tuple[pd.DataFrame, list[int]]:
-    gdf = _read_vector(path)
-    gdf = _to_wgs84(gdf, str(path), input_crs)
+    gdf = _read_vector(path, label)
+    gdf = _to_wgs84(gdf, label, input_crs)
     types = gdf.geometry.geom_type.to_numpy()
     bad = np.flatnonzero(types != "Point")
     if bad.size:
         raise InputValidationError(
             Problem(
-                str(path), int(i), "geometry", types[i], "must be a Point (longitude, latitude)"
+                label, int(i), "geometry", types[i], "must be a Point (longitude, latitude)"
             )
             for i in bad
         )
     df = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
     df["lon"], df["lat"] = gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy()
-    _check_columns(df, str(path), required)
+    _check_columns(df, label, required)
     return df, list(range(len(df)))
 
 
@@ -455,13 +455,14 @@ def _to_wgs84(gdf: gpd.GeoDataFrame, file: str, input_crs: str | None) -> gpd.Ge
     return gdf.set_crs(source, allow_override=True).to_crs("EPSG:4326")
 
 
-def _read_vector(path: Path) -> gpd.GeoDataFrame:
+def _read_vector(path: Path, label: str | None = None) -> gpd.GeoDataFrame:
     import pyogrio
 
     try:
         return gpd.read_file(path, engine="pyogrio")
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
-        raise _fail(str(path), f"cannot read as a vector data set: {exc}") from None
+        text = str(exc).replace(str(path), label or str(path))  # never a server's temp path
+        raise _fail(label or str(path), f"cannot read as a vector data set: {text}") from None
 
 
 def _raw_table(
@@ -498,10 +499,10 @@ def _raw_table(
     suffix = path.suffix.lower()
     if suffix not in CSV_SUFFIXES + GEOJSON_SUFFIXES + GPKG_SUFFIXES:
         raise _fail(label, f"unsupported file type {suffix!r}; use .csv, .geojson/.json or .gpkg")
-    data = _read_bytes(path)
+    data = _read_bytes(path, label)
     digest = hashlib.sha256(data).hexdigest()
     if suffix in GPKG_SUFFIXES:
-        df, rows = _gpkg_points(path, required, input_crs)
+        df, rows = _gpkg_points(path, required, input_crs, label)
         _check_cells(df, rows, label)
         return df, rows, digest, label
     text = _decode(data, label)
@@ -671,6 +672,7 @@ def read_neighborhoods(
     id_column: str | None = None,
     name_column: str | None = None,
     input_crs: str | None = None,
+    name: str | None = None,
 ) -> tuple[gpd.GeoDataFrame, str]:
     """Read neighborhood polygons; repair invalid ones with a warning, never drop them.
 
@@ -683,6 +685,8 @@ def read_neighborhoods(
         ``neighborhood_id`` (or ``id``) and ``name``; e.g. ``"AREAID"``, ``"community"``.
     input_crs : str, optional
         Declares the transform of a file whose CRS is not WGS84.
+    name : str, optional
+        What to call the input in problems (default: its path).
 
     Returns
     -------
@@ -702,7 +706,7 @@ def read_neighborhoods(
         )
     else:
         path = Path(source)
-        label = str(path)
+        label = name or str(path)
         suffix = path.suffix.lower()
         if suffix not in GEOJSON_SUFFIXES + GPKG_SUFFIXES:
             raise _fail(
@@ -710,13 +714,13 @@ def read_neighborhoods(
                 f"unsupported file type {suffix!r} for neighborhoods; they are polygons: "
                 "use .geojson/.json or .gpkg",
             )
-        data = _read_bytes(path)
+        data = _read_bytes(path, label)
         digest = hashlib.sha256(data).hexdigest()
         if suffix in GEOJSON_SUFFIXES:
             _check_polygon_collection(_load_json(_decode(data, label), label), label)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            gdf = _read_vector(path)
+            gdf = _read_vector(path, label)
         if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf:
             raise _fail(label, "has no geometry; neighborhoods are polygons")
     gdf = _to_wgs84(gdf, label, input_crs)
@@ -743,15 +747,15 @@ def read_neighborhoods(
                 label, int(i), "neighborhood_id", gdf["neighborhood_id"].iloc[i], "duplicate id"
             )
         )
-    for i, value in enumerate(gdf["neighborhood_id"].tolist()):
+    for pos, value in enumerate(gdf["neighborhood_id"].tolist()):
         reason = "must be a non-empty id" if not value else id_problem(value)
         if reason is not None:
-            problems.append(Problem(label, i, "neighborhood_id", value[:40], reason))
+            problems.append(Problem(label, pos, "neighborhood_id", value[:40], reason))
     if "name" in gdf.columns:
-        for i, value in enumerate(gdf["name"].tolist()):
+        for pos, value in enumerate(gdf["name"].tolist()):
             reason = text_problem(value) if isinstance(value, str) else None
             if reason is not None:
-                problems.append(Problem(label, i, "name", value[:40], reason))
+                problems.append(Problem(label, pos, "name", value[:40], reason))
     types = gdf.geometry.geom_type.to_numpy()
     for i in np.flatnonzero(~np.isin(types, ["Polygon", "MultiPolygon"])):
         problems.append(

@@ -1,10 +1,22 @@
-"""Shared fixtures: tiny valid inputs, a file-writing helper, and logging hygiene."""
+"""Shared fixtures: tiny valid inputs, a file-writing helper, logging hygiene, a real server."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -93,3 +105,225 @@ def _pristine_matcher_logging() -> Iterator[None]:
     reset_matcher_logging()
     yield
     reset_matcher_logging()
+
+
+# --------------------------------------------------------------------------- a real server
+#
+# One ``matcher serve`` process per test session, started exactly as a user would: keys
+# made with ``matcher keys create --role ROLE --db PATH``, then ``matcher serve --db PATH
+# --host 127.0.0.1 --port PORT`` on a new store (which loads the sample city on its first
+# start), ready when ``GET /api/v1/health`` answers. Tests talk to it over real HTTP with
+# the standard library only, and never depend on which WSGI server ``matcher serve`` runs.
+
+ROLES = ("planner", "outreach", "admin")
+
+
+@dataclass
+class Reply:
+    """One HTTP answer: status, headers (case-insensitive), body bytes."""
+
+    status: int
+    headers: Message
+    body: bytes
+
+    @property
+    def mimetype(self) -> str:
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def http_call(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    *,
+    key: str | None = None,
+    json_body: Any = None,
+    body: bytes | str | None = None,
+    content_type: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """Send one request on ``conn`` (kept open for the next one) and read the whole answer."""
+    sent = dict(headers or {})
+    if key is not None:
+        sent["Authorization"] = f"Bearer {key}"
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        content_type = content_type or "application/json"
+    if isinstance(body, str):
+        body = body.encode()
+    if content_type is not None:
+        sent["Content-Type"] = content_type
+    conn.request(method, path, body=body, headers=sent)
+    resp = conn.getresponse()
+    return Reply(resp.status, resp.headers, resp.read())
+
+
+@dataclass
+class Served:
+    """A running ``matcher serve``: its base URL, an API key per role and helpers.
+
+    The server is shared by the whole session. A test that writes should use ids of its
+    own and undo its writes (or, like the browser tests, put the data back), and no test
+    may assume which plan is in force when it starts.
+    """
+
+    url: str  #: e.g. ``http://127.0.0.1:41234`` (no trailing slash)
+    keys: dict[str, str]
+    db: Path
+    log: Path
+    tile_prefix: str  #: the tile server of ``MATCHER_TILE_URL``: nothing listens there
+    host: str = "127.0.0.1"
+    port: int = 0
+    startup_s: float = 0.0  #: seconds from the first key to a healthy server
+
+    def connect(self, timeout: float = 60) -> http.client.HTTPConnection:
+        """A new connection of its own (one per thread in the concurrency tests)."""
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Reply:
+        """One request on a new connection; see :func:`http_call`."""
+        conn = self.connect()
+        try:
+            return http_call(conn, method, path, **kwargs)
+        finally:
+            conn.close()
+
+    def wait_plan(self, location: str, key: str, timeout: float = 180) -> dict[str, Any]:
+        """Poll a plan until it is done or failed (bounded); return its record."""
+        deadline = time.monotonic() + timeout
+        conn = self.connect()
+        try:
+            while time.monotonic() < deadline:
+                r = http_call(conn, "GET", location, key=key)
+                assert r.status == 200, r.text
+                rec = r.json()
+                if rec["status"] in ("done", "failed"):
+                    return rec
+                time.sleep(0.1)
+        finally:
+            conn.close()
+        raise AssertionError(f"plan {location} did not finish within {timeout:g} s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _matcher_command() -> str:
+    """The installed ``matcher`` console script of this interpreter's environment."""
+    exe = shutil.which("matcher", path=str(Path(sys.executable).parent))
+    if exe is None:  # pragma: no cover - the package is always installed in .venv
+        raise AssertionError(f"no 'matcher' command next to {sys.executable}: pip install -e .")
+    return exe
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the server gets SIGTERM if the test process dies without its teardown."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
+    """Terminate the server (its process group: workers too), kill it after ``grace`` s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace)
+    try:  # anything the server started in its own session (e.g. worker processes)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def start_server(
+    directory: Path, *, env: dict[str, str] | None = None, timeout: float = 300
+) -> tuple[Served, subprocess.Popen[bytes]]:
+    """Make one key per role with the CLI, start ``matcher serve`` and wait for health."""
+    exe, db = _matcher_command(), directory / "store.db"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MATCHER_")}
+    environ |= {"PYTHONUNBUFFERED": "1"} | (env or {})
+
+    def create_key(role: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [exe, "keys", "create", "--role", role, "--db", str(db)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=directory,
+            env=environ,
+        )
+
+    def key_of(role: str, proc: subprocess.Popen[str]) -> str:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"matcher keys create --role {role}: {err}"
+        return out.strip().splitlines()[-1]
+
+    keys = {"planner": key_of("planner", create_key("planner"))}  # makes the store
+    # the other keys are made while the server starts (short writes; the store queues them)
+    others = {role: create_key(role) for role in ROLES if role not in keys}
+    tile_prefix = f"http://127.0.0.1:{free_port()}/tiles/"
+    environ["MATCHER_TILE_URL"] = tile_prefix + "{z}/{x}/{y}.png"
+    log = directory / "server.log"
+    try:
+        for _attempt in range(3):  # a free port may be taken before the server binds it
+            port = free_port()
+            with open(log, "ab") as out:
+                proc = subprocess.Popen(
+                    [exe, "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port)],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=directory,  # plans' models go to ./models here
+                    env=environ,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
+            served = Served(f"http://127.0.0.1:{port}", keys, db, log, tile_prefix, port=port)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    r = served.call("GET", "/api/v1/health")
+                    if r.status == 200 and r.json()["status"] == "ok":
+                        try:
+                            keys |= {role: key_of(role, p) for role, p in others.items()}
+                        except BaseException:
+                            _stop(proc)
+                            raise
+                        return served, proc
+                except OSError:
+                    pass
+                time.sleep(0.2)
+            _stop(proc)
+            if proc.returncode is not None and "address" in log.read_text().lower():
+                continue  # the port was taken: try another one
+            break
+    finally:
+        for p in others.values():
+            if p.poll() is None:
+                p.communicate(timeout=120)
+    raise AssertionError(f"matcher serve did not answer /api/v1/health:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One ``matcher serve`` on a new store (the sample city) for the whole session."""
+    started = time.monotonic()
+    srv, proc = start_server(tmp_path_factory.mktemp("served"))
+    srv.startup_s = time.monotonic() - started
+    try:
+        yield srv
+    finally:
+        _stop(proc)

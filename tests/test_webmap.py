@@ -1,18 +1,21 @@
 """The planner map page at ``/``: its JSON routes, and the page in a real headless browser.
 
-The browser tests run Debian's ``chromium`` (``.ci/run`` installs it when it is missing and
-CI runs as root) driven by Playwright's Python package, against the real app under waitress
-in a subprocess, on a small slice of the sample city (3 community areas: 431 needs, 276
-partners; a plan takes about a second). They skip, saying why, when Playwright or a system
-chromium is missing. Screenshots go to the test's tmp path and to ``out/webmap/``.
+The JSON routes run in process (Flask's test client) on a small slice of the sample city (3
+community areas: 431 needs, 276 partners). The browser tests run Debian's ``chromium``
+(``.ci/run`` installs it when it is missing and CI runs as root) driven by Playwright's
+Python package, against the session's ``matcher serve`` (the ``served`` fixture of
+``conftest.py``: the installed command in its own process), with the same slice imported
+through the server's own import API (and the sample city imported back afterwards). They
+skip, saying why, when Playwright or a system chromium is missing. Screenshots go to the
+test's tmp path and to ``out/webmap/``.
 
-Tiles: the app's ``TILE_URL`` points at a closed port on loopback, so base-map tiles cannot
-be reached (the tests run offline). In that case Chromium itself logs one console error
-"Failed to load resource" per tile request that failed; no page can prevent that. The
-offline test tolerates exactly those (text and URL both checked) and nothing else; the page
-stops asking for tiles after the first failure and says the base map is unavailable. The
-other browser tests serve the tiles from Playwright (a 1-pixel PNG) and allow no console
-error at all.
+Tiles: the server's ``MATCHER_TILE_URL`` points at a closed port on loopback, so base-map
+tiles cannot be reached (the tests run offline). In that case Chromium itself logs one
+console error "Failed to load resource" per tile request that failed; no page can prevent
+that. The offline test tolerates exactly those (text and URL both checked) and nothing
+else; the page stops asking for tiles after the first failure and says the base map is
+unavailable. The other browser tests serve the tiles from Playwright (a 1-pixel PNG) and
+allow no console error at all.
 """
 
 from __future__ import annotations
@@ -20,12 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -38,6 +36,8 @@ import matcher
 from api import create_app
 from matcher.output import coarsen
 from matcher.store import open_store
+
+from .conftest import Served
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -275,81 +275,30 @@ def _chromium() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-SERVER = """
-import sys, waitress
-from api import create_app
-app = create_app({"DB": sys.argv[1], "MODELS_DIR": sys.argv[2], "TILE_URL": sys.argv[3]})
-server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4, ident="matcher")
-print(server.effective_port, flush=True)
-server.run()
-"""
-
-
 class Server:
-    """The app under waitress in a subprocess, on a free port, with the slice and one plan."""
+    """The session's ``matcher serve`` (the ``served`` fixture), as the browser tests use it."""
 
-    def __init__(self, tmp: Path, paths: dict[str, Path]) -> None:
-        self.tmp = tmp
-        self.keys = load_store(tmp / "store.db", paths)
-        self.tile_prefix = f"http://127.0.0.1:{_free_port()}/tiles/"  # nothing listens there
-        self.log = open(tmp / "server.log", "wb")  # closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                SERVER,
-                str(tmp / "store.db"),
-                str(tmp / "models"),
-                self.tile_prefix + "{z}/{x}/{y}.png",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            cwd=ROOT,
-        )
-        line = self.proc.stdout.readline().decode().strip()
-        if not line.isdigit():
-            self.stop()
-            raise AssertionError("the server did not start: " + (tmp / "server.log").read_text())
-        self.url = f"http://127.0.0.1:{int(line)}/"
+    def __init__(self, served: Served) -> None:
+        self.served = served
+        self.url = served.url + "/"
+        self.keys = served.keys
+        self.tile_prefix = served.tile_prefix  # MATCHER_TILE_URL: nothing listens there
+        self.first_plan = ""
 
     def request(self, path: str, key: str, data: dict | None = None) -> dict:
-        req = urllib.request.Request(
-            self.url + path.lstrip("/"),
-            data=None if data is None else json.dumps(data).encode(),
-            headers=auth(key) | ({"Content-Type": "application/json"} if data else {}),
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read())
+        method = "GET" if data is None else "POST"
+        r = self.served.call(method, "/" + path.lstrip("/"), key=key, json_body=data)
+        assert r.status < 300, (method, path, r.status, r.text)
+        return r.json()
 
     def plan(self, **params) -> str:
-        plan_id = self.request("api/v1/plans", self.keys["planner"], params)["plan_id"]
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            rec = self.request(f"api/v1/plans/{plan_id}", self.keys["planner"])
-            if rec["status"] in ("done", "failed"):
-                assert rec["status"] == "done", rec
-                return plan_id
-            time.sleep(0.1)
-        raise AssertionError("the plan did not finish")
+        started = self.request("api/v1/plans", self.keys["planner"], params)
+        rec = self.served.wait_plan(f"/api/v1/plans/{started['plan_id']}", self.keys["planner"])
+        assert rec["status"] == "done", rec
+        return rec["plan_id"]
 
     def plan_map(self, plan_id: str) -> dict:
         return self.request(f"api/v1/plans/{plan_id}/map", self.keys["outreach"])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -357,14 +306,45 @@ def chromium_path():
     return _chromium()
 
 
+def import_city(served: Served, paths: dict[str, Path]) -> None:
+    """Replace the server's partners, needs and neighborhoods through its import API.
+
+    With the admin key: the partners files hold volunteers' exact points and contacts.
+    """
+    for kind in ("partners", "needs", "neighborhoods"):
+        path = paths[kind]
+        r = served.call(
+            "POST",
+            f"/api/v1/imports/{kind}",
+            key=served.keys["admin"],
+            body=path.read_bytes(),
+            content_type="text/csv" if path.suffix == ".csv" else "application/geo+json",
+        )
+        assert r.status == 201, (kind, r.status, r.text)
+
+
 @pytest.fixture(scope="module")
-def server(chromium_path, tmp_path_factory, slice_paths):
-    srv = Server(tmp_path_factory.mktemp("webmap-server"), slice_paths)
+def server(chromium_path, served, slice_paths):
+    """The shared server on the slice (imported over HTTP), with a plain plan in force.
+
+    The slice keeps the browser's work small (the whole sample city is ~9,000 SVG shapes
+    and an 8 MB map, which roughly doubles these tests' time). Afterwards the sample city
+    is imported back, so the server's data is again what ``matcher serve`` loaded.
+    """
+    import_city(served, slice_paths)
     try:
+        srv = Server(served)
         srv.first_plan = srv.plan(objective="default")
         yield srv
     finally:
-        srv.stop()
+        import_city(
+            served,
+            {
+                "partners": SAMPLE / "partners.csv",
+                "needs": SAMPLE / "needs.csv",
+                "neighborhoods": SAMPLE / "neighborhoods.geojson",
+            },
+        )
 
 
 @pytest.fixture(scope="module")
@@ -497,7 +477,8 @@ def test_map_shows_every_layer_offline_and_explains_a_cluster(browser, server, t
         # tiles cannot be reached: the page says so and still draws every layer
         page.wait_for_selector("#base-status:not([hidden])")
         assert "unavailable" in page.inner_text("#base-status")
-        assert expected["gaps"] == 3 and expected["recruit"] == 0
+        assert expected["gaps"] == expected["neighborhoods"] == len(HOODS)
+        assert expected["recruit"] == 0
         assert w.dom_counts() == on_map(expected)
         assert w.shown_counts() == expected
         assert page.locator('li[data-layer-item="gaps"]').is_visible()
@@ -630,14 +611,9 @@ def test_a_wrong_key_is_refused_without_script_errors(browser, server):
 
 
 def _wait_done(server: Server, plan_id: str) -> dict:
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        rec = server.request(f"api/v1/plans/{plan_id}", server.keys["planner"])
-        if rec["status"] in ("done", "failed"):
-            assert rec["status"] == "done", rec
-            return rec
-        time.sleep(0.1)
-    raise AssertionError("the plan did not finish")
+    rec = server.served.wait_plan(f"/api/v1/plans/{plan_id}", server.keys["planner"])
+    assert rec["status"] == "done", rec
+    return rec
 
 
 def _click_inside(w: Watched, geometry: dict) -> None:
@@ -678,7 +654,7 @@ def test_gaps_recruit_sites_floors_and_a_scenario(browser, server, tmp_path):
         assert rec["parameters"]["recruit"] == {"k": 2, "radius_km": 1.5, "capacity": None}
         collection = server.plan_map(plan_id)
         expected = layer_counts(collection)
-        assert expected["gaps"] == 3 and expected["recruit"] > 0
+        assert expected["gaps"] == len(HOODS) and expected["recruit"] > 0
         assert w.shown_counts() == expected
         assert w.dom_counts() == on_map(expected)
         assert page.locator("path.mm-recruit-radius").count() == expected["recruit"]
@@ -705,7 +681,7 @@ def test_gaps_recruit_sites_floors_and_a_scenario(browser, server, tmp_path):
         # the gap layer replaces the coverage layer; a click opens the gaps by category
         page.check('input[data-layer="gaps"]')
         got = w.dom_counts()
-        assert got["gaps"] == 3 and got["neighborhoods"] == 0
+        assert got["gaps"] == len(HOODS) and got["neighborhoods"] == 0
         assert page.locator("#gap-legend").is_visible()
         assert page.locator("#coverage-legend").is_hidden()
         gaps = [f for f in collection["features"] if f["properties"]["feature_type"] == "gap"]
