@@ -89,7 +89,7 @@ class MatchConfig:
     Traceback (most recent call last):
     ...
     matcher._errors.InputValidationError: 1 problem(s) in the input:
-      - field 'cluster_km', value '-1': must be a finite number > 0
+      - field 'cluster_km', value '-1': must be a finite number > 0 and <= 100
     """
 
     objective: Literal["default", "distance"] = "default"
