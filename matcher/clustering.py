@@ -338,7 +338,10 @@ class ClusterModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         arrays = directory / f"{name}.npz"
-        extra = {} if self.neighborhood is None else {"neighborhood": self.neighborhood}
+        # typed Any: unpacked into **kwds, whose keys numpy cannot tell from allow_pickle
+        extra: dict[str, Any] = (
+            {} if self.neighborhood is None else {"neighborhood": self.neighborhood}
+        )
         np.savez_compressed(
             arrays,
             lat=self.lat,

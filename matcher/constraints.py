@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeAlias
 
 import networkx as nx
 import numpy as np
@@ -42,6 +42,13 @@ __all__ = ["Constraints", "FlowArrays", "constrained_arrays", "solve_constrained
 logger = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int64]
+#: A node of the flow arrays: the ``cluster_node``/``partner_node`` names, ``UNMET`` and
+#: ``SINK`` (strings), or a side-constraint node: ``("share", partner_id, hood_id)``,
+#: ``("floor", hood_id)`` or ``("shortfall",)``.
+NodeName: TypeAlias = str | tuple[str, ...]
+#: A node of :func:`arrays_graph`: a :data:`NodeName`, or ``("arc", i)``, the middle node
+#: of arc ``i`` when it is parallel to an earlier arc.
+GraphNode: TypeAlias = NodeName | tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -96,8 +103,8 @@ class FlowArrays:
 
     Attributes
     ----------
-    names : tuple of str
-        Node names (networkx node labels).
+    names : tuple of NodeName
+        Node names (networkx node labels): strings and side-constraint tuples.
     tails, heads, capacity, cost : numpy.ndarray of int64
         Arcs; parallel arcs are allowed.
     supply : numpy.ndarray of int64
@@ -114,7 +121,7 @@ class FlowArrays:
         Cost of the locked units (not part of the arcs).
     """
 
-    names: tuple[Any, ...]
+    names: tuple[NodeName, ...]
     tails: IntArray
     heads: IntArray
     capacity: IntArray
@@ -175,7 +182,7 @@ def constrained_arrays(
     """
     nc, npart = model.demand.size, model.capacity.size
     pc, pp, w = model.pair_cluster, model.pair_partner, model.pair_weight
-    names = [cluster_node(c) for c in model.cluster_ids]
+    names: list[NodeName] = [cluster_node(c) for c in model.cluster_ids]
     names += [partner_node(p) for p in model.partner_ids]
     head = nc + pp
     share_tail = share_head = share_cap = np.zeros(0, dtype=np.int64)
@@ -299,7 +306,7 @@ def arrays_graph(arrays: FlowArrays, costs: IntArray | None = None) -> nx.DiGrap
     return g
 
 
-def _graph_flows(arrays: FlowArrays, flow: dict[str, dict[str, int]]) -> IntArray:
+def _graph_flows(arrays: FlowArrays, flow: dict[GraphNode, dict[GraphNode, int]]) -> IntArray:
     names = arrays.names
     seen: set[tuple[int, int]] = set()
     out = np.zeros(arrays.tails.size, dtype=np.int64)

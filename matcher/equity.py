@@ -98,7 +98,7 @@ def neighborhood_table(
         values = pd.to_numeric(frame["min_coverage"], errors="coerce")
         given = frame["min_coverage"].notna()
         bad = given & ~values.between(0, 1)
-        for pos in np.flatnonzero(bad.to_numpy()):
+        for pos in np.flatnonzero(bad.to_numpy()).tolist():
             problems.append(
                 Problem(
                     label,
@@ -123,7 +123,7 @@ def neighborhood_table(
         else:
             values = pd.to_numeric(frame[col], errors="coerce")
             bad = frame[col].notna() & ~np.isfinite(values)
-            for pos in np.flatnonzero(bad.to_numpy()):
+            for pos in np.flatnonzero(bad.to_numpy()).tolist():
                 problems.append(
                     Problem(label, row(pos), col, frame[col].iloc[pos], "must be a finite number")
                 )

@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from operator import methodcaller
-from typing import Any, Literal
+from typing import Any, Literal, SupportsIndex
 
 import networkx as nx
 import numpy as np
@@ -173,7 +173,7 @@ class _EdgeView:
     ) -> None:
         self._nodes, self._tails, self._heads, self._data = nodes, tails, heads, data
 
-    def __getitem__(self, i: int) -> tuple[Any, Any, dict[str, Any]]:
+    def __getitem__(self, i: SupportsIndex) -> tuple[Any, Any, dict[str, Any]]:
         return self._nodes[self._tails[i]], self._nodes[self._heads[i]], self._data[i]
 
 
@@ -248,6 +248,8 @@ def network_simplex(
     nodes = list(G)
     index = {u: i for i, u in enumerate(nodes)}
     demands = [d for _, d in G.nodes(data=demand, default=0)]
+    # (u, v, key, data) of each edge of a multigraph; (u, v, data), built lazily, otherwise
+    all_edges: list[tuple[Any, ...]] | _EdgeView
     if multigraph:
         all_edges = list(G.edges(data=True, keys=True))
         data = [e[-1] for e in all_edges]
