@@ -425,6 +425,13 @@ def solve_arrays(
         raise InfeasibleMatchError(f"the flow model is infeasible: {exc}") from exc
     if solved is None:
         raise MatcherError("the flow model's numbers exceed the solver's int64 range")
+    total, flows = solved
+    # an engine may saturate a cost that overflows int64: check the cost of the flows
+    if abs(float(np.dot(flows.astype(np.float64), cost.astype(np.float64)))) >= 2.0**62:
+        nz = np.flatnonzero(flows)
+        exact = sum(int(f) * int(c) for f, c in zip(flows[nz].tolist(), cost[nz].tolist()))
+        if exact != total:
+            raise MatcherError("the flow model's numbers exceed the solver's int64 range")
     return solved
 
 

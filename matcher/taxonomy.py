@@ -79,6 +79,29 @@ def _normalise(name: str) -> str:
     return _NORMALISE.sub("_", str(name).strip().lower())
 
 
+_CODE = re.compile(r"[a-z0-9_]+")
+
+
+def _check_codes(codes: list[tuple[int | None, str | None]], file: str) -> None:
+    """Report every bad or repeated code of a taxonomy file, with its row (CSV line)."""
+    problems, first = [], {}
+    for row, raw in codes:
+        code = _normalise(raw or "")
+        if not code or not _CODE.fullmatch(code):
+            problems.append(
+                Problem(file, row, "code", raw,
+                        "codes are letters, digits and '_' (spaces and '-' become '_'); "
+                        "';' separates a partner's categories")
+            )  # fmt: skip
+        elif code in first:
+            where = f"row {first[code]}" if first[code] is not None else "an earlier entry"
+            problems.append(Problem(file, row, "code", raw, f"duplicate code; first at {where}"))
+        else:
+            first[code] = row
+    if problems:
+        raise InputValidationError(problems)
+
+
 @dataclass(frozen=True)
 class Taxonomy:
     """An immutable set of category codes with aliases.
@@ -190,6 +213,11 @@ class Taxonomy:
         if path.suffix.lower() == ".json":
             try:
                 raw = json.loads(text)
+                if not isinstance(raw.get("codes"), list) or not all(
+                    isinstance(c, str) for c in raw["codes"]
+                ):
+                    raise TypeError("'codes' must be a list of strings")
+                _check_codes([(None, c) for c in raw["codes"]], str(path))
                 codes = tuple(_normalise(c) for c in raw["codes"])
                 aliases = {str(k): _normalise(v) for k, v in raw.get("aliases", {}).items()}
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -213,6 +241,7 @@ class Taxonomy:
             raise InputValidationError(
                 [Problem(str(path), None, "code", None, "a taxonomy CSV needs a 'code' column")]
             )
+        _check_codes([(line, row["code"]) for line, row in enumerate(rows, start=2)], str(path))
         codes_list: list[str] = []
         alias_map: dict[str, str] = {}
         for row in rows:

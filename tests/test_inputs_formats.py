@@ -234,17 +234,17 @@ def test_missing_taxonomy_file_exits_2(civic: tuple[Path, Path], tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
-def test_taxonomy_problems_without_a_location_still_exit_2(
+def test_taxonomy_problems_name_file_row_and_field(
     civic: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """What is reported today for duplicates, bad codes and bad aliases (no file, no row)."""
+    """Duplicates, bad codes and bad aliases exit 2 naming where they are."""
     needs, partners = civic
     cases = {
         "dup.csv": (
             "code\ngraffiti\nstreet_repair\ngraffiti\n",
-            "field 'code', value 'graffiti': duplicate code",
+            "row 4, field 'code', value 'graffiti': duplicate code; first at row 2",
         ),
-        "blank.csv": ('code\ngraffiti\n""\n', "field 'code', value '': codes must be non-empty"),
+        "blank.csv": ('code\ngraffiti\n""\n', "row 3, field 'code', value '': codes are letters"),
         "alias.json": (
             '{"codes": ["graffiti"], "aliases": {"x": "nope"}}',
             "field 'alias', value 'x': maps to unknown code 'nope'",
@@ -260,11 +260,6 @@ def test_taxonomy_problems_without_a_location_still_exit_2(
         assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Taxonomy.__post_init__ reports a duplicate code without the file and row "
-    "(Problem(None, None, 'code', ...)): 'field 'code', value 'graffiti': duplicate code'",
-)
 def test_duplicate_taxonomy_code_names_file_and_row(
     civic: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -277,11 +272,6 @@ def test_duplicate_taxonomy_code_names_file_and_row(
     assert f"{taxonomy}, row 4, field 'code', value 'graffiti': duplicate code" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a JSON taxonomy whose 'codes' is a string is split into characters and "
-    "reported as duplicate codes 'f', 'i' (no file named), not as 'codes must be a list'",
-)
 def test_json_taxonomy_codes_must_be_a_list(civic: tuple[Path, Path], tmp_path: Path) -> None:
     needs, partners = civic
     taxonomy = write_input(tmp_path, "t.json", '{"codes": "graffiti"}')
@@ -293,11 +283,6 @@ def test_json_taxonomy_codes_must_be_a_list(civic: tuple[Path, Path], tmp_path: 
     assert "duplicate code" not in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a taxonomy code with ';' (the separator of a partner's categories) or other "
-    "non-snake_case characters is accepted, so no partner can ever offer it",
-)
 def test_taxonomy_code_with_a_separator_is_rejected(
     civic: tuple[Path, Path], tmp_path: Path
 ) -> None:

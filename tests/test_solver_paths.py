@@ -263,12 +263,6 @@ def test_solve_arrays_infeasible_and_out_of_range() -> None:
         solve_arrays(*arrays(2**52, n_nodes=1500))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="solve_arrays returns OR-Tools' saturated optimal_cost (2**63 - 1) when the "
-    "optimum (here 2**63) overflows int64, instead of raising MatcherError "
-    "('the numbers exceed the solver's int64 range')",
-)
 def test_solve_arrays_never_returns_an_overflowed_cost() -> None:
     # LEMON declines (its bound is 2**62), OR-Tools "solves": the true cost is 2**50 x 2**13
     try:
