@@ -1,37 +1,237 @@
-"""An independent oracle for plans: brute-force eligibility and scipy's HiGHS LP.
+"""An independent oracle for plans: brute-force geometry, DBSCAN and scipy's HiGHS LP.
 
-Nothing here imports matcher's candidate, cost, graph or solver code: distances
-are recomputed with the math module and the optimum comes from linear programs
-solved lexicographically (serve most, then severity, then cost).
+Nothing here imports matcher (not even its geometry): distances are recomputed
+from the haversine formula written out below, clustering is checked against a
+brute-force DBSCAN, the privacy grid is written out from its documented definition,
+and the optimum comes from linear programs solved lexicographically (serve most,
+then severity, then cost).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 from scipy.optimize import linprog
 from scipy.sparse import lil_matrix
 
+#: Mean Earth radius (IUGG), km: the R of the contract (README, "Eligibility").
 R = 6371.0088
+
+#: Tolerance of "distance <= radius": a distance counts as within a radius ``r`` when
+#: it is at most ``r * (1 + RADIUS_RTOL)``. Two correct haversine implementations can
+#: differ by a few ulps (numpy's SIMD and scalar sin/cos differ), so a pair placed
+#: exactly at the radius must be decided the same way by both; 1e-12 is below a
+#: micrometre at 1,000 km. Test data never places a pair in (r, r * (1 + 1e-12)]
+#: other than exactly at r.
+RADIUS_RTOL = 1e-12
+
+#: Tolerance of DBSCAN's "distance <= eps" for the clustering oracle. Needs are
+#: given in degrees, so a pair "exactly" ``cluster_km`` apart is only exact to about
+#: 1e-12 of eps (the spacing of doubles near a latitude of 45 degrees is ~0.4 nm);
+#: the oracle counts such a pair as neighbours (``<=``, as for the radius) and
+#: decides every pair outside this band exactly. 1e-9 of 0.5 km is 0.5 micrometre.
+EPS_RTOL = 1e-9
 
 
 def gc_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in km (haversine, R = 6371.0088 km), with the math module."""
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * R * math.asin(math.sqrt(min(1.0, max(0.0, h))))
 
 
+def gc_km_array(lat1, lon1, lat2, lon2) -> np.ndarray:
+    """:func:`gc_km` for numpy arrays (broadcasting), written out independently of matcher."""
+    p1 = np.asarray(lat1, dtype=np.float64) * (math.pi / 180.0)
+    p2 = np.asarray(lat2, dtype=np.float64) * (math.pi / 180.0)
+    dl = (np.asarray(lon2, dtype=np.float64) - np.asarray(lon1, dtype=np.float64)) * (
+        math.pi / 180.0
+    )
+    h = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * R * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+
+
+def in_radius(distance_km, radius_km, rtol: float = RADIUS_RTOL) -> np.ndarray:
+    """Whether ``distance_km <= radius_km`` up to the explicit tolerance ``rtol``."""
+    return np.asarray(distance_km) <= np.asarray(radius_km) * (1.0 + rtol)
+
+
+def destination(lat: float, lon: float, bearing_deg: float, km: float) -> tuple[float, float]:
+    """The point ``km`` along the great circle from (lat, lon) at an initial bearing."""
+    p1, l1, b = math.radians(lat), math.radians(lon), math.radians(bearing_deg)
+    d = km / R
+    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(b))
+    l2 = l1 + math.atan2(
+        math.sin(b) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2)
+    )
+    return math.degrees(p2), (math.degrees(l2) + 540.0) % 360.0 - 180.0
+
+
+def unit_vectors(lat, lon) -> np.ndarray:
+    """(n, 3) unit vectors of points in degrees."""
+    p = np.radians(np.asarray(lat, dtype=np.float64))
+    lm = np.radians(np.asarray(lon, dtype=np.float64))
+    return np.column_stack([np.cos(p) * np.cos(lm), np.cos(p) * np.sin(lm), np.sin(p)])
+
+
+def weighted_centroid(lat, lon, weight) -> tuple[float, float]:
+    """The contract's centroid: the direction of the weighted sum of unit vectors."""
+    v = (unit_vectors(lat, lon) * np.asarray(weight, dtype=np.float64)[:, None]).sum(axis=0)
+    return (
+        math.degrees(math.atan2(v[2], math.hypot(v[0], v[1]))),
+        math.degrees(math.atan2(v[1], v[0])),
+    )
+
+
+def group_radius_km(lat, lon, weight) -> float:
+    """Largest great-circle distance of a group's points from its weighted centroid."""
+    clat, clon = weighted_centroid(lat, lon, weight)
+    return float(gc_km_array(clat, clon, np.asarray(lat), np.asarray(lon)).max())
+
+
+# ---------------------------------------------------------------------------------------
+# the volunteers' privacy grid
+# ---------------------------------------------------------------------------------------
+
+
+def coarsen_grid(lat: float, lon: float, km: float = 0.5) -> tuple[float, float]:
+    """Expected grid point of a volunteer, from the documented rule (``matcher.privacy``).
+
+    "Snap points to the centre of a ~km grid cell. The latitude step is km of arc; the
+    longitude step is widened by 1/cos(lat) of the cell's latitude band so cells stay
+    about km wide, capped near poles." Latitude cells are counted from the equator,
+    longitude cells from -180; the cap keeps cos(lat) at least 0.01. Coordinates are
+    given to 6 decimals (compare with a tolerance of 1e-6 degrees).
+    """
+    step = km / (2 * math.pi * R / 360.0)  # degrees of arc in km
+    row = math.floor(lat / step)
+    clat = min(90.0, max(-90.0, (row + 0.5) * step))
+    lon_step = step / max(math.cos(math.radians(clat)), 0.01)
+    col = math.floor((lon + 180.0) / lon_step)
+    clon = min(180.0, max(-180.0, (col + 0.5) * lon_step - 180.0))
+    return clat, clon
+
+
+# ---------------------------------------------------------------------------------------
+# DBSCAN by brute force
+# ---------------------------------------------------------------------------------------
+
+
+class Dbscan:
+    """Brute-force DBSCAN on great-circle distances (eps in km, ``min_samples``).
+
+    Points of different ``groups`` (category, or category and neighborhood) are never
+    neighbours. A point's neighbours are the points within ``eps`` of it (itself
+    included, distance ``<= eps`` up to :data:`EPS_RTOL`); a core point has at least
+    ``min_samples`` of them. Core points that are neighbours are density-connected:
+    the connected components of that relation are the clusters' cores. A non-core
+    point within eps of a core point is a border point and may join the cluster of
+    any of those core points (DBSCAN leaves the choice open); every other point is
+    noise.
+
+    Attributes
+    ----------
+    neighbours : (n, n) bool array
+    core : (n,) bool array
+    component : (n,) int array, the component of each core point (-1 otherwise)
+    options : list of frozenset, the components each point may belong to (one for a
+        core point, one or more for a border point, none for noise)
+    """
+
+    def __init__(
+        self,
+        lat: Sequence[float],
+        lon: Sequence[float],
+        groups: Sequence[Hashable],
+        eps_km: float,
+        min_samples: int,
+    ) -> None:
+        lat = np.asarray(lat, dtype=np.float64)
+        lon = np.asarray(lon, dtype=np.float64)
+        n = lat.size
+        d = gc_km_array(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
+        same = np.array(
+            [[groups[i] == groups[j] for j in range(n)] for i in range(n)], dtype=bool
+        ).reshape(n, n)
+        self.distance = d
+        self.neighbours = (d <= eps_km * (1.0 + EPS_RTOL)) & same
+        self.core = self.neighbours.sum(axis=1) >= min_samples
+        self.component = np.full(n, -1, dtype=np.int64)
+        label = 0
+        for start in range(n):
+            if not self.core[start] or self.component[start] >= 0:
+                continue
+            stack = [start]
+            self.component[start] = label
+            while stack:
+                i = stack.pop()
+                for j in np.flatnonzero(self.neighbours[i] & self.core):
+                    if self.component[j] < 0:
+                        self.component[j] = label
+                        stack.append(int(j))
+            label += 1
+        self.n_components = label
+        self.options = [
+            frozenset([int(self.component[i])])
+            if self.core[i]
+            else frozenset(int(c) for c in self.component[self.neighbours[i] & self.core])
+            for i in range(n)
+        ]
+
+    @property
+    def noise(self) -> np.ndarray:
+        return np.array([not o for o in self.options], dtype=bool)
+
+
+# ---------------------------------------------------------------------------------------
+# the cost of a plan, recomputed from its assignment rows
+# ---------------------------------------------------------------------------------------
+
+
+def assignment_cost_m(assignments, clusters, partners, quantum: float) -> int:
+    """The contract's objective of a plan's rows: sum of quanta x integer metres per unit.
+
+    A row's ``cost`` is its units x its cost per unit, the cost per unit being whole
+    metres (the contract scales km to integer metres, ``round(1000 * km)``), so the
+    metres per unit of a row are ``round(1000 * cost / units)``. Each row is checked
+    against a distance recomputed here (partner point to cluster centroid, with
+    :func:`gc_km`): ``distance_km`` to 1e-6 km (rows carry 6 decimals), and the metres
+    per unit to ``1000 * (km + language_km)`` within the 0.5 m of rounding (+1e-6).
+    Units are counted in quanta, ``round(units / quantum)``, exact to 1e-9. The result
+    is on the same integer scale as the oracle LPs' objective.
+    """
+    cl = clusters.set_index("cluster_id")
+    pt = partners.set_index("partner_id")
+    total = 0
+    for a in assignments.itertuples(index=False):
+        c, p = cl.loc[a.cluster_id], pt.loc[a.partner_id]
+        km = gc_km(float(p["lat"]), float(p["lon"]), c["centroid_lat"], c["centroid_lon"])
+        assert abs(km - a.distance_km) <= 1e-6, (a.cluster_id, a.partner_id, km, a.distance_km)
+        lang = float(getattr(a, "language_km", 0.0) or 0.0)
+        q = a.units / quantum
+        assert a.units > 0 and abs(q - round(q)) <= 1e-9, a.units
+        metres = round(1000 * a.cost / a.units)
+        assert abs(1000 * a.cost / a.units - metres) <= 1e-6, (a, "not whole metres per unit")
+        assert abs(metres - 1000 * (km + lang)) <= 0.5 + 1e-6, (a, km, lang)
+        total += round(q) * metres
+    return int(total)
+
+
 def eligible_pairs(clusters, partners) -> list[tuple[str, str, float]]:
-    """Every (cluster_id, partner_id, km) with the category offered and km <= radius."""
+    """Every (cluster_id, partner_id, km) with the category offered and km <= radius.
+
+    "km <= radius" is :func:`in_radius`, with its explicit tolerance RADIUS_RTOL.
+    """
     out = []
     for c in clusters.itertuples(index=False):
         for p in partners.itertuples(index=False):
             if c.category not in str(p.categories).split(";"):
                 continue
             d = gc_km(p.lat, p.lon, c.centroid_lat, c.centroid_lon)
-            if d <= p.radius_km:
+            if in_radius(d, p.radius_km):
                 out.append((c.cluster_id, p.partner_id, d))
     return out
 

@@ -587,17 +587,60 @@ def test_library_reports_every_missing_column(tmp_path: Path, write: Callable[..
     )
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read any file")
+@pytest.mark.skipif(os.name != "posix", reason="file modes and user ids are POSIX")
 def test_unreadable_file(tmp_path: Path, write: Callable[..., Path], tiny_needs: str) -> None:
-    path = write(tmp_path, "needs.csv", tiny_needs)
-    path.chmod(0)
-    try:
-        with pytest.raises(InputValidationError) as info:
-            matcher.read_needs(path)
-        (p,) = info.value.problems
-        assert file_name(p) == "needs.csv" and "cannot read" in p.reason
-    finally:
-        path.chmod(0o644)
+    """A file that exists but may not be opened: one problem, "cannot read", no crash.
+
+    Root reads any file whatever its mode, so as root (CI) the read runs in a child
+    process that drops to the user and group ids of ``nobody`` (65534) with os.setuid
+    before reading (after a read of a readable copy, so that every module it needs is
+    already imported); otherwise it runs in this process.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    # a directory anyone may enter (pytest's tmp_path is under a 0700 directory)
+    with tempfile.TemporaryDirectory(prefix="matcher-unreadable-") as tmp:
+        shared = Path(tmp)
+        shared.chmod(0o755)
+        path = write(shared, "needs.csv", tiny_needs)
+        readable = write(shared, "readable.csv", tiny_needs)
+        path.chmod(0)
+        try:
+            if os.geteuid() != 0:
+                with pytest.raises(InputValidationError) as info:
+                    matcher.read_needs(path)
+                problems = [(p.file, p.row, p.field, p.reason) for p in info.value.problems]
+            else:
+                code = (
+                    "import json, os, sys, matcher\n"
+                    "matcher.read_needs(sys.argv[2])\n"
+                    "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+                    "assert os.geteuid() == 65534\n"
+                    "try:\n"
+                    "    matcher.read_needs(sys.argv[1])\n"
+                    "except matcher.InputValidationError as e:\n"
+                    "    print(json.dumps([(p.file, p.row, p.field, p.reason)"
+                    " for p in e.problems]))\n"
+                    "else:\n"
+                    "    print('read')\n"
+                )
+                env = {**os.environ}
+                env["PYTHONPATH"] = str(Path(matcher.__file__).resolve().parents[1])
+                run = subprocess.run(
+                    [sys.executable, "-c", code, str(path), str(readable)],
+                    capture_output=True, text=True, timeout=120, env=env, cwd=shared,
+                )  # fmt: skip
+                assert run.returncode == 0, run.stderr[-2000:]
+                assert run.stdout.strip() != "read", "the child could read a mode-0 file"
+                problems = [tuple(p) for p in json.loads(run.stdout)]
+        finally:
+            path.chmod(0o644)
+    assert len(problems) == 1, problems
+    file, row, field, reason = problems[0]
+    assert Path(file).name == "needs.csv" and row is None and field is None
+    assert "cannot read" in reason and "permission denied" in reason.lower()
 
 
 # ---------------------------------------------------------------------------------------

@@ -266,18 +266,26 @@ def test_skip_invalid_library(tmp_path: Path, write: Callable[..., Path]) -> Non
 def test_skip_invalid_when_every_row_is_bad(
     tmp_path: Path, write: Callable[..., Path], tiny_partners: str
 ) -> None:
-    """Nothing left to plan: either an empty plan with the rejects, or exit 2; never a crash."""
+    """Nothing left to plan: `--skip-invalid` plans the valid rows (none), so the result is
+    an empty plan with exit 0 and the rejected row in rejects_needs.csv (README, CLI)."""
     needs = write(tmp_path, "needs.csv", NEEDS_HEADER + "n1,food_acess,41.88,-87.63,1,3\n")
     partners = write(tmp_path, "partners.csv", tiny_partners)
     out = tmp_path / "out"
     result = plan_cli(needs, partners, out, tmp_path / "models", "--skip-invalid")
-    assert_clean_exit(result, result.exit_code)
-    assert result.exit_code in (0, 2)
-    if result.exit_code == 0:
-        assert [r["need_id"] for r in read_csv(out / "rejects_needs.csv")] == ["n1"]
-    else:
-        assert "needs.csv" in result.stderr
-        assert not out.exists() or not any(out.iterdir())
+    assert_clean_exit(result, 0)
+    assert "skipped 1 invalid row(s)" in result.stderr
+    rejects = read_csv(out / "rejects_needs.csv")
+    assert [(r["row"], r["need_id"]) for r in rejects] == [("2", "n1")]
+    assert "category" in rejects[0]["problems"] and "food_access" in rejects[0]["problems"]
+    assert not (out / "rejects_partners.csv").exists()
+    for f in CONTRACT_FILES:
+        assert (out / f).is_file(), f
+    assert read_csv(out / "need_clusters.csv") == []
+    assert read_csv(out / "assignments.csv") == []
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["rejected_rows"] == {"needs": 1}
+    assert summary["metrics"]["units"]["demand"] == 0
+    assert summary["metrics"]["counts"]["needs"] == 0
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from matcher import MatchConfig, plan
 
-from .oracle import eligible_pairs, gc_km, lexicographic_optimum
+from .oracle import assignment_cost_m, eligible_pairs, gc_km, lexicographic_optimum
 
 CATS = ["food_access", "youth_engagement", "elderly_support"]
 # city-scale boxes: mid-latitude, across the antimeridian, and near the pole
@@ -142,9 +142,12 @@ def test_distance_objective_matches_lp_oracle(inst):
     check_invariants(p, needs, partners)
     opt = lexicographic_optimum(p.clusters, partners, cfg.quantum, severity=False)
     assert {(c, q) for c, q, _ in opt["pairs"]} == check_invariants(p, needs, partners)
-    served_q = round(p.metrics["units"]["served"] / cfg.quantum)
+    # units served and their cost, both from the returned rows (distances recomputed,
+    # integer metres per quantum: see oracle.assignment_cost_m)
+    served_q = round(p.assignments["units"].sum() / cfg.quantum)
     assert served_q == opt["served"]
-    assert p.solver["assignment_cost_scaled"] == round(opt["cost"])
+    assert round(p.metrics["units"]["served"] / cfg.quantum) == served_q
+    assert assignment_cost_m(p.assignments, p.clusters, partners, cfg.quantum) == round(opt["cost"])
     # the networkx graph + network simplex gives the same optimum as the array path
     q = plan(
         needs,
@@ -152,7 +155,8 @@ def test_distance_objective_matches_lp_oracle(inst):
         config=MatchConfig(objective="distance", cluster_km=cluster_km, solver="networkx"),
     )
     assert q.solver["objective_scaled"] == p.solver["objective_scaled"]
-    assert q.solver["assignment_cost_scaled"] == p.solver["assignment_cost_scaled"]
+    assert round(q.assignments["units"].sum() / cfg.quantum) == opt["served"]
+    assert assignment_cost_m(q.assignments, q.clusters, partners, cfg.quantum) == round(opt["cost"])
 
 
 @SETTINGS
@@ -168,7 +172,8 @@ def test_default_objective_serves_severity_first(inst):
     served_q = np.rint(cl["served"] / cfg.quantum)
     assert served_q.sum() == opt["served"]
     assert (served_q * np.rint(10 * cl["severity"])).sum() == opt["severity"]
-    assert p.solver["assignment_cost_scaled"] == round(opt["cost"])
+    # the cost of the returned rows (distances recomputed, integer metres per quantum)
+    assert assignment_cost_m(p.assignments, p.clusters, partners, cfg.quantum) == round(opt["cost"])
 
 
 def test_unreachable_cluster_is_unmet_not_an_error():

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from matcher.geo import haversine_km, within
 from matcher.recruit import SITE_COLUMNS, SOLVE_COLUMNS, RecruitSuggestions, recruit_sites
+
+from .oracle import gc_km, gc_km_array, in_radius
 
 KM_PER_DEG = 111.19508
 
@@ -55,7 +56,9 @@ def _category(clusters: pd.DataFrame, category: str, radius_km: float):
     sub = clusters[(clusters["category"] == category) & (clusters["unmet"] > 0)]
     sub = sub.reset_index(drop=True)
     lat, lon = sub["centroid_lat"].to_numpy(), sub["centroid_lon"].to_numpy()
-    cover = within(haversine_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :]), radius_km)
+    # the oracle's own haversine and "within" (d <= r up to oracle.RADIUS_RTOL)
+    d = gc_km_array(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
+    cover = in_radius(d, radius_km)
     quanta = [round(u * 10) for u in sub["unmet"]]
     return sub, cover, quanta
 
@@ -282,7 +285,7 @@ def test_antimeridian_and_pole() -> None:
 
 def test_coverage_at_the_radius_edge() -> None:
     clusters = line([0.0, 2.0], [1.0, 1.0])
-    d = float(haversine_km(0.0, 10.0, 0.0, 10.0 + 2.0 / KM_PER_DEG))
+    d = gc_km(0.0, 10.0, 0.0, 10.0 + 2.0 / KM_PER_DEG)
     assert recruit_sites(clusters, 1, d).solves["objective"].tolist() == [2.0]
     assert recruit_sites(clusters, 1, d * (1 - 1e-9)).solves["objective"].tolist() == [1.0]
 
@@ -345,15 +348,18 @@ def test_accepts_a_plan_like_object() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"k": 0}, r"k must be an integer >= 1"),
-        ({"k": -3}, r"k must be an integer >= 1"),
-        ({"k": 1.5}, r"k must be an integer >= 1"),
-        ({"k": True}, r"k must be an integer >= 1"),
-        ({"radius_km": 0.0}, r"radius_km must be a finite number > 0"),
-        ({"radius_km": -1.0}, r"radius_km must be a finite number > 0"),
-        ({"radius_km": float("nan")}, r"radius_km must be a finite number > 0"),
-        ({"radius_km": float("inf")}, r"radius_km must be a finite number > 0"),
-        ({"capacity": -0.1}, r"capacity must be None \(unlimited\) or a finite number >= 0"),
+        ({"k": 0}, r"k must be an integer 1\.\.100 \(sites per category\)"),
+        ({"k": -3}, r"k must be an integer 1\.\.100 \(sites per category\)"),
+        ({"k": 1.5}, r"k must be an integer 1\.\.100 \(sites per category\)"),
+        ({"k": True}, r"k must be an integer 1\.\.100 \(sites per category\)"),
+        ({"radius_km": 0.0}, r"radius_km must be a number > 0 and <= 10000 \(km\)"),
+        ({"radius_km": -1.0}, r"radius_km must be a number > 0 and <= 10000 \(km\)"),
+        ({"radius_km": float("nan")}, r"radius_km must be a number > 0 and <= 10000 \(km\)"),
+        ({"radius_km": float("inf")}, r"radius_km must be a number > 0 and <= 10000 \(km\)"),
+        (
+            {"capacity": -0.1},
+            r"capacity must be None \(unlimited\) or a number >= 0 and <= 1,000,000",
+        ),
         ({"capacity": float("nan")}, r"capacity must be None"),
         ({"capacity": "10"}, r"capacity must be None"),
         ({"time_limit": 0}, r"time_limit must be a number > 0"),

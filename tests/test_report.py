@@ -16,15 +16,17 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from matcher.plan import plan
 from matcher.progress import PLAN_STAGES, StageProgress, progress_enabled
-from matcher.report import REPORT_NAME, render_report, report_html
+from matcher.report import REPORT_NAME, _Frame, render_report, report_html
 from matcher.synthetic import generate_city, write_city
 
 from .conftest import TINY_NEEDS, TINY_PARTNERS, plan_cli, write_input
+from .oracle import gc_km
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = '<script>alert("x")</script> & "Sons" <u>co</u> <img src=x onerror=alert(1)>'
@@ -341,9 +343,33 @@ def test_report_across_the_antimeridian(tmp_path: Path) -> None:
         "p1,Fiji Food,organization,-17.70,179.999,food_access,10,5\n"
     )
     p = tiny_plan(tmp_path, needs, partners)
-    doc = parse(report_html(p))
+    # both needs (2.1 km apart across 180 degrees) are served by the one partner
+    a = p.assignments.set_index("cluster_id")
+    assert len(p.clusters) == 2 and len(p.unmet) == 0
+    assert sorted(a["units"]) == [3.0, 4.0] and set(a["partner_id"]) == {"p1"}
+    cl = p.clusters.set_index("cluster_id")
+    for cid, row in a.iterrows():
+        km = gc_km(-17.70, 179.999, cl.loc[cid, "centroid_lat"], cl.loc[cid, "centroid_lon"])
+        assert km == pytest.approx(row["distance_km"], abs=1e-6) and km < 5
+    text = report_html(p)
+    doc = parse(text)
+    assert len(doc.images) == IMAGES_WITH_HOODS - 2
     for img in doc.images:
         check_png(img["src"])
+    assert "Every cluster is fully served." in "".join(doc.text)
+    cats = doc.tables["table-categories"]["tbody"]
+    assert [r[:5] for r in cats] == [["food_access", "7.0", "7.0", "0.0", "100.0%"]]
+    partner = doc.tables["table-partners"]["tbody"]
+    assert [r[0] for r in partner] == ["p1"] and partner[0][4:7] == ["2", "10.0", "7.0"]
+    # the maps are drawn around 180 degrees (a few km wide), not across the whole world:
+    # longitudes are unwrapped to 0..360, where both needs and the partner are neighbours
+    frame = _Frame(p)
+    assert frame.wrap
+    x = frame.x(np.array([179.99, -179.99, 179.999]))
+    assert x.tolist() == pytest.approx([179.99, 180.01, 179.999])
+    assert frame.xlim[0] < x.min() and x.max() < frame.xlim[1]
+    assert frame.xlim[1] - frame.xlim[0] < 0.1, frame.xlim
+    assert frame.ylim[0] < -17.70 < frame.ylim[1] and frame.ylim[1] - frame.ylim[0] < 0.1
 
 
 def test_report_renders_extra_tables_when_the_plan_has_them(
@@ -537,11 +563,36 @@ def test_cli_on_a_terminal_shows_a_bar_unless_quiet(
     assert err == "" and out == ""
 
 
-def test_report_maps_recruit_sites(tiny_report: tuple[Any, str]) -> None:
-    p = tiny_report[0].with_recruit(2, radius_km=2.0, capacity=10)
+def test_report_maps_recruit_sites(tmp_path: Path, tiny_report: tuple[Any, str]) -> None:
+    # every partner is far away: all 9 units are unmet, so recruiting has sites to suggest
+    far = TINY_PARTNERS.replace("41.8810,-87.6300", "45.0,-93.0").replace(
+        "41.9510,-87.6500", "45.1,-93.1"
+    )
+    base = tiny_plan(tmp_path, partners=far)
+    assert base.metrics["units"]["unmet"] == 9
+    p = base.with_recruit(2, radius_km=2.0, capacity=10)
+    sites = p.recruit.sites
+    # one site per category covers all of it (the two food needs are 70 m apart)
+    assert len(sites) == 2
+    assert sites["category"].tolist() == ["food_access", "youth_engagement"]
+    assert sites["covered_units"].tolist() == [7.0, 2.0]
     doc = parse(report_html(p))
     alts = [img.get("alt", "") for img in doc.images]
-    assert len(doc.images) == len(parse(tiny_report[1]).images) + 1
-    assert any("recruit" in a.lower() for a in alts)
-    if len(p.recruit.sites):
-        assert len(doc.tables["table-recruit"]["tbody"]) == min(len(p.recruit.sites), 25)
+    assert len(doc.images) == len(parse(report_html(base)).images) + 1
+    assert sum("recruit" in a.lower() for a in alts) == 1
+    table = doc.tables["table-recruit"]
+    head = table["thead"][0]
+    assert head[:3] == ["category", "rank", "lat"] and "covered_units" in head
+    rows = table["tbody"]
+    assert len(rows) == len(sites) == 2
+    for row, site in zip(rows, sites.itertuples(index=False), strict=True):
+        cell = dict(zip(head, row, strict=True))
+        assert cell["category"] == site.category and cell["rank"] == str(site.rank)
+        assert cell["site_cluster_id"] == site.site_cluster_id
+        assert number(cell["covered_units"]) == pytest.approx(site.covered_units)
+        assert number(cell["lat"]) == pytest.approx(site.lat, abs=0.01)
+        assert number(cell["lon"]) == pytest.approx(site.lon, abs=0.01)
+    # without unmet demand there is nothing to recruit for: an empty table, a map saying so
+    full = tiny_report[0].with_recruit(2, radius_km=2.0, capacity=10)
+    assert len(full.recruit.sites) == 0
+    assert not parse(report_html(full)).tables.get("table-recruit", {}).get("tbody")

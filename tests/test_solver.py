@@ -116,20 +116,63 @@ def test_backend_networkx_and_undirected():
         network_simplex(g, backend="gurobi")
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.integers(0, 2**32 - 1))
-def test_components_solved_separately_equal_one_solve(seed):
-    rng = np.random.default_rng(seed)
-    nc, npart = int(rng.integers(2, 30)), int(rng.integers(2, 15))
-    demand = rng.integers(1, 20, nc)
-    capacity = rng.integers(0, 30, npart)
-    pairs = {
-        (int(c), int(p))
-        for c, p in zip(rng.integers(0, nc, 40), rng.integers(0, npart, 40), strict=True)
-    }
+@st.composite
+def transport_instances(draw):
+    """A transportation model: demands, capacities (0 included), eligible pairs, weights.
+
+    Pairs are drawn as (cluster, partner) indices, so the candidate graph has one or many
+    components, clusters without any pair, and partners without any pair.
+    """
+    nc, npart = draw(st.integers(2, 30)), draw(st.integers(2, 15))
+    demand = np.array(draw(st.lists(st.integers(1, 20), min_size=nc, max_size=nc)))
+    capacity = np.array(draw(st.lists(st.integers(0, 30), min_size=npart, max_size=npart)))
+    pairs = draw(
+        st.lists(
+            st.tuples(st.integers(0, nc - 1), st.integers(0, npart - 1)),
+            min_size=1,
+            max_size=40,
+            unique=True,
+        )
+    )
     pc = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
-    weight = rng.integers(0, 5000, len(pc))
-    penalty = np.full(nc, 10**6, dtype=np.int64)
+    weight = np.array(
+        draw(st.lists(st.integers(0, 5000), min_size=len(pc), max_size=len(pc))), dtype=np.int64
+    )
+    penalty = np.array(
+        draw(st.lists(st.sampled_from([10**6, 2 * 10**6]), min_size=nc, max_size=nc)),
+        dtype=np.int64,
+    )
+    return demand, capacity, pc, weight, penalty
+
+
+def lp_optimum(demand, capacity, pc, weight, penalty) -> float:
+    """min sum(weight x) + sum(penalty unmet) over the transportation polytope, by HiGHS."""
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
+    nc, npart, n = len(demand), len(capacity), len(pc)
+    k = np.arange(n)
+    # variables: x (per pair), then unmet (per cluster); demand rows are equalities
+    a_eq = coo_matrix(
+        (np.ones(n + nc), (np.r_[pc[:, 0], np.arange(nc)], np.r_[k, n + np.arange(nc)])),
+        shape=(nc, n + nc),
+    )
+    a_ub = coo_matrix((np.ones(n), (pc[:, 1], k)), shape=(npart, n + nc))
+    res = linprog(
+        np.r_[weight, penalty].astype(float),
+        A_ub=a_ub.tocsr(), b_ub=capacity.astype(float),
+        A_eq=a_eq.tocsr(), b_eq=demand.astype(float),
+        bounds=(0, None), method="highs",
+    )  # fmt: skip
+    assert res.status == 0, res.message
+    return float(res.fun)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(transport_instances())
+def test_components_solved_separately_equal_one_solve(inst):
+    demand, capacity, pc, weight, penalty = inst
+    nc, npart = len(demand), len(capacity)
     # components by union-find over pairs
     g = nx.Graph()
     g.add_nodes_from(("c", i) for i in range(nc))
@@ -164,3 +207,13 @@ def test_components_solved_separately_equal_one_solve(seed):
         engine="ortools",
     )  # fmt: skip
     assert other[0] == split[0]
+    # and that optimum is the LP's (integral: the constraint matrix is totally unimodular),
+    # with a feasible flow whose cost, recomputed here, is the reported one
+    total = split[0] + int((demand[lonely] * penalty[lonely]).sum())
+    assert total == round(lp_optimum(demand, capacity, pc, weight, penalty))
+    flow = np.asarray(split[1])
+    assert (flow >= 0).all()
+    served = np.bincount(pc[:, 0], weights=flow, minlength=nc)
+    assert (served <= demand).all()
+    assert (np.bincount(pc[:, 1], weights=flow, minlength=npart) <= capacity).all()
+    assert int(np.dot(flow, weight) + np.dot(demand - served, penalty)) == total
