@@ -144,6 +144,7 @@ def test_plan_with_floors_vulnerability_and_recruit_sites(app, client, planner, 
             min_coverage=0.8,
             vulnerability_column="hardship_index",
             vulnerability_weight=2.0,
+            volunteer_points="grid",
         ),
     ).with_recruit(2, 1.5)
     files = direct.to_dir(tmp_path / "direct")
