@@ -22,6 +22,11 @@ from .geo import chord_for_km, from_unit_vectors, haversine_km, to_unit_vectors
 
 __all__ = ["Clustering", "ClusterModel", "cluster_needs"]
 
+#: Relative tolerance of "within ``cluster_km``" (DBSCAN's eps and placing a new need):
+#: 1e-10 of 0.5 km is 50 nanometres, far below any real distance and far above the
+#: rounding of the chord and haversine formulas, so both rules agree.
+EPS_RTOL = 1e-10
+
 logger = logging.getLogger(__name__)
 
 MODEL_FORMAT = "matcher.cluster-model/1"
@@ -147,7 +152,9 @@ def cluster_needs(
     xyz_all = to_unit_vectors(sorted_needs["lat"], sorted_needs["lon"])
     ids = np.empty(len(needs), dtype=object)
     core = np.zeros(len(needs), dtype=bool)
-    eps = float(chord_for_km(config.cluster_km))
+    # distance <= cluster_km up to rounding: the chord of a pair exactly cluster_km apart
+    # can come out a few ulps above the chord of cluster_km (see EPS_RTOL)
+    eps = float(chord_for_km(config.cluster_km)) * (1.0 + EPS_RTOL)
     cats = sorted_needs["category"].to_numpy()
     hoods = (
         sorted_needs["neighborhood"].to_numpy().astype(str)
@@ -325,7 +332,8 @@ class ClusterModel:
             return None
         d = haversine_km(lat, lon, self.lat[sel], self.lon[sel])
         best = int(np.argmin(d))
-        return str(self.cluster_id[sel][best]) if d[best] <= self.cluster_km else None
+        within_eps = d[best] <= self.cluster_km * (1.0 + EPS_RTOL)
+        return str(self.cluster_id[sel][best]) if within_eps else None
 
     def save(self, directory: str | Path, name: str) -> Path:
         """Write ``name.npz`` (arrays, no pickle) and ``name.json`` (manifest) to ``directory``.

@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 import shapely.affinity
-from shapely.geometry import box
+from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 __all__ = [
@@ -190,9 +190,46 @@ def hull_polygons(
     plon = clon + (plon - clon + 180.0) % 360.0 - 180.0  # continuous around the centre
     polys = shapely.polygons(shapely.linearrings(np.column_stack([plon, plat]), indices=ring_group))
     minx, _, maxx, _ = shapely.bounds(polys).T
+    # a hull around a pole: its ring winds once around the pole, no lon/lat ring of it
+    # is a polygon; it becomes a cap bounded by the pole's line (RFC 7946, 3.1.9)
+    caps: dict[int, float] = {}
+    for pole in (90.0, -90.0):
+        pv = to_unit_vectors([pole], [0.0])[0]
+        dp = c @ pv
+        near = np.flatnonzero(dp > 0.5)
+        if near.size:
+            px = (east[near] @ pv) / dp[near] * EARTH_RADIUS_KM
+            py = (north[near] @ pv) / dp[near] * EARTH_RADIUS_KM
+            inside = shapely.contains_xy(planar[near], px, py)
+            caps.update({int(i): pole for i in near[inside]})
+    for i, pole in caps.items():
+        sel = ring_group == i
+        polys[i] = _pole_cap(plat[sel], plon[sel], pole)
     for i in np.flatnonzero((minx < -180.0) | (maxx > 180.0)):
-        polys[i] = _split_antimeridian(polys[i])
+        if int(i) not in caps:
+            polys[i] = _split_antimeridian(polys[i])
     return polys
+
+
+def _pole_cap(
+    lat: npt.NDArray[np.float64], lon: npt.NDArray[np.float64], pole: float
+) -> BaseGeometry:
+    """The lon/lat polygon of a ring that winds once around a pole.
+
+    Every meridian crosses such a ring once (the hull is convex around the pole in the
+    gnomonic plane, where meridians are lines through the pole), so its points in
+    longitude order, closed along the antimeridian and the pole's line, bound the cap.
+    """
+    wrapped = (np.asarray(lon) + 180.0) % 360.0 - 180.0
+    order = np.argsort(wrapped, kind="stable")
+    x, y = wrapped[order], np.asarray(lat)[order]
+    span = x[0] + 360.0 - x[-1]
+    t = (180.0 - x[-1]) / span if span > 0 else 0.5
+    edge = float(y[-1] + t * (y[0] - y[-1]))  # latitude where the ring meets +-180
+    coords = [(-180.0, pole), (-180.0, edge), *zip(x.tolist(), y.tolist(), strict=True),
+              (180.0, edge), (180.0, pole)]  # fmt: skip
+    cap = Polygon(coords)
+    return cap if cap.is_valid else shapely.make_valid(cap)
 
 
 def _split_antimeridian(poly: BaseGeometry) -> BaseGeometry:

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-from shapely.errors import GEOSException
+from shapely.geometry import Point
 
 from matcher import MatchConfig, plan
 from matcher.clustering import cluster_needs
@@ -231,13 +231,10 @@ def test_clustering_is_dbscan_on_great_circles_then_split(inst):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cluster_inputs(centres=tuple(c for c in CENTRES if abs(c[0]) < 89)))
+@given(cluster_inputs(centres=tuple(CENTRES)))
 def test_plan_clusters_are_the_dbscan_clusters(inst):
-    """The same checks on what ``matcher.plan`` returns (its need_clusters and clusters).
-
-    Not at the pole: a plan with a cluster around the pole crashes (see the xfail test
-    below); the clustering itself is checked there by the test above.
-    """
+    """The same checks on what ``matcher.plan`` returns (its need_clusters and clusters),
+    the pole included (hulls around a pole are caps, see below)."""
     needs, config, _ = inst
     ref = Dbscan(needs["lat"], needs["lon"], groups_of(needs, False), config.cluster_km, 1)
     assume(not at_eps(ref, config.cluster_km))
@@ -311,12 +308,6 @@ def test_needs_just_inside_and_just_outside_eps():
             assert res.need_cluster.nunique() == clusters, (centre, factor)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="matcher bug: needs whose great-circle distance is at most cluster_km, but "
-    "within ~1e-12 km of it, are not always DBSCAN neighbours: the chord eps has no "
-    "tolerance, unlike the radius rule (matcher.geo.RADIUS_RTOL). See issue #19's report.",
-)
 def test_needs_exactly_eps_apart_are_neighbours():
     """DBSCAN's rule is distance <= eps: a need exactly eps from a core need is in reach.
 
@@ -354,13 +345,6 @@ def test_needs_exactly_eps_apart_are_neighbours():
     assert not failures, f"{len(failures)} of 100 triples split, e.g. {failures[:2]}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=GEOSException,
-    reason="matcher bug: the hull of a cluster that straddles a pole raises "
-    "shapely GEOSException (TopologyException) in matcher.geo._split_antimeridian, "
-    "so plan() and `matcher plan` crash. See the report of issue #19.",
-)
 def test_plan_with_a_cluster_around_the_north_pole():
     # three needs within 0.45 km of each other, on both sides of the pole: one cluster
     needs = pd.DataFrame(
@@ -385,3 +369,22 @@ def test_plan_with_a_cluster_around_the_north_pole():
     )
     p = plan(needs, partners)
     assert len(p.clusters) == 1 and p.metrics["units"]["served"] == 3
+    hull = p.clusters.geometry.iloc[0]
+    assert hull.is_valid and hull.bounds[1] > 89.99  # a cap at the pole, not the globe
+    for lat, lon in zip(needs["lat"], needs["lon"], strict=True):
+        assert hull.covers(Point(lon, lat)), (lat, lon)
+    assert hull.covers(Point(0.0, 90.0)) and hull.covers(Point(123.0, 90.0))
+
+
+def test_hulls_around_either_pole_are_caps():
+    from matcher.geo import hull_polygons
+
+    for pole in (1.0, -1.0):
+        lat = pole * np.array([89.9995, 89.9995, 89.9995])
+        lon = np.array([30.0, 150.0, -90.0])
+        (hull,) = hull_polygons(lat, lon, [0, 0, 0], [pole * 89.9999], [10.0])
+        assert hull.is_valid
+        assert abs(hull.bounds[1 if pole > 0 else 3]) > 89.99, hull.bounds
+        assert hull.covers(Point(77.0, 90.0 * pole))
+        for y, x in zip(lat, lon, strict=True):
+            assert hull.covers(Point(x, y))
