@@ -205,9 +205,9 @@ def hull_polygons(
     for i, pole in caps.items():
         sel = ring_group == i
         polys[i] = _pole_cap(plat[sel], plon[sel], pole)
-    for i in np.flatnonzero((minx < -180.0) | (maxx > 180.0)):
-        if int(i) not in caps:
-            polys[i] = _split_antimeridian(polys[i])
+    for j in np.flatnonzero((minx < -180.0) | (maxx > 180.0)).tolist():
+        if j not in caps:
+            polys[j] = _split_antimeridian(polys[j])
     return polys
 
 

@@ -84,7 +84,8 @@ _CODE = re.compile(r"[a-z0-9_]+")
 
 def _check_codes(codes: list[tuple[int | None, str | None]], file: str) -> None:
     """Report every bad or repeated code of a taxonomy file, with its row (CSV line)."""
-    problems, first = [], {}
+    problems: list[Problem] = []
+    first: dict[str, int | None] = {}
     for row, raw in codes:
         code = _normalise(raw or "")
         if not code or not _CODE.fullmatch(code):
