@@ -214,7 +214,7 @@ def hull_polygons(
 def _pole_cap(
     lat: npt.NDArray[np.float64], lon: npt.NDArray[np.float64], pole: float
 ) -> BaseGeometry:
-    """The lon/lat polygon of a ring that winds once around a pole.
+    """Return the lon/lat polygon of a ring that winds once around a pole.
 
     Every meridian crosses such a ring once (the hull is convex around the pole in the
     gnomonic plane, where meridians are lines through the pole), so its points in

@@ -429,7 +429,9 @@ def solve_arrays(
     # an engine may saturate a cost that overflows int64: check the cost of the flows
     if abs(float(np.dot(flows.astype(np.float64), cost.astype(np.float64)))) >= 2.0**62:
         nz = np.flatnonzero(flows)
-        exact = sum(int(f) * int(c) for f, c in zip(flows[nz].tolist(), cost[nz].tolist()))
+        exact = sum(
+            int(f) * int(c) for f, c in zip(flows[nz].tolist(), cost[nz].tolist(), strict=True)
+        )
         if exact != total:
             raise MatcherError("the flow model's numbers exceed the solver's int64 range")
     return solved

@@ -442,7 +442,7 @@ def test_a_busy_store_is_a_503_problem_and_reads_go_on(tmp_path):
         app.extensions["matcher_jobs"].shutdown(wait=True)
 
 
-# --------------------------------------------------------------------------- found by this suite, fixed
+# ------------------------------------------------------------- found by this suite, fixed
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
