@@ -6,6 +6,7 @@ Run it with ``matcher serve --db PATH`` (waitress), or build the app with
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import http
 import io
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import geopandas as gpd
@@ -313,31 +314,6 @@ def is_admin() -> bool:
 # --------------------------------------------------------------------------- schemas (OpenAPI)
 
 
-class PageArgs(ma.Schema):
-    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(1, MAX_LIMIT))
-    offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(0, limits.MAX_OFFSET))
-    format = ma.fields.String(
-        load_default="json",
-        validate=ma.validate.OneOf(["json", "geojson"]),
-        metadata={"description": "'geojson' answers a FeatureCollection of points"},
-    )
-
-
-class PartnerListArgs(PageArgs):
-    kind = ma.fields.String(validate=ma.validate.OneOf(["organization", "volunteer"]))
-
-
-class NearbyArgs(ma.Schema):
-    lat = ma.fields.Float(required=True, validate=ma.validate.Range(-90, 90))
-    lon = ma.fields.Float(required=True, validate=ma.validate.Range(-180, 180))
-    radius_km = ma.fields.Float(
-        load_default=5.0, validate=ma.validate.Range(0, 500, min_inclusive=False)
-    )
-    category = ma.fields.String(validate=ma.validate.Length(1, limits.MAX_ID_CHARS))
-    kind = ma.fields.String(validate=ma.validate.OneOf(["organization", "volunteer"]))
-    limit = ma.fields.Integer(load_default=20, validate=ma.validate.Range(1, 200))
-
-
 # The request bodies of POST/PUT /partners and /needs are checked by matcher's own readers
 # (the CLI's rules, matcher._validate), not by these schemas: PartnerWrite, NeedWrite and
 # their *Replace variants document those rules, with every bound taken from matcher.limits
@@ -404,11 +380,44 @@ _LANGUAGES_DOC: dict[str, Any] = {
     ],
 }
 _UNITS = "units per week"
+#: (lat, lon) = (0, 0) is refused as a missing value (matcher._validate).
+_NOT_NULL_ISLAND = {
+    "not": {"required": ["lat", "lon"], "properties": {"lat": {"enum": [0]}, "lon": {"enum": [0]}}}
+}
+
+
+class PageArgs(ma.Schema):
+    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(1, MAX_LIMIT))
+    offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(0, limits.MAX_OFFSET))
+    format = ma.fields.String(
+        load_default="json",
+        validate=ma.validate.OneOf(["json", "geojson"]),
+        metadata={"description": "'geojson' answers a FeatureCollection of points"},
+    )
+
+
+class PartnerListArgs(PageArgs):
+    kind = ma.fields.String(validate=ma.validate.OneOf(["organization", "volunteer"]))
+
+
+class NearbyArgs(ma.Schema):
+    lat = ma.fields.Float(required=True, validate=ma.validate.Range(-90, 90))
+    lon = ma.fields.Float(required=True, validate=ma.validate.Range(-180, 180))
+    radius_km = ma.fields.Float(
+        load_default=5.0, validate=ma.validate.Range(0, 500, min_inclusive=False)
+    )
+    category = ma.fields.String(
+        validate=ma.validate.Length(1, limits.MAX_ID_CHARS),
+        metadata={"enum": list(CATEGORY_NAMES), "description": "a category code or alias"},
+    )
+    kind = ma.fields.String(validate=ma.validate.OneOf(["organization", "volunteer"]))
+    limit = ma.fields.Integer(load_default=20, validate=ma.validate.Range(1, 200))
 
 
 class PartnerWrite(ma.Schema):
     """A partner as POST /partners takes it (documentation: matcher validates the body)."""
 
+    OPENAPI_EXTRA: ClassVar[dict[str, Any]] = _NOT_NULL_ISLAND
     partner_id = ma.fields.String(required=True, metadata=_ID_DOC)
     name = ma.fields.String(
         allow_none=True, metadata=_TEXT_DOC | {"description": "default: the id"}
@@ -451,6 +460,7 @@ class PartnerReplace(PartnerWrite):
 class NeedWrite(ma.Schema):
     """A need as POST /needs takes it (documentation: matcher validates the body)."""
 
+    OPENAPI_EXTRA: ClassVar[dict[str, Any]] = _NOT_NULL_ISLAND
     need_id = ma.fields.String(required=True, metadata=_ID_DOC)
     category = ma.fields.String(
         required=True,
@@ -751,6 +761,21 @@ class PointCollection(ma.Schema):
     features = ma.fields.List(ma.fields.Nested(PointFeature), required=True)
 
 
+class GeoJSONFeatureUpload(ma.Schema):
+    class Meta:
+        unknown = ma.INCLUDE  # GeoJSON allows foreign members (id, bbox, ...)
+
+    type = ma.fields.String(required=True, validate=ma.validate.Equal("Feature"))
+    geometry = ma.fields.Dict(
+        allow_none=True,
+        metadata={"description": "a Point (needs, partners) or a (Multi)Polygon (neighborhoods)"},
+    )
+    properties = ma.fields.Dict(
+        allow_none=True,
+        metadata={"description": "the columns of the table, as in the CSV"},
+    )
+
+
 class GeoJSONUpload(ma.Schema):
     """A GeoJSON FeatureCollection to import (points, or polygons for neighborhoods)."""
 
@@ -759,12 +784,9 @@ class GeoJSONUpload(ma.Schema):
 
     type = ma.fields.String(required=True, validate=ma.validate.Equal("FeatureCollection"))
     features = ma.fields.List(
-        ma.fields.Dict(),
+        ma.fields.Nested(GeoJSONFeatureUpload),
         required=True,
-        metadata={
-            "description": "Features whose properties are the columns of the table (the "
-            "same as the CSV's; lat/lon may come from a Point geometry)"
-        },
+        validate=ma.validate.Length(min=1),
     )
 
 
@@ -824,7 +846,7 @@ class PlanRecordSchema(ma.Schema):
 class PlanStatus(PlanRecordSchema):
     """A plan; when done, with the URLs of its files and of its assignments."""
 
-    files = ma.fields.Raw(
+    files = ma.fields.Raw(  # type: ignore[assignment]  # a list, or a mapping when done
         required=True,
         metadata={
             "description": "done: file name -> URL; otherwise the names stored (none)",
@@ -1030,7 +1052,7 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
 
 
 def _error_response(status: http.HTTPStatus) -> dict[str, Any]:
-    """The OpenAPI response of an error status: RFC 9457 problem+json."""
+    """Return the OpenAPI response of an error status: RFC 9457 problem+json."""
     content: dict[str, Any] = {PROBLEM: {"schema": ProblemSchema}}
     description = _ERROR_NOTES.get(status, status.phrase)
     if status == 413:
@@ -1072,13 +1094,21 @@ class _Api(Api):
             if status >= 400:
                 self.spec.components.response(status.name, _error_response(status), lazy=True)
 
+    def register_blueprint(self, blp: Blueprint, **options: Any) -> None:
+        """Register ``blp``, then add the ``OPENAPI_EXTRA`` keywords of its schemas."""
+        super().register_blueprint(blp, **options)
+        for key, name in self.ma_plugin.converter.refs.items():
+            extra = getattr(key[0], "OPENAPI_EXTRA", None)
+            if extra and name in self.spec.components.schemas:
+                self.spec.components.schemas[name].update(copy.deepcopy(extra))
+
 
 api_bp = _Blueprint("v1", __name__, url_prefix="/api/v1", description="matcher API v1")
 api_bp.before_request(_authorize)
 
 #: The errors of every route behind a key: no valid key, rate limits, a busy store.
 _KEYED = (401, 429, 503)
-_PUBLIC = {"security": []}
+_PUBLIC: dict[str, Any] = {"security": []}
 _ETAG_HEADER = {
     "ETag": {
         "description": "the record's version as a strong entity tag; send it back in "
@@ -1371,7 +1401,7 @@ class NeedItem(MethodView):
 class Plans(MethodView):
     @api_bp.arguments(PlanRequest)
     @api_bp.response(202, PlanQueued, headers=_LOCATION_HEADER)
-    @_answers(403, 413, 422, *_KEYED)
+    @_answers(403, 413, 415, 422, *_KEYED)
     def post(self, args: dict[str, Any]) -> Response:
         """Start a plan over the stored data as a background job (202 + Location).
 
@@ -1475,7 +1505,7 @@ def _check_vulnerability_column(column: str) -> Response | None:
 class PlanScenarios(MethodView):
     @api_bp.arguments(ScenarioRequest)
     @api_bp.response(202, PlanQueued, headers=_LOCATION_HEADER)
-    @_answers(403, 404, 409, 413, 422, *_KEYED)
+    @_answers(403, 404, 409, 413, 415, 422, *_KEYED)
     def post(self, args: dict[str, Any], plan_id: str) -> Response:
         """Start a what-if scenario of a finished plan as a background job (202 + Location).
 
@@ -1606,9 +1636,7 @@ def _check_plan_privacy(plan_id: str) -> None:
     ],
 )  # fmt: skip
 class PlanFile(MethodView):
-    @api_bp.response(
-        200, {"type": "string"}, content_type="text/csv", description="a CSV file"
-    )
+    @api_bp.response(200, {"type": "string"}, content_type="text/csv", description="a CSV file")
     @api_bp.alt_response(
         200,
         schema={"type": "object", "description": "a GeoJSON FeatureCollection"},
