@@ -404,14 +404,17 @@ class NearbyArgs(ma.Schema):
     lat = ma.fields.Float(required=True, validate=ma.validate.Range(-90, 90))
     lon = ma.fields.Float(required=True, validate=ma.validate.Range(-180, 180))
     radius_km = ma.fields.Float(
-        load_default=5.0, validate=ma.validate.Range(0, 500, min_inclusive=False)
+        load_default=5.0,
+        validate=ma.validate.Range(0, limits.MAX_SEARCH_RADIUS_KM, min_inclusive=False),
     )
     category = ma.fields.String(
         validate=ma.validate.Length(1, limits.MAX_ID_CHARS),
         metadata={"enum": list(CATEGORY_NAMES), "description": "a category code or alias"},
     )
     kind = ma.fields.String(validate=ma.validate.OneOf(["organization", "volunteer"]))
-    limit = ma.fields.Integer(load_default=20, validate=ma.validate.Range(1, 200))
+    limit = ma.fields.Integer(
+        load_default=20, validate=ma.validate.Range(1, limits.MAX_NEARBY_RESULTS)
+    )
 
 
 class PartnerWrite(ma.Schema):
@@ -649,7 +652,7 @@ class ScenarioRequest(ma.Schema):
     scale_capacity = ma.fields.Float(
         load_default=None,
         allow_none=True,
-        validate=ma.validate.Range(0, 1e6),
+        validate=ma.validate.Range(0, limits.MAX_SCALE),
         metadata={"description": "multiply every partner's capacity by this factor"},
     )
     radius_km = ma.fields.Float(
@@ -1536,7 +1539,7 @@ class PlanScenarios(MethodView):
                 f"{base.parameters['scenario'].get('base_plan')!r}",
             )
         added = _scenario_additions(args["add_partners"])
-        bad = _check_change(args["remove_partners"], added)
+        bad = _check_change(args["remove_partners"], added, args["scale_capacity"])
         if bad is not None:
             return bad
         change = {
@@ -1574,9 +1577,16 @@ def _scenario_additions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return records
 
 
-def _check_change(remove: list[str], added: list[dict[str, Any]]) -> Response | None:
-    """422 when partners to remove are unknown or added ones exist already."""
-    stored = set(store().partners_frame()["partner_id"].astype(str))
+def _check_change(
+    remove: list[str], added: list[dict[str, Any]], scale: float | None = None
+) -> Response | None:
+    """Return a 422 for a change that does not fit the stored partners, else None.
+
+    Partners to remove must exist, added ones must not, and a scaled capacity may not
+    pass the largest capacity (``matcher.limits.MAX_UNITS``).
+    """
+    frame = store().partners_frame()
+    stored = set(frame["partner_id"].astype(str))
     problems = [
         Problem("request body", None, "remove_partners", pid, "no stored partner with this id")
         for pid in sorted(set(remove) - stored)
@@ -1592,6 +1602,13 @@ def _check_change(remove: list[str], added: list[dict[str, Any]]) -> Response | 
                 "also listed in remove_partners")
         for pid in sorted(set(remove) & {str(r["partner_id"]) for r in added})
     ]  # fmt: skip
+    capacities = [float(c) for c in frame["capacity"]] + [float(r["capacity"]) for r in added]
+    if scale is not None and capacities and max(capacities) * scale > limits.MAX_UNITS:
+        problems.append(
+            Problem("request body", None, "scale_capacity", scale,
+                    f"the largest capacity ({max(capacities):g}) times this factor passes "
+                    f"{limits.MAX_UNITS:,.0f} units, the most a partner may have")
+        )  # fmt: skip
     if not problems:
         return None
     return unprocessable(problems, f"{len(problems)} problem(s) with the partners of the change")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ._errors import InputValidationError, Problem
-from .limits import MAX_CLUSTER_KM, MAX_MIN_SAMPLES, MAX_SEED, MAX_WEIGHT
+from .limits import MAX_CLUSTER_KM, MAX_MIN_SAMPLES, MAX_SEED, MAX_WEIGHT, MIN_CLUSTER_KM
 from .taxonomy import Taxonomy, default_taxonomy
 
 __all__ = ["MatchConfig", "OBJECTIVES", "PARAMETER_BOUNDS", "SOLVERS", "VOLUNTEER_POINTS"]
@@ -89,7 +89,7 @@ class MatchConfig:
     Traceback (most recent call last):
     ...
     matcher._errors.InputValidationError: 1 problem(s) in the input:
-      - field 'cluster_km', value '-1': must be a finite number > 0 and <= 100
+      - field 'cluster_km', value '-1': must be a finite number >= 0.001 and <= 100
     """
 
     objective: Literal["default", "distance"] = "default"
@@ -160,11 +160,11 @@ class MatchConfig:
 #: The range of every numeric parameter: ``name: (low, high, low is open)``. The CLI's
 #: options and the service's plan request take their bounds from here.
 PARAMETER_BOUNDS: dict[str, tuple[float, float, bool]] = {
-    "cluster_km": (0.0, MAX_CLUSTER_KM, True),
+    "cluster_km": (MIN_CLUSTER_KM, MAX_CLUSTER_KM, False),
     "min_samples": (1, MAX_MIN_SAMPLES, False),
-    "max_cluster_radius_km": (0.0, MAX_CLUSTER_KM, True),
+    "max_cluster_radius_km": (MIN_CLUSTER_KM, MAX_CLUSTER_KM, False),
     "language_penalty_km": (0.0, MAX_WEIGHT, False),
-    "quantum": (0.0, 1000.0, True),
+    "quantum": (0.001, 1000.0, False),
     "seed": (0, MAX_SEED, False),
     "min_coverage": (0.0, 1.0, False),
     "vulnerability_weight": (0.0, MAX_WEIGHT, False),

@@ -195,7 +195,10 @@ def _read_csv_text(
 ) -> tuple[pd.DataFrame, list[int]]:
     newline = text.find("\n")
     header = (text if newline < 0 else text[:newline]).rstrip("\r")
-    columns = next(csv.reader([header])) if header else []
+    try:
+        columns = next(csv.reader([header])) if header else []
+    except csv.Error as exc:
+        raise _fail(file, f"cannot parse the header as CSV: {_csv_reason(exc)}", row=1) from None
     seen: dict[str, int] = {}
     dups = []
     for pos, col in enumerate(c.strip() for c in columns):
@@ -232,14 +235,15 @@ def _read_csv_text(
             skip_blank_lines=True,
         )
         short = df.iloc[:, -1].isna().to_numpy() if len(df.columns) else np.zeros(0, bool)
-    except pd.errors.ParserError:
-        short = None  # a row with too many fields: find every ragged row below
+    except pd.errors.ParserError as exc:
+        df, short = pd.DataFrame(), None  # a row with too many fields: find every ragged row below
+        parser_error = str(exc)
     except ValueError as exc:
         raise _fail(file, f"cannot parse as CSV: {exc}") from None
     lines = text.count("\n") + (0 if text.endswith("\n") else 1)
     if short is None or short.any() or lines != len(df) + 1:
         # the slow, exact path: line numbers of every record, and every ragged row
-        records = [(line, cells) for line, cells in _records(text) if cells]
+        records = [(line, cells) for line, cells in _records(text, file) if cells]
         ragged = [
             Problem(
                 file,
@@ -253,6 +257,8 @@ def _read_csv_text(
         ]
         if ragged:
             raise InputValidationError(ragged)
+        if short is None:  # pandas failed, yet every record has the header's width
+            raise _fail(file, f"cannot parse as CSV: {parser_error}")
         rows = [line for line, _ in records]
     else:
         rows = list(range(2, len(df) + 2))
@@ -265,11 +271,25 @@ def _read_csv_text(
     return df, rows
 
 
-def _records(text: str) -> list[tuple[int, list[str]]]:
+def _records(text: str, file: str) -> list[tuple[int, list[str]]]:
     """(line number, cells) of each data record after the header."""
     reader = csv.reader(io.StringIO(text), skipinitialspace=True)
-    next(reader, None)
-    return [(reader.line_num, cells) for cells in reader]
+    try:
+        next(reader, None)
+        return [(reader.line_num, cells) for cells in reader]
+    except csv.Error as exc:
+        raise _fail(
+            file,
+            f"cannot parse as CSV at line {reader.line_num}: {_csv_reason(exc)}",
+            row=reader.line_num,
+        ) from None
+
+
+def _csv_reason(exc: csv.Error) -> str:
+    """Say what is wrong with a CSV line in a user's terms."""
+    if "new-line character" in str(exc):
+        return "a lone carriage return (CR) inside a field; save the file with LF or CRLF line ends"
+    return str(exc)
 
 
 def _check_columns(df: pd.DataFrame, file: str, required: tuple[str, ...]) -> None:
@@ -435,9 +455,7 @@ def _gpkg_points(
     bad = np.flatnonzero(types != "Point")
     if bad.size:
         raise InputValidationError(
-            Problem(
-                label, int(i), "geometry", types[i], "must be a Point (longitude, latitude)"
-            )
+            Problem(label, int(i), "geometry", types[i], "must be a Point (longitude, latitude)")
             for i in bad
         )
     df = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))

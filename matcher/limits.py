@@ -48,7 +48,11 @@ __all__ = [
     "MAX_MIN_SAMPLES",
     "MAX_OFFSET",
     "MAX_PAGE",
+    "MAX_NEARBY_RESULTS",
     "MAX_RADIUS_KM",
+    "MAX_SCALE",
+    "MAX_SEARCH_RADIUS_KM",
+    "MIN_CLUSTER_KM",
     "MAX_RECRUIT_K",
     "MAX_SEED",
     "MAX_TEXT_CHARS",
@@ -64,8 +68,15 @@ __all__ = [
 
 #: Largest demand of one need and capacity of one partner, in units per week.
 MAX_UNITS = 1_000_000.0
-#: Largest travel radius of a partner, and search radius, in km (a quarter of the Earth).
-MAX_RADIUS_KM = 10_000.0
+#: Largest travel radius of a partner, in km.
+MAX_RADIUS_KM = 1_000.0
+#: Largest radius of a nearby search, in km, and most results of one.
+MAX_SEARCH_RADIUS_KM = 500.0
+MAX_NEARBY_RESULTS = 200
+#: Largest factor of a what-if's ``scale_capacity``.
+MAX_SCALE = 1_000.0
+#: Smallest clustering distance, in km (1 m); smaller ones underflow the solver's numbers.
+MIN_CLUSTER_KM = 0.001
 #: Most recruit sites suggested per category.
 MAX_RECRUIT_K = 100
 #: Largest clustering distance (``cluster_km``, ``max_cluster_radius_km``), in km.

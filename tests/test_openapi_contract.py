@@ -49,15 +49,8 @@ LAST = ("DELETE ", "POST /api/v1/imports/")
 #: a marker of the server's traceback -> the bug. While a run meets only these, the test
 #: is an expected failure that names them; any other 5xx, traceback, undocumented status,
 #: content type, header or body fails it. Delete an entry when its fix lands.
-KNOWN_MATCHER_BUGS = {
-    "in _read_csv_text": "matcher/io.py: a CSV body that the csv module or pandas cannot "
-    "parse (a bare CR in the header or a row, an unterminated quote) raises "
-    "(csv.Error, UnboundLocalError) instead of an InputValidationError: "
-    "POST /imports/{needs,partners} answers 500",
-    "in _records": "matcher/io.py: as above (csv.Error in _records)",
-    "The 'eps' parameter of DBSCAN": "matcher: a cluster_km > 0 so small (5e-324) that "
-    "DBSCAN's eps underflows to 0: the plan job fails on an unexpected error",
-}
+#: (found here and fixed: CSV bodies that did not parse, a cluster_km too small for DBSCAN)
+KNOWN_MATCHER_BUGS: dict[str, str] = {}
 
 
 def _matcher_command() -> list[str]:

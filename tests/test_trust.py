@@ -408,6 +408,11 @@ def test_a_huge_id_is_refused_and_the_service_stays_up(city):
         ("post", "/api/v1/plans", {"json": {"seed": 2**70}}, 400, "seed"),
         ("post", "/api/v1/plans", {"json": {"cluster_km": 1e300}}, 400, "cluster_km"),
         ("post", "/api/v1/plans", {"json": {"recruit_k": 10**6}}, 400, "recruit_k"),
+        ("post", "/api/v1/plans", {"json": {"cluster_km": 5e-324}}, 400, "cluster_km"),
+        ("post", "/api/v1/imports/needs", {"data": "a\r\rb", "content_type": "text/csv"},
+         400, None),
+        ("post", "/api/v1/imports/needs", {"data": '"abc', "content_type": "text/csv"},
+         400, None),
         ("post", "/api/v1/imports/partners",
          {"data": '{"type":"FeatureCollection","features":["x"]}',
           "content_type": "application/geo+json"}, 400, "feature"),
@@ -447,6 +452,19 @@ def test_bad_input_gets_a_precise_4xx(city, method, url, kwargs, status, field):
         assert field in [p["field"] for p in r.get_json().get("problems", [])], r.get_json()
     after = client.get("/api/v1/partners?limit=1", headers=auth(keys["admin"])).get_json()
     assert after == before  # nothing half-written
+
+
+BIG = {"partner_id": "BIG-1", "kind": "organization", "lat": 41.88, "lon": -87.63,
+       "categories": "food_access", "capacity": 600_000, "radius_km": 2}  # fmt: skip
+
+
+def test_a_scenario_whose_scaled_capacity_passes_the_bound_is_refused(city):
+    client, keys, plan = city["client"], city["keys"], city["plan"]
+    r = client.post(f"/api/v1/plans/{plan['plan_id']}/scenarios",
+                    json={"scale_capacity": 2.0, "add_partners": [BIG]},
+                    headers=auth(keys["planner"]))  # fmt: skip
+    assert r.status_code == 422, r.get_json()
+    assert [p["field"] for p in r.get_json()["problems"]] == ["scale_capacity"]
 
 
 def test_oversized_bodies_are_refused(city):
