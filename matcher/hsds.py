@@ -32,7 +32,7 @@ from shapely.geometry import shape
 from ._errors import InputValidationError, Problem
 from .geo import EARTH_RADIUS_KM, haversine_km
 from .io import LoadedTable, _decode, _read_bytes, _read_csv_text, read_partners
-from .output import coarsen, neutralise_cell
+from .output import coarsen, neutralise_cell, restore_cell
 from .taxonomy import Taxonomy, default_taxonomy
 
 __all__ = [
@@ -294,7 +294,7 @@ def _load_csv_dir(root: Path) -> tuple[dict[str, list[dict[str, Any]]], str]:
             problems.extend(exc.problems)
             continue
         tables[table] = [
-            {**rec, "_src": _Src(str(path), row, "")}
+            {**{k: restore_cell(v) for k, v in rec.items()}, "_src": _Src(str(path), row, "")}
             for rec, row in zip(df.to_dict("records"), rows, strict=True)
         ]
     if problems:

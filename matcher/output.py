@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "write_plan",
     "neutralise_cell",
+    "restore_cell",
     "coarsen",
     "COARSEN_KM",
     "gaps_geojson",
@@ -43,16 +44,36 @@ def neutralise_cell(value: Any) -> Any:
     """Return a text cell that no spreadsheet will run as a formula (OWASP CSV injection).
 
     A text starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading
-    ``'``, unless it is a plain number such as ``-87.6``. Other values are unchanged.
+    ``'``, unless it is a plain number such as ``-87.6``; so does a text of quotes before
+    such a start, so that :func:`restore_cell` gives back every text exactly. Other values
+    are unchanged.
 
     Examples
     --------
     >>> neutralise_cell("=HYPERLINK(1)"), neutralise_cell("-87.6"), neutralise_cell("ok")
     ("'=HYPERLINK(1)", '-87.6', 'ok')
+    >>> neutralise_cell("'=x")
+    "''=x"
     """
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        if not _NUMBER.fullmatch(value):
+    if isinstance(value, str):
+        rest = value.lstrip("'")
+        if rest.startswith(FORMULA_PREFIXES) and not _NUMBER.fullmatch(rest):
             return "'" + value
+    return value
+
+
+def restore_cell(value: Any) -> Any:
+    """Undo :func:`neutralise_cell` when reading back a file matcher wrote.
+
+    Examples
+    --------
+    >>> restore_cell(neutralise_cell("=SUM(1)")), restore_cell("'quoted"), restore_cell("-1")
+    ('=SUM(1)', "'quoted", '-1')
+    >>> all(restore_cell(neutralise_cell(v)) == v for v in ("'=x", "''-y", "'", "=", "'-1"))
+    True
+    """
+    if isinstance(value, str) and value.startswith("'") and neutralise_cell(value[1:]) == value:
+        return value[1:]
     return value
 
 
@@ -63,7 +84,7 @@ def _csv_column(col: pd.Series, name: str) -> pd.Series:
     """
     if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
         text = col.astype(str)
-        risky = text.str.match(r"[=+\-@\t\r]").fillna(False).to_numpy(dtype=bool)
+        risky = text.str.match(r"'*[=+\-@\t\r]").fillna(False).to_numpy(dtype=bool)
         if risky.any():
             col = col.copy()
             col[risky] = [neutralise_cell(v) for v in col[risky]]

@@ -71,6 +71,7 @@ import shapely
 from ._errors import InputValidationError, MatcherError, Problem
 from ._validate import NEED_FIELDS, PARTNER_FIELDS, validate_needs, validate_partners
 from .output import coarsen
+from .privacy import PRIVATE_FIELDS
 from .taxonomy import default_taxonomy
 
 if TYPE_CHECKING:
@@ -1531,8 +1532,14 @@ class SQLiteStore(Store):
             )
             if cur.rowcount != 1:
                 raise self._conflict_or_missing(conn, spec, entity_id, expected)
-            # before/after values, so an update can be undone; the audit log is read
-            # only through the store itself (admins), never through the API
+            # before/after values, so an update can be undone; a volunteer's private
+            # fields are named but never copied into the append-only log (only an admin
+            # can change them, and a deleted volunteer must not live on in the log)
+            hidden = (
+                set(PRIVATE_FIELDS)
+                if spec is _PARTNER and "volunteer" in (current.get("kind"), rec.get("kind"))
+                else set()
+            )
             self._audit(
                 conn,
                 actor,
@@ -1542,8 +1549,8 @@ class SQLiteStore(Store):
                 {
                     "version": expected + 1,
                     "changed": changed,
-                    "before": {c: current.get(c) for c in changed},
-                    "after": {c: rec.get(c) for c in changed},
+                    "before": {c: current.get(c) for c in changed if c not in hidden},
+                    "after": {c: rec.get(c) for c in changed if c not in hidden},
                 },
             )
             stored = self._fetch(conn, spec, entity_id)

@@ -115,6 +115,12 @@ def coarsen_grid(lat: float, lon: float, km: float = 0.5) -> tuple[float, float]
     return clat, clon
 
 
+def grid_point(lat: float, lon: float) -> tuple[float, float]:
+    """:func:`coarsen_grid` as the outputs give it: degrees to 6 decimals."""
+    clat, clon = coarsen_grid(float(lat), float(lon))
+    return round(clat, 6), round(clon, 6)
+
+
 # ---------------------------------------------------------------------------------------
 # DBSCAN by brute force
 # ---------------------------------------------------------------------------------------

@@ -18,8 +18,7 @@ from openapi_spec_validator import validate
 import matcher
 from api import create_app
 
-from .grid import grid_point
-from .oracle import gc_km
+from .oracle import gc_km, grid_point
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"

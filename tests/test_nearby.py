@@ -11,8 +11,7 @@ from matcher.clustering import ClusterModel
 from matcher.intake import recommend_for_need
 from matcher.nearby import NearbyIndex
 
-from .grid import grid_point
-from .oracle import gc_km
+from .oracle import gc_km, grid_point
 
 CATS = ["food_access", "education", "youth_engagement"]
 

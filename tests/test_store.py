@@ -33,6 +33,7 @@ from matcher.store import (
 )
 
 from .conftest import TINY_NEEDS, TINY_PARTNERS
+from .oracle import grid_point
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 NEED_COLS = list(store_mod.NEED_FRAME_COLUMNS)
@@ -447,8 +448,7 @@ def test_list_paging_and_privacy(store: SQLiteStore) -> None:
     assert [p["partner_id"] for p in page] == ["v1"]
     vol = page[0]
     assert vol["coarsened"] and vol["contact"] == ""
-    lat, lon = matcher.output.coarsen(np.array([VOLUNTEER["lat"]]), np.array([VOLUNTEER["lon"]]))
-    assert (vol["lat"], vol["lon"]) == (float(lat[0]), float(lon[0]))
+    assert (vol["lat"], vol["lon"]) == grid_point(VOLUNTEER["lat"], VOLUNTEER["lon"])
     assert (vol["lat"], vol["lon"]) != (VOLUNTEER["lat"], VOLUNTEER["lon"])
     exact = store.get_partner("v1", exact=True)
     assert exact is not None and exact["contact"] == "ana@example.org"
@@ -711,7 +711,7 @@ def test_every_write_is_audited_with_its_actor(store: SQLiteStore, tmp_path: Pat
         ("a-planner", "export", "plan", plan_id),
     ]
     assert [e.id for e in entries] == sorted(e.id for e in entries)
-    assert entries[4].detail == {"version": 2, "changed": ["contact"]}
+    assert entries[4].detail == {"version": 2, "changed": ["contact"], "before": {}, "after": {}}
     # no volunteer data in the log, and the log is append-only
     assert "new@example.org" not in repr(entries) and "ana@example.org" not in repr(entries)
     conn = sqlite3.connect(store.path)

@@ -30,8 +30,7 @@ from matcher._validate import PARTNER_FIELDS
 from matcher.cli import main
 
 from .conftest import TINY_NEEDS, TINY_PARTNERS, plan_cli, write_input
-from .grid import grid_point
-from .oracle import gc_km
+from .oracle import gc_km, grid_point
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 ROLES = ("outreach", "planner", "admin")

@@ -27,17 +27,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from openapi_spec_validator import validate
 
 import matcher
 from api import create_app
-from matcher.output import coarsen
 from matcher.store import open_store
 
 from .conftest import Served
+from .oracle import grid_point
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -251,12 +250,11 @@ def test_plan_map_has_every_layer_with_explanations_and_coverage(app, slice_path
             p = f["properties"]
             assert "contact" not in p
             if p["feature_type"] == "partner" and p["kind"] == "volunteer":
-                lat, lon = coarsen(
-                    np.array([exact.at[p["partner_id"], "lat"]]),
-                    np.array([exact.at[p["partner_id"], "lon"]]),
+                lat, lon = grid_point(
+                    exact.at[p["partner_id"], "lat"], exact.at[p["partner_id"], "lon"]
                 )
                 assert p["coarsened"] is True
-                assert f["geometry"]["coordinates"] == [float(lon[0]), float(lat[0])]
+                assert f["geometry"]["coordinates"] == [lon, lat]
 
 
 # --------------------------------------------------------------------------- browser
