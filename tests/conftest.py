@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import http.client
+import io
 import json
 import logging
 import os
@@ -65,6 +67,30 @@ def plan_cli(needs: Path, partners: Path, out: Path, models: Path, *extra: str) 
         *extra,
     ]
     return CliRunner().invoke(main, args)
+
+
+NEEDS_HEADER = "need_id,category,lat,lon,demand,severity\n"
+PARTNERS_HEADER = "partner_id,name,kind,lat,lon,categories,capacity,radius_km\n"
+
+
+def invoke(*args: str) -> Result:
+    """Run the ``matcher`` CLI in process."""
+    return CliRunner().invoke(main, list(args))
+
+
+def assert_clean_exit(result: Result, code: int) -> None:
+    """Exit ``code`` through sys.exit (no uncaught exception) and no traceback anywhere."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert "Traceback" not in result.output
+    assert "Traceback" not in result.stderr
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts of strings."""
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
 
 
 @pytest.fixture

@@ -19,12 +19,11 @@ from typing import Any
 
 import pytest
 import shapely
-from click.testing import Result
 
 import matcher
 from matcher import InputValidationError, MatchConfig, Problem
 
-from .conftest import plan_cli
+from .conftest import assert_clean_exit, plan_cli
 
 # the real source data lies beside the repository (../shared), in CI too
 CHICAGO = Path(__file__).resolve().parents[2] / "shared" / "data" / "chicago"
@@ -516,16 +515,6 @@ def check_problem(p: Problem, case: Case, path: Path) -> None:
         assert (None if p.value is None else str(p.value)) == case.value, p
     for text in case.reason:
         assert text.lower() in p.reason.lower(), f"{text!r} not in reason of {p}"
-
-
-def assert_clean_exit(result: Result, code: int) -> None:
-    """Exit ``code`` through sys.exit (no uncaught exception) and no traceback anywhere."""
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
-        result.exception
-    )
-    assert "Traceback" not in result.output
-    assert "Traceback" not in result.stderr
 
 
 def assert_nothing_written(*dirs: Path) -> None:

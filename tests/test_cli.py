@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
 import matcher
 from matcher.cli import main
 
-from .conftest import plan_cli
+from .conftest import NEEDS_HEADER, assert_clean_exit, invoke, plan_cli, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -27,7 +24,6 @@ CONTRACT_FILES = (
     "summary.json",
 )
 
-NEEDS_HEADER = "need_id,category,lat,lon,demand,severity\n"
 WITH_THREE_BAD_ROWS = (
     NEEDS_HEADER
     + "n1,food_access,41.8800,-87.6300,4,3\n"  # line 2
@@ -37,24 +33,6 @@ WITH_THREE_BAD_ROWS = (
     + "n5,food_access,41.8805,-87.6305,3,2\n"  # line 6
     + "n6,youth_engagement,41.9500,-87.6500,2,5\n"  # line 7
 )
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
-def assert_clean_exit(result: Result, code: int) -> None:
-    """Exit ``code`` through sys.exit (no uncaught exception) and no traceback anywhere."""
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
-        result.exception
-    )
-    assert "Traceback" not in result.output
-    assert "Traceback" not in result.stderr
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
 
 
 def header(path: Path) -> list[str]:

@@ -9,8 +9,6 @@ partner-share options, ``--skip-invalid`` for partners, and the HSDS ``--mapping
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import shutil
 from collections import defaultdict
@@ -18,34 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from matcher.cli import main
-
-from .conftest import plan_cli, write_input
+from .conftest import (
+    NEEDS_HEADER,
+    PARTNERS_HEADER,
+    assert_clean_exit,
+    invoke,
+    plan_cli,
+    read_csv,
+    write_input,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HSDS_CSV = ROOT / "tests" / "fixtures" / "hsds" / "csv"
-
-NEEDS_HEADER = "need_id,category,lat,lon,demand,severity\n"
-PARTNERS_HEADER = "partner_id,name,kind,lat,lon,categories,capacity,radius_km\n"
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
-def assert_clean_exit(result: Result, code: int) -> None:
-    """Exit ``code`` through sys.exit (no uncaught exception) and no traceback anywhere."""
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
-        result.exception
-    )
-    assert "Traceback" not in result.output
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
 
 
 def partition(out: Path) -> set[frozenset[str]]:

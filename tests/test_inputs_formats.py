@@ -11,7 +11,6 @@ Vector files are written here with geopandas (no network, no fixtures on disk).
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from pathlib import Path
@@ -21,35 +20,23 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 import shapely
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 import matcher
 from matcher import InputValidationError, Taxonomy
-from matcher.cli import main
 
-from .conftest import plan_cli, write_input
+from .conftest import (
+    NEEDS_HEADER,
+    PARTNERS_HEADER,
+    assert_clean_exit,
+    invoke,
+    plan_cli,
+    read_csv,
+    write_input,
+)
 
-NEEDS_HEADER = "need_id,category,lat,lon,demand,severity\n"
-PARTNERS_HEADER = "partner_id,name,kind,lat,lon,categories,capacity,radius_km\n"
 # EPSG:3435 is NAD83 / Illinois East in US feet: the CRS Chicago's own GIS files use
 LOCAL_CRS = "EPSG:3435"
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
-def assert_clean_exit(result: Result, code: int) -> None:
-    """Exit ``code`` through sys.exit (no uncaught exception) and no traceback anywhere."""
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
-        result.exception
-    )
-    assert "Traceback" not in result.output
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
 
 
 # ---------------------------------------------------------------------------------------
