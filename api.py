@@ -330,8 +330,9 @@ _FORMULA = "".join(map(re.escape, limits.FORMULA_PREFIXES[:4]))
 #: An id: 1..MAX_ID_CHARS printable characters, not starting with a blank or a formula
 #: character (``matcher.limits.id_problem``; surrounding blanks are stripped).
 ID_PATTERN = rf"^[^\s{_FORMULA}\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
-#: An id in a URL path: the same, without '/' (the path's segment separator).
-PATH_ID_PATTERN = rf"^[^\s/{_FORMULA}\x00-\x1f\x7f][^/\x00-\x1f\x7f]*$"
+#: An id in a URL path: the same (an id may hold '/': the item routes take the rest of
+#: the path; percent-encode it or not).
+PATH_ID_PATTERN = ID_PATTERN
 _ID_DOC: dict[str, Any] = {
     "minLength": 1,
     "maxLength": limits.MAX_ID_CHARS,
@@ -1301,7 +1302,7 @@ class Partners(MethodView):
         return resp
 
 
-@api_bp.route("/partners/<partner_id>", parameters=_path_id("partner_id"))
+@api_bp.route("/partners/<path:partner_id>", parameters=_path_id("partner_id"))
 class PartnerItem(MethodView):
     @api_bp.response(200, PartnerRecord, headers=_ETAG_HEADER)
     @_answers(404, *_KEYED)
@@ -1368,7 +1369,7 @@ class Needs(MethodView):
         return resp
 
 
-@api_bp.route("/needs/<need_id>", parameters=_path_id("need_id"))
+@api_bp.route("/needs/<path:need_id>", parameters=_path_id("need_id"))
 class NeedItem(MethodView):
     @api_bp.response(200, NeedRecord, headers=_ETAG_HEADER)
     @_answers(404, *_KEYED)

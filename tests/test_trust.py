@@ -647,3 +647,17 @@ def test_killed_first_start_never_leaves_a_half_loaded_store(tmp_path):
         finally:
             con.close()
         assert counts in ((0, 0), (partners_total, needs_total)), counts
+
+
+def test_ids_with_a_slash_are_addressable(city):
+    """Directory ids such as '211/0042' are valid ids; the item routes reach them."""
+    client, keys = city["client"], city["keys"]
+    h = auth(keys["planner"])
+    body = {"partner_id": "211/0042", "kind": "organization", "lat": 41.88, "lon": -87.63,
+            "categories": "food_access", "capacity": 3, "radius_km": 2}  # fmt: skip
+    assert client.post("/api/v1/partners", json=body, headers=h).status_code == 201
+    for url in ("/api/v1/partners/211/0042", "/api/v1/partners/211%2F0042"):
+        r = client.get(url, headers=h)
+        assert r.status_code == 200 and r.get_json()["partner_id"] == "211/0042"
+    r = client.delete("/api/v1/partners/211/0042", headers=h | {"If-Match": r.headers["ETag"]})
+    assert r.status_code == 204
