@@ -261,6 +261,17 @@ def _authorize() -> Response | None:
     scheme, _, key = header.partition(" ")
     key = key.strip()
     found = None
+    # an address over its failed-authentication limit is refused before its key is looked
+    # at, so a guess that happens to be right cannot be told from a wrong one
+    wait = limits["auth_failures"].blocked(_client())
+    if wait is not None:
+        logger.warning(
+            "failed authentication from %s for %s %s (over the limit: refused unchecked)",
+            _client(),
+            request.method,
+            request.path,
+        )
+        return _too_many(wait, "too many failed authentications from your address")
     if scheme.lower() == "bearer" and 0 < len(key) <= 256:
         found = store().authenticate(key)
     if found is None:
@@ -289,6 +300,8 @@ def _authorize() -> Response | None:
             f"{action} on {resource or 'this route'} needs one of the roles "
             f"{', '.join(roles) or '(none)'}; your key has the role {g.role}",
         )
+    if request.is_json and request.content_length:  # bounded parse before any other reader
+        load_json_document(request.get_data(cache=True), "request body")
     if (resource, action) in _JSON_WRITES and request.content_length and not request.is_json:
         return problem(
             415,
@@ -1247,6 +1260,11 @@ def _keep_private_fields(frame: pd.DataFrame) -> pd.DataFrame:
     volunteers = stored[stored["kind"] == "volunteer"].set_index("partner_id")
     out = frame.copy()
     problems: list[Problem] = []
+    for pid in sorted(set(volunteers.index) - set(out["partner_id"])):
+        try:
+            access.partner_delete(g.role, {"partner_id": pid, "kind": "volunteer"})
+        except access.ForbiddenError as exc:
+            problems += exc.problems
     fields = ["kind", "lat", "lon", "contact"]
     for pos in np.flatnonzero(out["partner_id"].isin(volunteers.index).to_numpy()):
         pid = out["partner_id"].iloc[pos]
@@ -1329,8 +1347,13 @@ class PartnerItem(MethodView):
     @api_bp.response(204)
     @_answers(400, 403, 404, 412, 428, *_KEYED)
     def delete(self, partner_id: str) -> Response:
-        """Delete a partner; needs ``If-Match``."""
-        store().delete_partner(partner_id, expected_version=_if_match(), actor=g.key_id)
+        """Delete a partner; needs ``If-Match``. Only an admin deletes a volunteer."""
+        expected = _if_match()
+        current = store().get_partner(partner_id, exact=True)
+        if current is None:
+            raise NotFoundError("partner", partner_id)
+        access.partner_delete(g.role, current)
+        store().delete_partner(partner_id, expected_version=expected, actor=g.key_id)
         return Response(status=204)
 
 
@@ -1441,7 +1464,10 @@ class Plans(MethodView):
         parameters = config.parameters() | {"taxonomy": None}
         if recruit is not None:
             parameters["recruit"] = recruit
-        plan_id = store().create_plan(parameters, actor=g.key_id)
+        created = _queue_plan(parameters)
+        if isinstance(created, Response):
+            return created
+        plan_id = created
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         app.extensions["matcher_jobs"].submit(_run_plan, app, plan_id, config, recruit)
         return _queued(plan_id)
@@ -1463,6 +1489,21 @@ def _queue_full() -> Response | None:
         f"{len(waiting)} plan(s) of {g.role} keys are queued or running, the most allowed "
         f"({cap}); wait for one to finish",
     )
+
+
+_queue_lock = threading.Lock()
+
+
+def _queue_plan(parameters: dict[str, Any]) -> str | Response:
+    """Queue a plan unless the caller's role is at its cap (429); check and queue as one step.
+
+    The lock is per server process (as the rate limits are).
+    """
+    with _queue_lock:
+        full = _queue_full()
+        if full is not None:
+            return full
+        return store().create_plan(parameters, actor=g.key_id)
 
 
 def _queued(plan_id: str, **extra: Any) -> Response:
@@ -1562,7 +1603,10 @@ class PlanScenarios(MethodView):
         parameters["scenario"] = {"base_plan": plan_id, "change": described}
         if "recruit" in (base.parameters or {}):
             parameters["recruit"] = base.parameters["recruit"]
-        new_id = store().create_plan(parameters, actor=g.key_id)
+        created = _queue_plan(parameters)
+        if isinstance(created, Response):
+            return created
+        new_id = created
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         app.extensions["matcher_jobs"].submit(_run_scenario, app, new_id, plan_id, change)
         return _queued(new_id, base_plan=plan_id)
@@ -1624,6 +1668,7 @@ class PlanItem(MethodView):
         found = store().get_plan(plan_id)
         if found is None:
             raise NotFoundError("plan", plan_id)
+        _check_plan_privacy(plan_id)
         rec = found.to_dict()
         if rec.get("status") == "done":
             rec["files"] = {
@@ -1852,10 +1897,22 @@ def _run_scenario(app: Flask, plan_id: str, base_id: str, change: Mapping[str, A
 _cache_lock = threading.Lock()
 
 
+def _plan_in_force() -> Any:
+    """Return the last finished plan (no scenario), if made at volunteers' grid points.
+
+    A plan of an older store, made from exact points, is never in force: nothing computed
+    from it (free capacity, clusters, its summary) reaches a non-admin.
+    """
+    latest = store().latest_done_plan(exclude_scenarios=True)
+    if latest is None or (latest.parameters or {}).get("volunteer_points") != "grid":
+        return None
+    return latest
+
+
 def _nearby_index(*, exact: bool) -> NearbyIndex:
     """Return the partners index of the current data and latest plan (cached)."""
     st = store()
-    latest = st.latest_done_plan(exclude_scenarios=True)
+    latest = _plan_in_force()
     key = (st.revision(), latest["plan_id"] if latest else None, exact)
     cache = current_app.extensions["matcher_nearby"]
     with _cache_lock:
@@ -1867,7 +1924,7 @@ def _nearby_index(*, exact: bool) -> NearbyIndex:
 
 
 def _latest_model() -> ClusterModel | None:
-    latest = store().latest_done_plan(exclude_scenarios=True)
+    latest = _plan_in_force()
     if latest is None:
         return None
     path = Path(current_app.config["MODELS_DIR"]) / f"plan-{latest['plan_id']}.json"
@@ -2087,7 +2144,7 @@ class LatestPlan(MethodView):
     @_answers(*_KEYED)
     def get(self) -> Response:
         """Get the plan in force and the plans queued or running (what-if scenarios excluded)."""
-        latest = store().latest_done_plan(exclude_scenarios=True)
+        latest = _plan_in_force()
         pending = [
             p.to_dict()
             for p in store().list_plans(50)

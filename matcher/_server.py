@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ._logging import SafeFormatter
 from .limits import MAX_BODY_BYTES
 
 __all__ = ["IDLE_TIMEOUT_S", "MAX_CONNECTIONS", "serve"]
@@ -47,6 +48,15 @@ def serve(app: Any, *, host: str, port: int, threads: int) -> None:
     """
     import waitress
 
+    # waitress calls logging.basicConfig() when the root logger has no handler: give it
+    # one that escapes control characters, so no log line can be forged (matcher's own
+    # records have their handler already and do not propagate to it)
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    logging.getLogger("matcher").propagate = False
     waitress.serve(
         app,
         host=host,

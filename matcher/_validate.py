@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,17 @@ PARTNER_FIELDS: tuple[str, ...] = (
 KINDS = ("organization", "volunteer")
 _LANG = re.compile(r"^[a-z]{2}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.+\-Z]*)?$")
+
+
+def _is_date(value: str) -> bool:
+    """Whether ``value`` is an ISO 8601 date or date-time that exists (not 2023-02-30)."""
+    if not _DATE.match(value):
+        return False
+    try:
+        _dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -257,7 +269,7 @@ def validate_needs(
         for n in ("neighborhood", "reported_at", "source")
     }
     c.flag(
-        ~_map_unique(optional["reported_at"], lambda v: not v or bool(_DATE.match(v))).to_numpy(
+        ~_map_unique(optional["reported_at"], lambda v: not v or _is_date(v)).to_numpy(
             dtype=bool
         ),
         "reported_at",

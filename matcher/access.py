@@ -15,7 +15,8 @@ Rules
   (:data:`matcher.privacy.PRIVATE_FIELDS`); only an admin may change them, and a
   volunteer may become an organization (whose point everyone sees) only by an admin's
   hand. A non-admin who writes a volunteer back as read (the grid point, no contact)
-  keeps the stored exact values: a writer never overwrites what it cannot see.
+  keeps the stored exact values: a writer never overwrites what it cannot see. For the
+  same reason only an admin deletes a volunteer (:func:`partner_delete`).
 
 Examples
 --------
@@ -44,6 +45,7 @@ __all__ = [
     "WRITERS",
     "ForbiddenError",
     "allowed",
+    "partner_delete",
     "partner_write",
     "roles_for",
 ]
@@ -106,6 +108,30 @@ def _same_number(a: Any, b: Any) -> bool:
         return bool(np.isclose(float(a), float(b), rtol=0.0, atol=1e-6))
     except (TypeError, ValueError):
         return False
+
+
+def partner_delete(role: str, current: Mapping[str, Any]) -> None:
+    """Raise :class:`ForbiddenError` unless ``role`` may delete the stored partner ``current``.
+
+    Deleting a volunteer destroys its exact point and contact, which only an admin sees,
+    so only an admin may (by ``DELETE`` or by an import that leaves it out).
+
+    Examples
+    --------
+    >>> partner_delete("planner", {"partner_id": "o", "kind": "organization"})
+    >>> partner_delete("planner", {"partner_id": "v", "kind": "volunteer"})
+    Traceback (most recent call last):
+    ...
+    matcher.access.ForbiddenError: only an admin may delete a volunteer (v)
+    """
+    if role != "admin" and str(current.get("kind")) == "volunteer":
+        pid = current.get("partner_id")
+        raise ForbiddenError(
+            f"only an admin may delete a volunteer ({pid})",
+            [Problem("request", None, "partner_id", pid,
+                     "a volunteer's private point and contact would be lost: only an admin "
+                     "may delete a volunteer")],
+        )  # fmt: skip
 
 
 def partner_write(

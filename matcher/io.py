@@ -7,8 +7,9 @@ import hashlib
 import io
 import json
 import logging
+import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -128,6 +129,23 @@ def _check_cells(df: pd.DataFrame, rows: list[int], file: str) -> None:
         raise InputValidationError(problems)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string (keys and values) of a parsed JSON document, iteratively."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def load_json_document(data: bytes | str, name: str) -> Any:
     """Parse a JSON document with matcher's bounds (UTF-8, nesting, unique keys).
 
@@ -165,10 +183,17 @@ def _load_json(text: str, file: str) -> Any:
         raise _fail(
             file, f"not valid JSON: {exc.msg} at line {exc.lineno}", row=exc.lineno
         ) from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        reason = str(exc).split(";")[0]
+        raise _fail(file, f"not valid JSON: {reason}") from None
     except RecursionError:
         raise _fail(
             file, f"JSON nested too deep; at most {MAX_JSON_DEPTH} levels are allowed"
         ) from None
+    if any(_SURROGATE.search(t) for t in _strings(doc)):
+        raise _fail(
+            file, "a JSON string holds a lone UTF-16 surrogate (\\ud800-\\udfff): not text"
+        )
     depth = json_depth(doc)
     if depth > MAX_JSON_DEPTH:
         raise _fail(file, f"JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed")

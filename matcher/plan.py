@@ -433,6 +433,11 @@ def plan(
         if lock_rows is not None:
             metrics["locked_units"] = round(float(cons.lock.sum() * q), 6)
     hashes = {"needs": need_t.sha256, "partners": partner_t.sha256}
+    if config.volunteer_points == "grid":
+        # the hash of a table with volunteers' exact points would confirm guesses of them:
+        # a grid plan records the hash of the public view it was made from
+        public = pd.DataFrame(partner_df.drop(columns=partner_df.geometry.name))
+        hashes["partners"] = hash_table(public)
     if hood_hash:
         hashes["neighborhoods"] = hood_hash
     for name, rows in (("lock", lock_rows), ("previous", prev_rows)):

@@ -50,6 +50,24 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
+    def blocked(self, key: str) -> int | None:
+        """Return the seconds to wait if ``key`` has no event left now, else None (no count).
+
+        Examples
+        --------
+        >>> t = [0.0]
+        >>> rl = RateLimiter(60, burst=1, clock=lambda: t[0])
+        >>> rl.blocked("k"), rl.hit("k"), rl.blocked("k")
+        (None, None, 1)
+        """
+        if self.rate <= 0:
+            return None
+        now = self._clock()
+        with self._lock:
+            tokens, then = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        return None if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) / self.rate))
+
     def hit(self, key: str) -> int | None:
         """Count one event for ``key``; return None if allowed, else seconds to wait."""
         if self.rate <= 0:

@@ -159,10 +159,16 @@ def test_role_matrix_every_endpoint(app, keys, loaded, method, path, body, allow
                 for k, v in current.get_json().items()
                 if k not in ("version", "cluster_id", "updated_at")
             }
-        elif body == "csv":  # a planner may not set volunteers' private fields: no volunteers
-            lines = (SAMPLE / "partners.csv").read_text().splitlines(keepends=True)
-            rows = lines if role == "admin" else [x for x in lines if ",volunteer," not in x]
-            kwargs |= {"data": "".join(rows).encode(), "content_type": "text/csv"}
+        elif body == "csv":  # a planner sends volunteers as it reads them: grid, no contact
+            table = pd.read_csv(SAMPLE / "partners.csv", dtype=str, keep_default_na=False)
+            if role != "admin":
+                vol = table["kind"] == "volunteer"
+                lats, lons = table.loc[vol, "lat"], table.loc[vol, "lon"]
+                seen = [grid_point(float(a), float(b)) for a, b in zip(lats, lons, strict=True)]
+                table.loc[vol, "lat"] = [repr(p[0]) for p in seen]
+                table.loc[vol, "lon"] = [repr(p[1]) for p in seen]
+                table.loc[vol, "contact"] = ""
+            kwargs |= {"data": table.to_csv(index=False).encode(), "content_type": "text/csv"}
         elif body == "needs-csv":
             kwargs |= {"data": _needs_csv(), "content_type": "text/csv"}
         elif body == "geojson":

@@ -28,6 +28,8 @@ import matcher
 from api import create_app
 from matcher._validate import PARTNER_FIELDS
 from matcher.cli import main
+from matcher.io import hash_table
+from matcher.privacy import public_partners
 
 from .conftest import TINY_NEEDS, TINY_PARTNERS, plan_cli, write_input
 from .oracle import gc_km, grid_point
@@ -236,10 +238,26 @@ def test_a_plan_from_exact_points_is_for_admins_only(city):
     }
     st.plan_done(plan_id, {}, files)
     base = f"/api/v1/plans/{plan_id}"
-    for url in (f"{base}/files/assignments.csv", f"{base}/assignments", f"{base}/map"):
+    latest = client.get("/api/v1/plans/latest", headers=auth(keys["outreach"])).get_json()
+    assert latest["plan"] is None or latest["plan"]["plan_id"] != plan_id  # never in force
+    for url in (base, f"{base}/files/assignments.csv", f"{base}/assignments", f"{base}/map"):
         assert client.get(url, headers=auth(keys["planner"])).status_code == 403, url
         assert client.get(url, headers=auth(keys["outreach"])).status_code == 403, url
         assert client.get(url, headers=auth(keys["admin"])).status_code == 200, url
+
+
+def test_plan_summaries_hash_the_public_view_of_the_partners(city):
+    """The summary's input hash of a table with exact points confirmed brute-force guesses
+    of a volunteer's home (a scenario keeping one partner makes a one-row table)."""
+    client, keys, plan = city["client"], city["keys"], city["plan"]
+    st = city["app"].extensions["matcher_store"]
+    stored = pd.DataFrame(st.partners_frame().drop(columns="geometry"))
+    got = plan["summary"]["input_hashes"]["partners"]
+    assert got != hash_table(stored)
+    public = pd.DataFrame(public_partners(stored))
+    assert got == hash_table(public)
+    assert client.get(f"/api/v1/plans/{plan['plan_id']}",
+                      headers=auth(keys["outreach"])).status_code == 200  # fmt: skip
 
 
 def test_intake_answers_are_computed_from_the_grid_point(city):
@@ -354,6 +372,23 @@ def test_planner_import_keeps_private_fields_and_refuses_changes(city, tmp_path)
     assert r.status_code == 403 and r.get_json()["problems"][0]["field"] == "lat"
 
 
+def test_only_an_admin_deletes_a_volunteer(city):
+    client, keys, exact = city["client"], city["keys"], city["exact"]
+    pid = exact[exact["kind"] == "volunteer"].index[11]
+    h = auth(keys["planner"])
+    seen = client.get(f"/api/v1/partners/{pid}", headers=h)
+    r = client.delete(f"/api/v1/partners/{pid}", headers=h | {"If-Match": seen.headers["ETag"]})
+    assert r.status_code == 403 and r.get_json()["problems"][0]["field"] == "partner_id"
+    rows = client.get("/api/v1/partners?limit=1000", headers=h).get_json()["results"]
+    rows += client.get("/api/v1/partners?limit=1000&offset=1000", headers=h).get_json()["results"]
+    frame = pd.DataFrame(rows)[list(PARTNER_FIELDS)]
+    frame = frame[frame["partner_id"] != pid]
+    r = client.post("/api/v1/imports/partners", data=frame.to_csv(index=False).encode(),
+                    content_type="text/csv", headers=auth(keys["planner"]))  # fmt: skip
+    assert r.status_code == 403 and [p["value"] for p in r.get_json()["problems"]] == [pid]
+    assert client.get(f"/api/v1/partners/{pid}", headers=auth(keys["admin"])).status_code == 200
+
+
 def test_body_and_path_ids_unknown_fields_and_etags(city):
     client, keys = city["client"], city["keys"]
     h = auth(keys["planner"])
@@ -408,6 +443,14 @@ def test_a_huge_id_is_refused_and_the_service_stays_up(city):
         ("post", "/api/v1/plans", {"json": {"cluster_km": 1e300}}, 400, "cluster_km"),
         ("post", "/api/v1/plans", {"json": {"recruit_k": 10**6}}, 400, "recruit_k"),
         ("post", "/api/v1/plans", {"json": {"cluster_km": 5e-324}}, 400, "cluster_km"),
+        ("post", "/api/v1/plans", {"data": '{"seed": ' + "1" * 5000 + "}",
+                                   "content_type": "application/json"}, 400, None),
+        ("post", "/api/v1/needs", {"data": '{"need_id": "n-\\ud800", "category": "food_access",'
+                                           ' "lat": 41.9, "lon": -87.6, "demand": 1}',
+                                   "content_type": "application/json"}, 400, None),
+        ("post", "/api/v1/needs", {"json": {"need_id": "d2", "category": "food_access",
+                                            "lat": 41.88, "lon": -87.63, "demand": 1,
+                                            "reported_at": "9999-99-99"}}, 400, "reported_at"),
         ("post", "/api/v1/imports/needs", {"data": "a\r\rb", "content_type": "text/csv"},
          400, None),
         ("post", "/api/v1/imports/needs", {"data": '"abc', "content_type": "text/csv"},
@@ -494,17 +537,31 @@ def test_rate_limits_and_plan_queue_cap(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="matcher.api"):
         codes = [client.get("/api/v1/me", headers=auth(wrong)).status_code for _ in range(5)]
     assert codes[:3] == [401] * 3 and codes[3:] == [429, 429]
-    failed = [r.getMessage() for r in caplog.records if "failed authentication" in r.getMessage()]
+    # over the limit, even the right key is refused unchecked: no oracle for guesses
+    assert client.get("/api/v1/health").status_code == 200
+    right = auth(st.create_api_key("admin")[1])
+    r = app.test_client().get("/api/v1/partners?limit=1", headers=right)
+    assert r.status_code == 429
+    failed = [r.getMessage() for r in caplog.records
+              if "failed authentication" in r.getMessage() and "/api/v1/me" in r.getMessage()]
     assert len(failed) == 5 and not any(wrong in m for m in failed)
     # the queue cap: a second plan while the first is queued or running
     app2 = create_app({"DB": str(tmp_path / "r.db"), "MODELS_DIR": str(tmp_path / "m"),
                        "PLAN_QUEUE_CAP": {"planner": 1, "admin": 1}})  # fmt: skip
     c2 = app2.test_client()
-    first = c2.post("/api/v1/plans", json={}, headers=auth(planner))
-    second = c2.post("/api/v1/plans", json={}, headers=auth(planner))
-    assert first.status_code == 202
-    assert second.status_code == 429 and "Retry-After" in second.headers
-    wait_plan(c2, first.get_json()["plan_id"], planner)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(seed):
+        return app2.test_client().post("/api/v1/plans", json={"seed": seed},
+                                       headers=auth(planner))  # fmt: skip
+
+    with ThreadPoolExecutor(8) as pool:  # all at once: checking and queueing is one step
+        answers = list(pool.map(post, range(8)))
+    accepted = [r for r in answers if r.status_code == 202]
+    assert len(accepted) == 1, [r.status_code for r in answers]
+    assert all(r.status_code == 429 and "Retry-After" in r.headers
+               for r in answers if r.status_code != 202)  # fmt: skip
+    wait_plan(c2, accepted[0].get_json()["plan_id"], planner)
 
 
 # --------------------------------------------------------------------------- outputs
