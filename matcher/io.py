@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -27,7 +27,7 @@ from .limits import (
     check_file,
     file_limit,
     id_problem,
-    json_depth,
+    json_nodes,
     read_file,
     text_problem,
 )
@@ -132,20 +132,6 @@ def _check_cells(df: pd.DataFrame, rows: list[int], file: str) -> None:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _strings(value: Any) -> Iterator[str]:
-    """Every string (keys and values) of a parsed JSON document, iteratively."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
 def load_json_document(data: bytes | str, name: str) -> Any:
     """Parse a JSON document with matcher's bounds (UTF-8, nesting, unique keys).
 
@@ -190,11 +176,14 @@ def _load_json(text: str, file: str) -> Any:
         raise _fail(
             file, f"JSON nested too deep; at most {MAX_JSON_DEPTH} levels are allowed"
         ) from None
-    if any(_SURROGATE.search(t) for t in _strings(doc)):
-        raise _fail(
-            file, "a JSON string holds a lone UTF-16 surrogate (\\ud800-\\udfff): not text"
-        )
-    depth = json_depth(doc)
+    depth = 0  # one pass over the document for both checks
+    for node, level in json_nodes(doc):
+        if isinstance(node, dict | list):
+            depth = max(depth, level + 1)
+        elif isinstance(node, str) and _SURROGATE.search(node):
+            raise _fail(
+                file, "a JSON string holds a lone UTF-16 surrogate (\\ud800-\\udfff): not text"
+            )
     if depth > MAX_JSON_DEPTH:
         raise _fail(file, f"JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed")
     return doc
@@ -388,34 +377,16 @@ def _geojson_points(
     text: str, file: str, required: tuple[str, ...], input_crs: str | None
 ) -> tuple[pd.DataFrame, list[int]]:
     doc = _load_json(text, file)
-    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
-        raise _fail(
-            file,
-            "expected a GeoJSON FeatureCollection",
-            field="type",
-            value=doc.get("type") if isinstance(doc, dict) else type(doc).__name__,
-        )
+    features, problems = _features(doc, file)
     crs_name = None
     if isinstance(doc.get("crs"), dict):
         crs_name = str((doc["crs"].get("properties") or {}).get("name"))
     source_crs = _source_crs(file, crs_name, input_crs)
-    features = doc.get("features")
-    if not isinstance(features, list) or not features:
-        raise _fail(file, "the FeatureCollection has no features", field="features")
-    records, problems = [], []
+    records = []
     for i, feat in enumerate(features):
-        if not isinstance(feat, dict) or feat.get("type") != "Feature":
-            problems.append(
-                Problem(file, i, "feature", _kind(feat), "must be a GeoJSON Feature object")
-            )
+        if feat is None:  # reported by _features
             continue
-        raw_props = feat.get("properties")
-        if raw_props is not None and not isinstance(raw_props, dict):
-            problems.append(
-                Problem(file, i, "properties", _kind(raw_props), "must be an object or null")
-            )
-            continue
-        props = dict(raw_props or {})
+        props = dict(feat.get("properties") or {})
         nested = sorted(k for k, v in props.items() if isinstance(v, (dict, list)))
         for key in nested:
             problems.append(
@@ -443,7 +414,7 @@ def _geojson_points(
             props["lon"], props["lat"] = coords[0], coords[1]
         records.append(props)
     if problems:
-        raise InputValidationError(problems)
+        raise InputValidationError(sorted(problems, key=lambda p: p.row or 0))
     df = pd.DataFrame.from_records(records)
     _check_columns(df, file, required)
     if source_crs is not None:
@@ -679,34 +650,51 @@ def read_partners(
     )
 
 
-def _check_polygon_collection(doc: Any, file: str) -> None:
-    """Check the GeoJSON structure of a neighborhoods file before GDAL reads it."""
+def _features(doc: Any, file: str) -> tuple[list[dict[str, Any] | None], list[Problem]]:
+    """Check a GeoJSON FeatureCollection's structure.
+
+    Returns its features, with None where a feature is not a Feature object or its
+    properties are neither an object nor null, and a problem for each of those.
+    """
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise _fail(
             file,
             "expected a GeoJSON FeatureCollection",
             field="type",
-            value=doc.get("type") if isinstance(doc, dict) else _kind(doc),
+            value=doc.get("type") if isinstance(doc, dict) else type(doc).__name__,
         )
-    features = doc.get("features")
-    if not isinstance(features, list) or not features:
+    raw = doc.get("features")
+    if not isinstance(raw, list) or not raw:
         raise _fail(file, "the FeatureCollection has no features", field="features")
+    features: list[dict[str, Any] | None] = []
     problems = []
-    for i, feat in enumerate(features):
+    for i, feat in enumerate(raw):
+        props = feat.get("properties") if isinstance(feat, dict) else None
         if not isinstance(feat, dict) or feat.get("type") != "Feature":
             problems.append(
                 Problem(file, i, "feature", _kind(feat), "must be a GeoJSON Feature object")
             )
-        elif feat.get("properties") is not None and not isinstance(feat["properties"], dict):
+        elif props is not None and not isinstance(props, dict):
             problems.append(
-                Problem(file, i, "properties", _kind(feat["properties"]), "must be an object")
+                Problem(file, i, "properties", _kind(props), "must be an object or null")
             )
-        elif not isinstance(feat.get("geometry"), dict):
+        else:
+            features.append(feat)
+            continue
+        features.append(None)
+    return features, problems
+
+
+def _check_polygon_collection(doc: Any, file: str) -> None:
+    """Check the GeoJSON structure of a neighborhoods file before GDAL reads it."""
+    features, problems = _features(doc, file)
+    for i, feat in enumerate(features):
+        if feat is not None and not isinstance(feat.get("geometry"), dict):
             problems.append(
                 Problem(file, i, "geometry", _kind(feat.get("geometry")), "must be a polygon")
             )
     if problems:
-        raise InputValidationError(problems)
+        raise InputValidationError(sorted(problems, key=lambda p: p.row or 0))
 
 
 def read_neighborhoods(

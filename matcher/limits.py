@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ __all__ = [
     "file_limit",
     "id_problem",
     "json_depth",
+    "json_nodes",
     "read_file",
     "text_problem",
 ]
@@ -144,22 +146,26 @@ def text_problem(value: str, limit: int = MAX_TEXT_CHARS) -> str | None:
     return None
 
 
-def json_depth(value: Any) -> int:
-    """Return the nesting depth of a parsed JSON value (a scalar has depth 0).
+def json_nodes(value: Any) -> Iterator[tuple[Any, int]]:
+    """Yield every node of a parsed JSON value with its depth (the value itself at 0).
 
-    Iterative, so it never exhausts the interpreter's stack.
+    The nodes are objects' keys and values and arrays' items. Iterative, so it never
+    exhausts the interpreter's stack.
     """
-    deepest = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
+        yield item, depth
         if isinstance(item, dict):
+            stack.extend((k, depth + 1) for k in item)
             stack.extend((v, depth + 1) for v in item.values())
-            deepest = max(deepest, depth + 1)
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
-            deepest = max(deepest, depth + 1)
-    return deepest
+
+
+def json_depth(value: Any) -> int:
+    """Return the nesting depth of a parsed JSON value (a scalar has depth 0)."""
+    return max((d + 1 for node, d in json_nodes(value) if isinstance(node, dict | list)), default=0)
 
 
 def check_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> str | None:
