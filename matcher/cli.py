@@ -648,10 +648,10 @@ def serve_cmd(
             f"the service needs the 'api' extra ({exc.name} is missing): pip install 'matcher[api]'"
         ) from None
     from ._server import serve
-    from .store import open_store
 
     _setup_logging(quiet, verbose)
-    store = open_store(db)
+    app = create_app({"DB": db, "MODELS_DIR": models_dir})
+    store = app.extensions["matcher_store"]
     sample = sample_dir or Path(__file__).resolve().parents[1] / "data" / "sample"
     if (sample / "needs.csv").exists() and not store.count_partners() + store.count_needs():
         from .io import read_needs, read_neighborhoods, read_partners
@@ -669,9 +669,8 @@ def serve_cmd(
     )
     if stale:
         logger.warning("marked %d plan(s) left unfinished by a stopped server failed", len(stale))
-    store.close()
     logger.info("serving on http://%s:%d (store %s)", host, port, db)
-    serve(create_app({"DB": db, "MODELS_DIR": models_dir}), host=host, port=port, threads=threads)
+    serve(app, host=host, port=port, threads=threads)
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m matcher.cli

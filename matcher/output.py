@@ -15,7 +15,7 @@ import pandas as pd
 import shapely
 
 from .limits import FORMULA_PREFIXES
-from .privacy import COARSEN_KM, coarsen
+from .privacy import COARSEN_KM, coarsen, public_partners
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -222,12 +222,9 @@ def plan_geojson(plan: Plan, *, exact_volunteers: bool = False) -> dict[str, Any
 
 def _public_partners(partners: pd.DataFrame, *, exact_volunteers: bool) -> pd.DataFrame:
     out = pd.DataFrame(partners.drop(columns="geometry", errors="ignore")).copy()
-    vol = (out["kind"] == "volunteer").to_numpy()
-    out["coarsened"] = vol & (not exact_volunteers)
-    if not exact_volunteers and vol.any():
-        lat, lon = coarsen(out.loc[vol, "lat"].to_numpy(), out.loc[vol, "lon"].to_numpy())
-        out.loc[vol, "lat"], out.loc[vol, "lon"] = lat, lon
-        out.loc[vol, "contact"] = ""
+    out["coarsened"] = (out["kind"] == "volunteer").to_numpy() & (not exact_volunteers)
+    if not exact_volunteers:
+        out = public_partners(out)
     return out.sort_values("partner_id").reset_index(drop=True)
 
 
