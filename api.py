@@ -301,7 +301,7 @@ def _authorize() -> Response | None:
             f"{', '.join(roles) or '(none)'}; your key has the role {g.role}",
         )
     if request.is_json and request.content_length:  # bounded parse before any other reader
-        load_json_document(request.get_data(cache=True), "request body")
+        g.json_body = load_json_document(request.get_data(cache=True), "request body")
     if (resource, action) in _JSON_WRITES and request.content_length and not request.is_json:
         return problem(
             415,
@@ -893,7 +893,9 @@ def _json_body() -> dict[str, Any]:
         from werkzeug.exceptions import UnsupportedMediaType
 
         raise UnsupportedMediaType("send a JSON body with 'Content-Type: application/json'")
-    body = load_json_document(request.get_data(cache=True), "request body")
+    body = g.get("json_body")  # parsed with matcher's bounds by _authorize
+    if body is None:
+        body = load_json_document(request.get_data(cache=True), "request body")
     if not isinstance(body, dict):
         raise InputValidationError(
             [Problem("request body", None, None, None, "malformed JSON: expected a JSON object")]
@@ -1668,7 +1670,7 @@ class PlanItem(MethodView):
         found = store().get_plan(plan_id)
         if found is None:
             raise NotFoundError("plan", plan_id)
-        _check_plan_privacy(plan_id)
+        _check_plan_privacy(found)
         rec = found.to_dict()
         if rec.get("status") == "done":
             rec["files"] = {
@@ -1678,14 +1680,16 @@ class PlanItem(MethodView):
         return Response(json.dumps(rec, default=str), mimetype="application/json")
 
 
-def _check_plan_privacy(plan_id: str) -> None:
+def _grid_plan(plan: Any) -> bool:
+    """Whether ``plan`` (a plan record) was made at volunteers' grid points."""
+    return (plan.parameters or {}).get("volunteer_points") == "grid"
+
+
+def _check_plan_privacy(plan: Any) -> None:
     """Only an admin reads a plan made from volunteers' exact points (older stores)."""
-    found = store().get_plan(plan_id)
-    if found is None or is_admin():
-        return
-    if (found.parameters or {}).get("volunteer_points") != "grid":
+    if plan is not None and not is_admin() and not _grid_plan(plan):
         raise access.ForbiddenError(
-            f"plan {plan_id!r} was made from volunteers' exact points (before volunteer "
+            f"plan {plan.plan_id!r} was made from volunteers' exact points (before volunteer "
             "privacy); only an admin may read it: start a new plan"
         )
 
@@ -1717,7 +1721,7 @@ class PlanFile(MethodView):
         """Get a file of a finished plan, byte for byte what ``matcher plan`` writes."""
         if name not in PLAN_FILES:
             return problem(404, "Not Found", f"no file {name!r}; files: {', '.join(PLAN_FILES)}")
-        _check_plan_privacy(plan_id)
+        _check_plan_privacy(store().get_plan(plan_id))
         content = store().plan_file(plan_id, name)
         if content is None:
             return problem(404, "Not Found", f"plan {plan_id!r} has no file {name!r} (not done?)")
@@ -1735,7 +1739,7 @@ class PlanAssignments(MethodView):
     @_answers(404, *_KEYED)
     def get(self, plan_id: str) -> Response:
         """Get a finished plan's assignments as JSON (the content of assignments.csv)."""
-        _check_plan_privacy(plan_id)
+        _check_plan_privacy(store().get_plan(plan_id))
         content = store().plan_file(plan_id, "assignments.csv")
         if content is None:
             return problem(404, "Not Found", f"plan {plan_id!r} is unknown or not done")
@@ -1904,9 +1908,7 @@ def _plan_in_force() -> Any:
     from it (free capacity, clusters, its summary) reaches a non-admin.
     """
     latest = store().latest_done_plan(exclude_scenarios=True)
-    if latest is None or (latest.parameters or {}).get("volunteer_points") != "grid":
-        return None
-    return latest
+    return latest if latest is not None and _grid_plan(latest) else None
 
 
 def _nearby_index(*, exact: bool) -> NearbyIndex:
@@ -2166,7 +2168,7 @@ class PlanMap(MethodView):
         found = store().get_plan(plan_id)
         if found is None:
             raise NotFoundError("plan", plan_id)
-        _check_plan_privacy(plan_id)
+        _check_plan_privacy(found)
         content = store().plan_file(plan_id, "plan.geojson")
         if found.status != "done" or content is None:
             return problem(404, "Not Found", f"plan {plan_id!r} is {found.status}, not done")
