@@ -284,6 +284,20 @@ def test_a_long_chain_is_split_into_parts_that_fit():
     assert (res.clusters["radius_km"] <= 1.5 + 1e-9).all()
 
 
+def three_needs(a, b, c) -> pd.DataFrame:
+    """Needs a, b and c ((lat, lon) each) of one category, demand 1."""
+    return pd.DataFrame(
+        {
+            "need_id": ["a", "b", "c"],
+            "category": "food_access",
+            "lat": [a[0], b[0], c[0]],
+            "lon": [a[1], b[1], c[1]],
+            "demand": 1.0,
+            "severity": 3,
+        }
+    )
+
+
 def test_needs_just_inside_and_just_outside_eps():
     # A with B and C on either side: 0.5 km (1 - 1e-6) away, A has 3 neighbours (itself
     # included) and is core: one cluster. At 0.5 km (1 + 1e-6), three noise needs.
@@ -292,16 +306,7 @@ def test_needs_just_inside_and_just_outside_eps():
             a = centre
             b = destination(*a, 60.0, 0.5 * factor)
             c = destination(*a, 240.0, 0.5 * factor)
-            needs = pd.DataFrame(
-                {
-                    "need_id": ["a", "b", "c"],
-                    "category": "food_access",
-                    "lat": [a[0], b[0], c[0]],
-                    "lon": [a[1], b[1], c[1]],
-                    "demand": 1.0,
-                    "severity": 3,
-                }
-            )
+            needs = three_needs(a, b, c)
             res = cluster_needs(needs, MatchConfig(cluster_km=0.5))
             check_clustering(needs, MatchConfig(cluster_km=0.5), False, res.need_cluster,
                              res.clusters, res.core)  # fmt: skip
@@ -329,16 +334,7 @@ def test_needs_exactly_eps_apart_are_neighbours():
                 break
             km -= 1e-13
         assert km > 0.5 - 1e-10
-        needs = pd.DataFrame(
-            {
-                "need_id": ["a", "b", "c"],
-                "category": "food_access",
-                "lat": [a[0], b[0], c[0]],
-                "lon": [a[1], b[1], c[1]],
-                "demand": 1.0,
-                "severity": 3,
-            }
-        )
+        needs = three_needs(a, b, c)
         res = cluster_needs(needs, MatchConfig(cluster_km=0.5))
         if res.need_cluster.nunique() != 1:
             failures.append(needs[["lat", "lon"]].to_numpy().tolist())
