@@ -62,26 +62,29 @@ class RateLimiter:
         """
         if self.rate <= 0:
             return None
-        now = self._clock()
         with self._lock:
-            tokens, then = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
-        return None if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) / self.rate))
+            tokens, _ = self._refill(key, pop=False)
+        return self._wait(tokens)
 
     def hit(self, key: str) -> int | None:
         """Count one event for ``key``; return None if allowed, else seconds to wait."""
         if self.rate <= 0:
             return None
-        now = self._clock()
         with self._lock:
-            tokens, then = self._buckets.pop(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                wait = None
-            else:
-                self._buckets[key] = (tokens, now)
-                wait = max(1, math.ceil((1.0 - tokens) / self.rate))
+            tokens, now = self._refill(key, pop=True)
+            wait = self._wait(tokens)
+            self._buckets[key] = (tokens - 1.0 if wait is None else tokens, now)
             while len(self._buckets) > self._max_keys:
                 self._buckets.pop(next(iter(self._buckets)))
         return wait
+
+    def _refill(self, key: str, *, pop: bool) -> tuple[float, float]:
+        """Return the tokens of ``key``'s bucket now, and now (call with the lock held)."""
+        now = self._clock()
+        get = self._buckets.pop if pop else self._buckets.get
+        tokens, then = get(key, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - then) * self.rate), now
+
+    def _wait(self, tokens: float) -> int | None:
+        """Return None when a token is left, else the whole seconds until one is."""
+        return None if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) / self.rate))
