@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[api,test,lint]"
+	$(BIN)/python -m pip install --quiet -e ".[api,test,lint,postgres]"
 	touch $@
 
 run: $(VENV)/.installed

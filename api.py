@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gzip
 import http
-import io
 import json
 import logging
-import math
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -26,7 +23,6 @@ import geopandas as gpd
 import marshmallow as ma
 import numpy as np
 import pandas as pd
-import shapely
 from flask import Blueprint as FlaskBlueprint
 from flask import Flask, Response, current_app, g, request, send_from_directory
 from flask.views import MethodView
@@ -45,15 +41,19 @@ from matcher import (
     limits,
 )
 from matcher._validate import _DATE, _LANG, KINDS, NEED_FIELDS, PARTNER_FIELDS
-from matcher.config import OBJECTIVES, PARAMETER_BOUNDS
+from matcher.config import DEFAULT_RECRUIT_RADIUS_KM, OBJECTIVES, PARAMETER_BOUNDS
 from matcher.intake import recommend_for_need
-from matcher.io import load_json_document
+from matcher.io import Upload, load_json_document
+from matcher.jobs import PlanWorker, load_plan_model
+from matcher.mapview import MAP_FILE, map_bytes, map_payload
 from matcher.nearby import NearbyIndex
+from matcher.output import PLAN_FILES, csv_rows
 from matcher.ratelimit import RateLimiter
-from matcher.scenario import ScenarioChange, apply_change, compare, config_from_parameters
 from matcher.store import (
+    PLAN_STATUSES,
     AlreadyExistsError,
     NotFoundError,
+    PlanRecord,
     PlanStateError,
     Store,
     StoreBusyError,
@@ -68,27 +68,7 @@ __all__ = ["create_app"]
 logger = logging.getLogger("matcher.api")
 
 MAX_LIMIT = limits.MAX_PAGE
-PLAN_FILES = (
-    "assignments.csv",
-    "clusters.csv",
-    "need_clusters.csv",
-    "unmet.csv",
-    "plan.geojson",
-    "summary.json",
-    # with neighborhoods / min_coverage / recruit_k (see matcher.output.write_plan)
-    "gaps.csv",
-    "gaps.geojson",
-    "floors.csv",
-    "recruit.csv",
-    "recruit.geojson",
-    # scenario plans (POST /plans/{id}/scenarios)
-    "scenario.json",
-    "scenario_clusters.csv",
-    "scenario_partners.csv",
-)
 PROBLEM = "application/problem+json"
-#: Travel radius of a suggested new partner when a plan asks for recruit sites (as the CLI).
-RECRUIT_RADIUS_KM = 2.0
 
 
 # --------------------------------------------------------------------------- errors
@@ -626,7 +606,7 @@ class PlanRequest(ma.Schema):
         validate=ma.validate.Range(0, limits.MAX_RADIUS_KM, min_inclusive=False),
         metadata={
             "description": "travel radius of a suggested new partner, km (with recruit_k; "
-            f"default {RECRUIT_RADIUS_KM:g})"
+            f"default {DEFAULT_RECRUIT_RADIUS_KM:g})"
         },
     )
     recruit_capacity = ma.fields.Float(
@@ -845,9 +825,7 @@ class PlanQueued(ma.Schema):
 
 class PlanRecordSchema(ma.Schema):
     plan_id = ma.fields.String(required=True)
-    status = ma.fields.String(
-        required=True, validate=ma.validate.OneOf(["queued", "running", "done", "failed"])
-    )
+    status = ma.fields.String(required=True, validate=ma.validate.OneOf(PLAN_STATUSES))
     created_at = ma.fields.String(required=True)
     started_at = ma.fields.String(required=True, allow_none=True)
     finished_at = ma.fields.String(required=True, allow_none=True)
@@ -858,6 +836,21 @@ class PlanRecordSchema(ma.Schema):
     )
     error = ma.fields.String(required=True, allow_none=True)
     files = ma.fields.List(ma.fields.String(), required=True)
+    attempts = ma.fields.Integer(
+        required=True,
+        metadata={
+            "description": "times a plan worker claimed it (a plan whose worker stopped is "
+            "claimed again once)"
+        },
+    )
+
+
+def _plan_json(rec: PlanRecord) -> dict[str, Any]:
+    """Return a plan record as the API shows it: without which worker holds it, or until when."""
+    out = rec.to_dict()
+    for internal in ("worker", "lease_until"):
+        out.pop(internal)
+    return out
 
 
 class PlanStatus(PlanRecordSchema):
@@ -1234,21 +1227,18 @@ class Imports(MethodView):
                 if kind != "neighborhoods"
                 else "send application/geo+json"
             )
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{kind}{suffix}"
-            path.write_bytes(request.get_data())
-            name = f"{kind}{suffix} (request body)"
-            if kind == "needs":
-                frame = matcher.read_needs(path, name=name).frame
-                count = store().replace_needs(frame, actor=g.key_id)
-            elif kind == "partners":
-                frame = matcher.read_partners(path, name=name).frame
-                if not is_admin():  # volunteers' private fields: as read, or an admin's hand
-                    frame = _keep_private_fields(frame)
-                count = store().replace_partners(frame, actor=g.key_id)
-            else:
-                frame, _ = matcher.read_neighborhoods(path, name=name)
-                count = store().replace_neighborhoods(frame, actor=g.key_id)
+        body = Upload(request.get_data(), f"{kind}{suffix} (request body)", suffix)
+        if kind == "needs":
+            frame = matcher.read_needs(body).frame
+            count = store().replace_needs(frame, actor=g.key_id)
+        elif kind == "partners":
+            frame = matcher.read_partners(body).frame
+            if not is_admin():  # volunteers' private fields: as read, or an admin's hand
+                frame = _keep_private_fields(frame)
+            count = store().replace_partners(frame, actor=g.key_id)
+        else:
+            frame, _ = matcher.read_neighborhoods(body)
+            count = store().replace_neighborhoods(frame, actor=g.key_id)
         return Response(
             json.dumps({"imported": int(count if count is not None else len(frame)), "kind": kind}),
             status=201,
@@ -1460,7 +1450,7 @@ class Plans(MethodView):
         if args["recruit_k"] is not None:
             recruit = {
                 "k": args["recruit_k"],
-                "radius_km": args["recruit_radius_km"] or RECRUIT_RADIUS_KM,
+                "radius_km": args["recruit_radius_km"] or DEFAULT_RECRUIT_RADIUS_KM,
                 "capacity": args["recruit_capacity"],
             }
         parameters = config.parameters() | {"taxonomy": None}
@@ -1469,10 +1459,7 @@ class Plans(MethodView):
         created = _queue_plan(parameters)
         if isinstance(created, Response):
             return created
-        plan_id = created
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        app.extensions["matcher_jobs"].submit(_run_plan, app, plan_id, config, recruit)
-        return _queued(plan_id)
+        return _queued(created)
 
 
 def _queue_full() -> Response | None:
@@ -1505,7 +1492,11 @@ def _queue_plan(parameters: dict[str, Any]) -> str | Response:
         full = _queue_full()
         if full is not None:
             return full
-        return store().create_plan(parameters, actor=g.key_id)
+        plan_id = store().create_plan(parameters, actor=g.key_id)
+    worker = current_app.extensions.get("matcher_jobs")
+    if worker is not None:
+        worker.wake()
+    return plan_id
 
 
 def _queued(plan_id: str, **extra: Any) -> Response:
@@ -1592,26 +1583,18 @@ class PlanScenarios(MethodView):
             "scale_capacity": args["scale_capacity"],
             "radius_km": args["radius_km"],
         }
-        described = {
-            "remove_partners": change["remove_partners"],
-            "add_partners": [r["partner_id"] for r in added],
-            "scale_capacity": change["scale_capacity"],
-            "radius_km": change["radius_km"],
-        }
         parameters = dict(base.summary.get("parameters") or base.parameters) | {
             "taxonomy": None,
             "volunteer_points": "grid",
         }
-        parameters["scenario"] = {"base_plan": plan_id, "change": described}
+        # the full change, so that the job (in any process) can run from the record alone
+        parameters["scenario"] = {"base_plan": plan_id, "change": change}
         if "recruit" in (base.parameters or {}):
             parameters["recruit"] = base.parameters["recruit"]
         created = _queue_plan(parameters)
         if isinstance(created, Response):
             return created
-        new_id = created
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        app.extensions["matcher_jobs"].submit(_run_scenario, app, new_id, plan_id, change)
-        return _queued(new_id, base_plan=plan_id)
+        return _queued(created, base_plan=plan_id)
 
 
 def _scenario_additions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1671,7 +1654,7 @@ class PlanItem(MethodView):
         if found is None:
             raise NotFoundError("plan", plan_id)
         _check_plan_privacy(found)
-        rec = found.to_dict()
+        rec = _plan_json(found)
         if rec.get("status") == "done":
             rec["files"] = {
                 n: f"/api/v1/plans/{plan_id}/files/{n}" for n in PLAN_FILES if n in found.files
@@ -1743,10 +1726,7 @@ class PlanAssignments(MethodView):
         content = store().plan_file(plan_id, "assignments.csv")
         if content is None:
             return problem(404, "Not Found", f"plan {plan_id!r} is unknown or not done")
-        frame = pd.read_csv(io.BytesIO(content), keep_default_na=False, dtype=str)
-        return Response(
-            json.dumps({"results": frame.to_dict("records")}), mimetype="application/json"
-        )
+        return Response(json.dumps({"results": csv_rows(content)}), mimetype="application/json")
 
 
 @api_bp.route("/resources/nearby")
@@ -1788,116 +1768,6 @@ class Nearby(MethodView):
 # --------------------------------------------------------------------------- jobs and caches
 
 
-def _stored_hoods(st: Store) -> Any:
-    hoods = st.neighborhoods_frame()
-    return hoods if hoods is not None and len(hoods) else None
-
-
-def _with_recruit(result: Any, recruit: Mapping[str, Any] | None) -> Any:
-    """Attach recruit sites to a plan; a bad parameter fails the job as an input error."""
-    if not recruit:
-        return result
-    try:
-        return result.with_recruit(recruit["k"], recruit["radius_km"], recruit.get("capacity"))
-    except ValueError as exc:
-        raise InputValidationError([Problem(None, None, "recruit", None, str(exc))]) from None
-
-
-def _run_job(st: Store, plan_id: str, work: Callable[[], None]) -> None:
-    """Run a plan job: mark it running, do the work, mark it failed on any error."""
-    try:
-        st.set_plan_running(plan_id)
-        work()
-    except MatcherError as exc:
-        st.plan_failed(plan_id, str(exc))
-    except Exception:  # pragma: no cover - reported as a failed plan, details in the log
-        logger.exception("plan %s failed", plan_id)
-        st.plan_failed(plan_id, "an unexpected error occurred; see the server log")
-
-
-def _run_plan(
-    app: Flask, plan_id: str, config: MatchConfig, recruit: Mapping[str, Any] | None = None
-) -> None:
-    """Run one plan over the stored data and store its files (in a worker thread)."""
-    st: Store = app.extensions["matcher_store"]
-
-    def work() -> None:
-        result = matcher.plan(
-            st.needs_frame(), st.partners_frame(), neighborhoods=_stored_hoods(st), config=config
-        )
-        result = _with_recruit(result, recruit)
-        with tempfile.TemporaryDirectory() as tmp:
-            written = result.to_dir(tmp)
-            files = {name: path.read_bytes() for name, path in written.items()}
-        result.model.save(app.config["MODELS_DIR"], f"plan-{plan_id}")  # type: ignore[union-attr]
-        usage = result.partners.set_index("partner_id")["used"].to_dict()
-        st.plan_done(plan_id, json.loads(files["summary.json"]), files, usage=usage)
-
-    _run_job(st, plan_id, work)
-
-
-def _run_scenario(app: Flask, plan_id: str, base_id: str, change: Mapping[str, Any]) -> None:
-    """Re-plan the stored data before and after a change, compare, store (worker thread)."""
-    st: Store = app.extensions["matcher_store"]
-
-    def work() -> None:
-        base = st.get_plan(base_id)
-        if base is None or base.summary is None:
-            raise MatcherError(f"the base plan {base_id!r} is gone")
-        summary = base.summary
-        # always at the volunteers' grid points, even for a base plan from an older store
-        config = dataclasses.replace(
-            config_from_parameters(summary["parameters"]), volunteer_points="grid"
-        )
-        needs, partners, hoods = st.needs_frame(), st.partners_frame(), _stored_hoods(st)
-        before = matcher.plan(needs, partners, neighborhoods=hoods, config=config)
-        then = summary.get("input_hashes") or {}
-        now = before.input_hashes
-        changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
-        sc_change = ScenarioChange(
-            add_partners=pd.DataFrame(change["add_partners"]) if change["add_partners"] else None,
-            remove_partners=tuple(change["remove_partners"]),
-            scale_capacity=change["scale_capacity"],
-            radius_km=change["radius_km"],
-        )
-        after_partners = apply_change(pd.DataFrame(partners), sc_change, taxonomy=config.taxonomy)
-        after = matcher.plan(needs, after_partners, neighborhoods=hoods, config=config)
-        after = _with_recruit(after, (base.parameters or {}).get("recruit"))
-        result = compare(before, after, sc_change)
-        with tempfile.TemporaryDirectory() as tmp:
-            written = result.to_dir(tmp)
-            files = {name: path.read_bytes() for name, path in written.items()}
-        reproduced = before.solver.get("objective_scaled") == (summary.get("solver") or {}).get(
-            "objective_scaled"
-        )
-        record = json.loads(files["summary.json"])
-        record["scenario"] = {
-            "base_plan": base_id,
-            "change": {
-                "remove_partners": list(change["remove_partners"]),
-                "add_partners": [str(r["partner_id"]) for r in change["add_partners"]],
-                "scale_capacity": change["scale_capacity"],
-                "radius_km": change["radius_km"],
-            },
-            "metrics": result.metrics,
-            "clusters_changed": int(len(result.clusters)),
-            "partners_changed": int(len(result.partners)),
-            "data_changed": bool(changed),
-            "changed_inputs": changed,
-            "base_reproduced": bool(reproduced and not changed),
-            "note": (
-                f"the stored {', '.join(changed)} changed since the base plan: 'before' is a "
-                "re-plan of the current data with the base plan's parameters, not the base plan"
-                if changed
-                else "'before' re-plans the same data with the base plan's parameters"
-            ),
-        }
-        usage = after.partners.set_index("partner_id")["used"].to_dict()
-        st.plan_done(plan_id, record, files, usage=usage)
-
-    _run_job(st, plan_id, work)
-
-
 _cache_lock = threading.Lock()
 
 
@@ -1927,10 +1797,7 @@ def _nearby_index(*, exact: bool) -> NearbyIndex:
 
 def _latest_model() -> ClusterModel | None:
     latest = _plan_in_force()
-    if latest is None:
-        return None
-    path = Path(current_app.config["MODELS_DIR"]) / f"plan-{latest['plan_id']}.json"
-    return ClusterModel.load(path) if path.exists() else None
+    return None if latest is None else load_plan_model(store(), latest.plan_id)
 
 
 # --------------------------------------------------------------------------- web map
@@ -2022,102 +1889,6 @@ class PlanMapSchema(ma.Schema):
     )
 
 
-_ASSIGNMENT_FLOATS = (
-    "units",
-    "distance_km",
-    "cost",
-    "language_km",
-    "capacity_used",
-    "capacity_left",
-    "runner_up_distance_km",
-    "runner_up_extra_cost",
-)
-
-
-def _assignment_details(content: bytes | None) -> dict[tuple[str, str], dict[str, Any]]:
-    """Rows of an ``assignments.csv`` by ``(cluster_id, partner_id)``, typed for JSON."""
-    if not content:
-        return {}
-    frame = pd.read_csv(io.BytesIO(content), keep_default_na=False, dtype=str)
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in frame.to_dict("records"):
-        rec: dict[str, Any] = {}
-        for key, value in row.items():
-            if value == "":
-                rec[key] = None
-            elif key in _ASSIGNMENT_FLOATS:
-                rec[key] = float(value)
-            elif key == "runner_up_full":
-                rec[key] = value.lower() == "true"
-            else:
-                rec[key] = value
-        out[(row["cluster_id"], row["partner_id"])] = rec
-    return out
-
-
-_FLOOR_TEXT = ("neighborhood_id", "name", "reason")
-
-
-def _floors(content: bytes | None) -> list[dict[str, Any]] | None:
-    """Rows of a ``floors.csv``, typed for JSON (None when the plan has no floors).
-
-    ``neighborhood_id``, ``name`` and ``reason`` stay text, ``floor_met`` is a boolean,
-    every other column a number (None when empty).
-    """
-    if content is None:
-        return None
-    frame = pd.read_csv(io.BytesIO(content), keep_default_na=False, dtype=str)
-    rows = []
-    for row in frame.to_dict("records"):
-        rec: dict[str, Any] = {}
-        for key, value in row.items():
-            if key in _FLOOR_TEXT:
-                rec[key] = value
-            elif key == "floor_met":
-                rec[key] = value.lower() == "true"
-            else:
-                try:
-                    rec[key] = float(value) if value != "" else None
-                except ValueError:
-                    rec[key] = value
-        rows.append(rec)
-    return rows
-
-
-def _plain(value: Any) -> Any:
-    """Return a JSON value of a pandas/numpy cell (NaN and missing values as None)."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value if isinstance(value, str | int | float | bool) else str(value)
-
-
-def _neighborhood_features(coverage: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Return the stored neighborhoods as GeoJSON features, with a plan's coverage in each."""
-    hoods = store().neighborhoods_frame()
-    if hoods is None or not len(hoods):
-        return []
-    geoms = shapely.to_geojson(shapely.set_precision(hoods.geometry.to_numpy(), 1e-6))
-    features = []
-    for geom, (_, row) in zip(geoms.tolist(), hoods.iterrows(), strict=True):
-        hood_id = str(row["neighborhood_id"])
-        cov = coverage.get(hood_id) or {}
-        props = {
-            "feature_type": "neighborhood",
-            "neighborhood_id": hood_id,
-            "name": _plain(row.get("name")) or hood_id,
-            "population": _plain(row.get("population")),
-        } | {k: _plain(cov.get(k)) for k in ("demand", "served", "unmet", "coverage")}
-        features.append({"type": "Feature", "geometry": json.loads(geom), "properties": props})
-    return features
-
-
 @api_bp.route("/map/config")
 class MapConfig(MethodView):
     @api_bp.doc(**_PUBLIC)
@@ -2148,11 +1919,11 @@ class LatestPlan(MethodView):
         """Get the plan in force and the plans queued or running (what-if scenarios excluded)."""
         latest = _plan_in_force()
         pending = [
-            p.to_dict()
+            _plan_json(p)
             for p in store().list_plans(50)
             if p.status in ("queued", "running") and "scenario" not in (p.parameters or {})
         ]
-        body = {"plan": latest.to_dict() if latest else None, "pending": pending}
+        body = {"plan": _plan_json(latest) if latest else None, "pending": pending}
         return Response(json.dumps(body, default=str), mimetype="application/json")
 
 
@@ -2169,33 +1940,21 @@ class PlanMap(MethodView):
         if found is None:
             raise NotFoundError("plan", plan_id)
         _check_plan_privacy(found)
-        content = store().plan_file(plan_id, "plan.geojson")
-        if found.status != "done" or content is None:
+        if found.status != "done" or "plan.geojson" not in found.files:
             return problem(404, "Not Found", f"plan {plan_id!r} is {found.status}, not done")
-        collection = json.loads(content)
-        details = _assignment_details(store().plan_file(plan_id, "assignments.csv"))
-        for feature in collection["features"]:
-            props = feature["properties"]
-            if props.get("feature_type") == "assignment":
-                extra = details.get((props["cluster_id"], props["partner_id"]), {})
-                props.update({k: v for k, v in extra.items() if k not in props})
-            elif props.get("feature_type") == "partner":
-                props.pop("contact", None)  # never in plan.geojson; withheld here too
-        metrics = (found.summary or {}).get("metrics", {})
-        collection["features"] += _neighborhood_features(
-            metrics.get("coverage_by_neighborhood", {})
-        )
-        for name in ("gaps.geojson", "recruit.geojson"):
-            layer = store().plan_file(plan_id, name)
-            if layer:
-                collection["features"] += json.loads(layer)["features"]
-        body = {
-            "type": "FeatureCollection",
-            "plan_id": plan_id,
-            "features": collection["features"],
-            "floors": _floors(store().plan_file(plan_id, "floors.csv")),
-        }
-        return Response(json.dumps(body, separators=(",", ":")), mimetype="application/geo+json")
+        compressed = store().plan_file(plan_id, MAP_FILE)
+        if compressed is None:  # a plan stored before map payloads were: built now, once
+            names = [n for n in found.files if n != MAP_FILE]
+            files = {n: store().plan_file(plan_id, n) or b"" for n in names}
+            hoods = store().neighborhoods_frame()
+            compressed = map_bytes(map_payload(plan_id, files, found.summary or {}, hoods))
+        if "gzip" in request.accept_encodings:
+            resp = Response(compressed, mimetype="application/geo+json")
+            resp.headers["Content-Encoding"] = "gzip"
+        else:
+            resp = Response(gzip.decompress(compressed), mimetype="application/geo+json")
+        resp.headers["Vary"] = "Accept-Encoding"
+        return resp
 
 
 def _tile_origin(tile_url: str) -> str:
@@ -2257,13 +2016,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the Flask app.
 
     Configuration: defaults, then ``MATCHER_*`` environment variables (``MATCHER_DB``
-    sets ``DB``), then ``config``. Keys: ``DB`` (SQLite path or URL), ``MODELS_DIR``,
-    ``MAX_CONTENT_LENGTH`` (bytes; 413 above it), ``PLAN_WORKERS``.
+    sets ``DB``), then ``config``. Keys: ``DB`` (SQLite path or database URL),
+    ``MAX_CONTENT_LENGTH`` (bytes; 413 above it), ``PLAN_WORKERS`` (threads of this
+    process that claim and run queued plans; 0 for none).
     """
     app = Flask(__name__)
     app.config.from_mapping(
         DB="matcher.db",
-        MODELS_DIR="models",
         MAX_CONTENT_LENGTH=limits.MAX_BODY_BYTES,
         PLAN_WORKERS=1,
         RATE_LIMIT_PER_MINUTE=1200,
@@ -2281,9 +2040,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     app.extensions["matcher_store"] = open_store(app.config["DB"])
-    app.extensions["matcher_jobs"] = ThreadPoolExecutor(
-        max_workers=int(app.config["PLAN_WORKERS"]), thread_name_prefix="matcher-plan"
-    )
+    threads = int(app.config["PLAN_WORKERS"])
+    if threads > 0:  # 0: this process only queues plans; workers elsewhere run them
+        worker = PlanWorker(app.extensions["matcher_store"], threads=threads)
+        worker.start()
+        app.extensions["matcher_jobs"] = worker
     app.extensions["matcher_nearby"] = {}
     app.extensions["matcher_limits"] = {
         "requests": RateLimiter(

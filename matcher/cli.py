@@ -14,7 +14,7 @@ import pandas as pd
 
 from ._errors import InputValidationError, MatcherError, Problem
 from ._logging import SafeFormatter
-from .config import OBJECTIVES, VOLUNTEER_POINTS, MatchConfig
+from .config import DEFAULT_RECRUIT_RADIUS_KM, OBJECTIVES, VOLUNTEER_POINTS, MatchConfig
 from .progress import PLAN_STAGES, StageProgress, console_write_mode, progress_enabled
 from .taxonomy import Taxonomy, default_taxonomy
 
@@ -245,7 +245,7 @@ def main() -> None:
 @click.option(
     "--recruit-radius-km",
     type=float,
-    default=2.0,
+    default=DEFAULT_RECRUIT_RADIUS_KM,
     show_default=True,
     help="Travel radius of a suggested new partner.",
 )
@@ -614,12 +614,6 @@ def keys_create_cmd(role: str, db: str) -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
 @click.option(
-    "--models-dir",
-    default="models",
-    show_default=True,
-    help="Where plans save their clustering models.",
-)
-@click.option(
     "--sample",
     "sample_dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -633,7 +627,6 @@ def serve_cmd(
     host: str,
     port: int,
     threads: int,
-    models_dir: str,
     sample_dir: Path | None,
     quiet: bool,
     verbose: bool,
@@ -650,7 +643,7 @@ def serve_cmd(
     from ._server import serve
 
     _setup_logging(quiet, verbose)
-    app = create_app({"DB": db, "MODELS_DIR": models_dir})
+    app = create_app({"DB": db})
     store = app.extensions["matcher_store"]
     sample = sample_dir or Path(__file__).resolve().parents[1] / "data" / "sample"
     if (sample / "needs.csv").exists() and not store.count_partners() + store.count_needs():
@@ -664,11 +657,9 @@ def serve_cmd(
             actor="serve",
         ):
             logger.info("new store: loaded the sample city from %s", sample)
-    stale = store.fail_unfinished_plans(
-        "interrupted: the server stopped before this plan finished; start it again", actor="serve"
-    )
-    if stale:
-        logger.warning("marked %d plan(s) left unfinished by a stopped server failed", len(stale))
+    recovered = store.recover_plans(actor="serve")
+    if recovered:
+        logger.warning("recovered %d plan(s) whose worker stopped", len(recovered))
     logger.info("serving on http://%s:%d (store %s)", host, port, db)
     serve(app, host=host, port=port, threads=threads)
 

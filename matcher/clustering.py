@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -335,6 +336,29 @@ class ClusterModel:
         within_eps = d[best] <= self.cluster_km * (1.0 + EPS_RTOL)
         return str(self.cluster_id[sel][best]) if within_eps else None
 
+    def to_files(self, name: str) -> dict[str, bytes]:
+        """Return ``{name.json: manifest, name.npz: arrays}`` (no pickle) as bytes."""
+        # typed Any: unpacked into **kwds, whose keys numpy cannot tell from allow_pickle
+        extra: dict[str, Any] = (
+            {} if self.neighborhood is None else {"neighborhood": self.neighborhood}
+        )
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            lat=self.lat,
+            lon=self.lon,
+            category=self.category,
+            cluster_id=self.cluster_id,
+            **extra,
+        )
+        manifest = dict(
+            self.manifest,
+            arrays=f"{name}.npz",
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        return {f"{name}.json": text.encode("utf-8"), f"{name}.npz": buffer.getvalue()}
+
     def save(self, directory: str | Path, name: str) -> Path:
         """Write ``name.npz`` (arrays, no pickle) and ``name.json`` (manifest) to ``directory``.
 
@@ -345,27 +369,11 @@ class ClusterModel:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        arrays = directory / f"{name}.npz"
-        # typed Any: unpacked into **kwds, whose keys numpy cannot tell from allow_pickle
-        extra: dict[str, Any] = (
-            {} if self.neighborhood is None else {"neighborhood": self.neighborhood}
-        )
-        np.savez_compressed(
-            arrays,
-            lat=self.lat,
-            lon=self.lon,
-            category=self.category,
-            cluster_id=self.cluster_id,
-            **extra,
-        )
-        manifest = dict(
-            self.manifest,
-            arrays=arrays.name,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+        files = self.to_files(name)
+        (directory / f"{name}.npz").write_bytes(files[f"{name}.npz"])
         path = directory / f"{name}.json"
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_bytes(files[path.name])
         tmp.replace(path)
         return path
 
@@ -380,30 +388,46 @@ class ClusterModel:
         """
         path = Path(manifest_path)
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-            if manifest.get("format") != MODEL_FORMAT:
-                raise ValueError(f"format is {manifest.get('format')!r}, expected {MODEL_FORMAT!r}")
-            with np.load(path.parent / manifest["arrays"], allow_pickle=False) as z:
-                arrays = {k: z[k] for k in ("lat", "lon", "category", "cluster_id")}
+            manifest = path.read_bytes()
+            arrays = (path.parent / json.loads(manifest)["arrays"]).read_bytes()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise _unreadable(str(path), exc) from None
+        return cls.from_files(manifest, arrays, str(path))
+
+    @classmethod
+    def from_files(cls, manifest: bytes, arrays: bytes, label: str = "model") -> ClusterModel:
+        """Load a model from the contents of the two files of :meth:`to_files`.
+
+        Raises
+        ------
+        InputValidationError
+            When they are not a matcher model (``label`` names it in the message).
+        """
+        try:
+            doc = json.loads(manifest.decode("utf-8"))
+            if doc.get("format") != MODEL_FORMAT:
+                raise ValueError(f"format is {doc.get('format')!r}, expected {MODEL_FORMAT!r}")
+            with np.load(io.BytesIO(arrays), allow_pickle=False) as z:
+                loaded = {k: z[k] for k in ("lat", "lon", "category", "cluster_id")}
                 hood = z["neighborhood"] if "neighborhood" in z.files else None
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputValidationError(
-                [
-                    Problem(
-                        str(path), None, None, None, f"not a readable matcher cluster model: {exc}"
-                    )
-                ]
-            ) from None
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            raise _unreadable(label, exc) from None
         return cls(
-            float(manifest["parameters"]["cluster_km"]),
-            arrays["lat"],
-            arrays["lon"],
-            arrays["category"],
-            arrays["cluster_id"],
-            manifest,
+            float(doc["parameters"]["cluster_km"]),
+            loaded["lat"],
+            loaded["lon"],
+            loaded["category"],
+            loaded["cluster_id"],
+            doc,
             hood,
         )
 
     def __post_init__(self) -> None:
         if not (len(self.lat) == len(self.lon) == len(self.category) == len(self.cluster_id)):
             raise ValueError("model arrays must have equal lengths")
+
+
+def _unreadable(label: str, exc: BaseException) -> InputValidationError:
+    return InputValidationError(
+        [Problem(label, None, None, None, f"not a readable matcher cluster model: {exc}")]
+    )

@@ -10,7 +10,14 @@ from ._errors import InputValidationError, Problem
 from .limits import MAX_CLUSTER_KM, MAX_MIN_SAMPLES, MAX_SEED, MAX_WEIGHT, MIN_CLUSTER_KM
 from .taxonomy import Taxonomy, default_taxonomy
 
-__all__ = ["MatchConfig", "OBJECTIVES", "PARAMETER_BOUNDS", "SOLVERS", "VOLUNTEER_POINTS"]
+__all__ = [
+    "DEFAULT_RECRUIT_RADIUS_KM",
+    "MatchConfig",
+    "OBJECTIVES",
+    "PARAMETER_BOUNDS",
+    "SOLVERS",
+    "VOLUNTEER_POINTS",
+]
 
 #: Where volunteers are placed in a plan: their exact point, or their ~500 m grid point
 #: (:mod:`matcher.privacy`), so that the plan and every file of it can be shown to anyone.
@@ -156,6 +163,9 @@ class MatchConfig:
         d["taxonomy"] = list(self.taxonomy.codes)
         return d
 
+
+#: Travel radius (km) of a suggested new partner (recruit sites) unless one is given.
+DEFAULT_RECRUIT_RADIUS_KM = 2.0
 
 #: The range of every numeric parameter: ``name: (low, high, low is open)``. The CLI's
 #: options and the service's plan request take their bounds from here.

@@ -38,6 +38,7 @@ __all__ = [
     "read_needs",
     "read_partners",
     "read_neighborhoods",
+    "Upload",
     "hash_table",
     "load_json_document",
     "WGS84_NAMES",
@@ -45,7 +46,28 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Source: TypeAlias = str | Path | pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file's content already in memory (e.g. a request body), read like a file.
+
+    Parameters
+    ----------
+    content : bytes
+        The file's bytes (bounded by the same size limit as files).
+    name : str
+        What to call it in problems, e.g. ``"needs.csv (request body)"``.
+    suffix : str
+        Its format, as a file suffix: ``.csv`` or ``.geojson``/``.json``.
+    """
+
+    content: bytes
+    name: str
+    suffix: str
+
+
+Source: TypeAlias = str | Path | pd.DataFrame | Upload
 CSV_SUFFIXES = (".csv", ".txt")
 GEOJSON_SUFFIXES = (".geojson", ".json")
 GPKG_SUFFIXES = (".gpkg",)
@@ -92,6 +114,17 @@ def _fail(
     file: str, reason: str, *, row: int | None = None, field: str | None = None, value: Any = None
 ) -> InputValidationError:
     return InputValidationError([Problem(file, row, field, value, reason)])
+
+
+def _upload_bytes(upload: Upload, label: str) -> bytes:
+    """Return the bytes of an upload, bounded as a file is."""
+    limit = file_limit()
+    if len(upload.content) > limit:
+        raise _fail(label, f"is {len(upload.content):,} bytes; the most allowed is {limit:,}")
+    data = upload.content
+    if not data.strip() or data.strip() == b"\xef\xbb\xbf":
+        raise _fail(label, "the file is empty; expected a header row and data rows")
+    return data
 
 
 def _read_bytes(path: Path, label: str | None = None) -> bytes:
@@ -469,7 +502,7 @@ def _to_wgs84(gdf: gpd.GeoDataFrame, file: str, input_crs: str | None) -> gpd.Ge
     return gdf.set_crs(source, allow_override=True).to_crs("EPSG:4326")
 
 
-def _read_vector(path: Path, label: str | None = None) -> gpd.GeoDataFrame:
+def _read_vector(path: Path | io.BytesIO, label: str | None = None) -> gpd.GeoDataFrame:
     import pyogrio
 
     try:
@@ -505,15 +538,22 @@ def _raw_table(
         df = df.reset_index(drop=True)
         _check_cells(df, list(range(len(df))), label)
         return df, list(range(len(df))), hash_table(df), label
-    path = Path(source)
-    label = name or str(path)
-    reason = check_file(path, file_limit())
-    if reason is not None:
-        raise _fail(label, reason)
-    suffix = path.suffix.lower()
-    if suffix not in CSV_SUFFIXES + GEOJSON_SUFFIXES + GPKG_SUFFIXES:
+    if isinstance(source, Upload):
+        path, label, suffix = Path(source.name), name or source.name, source.suffix.lower()
+        data = _upload_bytes(source, label)
+    else:
+        path = Path(source)
+        label = name or str(path)
+        reason = check_file(path, file_limit())
+        if reason is not None:
+            raise _fail(label, reason)
+        suffix = path.suffix.lower()
+    if suffix not in CSV_SUFFIXES + GEOJSON_SUFFIXES + GPKG_SUFFIXES or (
+        isinstance(source, Upload) and suffix in GPKG_SUFFIXES
+    ):
         raise _fail(label, f"unsupported file type {suffix!r}; use .csv, .geojson/.json or .gpkg")
-    data = _read_bytes(path, label)
+    if not isinstance(source, Upload):
+        data = _read_bytes(path, label)
     digest = hashlib.sha256(data).hexdigest()
     if suffix in GPKG_SUFFIXES:
         df, rows = _gpkg_points(path, required, input_crs, label)
@@ -698,7 +738,7 @@ def _check_polygon_collection(doc: Any, file: str) -> None:
 
 
 def read_neighborhoods(
-    source: str | Path | gpd.GeoDataFrame,
+    source: str | Path | gpd.GeoDataFrame | Upload,
     *,
     id_column: str | None = None,
     name_column: str | None = None,
@@ -736,22 +776,23 @@ def read_neighborhoods(
             hash_table(pd.DataFrame(source.to_wkt())),
         )
     else:
-        path = Path(source)
+        upload = source if isinstance(source, Upload) else None
+        path = Path(upload.name) if upload is not None else Path(source)  # type: ignore[arg-type]
         label = name or str(path)
-        suffix = path.suffix.lower()
-        if suffix not in GEOJSON_SUFFIXES + GPKG_SUFFIXES:
+        suffix = upload.suffix.lower() if upload else path.suffix.lower()
+        if suffix not in GEOJSON_SUFFIXES + (() if upload else GPKG_SUFFIXES):
             raise _fail(
                 label,
                 f"unsupported file type {suffix!r} for neighborhoods; they are polygons: "
                 "use .geojson/.json or .gpkg",
             )
-        data = _read_bytes(path, label)
+        data = _upload_bytes(upload, label) if upload else _read_bytes(path, label)
         digest = hashlib.sha256(data).hexdigest()
         if suffix in GEOJSON_SUFFIXES:
             _check_polygon_collection(_load_json(_decode(data, label), label), label)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            gdf = _read_vector(path, label)
+            gdf = _read_vector(io.BytesIO(data) if upload else path, label)
         if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf:
             raise _fail(label, "has no geometry; neighborhoods are polygons")
     gdf = _to_wgs84(gdf, label, input_crs)

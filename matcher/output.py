@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,11 @@ if TYPE_CHECKING:
     from .plan import Plan
 
 __all__ = [
+    "PLAN_FILES",
+    "csv_bytes",
+    "csv_rows",
+    "plan_files",
+    "write_files",
     "write_plan",
     "neutralise_cell",
     "restore_cell",
@@ -101,9 +108,20 @@ def _csv_column(col: pd.Series, name: str) -> pd.Series:
     return col
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """Return a table as the UTF-8 CSV text of the output contract (cells neutralised)."""
     text = pd.DataFrame({c: _csv_column(frame[c], c) for c in frame.columns}, index=frame.index)
-    text.to_csv(path, index=False, lineterminator="\n")
+    return text.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def csv_rows(content: bytes) -> list[dict[str, str]]:
+    """Return the rows of an output CSV (:func:`csv_bytes`) with every cell as written."""
+    frame = pd.read_csv(io.BytesIO(content), keep_default_na=False, dtype=str)
+    return frame.to_dict("records")  # type: ignore[return-value]
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    path.write_bytes(csv_bytes(frame))
 
 
 _CLUSTER_PROPS = (
@@ -286,6 +304,26 @@ def gaps_geojson(plan: Plan) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
 
+#: The files of a plan that the service serves, in this order (those a plan has): every
+#: plan's, then those of plans with neighborhoods, floors or recruit sites, then a
+#: scenario's diffs.
+PLAN_FILES = (
+    "assignments.csv",
+    "clusters.csv",
+    "need_clusters.csv",
+    "unmet.csv",
+    "plan.geojson",
+    "summary.json",
+    "gaps.csv",
+    "gaps.geojson",
+    "floors.csv",
+    "recruit.csv",
+    "recruit.geojson",
+    "scenario.json",
+    "scenario_clusters.csv",
+    "scenario_partners.csv",
+)
+
 #: Files a plan directory holds only sometimes; write_plan removes them when this plan has none.
 OPTIONAL_FILES = (
     "gaps.geojson",
@@ -301,17 +339,64 @@ OPTIONAL_FILES = (
 )
 
 
-def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
-    """Write the output contract of DESIGN.md into directory ``path``.
+def plan_files(plan: Plan) -> dict[str, bytes]:
+    """Return the output contract of DESIGN.md as file contents, by file name (sorted).
 
     Files: ``assignments.csv``, ``clusters.csv``, ``need_clusters.csv``, ``unmet.csv``,
     ``gaps.csv`` (neighborhood x category), ``plan.geojson``, ``summary.json``; with
     neighborhood polygons ``gaps.geojson``; with floors ``floors.csv``; with recruit
     suggestions ``recruit.csv`` and ``recruit.geojson``; when rows were skipped,
-    ``rejects_needs.csv`` / ``rejects_partners.csv``. Everything is written to a
-    temporary directory first and moved into place, so a failure leaves no
-    half-written output; optional files of an earlier plan in the directory
-    (:data:`OPTIONAL_FILES`) are removed. Two runs on the same input write byte-identical files.
+    ``rejects_needs.csv`` / ``rejects_partners.csv``. The same plan always gives
+    byte-identical files.
+    """
+    files: dict[str, bytes] = {}
+    clusters = pd.DataFrame(plan.clusters.drop(columns="geometry"))
+    files["clusters.csv"] = csv_bytes(clusters[list(_CLUSTER_CSV)])
+    if plan.gaps is not None:
+        files["gaps.csv"] = csv_bytes(plan.gaps)
+    if plan.neighborhoods is not None:
+        files["gaps.geojson"] = _json_bytes(gaps_geojson(plan))
+    if plan.floors is not None:
+        files["floors.csv"] = csv_bytes(plan.floors)
+    if plan.recruit is not None:
+        files["recruit.csv"] = csv_bytes(plan.recruit.to_frame())
+        files["recruit.geojson"] = _json_bytes(plan.recruit.to_geojson())
+    files["assignments.csv"] = csv_bytes(plan.assignments)
+    files["need_clusters.csv"] = csv_bytes(plan.need_clusters)
+    files["unmet.csv"] = csv_bytes(plan.unmet)
+    for name, frame in plan.rejects.items():
+        files[f"rejects_{name}.csv"] = csv_bytes(frame)
+    files["plan.geojson"] = (plan_geojson_text(plan) + "\n").encode("utf-8")
+    files["summary.json"] = _json_bytes(summary(plan), indent=2)
+    return dict(sorted(files.items()))
+
+
+_CLUSTER_CSV = (
+    "cluster_id",
+    "category",
+    "demand",
+    "severity",
+    "centroid_lat",
+    "centroid_lon",
+    "served",
+    "unmet",
+    "unmet_reason",
+    "n_needs",
+    "radius_km",
+    "neighborhood",
+)
+
+
+def _json_bytes(doc: Any, indent: int | None = None) -> bytes:
+    return (json.dumps(doc, indent=indent, sort_keys=True) + "\n").encode("utf-8")
+
+
+def write_files(files: Mapping[str, bytes], path: str | Path) -> dict[str, Path]:
+    """Write files into directory ``path``, all or nothing (see :func:`publish`).
+
+    Everything is written to a temporary directory first and moved into place, so a
+    failure leaves no half-written output; optional files of an earlier plan in the
+    directory (:data:`OPTIONAL_FILES`) are removed.
 
     Returns
     -------
@@ -322,54 +407,25 @@ def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".matcher-", dir=out))
     try:
-        clusters = pd.DataFrame(plan.clusters.drop(columns="geometry"))
-        _write_csv(
-            clusters[
-                [
-                    "cluster_id",
-                    "category",
-                    "demand",
-                    "severity",
-                    "centroid_lat",
-                    "centroid_lon",
-                    "served",
-                    "unmet",
-                    "unmet_reason",
-                    "n_needs",
-                    "radius_km",
-                    "neighborhood",
-                ]
-            ],
-            tmp / "clusters.csv",
-        )
-        if plan.gaps is not None:
-            _write_csv(plan.gaps, tmp / "gaps.csv")
-        if plan.neighborhoods is not None:
-            (tmp / "gaps.geojson").write_text(
-                json.dumps(gaps_geojson(plan), sort_keys=True) + "\n", encoding="utf-8"
-            )
-        if plan.floors is not None:
-            _write_csv(plan.floors, tmp / "floors.csv")
-        if plan.recruit is not None:
-            _write_csv(plan.recruit.to_frame(), tmp / "recruit.csv")
-            (tmp / "recruit.geojson").write_text(
-                json.dumps(plan.recruit.to_geojson(), sort_keys=True) + "\n", encoding="utf-8"
-            )
-        _write_csv(plan.assignments, tmp / "assignments.csv")
-        _write_csv(plan.need_clusters, tmp / "need_clusters.csv")
-        _write_csv(plan.unmet, tmp / "unmet.csv")
-        for name, frame in plan.rejects.items():
-            _write_csv(frame, tmp / f"rejects_{name}.csv")
-        (tmp / "plan.geojson").write_text(
-            plan_geojson_text(plan) + "\n",
-            encoding="utf-8",
-        )
-        (tmp / "summary.json").write_text(
-            json.dumps(summary(plan), indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
+        for name, content in files.items():
+            (tmp / name).write_bytes(content)
         return publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
+    """Write the output contract of DESIGN.md (:func:`plan_files`) into directory ``path``.
+
+    All or nothing (see :func:`write_files`). Two runs on the same input write
+    byte-identical files.
+
+    Returns
+    -------
+    dict of str to Path
+        The written files by name.
+    """
+    return write_files(plan_files(plan), path)
 
 
 def publish(stage: Path, out: Path) -> dict[str, Path]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import shutil
-import tempfile
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import geopandas as gpd
 import numpy as np
@@ -18,12 +18,12 @@ from ._errors import InputValidationError, MatcherError, Problem
 from .config import MatchConfig
 from .io import LoadedTable, Source, hash_table, read_partners
 from .limits import read_file
-from .output import _write_csv, publish, write_plan
+from .output import csv_bytes, plan_files, write_files
 from .plan import Plan, plan
 from .taxonomy import Taxonomy, default_taxonomy
 
 __all__ = ["Scenario", "ScenarioChange", "apply_change", "compare", "config_from_parameters",
-           "run_scenario"]  # fmt: skip
+           "replan", "run_scenario"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +147,9 @@ class Scenario:
     partners : pandas.DataFrame
         Partners whose load changed, or that were added or removed: ``partner_id,
         used_before, used_after, change, status``.
+    facts : dict
+        How "before" relates to the base plan (see :func:`replan`): ``data_changed``,
+        ``changed_inputs``, ``base_reproduced`` and a ``note``; empty when not known.
     """
 
     base: Plan
@@ -155,28 +158,25 @@ class Scenario:
     metrics: dict[str, Any]
     clusters: pd.DataFrame
     partners: pd.DataFrame
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def files(self) -> dict[str, bytes]:
+        """Return the scenario's plan files and its diffs, by file name (sorted).
+
+        The diffs are ``scenario.json`` (change, metrics, facts),
+        ``scenario_clusters.csv`` and ``scenario_partners.csv``.
+        """
+        files = plan_files(self.plan)
+        files["scenario_clusters.csv"] = csv_bytes(self.clusters)
+        files["scenario_partners.csv"] = csv_bytes(self.partners)
+        doc = {"format": "matcher.scenario/1", "change": self.change.describe(),
+               "metrics": self.metrics, "facts": self.facts}  # fmt: skip
+        files["scenario.json"] = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+        return dict(sorted(files.items()))
 
     def to_dir(self, path: str | Path) -> dict[str, Path]:
-        """Write the scenario's plan files and its diffs, all or nothing.
-
-        The diffs are ``scenario.json``, ``scenario_clusters.csv`` and
-        ``scenario_partners.csv``.
-        """
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".scenario-", dir=out))
-        try:
-            write_plan(self.plan, stage)
-            _write_csv(self.clusters, stage / "scenario_clusters.csv")
-            _write_csv(self.partners, stage / "scenario_partners.csv")
-            doc = {"format": "matcher.scenario/1", "change": self.change.describe(),
-                   "metrics": self.metrics}  # fmt: skip
-            (stage / "scenario.json").write_text(
-                json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-            )
-            return publish(stage, out)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
+        """Write :meth:`files` into directory ``path``, all or nothing."""
+        return write_files(self.files(), path)
 
 
 def _headline(p: Plan) -> dict[str, Any]:
@@ -286,7 +286,7 @@ def run_scenario(
         raise InputValidationError(
             [Problem(str(path), None, None, None, f"not a readable plan summary: {exc}")]
         ) from None
-    config = config_from_parameters(parameters, taxonomy)
+    config_from_parameters(parameters, taxonomy)  # a taxonomy mismatch is reported first
     sources = dict(summary.get("inputs", {}))
     for name, given in (("needs", needs), ("partners", partners), ("neighborhoods", neighborhoods)):
         if given is not None:
@@ -302,33 +302,131 @@ def run_scenario(
                      "(pass --needs, --partners, --neighborhoods; a lock or previous plan "
                      "must be at its recorded path)")]
         )  # fmt: skip
+    return replan(
+        summary,
+        sources["needs"],
+        sources["partners"],
+        change,
+        neighborhoods=sources.get("neighborhoods"),
+        lock=sources.get("lock"),
+        previous=sources.get("previous"),
+        taxonomy=taxonomy,
+        input_crs=input_crs,
+        labels={k: str(v) for k, v in sources.items()},
+    )
+
+
+def replan(
+    summary: Mapping[str, Any],
+    needs: Source,
+    partners: Source,
+    change: ScenarioChange,
+    *,
+    neighborhoods: Source | None = None,
+    lock: Source | None = None,
+    previous: Source | None = None,
+    taxonomy: Taxonomy | None = None,
+    input_crs: str | None = None,
+    strict: bool = True,
+    volunteer_points: Literal["exact", "grid"] | None = None,
+    recruit: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Scenario:
+    """Re-plan a base plan's inputs as they are ("before") and with a change ("after").
+
+    The one scenario core of the CLI (files) and the service (a store).
+
+    Parameters
+    ----------
+    summary : mapping
+        The base plan's ``summary.json`` (its ``parameters``, ``input_hashes`` and
+        ``solver`` are used).
+    needs, partners, neighborhoods, lock, previous : Source
+        The inputs to re-plan.
+    change : ScenarioChange
+        The change to the partners.
+    taxonomy, input_crs
+        As for :func:`matcher.plan`.
+    strict : bool
+        True: the inputs must be those the base plan was made from (same hashes) and
+        its optimum must be reproduced, so "before" is exactly the base plan. False (a
+        store whose data moved on): "before" is the current data with the base plan's
+        parameters, and the facts say what changed.
+    volunteer_points : {"exact", "grid"}, optional
+        Overrides the base plan's parameter (the service plans at grid points).
+    recruit : mapping, optional
+        ``k``, ``radius_km``, ``capacity``: recruit sites for the "after" plan.
+    labels : mapping, optional
+        Names of the inputs for messages (file paths).
+
+    Returns
+    -------
+    Scenario
+        With ``facts``: ``data_changed``, ``changed_inputs``, ``base_reproduced``, ``note``.
+
+    Raises
+    ------
+    InputValidationError
+        A parameter, the change or (``strict``) an input that changed since the base plan.
+    MatcherError
+        ``strict`` and the base plan's optimum was not reproduced.
+    """
+    config = config_from_parameters(dict(summary["parameters"]), taxonomy)
+    if volunteer_points is not None:
+        config = dataclasses.replace(config, volunteer_points=volunteer_points)
     kwargs: dict[str, Any] = {
-        "neighborhoods": sources.get("neighborhoods"),
+        "neighborhoods": neighborhoods,
         "config": config,
         "input_crs": input_crs,
-        "lock": sources.get("lock"),
-        "previous": sources.get("previous"),
+        "lock": lock,
+        "previous": previous,
     }
-    base = plan(sources["needs"], sources["partners"], **kwargs)
-    changed = [
-        Problem(str(sources.get(k, k)), None, None, None,
-                f"the {k} input changed since the base plan (sha256 {hashes[k][:12]}... "
-                f"then, {v[:12]}... now)")
-        for k, v in base.input_hashes.items()
-        if k in hashes and hashes[k] != v
-    ]  # fmt: skip
-    if changed:
-        raise InputValidationError(changed)
-    if base.solver["objective_scaled"] != summary.get("solver", {}).get("objective_scaled"):
-        raise MatcherError("could not reproduce the base plan's optimum from its inputs")
+    base = plan(needs, partners, **kwargs)
+    then, now = dict(summary.get("input_hashes") or {}), base.input_hashes
+    changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+    reproduced = not changed and base.solver["objective_scaled"] == (
+        summary.get("solver") or {}
+    ).get("objective_scaled")
+    if strict:
+        names = labels or {}
+        problems = [
+            Problem(names.get(k, k), None, None, None,
+                    f"the {k} input changed since the base plan (sha256 {then[k][:12]}... "
+                    f"then, {now[k][:12]}... now)")
+            for k in changed
+            if k in then and k in now
+        ]  # fmt: skip
+        if problems:
+            raise InputValidationError(problems)
+        if base.solver["objective_scaled"] != (summary.get("solver") or {}).get(
+            "objective_scaled"
+        ):
+            raise MatcherError("could not reproduce the base plan's optimum from its inputs")
     frame = pd.DataFrame(base.partners.drop(columns="used"))
     new_partners = apply_change(frame, change, taxonomy=config.taxonomy, input_crs=input_crs)
     geo = gpd.GeoDataFrame(new_partners, geometry="geometry", crs="EPSG:4326")
     table = LoadedTable(geo, pd.DataFrame(), hash_table(pd.DataFrame(new_partners)), "partners")
-    new = plan(sources["needs"], table, **kwargs)
+    new = plan(needs, table, **kwargs)
+    if recruit:
+        try:
+            new = new.with_recruit(recruit["k"], recruit["radius_km"], recruit.get("capacity"))
+        except ValueError as exc:
+            raise InputValidationError([Problem(None, None, "recruit", None, str(exc))]) from None
     logger.info(
         "scenario: served %g -> %g units",
         base.metrics["units"]["served"],
         new.metrics["units"]["served"],
     )
-    return compare(base, new, change)
+    result = compare(base, new, change)
+    facts = {
+        "data_changed": bool(changed),
+        "changed_inputs": changed,
+        "base_reproduced": bool(reproduced),
+        "note": (
+            f"the {', '.join(changed)} changed since the base plan: 'before' is a re-plan of "
+            "the current data with the base plan's parameters, not the base plan"
+            if changed
+            else "'before' re-plans the same data with the base plan's parameters"
+        ),
+    }
+    return dataclasses.replace(result, facts=facts)

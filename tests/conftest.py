@@ -25,6 +25,8 @@ from click.testing import CliRunner, Result
 
 from matcher.cli import main
 
+from .pgserver import PgCluster, PgUnavailable, schema_name, start_cluster
+
 #: Three needs in Chicago: two food_access needs 70 m apart and one youth need 8 km north.
 TINY_NEEDS = """\
 need_id,category,lat,lon,demand,severity
@@ -202,7 +204,7 @@ class Served:
 
     url: str  #: e.g. ``http://127.0.0.1:41234`` (no trailing slash)
     keys: dict[str, str]
-    db: Path
+    db: str  #: the store: a SQLite file or a PostgreSQL URL
     log: Path
     tile_prefix: str  #: the tile server of ``MATCHER_TILE_URL``: nothing listens there
     host: str = "127.0.0.1"
@@ -276,10 +278,17 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
 
 
 def start_server(
-    directory: Path, *, env: dict[str, str] | None = None, timeout: float = 300
+    directory: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    db: str | None = None,
 ) -> tuple[Served, subprocess.Popen[bytes]]:
-    """Make one key per role with the CLI, start ``matcher serve`` and wait for health."""
-    exe, db = _matcher_command(), directory / "store.db"
+    """Make one key per role with the CLI, start ``matcher serve`` and wait for health.
+
+    ``db`` is the store (default: ``directory/store.db``).
+    """
+    exe, db = _matcher_command(), db or str(directory / "store.db")
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MATCHER_")}
     environ |= {"PYTHONUNBUFFERED": "1"} | (env or {})
 
@@ -344,8 +353,8 @@ def start_server(
 
 
 @pytest.fixture(scope="session")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One ``matcher serve`` on a new store (the sample city) for the whole session."""
+def served_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One ``matcher serve`` on a new SQLite store (the sample city) for the whole session."""
     started = time.monotonic()
     srv, proc = start_server(tmp_path_factory.mktemp("served"))
     srv.startup_s = time.monotonic() - started
@@ -353,3 +362,94 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield srv
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def served_postgresql(
+    tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster
+) -> Iterator[Served]:
+    """One ``matcher serve --db postgresql://...`` (the sample city) for the whole session."""
+    started = time.monotonic()
+    db = pg_cluster.new_schema(schema_name("served"))
+    srv, proc = start_server(tmp_path_factory.mktemp("served_pg"), db=db)
+    srv.startup_s = time.monotonic() - started
+    try:
+        yield srv
+    finally:
+        _stop(proc)
+
+
+def close_app(app: Any) -> None:
+    """Stop an app's plan worker (waiting for its plans) and close its store."""
+    worker = app.extensions.get("matcher_jobs")
+    if worker is not None:
+        worker.shutdown(wait=True)
+    app.extensions["matcher_store"].close()
+
+
+#: The store backends every API test runs against.
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def served(request: pytest.FixtureRequest) -> Served:
+    """The session's ``matcher serve``: once on SQLite, once on PostgreSQL/PostGIS."""
+    srv: Served = request.getfixturevalue(f"served_{request.param}")
+    return srv
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new store for the app under test: a SQLite file, or an empty PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_store_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """As :func:`store_url`, shared by a module's tests."""
+    if request.param == "sqlite":
+        return str(tmp_path_factory.mktemp("store") / "store.db")
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.new_schema(schema_name(request.node.name))
+
+
+# ---------------------------------------------------------------- a real PostgreSQL server
+#
+# One throwaway PostgreSQL + PostGIS server per test session (tests/pgserver.py; or the
+# database of MATCHER_TEST_PG_URL), and an empty schema of its own for each test using
+# ``pg_url``. Without a server (no packages: tests/system-deps.sh) those tests skip.
+
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
+    """A running PostgreSQL server with the database ``matcher_test`` (PostGIS in it)."""
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("postgres"))
+    except PgUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc.reason}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A URL of ``matcher_test`` whose connections make and find tables in a new schema.
+
+    The schema is ``t_<test name>_<random>`` (first in ``search_path``, then ``public``);
+    on a ``MATCHER_TEST_PG_URL`` server it is dropped after the test.
+    """
+    schema = schema_name(request.node.name)
+    yield pg_cluster.new_schema(schema)
+    if pg_cluster.external:
+        try:
+            pg_cluster.drop_schema(schema)
+        except Exception as exc:  # a connection the test left open still holds a lock
+            logging.getLogger(__name__).warning("schema %s not dropped: %s", schema, exc)

@@ -18,6 +18,7 @@ from openapi_spec_validator import validate
 import matcher
 from api import create_app
 
+from .conftest import close_app
 from .oracle import gc_km, grid_point
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,12 +31,10 @@ def _needs_csv(n: int = 700) -> bytes:
 
 
 @pytest.fixture()
-def app(tmp_path):
-    app = create_app(
-        {"DB": str(tmp_path / "store.db"), "MODELS_DIR": str(tmp_path / "models"), "TESTING": True}
-    )
+def app(store_url):
+    app = create_app({"DB": store_url, "TESTING": True})
     yield app
-    app.extensions["matcher_jobs"].shutdown(wait=True)
+    close_app(app)
 
 
 @pytest.fixture()

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from api import create_app
+from matcher.jobs import PlanWorker
 from matcher.store import open_store
 
-from .conftest import ROLES, TINY_NEEDS, TINY_PARTNERS, Reply
+from .conftest import BACKENDS, ROLES, TINY_NEEDS, TINY_PARTNERS, Reply, close_app
 
 PROBLEM = "application/problem+json"
 
@@ -76,10 +74,8 @@ class InProcess:
             r.close()
 
 
-def _make_app(tmp_path: Path, **config):
-    app = create_app(
-        {"DB": str(tmp_path / "store.db"), "MODELS_DIR": str(tmp_path / "models")} | config
-    )
+def _make_app(where: str, **config):
+    app = create_app({"DB": where} | config)
     st = app.extensions["matcher_store"]
     keys = {role: st.create_api_key(role)[1] for role in ROLES}
     return app, keys
@@ -99,23 +95,31 @@ def _load_tiny(app, keys) -> None:
 
 
 @pytest.fixture()
-def app_keys(tmp_path):
-    app, keys = _make_app(tmp_path)
+def app_keys(store_url):
+    app, keys = _make_app(store_url)
     _load_tiny(app, keys)
     yield app, keys
-    app.extensions["matcher_jobs"].shutdown(wait=True)
+    close_app(app)
 
 
-@pytest.fixture(params=["in-process", "http"])
+@pytest.fixture(
+    params=[(way, backend) for way in ("in-process", "http") for backend in BACKENDS],
+    ids="-".join,
+)
 def api(request, tmp_path):
-    """The API in process (a small store) or over HTTP (the session's ``matcher serve``)."""
-    if request.param == "http":
-        yield request.getfixturevalue("served")
+    """The API in process (a small store) or over HTTP (the session's ``matcher serve``).
+
+    Either on each store backend.
+    """
+    way, backend = request.param
+    if way == "http":
+        yield request.getfixturevalue(f"served_{backend}")
         return
-    app, keys = _make_app(tmp_path)
+    where = str(tmp_path / "store.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    app, keys = _make_app(where)
     _load_tiny(app, keys)
     yield InProcess(app, keys)
-    app.extensions["matcher_jobs"].shutdown(wait=True)
+    close_app(app)
 
 
 def _partner(partner_id: str, **extra) -> dict:
@@ -293,8 +297,10 @@ def test_malformed_if_match_is_a_400_problem(api, method, header):
     ],
     ids=["min-coverage-without-neighborhoods", "share-cap-without-neighborhoods", "empty-store"],
 )
-def test_a_plan_job_that_fails_in_matcher_ends_failed_with_a_reason(tmp_path, data, params, reason):
-    app, keys = _make_app(tmp_path)
+def test_a_plan_job_that_fails_in_matcher_ends_failed_with_a_reason(
+    store_url, data, params, reason
+):
+    app, keys = _make_app(store_url)
     try:
         if data == "tiny":
             _load_tiny(app, keys)
@@ -323,16 +329,16 @@ def test_a_plan_job_that_fails_in_matcher_ends_failed_with_a_reason(tmp_path, da
         latest = c.call("GET", "/api/v1/plans/latest", key=planner).json()
         assert latest["plan"] is None and latest["pending"] == []
     finally:
-        app.extensions["matcher_jobs"].shutdown(wait=True)
+        close_app(app)
 
 
-def test_an_unfinished_plan_has_no_files_map_or_scenarios(app_keys):
-    app, keys = app_keys
+def test_an_unfinished_plan_has_no_files_map_or_scenarios(store_url):
+    # a web-only process (no plan worker of its own): a plan posted here waits in the
+    # queue until a worker (another process, here one made below) claims it
+    app, keys = _make_app(store_url, PLAN_WORKERS=0)
+    assert "matcher_jobs" not in app.extensions
+    _load_tiny(app, keys)
     c, planner = InProcess(app, keys), keys["planner"]
-    # the app's one plan worker is busy with another job, so a plan posted now waits in
-    # the queue (as behind a long plan) until that job ends
-    release = threading.Event()
-    busy = app.extensions["matcher_jobs"].submit(release.wait, 60)
     try:
         r = c.call("POST", "/api/v1/plans", key=planner, json_body={})
         assert r.status == 202, r.text
@@ -349,8 +355,7 @@ def test_an_unfinished_plan_has_no_files_map_or_scenarios(app_keys):
         assert "queued" in assert_problem(r, 409, title="Conflict")["detail"]
         assert c.call("GET", location, key=planner).json()["status"] == "queued"
     finally:
-        release.set()
-        busy.result(timeout=60)
+        assert PlanWorker(app.extensions["matcher_store"]).run_once() == plan_id
     # once done: its files, but only those it has
     done = _wait(c, location, planner)
     assert done["status"] == "done", done
@@ -364,7 +369,7 @@ def test_an_unfinished_plan_has_no_files_map_or_scenarios(app_keys):
 
 
 def test_an_unexpected_error_is_a_500_problem_without_details(tmp_path, caplog):
-    app, keys = _make_app(tmp_path)
+    app, keys = _make_app(str(tmp_path / "store.db"))
     try:
         secret = "/srv/secret/path.db: internal state 0xdeadbeef"
 
@@ -385,21 +390,22 @@ def test_an_unexpected_error_is_a_500_problem_without_details(tmp_path, caplog):
         # and the app goes on answering
         assert c.call("GET", "/api/v1/health").status == 200
     finally:
-        app.extensions["matcher_jobs"].shutdown(wait=True)
+        close_app(app)
 
 
-def test_a_busy_store_is_a_503_problem_and_reads_go_on(tmp_path):
-    app, keys = _make_app(tmp_path)
+def test_a_busy_store_is_a_503_problem_and_reads_go_on(store_url):
+    app, keys = _make_app(store_url, PLAN_WORKERS=0)
     try:
         _load_tiny(app, keys)
-        # the same database, with a short busy timeout (the store's own option)
+        # the same database, with a short wait for other writers (the store's own option)
         app.extensions["matcher_store"].close()
-        app.extensions["matcher_store"] = open_store(tmp_path / "store.db", timeout=0.2)
+        app.extensions["matcher_store"] = open_store(store_url, timeout=0.2)
         c, planner = InProcess(app, keys), keys["planner"]
         tag = c.call("GET", "/api/v1/partners/p1", key=planner).headers["ETag"]
-        other = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+        other = open_store(store_url)
         try:
-            other.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+            holding = other._write()  # another writer holds the write lock
+            holding.__enter__()
             started = time.monotonic()
             writes = [
                 c.call("POST", "/api/v1/partners", key=planner, json_body=_partner("T-BUSY")),
@@ -422,11 +428,11 @@ def test_a_busy_store_is_a_503_problem_and_reads_go_on(tmp_path):
             for r in writes:
                 body = assert_problem(r, 503, title="Service Unavailable")
                 assert "busy" in body["detail"]
-            # readers are not blocked by a writer (WAL)
+            # readers are not blocked by a writer
             r = c.call("GET", "/api/v1/partners/p1", key=planner)
             assert r.status == 200 and r.headers["ETag"] == tag
         finally:
-            other.execute("ROLLBACK")
+            holding.__exit__(None, None, None)
             other.close()
         # the lock gone, the same write goes through, and nothing of the failed ones stuck
         r = c.call(
@@ -439,7 +445,7 @@ def test_a_busy_store_is_a_503_problem_and_reads_go_on(tmp_path):
         assert r.status == 200, r.text
         assert c.call("GET", "/api/v1/partners/T-BUSY", key=planner).status == 404
     finally:
-        app.extensions["matcher_jobs"].shutdown(wait=True)
+        app.extensions["matcher_store"].close()
 
 
 # ------------------------------------------------------------- found by this suite, fixed

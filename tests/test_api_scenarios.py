@@ -17,6 +17,7 @@ from openapi_spec_validator import validate
 import matcher
 from api import create_app
 
+from .conftest import close_app
 from .test_webmap import load_store, write_slice
 
 
@@ -26,14 +27,12 @@ def slice_paths(tmp_path_factory):
 
 
 @pytest.fixture()
-def app(tmp_path, slice_paths):
-    keys = load_store(tmp_path / "store.db", slice_paths)
-    app = create_app(
-        {"DB": str(tmp_path / "store.db"), "MODELS_DIR": str(tmp_path / "models"), "TESTING": True}
-    )
+def app(store_url, slice_paths):
+    keys = load_store(store_url, slice_paths)
+    app = create_app({"DB": store_url, "TESTING": True})
     app.config["KEYS"] = keys
     yield app
-    app.extensions["matcher_jobs"].shutdown(wait=True)
+    close_app(app)
 
 
 def auth(key):

@@ -1,10 +1,10 @@
 """The OpenAPI document tells the truth (issue #10, item 7): Schemathesis against the real server.
 
 ``matcher serve`` runs in its own process on a temporary store (the sample city, loaded on
-the first start); the document is read from the live ``/api/v1/openapi.json`` with
-Schemathesis' Python API, and every operation is called with generated requests, valid
-and invalid, as an admin. Every answer must be documented: no 5xx, a documented status,
-content type, body schema and headers.
+the first start), once on SQLite and once on PostgreSQL/PostGIS; the document is read
+from the live ``/api/v1/openapi.json`` with Schemathesis' Python API, and every operation
+is called with generated requests, valid and invalid, as an admin. Every answer must be
+documented: no 5xx, a documented status, content type, body schema and headers.
 
 Bounded for CI: a fixed number of examples per operation and mode, derandomized (the same
 requests every run), no example database; about 2,000 requests, 70-90 s on two cores.
@@ -31,6 +31,8 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
+
+from .pgserver import schema_name
 
 #: Examples per operation and generation mode (positive and negative).
 EXAMPLES = 50
@@ -64,11 +66,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``matcher serve`` on a new store with an admin key: (base URL, headers, log path)."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request, tmp_path_factory):
+    """``matcher serve`` on a new store with an admin key: (base URL, headers, log path).
+
+    Once on a SQLite file, once on a PostgreSQL/PostGIS database.
+    """
     tmp = tmp_path_factory.mktemp("contract")
-    db = str(tmp / "matcher.db")
+    if request.param == "sqlite":
+        db = str(tmp / "matcher.db")
+    else:
+        db = request.getfixturevalue("pg_cluster").new_schema(schema_name("contract"))
     created = subprocess.run(
         [*_matcher_command(), "keys", "create", "--role", "admin", "--db", db],
         capture_output=True,
@@ -90,7 +98,7 @@ def server(tmp_path_factory):
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [*_matcher_command(), "serve", "--db", db, "--host", "127.0.0.1",
-         "--port", str(port), "--models-dir", str(tmp / "models")],
+         "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,

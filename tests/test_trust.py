@@ -31,7 +31,7 @@ from matcher.cli import main
 from matcher.io import hash_table
 from matcher.privacy import public_partners
 
-from .conftest import TINY_NEEDS, TINY_PARTNERS, plan_cli, write_input
+from .conftest import TINY_NEEDS, TINY_PARTNERS, close_app, plan_cli, write_input
 from .oracle import gc_km, grid_point
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -53,11 +53,9 @@ def wait_plan(client, plan_id, key, timeout=180):
 
 
 @pytest.fixture(scope="module")
-def city(tmp_path_factory):
-    """The sample city in a real SQLite store, a key per role, a revoked key, one plan."""
-    tmp = tmp_path_factory.mktemp("trust")
-    app = create_app({"DB": str(tmp / "m.db"), "MODELS_DIR": str(tmp / "models"),
-                      "AUTH_FAILURES_BURST": 10_000})  # fmt: skip
+def city(module_store_url):
+    """The sample city in a real store (each backend), a key per role, a revoked key, a plan."""
+    app = create_app({"DB": module_store_url, "AUTH_FAILURES_BURST": 10_000})
     st = app.extensions["matcher_store"]
     assert st.load_if_empty(
         matcher.read_partners(SAMPLE / "partners.csv").frame,
@@ -75,7 +73,8 @@ def city(tmp_path_factory):
     plan = wait_plan(client, r.get_json()["plan_id"], keys["planner"])
     assert plan["status"] == "done", plan
     exact = matcher.read_partners(SAMPLE / "partners.csv").frame.set_index("partner_id")
-    return {"app": app, "client": client, "keys": keys, "plan": plan, "exact": exact}
+    yield {"app": app, "client": client, "keys": keys, "plan": plan, "exact": exact}
+    close_app(app)
 
 
 # --------------------------------------------------------------------------- route x role
@@ -519,8 +518,8 @@ def test_oversized_bodies_are_refused(city):
     assert r.status_code == 401  # no key: refused by the gate, before any parsing
 
 
-def test_rate_limits_and_plan_queue_cap(tmp_path, caplog):
-    app = create_app({"DB": str(tmp_path / "r.db"), "MODELS_DIR": str(tmp_path / "m"),
+def test_rate_limits_and_plan_queue_cap(store_url, caplog):
+    app = create_app({"DB": store_url,
                       "RATE_LIMIT_PER_MINUTE": 60, "RATE_LIMIT_BURST": 5,
                       "AUTH_FAILURES_PER_MINUTE": 6, "AUTH_FAILURES_BURST": 3,
                       "PLAN_QUEUE_CAP": {"planner": 1, "admin": 1}})  # fmt: skip
@@ -546,7 +545,7 @@ def test_rate_limits_and_plan_queue_cap(tmp_path, caplog):
               if "failed authentication" in r.getMessage() and "/api/v1/me" in r.getMessage()]
     assert len(failed) == 5 and not any(wrong in m for m in failed)
     # the queue cap: a second plan while the first is queued or running
-    app2 = create_app({"DB": str(tmp_path / "r.db"), "MODELS_DIR": str(tmp_path / "m"),
+    app2 = create_app({"DB": store_url,
                        "PLAN_QUEUE_CAP": {"planner": 1, "admin": 1}})  # fmt: skip
     c2 = app2.test_client()
     from concurrent.futures import ThreadPoolExecutor
@@ -562,6 +561,8 @@ def test_rate_limits_and_plan_queue_cap(tmp_path, caplog):
     assert all(r.status_code == 429 and "Retry-After" in r.headers
                for r in answers if r.status_code != 202)  # fmt: skip
     wait_plan(c2, accepted[0].get_json()["plan_id"], planner)
+    close_app(app)
+    close_app(app2)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -685,8 +686,7 @@ def test_killed_first_start_never_leaves_a_half_loaded_store(tmp_path):
     for i in range(4):
         db = tmp_path / f"k{i}.db"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "matcher.cli", "serve", "--db", str(db), "--port", "0",
-             "--models-dir", str(tmp_path / "m")],
+            [sys.executable, "-m", "matcher.cli", "serve", "--db", str(db), "--port", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(float(rng.uniform(1.5, 4.0)))

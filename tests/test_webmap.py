@@ -35,7 +35,7 @@ import matcher
 from api import create_app
 from matcher.store import open_store
 
-from .conftest import Served
+from .conftest import Served, close_app
 from .oracle import grid_point
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def write_slice(directory: Path) -> dict[str, Path]:
     return paths
 
 
-def load_store(db: Path, paths: dict[str, Path]) -> dict[str, str]:
+def load_store(db: Path | str, paths: dict[str, Path]) -> dict[str, str]:
     """Load the slice into a new store; return an API key per role."""
     with open_store(db) as st:
         st.replace_partners(matcher.read_partners(paths["partners"]).frame, actor="test")
@@ -140,7 +140,7 @@ def app(tmp_path, slice_paths):
     )
     app.config["KEYS"] = keys
     yield app
-    app.extensions["matcher_jobs"].shutdown(wait=True)
+    close_app(app)
 
 
 def run_plan(client, key: str, **params) -> str:

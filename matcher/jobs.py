@@ -1,0 +1,311 @@
+"""Plan jobs over a :class:`~matcher.store.Store`: claim, run, store (no web framework here).
+
+A plan job is a plan record whose ``parameters`` say everything needed to run it from
+the store's data: the :class:`~matcher.config.MatchConfig` parameters, optional
+``recruit`` (``k``, ``radius_km``, ``capacity``), and for a what-if ``scenario``
+(``base_plan`` and the full ``change``). So any worker, in any process or machine on
+the same store, can run it, and a plan can be re-run from its record.
+
+* :func:`run_plan_job` runs one record and returns its :class:`Artifacts`.
+* :func:`plan_artifacts` turns a finished :class:`~matcher.plan.Plan` (or
+  :class:`~matcher.scenario.Scenario`) into everything stored once: the output files,
+  the summary, the units used per partner, the map payload and the clustering model.
+* :class:`PlanWorker` claims queued plans from the store (under a lease it renews while
+  the plan runs) and runs them in background threads; several workers on one store
+  never run the same plan, and a plan whose worker died is recovered by the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ._errors import InputValidationError, MatcherError, Problem
+from .mapview import MAP_FILE, map_bytes, map_payload
+from .output import plan_files
+from .scenario import Scenario, ScenarioChange, config_from_parameters, replan
+from .store import DEFAULT_LEASE_S, PlanStateError, Store
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+    from .clustering import ClusterModel
+    from .plan import Plan
+    from .store import PlanRecord
+
+__all__ = [
+    "Artifacts",
+    "MODEL_NAME",
+    "PlanWorker",
+    "load_plan_model",
+    "plan_artifacts",
+    "run_plan_job",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Stored files of a plan's clustering model: ``MODEL_NAME.json`` and ``MODEL_NAME.npz``.
+MODEL_NAME = "cluster_model"
+_FAILED = "an unexpected error occurred; see the server log"
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """What a finished plan job stores (see :meth:`matcher.store.Store.plan_done`).
+
+    Attributes
+    ----------
+    summary : dict
+        The ``summary.json`` document (with ``scenario`` facts for a what-if).
+    files : dict of str to bytes
+        The output files, the map payload (:data:`matcher.mapview.MAP_FILE`) and the
+        clustering model (:data:`MODEL_NAME` ``.json``/``.npz``).
+    usage : dict of str to float
+        Units allocated per partner.
+    """
+
+    summary: dict[str, Any]
+    files: dict[str, bytes]
+    usage: dict[str, float] = field(default_factory=dict)
+
+
+def plan_artifacts(
+    result: Plan | Scenario,
+    plan_id: str = "",
+    neighborhoods: gpd.GeoDataFrame | None = None,
+) -> Artifacts:
+    """Return everything stored of a finished plan or scenario, built once.
+
+    Parameters
+    ----------
+    result : Plan or Scenario
+        The finished plan (a scenario's files are its "after" plan's plus its diffs).
+    plan_id : str
+        The plan's id (in the map payload).
+    neighborhoods : GeoDataFrame, optional
+        The neighborhoods it was planned with (drawn on the map with its coverage).
+    """
+    plan = result.plan if isinstance(result, Scenario) else result
+    files = result.files() if isinstance(result, Scenario) else plan_files(plan)
+    summary = json.loads(files["summary.json"])
+    used = plan.partners.set_index("partner_id")["used"]
+    usage = {str(k): float(v) for k, v in used.items()}
+    files[MAP_FILE] = map_bytes(map_payload(plan_id, files, summary, neighborhoods))
+    if plan.model is not None and not isinstance(result, Scenario):
+        files.update(plan.model.to_files(MODEL_NAME))
+    return Artifacts(summary, dict(sorted(files.items())), usage)
+
+
+def load_plan_model(store: Store, plan_id: str) -> ClusterModel | None:
+    """Return the clustering model stored with a plan, or None when it has none."""
+    from .clustering import ClusterModel
+
+    manifest = store.plan_file(plan_id, f"{MODEL_NAME}.json")
+    arrays = store.plan_file(plan_id, f"{MODEL_NAME}.npz")
+    if manifest is None or arrays is None:
+        return None
+    return ClusterModel.from_files(manifest, arrays, f"plan {plan_id} {MODEL_NAME}")
+
+
+def _recruit(result: Plan, recruit: Mapping[str, Any] | None) -> Plan:
+    if not recruit:
+        return result
+    try:
+        return result.with_recruit(recruit["k"], recruit["radius_km"], recruit.get("capacity"))
+    except ValueError as exc:
+        raise InputValidationError([Problem(None, None, "recruit", None, str(exc))]) from None
+
+
+def _scenario_change(change: Mapping[str, Any]) -> ScenarioChange:
+    added = list(change.get("add_partners") or [])
+    return ScenarioChange(
+        add_partners=pd.DataFrame(added) if added else None,
+        remove_partners=tuple(change.get("remove_partners") or ()),
+        scale_capacity=change.get("scale_capacity"),
+        radius_km=change.get("radius_km"),
+    )
+
+
+def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
+    """Run a queued plan or scenario over the store's current data; return its artifacts.
+
+    Raises
+    ------
+    MatcherError
+        The plan cannot be made (bad parameters, the base plan of a scenario is gone);
+        the message is the plan's error.
+    """
+    from .plan import plan
+
+    params = dict(record.parameters)
+    scenario = params.pop("scenario", None)
+    recruit = params.pop("recruit", None)
+    params.pop("taxonomy", None)  # the store's records use the default taxonomy
+    needs, partners = store.needs_frame(), store.partners_frame()
+    hoods = store.neighborhoods_frame()
+    hoods = hoods if hoods is not None and len(hoods) else None
+    if scenario is None:
+        result = plan(needs, partners, neighborhoods=hoods, config=config_from_parameters(params))
+        return plan_artifacts(_recruit(result, recruit), record.plan_id, hoods)
+    base_id = str(scenario.get("base_plan"))
+    base = store.get_plan(base_id)
+    if base is None or base.summary is None:
+        raise MatcherError(f"the base plan {base_id!r} is gone")
+    change = scenario.get("change") or {}
+    sc = replan(
+        base.summary,
+        needs,
+        partners,
+        _scenario_change(change),
+        neighborhoods=hoods,
+        strict=False,
+        volunteer_points="grid",  # even for a base plan from an older store
+        recruit=(base.parameters or {}).get("recruit"),
+    )
+    artifacts = plan_artifacts(sc, record.plan_id, hoods)
+    artifacts.summary["scenario"] = {
+        "base_plan": base_id,
+        "change": {
+            "remove_partners": list(change.get("remove_partners") or []),
+            "add_partners": [str(r["partner_id"]) for r in change.get("add_partners") or []],
+            "scale_capacity": change.get("scale_capacity"),
+            "radius_km": change.get("radius_km"),
+        },
+        "metrics": sc.metrics,
+        "clusters_changed": int(len(sc.clusters)),
+        "partners_changed": int(len(sc.partners)),
+        **sc.facts,
+    }
+    return artifacts
+
+
+class PlanWorker:
+    """Claim queued plans from a store and run them in background threads of this process.
+
+    Parameters
+    ----------
+    store : Store
+        Where plans are queued and stored.
+    threads : int
+        Plans run at once by this worker.
+    lease_s : float
+        The lease of a claimed plan; renewed every third of it while the plan runs.
+    poll_s : float
+        Seconds between looks for queued plans when nothing woke the worker
+        (:meth:`wake`), e.g. plans queued by another process.
+    run : callable, optional
+        ``run(store, record) -> Artifacts`` (default :func:`run_plan_job`).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        threads: int = 1,
+        lease_s: float = DEFAULT_LEASE_S,
+        poll_s: float = 1.0,
+        run: Callable[[Store, PlanRecord], Artifacts] = run_plan_job,
+    ) -> None:
+        if threads < 1:
+            raise ValueError(f"`threads` must be >= 1, not {threads}")
+        self.store = store
+        self.lease_s = float(lease_s)
+        self.poll_s = float(poll_s)
+        self._run = run
+        self._threads_wanted = int(threads)
+        self._threads: list[threading.Thread] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    def worker_id(self) -> str:
+        """Return this thread's worker name: ``host:pid:thread``."""
+        return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+    def start(self) -> None:
+        """Start the worker threads (once)."""
+        if self._threads:
+            return
+        for i in range(self._threads_wanted):
+            thread = threading.Thread(target=self._loop, name=f"matcher-plan-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self) -> None:
+        """Look for queued plans now (a plan was just queued in this process)."""
+        self._wake.set()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop claiming plans; with ``wait``, wait until the plans running here finish."""
+        self._stop.set()
+        self._wake.set()
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ran = self.run_once()
+            except Exception:  # e.g. the database went away: log, wait, try again
+                logger.exception("the plan worker could not claim a plan")
+                ran = None
+            if ran is None and not self._stop.is_set():
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+
+    def run_once(self) -> str | None:
+        """Claim one queued plan and run it here; return its id, or None when none is queued."""
+        worker = self.worker_id()
+        record = self.store.claim_plan(worker, lease_s=self.lease_s)
+        if record is None:
+            return None
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(record.plan_id, worker, stop), daemon=True
+        )
+        beat.start()
+        try:
+            self._execute(record, worker)
+        finally:
+            stop.set()
+            beat.join()
+        return record.plan_id
+
+    def _heartbeat(self, plan_id: str, worker: str, stop: threading.Event) -> None:
+        while not stop.wait(self.lease_s / 3):
+            try:
+                if not self.store.renew_plan_lease(plan_id, worker, lease_s=self.lease_s):
+                    logger.warning("plan %s: lease lost (another worker holds it now)", plan_id)
+                    return
+            except Exception:  # the next beat tries again; the lease says how long we have
+                logger.exception("plan %s: could not renew the lease", plan_id)
+
+    def _execute(self, record: PlanRecord, worker: str) -> None:
+        plan_id = record.plan_id
+        try:
+            artifacts = self._run(self.store, record)
+            self.store.plan_done(
+                plan_id, artifacts.summary, artifacts.files, usage=artifacts.usage, worker=worker
+            )
+            logger.info("plan %s done", plan_id)
+        except PlanStateError as exc:  # the lease expired and another worker took it over
+            logger.warning("plan %s: not stored: %s", plan_id, exc)
+        except MatcherError as exc:
+            self._fail(plan_id, str(exc), worker)
+        except Exception:
+            logger.exception("plan %s failed", plan_id)
+            self._fail(plan_id, _FAILED, worker)
+
+    def _fail(self, plan_id: str, error: str, worker: str) -> None:
+        try:
+            self.store.plan_failed(plan_id, error, worker=worker)
+        except PlanStateError as exc:
+            logger.warning("plan %s: failure not stored: %s", plan_id, exc)

@@ -1,0 +1,315 @@
+"""Schema migrations of the SQL backends, in lockstep: version ``i`` means the same tables.
+
+Migration ``i`` (1-based) brings the schema to version ``i`` on every backend; each
+backend has its own statements (SQL dialects differ) for the same logical change, and
+:func:`apply` runs the pending ones in one transaction, recording each in
+``schema_version``. Append only: never edit a released migration.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .entities import now
+from .records import SchemaVersionError
+
+__all__ = ["MIGRATIONS", "Migration", "apply", "schema_version"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema change, as statements for each SQL dialect."""
+
+    summary: str
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+    def statements(self, dialect: str) -> tuple[str, ...]:
+        """Return the statements of ``dialect`` (``"sqlite"`` or ``"postgresql"``)."""
+        return self.sqlite if dialect == "sqlite" else self.postgresql
+
+
+_SQLITE_1: tuple[str, ...] = (
+    """CREATE TABLE partners (
+        partner_id TEXT PRIMARY KEY NOT NULL CHECK (length(partner_id) > 0),
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('organization', 'volunteer')),
+        lat REAL NOT NULL CHECK (lat BETWEEN -90 AND 90),
+        lon REAL NOT NULL CHECK (lon BETWEEN -180 AND 180),
+        categories TEXT NOT NULL CHECK (length(categories) > 0),
+        capacity REAL NOT NULL CHECK (capacity >= 0),
+        radius_km REAL NOT NULL CHECK (radius_km > 0),
+        languages TEXT NOT NULL DEFAULT '',
+        contact TEXT NOT NULL DEFAULT '',
+        version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX partners_kind ON partners (kind, partner_id)",
+    """CREATE TABLE needs (
+        need_id TEXT PRIMARY KEY NOT NULL CHECK (length(need_id) > 0),
+        category TEXT NOT NULL CHECK (length(category) > 0),
+        lat REAL NOT NULL CHECK (lat BETWEEN -90 AND 90),
+        lon REAL NOT NULL CHECK (lon BETWEEN -180 AND 180),
+        demand REAL NOT NULL CHECK (demand > 0),
+        severity INTEGER NOT NULL DEFAULT 3
+            CHECK (typeof(severity) = 'integer' AND severity BETWEEN 1 AND 5),
+        neighborhood TEXT NOT NULL DEFAULT '',
+        languages TEXT NOT NULL DEFAULT '',
+        reported_at TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL DEFAULT '',
+        cluster_id TEXT,
+        version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX needs_category ON needs (category, need_id)",
+    """CREATE TABLE neighborhoods (
+        neighborhood_id TEXT PRIMARY KEY NOT NULL CHECK (length(neighborhood_id) > 0),
+        name TEXT NOT NULL,
+        population REAL,
+        properties TEXT NOT NULL DEFAULT '{}',
+        geometry BLOB NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE retired_versions (
+        entity TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (entity, entity_id)
+    )""",
+    """CREATE TABLE plans (
+        plan_id TEXT PRIMARY KEY NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        parameters TEXT NOT NULL DEFAULT '{}',
+        summary TEXT,
+        error TEXT
+    )""",
+    "CREATE INDEX plans_status ON plans (status, finished_at)",
+    """CREATE TABLE plan_files (
+        plan_id TEXT NOT NULL REFERENCES plans (plan_id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        content BLOB NOT NULL,
+        PRIMARY KEY (plan_id, name)
+    )""",
+    """CREATE TABLE plan_usage (
+        plan_id TEXT NOT NULL REFERENCES plans (plan_id) ON DELETE CASCADE,
+        partner_id TEXT NOT NULL,
+        units REAL NOT NULL,
+        PRIMARY KEY (plan_id, partner_id)
+    )""",
+    """CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY NOT NULL,
+        prefix TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('planner', 'outreach', 'admin')),
+        label TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    )""",
+    "CREATE INDEX api_keys_prefix ON api_keys (prefix)",
+    """CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        entity TEXT NOT NULL,
+        entity_id TEXT,
+        detail TEXT NOT NULL DEFAULT '{}'
+    )""",
+    "CREATE INDEX audit_log_entity ON audit_log (entity, entity_id)",
+    """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+    """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+)
+
+_POSTGRES_1: tuple[str, ...] = (
+    """CREATE TABLE partners (
+        partner_id TEXT PRIMARY KEY NOT NULL CHECK (length(partner_id) > 0),
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('organization', 'volunteer')),
+        lat DOUBLE PRECISION NOT NULL CHECK (lat BETWEEN -90 AND 90),
+        lon DOUBLE PRECISION NOT NULL CHECK (lon BETWEEN -180 AND 180),
+        categories TEXT NOT NULL CHECK (length(categories) > 0),
+        capacity DOUBLE PRECISION NOT NULL CHECK (capacity >= 0),
+        radius_km DOUBLE PRECISION NOT NULL CHECK (radius_km > 0),
+        languages TEXT NOT NULL DEFAULT '',
+        contact TEXT NOT NULL DEFAULT '',
+        version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
+        updated_at TEXT NOT NULL,
+        geom geometry(Point, 4326) NOT NULL
+            GENERATED ALWAYS AS (ST_SetSRID(ST_MakePoint(lon, lat), 4326)) STORED
+    )""",
+    "CREATE INDEX partners_kind ON partners (kind, partner_id)",
+    "CREATE INDEX partners_geom ON partners USING GIST (geom)",
+    """CREATE TABLE needs (
+        need_id TEXT PRIMARY KEY NOT NULL CHECK (length(need_id) > 0),
+        category TEXT NOT NULL CHECK (length(category) > 0),
+        lat DOUBLE PRECISION NOT NULL CHECK (lat BETWEEN -90 AND 90),
+        lon DOUBLE PRECISION NOT NULL CHECK (lon BETWEEN -180 AND 180),
+        demand DOUBLE PRECISION NOT NULL CHECK (demand > 0),
+        severity INTEGER NOT NULL DEFAULT 3 CHECK (severity BETWEEN 1 AND 5),
+        neighborhood TEXT NOT NULL DEFAULT '',
+        languages TEXT NOT NULL DEFAULT '',
+        reported_at TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL DEFAULT '',
+        cluster_id TEXT,
+        version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
+        updated_at TEXT NOT NULL,
+        geom geometry(Point, 4326) NOT NULL
+            GENERATED ALWAYS AS (ST_SetSRID(ST_MakePoint(lon, lat), 4326)) STORED
+    )""",
+    "CREATE INDEX needs_category ON needs (category, need_id)",
+    "CREATE INDEX needs_geom ON needs USING GIST (geom)",
+    """CREATE TABLE neighborhoods (
+        neighborhood_id TEXT PRIMARY KEY NOT NULL CHECK (length(neighborhood_id) > 0),
+        name TEXT NOT NULL,
+        population DOUBLE PRECISION,
+        properties TEXT NOT NULL DEFAULT '{}',
+        geometry geometry(Geometry, 4326) NOT NULL
+            CHECK (GeometryType(geometry) IN ('POLYGON', 'MULTIPOLYGON')),
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX neighborhoods_geometry ON neighborhoods USING GIST (geometry)",
+    """CREATE TABLE retired_versions (
+        entity TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (entity, entity_id)
+    )""",
+    """CREATE TABLE plans (
+        plan_id TEXT PRIMARY KEY NOT NULL,
+        seq BIGINT GENERATED ALWAYS AS IDENTITY,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        parameters TEXT NOT NULL DEFAULT '{}',
+        summary TEXT,
+        error TEXT
+    )""",
+    "CREATE INDEX plans_status ON plans (status, finished_at)",
+    """CREATE TABLE plan_files (
+        plan_id TEXT NOT NULL REFERENCES plans (plan_id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        content BYTEA NOT NULL,
+        PRIMARY KEY (plan_id, name)
+    )""",
+    """CREATE TABLE plan_usage (
+        plan_id TEXT NOT NULL REFERENCES plans (plan_id) ON DELETE CASCADE,
+        partner_id TEXT NOT NULL,
+        units DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (plan_id, partner_id)
+    )""",
+    """CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY NOT NULL,
+        prefix TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('planner', 'outreach', 'admin')),
+        label TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    )""",
+    "CREATE INDEX api_keys_prefix ON api_keys (prefix)",
+    """CREATE TABLE audit_log (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        entity TEXT NOT NULL,
+        entity_id TEXT,
+        detail TEXT NOT NULL DEFAULT '{}'
+    )""",
+    "CREATE INDEX audit_log_entity ON audit_log (entity, entity_id)",
+    """CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$""",
+    """CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
+    """CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()""",
+)
+
+_LEASES: tuple[str, ...] = (
+    "ALTER TABLE plans ADD COLUMN worker TEXT",
+    "ALTER TABLE plans ADD COLUMN lease_until TEXT",
+    "ALTER TABLE plans ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX plans_lease ON plans (status, lease_until)",
+    # a plan left running by a matcher without leases: expired now, so it is recovered
+    "UPDATE plans SET lease_until = COALESCE(started_at, created_at) WHERE status = 'running'",
+)
+
+#: Every migration, in order.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("partners, needs, neighborhoods, plans, API keys, audit log", _SQLITE_1, _POSTGRES_1),
+    Migration("plan jobs claimed by workers under a lease", _LEASES, _LEASES),
+)
+
+_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_version ("
+    "version INTEGER PRIMARY KEY NOT NULL, applied_at TEXT NOT NULL)"
+)
+
+
+def schema_version(execute: Callable[..., Any]) -> int:
+    """Return the schema version recorded in a database (0 when none)."""
+    return int(execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
+
+
+def apply(
+    execute: Callable[..., Any],
+    dialect: str,
+    where: str,
+    errors: tuple[type[BaseException], ...],
+    migrations: tuple[Migration, ...] = MIGRATIONS,
+) -> int:
+    """Apply the pending migrations inside the caller's transaction; return the version.
+
+    Parameters
+    ----------
+    execute : callable
+        ``execute(sql, params=None)`` of a connection in a write transaction
+        (``?`` placeholders).
+    dialect : {"sqlite", "postgresql"}
+        Which statements to run.
+    where : str
+        The database, for messages (never a URL with a password).
+    errors : tuple of exception types
+        The driver's errors, reported as a failed migration.
+    migrations : tuple of Migration
+        The known migrations (all of :data:`MIGRATIONS`).
+
+    Raises
+    ------
+    SchemaVersionError
+        The database is newer than ``migrations`` or a migration failed (the caller's
+        transaction then rolls back, leaving the database unchanged).
+    """
+    known = len(migrations)
+    execute(_VERSION_TABLE)
+    current = schema_version(execute)
+    if current > known:
+        raise SchemaVersionError(
+            f"{where}: the database schema is version {current}, newer than "
+            f"this matcher knows ({known}); upgrade matcher to use it"
+        )
+    for version in range(current + 1, known + 1):
+        try:
+            for statement in migrations[version - 1].statements(dialect):
+                execute(statement)
+        except errors as exc:
+            raise SchemaVersionError(
+                f"{where}: migration to schema version {version} failed ({exc}); "
+                "the database is unchanged"
+            ) from exc
+        execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, now()))
+        logger.info("%s: applied schema migration %d", where, version)
+    return known
