@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,6 +42,7 @@ from matcher import (
     limits,
 )
 from matcher._validate import _DATE, _LANG, KINDS, NEED_FIELDS, PARTNER_FIELDS
+from matcher.access import KeyCache
 from matcher.config import DEFAULT_RECRUIT_RADIUS_KM, OBJECTIVES, PARAMETER_BOUNDS
 from matcher.intake import recommend_for_need
 from matcher.io import Upload, load_json_document
@@ -50,6 +52,7 @@ from matcher.nearby import NearbyIndex
 from matcher.output import PLAN_FILES, csv_rows
 from matcher.ratelimit import RateLimiter
 from matcher.store import (
+    DEFAULT_LEASE_S,
     PLAN_STATUSES,
     AlreadyExistsError,
     NotFoundError,
@@ -253,7 +256,7 @@ def _authorize() -> Response | None:
         )
         return _too_many(wait, "too many failed authentications from your address")
     if scheme.lower() == "bearer" and 0 < len(key) <= 256:
-        found = store().authenticate(key)
+        found = current_app.extensions["matcher_keys"](key)
     if found is None:
         logger.warning(
             "failed authentication from %s for %s %s (%s)",
@@ -296,6 +299,21 @@ def _secure_headers(resp: Response) -> Response:
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     if request.path.startswith("/api/"):
         resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+access_log = logging.getLogger("matcher.access")
+
+
+def _started() -> None:
+    g.started = time.perf_counter()
+
+
+def _access(resp: Response) -> Response:
+    """One line per request: method, path, status, milliseconds (never a key or a query)."""
+    if access_log.isEnabledFor(logging.INFO):
+        ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        access_log.info("%s %s %d %.1f ms", request.method, request.path, resp.status_code, ms)
     return resp
 
 
@@ -1734,7 +1752,7 @@ class Nearby(MethodView):
     @api_bp.arguments(NearbyArgs, location="query")
     @api_bp.response(200, NearbyResponse)
     @_answers(*_KEYED)
-    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+    def get(self, args: dict[str, Any]) -> Response:
         """Find partners within a great-circle radius, nearest first, with free capacity."""
         category = args.get("category")
         if category is not None:
@@ -1752,17 +1770,16 @@ class Nearby(MethodView):
                     ]
                 )
             category = code
-        index = _nearby_index(exact=is_admin())
-        return {
-            "results": index.query(
-                args["lat"],
-                args["lon"],
-                args["radius_km"],
-                category=category,
-                kind=args.get("kind"),
-                limit=args["limit"],
-            )
-        }
+        results = _nearby_index(exact=is_admin()).query(
+            args["lat"],
+            args["lon"],
+            args["radius_km"],
+            category=category,
+            kind=args.get("kind"),
+            limit=args["limit"],
+        )
+        # the hot path: plain JSON of plain values (NearbyResponse documents it)
+        return Response(json.dumps({"results": results}), mimetype="application/json")
 
 
 # --------------------------------------------------------------------------- jobs and caches
@@ -1782,17 +1799,25 @@ def _plan_in_force() -> Any:
 
 
 def _nearby_index(*, exact: bool) -> NearbyIndex:
-    """Return the partners index of the current data and latest plan (cached)."""
+    """Return the partners index of the current data and plan in force (cached).
+
+    One index for admins (exact points) and one for everyone else, each rebuilt when the
+    store's revision changes (every write, a finished plan included).
+    """
     st = store()
-    latest = _plan_in_force()
-    key = (st.revision(), latest["plan_id"] if latest else None, exact)
+    revision = st.revision()
     cache = current_app.extensions["matcher_nearby"]
+    hit = cache.get(exact)
+    if hit is not None and hit[0] == revision:
+        return hit[1]  # type: ignore[no-any-return]
     with _cache_lock:
-        if cache.get("key") != key:
-            usage = st.partner_usage(latest["plan_id"]) if latest else {}
-            cache["index"] = NearbyIndex.from_frame(st.partners_frame(), usage, exact=exact)
-            cache["key"] = key
-        return cache["index"]
+        hit = cache.get(exact)
+        if hit is None or hit[0] != revision:
+            latest = _plan_in_force()
+            usage = st.partner_usage(latest.plan_id) if latest else {}
+            hit = (revision, NearbyIndex.from_frame(st.partners_frame(), usage, exact=exact))
+            cache[exact] = hit
+        return hit[1]  # type: ignore[no-any-return]
 
 
 def _latest_model() -> ClusterModel | None:
@@ -2018,13 +2043,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     Configuration: defaults, then ``MATCHER_*`` environment variables (``MATCHER_DB``
     sets ``DB``), then ``config``. Keys: ``DB`` (SQLite path or database URL),
     ``MAX_CONTENT_LENGTH`` (bytes; 413 above it), ``PLAN_WORKERS`` (threads of this
-    process that claim and run queued plans; 0 for none).
+    process that claim and run queued plans; 0 for none), ``PLAN_LEASE_S`` (seconds a
+    claimed plan is held without a renewal: a plan whose process died runs again after
+    it), ``KEY_CACHE_S`` (seconds an
+    authenticated key is remembered: a revoked key stops working within them).
     """
     app = Flask(__name__)
     app.config.from_mapping(
         DB="matcher.db",
         MAX_CONTENT_LENGTH=limits.MAX_BODY_BYTES,
         PLAN_WORKERS=1,
+        PLAN_LEASE_S=DEFAULT_LEASE_S,
+        KEY_CACHE_S=access.KEY_CACHE_S,
         RATE_LIMIT_PER_MINUTE=1200,
         RATE_LIMIT_BURST=200,
         AUTH_FAILURES_PER_MINUTE=20,
@@ -2042,10 +2072,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["matcher_store"] = open_store(app.config["DB"])
     threads = int(app.config["PLAN_WORKERS"])
     if threads > 0:  # 0: this process only queues plans; workers elsewhere run them
-        worker = PlanWorker(app.extensions["matcher_store"], threads=threads)
+        worker = PlanWorker(
+            app.extensions["matcher_store"],
+            threads=threads,
+            lease_s=float(app.config["PLAN_LEASE_S"]),
+        )
         worker.start()
         app.extensions["matcher_jobs"] = worker
     app.extensions["matcher_nearby"] = {}
+    app.extensions["matcher_keys"] = KeyCache(
+        app.extensions["matcher_store"].authenticate, ttl_s=float(app.config["KEY_CACHE_S"])
+    )
     app.extensions["matcher_limits"] = {
         "requests": RateLimiter(
             float(app.config["RATE_LIMIT_PER_MINUTE"]), int(app.config["RATE_LIMIT_BURST"])
@@ -2062,7 +2099,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         },
     )
     api.register_blueprint(api_bp)
+    app.before_request(_started)
     app.after_request(_secure_headers)
+    app.after_request(_access)
     _register_webmap(app)
     _register_errors(app)
     return app

@@ -80,6 +80,7 @@ def main() -> int:
             from pgserver import PgUnavailable, start_cluster
 
             try:
+                Path(tmp, "pg").mkdir()
                 cluster = start_cluster(Path(tmp, "pg"))
                 wheres["postgresql"] = cluster.new_schema("bench")
             except PgUnavailable as exc:

@@ -28,7 +28,10 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,8 @@ from ._errors import MatcherError, Problem
 from .privacy import PRIVATE_FIELDS, coarsen
 
 __all__ = [
+    "KEY_CACHE_S",
+    "KeyCache",
     "ACTIONS",
     "PLAN_QUEUE_CAP",
     "POLICY",
@@ -210,3 +215,63 @@ def partner_write(
         names = ", ".join(str(p.field) for p in problems)
         raise ForbiddenError(f"only an admin may change a volunteer's {names}", problems)
     return out
+
+
+#: Seconds an authenticated key is remembered by a server process: a revoked key stops
+#: working within this time in every process.
+KEY_CACHE_S = 2.0
+
+
+class KeyCache:
+    """Valid API keys remembered for ``ttl_s`` seconds, so most requests skip the store.
+
+    Parameters
+    ----------
+    authenticate : callable
+        ``authenticate(key) -> (key_id, role) | None`` (e.g. ``Store.authenticate``).
+    ttl_s : float
+        How long a valid key is remembered (0: never).
+    max_keys : int
+        Most keys remembered (then the memory starts afresh).
+
+    Only valid keys are remembered, by their SHA-256: an invalid key always goes to the
+    store (and to the failed-authentication limit), and a key created a moment ago works
+    at once.
+
+    Examples
+    --------
+    >>> calls = []
+    >>> cache = KeyCache(lambda k: calls.append(k) or ("key_1", "planner"), ttl_s=60)
+    >>> cache("mk_x"), cache("mk_x"), len(calls)
+    (('key_1', 'planner'), ('key_1', 'planner'), 1)
+    """
+
+    def __init__(
+        self,
+        authenticate: Callable[[str], tuple[str, str] | None],
+        *,
+        ttl_s: float = KEY_CACHE_S,
+        max_keys: int = 10_000,
+    ) -> None:
+        self._authenticate = authenticate
+        self._ttl = float(ttl_s)
+        self._max = int(max_keys)
+        self._keys: dict[bytes, tuple[float, tuple[str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str) -> tuple[str, str] | None:
+        """Return ``(key_id, role)`` of a valid key, else None."""
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+        now = time.monotonic()
+        hit = self._keys.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = self._authenticate(key)
+        with self._lock:
+            if found is None or self._ttl <= 0:
+                self._keys.pop(digest, None)
+            else:
+                if len(self._keys) >= self._max:
+                    self._keys.clear()
+                self._keys[digest] = (now + self._ttl, found)
+        return found

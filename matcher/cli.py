@@ -14,6 +14,7 @@ import pandas as pd
 
 from ._errors import InputValidationError, MatcherError, Problem
 from ._logging import SafeFormatter
+from .access import ROLES
 from .config import DEFAULT_RECRUIT_RADIUS_KM, OBJECTIVES, VOLUNTEER_POINTS, MatchConfig
 from .progress import PLAN_STAGES, StageProgress, console_write_mode, progress_enabled
 from .taxonomy import Taxonomy, default_taxonomy
@@ -595,24 +596,78 @@ def keys_group() -> None:
     """Manage API keys of a service store."""
 
 
+_DB_HELP = "Store: a SQLite file path, sqlite:///path or postgresql://user@host/dbname."
+
+
 @keys_group.command("create")
-@click.option("--role", type=click.Choice(["planner", "outreach", "admin"]), required=True)
-@click.option("--db", "db", required=True, help="Store path (SQLite file) or URL.")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--db", "db", required=True, help=_DB_HELP)
+@click.option("--label", default="", help="A note for admins: whose key it is.")
 @_guarded
-def keys_create_cmd(role: str, db: str) -> None:
+def keys_create_cmd(role: str, db: str, label: str) -> None:
     """Create an API key; the key is printed alone on the last line (store it now)."""
+    from .limits import text_problem
     from .store import open_store
 
-    key_id, key = open_store(db).create_api_key(role)
+    reason = text_problem(label)
+    if reason is not None:
+        raise InputValidationError([Problem("--label", None, "label", label[:40], reason)])
+    with open_store(db) as store:
+        key_id, key = store.create_api_key(role, label=label, actor="cli")
     click.echo(f"created {role} key {key_id}; only its hash is stored:", err=True)
     click.echo(key)
 
 
+@keys_group.command("list")
+@click.option("--db", "db", required=True, help=_DB_HELP)
+@_guarded
+def keys_list_cmd(db: str) -> None:
+    """List the API keys: id, role, label, created, revoked (never a key itself)."""
+    from .output import neutralise_cell
+    from .store import open_store
+
+    with open_store(db) as store:
+        keys = store.list_api_keys()
+    click.echo("key_id\trole\tprefix\tcreated_at\trevoked_at\tlabel")
+    for k in keys:
+        label = str(neutralise_cell(k.label)).replace("\t", " ")
+        label = "".join(c if c.isprintable() else "?" for c in label)
+        click.echo(
+            f"{k.key_id}\t{k.role}\t{k.prefix}\t{k.created_at}\t{k.revoked_at or ''}\t{label}"
+        )
+
+
+@keys_group.command("revoke")
+@click.argument("key_id")
+@click.option("--db", "db", required=True, help=_DB_HELP)
+@_guarded
+def keys_revoke_cmd(key_id: str, db: str) -> None:
+    """Revoke an API key: every server process refuses it within seconds."""
+    from .store import NotFoundError, open_store
+
+    with open_store(db) as store:
+        try:
+            store.revoke_api_key(key_id, actor="cli")
+        except NotFoundError:
+            raise InputValidationError(
+                [Problem("KEY_ID", None, "key_id", key_id[:40],
+                         "no such key; `matcher keys list` shows the keys")]
+            ) from None  # fmt: skip
+    click.echo(f"revoked {key_id}", err=True)
+
+
 @main.command("serve")
-@click.option("--db", "db", required=True, help="Store path (SQLite file) or URL.")
+@click.option("--db", "db", required=True, help=_DB_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--threads", default=8, show_default=True, type=click.IntRange(1, 64),
+    help="Request threads per worker process.",
+)  # fmt: skip
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+    help="Server processes sharing the port (each with its own plan worker).",
+)  # fmt: skip
 @click.option(
     "--sample",
     "sample_dir",
@@ -627,11 +682,17 @@ def serve_cmd(
     host: str,
     port: int,
     threads: int,
+    workers: int,
     sample_dir: Path | None,
     quiet: bool,
     verbose: bool,
 ) -> None:
-    """Run the HTTP API under the waitress WSGI server."""
+    """Run the HTTP API under the waitress WSGI server, in one process or several.
+
+    The store (``--db``) may be a SQLite file or a PostgreSQL/PostGIS database; several
+    processes, or several machines on one PostgreSQL database, share its plan queue.
+    A new, empty store is loaded with the sample city first.
+    """
     try:
         import waitress  # noqa: F401
 
@@ -641,10 +702,10 @@ def serve_cmd(
             f"the service needs the 'api' extra ({exc.name} is missing): pip install 'matcher[api]'"
         ) from None
     from ._server import serve
+    from .store import open_store
 
     _setup_logging(quiet, verbose)
-    app = create_app({"DB": db})
-    store = app.extensions["matcher_store"]
+    store = open_store(db)  # a database that cannot be reached: one line, exit 1
     sample = sample_dir or Path(__file__).resolve().parents[1] / "data" / "sample"
     if (sample / "needs.csv").exists() and not store.count_partners() + store.count_needs():
         from .io import read_needs, read_neighborhoods, read_partners
@@ -660,8 +721,10 @@ def serve_cmd(
     recovered = store.recover_plans(actor="serve")
     if recovered:
         logger.warning("recovered %d plan(s) whose worker stopped", len(recovered))
-    logger.info("serving on http://%s:%d (store %s)", host, port, db)
-    serve(app, host=host, port=port, threads=threads)
+    where = store.where if hasattr(store, "where") else type(store).__name__
+    store.close()  # each server process opens its own (no connection crosses a fork)
+    logger.info("serving on http://%s:%d (store %s)", host, port, where)
+    serve(lambda: create_app({"DB": db}), host=host, port=port, threads=threads, workers=workers)
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m matcher.cli

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from .candidates import partner_categories
-from .geo import EARTH_RADIUS_KM, haversine_km, to_unit_vectors, within
+from .geo import EARTH_RADIUS_KM, RADIUS_RTOL, haversine_km, to_unit_vectors, within
 from .privacy import public_partners
 
 __all__ = ["NearbyIndex"]
@@ -79,21 +79,35 @@ class NearbyIndex:
         for category, group in partner_categories(df).groupby("category", sort=True):
             pos = group["partner"].to_numpy()
             trees[str(category)] = (cKDTree(xyz[pos]), pos)
+        id_rank = np.argsort(np.argsort(df["partner_id"].to_numpy().astype(str), kind="stable"))
+        kinds = df["kind"].astype(str).tolist()
+        free = df["free_capacity"].astype(float).tolist()
+        # each partner's answer but its distance, as plain Python values ready for JSON
+        rows = [
+            {
+                "partner_id": pid,
+                "name": name,
+                "kind": kind,
+                "categories": [c for c in str(cats).split(";") if c],
+                "capacity": capacity,
+                "free_capacity": free_capacity,
+                "lat": plat,
+                "lon": plon,
+            }
+            for pid, name, kind, cats, capacity, free_capacity, plat, plon in zip(
+                df["partner_id"].astype(str).tolist(),
+                df["name"].astype(str).tolist(),
+                kinds,
+                df["categories"].tolist(),
+                df["capacity"].astype(float).tolist(),
+                free,
+                df["lat"].astype(float).tolist(),
+                df["lon"].astype(float).tolist(),
+                strict=True,
+            )
+        ]
         arrays: dict[str, Any] = {
-            "id_rank": np.argsort(
-                np.argsort(df["partner_id"].to_numpy().astype(str), kind="stable")
-            ),
-            "kind": df["kind"].to_numpy().astype(str),
-            # plain Python values, ready for JSON without per-query conversions
-            "ids": df["partner_id"].astype(str).tolist(),
-            "kinds": df["kind"].astype(str).tolist(),
-            "name": df["name"].astype(str).tolist(),
-            "categories": [[c for c in str(v).split(";") if c] for v in df["categories"]],
-            "capacity": df["capacity"].astype(float).tolist(),
-            "free_capacity": np.asarray(df["free_capacity"], dtype=np.float64),
-            "free_list": df["free_capacity"].astype(float).tolist(),
-            "lat": df["lat"].astype(float).tolist(),
-            "lon": df["lon"].astype(float).tolist(),
+            "rank": id_rank.tolist(), "kinds": kinds, "free": free, "rows": rows
         }
         return cls(df, xyz, trees, true_lat, true_lon, arrays)
 
@@ -131,6 +145,14 @@ class NearbyIndex:
             ``partner_id, name, kind, categories, distance_km, capacity,
             free_capacity, lat, lon``; ties in distance are broken by ``partner_id``.
 
+        Notes
+        -----
+        The k-d tree is asked for the nearest few partners first (``limit`` of them, more
+        when filters drop some), then for every partner as near as the farthest of those
+        when the tree cannot tell that none ties with it; the exact distances, the
+        radius and the (distance, id) order are then decided on that set. The answer
+        is the same as sorting every partner within the radius.
+
         Examples
         --------
         >>> df = pd.DataFrame({"partner_id": ["a", "b"], "name": ["A", "B"],
@@ -148,46 +170,61 @@ class NearbyIndex:
             return []
         tree, pos = entry
         phi, lmb = math.radians(lat), math.radians(lon)
-        point = np.array(
-            [math.cos(phi) * math.cos(lmb), math.cos(phi) * math.sin(lmb), math.sin(phi)]
-        )
+        cos_phi = math.cos(phi)
+        point = np.array([cos_phi * math.cos(lmb), cos_phi * math.sin(lmb), math.sin(phi)])
         chord = 2.0 * math.sin(min(radius_km / EARTH_RADIUS_KM, math.pi) / 2.0) * (1 + 1e-9) + 1e-15
-        hits = tree.query_ball_point(point, chord)
-        if not hits:
-            return []
-        cand = pos[hits]
         a = self._arrays
-        if kind is not None:
-            cand = cand[a["kind"][cand] == kind]
-        if free_only:
-            cand = cand[a["free_capacity"][cand] > 0]
-        diff = self._xyz[cand] - point
+        kinds, free = a["kinds"], a["free"]
+        n = len(pos)
+        want = limit
+        while True:
+            cand, chords, complete = self._nearest(tree, pos, point, chord, min(want, n))
+            rows = [
+                (c, i)
+                for c, i in zip(chords, cand, strict=True)
+                if (kind is None or kinds[i] == kind) and (not free_only or free[i] > 0)
+            ]
+            if complete or len(rows) >= limit or want >= n:
+                break
+            want *= 4  # the filters dropped too many: look further
         # great-circle km from the chord (exact in exact arithmetic); the haversine
         # formula of the contract decides for the few points at the radius edge
-        d = (2.0 * EARTH_RADIUS_KM) * np.arcsin(
-            np.minimum(np.sqrt(np.einsum("ij,ij->i", diff, diff)) / 2.0, 1.0)
-        )
-        edge = np.abs(d - radius_km) <= 1e-9 * max(radius_km, 1.0)
-        if edge.any():
-            d[edge] = haversine_km(lat, lon, self._true_lat[cand[edge]], self._true_lon[cand[edge]])
-        keep = within(d, radius_km)
-        cand, d = cand[keep], d[keep]
-        top = np.lexsort((a["id_rank"][cand], d))[:limit]
-        cand, d = cand[top], d[top]
-        return [
-            {
-                "partner_id": a["ids"][i],
-                "name": a["name"][i],
-                "kind": a["kinds"][i],
-                "categories": a["categories"][i],
-                "distance_km": dist,
-                "capacity": a["capacity"][i],
-                "free_capacity": a["free_list"][i],
-                "lat": a["lat"][i],
-                "lon": a["lon"][i],
-            }
-            for i, dist in zip(cand.tolist(), np.round(d, 4).tolist(), strict=True)
-        ]
+        scale, edge_tol = 2.0 * EARTH_RADIUS_KM, 1e-9 * max(radius_km, 1.0)
+        most = radius_km * (1.0 + RADIUS_RTOL)  # geo.within
+        rank, asin = a["rank"], math.asin
+        found = []
+        for c, i in rows:
+            d = scale * asin(c / 2.0 if c < 2.0 else 1.0)
+            if abs(d - radius_km) <= edge_tol:
+                d = float(haversine_km(lat, lon, self._true_lat[i], self._true_lon[i]))
+            if d <= most:
+                found.append((d, rank[i], i))
+        found.sort()
+        answer = a["rows"]
+        return [{**answer[i], "distance_km": round(d, 4)} for d, _, i in found[:limit]]
+
+    def _nearest(
+        self, tree: cKDTree, pos: npt.NDArray[np.int64], point: np.ndarray, chord: float, k: int
+    ) -> tuple[list[int], list[float], bool]:
+        """Return the ``k`` nearest within ``chord`` and every partner tied with them.
+
+        Returns their positions and chord distances (unordered), and whether they are
+        every partner within ``chord`` (else: a superset of the ``k`` nearest, ties
+        included).
+        """
+        dist, idx = tree.query(point, k=k + 1 if k < len(pos) else k, distance_upper_bound=chord)
+        dist, idx = np.atleast_1d(dist), np.atleast_1d(idx)
+        found = int(np.isfinite(dist).sum())
+        if found <= k:  # fewer than asked for within the chord: that is all of them
+            return pos[idx[:found]].tolist(), dist[:found].tolist(), True
+        # k found and one more: it is farther than the k-th beyond any rounding, or ties
+        # with it (then every partner as near as the k-th, rounding included)
+        kth = float(dist[k - 1]) * (1 + 1e-9) + 1e-15
+        if dist[k] > kth:
+            return pos[idx[:k]].tolist(), dist[:k].tolist(), False
+        near = np.asarray(tree.query_ball_point(point, min(kth, chord)), dtype=np.int64)
+        diff = self._xyz[pos[near]] - point
+        return pos[near].tolist(), np.sqrt(np.einsum("ij,ij->i", diff, diff)).tolist(), False
 
     def reachable(self, lat: float, lon: float, category: str) -> pd.DataFrame:
         """Partners offering ``category`` whose own radius reaches the point.

@@ -283,10 +283,12 @@ def start_server(
     env: dict[str, str] | None = None,
     timeout: float = 300,
     db: str | None = None,
+    args: tuple[str, ...] = (),
 ) -> tuple[Served, subprocess.Popen[bytes]]:
     """Make one key per role with the CLI, start ``matcher serve`` and wait for health.
 
-    ``db`` is the store (default: ``directory/store.db``).
+    ``db`` is the store (default: ``directory/store.db``); ``args`` more options of
+    ``matcher serve`` (e.g. ``--workers 2``).
     """
     exe, db = _matcher_command(), db or str(directory / "store.db")
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MATCHER_")}
@@ -318,7 +320,8 @@ def start_server(
             port = free_port()
             with open(log, "ab") as out:
                 proc = subprocess.Popen(
-                    [exe, "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port)],
+                    [exe, "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port),
+                     *args],  # fmt: skip
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd=directory,  # plans' models go to ./models here

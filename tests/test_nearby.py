@@ -19,6 +19,9 @@ CATS = ["food_access", "education", "youth_engagement"]
 def partners_around(rng, centre, n):
     lat = np.clip(centre[0] + rng.normal(0, 0.05, n), -90, 90)
     lon = ((centre[1] + rng.normal(0, 0.08, n) + 180) % 360) - 180
+    # some partners share a point (volunteers on one grid cell, one address): ties
+    same = rng.random(n) < 0.3
+    lat[same], lon[same] = lat[0], lon[0]
     return pd.DataFrame(
         {
             "partner_id": [f"p{i:04d}" for i in range(n)],
@@ -81,9 +84,13 @@ def test_nearby_equals_brute_force(centre, seed, dlat, dlon, radius, exact):
             ) < 1e-4
         else:
             assert (g["lat"], g["lon"]) == (row["lat"], row["lon"])
-    assert len(idx.query(qlat, qlon, radius, category=category, kind=kind, limit=2)) == min(
-        2, len(got)
-    )
+    # a smaller limit is the same answer cut short (the nearest first, ties by id)
+    for limit in (1, 2, 3, 7):
+        assert idx.query(qlat, qlon, radius, category=category, kind=kind, limit=limit) == (
+            got[:limit]
+        )
+    free = idx.query(qlat, qlon, radius, category=category, kind=kind, limit=3, free_only=True)
+    assert free == [g for g in got if g["free_capacity"] > 0][:3]
 
 
 def test_intake_places_need_and_explains_when_nobody_is_free():

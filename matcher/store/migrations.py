@@ -34,45 +34,69 @@ class Migration:
         return self.sqlite if dialect == "sqlite" else self.postgresql
 
 
-_SQLITE_1: tuple[str, ...] = (
+#: The words in which the dialects differ, for the statements of :func:`_schema_1`.
+_DIALECT = {
+    "sqlite": {
+        "float": "REAL",  # SQLite's REAL is an 8-byte float
+        "bytes": "BLOB",
+        "severity": "typeof(severity) = 'integer' AND severity BETWEEN 1 AND 5",
+        "point": "",
+        "polygon": "BLOB NOT NULL",
+        "plan_seq": "",
+        "audit_id": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    },
+    "postgresql": {
+        "float": "DOUBLE PRECISION",
+        "bytes": "BYTEA",
+        "severity": "severity BETWEEN 1 AND 5",
+        # the point again as PostGIS geometry, for spatial queries and GIS tools
+        "point": ",\n        geom geometry(Point, 4326) NOT NULL\n"
+        "            GENERATED ALWAYS AS (ST_SetSRID(ST_MakePoint(lon, lat), 4326)) STORED",
+        "polygon": "geometry(Geometry, 4326) NOT NULL\n"
+        "            CHECK (GeometryType(geometry) IN ('POLYGON', 'MULTIPOLYGON'))",
+        "plan_seq": "\n        seq BIGINT GENERATED ALWAYS AS IDENTITY,",
+        "audit_id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    },
+}
+
+_TABLES_1 = (
     """CREATE TABLE partners (
         partner_id TEXT PRIMARY KEY NOT NULL CHECK (length(partner_id) > 0),
         name TEXT NOT NULL,
         kind TEXT NOT NULL CHECK (kind IN ('organization', 'volunteer')),
-        lat REAL NOT NULL CHECK (lat BETWEEN -90 AND 90),
-        lon REAL NOT NULL CHECK (lon BETWEEN -180 AND 180),
+        lat {float} NOT NULL CHECK (lat BETWEEN -90 AND 90),
+        lon {float} NOT NULL CHECK (lon BETWEEN -180 AND 180),
         categories TEXT NOT NULL CHECK (length(categories) > 0),
-        capacity REAL NOT NULL CHECK (capacity >= 0),
-        radius_km REAL NOT NULL CHECK (radius_km > 0),
+        capacity {float} NOT NULL CHECK (capacity >= 0),
+        radius_km {float} NOT NULL CHECK (radius_km > 0),
         languages TEXT NOT NULL DEFAULT '',
         contact TEXT NOT NULL DEFAULT '',
         version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
-        updated_at TEXT NOT NULL
+        updated_at TEXT NOT NULL{point}
     )""",
     "CREATE INDEX partners_kind ON partners (kind, partner_id)",
     """CREATE TABLE needs (
         need_id TEXT PRIMARY KEY NOT NULL CHECK (length(need_id) > 0),
         category TEXT NOT NULL CHECK (length(category) > 0),
-        lat REAL NOT NULL CHECK (lat BETWEEN -90 AND 90),
-        lon REAL NOT NULL CHECK (lon BETWEEN -180 AND 180),
-        demand REAL NOT NULL CHECK (demand > 0),
-        severity INTEGER NOT NULL DEFAULT 3
-            CHECK (typeof(severity) = 'integer' AND severity BETWEEN 1 AND 5),
+        lat {float} NOT NULL CHECK (lat BETWEEN -90 AND 90),
+        lon {float} NOT NULL CHECK (lon BETWEEN -180 AND 180),
+        demand {float} NOT NULL CHECK (demand > 0),
+        severity INTEGER NOT NULL DEFAULT 3 CHECK ({severity}),
         neighborhood TEXT NOT NULL DEFAULT '',
         languages TEXT NOT NULL DEFAULT '',
         reported_at TEXT NOT NULL DEFAULT '',
         source TEXT NOT NULL DEFAULT '',
         cluster_id TEXT,
         version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
-        updated_at TEXT NOT NULL
+        updated_at TEXT NOT NULL{point}
     )""",
     "CREATE INDEX needs_category ON needs (category, need_id)",
     """CREATE TABLE neighborhoods (
         neighborhood_id TEXT PRIMARY KEY NOT NULL CHECK (length(neighborhood_id) > 0),
         name TEXT NOT NULL,
-        population REAL,
-        properties TEXT NOT NULL DEFAULT '{}',
-        geometry BLOB NOT NULL,
+        population {float},
+        properties TEXT NOT NULL DEFAULT '{{}}',
+        geometry {polygon},
         updated_at TEXT NOT NULL
     )""",
     """CREATE TABLE retired_versions (
@@ -82,13 +106,13 @@ _SQLITE_1: tuple[str, ...] = (
         PRIMARY KEY (entity, entity_id)
     )""",
     """CREATE TABLE plans (
-        plan_id TEXT PRIMARY KEY NOT NULL,
+        plan_id TEXT PRIMARY KEY NOT NULL,{plan_seq}
         status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
         created_at TEXT NOT NULL,
         created_by TEXT NOT NULL,
         started_at TEXT,
         finished_at TEXT,
-        parameters TEXT NOT NULL DEFAULT '{}',
+        parameters TEXT NOT NULL DEFAULT '{{}}',
         summary TEXT,
         error TEXT
     )""",
@@ -96,13 +120,13 @@ _SQLITE_1: tuple[str, ...] = (
     """CREATE TABLE plan_files (
         plan_id TEXT NOT NULL REFERENCES plans (plan_id) ON DELETE CASCADE,
         name TEXT NOT NULL,
-        content BLOB NOT NULL,
+        content {bytes} NOT NULL,
         PRIMARY KEY (plan_id, name)
     )""",
     """CREATE TABLE plan_usage (
         plan_id TEXT NOT NULL REFERENCES plans (plan_id) ON DELETE CASCADE,
         partner_id TEXT NOT NULL,
-        units REAL NOT NULL,
+        units {float} NOT NULL,
         PRIMARY KEY (plan_id, partner_id)
     )""",
     """CREATE TABLE api_keys (
@@ -116,127 +140,44 @@ _SQLITE_1: tuple[str, ...] = (
     )""",
     "CREATE INDEX api_keys_prefix ON api_keys (prefix)",
     """CREATE TABLE audit_log (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id {audit_id},
         at TEXT NOT NULL,
         actor TEXT NOT NULL,
         action TEXT NOT NULL,
         entity TEXT NOT NULL,
         entity_id TEXT,
-        detail TEXT NOT NULL DEFAULT '{}'
+        detail TEXT NOT NULL DEFAULT '{{}}'
     )""",
     "CREATE INDEX audit_log_entity ON audit_log (entity, entity_id)",
-    """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
-        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
-    """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
-        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
 )
 
-_POSTGRES_1: tuple[str, ...] = (
-    """CREATE TABLE partners (
-        partner_id TEXT PRIMARY KEY NOT NULL CHECK (length(partner_id) > 0),
-        name TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('organization', 'volunteer')),
-        lat DOUBLE PRECISION NOT NULL CHECK (lat BETWEEN -90 AND 90),
-        lon DOUBLE PRECISION NOT NULL CHECK (lon BETWEEN -180 AND 180),
-        categories TEXT NOT NULL CHECK (length(categories) > 0),
-        capacity DOUBLE PRECISION NOT NULL CHECK (capacity >= 0),
-        radius_km DOUBLE PRECISION NOT NULL CHECK (radius_km > 0),
-        languages TEXT NOT NULL DEFAULT '',
-        contact TEXT NOT NULL DEFAULT '',
-        version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
-        updated_at TEXT NOT NULL,
-        geom geometry(Point, 4326) NOT NULL
-            GENERATED ALWAYS AS (ST_SetSRID(ST_MakePoint(lon, lat), 4326)) STORED
-    )""",
-    "CREATE INDEX partners_kind ON partners (kind, partner_id)",
-    "CREATE INDEX partners_geom ON partners USING GIST (geom)",
-    """CREATE TABLE needs (
-        need_id TEXT PRIMARY KEY NOT NULL CHECK (length(need_id) > 0),
-        category TEXT NOT NULL CHECK (length(category) > 0),
-        lat DOUBLE PRECISION NOT NULL CHECK (lat BETWEEN -90 AND 90),
-        lon DOUBLE PRECISION NOT NULL CHECK (lon BETWEEN -180 AND 180),
-        demand DOUBLE PRECISION NOT NULL CHECK (demand > 0),
-        severity INTEGER NOT NULL DEFAULT 3 CHECK (severity BETWEEN 1 AND 5),
-        neighborhood TEXT NOT NULL DEFAULT '',
-        languages TEXT NOT NULL DEFAULT '',
-        reported_at TEXT NOT NULL DEFAULT '',
-        source TEXT NOT NULL DEFAULT '',
-        cluster_id TEXT,
-        version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
-        updated_at TEXT NOT NULL,
-        geom geometry(Point, 4326) NOT NULL
-            GENERATED ALWAYS AS (ST_SetSRID(ST_MakePoint(lon, lat), 4326)) STORED
-    )""",
-    "CREATE INDEX needs_category ON needs (category, need_id)",
-    "CREATE INDEX needs_geom ON needs USING GIST (geom)",
-    """CREATE TABLE neighborhoods (
-        neighborhood_id TEXT PRIMARY KEY NOT NULL CHECK (length(neighborhood_id) > 0),
-        name TEXT NOT NULL,
-        population DOUBLE PRECISION,
-        properties TEXT NOT NULL DEFAULT '{}',
-        geometry geometry(Geometry, 4326) NOT NULL
-            CHECK (GeometryType(geometry) IN ('POLYGON', 'MULTIPOLYGON')),
-        updated_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX neighborhoods_geometry ON neighborhoods USING GIST (geometry)",
-    """CREATE TABLE retired_versions (
-        entity TEXT NOT NULL,
-        entity_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        PRIMARY KEY (entity, entity_id)
-    )""",
-    """CREATE TABLE plans (
-        plan_id TEXT PRIMARY KEY NOT NULL,
-        seq BIGINT GENERATED ALWAYS AS IDENTITY,
-        status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
-        created_at TEXT NOT NULL,
-        created_by TEXT NOT NULL,
-        started_at TEXT,
-        finished_at TEXT,
-        parameters TEXT NOT NULL DEFAULT '{}',
-        summary TEXT,
-        error TEXT
-    )""",
-    "CREATE INDEX plans_status ON plans (status, finished_at)",
-    """CREATE TABLE plan_files (
-        plan_id TEXT NOT NULL REFERENCES plans (plan_id) ON DELETE CASCADE,
-        name TEXT NOT NULL,
-        content BYTEA NOT NULL,
-        PRIMARY KEY (plan_id, name)
-    )""",
-    """CREATE TABLE plan_usage (
-        plan_id TEXT NOT NULL REFERENCES plans (plan_id) ON DELETE CASCADE,
-        partner_id TEXT NOT NULL,
-        units DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (plan_id, partner_id)
-    )""",
-    """CREATE TABLE api_keys (
-        key_id TEXT PRIMARY KEY NOT NULL,
-        prefix TEXT NOT NULL,
-        key_hash TEXT NOT NULL UNIQUE,
-        role TEXT NOT NULL CHECK (role IN ('planner', 'outreach', 'admin')),
-        label TEXT NOT NULL DEFAULT '',
-        created_at TEXT NOT NULL,
-        revoked_at TEXT
-    )""",
-    "CREATE INDEX api_keys_prefix ON api_keys (prefix)",
-    """CREATE TABLE audit_log (
-        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        at TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        entity TEXT NOT NULL,
-        entity_id TEXT,
-        detail TEXT NOT NULL DEFAULT '{}'
-    )""",
-    "CREATE INDEX audit_log_entity ON audit_log (entity, entity_id)",
-    """CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS
-        $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$""",
-    """CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
-        FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
-    """CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
-        FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()""",
-)
+#: What only one dialect has: SQLite's append-only triggers; PostGIS's spatial indexes and
+#: PostgreSQL's trigger function.
+_ONLY_1 = {
+    "sqlite": (
+        """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+        """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+    ),
+    "postgresql": (
+        "CREATE INDEX partners_geom ON partners USING GIST (geom)",
+        "CREATE INDEX needs_geom ON needs USING GIST (geom)",
+        "CREATE INDEX neighborhoods_geometry ON neighborhoods USING GIST (geometry)",
+        """CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$""",
+        """CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+            FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
+        """CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+            FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()""",
+    ),
+}
+
+
+def _schema_1(dialect: str) -> tuple[str, ...]:
+    words = _DIALECT[dialect]
+    return tuple(t.format(**words) for t in _TABLES_1) + _ONLY_1[dialect]
+
 
 _LEASES: tuple[str, ...] = (
     "ALTER TABLE plans ADD COLUMN worker TEXT",
@@ -249,7 +190,11 @@ _LEASES: tuple[str, ...] = (
 
 #: Every migration, in order.
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration("partners, needs, neighborhoods, plans, API keys, audit log", _SQLITE_1, _POSTGRES_1),
+    Migration(
+        "partners, needs, neighborhoods, plans, API keys, audit log",
+        _schema_1("sqlite"),
+        _schema_1("postgresql"),
+    ),
     Migration("plan jobs claimed by workers under a lease", _LEASES, _LEASES),
 )
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._errors import MatcherError
 from .._validate import NEED_FIELDS, PARTNER_FIELDS
+from ..access import ROLES
 
 __all__ = [
     "AlreadyExistsError",
@@ -37,8 +38,6 @@ __all__ = [
     "parse_etag",
 ]
 
-#: The roles an API key can have.
-ROLES: tuple[str, ...] = ("planner", "outreach", "admin")
 #: The states of a plan, in lifecycle order (``failed`` ends a plan that did not finish).
 PLAN_STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")
 #: Columns of :meth:`Store.partners_frame` (those of ``read_partners(...).frame``).
