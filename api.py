@@ -53,6 +53,7 @@ from matcher.output import PLAN_FILES, csv_rows
 from matcher.ratelimit import RateLimiter
 from matcher.store import (
     DEFAULT_LEASE_S,
+    PENDING_STATUSES,
     PLAN_STATUSES,
     AlreadyExistsError,
     NotFoundError,
@@ -409,7 +410,7 @@ class PageArgs(ma.Schema):
 
 
 class PartnerListArgs(PageArgs):
-    kind = ma.fields.String(validate=ma.validate.OneOf(["organization", "volunteer"]))
+    kind = ma.fields.String(validate=ma.validate.OneOf(KINDS))
 
 
 class NearbyArgs(ma.Schema):
@@ -423,7 +424,7 @@ class NearbyArgs(ma.Schema):
         validate=ma.validate.Length(1, limits.MAX_ID_CHARS),
         metadata={"enum": list(CATEGORY_NAMES), "description": "a category code or alias"},
     )
-    kind = ma.fields.String(validate=ma.validate.OneOf(["organization", "volunteer"]))
+    kind = ma.fields.String(validate=ma.validate.OneOf(KINDS))
     limit = ma.fields.Integer(
         load_default=20, validate=ma.validate.Range(1, limits.MAX_NEARBY_RESULTS)
     )
@@ -1247,18 +1248,18 @@ class Imports(MethodView):
             )
         body = Upload(request.get_data(), f"{kind}{suffix} (request body)", suffix)
         if kind == "needs":
-            frame = matcher.read_needs(body).frame
-            count = store().replace_needs(frame, actor=g.key_id)
+            table = matcher.read_needs(body)
+            count = store().replace_needs(table, actor=g.key_id)
         elif kind == "partners":
-            frame = matcher.read_partners(body).frame
+            table = matcher.read_partners(body)
             if not is_admin():  # volunteers' private fields: as read, or an admin's hand
-                frame = _keep_private_fields(frame)
-            count = store().replace_partners(frame, actor=g.key_id)
+                table = dataclasses.replace(table, frame=_keep_private_fields(table.frame))
+            count = store().replace_partners(table, actor=g.key_id)
         else:
             frame, _ = matcher.read_neighborhoods(body)
             count = store().replace_neighborhoods(frame, actor=g.key_id)
         return Response(
-            json.dumps({"imported": int(count if count is not None else len(frame)), "kind": kind}),
+            json.dumps({"imported": int(count), "kind": kind}),
             status=201,
             mimetype="application/json",
         )
@@ -1487,7 +1488,7 @@ def _queue_full() -> Response | None:
     waiting = [
         p
         for p in store().list_plans(limit=limits.MAX_PAGE)
-        if p.status in ("queued", "running") and roles.get(p.created_by) == g.role
+        if p.status in PENDING_STATUSES and roles.get(p.created_by) == g.role
     ]
     if len(waiting) < cap:
         return None
@@ -1946,7 +1947,7 @@ class LatestPlan(MethodView):
         pending = [
             _plan_json(p)
             for p in store().list_plans(50)
-            if p.status in ("queued", "running") and "scenario" not in (p.parameters or {})
+            if p.status in PENDING_STATUSES and "scenario" not in (p.parameters or {})
         ]
         body = {"plan": _plan_json(latest) if latest else None, "pending": pending}
         return Response(json.dumps(body, default=str), mimetype="application/json")

@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from _stores import store_urls
 
 from matcher.nearby import NearbyIndex
 from matcher.store import open_store
@@ -178,29 +179,11 @@ def main() -> int:
     print(f"target p50 <= 50 µs: {'holds' if r['p50_us'] <= 50 else 'FAILS'}")
     if not args.http:
         return 0
-    cluster = None
-    with tempfile.TemporaryDirectory() as tmp:
-        stores = {"SQLite": str(Path(tmp, "bench.db"))}
-        if args.pg_url:
-            stores["PostgreSQL"] = args.pg_url
-        else:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-            from pgserver import PgUnavailable, start_cluster
-
-            try:
-                Path(tmp, "pg").mkdir()
-                cluster = start_cluster(Path(tmp, "pg"))
-                stores["PostgreSQL"] = cluster.new_schema("bench")
-            except PgUnavailable as exc:
-                print(f"no PostgreSQL: {exc.reason}", file=sys.stderr)
-        try:
-            results = {
-                name: http_load(args.partners, args.seconds, db, args.workers, args.threads)
-                for name, db in stores.items()
-            }
-        finally:
-            if cluster is not None:
-                cluster.stop()
+    with tempfile.TemporaryDirectory() as tmp, store_urls(Path(tmp), args.pg_url) as stores:
+        results = {
+            name: http_load(args.partners, args.seconds, db, args.workers, args.threads)
+            for name, db in stores.items()
+        }
     print(
         f"\n| HTTP nearby (wrk, loopback, {args.workers} workers x {args.threads} threads) "
         "| store | requests/s | p50 ms | p99 ms | non-2xx | target |"

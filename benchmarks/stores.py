@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _stores import store_urls
+
 import matcher
 from matcher.config import MatchConfig
 from matcher.jobs import run_plan_job
@@ -67,43 +69,26 @@ def main() -> int:
     city = generate_city(args.needs, args.partners, seed=7)
     config = MatchConfig(volunteer_points="grid")
     parameters = config.parameters() | {"taxonomy": None}
-    cluster = None
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, store_urls(Path(tmp), args.pg_url) as urls:
+        wheres = {name.lower(): url for name, url in urls.items()}
         needs, partners = Path(tmp, "needs.csv"), Path(tmp, "partners.csv")
         city.needs.drop(columns="geometry", errors="ignore").to_csv(needs, index=False)
         city.partners.drop(columns="geometry", errors="ignore").to_csv(partners, index=False)
-        wheres = {"sqlite": str(Path(tmp, "bench.db"))}
-        if args.pg_url:
-            wheres["postgresql"] = args.pg_url
-        else:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-            from pgserver import PgUnavailable, start_cluster
-
-            try:
-                Path(tmp, "pg").mkdir()
-                cluster = start_cluster(Path(tmp, "pg"))
-                wheres["postgresql"] = cluster.new_schema("bench")
-            except PgUnavailable as exc:
-                print(f"no PostgreSQL: {exc.reason}", file=sys.stderr)
-        try:
-            read_needs = matcher.read_needs(needs).frame
-            read_partners = matcher.read_partners(partners).frame
-            for where in wheres.values():
-                with open_store(where) as st:
-                    st.replace_needs(read_needs, actor="bench")
-                    st.replace_partners(read_partners, actor="bench")
-            best: dict[str, float] = {}
-            for i in range(args.repeat):
-                runs = {"files": lambda: _from_files(needs, partners, config)}
-                for name, where in wheres.items():
-                    runs[name] = lambda where=where: _from_store(where, parameters)
-                for name, run in runs.items():
-                    seconds = run()
-                    best[name] = min(best.get(name, seconds), seconds)
-                    print(f"run {i + 1}: {name} {seconds:.2f} s", file=sys.stderr)
-        finally:
-            if cluster is not None:
-                cluster.stop()
+        read_needs = matcher.read_needs(needs)
+        read_partners = matcher.read_partners(partners)
+        for where in wheres.values():
+            with open_store(where) as st:
+                st.replace_needs(read_needs, actor="bench")
+                st.replace_partners(read_partners, actor="bench")
+        best: dict[str, float] = {}
+        for i in range(args.repeat):
+            runs = {"files": lambda: _from_files(needs, partners, config)}
+            for name, where in wheres.items():
+                runs[name] = lambda where=where: _from_store(where, parameters)
+            for name, run in runs.items():
+                seconds = run()
+                best[name] = min(best.get(name, seconds), seconds)
+                print(f"run {i + 1}: {name} {seconds:.2f} s", file=sys.stderr)
     print(f"| plan of {args.needs:,} needs x {args.partners:,} partners | seconds (best of "
           f"{args.repeat}) | ratio to files | target <= 1.3x |")  # fmt: skip
     print("|---|---|---|---|")

@@ -129,28 +129,38 @@ def serve(
             except ProcessLookupError:
                 pass
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for slot in range(workers):
-        spawn(slot)
-    logger.info("%d worker processes share %s:%d", workers, host, port)
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for slot in range(workers):
+            spawn(slot)
+        logger.info("%d worker processes share %s:%d", workers, host, port)
+        _supervise(children, spawn, lambda: stopping)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        sock.close()
+
+
+def _supervise(
+    children: dict[int, int], spawn: Callable[[int], None], stopping: Callable[[], bool]
+) -> None:
+    """Wait for the workers; start another for each that stops, until told to stop.
+
+    Only the workers are waited for (never another child of this process).
+    """
     while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:  # pragma: no cover - PEP 475 retries os.wait itself
-            continue
-        slot_of = children.pop(pid, None)
-        if slot_of is None or stopping:
-            continue
-        logger.warning(
-            "worker %d stopped (%s); starting another", pid, _describe(status)
-        )
-        time.sleep(RESTART_DELAY_S)
-        if not stopping:
-            spawn(slot_of)
-    sock.close()
+        for pid in list(children):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if not done:
+                continue
+            slot = children.pop(pid)
+            if stopping():
+                continue
+            logger.warning("worker %d stopped (%s); starting another", pid, _describe(status))
+            time.sleep(RESTART_DELAY_S)
+            if not stopping():
+                spawn(slot)
+        time.sleep(0.1)
 
 
 def _describe(status: int) -> str:

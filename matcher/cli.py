@@ -712,8 +712,8 @@ def serve_cmd(
 
         # one transaction: a start killed while loading leaves an empty store, never half
         if store.load_if_empty(
-            read_partners(sample / "partners.csv").frame,
-            read_needs(sample / "needs.csv").frame,
+            read_partners(sample / "partners.csv"),
+            read_needs(sample / "needs.csv"),
             read_neighborhoods(sample / "neighborhoods.geojson")[0],
             actor="serve",
         ):

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ._errors import InputValidationError, MatcherError, Problem
+from .io import LoadedTable, hash_table
 from .mapview import MAP_FILE, map_bytes, map_payload
 from .output import plan_files
 from .scenario import Scenario, ScenarioChange, config_from_parameters, replan
@@ -124,6 +125,15 @@ def _recruit(result: Plan, recruit: Mapping[str, Any] | None) -> Plan:
         raise InputValidationError([Problem(None, None, "recruit", None, str(exc))]) from None
 
 
+def _stored(frame: gpd.GeoDataFrame, name: str) -> LoadedTable:
+    """Return a table of the store as a validated input (validated when it was stored).
+
+    Its hash is that of the table (the hash ``read_needs`` gives the same frame).
+    """
+    data = pd.DataFrame(frame.drop(columns=frame.geometry.name))
+    return LoadedTable(frame, pd.DataFrame(), hash_table(data), f"stored {name}")
+
+
 def _scenario_change(change: Mapping[str, Any]) -> ScenarioChange:
     added = list(change.get("add_partners") or [])
     return ScenarioChange(
@@ -149,7 +159,15 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     scenario = params.pop("scenario", None)
     recruit = params.pop("recruit", None)
     params.pop("taxonomy", None)  # the store's records use the default taxonomy
-    needs, partners = store.needs_frame(), store.partners_frame()
+    needs, partners = (
+        _stored(store.needs_frame(), "needs"),
+        _stored(store.partners_frame(), "partners"),
+    )
+    empty = [t.name for t in (needs, partners) if not len(t.frame)]
+    if empty:  # as read_needs / read_partners say of an empty table
+        raise InputValidationError(
+            [Problem(name, None, None, None, "the table has no rows") for name in empty]
+        )
     hoods = store.neighborhoods_frame()
     hoods = hoods if hoods is not None and len(hoods) else None
     if scenario is None:

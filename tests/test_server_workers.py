@@ -18,7 +18,7 @@ import pytest
 
 from matcher.store import open_store
 
-from .conftest import BACKENDS, _matcher_command, _stop, start_server
+from .conftest import _matcher_command, _stop, start_server
 
 
 def _children(pid: int) -> set[int]:
@@ -47,20 +47,13 @@ def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-@pytest.fixture(params=BACKENDS)
-def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "store.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
 
 
 def test_workers_share_the_port_a_dead_worker_is_replaced_and_revoked_keys_stop(
-    where: str, tmp_path: Path
+    store_url: str, tmp_path: Path
 ) -> None:
+    where = store_url
     srv, proc = start_server(tmp_path, db=where, args=("--workers", "2", "--threads", "2"))
     try:
         workers = _wait(lambda: len(_children(proc.pid)) == 2 and _children(proc.pid), 60,
@@ -110,8 +103,9 @@ def test_workers_share_the_port_a_dead_worker_is_replaced_and_revoked_keys_stop(
 
 
 def test_a_plan_whose_worker_process_is_killed_runs_again_after_its_lease(
-    where: str, tmp_path: Path
+    store_url: str, tmp_path: Path
 ) -> None:
+    where = store_url
     srv, proc = start_server(
         tmp_path,
         db=where,

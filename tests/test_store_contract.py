@@ -27,6 +27,7 @@ import pytest
 import matcher
 from matcher import store as store_mod
 from matcher.config import MatchConfig
+from matcher.io import LoadedTable
 from matcher.jobs import plan_artifacts
 from matcher.store import (
     PARTNER_FRAME_COLUMNS,
@@ -407,8 +408,15 @@ def test_failed_bulk_import_mid_transaction_changes_nothing(
     # the earlier deletes and inserts of this import happened, and are rolled back
     others = needs.assign(need_id=["x1", "x2", "x3"])
     others.loc[2, "severity"] = 9
-    with pytest.raises(matcher.InputValidationError, match="rejected by the database"):
+    # a table is validated at the store boundary: the row and field are named
+    with pytest.raises(matcher.InputValidationError) as info:
         store.replace_needs(others, actor="cli")
+    assert [(p.row, p.field) for p in info.value.problems] == [(2, "severity")]
+    assert _dump(where) == before
+    # a table its reader validated is trusted; the database still refuses a bad row
+    trusted = LoadedTable(others, pd.DataFrame(), "0" * 64, "needs")
+    with pytest.raises(matcher.InputValidationError, match="rejected by the database"):
+        store.replace_needs(trusted, actor="cli")
     assert _dump(where) == before
 
 

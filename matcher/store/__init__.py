@@ -22,6 +22,7 @@ from .migrations import MIGRATIONS
 from .records import (
     NEED_FRAME_COLUMNS,
     PARTNER_FRAME_COLUMNS,
+    PENDING_STATUSES,
     PLAN_STATUSES,
     ROLES,
     AlreadyExistsError,
@@ -53,6 +54,7 @@ __all__ = [
     "NEED_FRAME_COLUMNS",
     "NotFoundError",
     "PARTNER_FRAME_COLUMNS",
+    "PENDING_STATUSES",
     "PLAN_STATUSES",
     "PlanRecord",
     "PlanStateError",

@@ -8,12 +8,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import geopandas as gpd
 import pandas as pd
 
 from .records import ApiKeyInfo, AuditEntry, ImportResult, PlanRecord
+
+if TYPE_CHECKING:
+    from ..io import LoadedTable
 
 __all__ = ["DEFAULT_LEASE_S", "MAX_PLAN_ATTEMPTS", "Store"]
 
@@ -57,14 +60,15 @@ class Store(abc.ABC):
     # -- bulk import
 
     @abc.abstractmethod
-    def replace_partners(self, df: pd.DataFrame, actor: str) -> ImportResult:
+    def replace_partners(self, df: pd.DataFrame | LoadedTable, actor: str) -> ImportResult:
         """Replace all partners with the rows of ``df``, all or nothing.
 
         Parameters
         ----------
-        df : pandas.DataFrame
-            Validated partners: ``matcher.read_partners(...).frame`` (a GeoDataFrame
-            without ``lat``/``lon`` gives them through its Point geometries).
+        df : LoadedTable or pandas.DataFrame
+            Partners: what ``matcher.read_partners(...)`` returns (validated by it), or a
+            table, validated here with the same rules (a GeoDataFrame without
+            ``lat``/``lon`` gives them through its Point geometries).
         actor : str
             Who imports.
 
@@ -78,8 +82,8 @@ class Store(abc.ABC):
         Raises
         ------
         InputValidationError
-            A required column is missing, an id is duplicated or a row breaks a
-            constraint; nothing is changed.
+            A row breaks a rule (every problem reported), an id is duplicated or a row
+            breaks a constraint; nothing is changed.
         """
 
     @abc.abstractmethod
@@ -88,8 +92,8 @@ class Store(abc.ABC):
 
     def load_if_empty(
         self,
-        partners: pd.DataFrame,
-        needs: pd.DataFrame,
+        partners: pd.DataFrame | LoadedTable,
+        needs: pd.DataFrame | LoadedTable,
         neighborhoods: gpd.GeoDataFrame | None,
         actor: str,
     ) -> bool:
@@ -108,10 +112,10 @@ class Store(abc.ABC):
         return True
 
     @abc.abstractmethod
-    def replace_needs(self, df: pd.DataFrame, actor: str) -> ImportResult:
+    def replace_needs(self, df: pd.DataFrame | LoadedTable, actor: str) -> ImportResult:
         """Replace all needs with the rows of ``df``, all or nothing.
 
-        As :meth:`replace_partners`, from ``matcher.read_needs(...).frame``. A changed
+        As :meth:`replace_partners`, from ``matcher.read_needs(...)``. A changed
         need loses its ``cluster_id``; an unchanged one keeps it.
         """
 

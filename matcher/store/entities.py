@@ -25,6 +25,7 @@ import shapely
 
 from .._errors import InputValidationError, Problem
 from .._validate import validate_needs, validate_partners
+from ..io import LoadedTable, read_needs, read_partners
 from ..privacy import PRIVATE_FIELDS, coarsen
 from ..taxonomy import default_taxonomy
 from .records import NEED_FRAME_COLUMNS, PARTNER_FRAME_COLUMNS
@@ -46,7 +47,14 @@ def now() -> str:
 
 
 def jsonable(value: Any) -> Any:
-    """Plain JSON values: numpy scalars unboxed, NaN/inf as null, dates as ISO text."""
+    """Plain JSON values: numpy scalars unboxed, NaN/inf as null, dates as ISO text.
+
+    Examples
+    --------
+    >>> jsonable({"a": np.int64(2), "b": (float("nan"), _dt.date(2026, 1, 2)),
+    ...           "c": Path("x.csv"), "d": pd.NA, "e": np.array([1.5])})
+    {'a': 2, 'b': [None, '2026-01-02'], 'c': 'x.csv', 'd': None, 'e': [1.5]}
+    """
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset | np.ndarray):
@@ -65,7 +73,7 @@ def jsonable(value: Any) -> Any:
 
 
 def dumps(value: Any, *, sort_keys: bool = True) -> str:
-    """Compact JSON text of ``value`` (see :func:`jsonable`), keys sorted by default."""
+    """Return compact JSON text of ``value`` (see :func:`jsonable`), keys sorted by default."""
     return json.dumps(jsonable(value), sort_keys=sort_keys, allow_nan=False, separators=(",", ":"))
 
 
@@ -297,17 +305,28 @@ def merge_update(
     return rec, changed, detail
 
 
-def frame_rows(spec: Spec, df: pd.DataFrame) -> list[tuple[Any, ...]]:
-    """Typed row tuples of ``spec.columns`` from a validated frame (a bulk import).
+def frame_rows(
+    spec: Spec, df: pd.DataFrame | LoadedTable, taxonomy: Taxonomy | None = None
+) -> list[tuple[Any, ...]]:
+    """Typed row tuples of ``spec.columns`` of a bulk import, validated.
+
+    A :class:`~matcher.io.LoadedTable` (what ``read_needs``/``read_partners`` return) was
+    validated by its reader and is taken as it is; any other table is validated here with
+    the same rules (every problem reported at once).
 
     Raises
     ------
     TypeError
-        ``df`` is not a DataFrame.
+        ``df`` is not a table.
     InputValidationError
-        A required column is missing or an id is duplicated.
+        A row breaks a rule, a required column is missing or an id is duplicated.
     """
-    if not isinstance(df, pd.DataFrame):
+    if isinstance(df, LoadedTable):
+        df = df.frame
+    elif isinstance(df, pd.DataFrame):
+        reader = read_partners if spec is PARTNER else read_needs
+        df = reader(df, taxonomy=taxonomy or default_taxonomy(), name=spec.table).frame
+    else:
         raise TypeError(f"expected a DataFrame, not {type(df).__name__}")
     frame = pd.DataFrame(df)
     if isinstance(df, gpd.GeoDataFrame) and ("lat" not in frame or "lon" not in frame):

@@ -25,6 +25,7 @@ __all__ = [
     "NEED_FRAME_COLUMNS",
     "NotFoundError",
     "PARTNER_FRAME_COLUMNS",
+    "PENDING_STATUSES",
     "PLAN_STATUSES",
     "PlanRecord",
     "PlanStateError",
@@ -40,6 +41,8 @@ __all__ = [
 
 #: The states of a plan, in lifecycle order (``failed`` ends a plan that did not finish).
 PLAN_STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")
+#: The states of a plan not finished yet (waiting for a worker, or running).
+PENDING_STATUSES: tuple[str, ...] = PLAN_STATUSES[:2]
 #: Columns of :meth:`Store.partners_frame` (those of ``read_partners(...).frame``).
 PARTNER_FRAME_COLUMNS: tuple[str, ...] = PARTNER_FIELDS
 #: Columns of :meth:`Store.needs_frame` (those of ``read_needs(...).frame``).

@@ -83,6 +83,7 @@ from .records import (
 )
 
 if TYPE_CHECKING:
+    from ..io import LoadedTable
     from ..taxonomy import Taxonomy
 
 __all__ = ["Connection", "SQLStore"]
@@ -385,7 +386,7 @@ class SQLStore(Store):
 
     def _replace(self, spec: Spec, df: pd.DataFrame, actor: str) -> ImportResult:
         check_actor(actor)
-        rows = frame_rows(spec, df)
+        rows = frame_rows(spec, df, self._taxonomy)
         ncols = len(spec.columns)
         key_pos = spec.columns.index(spec.key)
         cols = ", ".join(spec.columns)
@@ -434,11 +435,11 @@ class SQLStore(Store):
             self._audit(conn, actor, "replace", spec.entity, None, result.to_dict())
         return result
 
-    def replace_partners(self, df: pd.DataFrame, actor: str) -> ImportResult:
+    def replace_partners(self, df: pd.DataFrame | LoadedTable, actor: str) -> ImportResult:
         """Replace all partners, all or nothing (see :meth:`Store.replace_partners`)."""
         return self._replace(PARTNER, df, actor)
 
-    def replace_needs(self, df: pd.DataFrame, actor: str) -> ImportResult:
+    def replace_needs(self, df: pd.DataFrame | LoadedTable, actor: str) -> ImportResult:
         """Replace all needs, all or nothing (see :meth:`Store.replace_needs`)."""
         return self._replace(NEED, df, actor)
 
