@@ -32,7 +32,13 @@ from ._errors import InputValidationError, MatcherError, Problem
 from .io import LoadedTable, hash_table
 from .mapview import MAP_FILE, map_bytes, map_payload
 from .output import plan_files
-from .scenario import Scenario, ScenarioChange, config_from_parameters, replan
+from .scenario import (
+    Scenario,
+    ScenarioChange,
+    config_from_parameters,
+    replan,
+    with_recruit_parameters,
+)
 from .store import DEFAULT_LEASE_S, PlanStateError, Store
 
 if TYPE_CHECKING:
@@ -116,15 +122,6 @@ def load_plan_model(store: Store, plan_id: str) -> ClusterModel | None:
     return ClusterModel.from_files(manifest, arrays, f"plan {plan_id} {MODEL_NAME}")
 
 
-def _recruit(result: Plan, recruit: Mapping[str, Any] | None) -> Plan:
-    if not recruit:
-        return result
-    try:
-        return result.with_recruit(recruit["k"], recruit["radius_km"], recruit.get("capacity"))
-    except ValueError as exc:
-        raise InputValidationError([Problem(None, None, "recruit", None, str(exc))]) from None
-
-
 def _stored(frame: gpd.GeoDataFrame, name: str) -> LoadedTable:
     """Return a table of the store as a validated input (validated when it was stored).
 
@@ -172,7 +169,7 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     hoods = hoods if hoods is not None and len(hoods) else None
     if scenario is None:
         result = plan(needs, partners, neighborhoods=hoods, config=config_from_parameters(params))
-        return plan_artifacts(_recruit(result, recruit), record.plan_id, hoods)
+        return plan_artifacts(with_recruit_parameters(result, recruit), record.plan_id, hoods)
     base_id = str(scenario.get("base_plan"))
     base = store.get_plan(base_id)
     if base is None or base.summary is None:

@@ -23,7 +23,7 @@ from .plan import Plan, plan
 from .taxonomy import Taxonomy, default_taxonomy
 
 __all__ = ["Scenario", "ScenarioChange", "apply_change", "compare", "config_from_parameters",
-           "replan", "run_scenario"]  # fmt: skip
+           "replan", "run_scenario", "with_recruit_parameters"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -316,6 +316,22 @@ def run_scenario(
     )
 
 
+def with_recruit_parameters(result: Plan, recruit: Mapping[str, Any] | None) -> Plan:
+    """Return ``result`` with the recruit sites of a plan's ``recruit`` parameter, if any.
+
+    Raises
+    ------
+    InputValidationError
+        A recruit parameter is invalid (``k``, ``radius_km``, ``capacity``).
+    """
+    if not recruit:
+        return result
+    try:
+        return result.with_recruit(recruit["k"], recruit["radius_km"], recruit.get("capacity"))
+    except ValueError as exc:
+        raise InputValidationError([Problem(None, None, "recruit", None, str(exc))]) from None
+
+
 def replan(
     summary: Mapping[str, Any],
     needs: Source,
@@ -406,12 +422,7 @@ def replan(
     new_partners = apply_change(frame, change, taxonomy=config.taxonomy, input_crs=input_crs)
     geo = gpd.GeoDataFrame(new_partners, geometry="geometry", crs="EPSG:4326")
     table = LoadedTable(geo, pd.DataFrame(), hash_table(pd.DataFrame(new_partners)), "partners")
-    new = plan(needs, table, **kwargs)
-    if recruit:
-        try:
-            new = new.with_recruit(recruit["k"], recruit["radius_km"], recruit.get("capacity"))
-        except ValueError as exc:
-            raise InputValidationError([Problem(None, None, "recruit", None, str(exc))]) from None
+    new = with_recruit_parameters(plan(needs, table, **kwargs), recruit)
     logger.info(
         "scenario: served %g -> %g units",
         base.metrics["units"]["served"],
