@@ -26,7 +26,7 @@ run: $(VENV)/.installed
 
 test: lint
 	tests/system-deps.sh
-	$(BIN)/mypy matcher api.py
+	$(BIN)/mypy matcher matcher_api api.py
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered \
 		--cov-fail-under=$(COV_FLOOR)
 

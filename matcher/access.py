@@ -1,6 +1,6 @@
 """Who may do what: the one authorization policy of the service, per object and per field.
 
-The service (``api.py``) asks this module before every request (:func:`allowed`) and
+The service (``matcher_api.auth``) asks this module before every request (:func:`allowed`) and
 before every write of a partner (:func:`partner_write`); nothing else decides.
 
 Rules

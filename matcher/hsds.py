@@ -32,7 +32,8 @@ from shapely.geometry import shape
 from ._errors import InputValidationError, Problem
 from .geo import EARTH_RADIUS_KM, haversine_km
 from .io import LoadedTable, _decode, _read_bytes, _read_csv_text, read_partners
-from .output import coarsen, neutralise_cell, restore_cell
+from .output import neutralise_cell, restore_cell
+from .privacy import coarsen
 from .taxonomy import Taxonomy, default_taxonomy
 
 __all__ = [
@@ -942,7 +943,7 @@ def write_hsds(
         The matcher categories; the default taxonomy when omitted.
     include_volunteers : bool
         Volunteers are left out unless true; when included their points are coarsened
-        to the ~500 m privacy grid (see :func:`matcher.output.coarsen`).
+        to the ~500 m privacy grid (see :func:`matcher.privacy.coarsen`).
     exact_volunteer_locations : bool
         Write volunteers' exact points (admin exports only).
     updated : str, optional

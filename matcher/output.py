@@ -17,7 +17,7 @@ import pandas as pd
 import shapely
 
 from .limits import FORMULA_PREFIXES
-from .privacy import COARSEN_KM, coarsen, public_partners
+from .privacy import COARSEN_KM, coarsen, partners_view
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -195,7 +195,7 @@ def plan_geojson_text(plan: Plan, *, exact_volunteers: bool = False) -> str:
     """Return the plan as a compact GeoJSON FeatureCollection string (see :func:`plan_geojson`)."""
     hulls = shapely.to_geojson(shapely.set_precision(plan.clusters.geometry.to_numpy(), 1e-7))
     features = _feature_strings("cluster", plan.clusters, _CLUSTER_PROPS, hulls.tolist())
-    partners = _public_partners(plan.partners, exact_volunteers=exact_volunteers)
+    partners = partners_view(plan.partners, exact_volunteers=exact_volunteers)
     plon, plat = partners["lon"].to_numpy(), partners["lat"].to_numpy()
     points = [
         json.dumps({"type": "Point", "coordinates": [x, y]}, separators=(",", ":"))
@@ -236,14 +236,6 @@ def plan_geojson(plan: Plan, *, exact_volunteers: bool = False) -> dict[str, Any
     """
     result: dict[str, Any] = json.loads(plan_geojson_text(plan, exact_volunteers=exact_volunteers))
     return result
-
-
-def _public_partners(partners: pd.DataFrame, *, exact_volunteers: bool) -> pd.DataFrame:
-    out = pd.DataFrame(partners.drop(columns="geometry", errors="ignore")).copy()
-    out["coarsened"] = (out["kind"] == "volunteer").to_numpy() & (not exact_volunteers)
-    if not exact_volunteers:
-        out = public_partners(out)
-    return out.sort_values("partner_id").reset_index(drop=True)
 
 
 def summary(plan: Plan) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .geo import EARTH_RADIUS_KM
 
-__all__ = ["COARSEN_KM", "PRIVATE_FIELDS", "coarsen", "public_partners"]
+__all__ = ["COARSEN_KM", "PRIVATE_FIELDS", "coarsen", "partners_view", "public_partners"]
 
 #: Grid size, in km, to which a volunteer's point is coarsened outside admin views.
 COARSEN_KM = 0.5
@@ -97,3 +97,26 @@ def public_partners(partners: pd.DataFrame) -> pd.DataFrame:
             crs=out.crs,
         )
     return out
+
+
+def partners_view(partners: pd.DataFrame, *, exact_volunteers: bool) -> pd.DataFrame:
+    """Return a plan's partners as its outputs show them, sorted by id.
+
+    Parameters
+    ----------
+    partners : pandas.DataFrame
+        A plan's partners table (a geometry column is dropped).
+    exact_volunteers : bool
+        True for an admin's view: volunteers at their exact points, with contacts.
+        False: :func:`public_partners`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with a ``coarsened`` column (whether ``lat``/``lon`` are a grid point).
+    """
+    out = pd.DataFrame(partners.drop(columns="geometry", errors="ignore")).copy()
+    out["coarsened"] = (out["kind"] == "volunteer").to_numpy() & (not exact_volunteers)
+    if not exact_volunteers:
+        out = public_partners(out)
+    return out.sort_values("partner_id").reset_index(drop=True)

@@ -5,7 +5,7 @@ rendered with matplotlib's Agg canvas and embedded as ``data:`` URIs, the styles
 inline, and nothing refers to any external resource (no CDN, no web font, no link
 out). Every piece of text that comes from the data (partner names, neighborhood
 names, ids, categories) is HTML-escaped. A volunteer's point is drawn coarsened, as in
-``plan.geojson`` (:func:`matcher.output.coarsen`).
+``plan.geojson`` (:func:`matcher.privacy.coarsen`).
 
 The output is deterministic: the same plan renders to the same bytes (no timestamp,
 no software version in the PNG metadata).
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from .output import _public_partners
+from .privacy import partners_view
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -457,7 +457,7 @@ def _partner_map(plan: Plan, frame: _Frame) -> bytes:
     fig = _new_figure()
     ax = frame.axes(fig, "Partners: capacity and use (volunteers coarsened)")
     _basemap(ax, frame, plan)
-    pub = _public_partners(plan.partners, exact_volunteers=False)
+    pub = partners_view(plan.partners, exact_volunteers=False)
     cap = pub["capacity"].to_numpy(dtype=np.float64)
     used = pub["used"].to_numpy(dtype=np.float64) if "used" in pub else np.zeros_like(cap)
     util = np.where(cap > 0, used / np.where(cap > 0, cap, 1), 0.0)
@@ -506,7 +506,7 @@ def _assignment_map(plan: Plan, frame: _Frame) -> bytes:
     ax = frame.axes(fig, "Assignments: partner to cluster")
     _basemap(ax, frame, plan)
     a = plan.assignments
-    pub = _public_partners(plan.partners, exact_volunteers=False)
+    pub = partners_view(plan.partners, exact_volunteers=False)
     cl = plan.clusters
     if len(a):
         pi = pd.Index(pub["partner_id"]).get_indexer(a["partner_id"])

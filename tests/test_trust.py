@@ -106,7 +106,7 @@ def test_route_role_matrix_from_the_openapi_document(city):
         "{name}": "summary.json",
         "{kind}": "needs",
     }
-    resources = __import__("api").RESOURCES
+    from matcher_api.auth import RESOURCES as resources
     ops = _operations(client)
     assert len(ops) >= 20, ops
     seen_policies = set()

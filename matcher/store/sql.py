@@ -712,6 +712,8 @@ class SQLStore(Store):
         where, args = "status = 'queued'", []
         if plan_id is not None:
             where, args = where + " AND plan_id = ?", [str(plan_id)]
+        elif not self._claimable():
+            return None  # an idle poll never takes the write lock
         with self._write() as conn:
             self._recover(conn, "system")
             row = conn.execute(
@@ -737,6 +739,16 @@ class SQLStore(Store):
                 f"SELECT {_PLAN_COLUMNS} FROM plans WHERE plan_id = ?", (claimed,)
             ).fetchone()
             return self._plan_record(conn, record)
+
+    def _claimable(self) -> bool:
+        """Whether a plan is queued or its lease expired (a read: no lock taken)."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM plans WHERE status = 'queued' "
+                "OR (status = 'running' AND lease_until < ?) LIMIT 1",
+                (now(),),
+            ).fetchone()
+        return row is not None
 
     def renew_plan_lease(
         self, plan_id: str, worker: str, *, lease_s: float = DEFAULT_LEASE_S

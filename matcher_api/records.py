@@ -1,0 +1,313 @@
+"""Routes of stored records: imports of whole tables, partners and needs one by one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from flask import Response, g, request
+from flask.views import MethodView
+
+import matcher
+from matcher import (
+    Problem,
+    access,
+)
+from matcher._validate import NEED_FIELDS, PARTNER_FIELDS
+from matcher.intake import recommend_for_need
+from matcher.io import Upload
+from matcher.store import (
+    NotFoundError,
+    etag,
+)
+
+from .bodies import if_match, json_body, record_body, validated
+from .openapi import (
+    ETAG_HEADER,
+    IF_MATCH,
+    KEYED,
+    LOCATION_HEADER,
+    blueprint,
+    path_id_param,
+    request_json,
+)
+from .schemas import (
+    GeoJSONUpload,
+    ImportResult,
+    NeedIntake,
+    NeedPage,
+    NeedRecord,
+    NeedReplace,
+    NeedWrite,
+    PageArgs,
+    PartnerListArgs,
+    PartnerPage,
+    PartnerRecord,
+    PartnerReplace,
+    PartnerWrite,
+    PointCollection,
+)
+from .state import is_admin, latest_model, nearby_index, store
+
+__all__ = ["blp"]
+
+blp = blueprint(
+    "records", __name__, "Stored partners and needs: import tables, read and write records"
+)
+
+
+def _partner(partner_id: str) -> dict[str, Any]:
+    """Return a partner as the caller may see it (volunteers coarsened unless admin)."""
+    rec = store().get_partner(partner_id, exact=is_admin())
+    if rec is None:
+        raise NotFoundError("partner", partner_id)
+    return rec
+
+
+def _page(rows: list[dict[str, Any]], args: dict[str, Any]) -> Response:
+    """Answer a page of records as JSON, or as a GeoJSON FeatureCollection of points."""
+    if args["format"] == "geojson":
+        features = [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [r["lon"], r["lat"]]},
+                "properties": {k: v for k, v in r.items() if k not in ("lat", "lon")},
+            }
+            for r in rows
+        ]
+        body = {"type": "FeatureCollection", "features": features}
+        return Response(json.dumps(body, default=str), mimetype="application/geo+json")
+    body = {"results": rows, "limit": args["limit"], "offset": args["offset"]}
+    return Response(json.dumps(body, default=str), mimetype="application/json")
+
+
+def _with_etag(rec: dict[str, Any], entity_id: str) -> Response:
+    resp = Response(json.dumps(rec), mimetype="application/json")
+    resp.headers["ETag"] = etag(entity_id, int(rec["version"]))
+    return resp
+
+
+@blp.route("/imports/<any(needs, partners, neighborhoods):kind>")
+class Imports(MethodView):
+    @blp.doc(
+        requestBody={
+            "required": True,
+            "description": "The whole table, replacing the stored one (all or nothing): the "
+            "columns of `matcher plan`'s needs.csv / partners.csv, or a GeoJSON "
+            "FeatureCollection (neighborhoods: GeoJSON polygons only)",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/geo+json": {"schema": GeoJSONUpload},
+                "application/json": {"schema": GeoJSONUpload},
+            },
+        }
+    )
+    @blp.response(201, ImportResult)
+    @blp.answers(400, 403, 404, 413, 415, *KEYED)
+    def post(self, kind: str) -> Response:
+        """Replace needs, partners or neighborhoods from a CSV or GeoJSON body (all or nothing)."""
+        ctype = (request.mimetype or "").lower()
+        suffix = {
+            "text/csv": ".csv",
+            "application/geo+json": ".geojson",
+            "application/json": ".geojson",
+        }.get(ctype)
+        if suffix is None or (kind == "neighborhoods" and suffix == ".csv"):
+            from werkzeug.exceptions import UnsupportedMediaType
+
+            raise UnsupportedMediaType(
+                "send text/csv or application/geo+json"
+                if kind != "neighborhoods"
+                else "send application/geo+json"
+            )
+        body = Upload(request.get_data(), f"{kind}{suffix} (request body)", suffix)
+        if kind == "needs":
+            table = matcher.read_needs(body)
+            count = store().replace_needs(table, actor=g.key_id)
+        elif kind == "partners":
+            table = matcher.read_partners(body)
+            if not is_admin():  # volunteers' private fields: as read, or an admin's hand
+                table = dataclasses.replace(table, frame=_keep_private_fields(table.frame))
+            count = store().replace_partners(table, actor=g.key_id)
+        else:
+            frame, _ = matcher.read_neighborhoods(body)
+            count = store().replace_neighborhoods(frame, actor=g.key_id)
+        return Response(
+            json.dumps({"imported": int(count), "kind": kind}),
+            status=201,
+            mimetype="application/json",
+        )
+
+
+def _keep_private_fields(frame: pd.DataFrame) -> pd.DataFrame:
+    """Apply :func:`matcher.access.partner_write` to every stored volunteer in an import."""
+    stored = store().partners_frame()
+    volunteers = stored[stored["kind"] == "volunteer"].set_index("partner_id")
+    out = frame.copy()
+    problems: list[Problem] = []
+    for pid in sorted(set(volunteers.index) - set(out["partner_id"])):
+        try:
+            access.partner_delete(g.role, {"partner_id": pid, "kind": "volunteer"})
+        except access.ForbiddenError as exc:
+            problems += exc.problems
+    fields = ["kind", "lat", "lon", "contact"]
+    for pos in np.flatnonzero(out["partner_id"].isin(volunteers.index).to_numpy()):
+        pid = out["partner_id"].iloc[pos]
+        current = volunteers.loc[pid, fields].to_dict()
+        try:
+            kept = access.partner_write(g.role, current, out.iloc[pos][fields].to_dict())
+        except access.ForbiddenError as exc:
+            problems += [
+                dataclasses.replace(p, file="partners", row=int(pos)) for p in exc.problems
+            ]
+            continue
+        for name in ("lat", "lon", "contact"):
+            out.iat[pos, out.columns.get_loc(name)] = kept[name]
+    if problems:
+        raise access.ForbiddenError(
+            f"{len(problems)} private field(s) of stored volunteers differ from what you can "
+            "read; only an admin may change them",
+            problems,
+        )
+    return gpd.GeoDataFrame(
+        out.drop(columns="geometry"),
+        geometry=gpd.points_from_xy(out["lon"], out["lat"]),
+        crs="EPSG:4326",
+    )
+
+
+@blp.route("/partners")
+class Partners(MethodView):
+    @blp.arguments(PartnerListArgs, location="query")
+    @blp.response(200, PartnerPage)
+    @blp.alt_response(
+        200, schema=PointCollection, content_type="application/geo+json", success=True
+    )
+    @blp.answers(*KEYED)
+    def get(self, args: dict[str, Any]) -> Response:
+        """List partners (volunteers coarsened unless admin)."""
+        rows = store().list_partners(
+            limit=args["limit"], offset=args["offset"], kind=args.get("kind"), exact=is_admin()
+        )
+        return _page(rows, args)
+
+    @blp.doc(requestBody=request_json(PartnerWrite))
+    @blp.response(201, PartnerRecord, headers=ETAG_HEADER | LOCATION_HEADER)
+    @blp.answers(400, 403, 409, 413, 415, *KEYED)
+    def post(self) -> Response:
+        """Create a partner."""
+        body = record_body(json_body(), PARTNER_FIELDS, "partner_id", None)
+        rec = validated(body, matcher.read_partners, "partner (request body)")
+        created = store().create_partner(rec, actor=g.key_id)
+        resp = _with_etag(_partner(created["partner_id"]), created["partner_id"])
+        resp.status_code = 201
+        resp.headers["Location"] = f"/api/v1/partners/{created['partner_id']}"
+        return resp
+
+
+@blp.route("/partners/<path:partner_id>", parameters=path_id_param("partner_id"))
+class PartnerItem(MethodView):
+    @blp.response(200, PartnerRecord, headers=ETAG_HEADER)
+    @blp.answers(404, *KEYED)
+    def get(self, partner_id: str) -> Response:
+        """Get one partner with its ETag."""
+        return _with_etag(_partner(partner_id), partner_id)
+
+    @blp.doc(parameters=[IF_MATCH], requestBody=request_json(PartnerReplace))
+    @blp.response(200, PartnerRecord, headers=ETAG_HEADER)
+    @blp.answers(400, 403, 404, 412, 413, 415, 428, *KEYED)
+    def put(self, partner_id: str) -> Response:
+        """Replace a partner; needs ``If-Match`` with its current ETag (412 when stale)."""
+        expected = if_match()
+        body = record_body(json_body(), PARTNER_FIELDS, "partner_id", partner_id)
+        current = store().get_partner(partner_id, exact=True)
+        if current is None:
+            raise NotFoundError("partner", partner_id)
+        body = access.partner_write(g.role, current, body)
+        rec = validated(body, matcher.read_partners, "partner (request body)")
+        store().update_partner(partner_id, rec, expected_version=expected, actor=g.key_id)
+        return _with_etag(_partner(partner_id), partner_id)
+
+    @blp.doc(parameters=[IF_MATCH])
+    @blp.response(204)
+    @blp.answers(400, 403, 404, 412, 428, *KEYED)
+    def delete(self, partner_id: str) -> Response:
+        """Delete a partner; needs ``If-Match``. Only an admin deletes a volunteer."""
+        expected = if_match()
+        current = store().get_partner(partner_id, exact=True)
+        if current is None:
+            raise NotFoundError("partner", partner_id)
+        access.partner_delete(g.role, current)
+        store().delete_partner(partner_id, expected_version=expected, actor=g.key_id)
+        return Response(status=204)
+
+
+@blp.route("/needs")
+class Needs(MethodView):
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, NeedPage)
+    @blp.alt_response(
+        200, schema=PointCollection, content_type="application/geo+json", success=True
+    )
+    @blp.answers(*KEYED)
+    def get(self, args: dict[str, Any]) -> Response:
+        """List needs (JSON, or GeoJSON with ``format=geojson``)."""
+        rows = store().list_needs(limit=args["limit"], offset=args["offset"])
+        return _page(rows, args)
+
+    @blp.doc(requestBody=request_json(NeedWrite))
+    @blp.response(201, NeedIntake, headers=LOCATION_HEADER)
+    @blp.answers(400, 409, 413, 415, *KEYED)
+    def post(self) -> Response:
+        """Report one new concern: validated, stored, placed in a cluster, with recommendations."""
+        body = record_body(json_body(), NEED_FIELDS, "need_id", None)
+        rec = validated(body, matcher.read_needs, "need (request body)")
+        stored = store().create_need(rec, actor=g.key_id)  # never replaces: 409
+        index, model = nearby_index(exact=is_admin()), latest_model()
+        result = recommend_for_need(stored, index, model)
+        body = {
+            "need": stored,
+            "cluster_id": result.cluster_id,
+            "statement": result.statement,
+            "recommendations": result.recommendations,
+            "partners_in_reach": result.reachable,
+        }
+        resp = Response(json.dumps(body), status=201, mimetype="application/json")
+        resp.headers["Location"] = f"/api/v1/needs/{stored['need_id']}"
+        return resp
+
+
+@blp.route("/needs/<path:need_id>", parameters=path_id_param("need_id"))
+class NeedItem(MethodView):
+    @blp.response(200, NeedRecord, headers=ETAG_HEADER)
+    @blp.answers(404, *KEYED)
+    def get(self, need_id: str) -> Response:
+        """Get one need with its ETag."""
+        rec = store().get_need(need_id)
+        if rec is None:
+            raise NotFoundError("need", need_id)
+        return _with_etag(rec, need_id)
+
+    @blp.doc(parameters=[IF_MATCH], requestBody=request_json(NeedReplace))
+    @blp.response(200, NeedRecord, headers=ETAG_HEADER)
+    @blp.answers(400, 403, 404, 412, 413, 415, 428, *KEYED)
+    def put(self, need_id: str) -> Response:
+        """Replace a need; needs ``If-Match`` (412 when stale)."""
+        expected = if_match()
+        body = record_body(json_body(), NEED_FIELDS, "need_id", need_id)
+        rec = validated(body, matcher.read_needs, "need (request body)")
+        return _with_etag(
+            store().update_need(need_id, rec, expected_version=expected, actor=g.key_id), need_id
+        )
+
+    @blp.doc(parameters=[IF_MATCH])
+    @blp.response(204)
+    @blp.answers(400, 403, 404, 412, 428, *KEYED)
+    def delete(self, need_id: str) -> Response:
+        """Delete a need; needs ``If-Match``."""
+        store().delete_need(need_id, expected_version=if_match(), actor=g.key_id)
+        return Response(status=204)

@@ -1,0 +1,92 @@
+"""The state a request reads: the app's store, the caller's role, the plan in force, caches."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from flask import current_app, g
+
+from matcher import (
+    ClusterModel,
+    access,
+)
+from matcher.jobs import load_plan_model
+from matcher.nearby import NearbyIndex
+from matcher.store import (
+    PlanRecord,
+    Store,
+)
+
+
+def store() -> Store:
+    """Return the store of the current app."""
+    return current_app.extensions["matcher_store"]
+
+
+def is_admin() -> bool:
+    """Whether the caller may see volunteers' exact points and contacts."""
+    return getattr(g, "role", None) == "admin"
+
+
+def plan_json(rec: PlanRecord) -> dict[str, Any]:
+    """Return a plan record as the API shows it: without which worker holds it, or until when."""
+    out = rec.to_dict()
+    for internal in ("worker", "lease_until"):
+        out.pop(internal)
+    return out
+
+
+def grid_plan(plan: Any) -> bool:
+    """Whether ``plan`` (a plan record) was made at volunteers' grid points."""
+    return (plan.parameters or {}).get("volunteer_points") == "grid"
+
+
+def check_plan_privacy(plan: Any) -> None:
+    """Only an admin reads a plan made from volunteers' exact points (older stores)."""
+    if plan is not None and not is_admin() and not grid_plan(plan):
+        raise access.ForbiddenError(
+            f"plan {plan.plan_id!r} was made from volunteers' exact points (before volunteer "
+            "privacy); only an admin may read it: start a new plan"
+        )
+
+
+_cache_lock = threading.Lock()
+
+
+def plan_in_force() -> Any:
+    """Return the last finished plan (no scenario), if made at volunteers' grid points.
+
+    A plan of an older store, made from exact points, is never in force: nothing computed
+    from it (free capacity, clusters, its summary) reaches a non-admin.
+    """
+    latest = store().latest_done_plan(exclude_scenarios=True)
+    return latest if latest is not None and grid_plan(latest) else None
+
+
+def nearby_index(*, exact: bool) -> NearbyIndex:
+    """Return the partners index of the current data and plan in force (cached).
+
+    One index for admins (exact points) and one for everyone else, each rebuilt when the
+    store's revision changes (every write, a finished plan included).
+    """
+    st = store()
+    revision = st.revision()
+    cache = current_app.extensions["matcher_nearby"]
+    hit = cache.get(exact)
+    if hit is not None and hit[0] == revision:
+        return hit[1]  # type: ignore[no-any-return]
+    with _cache_lock:
+        hit = cache.get(exact)
+        if hit is None or hit[0] != revision:
+            latest = plan_in_force()
+            usage = st.partner_usage(latest.plan_id) if latest else {}
+            hit = (revision, NearbyIndex.from_frame(st.partners_frame(), usage, exact=exact))
+            cache[exact] = hit
+        return hit[1]  # type: ignore[no-any-return]
+
+
+def latest_model() -> ClusterModel | None:
+    """Return the clustering model of the plan in force (None without one)."""
+    latest = plan_in_force()
+    return None if latest is None else load_plan_model(store(), latest.plan_id)
