@@ -7,7 +7,7 @@ For each size (number of needs; partners = needs / 10 up to 100k, 50k above) thi
    per-stage timings (``Plan.timings``), the write time, the wall time including
    interpreter start-up and imports, and the peak RSS of that process (``os.wait4``);
 3. in another fresh subprocess, rebuilds the plan's ``TransportModel`` with the pipeline
-   lines of ``matcher/plan.py`` and solves the same model with (a) ``model.solve()`` (the
+   lines of ``matcher/pipeline.py`` and solves the same model with (a) ``model.solve()`` (the
    default backend, LEMON's network simplex, per component), (b) bare OR-Tools
    ``SimpleMinCostFlow`` on the whole graph as one problem, (b') bare LEMON (pylmcf) on the
    same arrays,
@@ -157,7 +157,7 @@ def build_model(city: Path) -> Any:
     from matcher.costs import pair_costs
     from matcher.transport import TransportModel
 
-    # --- as in matcher/plan.py: plan() ---
+    # --- as in matcher/pipeline.py: plan() ---
     config = MatchConfig()
     need_t = read_needs(city / "needs.csv", taxonomy=config.taxonomy)
     partner_t = read_partners(city / "partners.csv", taxonomy=config.taxonomy)

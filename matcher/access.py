@@ -34,10 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
-
 from ._errors import MatcherError, Problem
-from .privacy import PRIVATE_FIELDS, coarsen
 
 __all__ = [
     "KEY_CACHE_S",
@@ -109,6 +106,8 @@ def allowed(role: str | None, resource: str, action: str) -> bool:
 
 
 def _same_number(a: Any, b: Any) -> bool:
+    import numpy as np  # lazily: the CLI imports this module to start
+
     try:
         return bool(np.isclose(float(a), float(b), rtol=0.0, atol=1e-6))
     except (TypeError, ValueError):
@@ -174,6 +173,10 @@ def partner_write(
     ...
     matcher.access.ForbiddenError: only an admin may change a volunteer's lat
     """
+    import numpy as np  # lazily: the CLI imports this module to start
+
+    from .privacy import PRIVATE_FIELDS, coarsen
+
     out = dict(incoming)
     if role == "admin" or current is None or str(current.get("kind")) != "volunteer":
         return out

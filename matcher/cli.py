@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import pandas as pd
 
 from ._errors import InputValidationError, MatcherError, Problem
 from ._logging import SafeFormatter
@@ -292,7 +291,7 @@ def plan_cmd(
     A progress bar is shown on a terminal (not with --quiet, nor when stderr is
     redirected).
     """
-    from .plan import plan
+    from .pipeline import plan
 
     _setup_logging(quiet, verbose)
     config = MatchConfig(
@@ -497,6 +496,8 @@ def hsds_import_cmd(
         default_radius_km=default_radius_km,
         default_capacity=default_capacity,
     )
+    import pandas as pd
+
     frame = pd.DataFrame(table.frame.drop(columns="geometry"))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
@@ -528,6 +529,8 @@ def hsds_export_cmd(
     verbose: bool,
 ) -> None:
     """Export partners as HSDS 3.x (CSV tables or JSON)."""
+    import pandas as pd
+
     from .hsds import write_hsds
     from .io import read_partners
 
@@ -560,7 +563,7 @@ def validate_cmd(
     verbose: bool,
 ) -> None:
     """Validate needs and partners files; report every problem at once."""
-    from .plan import _load_inputs
+    from .pipeline import _load_inputs
 
     _setup_logging(quiet, verbose)
     config = MatchConfig(taxonomy=_taxonomy(taxonomy_path))

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +15,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from sklearn.cluster import DBSCAN, KMeans
-from threadpoolctl import threadpool_limits
 
 from ._errors import InputValidationError, Problem
 from .config import MatchConfig
@@ -68,6 +67,77 @@ def _group_radius_km(
     return radius
 
 
+def _distinct_rows(sub: npt.NDArray[np.float64]) -> int:
+    """Count distinct rows, as ``len(np.unique(sub, axis=0))`` (float equality)."""
+    if sub.shape[0] < 2:
+        return int(sub.shape[0])
+    order = np.lexsort(sub.T[::-1])
+    ordered = sub[order]
+    return 1 + int(np.count_nonzero((ordered[1:] != ordered[:-1]).any(axis=1)))
+
+
+def _kmeans_labels(
+    sub: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], k: int, seed: int
+) -> npt.NDArray[np.int32]:
+    """Labels of ``KMeans(n_clusters=k, n_init=1, random_state=seed).fit(sub, weights)``.
+
+    Runs the steps of scikit-learn's ``KMeans.fit`` (lloyd, k-means++ init, one
+    init) by calling the same internal routines with the same arguments, without
+    its per-call parameter validation, input checks and thread-pool handling: the
+    data copied, tolerance ``mean(var(X)) * 1e-4``, the mean subtracted, the
+    squared row norms, k-means++ from ``RandomState(seed)``, then lloyd with one
+    OpenMP thread (what ``fit`` used under ``threadpool_limits(1, "openmp")``).
+    Falls back to ``KMeans`` itself when those routines are not there.
+    ``tests/test_dbscan_exact.py`` checks that both give the same labels.
+    """
+    try:
+        from sklearn.cluster._kmeans import (
+            _kmeans_plusplus,
+            _kmeans_single_lloyd,
+            _tolerance,
+        )
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.utils.extmath import row_norms
+    except ImportError:  # pragma: no cover - another scikit-learn layout
+        return _kmeans_labels_public(sub, weights, k, seed)
+    x = np.array(sub, dtype=np.float64, order="C", copy=True)
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    tol = _tolerance(x, 1e-4)
+    random_state = np.random.RandomState(seed)
+    x -= x.mean(axis=0)
+    x_squared_norms = row_norms(x, squared=True)
+    centers, _ = _kmeans_plusplus(
+        x, k, random_state=random_state, x_squared_norms=x_squared_norms, sample_weight=w
+    )
+    labels, _, _, _ = _kmeans_single_lloyd(
+        x, w, centers, max_iter=300, verbose=False, tol=tol, n_threads=1
+    )
+    distinct = len(set(labels))
+    if distinct < k:  # pragma: no cover - as KMeans.fit warns
+        warnings.warn(
+            f"Number of distinct clusters ({distinct}) found smaller than n_clusters ({k}). "
+            "Possibly due to duplicate points in X.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return np.asarray(labels)
+
+
+def _kmeans_labels_public(
+    sub: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], k: int, seed: int
+) -> npt.NDArray[np.int32]:
+    """Run the reference of :func:`_kmeans_labels`, scikit-learn's ``KMeans`` itself.
+
+    Single-threaded OpenMP: many small fits, where threads cost more than they give.
+    """
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(sub, sample_weight=weights)
+    return np.asarray(km.labels_)
+
+
 def _split_oversize(
     xyz: npt.NDArray[np.float64],
     w: npt.NDArray[np.float64],
@@ -98,10 +168,8 @@ def _split_oversize(
             continue
         # at most 8 parts per split: parts that are still too wide are split again, so
         # a very large group costs O(n log k) rather than k-means with a huge k
-        distinct = len(np.unique(sub, axis=0))
-        k = min(distinct, 8, max(2, math.ceil((far / max_radius_km) ** 2)))
-        km = KMeans(n_clusters=k, n_init=1, random_state=seed)
-        parts = km.fit(sub, sample_weight=w[idx]).labels_
+        k = min(_distinct_rows(sub), 8, max(2, math.ceil((far / max_radius_km) ** 2)))
+        parts = _kmeans_labels(sub, w[idx], k, seed)
         if (parts == parts[0]).all():  # pragma: no cover - k-means found one part only
             continue
         for part in range(1, k):
@@ -138,7 +206,8 @@ def cluster_needs(
 
     Notes
     -----
-    DBSCAN runs on 3-D unit vectors with the chord length equivalent to
+    DBSCAN (``matcher._dbscan``: the labels and core points of scikit-learn's kd-tree
+    DBSCAN, found on a grid) runs on 3-D unit vectors with the chord length equivalent to
     ``cluster_km``: the chord is monotonic in the great-circle distance, so the
     neighbourhoods are exactly the great-circle ones, anywhere on Earth. Needs that
     DBSCAN calls noise become clusters of one. Clusters wider than
@@ -146,6 +215,8 @@ def cluster_needs(
     processed in ``need_id`` order and clusters are numbered by their smallest
     ``need_id``, so ids do not depend on row order.
     """
+    from ._dbscan import dbscan  # scipy's k-d tree and graphs, only when clustering
+
     if by_neighborhood is None:
         by_neighborhood = config.by_neighborhood
     order = np.argsort(needs["need_id"].to_numpy().astype(str), kind="stable")
@@ -172,20 +243,13 @@ def cluster_needs(
             # distances within one are exactly the 3-D ones (the added term is 0)
             codes = np.unique(hoods[pos], return_inverse=True)[1]
             points = np.column_stack([xyz, 10.0 * codes])
-        db = DBSCAN(eps=eps, min_samples=config.min_samples, algorithm="kd_tree", n_jobs=-1)
-        db.fit(points)
-        labels = db.labels_.astype(np.int64)
+        # labels and core points of sklearn's DBSCAN(eps, min_samples, algorithm="kd_tree")
+        labels, core_mask = dbscan(points, eps, config.min_samples)
         noise = labels < 0
         labels[noise] = labels.max(initial=-1) + 1 + np.arange(int(noise.sum()))
-        core_mask = np.zeros(pos.size, dtype=bool)
-        core_mask[db.core_sample_indices_] = True
         weights = sorted_needs["demand"].to_numpy(dtype=np.float64)[pos]
-        # many small k-means fits: OpenMP threads cost more than they give there (and
-        # spin-wait on a busy machine), so the splitting runs single-threaded
-        with threadpool_limits(limits=1, user_api="openmp"):
-            labels = _split_oversize(
-                xyz, weights, labels, config.max_cluster_radius_km, config.seed
-            )
+        # many small k-means fits, each single-threaded (see _kmeans_labels)
+        labels = _split_oversize(xyz, weights, labels, config.max_cluster_radius_km, config.seed)
         # renumber groups by first appearance (= smallest need_id) for stable ids
         _, first = np.unique(labels, return_index=True)
         rank = np.empty(labels.max() + 1, dtype=np.int64)

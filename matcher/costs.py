@@ -28,13 +28,15 @@ def _language_mismatch(
     if not asked.any() or pair_cluster.size == 0:
         return mismatch
     demand = needs["demand"].to_numpy(dtype=np.float64)
-    spoken_sets = {v: set(v.split(";")) - {""} for v in set(partner_languages)}
+    # each distinct language list of the pairs' partners is decided once, not per pair
+    spoken, pair_spoken = np.unique(partner_languages, return_inverse=True)
+    spoken_sets = [set(str(v).split(";")) - {""} for v in spoken]
     for langset in sorted(set(langs[asked])):
         wanted = set(langset.split(";"))
         per_cluster = np.zeros(n_clusters)
         sel = langs == langset
         np.add.at(per_cluster, need_cluster[sel], demand[sel])
-        speaks = np.array([bool(spoken_sets[v] & wanted) for v in partner_languages], dtype=bool)
+        speaks = np.array([bool(s & wanted) for s in spoken_sets], dtype=bool)[pair_spoken]
         mismatch += np.where(speaks, 0.0, per_cluster[pair_cluster])
     return mismatch
 

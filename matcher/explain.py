@@ -68,9 +68,14 @@ def explain_assignments(
     key = pairs["cluster"].to_numpy() * n_p + pairs["partner"].to_numpy()
     serving = assigned["cluster"].to_numpy() * n_p + assigned["partner"].to_numpy()
     alt = pairs[~np.isin(key, serving)]
-    alt = alt.assign(pid=pid[alt["partner"].to_numpy()])
-    alt = alt.sort_values(["cluster", "weight", "pid"], kind="stable")
-    best = alt.drop_duplicates("cluster", keep="first").set_index("cluster")
+    # the cheapest alternative per cluster, ties by partner_id: a sort by (cluster,
+    # weight, rank of partner_id) in integers, then the first row of each cluster
+    id_rank = np.empty(pid.size, dtype=np.int64)
+    id_rank[np.argsort(pid, kind="stable")] = np.arange(pid.size)
+    alt_cluster = alt["cluster"].to_numpy()
+    order = np.lexsort((id_rank[alt["partner"].to_numpy()], alt["weight"].to_numpy(), alt_cluster))
+    first = np.unique(alt_cluster[order], return_index=True)[1]
+    best = alt.iloc[order[first]].set_index("cluster")
     out = assigned.copy()
     p = out["partner"].to_numpy()
     out["capacity_used"] = used[p]

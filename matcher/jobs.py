@@ -7,7 +7,7 @@ the store's data: the :class:`~matcher.config.MatchConfig` parameters, optional
 the same store, can run it, and a plan can be re-run from its record.
 
 * :func:`run_plan_job` runs one record and returns its :class:`Artifacts`.
-* :func:`plan_artifacts` turns a finished :class:`~matcher.plan.Plan` (or
+* :func:`plan_artifacts` turns a finished :class:`~matcher.pipeline.Plan` (or
   :class:`~matcher.scenario.Scenario`) into everything stored once: the output files,
   the summary, the units used per partner, the map payload and the clustering model.
 * :class:`PlanWorker` claims queued plans from the store (under a lease it renews while
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import geopandas as gpd
 
     from .clustering import ClusterModel
-    from .plan import Plan
+    from .pipeline import Plan
     from .store import PlanRecord
 
 __all__ = [
@@ -150,7 +150,7 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
         The plan cannot be made (bad parameters, the base plan of a scenario is gone);
         the message is the plan's error.
     """
-    from .plan import plan
+    from .pipeline import plan
 
     params = dict(record.parameters)
     scenario = params.pop("scenario", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -20,7 +21,7 @@ from .limits import FORMULA_PREFIXES
 from .privacy import COARSEN_KM, coarsen, partners_view
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    from .pipeline import Plan
 
 __all__ = [
     "PLAN_FILES",
@@ -84,14 +85,95 @@ def restore_cell(value: Any) -> Any:
     return value
 
 
-def _csv_column(col: pd.Series, name: str) -> pd.Series:
-    """Format a column: floats to 6 decimals (shortest repr), NaN empty, booleans lower-case.
+#: First characters of a text cell that :func:`neutralise_cell` may change.
+_RISKY_FIRST = frozenset("'=+-@\t\r")
+_RISKY_CELL = re.compile(r"'*[=+\-@\t\r]")
+#: A line of newline-joined cells that starts as :data:`_RISKY_CELL` does.
+_RISKY_LINE = re.compile(r"\n'*[=+\-@\t\r]")
 
-    Text cells are neutralised (:func:`neutralise_cell`).
+
+def _neutralised(values: list[Any]) -> list[Any] | None:
+    """Return text cells with :func:`neutralise_cell` applied where it may change them.
+
+    None when a cell that is not text looks like a formula (``-1``): ``to_csv`` of the
+    neutralised column (:func:`_csv_column`) may then write it otherwise (``-1.0``).
     """
+    try:
+        joined = "\n" + "\n".join(values)
+    except TypeError:  # not all text
+        if any(not isinstance(v, str) and _RISKY_CELL.match(str(v)) for v in values):
+            return None
+    else:
+        if not _RISKY_LINE.search(joined):  # no cell starts like a formula
+            return values
+    out = values
+    for i, v in enumerate(values):
+        if isinstance(v, str) and v[:1] in _RISKY_FIRST and _RISKY_CELL.match(v):
+            new = neutralise_cell(v)
+            if new is not v:
+                if out is values:
+                    out = list(values)
+                out[i] = new
+    return out
+
+
+def _float_texts(values: np.ndarray) -> list[str]:
+    """Return ``repr`` of every value of a float64 array (shortest round-trip text).
+
+    A column of few distinct values (by bit pattern, so ``-0.0`` is not ``0.0``) is
+    formatted once per value.
+    """
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if len(values) > 64:
+        bits, where = np.unique(values.view(np.int64), return_inverse=True)
+        if len(bits) * 4 < len(values):
+            texts = np.array(list(map(float.__repr__, bits.view(np.float64).tolist())), object)
+            return texts[where].tolist()  # type: ignore[no-any-return]
+    return list(map(float.__repr__, values.tolist()))
+
+
+def _csv_cells(col: pd.Series, name: str) -> list[Any] | None:
+    """Return a column's cells as ``pandas.DataFrame.to_csv`` hands them to ``csv.writer``.
+
+    Floats are rounded to 6 decimals (shortest repr; :data:`_FULL_PRECISION` columns
+    unrounded), NaN empty, booleans lower-case, text cells neutralised
+    (:func:`neutralise_cell`), missing values empty. None for a dtype whose cells
+    pandas formats itself (dates, categories, ...) and for a column of mixed cells
+    :func:`_neutralised` declines: the caller then lets pandas write the table.
+    """
+    dtype = col.dtype
+    if col.dtype == object or isinstance(dtype, pd.StringDtype):
+        cells = col.to_numpy(dtype=object, copy=True)
+        missing = pd.isna(cells)
+        if missing.any():
+            cells[missing] = ""
+        return _neutralised(cells.tolist())
+    if pd.api.types.is_bool_dtype(dtype):
+        if dtype == np.bool_:
+            return np.where(col.to_numpy(), "true", "false").tolist()
+        cells = col.map({True: "true", False: "false"}).to_numpy(dtype=object, copy=True)
+        cells[pd.isna(cells)] = ""
+        return cells.tolist()  # type: ignore[no-any-return]
+    if pd.api.types.is_float_dtype(dtype):
+        values = col.to_numpy(dtype=np.float64)
+        if name not in _FULL_PRECISION:
+            values = np.round(values, 6)
+        text = _float_texts(values)
+        nan = np.isnan(values)
+        if nan.any():
+            for i in np.flatnonzero(nan).tolist():
+                text[i] = ""
+        return text
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        return list(map(str, col.tolist()))
+    return None
+
+
+def _csv_column(col: pd.Series, name: str) -> pd.Series:
+    """Format a column for ``to_csv`` (the writer of tables :func:`_csv_cells` does not take)."""
     if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
         text = col.astype(str)
-        risky = text.str.match(r"'*[=+\-@\t\r]").fillna(False).to_numpy(dtype=bool)
+        risky = text.str.match(_RISKY_CELL.pattern).fillna(False).to_numpy(dtype=bool)
         if risky.any():
             col = col.copy()
             col[risky] = [neutralise_cell(v) for v in col[risky]]
@@ -102,16 +184,64 @@ def _csv_column(col: pd.Series, name: str) -> pd.Series:
         values = col.to_numpy(dtype=np.float64)
         if name not in _FULL_PRECISION:
             values = np.round(values, 6)
-        text = np.array([repr(v) for v in values.tolist()], dtype=object)
+        text = np.array(_float_texts(values), dtype=object)
         text[np.isnan(values)] = ""
         return pd.Series(text, index=col.index)
     return col
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:
-    """Return a table as the UTF-8 CSV text of the output contract (cells neutralised)."""
-    text = pd.DataFrame({c: _csv_column(frame[c], c) for c in frame.columns}, index=frame.index)
-    return text.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    """Return a table as the UTF-8 CSV text of the output contract (cells neutralised).
+
+    The cells are those ``to_csv`` would write (:func:`_csv_cells`), written with the
+    same ``csv.writer`` settings; tables with columns of other dtypes go through
+    ``to_csv`` itself.
+    """
+    labels = list(frame.columns)
+    cells: list[list[Any]] = []
+    if labels and frame.columns.is_unique and all(type(c) is str for c in labels):
+        for c in labels:
+            column = _csv_cells(frame[c], c)
+            if column is None:
+                break
+            cells.append(column)
+    if len(cells) != len(labels) or not labels:
+        text = pd.DataFrame({c: _csv_column(frame[c], c) for c in labels}, index=frame.index)
+        return text.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    quoted = [_quoted_cells(column) for column in (labels, *cells)] if len(labels) > 1 else []
+    if quoted and all(column is not None for column in quoted):
+        # What csv.writer writes (a one-column table may differ: a lone "" is quoted).
+        head, *body = quoted
+        lines = [",".join(head), *map(",".join, zip(*body, strict=True))]  # type: ignore[arg-type]
+        return ("\n".join(lines) + "\n").encode("utf-8")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(labels)
+    writer.writerows(zip(*cells, strict=True))
+    return buffer.getvalue().encode("utf-8")
+
+
+def _quoted_cells(cells: list[Any]) -> list[str] | None:
+    """Return text cells as ``csv.writer`` writes them in a row of several (None: not text).
+
+    A cell with a comma, a quote or a line feed is quoted, its quotes doubled; None too
+    for a cell with a carriage return (whether one is quoted depends on the Python).
+    """
+    try:
+        text = "".join(cells)
+    except TypeError:  # not all text
+        return None
+    if "\r" in text:
+        return None
+    if not any(c in text for c in _QUOTED_CHARS):
+        return cells
+    return [
+        '"' + c.replace('"', '""') + '"' if ("," in c or '"' in c or "\n" in c) else c
+        for c in cells
+    ]
+
+
+_QUOTED_CHARS = (",", '"', "\n")
 
 
 def csv_rows(content: bytes) -> list[dict[str, str]]:
@@ -157,22 +287,65 @@ _ASSIGNMENT_PROPS = (
 )
 
 
-def _json_columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[list[Any]]:
-    """Return columns as lists of JSON-ready values (floats to 6 decimals, NaN as null)."""
-    out: list[list[Any]] = []
+_json_text = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _json_value(value: Any) -> str:
+    """Return the compact JSON text of one value, as ``json.dumps`` writes it in a document."""
+    if type(value) is str:
+        return _json_text(value)  # type: ignore[no-any-return]
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _json_floats(values: np.ndarray) -> list[str]:
+    """Return the JSON texts of a float64 array as ``json.dumps`` writes floats.
+
+    ``repr`` (shortest round-trip) of finite values; ``NaN``, ``Infinity`` and
+    ``-Infinity`` otherwise.
+
+    Examples
+    --------
+    >>> _json_floats(np.array([0.1, -0.0, 1e16, 2.0, np.inf, np.nan]))
+    ['0.1', '-0.0', '1e+16', '2.0', 'Infinity', 'NaN']
+    """
+    text = _float_texts(values)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        for i in np.flatnonzero(bad).tolist():
+            text[i] = json.dumps(float(values[i]))
+    return text
+
+
+def _json_numbers(values: np.ndarray) -> list[str]:
+    """Return the JSON texts of a numeric array's values (``json.dumps`` of ``tolist()``)."""
+    if values.dtype == np.float64:
+        return _json_floats(values)
+    return [_json_value(v) for v in values.tolist()]
+
+
+def _json_columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[list[str]]:
+    """Return columns as lists of JSON texts (floats to 6 decimals, NaN as null)."""
+    out: list[list[str]] = []
     for c in columns:
         col = frame[c]
         if pd.api.types.is_bool_dtype(col):
-            out.append([bool(v) for v in col.tolist()])
+            out.append(["true" if v else "false" for v in col.tolist()])
         elif pd.api.types.is_float_dtype(col):
             v = np.round(col.to_numpy(dtype=np.float64), 6)
-            vals = v.astype(object)
-            vals[np.isnan(v)] = None
-            out.append(vals.tolist())
+            text = _json_floats(v)
+            nan = np.isnan(v)
+            if nan.any():
+                for i in np.flatnonzero(nan).tolist():
+                    text[i] = "null"
+            out.append(text)
         elif pd.api.types.is_integer_dtype(col):
-            out.append([int(v) for v in col.tolist()])
+            out.append([int.__repr__(int(v)) for v in col.tolist()])
         else:
-            out.append(col.astype(object).tolist())
+            cells = col.astype(object).tolist()
+            if all(type(v) is str for v in cells):
+                out.append(list(map(_json_text, cells)))
+            else:
+                out.append([_json_value(v) for v in cells])
     return out
 
 
@@ -182,26 +355,105 @@ def _feature_strings(
     """Compact GeoJSON Feature strings, properties in sorted key order."""
     keys = sorted((*columns, "feature_type"))
     values = dict(zip(columns, _json_columns(frame, columns), strict=True))
-    values["feature_type"] = [feature_type] * len(frame)
-    ordered = [values[k] for k in keys]
+    parts = []
+    ordered = []
+    for k in keys:
+        key = _json_text(k).replace("%", "%%")
+        if k == "feature_type":
+            parts.append(f"{key}:{_json_text(feature_type).replace('%', '%%')}")
+        else:
+            parts.append(f"{key}:%s")
+            ordered.append(values[k])
+    template = '{"geometry":%s,"properties":{' + ",".join(parts) + '},"type":"Feature"}'
+    return [template % row for row in zip(geometries, *ordered, strict=True)]
+
+
+def _points(lon: np.ndarray, lat: np.ndarray) -> list[str]:
+    """Return GeoJSON Point texts (``json.dumps`` of ``{"type", "coordinates"}``)."""
+    x, y = _json_numbers(lon), _json_numbers(lat)
     return [
-        f'{{"geometry":{geom},"properties":'
-        f'{json.dumps(dict(zip(keys, row, strict=True)), separators=(",", ":"))},"type":"Feature"}}'
-        for geom, row in zip(geometries, zip(*ordered, strict=True), strict=True)
+        '{"type":"Point","coordinates":[' + a + "," + b + "]}" for a, b in zip(x, y, strict=True)
     ]
+
+
+def _clockwise(polygons: np.ndarray) -> np.ndarray:
+    """Whether each valid polygon without holes has a clockwise ring, clearly (area sign).
+
+    A ring of nearly no area (within rounding of the area sum) counts as not clockwise.
+    """
+    coords, owner = shapely.get_coordinates(polygons, return_index=True)
+    counts = np.bincount(owner, minlength=len(polygons))
+    out = np.zeros(len(polygons), dtype=bool)
+    if not len(coords):
+        return out
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    xy = coords - coords[starts][owner]  # relative to the ring's first point
+    cross = xy[:-1, 0] * xy[1:, 1] - xy[1:, 0] * xy[:-1, 1]
+    cross = np.append(cross, 0.0)
+    cross[starts[1:] - 1] = 0.0  # no term across two rings
+    twice_area = np.add.reduceat(cross, starts) if len(starts) else cross[:0]
+    scale = np.add.reduceat(np.abs(cross), starts)
+    ok = counts > 0
+    out[ok] = (twice_area < -1e-9 * scale)[ok]
+    return out
+
+
+def _snapped_geojson(geoms: np.ndarray, grid_size: float) -> np.ndarray:
+    """Return ``shapely.to_geojson(shapely.set_precision(geoms, grid_size))``, faster.
+
+    GEOS reduces a polygon's precision by a snap-rounding union (OverlayNG). For a
+    valid clockwise polygon of floating precision without holes, whose vertices are
+    all more than ten grid cells from any segment they are not on
+    (``shapely.minimum_clearance``) and whose rounded vertices stay distinct, that
+    union has one edge, the ring itself, and gives the ring's coordinates rounded to
+    the grid starting from its second vertex. Those polygons are built so; every other
+    geometry goes through ``shapely.set_precision``. The texts are the same
+    (tests/test_output_writers.py compares them).
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    out = np.empty(len(geoms), dtype=object)
+    plain = (shapely.get_type_id(geoms) == 3) & (shapely.get_num_interior_rings(geoms) == 0)
+    plain &= ~shapely.is_empty(geoms) & ~shapely.has_z(geoms)
+    if hasattr(shapely, "has_m"):  # shapely >= 2.1: the built polygons would lose M
+        plain &= ~shapely.has_m(geoms)
+    idx = np.flatnonzero(plain)
+    plain[:] = False
+    if len(idx):
+        cand = geoms[idx]
+        ok = shapely.get_precision(cand) == 0  # one already on a grid is kept as it is
+        ok &= shapely.is_valid(cand) & _clockwise(cand)
+        ok &= shapely.minimum_clearance(cand) > 10 * grid_size
+        idx, cand = idx[ok], cand[ok]
+        # no holes: a polygon's coordinates are its exterior ring's
+        snapped = shapely.set_precision(cand, grid_size, mode="pointwise")
+        coords, owner = shapely.get_coordinates(snapped, return_index=True)
+        counts = np.bincount(owner, minlength=len(idx))
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        repeated = np.all(coords[1:] == coords[:-1], axis=1) & (owner[1:] == owner[:-1])
+        ok = (counts >= 4) & (np.bincount(owner[1:][repeated], minlength=len(idx)) == 0)
+        # The ring without its first point, closed on its second: [p1, ..., pn-1, p0, p1].
+        keep = np.ones(len(coords), dtype=bool)
+        keep[starts] = False
+        keep &= ok[owner]
+        rotated = np.concatenate([coords[keep], coords[starts[ok] + 1]])
+        ring_of = np.concatenate([owner[keep], np.flatnonzero(ok)])
+        order = np.argsort(ring_of, kind="stable")
+        built = shapely.polygons(shapely.linearrings(rotated[order], indices=ring_of[order]))
+        out[idx[ok]] = shapely.to_geojson(built)
+        plain[idx[ok]] = True
+    rest = np.flatnonzero(~plain)
+    if len(rest):
+        out[rest] = shapely.to_geojson(shapely.set_precision(geoms[rest], grid_size))
+    return out
 
 
 def plan_geojson_text(plan: Plan, *, exact_volunteers: bool = False) -> str:
     """Return the plan as a compact GeoJSON FeatureCollection string (see :func:`plan_geojson`)."""
-    hulls = shapely.to_geojson(shapely.set_precision(plan.clusters.geometry.to_numpy(), 1e-7))
+    hulls = _snapped_geojson(plan.clusters.geometry.to_numpy(), 1e-7)
     features = _feature_strings("cluster", plan.clusters, _CLUSTER_PROPS, hulls.tolist())
     partners = partners_view(plan.partners, exact_volunteers=exact_volunteers)
     plon, plat = partners["lon"].to_numpy(), partners["lat"].to_numpy()
-    points = [
-        json.dumps({"type": "Point", "coordinates": [x, y]}, separators=(",", ":"))
-        for x, y in zip(plon.tolist(), plat.tolist(), strict=True)
-    ]
-    features += _feature_strings("partner", partners, _PARTNER_PROPS, points)
+    features += _feature_strings("partner", partners, _PARTNER_PROPS, _points(plon, plat))
     a = plan.assignments
     pi = pd.Index(partners["partner_id"]).get_indexer(a["partner_id"])
     ci = pd.Index(plan.clusters["cluster_id"]).get_indexer(a["cluster_id"])
@@ -215,12 +467,11 @@ def plan_geojson_text(plan: Plan, *, exact_volunteers: bool = False) -> str:
             ]
         ),
         7,
-    ).tolist()
+    )
+    x0, y0, x1, y1 = (_json_numbers(np.ascontiguousarray(ends[:, i])) for i in range(4))
     lines = [
-        json.dumps(
-            {"type": "LineString", "coordinates": [[x0, y0], [x1, y1]]}, separators=(",", ":")
-        )
-        for x0, y0, x1, y1 in ends
+        '{"type":"LineString","coordinates":[[' + a0 + "," + b0 + "],[" + a1 + "," + b1 + "]]}"
+        for a0, b0, a1, b1 in zip(x0, y0, x1, y1, strict=True)
     ]
     features += _feature_strings("assignment", a, _ASSIGNMENT_PROPS, lines)
     return '{"features":[' + ",".join(features) + '],"type":"FeatureCollection"}'
@@ -252,7 +503,8 @@ def summary(plan: Plan) -> dict[str, Any]:
         "inputs": dict(sorted(plan.sources.items())),
         **(
             {
-                "recruit": _records(plan.recruit.solves),
+                # without the solve times: the same inputs give the same bytes
+                "recruit": _records(plan.recruit.solves.drop(columns="seconds")),
                 "recruit_parameters": plan.recruit.parameters,
             }
             if plan.recruit is not None
@@ -278,19 +530,24 @@ def gaps_geojson(plan: Plan) -> dict[str, Any]:
     g = plan.gaps
     cols = [c for c in g.columns if c not in ("neighborhood", "category", "coverage")]
     totals = g.groupby("neighborhood")[cols].sum()
+    by_hood: dict[Any, list[Any]] = {}
+    for r in g.itertuples(index=False):
+        by_hood.setdefault(r.neighborhood, []).append(r)
     features = []
     hoods = plan.neighborhoods.sort_values("neighborhood_id")
     geoms = shapely.to_geojson(shapely.set_precision(hoods.geometry.to_numpy(), 1e-6))
+    total_rows = dict(zip(totals.index, totals.itertuples(index=False), strict=True))
     for hid, name, geom in zip(hoods["neighborhood_id"], hoods["name"], geoms, strict=True):
-        row = totals.loc[hid] if hid in totals.index else pd.Series(0.0, index=cols)
+        row = total_rows.get(hid)
         props: dict[str, Any] = {"feature_type": "gap", "neighborhood_id": str(hid),
                                  "name": str(name)}  # fmt: skip
-        props.update({c: round(float(row[c]), 6) for c in cols})
+        props.update(
+            {c: round(float(row[i]) if row is not None else 0.0, 6) for i, c in enumerate(cols)}
+        )
         props["coverage"] = round(props["served"] / props["demand"], 6) if props["demand"] else None
-        per = g[g["neighborhood"] == hid]
         props["categories"] = {
             r.category: {c: round(float(getattr(r, c)), 6) for c in [*cols, "coverage"]}
-            for r in per.itertuples(index=False)
+            for r in by_hood.get(hid, ())
         }
         features.append({"type": "Feature", "geometry": json.loads(geom), "properties": props})
     return {"type": "FeatureCollection", "features": features}

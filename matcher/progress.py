@@ -1,6 +1,6 @@
 """Progress display for command-line runs, driven by the library's logging.
 
-The library never prints: each pipeline stage of :func:`matcher.plan.plan` ends with an
+The library never prints: each pipeline stage of :func:`matcher.pipeline.plan` ends with an
 INFO record ``"stage <name> <seconds> s"`` on the ``matcher.plan`` logger.
 :class:`StageProgress` is a :class:`logging.Handler` that turns those records into a
 tqdm bar over the known stages, so the library needs no callback and stays silent
@@ -35,10 +35,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The stages of :func:`matcher.plan.plan`, in order (each logs ``"stage %-11s %.2f s"``).
+#: The stages of :func:`matcher.pipeline.plan`, in order (each logs ``"stage %-11s %.2f s"``).
 PLAN_STAGES: tuple[str, ...] = ("read", "cluster", "candidates", "model", "solve", "explain")
 
-#: The format of the stage records (of :mod:`matcher.plan` and of :meth:`StageProgress.stage`).
+#: The format of the stage records (of :mod:`matcher.pipeline` and of :meth:`StageProgress.stage`).
 STAGE_FORMAT = "stage %-11s %.2f s"
 
 _active: list[StageProgress] = []

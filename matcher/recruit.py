@@ -676,7 +676,7 @@ def recruit_sites(
     clusters : pandas.DataFrame
         A plan's clusters table (``Plan.clusters`` or ``clusters.csv``) with columns
         ``cluster_id, category, centroid_lat, centroid_lon, unmet``; other columns
-        (``unmet_reason`` ...) are ignored. A :class:`matcher.plan.Plan` is accepted
+        (``unmet_reason`` ...) are ignored. A :class:`matcher.pipeline.Plan` is accepted
         too (its ``clusters`` are used).
     k : int
         Sites per category, >= 1.

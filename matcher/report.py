@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from .plan import Plan
+    from .pipeline import Plan
 
 __all__ = ["report_html", "render_report", "write_report", "REPORT_NAME"]
 

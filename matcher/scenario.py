@@ -19,7 +19,7 @@ from .config import MatchConfig
 from .io import LoadedTable, Source, hash_table, read_partners
 from .limits import read_file
 from .output import csv_bytes, plan_files, write_files
-from .plan import Plan, plan
+from .pipeline import Plan, plan
 from .taxonomy import Taxonomy, default_taxonomy
 
 __all__ = ["Scenario", "ScenarioChange", "apply_change", "compare", "config_from_parameters",

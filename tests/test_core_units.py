@@ -301,3 +301,40 @@ def test_config_rejects_bad_values():
         MatchConfig(objective="fastest", quantum=0, min_samples=0)
     fields = {p.field for p in err.value.problems}
     assert fields == {"objective", "quantum", "min_samples"}
+
+
+_LANGS = ["", "en", "es", "en;es", "pl", "es;pl", "zh;en"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    need_langs=st.lists(st.sampled_from(_LANGS), min_size=1, max_size=30),
+    partner_langs=st.lists(st.sampled_from(_LANGS), min_size=1, max_size=12),
+    seed=st.integers(0, 2**16),
+)
+def test_language_mismatch_equals_a_per_pair_count(need_langs, partner_langs, seed):
+    """Per-partner language sets give the per-pair sums of a direct count, exactly."""
+    from matcher.costs import _language_mismatch
+
+    rng = np.random.default_rng(seed)
+    n_clusters = 4
+    need_cluster = rng.integers(0, n_clusters, len(need_langs))
+    needs = pd.DataFrame(
+        {"languages": need_langs, "demand": rng.integers(1, 50, len(need_langs)).astype(float)}
+    )
+    n_pairs = 20
+    pair_cluster = rng.integers(0, n_clusters, n_pairs)
+    pair_partner = rng.integers(0, len(partner_langs), n_pairs)
+    spoken = np.array(partner_langs, dtype=object)[pair_partner]
+    got = _language_mismatch(needs, need_cluster, n_clusters, pair_cluster, spoken)
+    expected = np.zeros(n_pairs)
+    for langset in sorted({v for v in need_langs if v}):  # same summation order
+        for p in range(n_pairs):
+            speaks = set(langset.split(";")) & (set(str(spoken[p]).split(";")) - {""})
+            if not speaks:
+                expected[p] += sum(
+                    d
+                    for d, lang, c in zip(needs["demand"], need_langs, need_cluster, strict=True)
+                    if lang == langset and c == pair_cluster[p]
+                )
+    assert got.tolist() == expected.tolist()

@@ -393,3 +393,20 @@ def test_invalid_clusters() -> None:
     # a coarser quantum accepts what the default one would not
     ok = GREEDY_TRAP.assign(unmet=[0.25, 0.5, 0.25, 0.5, 0.25])
     assert recruit_sites(ok, 1, 1.05, quantum=0.05).solves["objective"].tolist() == [1.25]
+
+
+def test_a_plan_with_recruit_sites_writes_the_same_bytes_twice():
+    """summary.json holds no solve times: the same inputs give byte-identical files."""
+    from pathlib import Path
+
+    import matcher
+    from matcher.output import plan_files
+    from matcher.scenario import with_recruit_parameters
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample"
+    runs = []
+    for _ in range(2):
+        p = matcher.plan(sample / "needs.csv", sample / "partners.csv")
+        runs.append(plan_files(with_recruit_parameters(p, {"k": 2, "radius_km": 2.0})))
+    assert "recruit.csv" in runs[0]
+    assert runs[0] == runs[1]

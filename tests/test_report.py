@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from matcher.plan import plan
+from matcher.pipeline import plan
 from matcher.progress import PLAN_STAGES, StageProgress, progress_enabled
 from matcher.report import REPORT_NAME, _Frame, render_report, report_html
 from matcher.synthetic import generate_city, write_city

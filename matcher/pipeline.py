@@ -39,7 +39,9 @@ from .transport import TransportModel
 
 __all__ = ["Plan", "plan"]
 
-logger = logging.getLogger(__name__)
+#: The stage records go to "matcher.plan" (the name users filter on), as before the module
+#: was named pipeline.
+logger = logging.getLogger("matcher.plan")
 
 
 @dataclass(frozen=True)
