@@ -303,7 +303,11 @@ def _read_csv_text(
             skipinitialspace=True,
             skip_blank_lines=True,
         )
-        short = df.iloc[:, -1].isna().to_numpy() if len(df.columns) else np.zeros(0, bool)
+        # a row with fewer fields than the header is read with '' in the missing cells:
+        # with every row at most as wide as the header (pandas refuses a wider one), the
+        # separators add up to (columns - 1) per line only when no row is short; a quoted
+        # comma also breaks the sum, and the exact path below then decides
+        short = np.array([text.count(",") != (len(columns) - 1) * (len(df) + 1)])
     except pd.errors.ParserError as exc:
         df, short = pd.DataFrame(), None  # a row with too many fields: find every ragged row below
         parser_error = str(exc)

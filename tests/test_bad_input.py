@@ -707,6 +707,40 @@ def test_ragged_row_names_its_line(tmp_path: Path, write: Callable[..., Path]) -
     assert p.row == 3, p
 
 
+@pytest.mark.parametrize(
+    "row",
+    [
+        "n2,food_access,41.89,-87.63,2",  # the last cell missing: never a default severity
+        "n2,food_access,41.89,-87.63",
+        '"n2",food_access,41.89,-87.63,2',  # quoted
+        'n2,"food_access",41.89,-87.63,"2"',
+    ],
+)
+def test_short_row_names_its_line(tmp_path: Path, write: Callable[..., Path], row: str) -> None:
+    """A row with fewer cells than the header is refused, not read with blanks."""
+    path = write(tmp_path, "needs.csv", NEEDS_HEADER + GOOD_NEED + row + "\n" + GOOD_NEED)
+    with pytest.raises(InputValidationError) as info:
+        matcher.read_needs(path)
+    (p,) = info.value.problems
+    assert (file_name(p), p.row) == ("needs.csv", 3), p
+    assert "the header has 6" in p.reason, p
+
+
+def test_quoted_commas_are_cells_not_separators(
+    tmp_path: Path, write: Callable[..., Path]
+) -> None:
+    """A quoted comma is part of a cell: the row is neither wide nor short."""
+    header = NEEDS_HEADER.rstrip("\n") + ",neighborhood\n"
+    path = write(
+        tmp_path,
+        "needs.csv",
+        header + GOOD_NEED.rstrip("\n") + ',"Hyde Park, South"\n'
+        + 'n2,food_access,41.89,-87.63,2,3,"Oakland, ""North"""\n',
+    )  # fmt: skip
+    frame = matcher.read_needs(path).frame
+    assert frame["neighborhood"].tolist() == ["Hyde Park, South", 'Oakland, "North"']
+
+
 # ---------------------------------------------------------------------------------------
 # inputs that look odd but are valid
 # ---------------------------------------------------------------------------------------
