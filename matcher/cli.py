@@ -578,18 +578,36 @@ def validate_cmd(
     "--partners", "n_partners", required=True, type=click.IntRange(1), help="Number of partners."
 )
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option(
+    "--cities",
+    "n_cities",
+    type=click.IntRange(1),
+    default=None,
+    help="A region of this many metro areas instead of one city (Zipf sizes, far enough "
+    "apart that no partner reaches another metro; also writes metros.csv).",
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False))
 @_with_common
 @_guarded
 def generate_cmd(
-    n_needs: int, n_partners: int, seed: int, out_dir: Path, quiet: bool, verbose: bool
+    n_needs: int,
+    n_partners: int,
+    seed: int,
+    n_cities: int | None,
+    out_dir: Path,
+    quiet: bool,
+    verbose: bool,
 ) -> None:
-    """Generate a seeded synthetic city: needs.csv, partners.csv, neighborhoods.geojson."""
-    from .synthetic import generate_city, write_city
-
+    """Generate a seeded synthetic city or region: needs, partners and neighborhoods files."""
     _setup_logging(quiet, verbose)
-    city = generate_city(n_needs, n_partners, seed=seed)
-    paths = write_city(city, out_dir)
+    if n_cities is not None:
+        from .synthetic_region import metros, write_region
+
+        paths = write_region(metros(n_needs, n_partners, n_cities, seed=seed), out_dir)
+    else:
+        from .synthetic import generate_city, write_city
+
+        paths = write_city(generate_city(n_needs, n_partners, seed=seed), out_dir)
     if not quiet:
         click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 

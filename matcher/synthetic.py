@@ -397,13 +397,8 @@ def write_city(city: SyntheticCity, out_dir: str | Path) -> dict[str, Path]:
         ``"neighborhoods"``.
     """
     started = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "needs": out / "needs.csv",
-        "partners": out / "partners.csv",
-        "neighborhoods": out / "neighborhoods.geojson",
-    }
+    paths = _city_paths(out_dir)
+    out = paths["needs"].parent
     for key in ("needs", "partners"):
         frame: pd.DataFrame = getattr(city, key)
         frame.to_csv(paths[key], index=False, lineterminator="\n", encoding="utf-8")
@@ -975,6 +970,17 @@ def _capacities(
             ratio = np.where(demand > 0, alloc / np.where(demand > 0, demand, 1), np.nan)
         logger.debug("capacity / demand per category: %s", np.round(ratio, 2).tolist())
     return capacity
+
+
+def _city_paths(out_dir: str | Path) -> dict[str, Path]:
+    """Return the files of a city (or region) in ``out_dir``, created when missing."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return {
+        "needs": out / "needs.csv",
+        "partners": out / "partners.csv",
+        "neighborhoods": out / "neighborhoods.geojson",
+    }
 
 
 def _geojson_text(gdf: gpd.GeoDataFrame) -> str:
