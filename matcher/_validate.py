@@ -106,7 +106,7 @@ class _Collector:
         self._texts: dict[str, tuple[pd.Series, list[str]]] = {}
 
     def text(self, field: str) -> pd.Series:
-        """Return the stripped text of a column (:func:`_text`), computed once per column."""
+        """Return the stripped text of a column (:func:`_text_values`), once per column."""
         return self._text_and_list(field)[0]
 
     def text_list(self, field: str) -> list[str]:
@@ -123,7 +123,7 @@ class _Collector:
         return self._texts[field]
 
     def number(self, field: str) -> np.ndarray:
-        """Float values of a column (:func:`_number`), from its cached text."""
+        """Float values of a column; non-numeric, empty and boolean values become NaN."""
         if self.df[field].dtype == bool:
             return np.full(len(self.df), np.nan)
         return _parse_numbers(*self._text_and_list(field))
@@ -147,7 +147,7 @@ class _Collector:
         return tuple(p for _, _, p in sorted(self.found, key=lambda t: (t[0], t[1])))
 
 
-#: The dtype of ``pd.Series(list_of_str, dtype=str)``: what :func:`_text` returns.
+#: The dtype of ``pd.Series(list_of_str, dtype=str)``: what :func:`_text_values` returns.
 _STR = pd.Series([""], dtype=str).dtype
 #: The ASCII characters that ``str.strip()`` removes (``str.isspace``).
 _ASCII_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
@@ -161,13 +161,8 @@ def _has_space(values: list[str]) -> bool:
     return not joined.isascii() or any(ch in joined for ch in _ASCII_SPACE)
 
 
-def _text(series: pd.Series) -> pd.Series:
-    """Strings with NaN/None as empty, stripped."""
-    return _text_values(series)[0]
-
-
 def _text_values(series: pd.Series) -> tuple[pd.Series, list[str]]:
-    """:func:`_text` of a column and the same values as a list.
+    """Return a column's values as stripped strings (NaN/None as ""): a Series and a list.
 
     A column of plain strings without missing values (every column of a CSV file) takes
     one pass of ``str.strip`` and keeps its own storage when nothing was stripped; any
@@ -191,23 +186,8 @@ def _text_values(series: pd.Series) -> tuple[pd.Series, list[str]]:
     return pd.Series(out, index=series.index, dtype=str), out
 
 
-def _map_unique(series: pd.Series, func: Callable[[str], object]) -> pd.Series:
-    """``series.map(func)``, calling ``func`` once per distinct value."""
-    codes, uniques = pd.factorize(series)  # missing values get code -1: map them as ""
-    extra = [func("")] if (codes < 0).any() else []
-    values = np.array([func(u) for u in uniques] + extra, dtype=object)
-    return pd.Series(values[codes], index=series.index)
-
-
-def _number(series: pd.Series) -> np.ndarray:
-    """Float values; non-numeric, empty and boolean values become NaN."""
-    if series.dtype == bool:
-        return np.full(len(series), np.nan)
-    return _parse_numbers(*_text_values(series))
-
-
 def _parse_numbers(text: pd.Series, values: list[str]) -> np.ndarray:
-    """Float values of stripped text (:func:`_text`): ``pd.to_numeric``, "" as NaN.
+    """Float values of stripped text (:func:`_text_values`): ``pd.to_numeric``, "" as NaN.
 
     A long column of few distinct values (amounts, severities) is parsed once per
     distinct value: the same numbers, in a fraction of the time.
@@ -393,8 +373,9 @@ def validate_needs(
         sev = np.full(len(df), 3.0)
     languages = _check_languages(c)
     optional = {n: c.text(n) for n in ("neighborhood", "reported_at", "source")}
+    codes, dated = _per_distinct(optional["reported_at"], lambda v: not v or _is_date(v))
     c.flag(
-        ~_map_unique(optional["reported_at"], lambda v: not v or _is_date(v)).to_numpy(dtype=bool),
+        ~np.array(dated, dtype=bool)[codes],
         "reported_at",
         "must be an ISO 8601 date (YYYY-MM-DD) or empty",
     )

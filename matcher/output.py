@@ -170,7 +170,11 @@ def _csv_cells(col: pd.Series, name: str) -> list[Any] | None:
 
 
 def _csv_column(col: pd.Series, name: str) -> pd.Series:
-    """Format a column for ``to_csv`` (the writer of tables :func:`_csv_cells` does not take)."""
+    """Format a column for ``to_csv`` (the writer of tables :func:`_csv_cells` does not take).
+
+    Text cells are neutralised in place, so that ``to_csv`` formats any other cell of a
+    mixed column as it would; bool and float columns get the cells of :func:`_csv_cells`.
+    """
     if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
         text = col.astype(str)
         risky = text.str.match(_RISKY_CELL.pattern).fillna(False).to_numpy(dtype=bool)
@@ -178,15 +182,8 @@ def _csv_column(col: pd.Series, name: str) -> pd.Series:
             col = col.copy()
             col[risky] = [neutralise_cell(v) for v in col[risky]]
         return col
-    if pd.api.types.is_bool_dtype(col):
-        return col.map({True: "true", False: "false"})
-    if pd.api.types.is_float_dtype(col):
-        values = col.to_numpy(dtype=np.float64)
-        if name not in _FULL_PRECISION:
-            values = np.round(values, 6)
-        text = np.array(_float_texts(values), dtype=object)
-        text[np.isnan(values)] = ""
-        return pd.Series(text, index=col.index)
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_float_dtype(col):
+        return pd.Series(_csv_cells(col, name), index=col.index, dtype=object)
     return col
 
 

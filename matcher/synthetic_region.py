@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -176,10 +175,7 @@ def metros(
         lat, lon = round(lat, 6), round(lon, 6)
         mid_lat[i], mid_lon[i], reach_km[i] = lat, lon, reach
         city_seed = int(np.random.SeedSequence([int(seed), i + 1]).generate_state(1)[0])
-        placed.append(
-            Metro(i + 1, round(lat, 6), round(lon, 6), side, int(needs[i]), int(partners[i]),
-                  city_seed)
-        )  # fmt: skip
+        placed.append(Metro(i + 1, lat, lon, side, int(needs[i]), int(partners[i]), city_seed))
     return placed
 
 
@@ -217,11 +213,6 @@ def generate_metro(metro: Metro) -> SyntheticCity:
     return SyntheticCity(needs, partners, hoods)
 
 
-def _cities(plan: list[Metro]) -> Iterator[tuple[Metro, SyntheticCity]]:
-    for metro in plan:
-        yield metro, generate_metro(metro)
-
-
 def write_region(plan: list[Metro], out_dir: str | Path) -> dict[str, Path]:
     """Generate and write a region metro by metro (the files of :func:`write_city`).
 
@@ -254,7 +245,8 @@ def write_region(plan: list[Metro], out_dir: str | Path) -> dict[str, Path]:
         paths["neighborhoods"].open("w", encoding="utf-8", newline="") as hoods_f,
     ):
         hoods_f.write('{"type": "FeatureCollection", "features": [\n')
-        for metro, city in _cities(plan):
+        for metro in plan:
+            city = generate_metro(metro)
             city.needs.to_csv(needs_f, index=False, header=first, lineterminator="\n")
             city.partners.to_csv(partners_f, index=False, header=first, lineterminator="\n")
             text = _geojson_text(city.neighborhoods)

@@ -311,7 +311,7 @@ def test_validate_partners_matches_the_per_row_rules(
 )
 def test_text_strips_like_str_strip(values: list[str]) -> None:
     for dtype in (str, object):
-        got = v._text(pd.Series(values, dtype=dtype))
+        got = v._text_values(pd.Series(values, dtype=dtype))[0]
         assert got.tolist() == [x.strip() for x in values]
         assert str(got.dtype) == "str"
 
@@ -322,9 +322,9 @@ def test_ascii_whitespace_is_the_set_str_strip_removes() -> None:
 
 def test_text_of_missing_and_other_values_is_str_of_them() -> None:
     series = pd.Series([None, float("nan"), 3, 2.5, True, " a "], dtype=object)
-    assert v._text(series).tolist() == ["", "", "3", "2.5", "True", "a"]
+    assert v._text_values(series)[0].tolist() == ["", "", "3", "2.5", "True", "a"]
     with_missing = pd.Series(["a ", None], dtype=str)
-    assert v._text(with_missing).tolist() == ["a", ""]
+    assert v._text_values(with_missing)[0].tolist() == ["a", ""]
 
 
 def csv_text(rows: list[list[str]], header: list[str]) -> str:
@@ -416,6 +416,6 @@ def test_csv_reader_reads_as_pandas_with_missing_values(rows: list[list[str]], c
 def test_numbers_of_a_long_column_of_few_values(pool: list[str], rng: Any, dtype: type) -> None:
     """Parsing each distinct value once gives the numbers of the whole column."""
     column = pd.DataFrame({"x": pd.Series(rng.choices(pool, k=5000), dtype=dtype)})
-    got = v._number(column["x"])
+    got = v._parse_numbers(*v._text_values(column["x"]))
     want = ref_numbers(column, "x")
     assert np.array_equal(got, np.asarray(want, dtype=np.float64), equal_nan=True)

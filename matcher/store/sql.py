@@ -88,6 +88,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Connection", "SQLStore"]
 
+#: A running plan whose lease ended before the time bound to ``?``: its worker stopped.
+_EXPIRED = "status = 'running' AND lease_until < ?"
+
 logger = logging.getLogger(__name__)
 
 _KEY_PREFIX = "mk_"
@@ -662,8 +665,8 @@ class SQLStore(Store):
     def _recover(self, conn: Connection, actor: str) -> list[str]:
         stamp = now()
         expired = conn.execute(
-            "SELECT plan_id, attempts, worker, lease_until FROM plans "
-            "WHERE status = 'running' AND lease_until < ? ORDER BY plan_id",
+            f"SELECT plan_id, attempts, worker, lease_until FROM plans WHERE {_EXPIRED} "
+            "ORDER BY plan_id",
             (stamp,),
         ).fetchall()
         for plan_id, attempts, worker, until in expired:
@@ -744,8 +747,7 @@ class SQLStore(Store):
         """Whether a plan is queued or its lease expired (a read: no lock taken)."""
         with self._read() as conn:
             row = conn.execute(
-                "SELECT 1 FROM plans WHERE status = 'queued' "
-                "OR (status = 'running' AND lease_until < ?) LIMIT 1",
+                f"SELECT 1 FROM plans WHERE status = 'queued' OR ({_EXPIRED}) LIMIT 1",
                 (now(),),
             ).fetchone()
         return row is not None
