@@ -337,30 +337,82 @@ def _solve(arrays: FlowArrays, cost: IntArray, backend: Backend) -> tuple[int, I
     return cost_opt, flows, SOLVER_NAMES[backend]
 
 
-def solve_constrained(
-    model: TransportModel, cons: Constraints, backend: Backend = "lemon"
-) -> tuple[TransportSolution, IntArray]:
-    """Solve the constrained model exactly (over the whole network, in two phases with floors).
+def _component_groups(model: TransportModel) -> list[IntArray]:
+    """Cluster positions of each part solved on its own.
 
-    With floors, a first solve finds the least total shortfall ``S*`` (only the
-    shortfall node's arc has a cost), and a second one, with that arc capped at ``S*``,
-    the optimum of the usual objective among the plans with that shortfall.
-
-    Returns
-    -------
-    (TransportSolution, numpy.ndarray)
-        The solution (``pair_flow`` includes locked units; ``objective`` is the second
-        solve's, with the locked units' cost) and, per neighborhood, the quanta below
-        its floor (0 where met or without a floor).
+    Every component of the candidate graph with at least one pair (joined by floor
+    links, see :func:`matcher.transport.components`) is a part; the clusters of all
+    components without a pair form one more part (their flow is forced: all unmet).
     """
-    start = time.perf_counter()
+    comp = model.cluster_component
+    has_pair = np.zeros(int(comp.max(initial=-1)) + 1, dtype=bool)
+    has_pair[comp[model.pair_cluster]] = True
+    order = np.argsort(comp, kind="stable")
+    labels, starts = np.unique(comp[order], return_index=True)
+    parts = np.split(order, starts[1:]) if order.size else []
+    groups = [part for label, part in zip(labels, parts, strict=True) if has_pair[label]]
+    alone = np.flatnonzero(~has_pair[comp])
+    if alone.size:
+        groups.append(alone)
+    return groups
+
+
+def _sub_problem(
+    model: TransportModel, cons: Constraints, clusters: IntArray
+) -> tuple[TransportModel, Constraints, IntArray, IntArray, IntArray]:
+    """Cut out the model and constraints of some clusters, their partners and pairs.
+
+    Positions keep their relative order, so the part of a component is built the same
+    way whatever else the whole model holds. Returns the sub-model, its constraints and
+    the global positions of its pairs, partners and neighborhoods.
+    """
+    pair_sel = np.isin(model.pair_cluster, clusters)
+    pairs = np.flatnonzero(pair_sel)
+    partners = np.unique(model.pair_partner[pairs])
+    c_map = np.full(model.demand.size, -1, dtype=np.int64)
+    c_map[clusters] = np.arange(clusters.size)
+    p_map = np.full(model.capacity.size, -1, dtype=np.int64)
+    p_map[partners] = np.arange(partners.size)
+    hood = cons.cluster_hood[clusters]
+    hoods = np.unique(hood[hood >= 0])
+    h_map = np.full(len(cons.hood_ids) + 1, -1, dtype=np.int64)
+    h_map[hoods] = np.arange(hoods.size)
+    zeros_c, zeros_p = np.zeros(clusters.size, np.int64), np.zeros(partners.size, np.int64)
+    sub = TransportModel(
+        tuple(model.cluster_ids[i] for i in clusters.tolist()),
+        tuple(model.partner_ids[i] for i in partners.tolist()),
+        model.demand[clusters],
+        model.penalty[clusters],
+        model.capacity[partners],
+        c_map[model.pair_cluster[pairs]],
+        p_map[model.pair_partner[pairs]],
+        model.pair_weight[pairs],
+        zeros_c,
+        zeros_p,
+    )
+    sub_cons = Constraints(
+        tuple(cons.hood_ids[h] for h in hoods.tolist()),
+        np.where(hood >= 0, h_map[hood], -1),
+        cons.hood_allowance[hoods],
+        cons.share_cap[partners] if cons.share_cap is not None else None,
+        cons.lock[pairs],
+        cons.keep[pairs],
+        cons.churn_weight,
+    )
+    return sub, sub_cons, pairs, partners, hoods
+
+
+def _solve_part(
+    model: TransportModel, cons: Constraints, backend: Backend
+) -> tuple[int, IntArray, IntArray, IntArray]:
+    """Solve one part exactly: objective, pair flow (locked units included), unmet, shortfall."""
     arrays = constrained_arrays(model, cons)
     if arrays.shortfall_out >= 0:
         phase1 = np.zeros(arrays.tails.size, dtype=np.int64)
         phase1[arrays.shortfall_out] = 1
         least, _, _ = _solve(arrays, phase1, backend)
         arrays = constrained_arrays(model, cons, shortfall_cap=least)
-    cost, flows, name = _solve(arrays, arrays.cost, backend)
+    cost, flows, _ = _solve(arrays, arrays.cost, backend)
     is_pair = arrays.arc_pair >= 0
     pair_flow = (
         np.bincount(
@@ -370,15 +422,64 @@ def solve_constrained(
     )
     unmet = flows[arrays.cluster_unmet_arc]
     shortfall = np.where(arrays.shortfall_arc >= 0, flows[np.maximum(arrays.shortfall_arc, 0)], 0)
+    return int(cost) + arrays.constant, pair_flow, unmet, shortfall.astype(np.int64)
+
+
+def solve_constrained(
+    model: TransportModel, cons: Constraints, backend: Backend = "lemon"
+) -> tuple[TransportSolution, IntArray]:
+    """Solve the constrained model exactly, component by component, in two phases with floors.
+
+    Components of the candidate graph (the clusters of a neighborhood with a floor
+    joined into one, see :func:`matcher.transport.components`) share no cluster,
+    partner, neighborhood floor or share cap, so each is solved on its own and the
+    optima add up; a component is solved the same way whatever else the model holds
+    (which is what makes a plan split into regions identical to one solved whole).
+    With floors, a first solve finds the component's least total shortfall ``S*``
+    (only the shortfall node's arc has a cost), and a second one, with that arc capped
+    at ``S*``, the optimum of the usual objective among the plans with that shortfall.
+
+    Returns
+    -------
+    (TransportSolution, numpy.ndarray)
+        The solution (``pair_flow`` includes locked units; ``objective`` is the sum of
+        the second solves', with the locked units' cost; ``components`` counts the
+        components with a pair) and, per neighborhood, the quanta below its floor (0
+        where met or without a floor).
+
+    Raises
+    ------
+    InfeasibleMatchError
+        When locked pairs exceed a demand, a capacity or a share cap (checked over the
+        whole model first, so the message names every excess).
+    """
+    start = time.perf_counter()
+    if cons.lock.any():
+        constrained_arrays(model, cons)  # raises with every excess
+    pair_flow = np.zeros(model.pair_cluster.size, dtype=np.int64)
+    unmet = np.zeros(model.demand.size, dtype=np.int64)
+    shortfall = np.zeros(len(cons.hood_ids), dtype=np.int64)
+    objective = 0
+    groups = _component_groups(model)
+    for clusters in groups:
+        sub, sub_cons, pairs, _, hoods = _sub_problem(model, cons, clusters)
+        cost, flow, left, short = _solve_part(sub, sub_cons, backend)
+        objective += cost
+        pair_flow[pairs] = flow
+        unmet[clusters] = left
+        shortfall[hoods] += short
+    n_parts = sum(1 for g in groups if np.isin(g, model.pair_cluster).any())
+    name = SOLVER_NAMES[backend]
     seconds = time.perf_counter() - start
     logger.info(
-        "%s (constrained): %d arcs, %d quanta below floors, %.2f s",
+        "%s (constrained): %d components, %d pairs, %d quanta below floors, %.2f s",
         name,
-        arrays.tails.size,
+        n_parts,
+        model.pair_cluster.size,
         int(shortfall.sum()),
         seconds,
     )
     return (
-        TransportSolution(pair_flow, unmet, int(cost) + arrays.constant, name, seconds, 1),
-        shortfall.astype(np.int64),
+        TransportSolution(pair_flow, unmet, objective, name, seconds, n_parts),
+        shortfall,
     )

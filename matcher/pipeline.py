@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +14,25 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from ._errors import InfeasibleMatchError, InputValidationError, Problem
-from .candidates import candidate_pairs
-from .clustering import Clustering, ClusterModel, cluster_needs
+from ._errors import InputValidationError, Problem
+from .clustering import Clustering, ClusterModel
 from .config import MatchConfig
-from .constraints import Constraints, solve_constrained
-from .costs import COST_SCALE, pair_costs
-from .equity import (
-    floor_links,
-    floor_report,
-    gaps,
-    hood_floors,
-    max_alone,
-    neighborhood_table,
-    per_hood,
-)
-from .explain import explain_assignments, unmet_reasons
-from .geo import hull_polygons
+from .costs import COST_SCALE
+from .equity import floor_report, gaps, hood_floors, neighborhood_table, per_hood
 from .io import LoadedTable, Source, hash_table, read_needs, read_neighborhoods, read_partners
 from .metrics import plan_metrics
 from .privacy import public_partners
+from .region import (
+    ASSIGNMENT_COLUMNS,
+    Pairs,
+    RegionInput,
+    RegionResult,
+    cluster_keys,
+    cluster_region,
+    match_region,
+    problems_only,
+)
 from .replan import PairsSource, churn, pair_units, read_pairs
-from .transport import TransportModel
 
 __all__ = ["Plan", "plan"]
 
@@ -209,70 +206,36 @@ def _load_inputs(
     return loaded[0], loaded[1]
 
 
-def plan(
+@dataclass(frozen=True)
+class _Prepared:
+    """The validated inputs of a plan, in canonical order, and what follows from them."""
+
+    need_t: LoadedTable
+    partner_t: LoadedTable
+    needs: gpd.GeoDataFrame
+    partners: gpd.GeoDataFrame
+    hoods: gpd.GeoDataFrame | None
+    hood_hash: str | None
+    table: pd.DataFrame | None
+    by_hood: bool
+    lock: Pairs | None
+    previous: Pairs | None
+
+
+def _prepare(
     needs: Source | LoadedTable,
     partners: Source | LoadedTable,
-    *,
-    neighborhoods: str | Path | gpd.GeoDataFrame | None = None,
-    config: MatchConfig | None = None,
-    input_crs: str | None = None,
-    lock: PairsSource | None = None,
-    previous: PairsSource | None = None,
-) -> Plan:
-    """Cluster needs and recommend partners for every cluster, exactly optimally.
-
-    Parameters
-    ----------
-    needs, partners : str, Path, DataFrame or LoadedTable
-        Files (CSV, GeoJSON, GeoPackage) or tables with the columns of DESIGN.md.
-    neighborhoods : str, Path or GeoDataFrame, optional
-        Neighborhood polygons; each need's ``neighborhood`` is then the polygon that
-        contains it.
-    config : MatchConfig, optional
-        Parameters; ``MatchConfig()`` when omitted.
-    input_crs : str, optional
-        Declares the transform of input files that are not in WGS84.
-    lock : str, Path or DataFrame, optional
-        Accepted partnerships to keep fixed: ``cluster_id, partner_id, units`` rows
-        (e.g. an edited ``assignments.csv``). The plan carries exactly those units on
-        those pairs and optimises the rest around them.
-    previous : str, Path or DataFrame, optional
-        The last plan (its directory or ``assignments.csv``); with
-        ``config.churn_penalty_km`` the new plan prefers its pairs, and the plan
-        reports churn.
-
-    Returns
-    -------
-    Plan
-
-    Raises
-    ------
-    InputValidationError
-        With every problem found in the inputs (nothing is planned).
-    InfeasibleMatchError
-        When the locked pairs exceed a demand, a capacity or a share cap.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> needs = pd.DataFrame({"need_id": ["n1", "n2"], "category": ["food_access"] * 2,
-    ...                       "lat": [41.88, 41.95], "lon": [-87.63, -87.63], "demand": [4, 3]})
-    >>> partners = pd.DataFrame({"partner_id": ["p1"], "kind": ["organization"],
-    ...     "lat": [41.881], "lon": [-87.63], "categories": ["food_access"],
-    ...     "capacity": [10], "radius_km": [2.0]})
-    >>> p = plan(needs, partners, config=MatchConfig(objective="distance"))
-    >>> p.assignments[["cluster_id", "partner_id", "units"]].values.tolist()
-    [['food_access-000000', 'p1', 4.0]]
-    >>> p.unmet[["cluster_id", "units", "reason"]].values.tolist()
-    [['food_access-000001', 3.0, 'no_partner_in_range']]
-    """
-    config = config or MatchConfig()
-    timings: dict[str, float] = {}
-    with _stage(timings, "read"):
-        need_t, partner_t = _load_inputs(needs, partners, config, input_crs)
-        hoods, hood_hash = (None, None)
-        if neighborhoods is not None:
-            hoods, hood_hash = read_neighborhoods(neighborhoods, input_crs=input_crs)
+    neighborhoods: str | Path | gpd.GeoDataFrame | None,
+    config: MatchConfig,
+    input_crs: str | None,
+    lock: PairsSource | None,
+    previous: PairsSource | None,
+) -> _Prepared:
+    """Read and validate the inputs; sort them; place needs in neighborhoods."""
+    need_t, partner_t = _load_inputs(needs, partners, config, input_crs)
+    hoods, hood_hash = (None, None)
+    if neighborhoods is not None:
+        hoods, hood_hash = read_neighborhoods(neighborhoods, input_crs=input_crs)
     # a canonical row order, so that results do not depend on the order of input rows
     need_df = need_t.frame.sort_values("need_id", kind="stable").reset_index(drop=True)
     partner_df = partner_t.frame.sort_values("partner_id", kind="stable").reset_index(drop=True)
@@ -305,188 +268,110 @@ def plan(
                 )
             ]
         )
-    lock_rows = read_pairs(lock, "lock") if lock is not None else None
-    prev_rows = read_pairs(previous, "previous") if previous is not None else None
-
-    with _stage(timings, "cluster"):
-        clustering = cluster_needs(need_df, config, by_neighborhood=by_hood)
-    cl = clustering.clusters
-    cpos = pd.Series(np.arange(len(cl)), index=cl["cluster_id"])
-    need_cpos = cpos.reindex(clustering.need_cluster.to_numpy()).to_numpy()
-
-    with _stage(timings, "candidates"):
-        pairs = candidate_pairs(cl, partner_df)
-        pairs = pair_costs(pairs, cl, partner_df, need_df, need_cpos, config)
-
-    with _stage(timings, "model"):
-        hood_ids = tuple(table.index) if table is not None else ()
-        cluster_hood = (
-            pd.Index(hood_ids, dtype=object)
-            .get_indexer(cl["neighborhood"].astype(str))
-            .astype(np.int64)
-        )
-        has_floor = table["min_coverage"].to_numpy() > 0 if table is not None else np.zeros(0, bool)
-        links = floor_links(cluster_hood, has_floor)
-        vulnerability = None
-        if config.vulnerability_column is not None and table is not None:
-            v = table["vulnerability"].to_numpy(dtype=np.float64)
-            vulnerability = np.where(cluster_hood >= 0, v[np.maximum(cluster_hood, 0)], 0.0)
-        churn_weight = (
-            int(round(config.churn_penalty_km * COST_SCALE)) if prev_rows is not None else 0
-        )
-        model = TransportModel.build(
-            cl,
-            partner_df,
-            pairs,
-            need_df["demand"].to_numpy(),
-            need_cpos,
-            config,
-            vulnerability=vulnerability,
-            links=links,
-            extra_weight=churn_weight,
-            partner_side=config.max_partner_share >= 1,
-        )
-        q, demand_q, cap_q = config.quantum, model.demand, model.capacity
-        pp = model.pair_partner
-        floor_q, allowance = (
-            hood_floors(cluster_hood, demand_q, table["min_coverage"].to_numpy())
-            if table is not None
-            else (np.zeros(0, np.int64), np.zeros(0, np.int64))
-        )
-        cids = cl["cluster_id"].to_numpy().astype(str)
-        pids = partner_df["partner_id"].to_numpy().astype(str)
-        zero = np.zeros(len(pairs), dtype=np.int64)
-        cons = Constraints(
-            hood_ids,
-            cluster_hood,
-            allowance,
-            np.floor(cap_q * config.max_partner_share + 1e-9).astype(np.int64)
-            if config.max_partner_share < 1
-            else None,
-            pair_units(*lock_rows, pairs, cids, pids, q, strict=True)
-            if lock_rows is not None
-            else zero,
-            pair_units(*prev_rows, pairs, cids, pids, q, strict=False)
-            if prev_rows is not None
-            else zero,
-            churn_weight,
-        )
-
-    with _stage(timings, "solve"):
-        if cons.active:
-            try:
-                solution, _ = solve_constrained(model, cons, config.solver)
-            except InfeasibleMatchError as exc:
-                if lock_rows is None:
-                    raise
-                raise InputValidationError(
-                    [Problem(lock_rows[1], None, "units", None, str(exc))]
-                ) from None
-        else:
-            solution = model.solve(config.solver)
-
-    with _stage(timings, "explain"):
-        pair_flow, unmet_q = solution.pair_flow, solution.unmet
-        served_q = demand_q - unmet_q
-        used_q = np.bincount(pp, weights=pair_flow, minlength=len(partner_df)).astype(np.int64)
-        assigned = pairs[pair_flow > 0].assign(units=pair_flow[pair_flow > 0] * q)
-        assigned = explain_assignments(assigned, pairs, partner_df, cl, used_q * q, cap_q * q)
-        result = _assemble(
-            need_df,
-            partner_df,
-            cl,
-            clustering,
-            assigned,
-            demand_q,
-            served_q,
-            unmet_q,
-            used_q,
-            pairs,
-            q,
-        )
-        clusters_out, need_out, assignments_out, unmet_out = result
-        objective = int(np.dot(pair_flow, pairs["weight"].to_numpy()))
-        metrics = plan_metrics(clusters_out, need_out, assignments_out)
-        metrics["cost"] = {
-            "total": round(objective * q / COST_SCALE, 6),
-            "unit": "units x km" if config.objective == "distance" else "units x cost-km",
-        }
-        plan_gaps = gaps(need_out, clusters_out)
-        floors = None
-        if table is not None and has_floor.any():
-            served_h = per_hood(cluster_hood, served_q, len(hood_ids))
-            short = np.flatnonzero(has_floor & (served_h < floor_q))
-            alone = np.full(len(hood_ids), -1, dtype=np.int64)
-            cap_h = cons.share_cap if cons.share_cap is not None else cap_q
-            alone[short] = max_alone(short, cluster_hood, demand_q, model.pair_cluster, pp, cap_h)
-            floors = floor_report(
-                table, clusters_out, floor_q, q, config.max_partner_share < 1, alone
-            )
-            metrics["floors"] = {
-                "neighborhoods": int(len(floors)),
-                "met": int(floors["floor_met"].sum()),
-                "shortfall_units": round(float(floors["shortfall"].sum()), 6),
-                "not_met": floors.loc[~floors["floor_met"], "neighborhood_id"].tolist(),
-            }
-        plan_churn = None
-        if prev_rows is not None:
-            plan_churn = churn(prev_rows[0], assignments_out)
-            metrics["churn"] = plan_churn
-        if lock_rows is not None:
-            metrics["locked_units"] = round(float(cons.lock.sum() * q), 6)
-    hashes = {"needs": need_t.sha256, "partners": partner_t.sha256}
-    if config.volunteer_points == "grid":
-        # the hash of a table with volunteers' exact points would confirm guesses of them:
-        # a grid plan records the hash of the public view it was made from
-        public = pd.DataFrame(partner_df.drop(columns=partner_df.geometry.name))
-        hashes["partners"] = hash_table(public)
-    if hood_hash:
-        hashes["neighborhoods"] = hood_hash
-    for name, rows in (("lock", lock_rows), ("previous", prev_rows)):
-        if rows is not None:
-            hashes[name] = hash_table(rows[0][["cluster_id", "partner_id", "units"]])
-    solver_info = {
-        "name": solution.solver,
-        "status": "optimal",
-        "objective_scaled": solution.objective,
-        "components": solution.components,
-        "assignment_cost_scaled": objective,
-        "cost_scale": COST_SCALE,
-        "quantum": q,
-        "pairs": int(len(pairs)),
-    }
-    cluster_model = ClusterModel.from_clustering(
-        need_df, clustering, config, need_t.sha256, by_neighborhood=by_hood
-    )
-    rejects = {
-        k: t.rejects for k, t in (("needs", need_t), ("partners", partner_t)) if len(t.rejects)
-    }
-    logger.info(
-        "plan: served %.1f of %.1f units (%d clusters, %d assignments)",
-        metrics["units"]["served"],
-        metrics["units"]["demand"],
-        len(cl),
-        len(assignments_out),
-    )
-    return Plan(
-        clusters_out,
-        need_out[["need_id", "cluster_id"]].sort_values("need_id").reset_index(drop=True),
-        assignments_out,
-        unmet_out,
-        need_out,
-        partner_df.assign(used=used_q * q),
+    return _Prepared(
+        need_t,
+        partner_t,
+        need_df,
+        partner_df,
         hoods,
-        metrics,
-        config.parameters(),
-        hashes,
-        solver_info,
-        rejects,
-        cluster_model,
-        timings,
-        plan_gaps,
-        floors,
-        plan_churn,
-        {
+        hood_hash,
+        table,
+        by_hood,
+        read_pairs(lock, "lock") if lock is not None else None,
+        read_pairs(previous, "previous") if previous is not None else None,
+    )
+
+
+class _InProcess:
+    """Runs region steps at once in this process (the executor of a plan without Dask)."""
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    def gather(self, futures: list[Any]) -> list[Any]:
+        return list(futures)
+
+    def scatter(self, data: list[Any]) -> list[Any]:
+        return list(data)
+
+
+def plan(
+    needs: Source | LoadedTable,
+    partners: Source | LoadedTable,
+    *,
+    neighborhoods: str | Path | gpd.GeoDataFrame | None = None,
+    config: MatchConfig | None = None,
+    input_crs: str | None = None,
+    lock: PairsSource | None = None,
+    previous: PairsSource | None = None,
+    client: Any = None,
+) -> Plan:
+    """Cluster needs and recommend partners for every cluster, exactly optimally.
+
+    Parameters
+    ----------
+    needs, partners : str, Path, DataFrame or LoadedTable
+        Files (CSV, GeoJSON, GeoPackage) or tables with the columns of DESIGN.md.
+    neighborhoods : str, Path or GeoDataFrame, optional
+        Neighborhood polygons; each need's ``neighborhood`` is then the polygon that
+        contains it.
+    config : MatchConfig, optional
+        Parameters; ``MatchConfig()`` when omitted.
+    input_crs : str, optional
+        Declares the transform of input files that are not in WGS84.
+    lock : str, Path or DataFrame, optional
+        Accepted partnerships to keep fixed: ``cluster_id, partner_id, units`` rows
+        (e.g. an edited ``assignments.csv``). The plan carries exactly those units on
+        those pairs and optimises the rest around them.
+    previous : str, Path or DataFrame, optional
+        The last plan (its directory or ``assignments.csv``); with
+        ``config.churn_penalty_km`` the new plan prefers its pairs, and the plan
+        reports churn.
+    client : dask.distributed.Client, optional
+        Split the plan into independent regions (:mod:`matcher.partition`) and cluster,
+        solve and explain them on the client's workers; the plan is the same, byte for
+        byte, as without (see :mod:`matcher.region`).
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    InputValidationError
+        With every problem found in the inputs (nothing is planned).
+    InfeasibleMatchError
+        When the locked pairs exceed a demand, a capacity or a share cap.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> needs = pd.DataFrame({"need_id": ["n1", "n2"], "category": ["food_access"] * 2,
+    ...                       "lat": [41.88, 41.95], "lon": [-87.63, -87.63], "demand": [4, 3]})
+    >>> partners = pd.DataFrame({"partner_id": ["p1"], "kind": ["organization"],
+    ...     "lat": [41.881], "lon": [-87.63], "categories": ["food_access"],
+    ...     "capacity": [10], "radius_km": [2.0]})
+    >>> p = plan(needs, partners, config=MatchConfig(objective="distance"))
+    >>> p.assignments[["cluster_id", "partner_id", "units"]].values.tolist()
+    [['food_access-000000', 'p1', 4.0]]
+    >>> p.unmet[["cluster_id", "units", "reason"]].values.tolist()
+    [['food_access-000001', 3.0, 'no_partner_in_range']]
+    """
+    config = config or MatchConfig()
+    timings: dict[str, float] = {}
+    with _stage(timings, "read"):
+        prep = _prepare(needs, partners, neighborhoods, config, input_crs, lock, previous)
+    if client is None:
+        results = _run_whole(prep, config, timings)
+    else:
+        from .runners.on_dask import DaskExecutor
+
+        results = _run_regions(DaskExecutor(client), prep, config, timings)
+    with _stage(timings, "merge"):
+        result = _finish(prep, results, config, timings)
+    return replace(
+        result,
+        sources={
             name: str(Path(src).resolve())
             for name, src in (
                 ("needs", needs),
@@ -500,63 +385,315 @@ def plan(
     )
 
 
-def _assemble(
-    need_df: gpd.GeoDataFrame,
-    partner_df: gpd.GeoDataFrame,
-    cl: pd.DataFrame,
-    clustering: Clustering,
-    assigned: pd.DataFrame,
-    demand_q: np.ndarray,
-    served_q: np.ndarray,
-    unmet_q: np.ndarray,
-    used_q: np.ndarray,
-    pairs: pd.DataFrame,
-    q: float,
-) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame]:
-    """Turn the optimal flow into the plan's tables."""
-    reason = unmet_reasons(len(cl), pairs, unmet_q)
-    clusters = cl.assign(
-        demand=demand_q * q, served=served_q * q, unmet=unmet_q * q, unmet_reason=reason
+def _whole_input(prep: _Prepared) -> RegionInput:
+    return RegionInput(
+        prep.needs,
+        prep.partners,
+        np.arange(len(prep.needs), dtype=np.int64),
+        np.arange(len(prep.partners), dtype=np.int64),
     )
-    need_cluster = clustering.need_cluster.to_numpy()
-    cluster_pos = pd.Index(cl["cluster_id"]).get_indexer(need_cluster)
-    hulls = hull_polygons(
-        need_df["lat"], need_df["lon"], cluster_pos, cl["centroid_lat"], cl["centroid_lon"]
+
+
+def _run_whole(
+    prep: _Prepared, config: MatchConfig, timings: dict[str, float]
+) -> list[RegionResult]:
+    """Plan as one region, in this process, with the usual stage records."""
+    region = _whole_input(prep)
+    with _stage(timings, "cluster"):
+        clustering = cluster_region(region, config, prep.by_hood)
+    result = match_region(
+        region,
+        clustering,
+        None,
+        prep.table,
+        config,
+        lock=prep.lock,
+        previous=prep.previous,
     )
-    clusters = gpd.GeoDataFrame(clusters, geometry=hulls, crs="EPSG:4326")
-    share = pd.Series(served_q / np.maximum(demand_q, 1), index=cl["cluster_id"])
-    need_out = need_df.assign(
-        cluster_id=need_cluster,
-        served=need_df["demand"].to_numpy() * share.reindex(need_cluster).to_numpy(),
-    )
-    pid = partner_df["partner_id"].to_numpy().astype(str)
-    cid = cl["cluster_id"].to_numpy().astype(str)
-    assignments = assigned.assign(
-        cluster_id=cid[assigned["cluster"].to_numpy()],
-        partner_id=pid[assigned["partner"].to_numpy()],
-        cost=assigned["units"] * assigned["weight"] / COST_SCALE,
-    )
-    front = ["cluster_id", "partner_id", "units", "distance_km", "cost"]
-    rest = [
-        "language_km",
-        "capacity_used",
-        "capacity_left",
-        "runner_up_id",
-        "runner_up_distance_km",
-        "runner_up_extra_cost",
-        "runner_up_full",
-        "reason",
+    for name, seconds in result.timings.items():
+        timings[name] = seconds
+        logger.info("stage %-11s %.2f s", name, seconds)
+    return [result]
+
+
+def _run_regions(
+    executor: Any, prep: _Prepared, config: MatchConfig, timings: dict[str, float]
+) -> list[RegionResult]:
+    """Plan in independent regions, each step run by ``executor``."""
+    from .partition import partition
+
+    with _stage(timings, "partition"):
+        groups = partition(prep.needs, prep.partners, config, prep.table, executor.tasks)
+        if not groups:
+            groups = [(np.arange(len(prep.needs)), np.arange(len(prep.partners)))]
+        inputs = executor.scatter(
+            [
+                RegionInput(
+                    prep.needs.iloc[n].reset_index(drop=True),
+                    prep.partners.iloc[p].reset_index(drop=True),
+                    n,
+                    p,
+                )
+                for n, p in groups
+            ]
+        )
+    logger.info("%d region task(s) on %s", len(groups), executor)
+    with _stage(timings, "cluster"):
+        clusterings = [executor.submit(cluster_region, r, config, prep.by_hood) for r in inputs]
+        keys = executor.gather(
+            [executor.submit(cluster_keys, r, c) for r, c in zip(inputs, clusterings, strict=True)]
+        )
+    widest = max((k[2] for k in keys), default=0.0)
+    if widest > config.max_cluster_radius_km * (1 + 1e-6):  # pragma: no cover - see partition
+        logger.warning(
+            "a cluster is wider (%.3f km) than max_cluster_radius_km: planning as one region",
+            widest,
+        )
+        inputs, clusterings = executor.scatter([_whole_input(prep)]), []
+        clusterings = [executor.submit(cluster_region, inputs[0], config, prep.by_hood)]
+        keys = executor.gather([executor.submit(cluster_keys, inputs[0], clusterings[0])])
+    ranks = _global_ranks([k[0] for k in keys], [k[1] for k in keys])
+    ids = _global_ids([k[1] for k in keys], ranks) if prep.lock or prep.previous else None
+    with _stage(timings, "match"):
+        futures = []
+        for i, (r, c) in enumerate(zip(inputs, clusterings, strict=True)):
+            lock = _rows_of(prep.lock, ids[i]) if ids is not None else None
+            futures.append(
+                executor.submit(
+                    match_region,
+                    r,
+                    c,
+                    ranks[i] if len(inputs) > 1 else None,
+                    prep.table,
+                    config,
+                    lock=lock,
+                    previous=_rows_of(prep.previous, ids[i]) if ids is not None else None,
+                    known_partners=_known(lock, prep.partners),
+                    solve_workers=1,
+                )
+            )
+        results: list[RegionResult] = executor.gather(futures)
+    if prep.lock is not None and ids is not None:
+        results.append(_unknown_lock_rows(prep, ids, config))
+    return results
+
+
+def _global_ranks(firsts: list[np.ndarray], cats: list[np.ndarray]) -> list[np.ndarray]:
+    """Each region cluster's rank in its category over the whole plan (by smallest need)."""
+    sizes = [f.size for f in firsts]
+    if sum(sizes) == 0:
+        return [np.zeros(0, dtype=np.int64) for _ in firsts]
+    first = np.concatenate(firsts)
+    codes = pd.factorize(np.concatenate(cats), sort=True)[0]
+    order = np.lexsort((first, codes))
+    start = np.searchsorted(codes[order], codes[order], side="left")
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[order] = np.arange(first.size) - start
+    return np.split(rank, np.cumsum(sizes)[:-1])
+
+
+def _global_ids(cats: list[np.ndarray], ranks: list[np.ndarray]) -> list[np.ndarray]:
+    return [
+        np.array([f"{c}-{r:06d}" for c, r in zip(cat.tolist(), rank.tolist(), strict=True)])
+        for cat, rank in zip(cats, ranks, strict=True)
     ]
-    assignments = (
-        assignments[front + rest].sort_values(["cluster_id", "partner_id"]).reset_index(drop=True)
+
+
+def _rows_of(rows: Pairs | None, ids: np.ndarray) -> Pairs | None:
+    """Return the pair rows that name one of ``ids`` (None when there are none)."""
+    if rows is None:
+        return None
+    mine = rows[0][rows[0]["cluster_id"].isin(ids)]
+    return (mine, rows[1]) if len(mine) else None
+
+
+def _known(lock: Pairs | None, partners: pd.DataFrame) -> frozenset[str] | None:
+    if lock is None:
+        return None
+    named = set(lock[0]["partner_id"].astype(str))
+    return frozenset(named.intersection(partners["partner_id"].astype(str)))
+
+
+def _unknown_lock_rows(prep: _Prepared, ids: list[np.ndarray], config: MatchConfig) -> RegionResult:
+    """Report the lock rows that name a cluster of no region."""
+    assert prep.lock is not None
+    rows, label = prep.lock
+    known = np.concatenate(ids).astype(str) if ids else np.zeros(0, dtype=str)
+    stray = rows[~rows["cluster_id"].isin(known)]
+    if len(stray):
+        try:
+            pair_units(
+                stray,
+                label,
+                pd.DataFrame({"cluster": np.zeros(0, np.int64), "partner": np.zeros(0, np.int64)}),
+                known,
+                prep.partners["partner_id"].to_numpy().astype(str),
+                config.quantum,
+                strict=True,
+            )
+        except InputValidationError as exc:
+            return problems_only((1, tuple(exc.problems)))
+    return problems_only((0, ()))
+
+
+def _problems(results: list[RegionResult]) -> list[Problem]:
+    """Return the lock problems of the earliest stage over all regions, by row."""
+    staged = [r.problems for r in results if r.problems[1]]
+    if not staged:
+        return []
+    stage = min(s for s, _ in staged)
+    found = [p for s, ps in staged if s == stage for p in ps]
+    return sorted(found, key=lambda p: (p.row is None, p.row or 0))
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate region tables, leaving out empty ones (whose dtypes may be looser)."""
+    full = [f for f in frames if len(f)]
+    if not full:
+        return frames[0]
+    return full[0] if len(full) == 1 else pd.concat(full, ignore_index=True)
+
+
+def _finish(
+    prep: _Prepared, results: list[RegionResult], config: MatchConfig, timings: dict[str, float]
+) -> Plan:
+    """Merge region results into the plan: tables in canonical order, metrics, floors."""
+    problems = _problems(results)
+    if problems:
+        raise InputValidationError(problems)
+    regions = [r for r in results if r.solver]
+    q = config.quantum
+    need_df, partner_df, table = prep.needs, prep.partners, prep.table
+    n_needs = len(need_df)
+    one = len(regions) == 1
+    clusters = _concat([r.clusters for r in regions])
+    cl = _concat([r.cluster_table for r in regions])
+    demand_q = np.concatenate([r.demand_q for r in regions])
+    served_q = np.concatenate([r.served_q for r in regions])
+    if not one:
+        order = np.argsort(clusters["cluster_id"].to_numpy().astype(str), kind="stable")
+        clusters = clusters.iloc[order].reset_index(drop=True)
+        cl = cl.iloc[order].reset_index(drop=True)
+        demand_q, served_q = demand_q[order], served_q[order]
+    need_cluster = np.empty(n_needs, dtype=object)
+    need_served = np.zeros(n_needs, dtype=np.float64)
+    core = np.zeros(n_needs, dtype=bool)
+    used_q = np.zeros(len(partner_df), dtype=np.int64)
+    for r in regions:
+        need_cluster[r.need_pos] = r.need_cluster
+        need_served[r.need_pos] = r.need_served
+        core[r.need_pos] = r.core
+        used_q[r.partner_pos] = r.used_q
+    assignments_out = _concat([r.assignments for r in regions])
+    if not one:
+        assignments_out = assignments_out.sort_values(["cluster_id", "partner_id"]).reset_index(
+            drop=True
+        )
+    assignments_out = assignments_out[list(ASSIGNMENT_COLUMNS)]
+    need_out = need_df.assign(cluster_id=need_cluster, served=need_served)
+    unmet_out = _unmet_table(clusters)
+    objective = int(sum(r.assignment_cost for r in regions))
+    metrics = plan_metrics(clusters, need_out, assignments_out)
+    metrics["cost"] = {
+        "total": round(objective * q / COST_SCALE, 6),
+        "unit": "units x km" if config.objective == "distance" else "units x cost-km",
+    }
+    plan_gaps = gaps(need_out, clusters)
+    floors = None
+    has_floor = table["min_coverage"].to_numpy() > 0 if table is not None else np.zeros(0, bool)
+    if table is not None and has_floor.any():
+        hood_ids = tuple(table.index)
+        cluster_hood = (
+            pd.Index(hood_ids, dtype=object)
+            .get_indexer(clusters["neighborhood"].astype(str))
+            .astype(np.int64)
+        )
+        floor_q, _ = hood_floors(cluster_hood, demand_q, table["min_coverage"].to_numpy())
+        alone = np.full(len(hood_ids), -1, dtype=np.int64)
+        for r in regions:
+            if r.alone is not None:
+                alone = np.maximum(alone, r.alone)
+        served_h = per_hood(cluster_hood, served_q, len(hood_ids))
+        alone[~(has_floor & (served_h < floor_q))] = -1
+        floors = floor_report(table, clusters, floor_q, q, config.max_partner_share < 1, alone)
+        metrics["floors"] = {
+            "neighborhoods": int(len(floors)),
+            "met": int(floors["floor_met"].sum()),
+            "shortfall_units": round(float(floors["shortfall"].sum()), 6),
+            "not_met": floors.loc[~floors["floor_met"], "neighborhood_id"].tolist(),
+        }
+    plan_churn = None
+    if prep.previous is not None:
+        plan_churn = churn(prep.previous[0], assignments_out)
+        metrics["churn"] = plan_churn
+    if prep.lock is not None:
+        metrics["locked_units"] = round(float(sum(r.locked_q for r in regions) * q), 6)
+    hashes = {"needs": prep.need_t.sha256, "partners": prep.partner_t.sha256}
+    if config.volunteer_points == "grid":
+        # the hash of a table with volunteers' exact points would confirm guesses of them:
+        # a grid plan records the hash of the public view it was made from
+        public = pd.DataFrame(partner_df.drop(columns=partner_df.geometry.name))
+        hashes["partners"] = hash_table(public)
+    if prep.hood_hash:
+        hashes["neighborhoods"] = prep.hood_hash
+    for name, rows in (("lock", prep.lock), ("previous", prep.previous)):
+        if rows is not None:
+            hashes[name] = hash_table(rows[0][["cluster_id", "partner_id", "units"]])
+    solver_info = {
+        "name": regions[0].solver,
+        "status": "optimal",
+        "objective_scaled": int(sum(r.objective for r in regions)),
+        "components": int(sum(r.components for r in regions)),
+        "assignment_cost_scaled": objective,
+        "cost_scale": COST_SCALE,
+        "quantum": q,
+        "pairs": int(sum(r.pairs for r in regions)),
+    }
+    clustering = Clustering(cl, pd.Series(need_cluster, name="cluster_id"), core)
+    cluster_model = ClusterModel.from_clustering(
+        need_df, clustering, config, prep.need_t.sha256, by_neighborhood=prep.by_hood
     )
+    rejects = {
+        k: t.rejects
+        for k, t in (("needs", prep.need_t), ("partners", prep.partner_t))
+        if len(t.rejects)
+    }
+    logger.info(
+        "plan: served %.1f of %.1f units (%d clusters, %d assignments)",
+        metrics["units"]["served"],
+        metrics["units"]["demand"],
+        len(clusters),
+        len(assignments_out),
+    )
+    return Plan(
+        clusters,
+        need_out[["need_id", "cluster_id"]].sort_values("need_id").reset_index(drop=True),
+        assignments_out,
+        unmet_out,
+        need_out,
+        partner_df.assign(used=used_q * q),
+        prep.hoods,
+        metrics,
+        config.parameters(),
+        hashes,
+        solver_info,
+        rejects,
+        cluster_model,
+        timings,
+        plan_gaps,
+        floors,
+        plan_churn,
+    )
+
+
+def _unmet_table(clusters: pd.DataFrame) -> pd.DataFrame:
+    """Clusters with unmet units: ``cluster_id, category, units, reason`` and the centroid."""
     unmet = clusters.loc[
         clusters["unmet"] > 0,
         ["cluster_id", "category", "unmet", "unmet_reason", "centroid_lat", "centroid_lon"],
     ]
-    unmet = (
+    return (
         pd.DataFrame(unmet)
         .rename(columns={"unmet": "units", "unmet_reason": "reason"})
         .reset_index(drop=True)
     )
-    return clusters, need_out, assignments, unmet

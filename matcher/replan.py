@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import TypeAlias
 
@@ -95,6 +96,7 @@ def pair_units(
     quantum: float,
     *,
     strict: bool,
+    known_partners: Collection[str] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Quanta per eligible pair of ``pairs`` named by ``rows``.
 
@@ -112,6 +114,9 @@ def pair_units(
         Locks (True): a row naming an unknown cluster or partner, or a pair that is
         not eligible, is an error. Previous pairs (False): such rows are skipped with
         a log message (the input changed since).
+    known_partners : collection of str, optional
+        The partner ids that exist (default: ``partner_ids``); a plan solved in regions
+        names a partner of another region "not eligible", as a whole plan would.
 
     Returns
     -------
@@ -136,7 +141,8 @@ def pair_units(
     pos = index.reindex(key).to_numpy()
     missing = np.isnan(pos)
     if missing.any():
-        known_c, known_p = set(cluster_ids), set(partner_ids)
+        known_c = set(cluster_ids)
+        known_p = set(partner_ids) if known_partners is None else set(known_partners)
         problems = []
         for i in np.flatnonzero(missing):
             c, p, r = rows["cluster_id"].iloc[i], rows["partner_id"].iloc[i], rows["row"].iloc[i]

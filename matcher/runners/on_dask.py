@@ -1,0 +1,107 @@
+"""Run a plan's regions on a Dask cluster (``matcher plan --dask``).
+
+The plan itself is :func:`matcher.plan` with ``client=``: it splits the work into
+regions (:mod:`matcher.partition`), and this module only submits the region steps of
+:mod:`matcher.region` to the client's workers and gathers their results. Region inputs
+are scattered once; a region's clustering stays on the worker that made it and is
+matched there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["DaskExecutor", "LOCAL", "dask_client", "parse_address"]
+
+logger = logging.getLogger(__name__)
+
+#: ``local`` or ``local:N``: a cluster of N worker processes on this machine.
+LOCAL = re.compile(r"local(?::([0-9]{1,3}))?")
+#: Most worker processes of a local cluster.
+MAX_LOCAL_WORKERS = 256
+#: Region tasks per worker thread: enough to even out regions of different sizes.
+TASKS_PER_THREAD = 4
+
+
+class DaskExecutor:
+    """Submit region steps to a ``dask.distributed.Client``.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+        A connected client.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        threads = sum(client.nthreads().values()) or 1
+        self.tasks = TASKS_PER_THREAD * threads
+
+    def __repr__(self) -> str:
+        return f"Dask ({len(self.client.nthreads())} workers)"
+
+    def scatter(self, data: list[Any]) -> list[Any]:
+        """Send region inputs to the workers once; return their futures."""
+        return list(self.client.scatter(data))
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` on a worker (never cached: each plan runs its own steps)."""
+        return self.client.submit(fn, *args, pure=False, **kwargs)
+
+    def gather(self, futures: list[Any]) -> list[Any]:
+        """Wait for futures and return their results, in order."""
+        return list(self.client.gather(futures))
+
+
+def parse_address(address: str) -> tuple[str, int | None]:
+    """Split a ``--dask`` value into a scheduler address or ``local`` and a worker count.
+
+    Examples
+    --------
+    >>> parse_address("local:2")
+    ('local', 2)
+    >>> parse_address("tcp://10.0.0.5:8786")
+    ('tcp://10.0.0.5:8786', None)
+    """
+    m = LOCAL.fullmatch(address)
+    if m:
+        return "local", int(m[1]) if m[1] else None
+    return address, None
+
+
+@contextmanager
+def dask_client(address: str) -> Iterator[Any]:
+    """Connect to a Dask scheduler, or start a local cluster of worker processes.
+
+    Parameters
+    ----------
+    address : str
+        ``local`` (one worker process per CPU), ``local:N`` (N processes, one thread
+        each) or a scheduler address such as ``tcp://host:8786``.
+
+    Yields
+    ------
+    dask.distributed.Client
+    """
+    from dask.distributed import Client, LocalCluster
+
+    where, workers = parse_address(address)
+    if where == "local":
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
+        try:
+            with Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+    else:
+        with Client(where) as client:
+            yield client
