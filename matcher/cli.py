@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,13 @@ from ._errors import InputValidationError, MatcherError, Problem
 from ._logging import SafeFormatter
 from .access import ROLES
 from .config import DEFAULT_RECRUIT_RADIUS_KM, OBJECTIVES, VOLUNTEER_POINTS, MatchConfig
-from .progress import PLAN_STAGES, StageProgress, console_write_mode, progress_enabled
+from .progress import (
+    DASK_PLAN_STAGES,
+    PLAN_STAGES,
+    StageProgress,
+    console_write_mode,
+    progress_enabled,
+)
 from .taxonomy import Taxonomy, default_taxonomy
 
 __all__ = ["main"]
@@ -254,6 +261,14 @@ def main() -> None:
     type=float,
     help="Capacity of a suggested new partner (default: unlimited).",
 )
+@click.option(
+    "--dask",
+    "dask_address",
+    metavar="ADDRESS|local[:N]",
+    help="Split the plan into independent regions and run them on Dask: a scheduler "
+    "address (tcp://host:8786) or local:N worker processes on this machine. The plan is "
+    "the same, byte for byte. Needs the 'dask' extra.",
+)
 @_with_common
 @_guarded
 def plan_cmd(
@@ -283,6 +298,7 @@ def plan_cmd(
     recruit_k: int | None,
     recruit_radius_km: float,
     recruit_capacity: float | None,
+    dask_address: str | None,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -310,13 +326,18 @@ def plan_cmd(
         churn_penalty_km=churn_penalty,
         volunteer_points=volunteer_points,  # type: ignore[arg-type]
     )
+    if dask_address is not None:
+        _check_dask(dask_address)
     stages = [
-        *PLAN_STAGES,
+        *(DASK_PLAN_STAGES if dask_address else PLAN_STAGES),
         *(["recruit"] if recruit_k else []),
         *(["report"] if report else []),
         "write",
     ]
-    with StageProgress(stages, enabled=progress_enabled(quiet), desc="plan") as progress:
+    with (
+        StageProgress(stages, enabled=progress_enabled(quiet), desc="plan") as progress,
+        _client(dask_address) as client,
+    ):
         result = plan(
             needs_path,
             partners_path,
@@ -325,6 +346,7 @@ def plan_cmd(
             input_crs=input_crs,
             lock=lock_path,
             previous=previous_path,
+            client=client,
         )
         if recruit_k:
             with progress.stage("recruit", logger):
@@ -361,6 +383,43 @@ def plan_cmd(
             )
         click.echo(f"wrote {', '.join(written)} to {out_dir}")
         click.echo(f"saved clustering model {manifest}")
+
+
+def _check_dask(address: str) -> None:
+    """Refuse a ``--dask`` value that names no local cluster or scheduler, or no Dask."""
+    from .runners.on_dask import MAX_LOCAL_WORKERS, valid_address
+
+    problem = valid_address(address)
+    if problem is None:
+        try:
+            import dask.distributed  # noqa: F401
+        except ImportError:
+            problem = "Dask is not installed: pip install 'matcher[dask]'"
+    if problem is not None:
+        raise InputValidationError(
+            [
+                Problem(
+                    None,
+                    None,
+                    "--dask",
+                    address,
+                    f"{problem}; expected local, local:N (N from 1 to {MAX_LOCAL_WORKERS}) "
+                    "or a scheduler address such as tcp://host:8786",
+                )
+            ]
+        )
+
+
+@contextlib.contextmanager
+def _client(address: str | None) -> Iterator[Any]:
+    """Yield a Dask client for ``--dask`` (None without)."""
+    if address is None:
+        yield None
+        return
+    from .runners.on_dask import dask_client
+
+    with dask_client(address) as client:
+        yield client
 
 
 def _with_recruit(result: Any, k: int, radius_km: float, capacity: float | None) -> Any:

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 __all__ = [
+    "DASK_PLAN_STAGES",
     "PLAN_STAGES",
     "StageProgress",
     "progress_enabled",
@@ -36,7 +37,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The stages of :func:`matcher.pipeline.plan`, in order (each logs ``"stage %-11s %.2f s"``).
-PLAN_STAGES: tuple[str, ...] = ("read", "cluster", "candidates", "model", "solve", "explain")
+PLAN_STAGES: tuple[str, ...] = (
+    "read",
+    "cluster",
+    "candidates",
+    "model",
+    "solve",
+    "explain",
+    "merge",
+)
+#: The stages of a plan run in regions on Dask (``matcher plan --dask``).
+DASK_PLAN_STAGES: tuple[str, ...] = ("read", "partition", "cluster", "match", "merge")
 
 #: The format of the stage records (of :mod:`matcher.pipeline` and of :meth:`StageProgress.stage`).
 STAGE_FORMAT = "stage %-11s %.2f s"

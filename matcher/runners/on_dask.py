@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["DaskExecutor", "LOCAL", "dask_client", "parse_address"]
+__all__ = ["DaskExecutor", "LOCAL", "dask_client", "parse_address", "valid_address"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,34 @@ def parse_address(address: str) -> tuple[str, int | None]:
     if m:
         return "local", int(m[1]) if m[1] else None
     return address, None
+
+
+#: A scheduler address: an optional ``scheme://``, a host and a port.
+_ADDRESS = re.compile(
+    r"(?:(?:tcp|tls|inproc|ucx|ws|wss)://)?[A-Za-z0-9_.\-\[\]:]{1,253}:[0-9]{1,5}"
+)
+
+
+def valid_address(address: str) -> str | None:
+    """Say what is wrong with a ``--dask`` value, or None when it is usable.
+
+    Examples
+    --------
+    >>> valid_address("local:0")
+    'a local cluster needs 1 to 256 workers, not 0'
+    >>> valid_address("tcp://scheduler:8786") is None
+    True
+    """
+    if len(address) > 300:
+        return "too long"
+    where, workers = parse_address(address)
+    if where == "local":
+        if workers is not None and not 1 <= workers <= MAX_LOCAL_WORKERS:
+            return f"a local cluster needs 1 to {MAX_LOCAL_WORKERS} workers, not {workers}"
+        return None
+    if not _ADDRESS.fullmatch(address):
+        return "not a local cluster nor a scheduler address"
+    return None
 
 
 @contextmanager
