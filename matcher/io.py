@@ -23,6 +23,8 @@ from ._errors import InputValidationError, Problem
 from ._validate import NEED_COLUMNS, PARTNER_COLUMNS, Validated, validate_needs, validate_partners
 from .limits import (
     MAX_CELL_CHARS,
+    MAX_INPUT_FILES,
+    MAX_INPUT_FILES_BYTES_FACTOR,
     MAX_JSON_DEPTH,
     check_file,
     file_limit,
@@ -42,10 +44,10 @@ __all__ = [
     "hash_table",
     "load_json_document",
     "WGS84_NAMES",
+    "input_files",
 ]
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,15 @@ class LoadedTable:
         The SHA-256 of the file's bytes, or of the canonical CSV of a DataFrame input.
     name : str
         The file name or input name.
+    rows : numpy.ndarray, optional
+        The row number (as in problems) of each row of ``frame``.
     """
 
     frame: gpd.GeoDataFrame
     rejects: pd.DataFrame
     sha256: str
     name: str
+    rows: np.ndarray | None = None
 
 
 def _fail(
@@ -632,7 +637,126 @@ def _load(
     frame = gpd.GeoDataFrame(
         table, geometry=gpd.points_from_xy(table["lon"], table["lat"]), crs="EPSG:4326"
     )
-    return LoadedTable(frame, rejects.reset_index(drop=True), digest, label)
+    kept = np.asarray(rows)[~np.asarray(checked.bad_rows, dtype=bool)]
+    return LoadedTable(
+        frame,
+        rejects.reset_index(drop=True),
+        digest,
+        label,
+        kept if kept.size == len(frame) else None,
+    )
+
+
+#: Characters that make an input path a glob pattern.
+GLOB_CHARS = "*?["
+
+
+def input_files(source: Source) -> list[Path] | None:
+    """Return the files of a partitioned input, or None for a single file or a table.
+
+    A directory stands for its ``.csv``, ``.geojson``/``.json`` and ``.gpkg`` files; a
+    path with ``*``, ``?`` or ``[`` that names no file is a glob pattern (not
+    recursive). Files are taken in name order.
+
+    Raises
+    ------
+    InputValidationError
+        When nothing matches, or there are more than :data:`MAX_INPUT_FILES` files or
+        more than :data:`MAX_INPUT_FILES_BYTES_FACTOR` times the file-size bound in all.
+    """
+    if not isinstance(source, str | Path):
+        return None
+    text = str(source)
+    path = Path(text)
+    suffixes = CSV_SUFFIXES + GEOJSON_SUFFIXES + GPKG_SUFFIXES
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+    elif any(c in text for c in GLOB_CHARS) and not path.exists():
+        import glob
+
+        files = sorted(Path(p) for p in glob.glob(text))
+    else:
+        return None
+    files = [f for f in files if f.is_file()]
+    if not files:
+        raise _fail(text, "no .csv, .geojson/.json or .gpkg file in this directory or pattern")
+    if len(files) > MAX_INPUT_FILES:
+        raise _fail(text, f"{len(files)} files; at most {MAX_INPUT_FILES} make one input")
+    total = sum(f.stat().st_size for f in files)
+    if total > file_limit() * MAX_INPUT_FILES_BYTES_FACTOR:
+        raise _fail(
+            text,
+            f"{total} bytes in {len(files)} files; at most "
+            f"{file_limit() * MAX_INPUT_FILES_BYTES_FACTOR} (raise MATCHER_MAX_FILE_BYTES)",
+        )
+    return files
+
+
+def _load_files(
+    files: list[Path],
+    label: str,
+    key: str,
+    reader: Any,
+    **kwargs: Any,
+) -> LoadedTable:
+    """Read every file of a partitioned input; report the problems of all of them at once.
+
+    An id used in two files is a problem of the later one (with ``on_invalid="skip"``
+    that row is rejected). The hash is that of the files' names and hashes.
+    """
+    loaded: list[LoadedTable] = []
+    problems: list[Problem] = []
+    for f in files:
+        try:
+            loaded.append(reader(f, **kwargs))
+        except InputValidationError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InputValidationError(problems)
+    frame = pd.concat([t.frame for t in loaded], ignore_index=True)
+    where = np.repeat(np.arange(len(loaded)), [len(t.frame) for t in loaded])
+    rows = np.concatenate(
+        [t.rows if t.rows is not None else np.full(len(t.frame), -1) for t in loaded]
+    )
+    ids = frame[key].astype(str)
+    dup = ids.duplicated(keep="first").to_numpy()
+    rejects = [t.rejects.assign(file=t.name) for t in loaded if len(t.rejects)]
+    if dup.any():
+        first = pd.Series(np.arange(len(ids)), index=ids).groupby(level=0).first()
+        found = []
+        for i in np.flatnonzero(dup)[:1000].tolist():
+            j = int(first[ids.iloc[i]])
+            found.append(
+                Problem(
+                    loaded[where[i]].name,
+                    int(rows[i]) if rows[i] >= 0 else None,
+                    key,
+                    ids.iloc[i],
+                    f"duplicate {key}; first used in {loaded[where[j]].name}"
+                    + (f" row {int(rows[j])}" if rows[j] >= 0 else ""),
+                )
+            )
+        if kwargs.get("on_invalid", "raise") == "raise":
+            raise InputValidationError(found)
+        logger.warning("%s: skipped %d row(s) whose %s another file uses", label, dup.sum(), key)
+        rejects.append(
+            pd.DataFrame(frame.loc[dup].drop(columns=frame.geometry.name)).assign(
+                row=rows[dup],
+                problems=f"{key}: duplicate of an earlier file",
+                file=[loaded[w].name for w in where[dup]],
+            )
+        )
+        frame, rows = frame.loc[~dup].reset_index(drop=True), rows[~dup]
+    digest = hashlib.sha256(
+        "".join(f"{f.name}\t{t.sha256}\n" for f, t in zip(files, loaded, strict=True)).encode()
+    ).hexdigest()
+    return LoadedTable(
+        gpd.GeoDataFrame(frame, geometry=frame.geometry.name, crs="EPSG:4326"),
+        pd.concat(rejects, ignore_index=True) if rejects else loaded[0].rejects,
+        digest,
+        label,
+        None,
+    )
 
 
 def read_needs(
@@ -671,6 +795,17 @@ def read_needs(
     InputValidationError
         With every problem found (file, row, field, value, reason).
     """
+    files = input_files(source)
+    if files is not None:
+        return _load_files(
+            files,
+            name or str(source),
+            "need_id",
+            read_needs,
+            taxonomy=taxonomy,
+            on_invalid=on_invalid,
+            input_crs=input_crs,
+        )
     return _load(
         source,
         NEED_COLUMNS,
@@ -705,6 +840,17 @@ def read_partners(
     InputValidationError
         With every problem found (file, row, field, value, reason).
     """
+    files = input_files(source)
+    if files is not None:
+        return _load_files(
+            files,
+            name or str(source),
+            "partner_id",
+            read_partners,
+            taxonomy=taxonomy,
+            on_invalid=on_invalid,
+            input_crs=input_crs,
+        )
     return _load(
         source,
         PARTNER_COLUMNS,

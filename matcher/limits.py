@@ -43,6 +43,8 @@ __all__ = [
     "MAX_CELL_CHARS",
     "MAX_CLUSTER_KM",
     "MAX_FILE_BYTES",
+    "MAX_INPUT_FILES",
+    "MAX_INPUT_FILES_BYTES_FACTOR",
     "MAX_ID_CHARS",
     "MAX_JSON_DEPTH",
     "MAX_LIST_ITEMS",
@@ -97,6 +99,10 @@ MAX_TEXT_CHARS = 500
 MAX_CELL_CHARS = 2_000
 #: Largest input file the CLI reads, in bytes (1 GiB; a 1M-need CSV is about 80 MB).
 MAX_FILE_BYTES = 1 << 30
+#: Most files of one partitioned input (a directory or a glob pattern).
+MAX_INPUT_FILES = 4096
+#: A partitioned input holds at most this many times the file-size bound in all.
+MAX_INPUT_FILES_BYTES_FACTOR = 32
 #: Largest HTTP request body, in bytes.
 MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Deepest nesting of a JSON or GeoJSON document (a GeoJSON multipolygon needs 6).

@@ -424,8 +424,11 @@ def _run_regions(
 
     with _stage(timings, "partition"):
         groups = partition(prep.needs, prep.partners, config, prep.table, executor.tasks)
-        if not groups:
-            groups = [(np.arange(len(prep.needs)), np.arange(len(prep.partners)))]
+    if len(groups) <= 1:
+        # one region: shipping it to a worker and back would only add time
+        logger.info("one region: planned in this process")
+        return _run_whole(prep, config, timings)
+    with _stage(timings, "scatter"):
         inputs = executor.scatter(
             [
                 RegionInput(

@@ -47,7 +47,7 @@ PLAN_STAGES: tuple[str, ...] = (
     "merge",
 )
 #: The stages of a plan run in regions on Dask (``matcher plan --dask``).
-DASK_PLAN_STAGES: tuple[str, ...] = ("read", "partition", "cluster", "match", "merge")
+DASK_PLAN_STAGES: tuple[str, ...] = ("read", "partition", "scatter", "cluster", "match", "merge")
 
 #: The format of the stage records (of :mod:`matcher.pipeline` and of :meth:`StageProgress.stage`).
 STAGE_FORMAT = "stage %-11s %.2f s"

@@ -277,3 +277,46 @@ def test_the_partition_never_separates_what_can_meet(case):
     # the widest cluster fits the bound the partition assumes
     assert result.clusters["radius_km"].max() <= config.max_cluster_radius_km * (1 + 1e-6)
     assert math.isfinite(float(need_region.max()))
+
+
+# -- partitioned inputs ------------------------------------------------------------------
+
+
+def _split_csv(src: Path, out: Path, parts: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    header, *lines = src.read_text().splitlines(keepends=True)
+    size = -(-len(lines) // parts)
+    for k in range(parts):
+        (out / f"part-{k:03d}.csv").write_text(header + "".join(lines[k * size : (k + 1) * size]))
+
+
+def test_a_directory_or_a_glob_of_partitions_plans_like_one_file(client, tmp_path, region):
+    _split_csv(region["needs"], tmp_path / "needs", 3)
+    _split_csv(region["partners"], tmp_path / "partners", 2)
+    whole = _files(plan(region["needs"], region["partners"]), tmp_path / "whole")
+    by_dir = plan(tmp_path / "needs", str(tmp_path / "partners" / "part-*.csv"), client=client)
+    parts = _files(by_dir, tmp_path / "parts")
+    for name in whole:
+        if name != "summary.json":  # it names the inputs and their hashes
+            assert parts[name] == whole[name], name
+    assert by_dir.input_hashes["needs"] != plan(region["needs"], region["partners"]).input_hashes[
+        "needs"
+    ]
+
+
+def test_an_id_in_two_partitions_is_named_with_both_files(tmp_path, region):
+    _split_csv(region["needs"], tmp_path / "needs", 2)
+    first = (tmp_path / "needs" / "part-000.csv").read_text().splitlines()
+    with open(tmp_path / "needs" / "part-001.csv", "a") as f:
+        f.write(first[1] + "\n")
+    with pytest.raises(InputValidationError) as err:
+        plan(tmp_path / "needs", region["partners"])
+    (p,) = err.value.problems
+    assert p.file.endswith("part-001.csv") and p.field == "need_id"
+    assert "first used in" in p.reason and "part-000.csv row 2" in p.reason
+
+
+def test_a_pattern_that_matches_nothing_is_named(tmp_path, region):
+    with pytest.raises(InputValidationError) as err:
+        plan(str(tmp_path / "nothing-*.csv"), region["partners"])
+    assert "no .csv" in str(err.value)

@@ -101,6 +101,13 @@ def valid_address(address: str) -> str | None:
     return None
 
 
+def _warm_up() -> None:
+    """Import what region steps use, so that a worker is ready when its first region comes."""
+    import matcher.clustering  # noqa: F401
+    import matcher.region  # noqa: F401
+    from matcher import _dbscan  # noqa: F401
+
+
 @contextmanager
 def dask_client(address: str) -> Iterator[Any]:
     """Connect to a Dask scheduler, or start a local cluster of worker processes.
@@ -127,9 +134,12 @@ def dask_client(address: str) -> Iterator[Any]:
         )
         try:
             with Client(cluster) as client:
+                # workers import while this process reads the inputs
+                client.run(_warm_up, wait=False, on_error="ignore")
                 yield client
         finally:
             cluster.close()
     else:
         with Client(where) as client:
+            client.run(_warm_up, wait=False, on_error="ignore")
             yield client
