@@ -429,17 +429,20 @@ def _run_regions(
         logger.info("one region: planned in this process")
         return _run_whole(prep, config, timings)
     with _stage(timings, "scatter"):
-        inputs = executor.scatter(
-            [
-                RegionInput(
-                    prep.needs.iloc[n].reset_index(drop=True),
-                    prep.partners.iloc[p].reset_index(drop=True),
-                    n,
-                    p,
-                )
-                for n, p in groups
-            ]
-        )
+        # one region's copy at a time: the driver never holds a second copy of the whole
+        inputs = [
+            executor.scatter(
+                [
+                    RegionInput(
+                        prep.needs.iloc[n].reset_index(drop=True),
+                        prep.partners.iloc[p].reset_index(drop=True),
+                        n,
+                        p,
+                    )
+                ]
+            )[0]
+            for n, p in groups
+        ]
     logger.info("%d region task(s) on %s", len(groups), executor)
     with _stage(timings, "cluster"):
         clusterings = [executor.submit(cluster_region, r, config, prep.by_hood) for r in inputs]
