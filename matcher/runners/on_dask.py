@@ -46,7 +46,7 @@ class DaskExecutor:
 
     def scatter(self, data: list[Any]) -> list[Any]:
         """Send region inputs to the workers once; return their futures."""
-        return list(self.client.scatter(data))
+        return list(self.client.scatter(data, hash=False))
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` on a worker (never cached: each plan runs its own steps)."""
