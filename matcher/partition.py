@@ -122,7 +122,10 @@ def region_labels(
         side *= max(1, math.floor(float(np.median(reach)) / (3 * side)))
     idx = np.floor((xyz + 1.0) / side).astype(np.int64) + 1
     keys = _cell_keys(idx)
-    cats, cat_codes = np.unique(needs["category"].to_numpy().astype(str), return_inverse=True)
+    codes, uniques = pd.factorize(needs["category"].astype(str), sort=True)
+    cats = np.asarray(uniques, dtype=object)
+    by_cat = np.argsort(codes, kind="stable")
+    cat_bounds = np.searchsorted(codes[by_cat], np.arange(cats.size + 1))
 
     # nodes: occupied (category, cell) pairs, numbered category by category
     node_of_need = np.empty(n_needs, dtype=np.int64)
@@ -131,7 +134,7 @@ def region_labels(
     cols: list[IntArray] = []
     offset = 0
     for c in range(cats.size):
-        sel = np.flatnonzero(cat_codes == c)
+        sel = by_cat[cat_bounds[c] : cat_bounds[c + 1]]
         uniq, inv = np.unique(keys[sel], return_inverse=True)
         node_of_need[sel] = offset + inv
         for dx, dy, dz in _OFFSETS:

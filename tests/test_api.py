@@ -47,9 +47,8 @@ def auth(key):
     return {"Authorization": f"Bearer {key}"}
 
 
-@pytest.fixture()
-def loaded(app, keys):
-    c = app.test_client()
+def _load(c, keys) -> None:
+    """Import the sample partners, 700 needs and the neighborhoods through the API."""
     h = auth(keys["planner"])
     r = c.post(
         "/api/v1/imports/partners",
@@ -67,7 +66,41 @@ def loaded(app, keys):
         content_type="application/geo+json",
     )
     assert r.status_code == 201, r.get_data(as_text=True)
+
+
+@pytest.fixture()
+def loaded(app, keys):
+    """The test client of ``app`` on a store of its own, loaded through the API."""
+    c = app.test_client()
+    _load(c, keys)
     return c
+
+
+@pytest.fixture(scope="module")
+def loaded_store(module_store_url):
+    """A store loaded exactly as by ``loaded`` (same keys, same imports), once per module.
+
+    Only for tests that never change stored data: GETs, and requests that are refused.
+    Each such test gets a new app on it (``reader``), so its key cache, rate limits and
+    plan worker are its own, as with ``loaded``; the imports are not repeated per test.
+    """
+    app = create_app({"DB": module_store_url, "TESTING": True})
+    try:
+        st = app.extensions["matcher_store"]
+        keys = {role: st.create_api_key(role)[1] for role in ("admin", "planner", "outreach")}
+        _load(app.test_client(), keys)
+    finally:
+        close_app(app)
+    return module_store_url, keys
+
+
+@pytest.fixture()
+def reader(loaded_store):
+    """A new app on the shared ``loaded_store``: (app, keys, its test client)."""
+    url, keys = loaded_store
+    app = create_app({"DB": url, "TESTING": True})
+    yield app, keys, app.test_client()
+    close_app(app)
 
 
 def wait_plan(c, location, key, timeout=120):
@@ -125,10 +158,29 @@ ENDPOINTS = [
 ]
 
 
+#: The GETs change no stored data (each test adds only a done plan of its own, to read): they
+#: run on the shared ``loaded_store``, each with a new app.
+READS = [e for e in ENDPOINTS if e[0] == "get"]
+WRITES = [e for e in ENDPOINTS if e[0] != "get"]
+
+
 @pytest.mark.parametrize(
-    ("method", "path", "body", "allowed"), ENDPOINTS, ids=[f"{m} {p}" for m, p, _, _ in ENDPOINTS]
+    ("method", "path", "body", "allowed"), WRITES, ids=[f"{m} {p}" for m, p, _, _ in WRITES]
 )
 def test_role_matrix_every_endpoint(app, keys, loaded, method, path, body, allowed):
+    role_matrix(app, keys, method, path, body, allowed)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "allowed"), READS, ids=[f"{m} {p}" for m, p, _, _ in READS]
+)
+def test_role_matrix_every_read_endpoint(reader, method, path, body, allowed):
+    app, keys, _ = reader
+    role_matrix(app, keys, method, path, body, allowed)
+
+
+def role_matrix(app, keys, method, path, body, allowed):
+    """401 without a key or with a bad one; 403 for each role not allowed, < 400 otherwise."""
     st = app.extensions["matcher_store"]
     needs = [r["need_id"] for r in st.list_needs(limit=2, offset=0)]
     plan_id = st.create_plan({"objective": "distance", "volunteer_points": "grid"})
@@ -187,7 +239,8 @@ def test_role_matrix_every_endpoint(app, keys, loaded, method, path, body, allow
             assert r.mimetype == "application/problem+json"
 
 
-def test_lists_answer_geojson(loaded, keys):
+def test_lists_answer_geojson(reader):
+    _, keys, loaded = reader
     r = loaded.get("/api/v1/needs?format=geojson&limit=3", headers=auth(keys["outreach"]))
     body = r.get_json(force=True)
     assert r.mimetype == "application/geo+json" and body["type"] == "FeatureCollection"
@@ -195,7 +248,8 @@ def test_lists_answer_geojson(loaded, keys):
     assert body["features"][0]["geometry"]["type"] == "Point"
 
 
-def test_nearby_equals_brute_force_and_hides_volunteers(loaded, keys):
+def test_nearby_equals_brute_force_and_hides_volunteers(reader):
+    _, keys, loaded = reader
     partners = matcher.read_partners(SAMPLE / "partners.csv").frame
     lat, lon, radius = 41.8781, -87.6298, 3.0
     for category in (None, "food_access"):
@@ -428,7 +482,9 @@ def test_etag_if_match_sequence(loaded, keys):
         "wrong-content-type",
     ],
 )
-def test_bad_requests_get_problem_json(loaded, keys, kwargs, status, field):
+def test_bad_requests_get_problem_json(reader, kwargs, status, field):
+    app, keys, loaded = reader
+    count = app.extensions["matcher_store"].count_needs()
     r = loaded.post("/api/v1/needs", headers=auth(keys["outreach"]), **kwargs)
     assert r.status_code == status, r.get_data(as_text=True)
     assert r.mimetype == "application/problem+json"
@@ -438,6 +494,7 @@ def test_bad_requests_get_problem_json(loaded, keys, kwargs, status, field):
         assert any(p["field"] == field for p in body["problems"]), body
     if field == "category":
         assert "food_access" in json.dumps(body)
+    assert app.extensions["matcher_store"].count_needs() == count  # refused: nothing stored
 
 
 def test_more_bad_requests(app, keys, loaded):

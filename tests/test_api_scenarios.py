@@ -35,6 +35,25 @@ def app(store_url, slice_paths):
     close_app(app)
 
 
+@pytest.fixture(scope="module")
+def loaded_slice(module_store_url, slice_paths):
+    """The slice loaded once per module and backend, with its keys (as ``app`` loads it).
+
+    Only for requests that are refused (they store nothing, and say so): each test gets a
+    new app on it (``refusing_app``), with its own key cache, rate limits and plan worker.
+    """
+    return module_store_url, load_store(module_store_url, slice_paths)
+
+
+@pytest.fixture()
+def refusing_app(loaded_slice):
+    url, keys = loaded_slice
+    app = create_app({"DB": url, "TESTING": True})
+    app.config["KEYS"] = keys
+    yield app
+    close_app(app)
+
+
 def auth(key):
     return {"Authorization": f"Bearer {key}"}
 
@@ -102,7 +121,9 @@ def csv(client, headers, plan_id, name):
         ({"min_coverge": 0.5}, 400, "min_coverge"),  # a typo is not ignored
     ],
 )
-def test_plan_options_are_validated(app, client, planner, body, status, field):
+def test_plan_options_are_validated(refusing_app, body, status, field):
+    app = refusing_app
+    client, planner = app.test_client(), auth(app.config["KEYS"]["planner"])
     r = client.post("/api/v1/plans", json=body, headers=planner)
     assert r.status_code == status, r.get_data(as_text=True)
     assert r.mimetype == "application/problem+json"

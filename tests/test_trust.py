@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from matcher.cli import main
 from matcher.io import hash_table
 from matcher.privacy import public_partners
 
-from .conftest import TINY_NEEDS, TINY_PARTNERS, close_app, plan_cli, write_input
+from .conftest import TINY_NEEDS, TINY_PARTNERS, close_app, free_port, plan_cli, write_input
 from .oracle import gc_km, grid_point
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -678,32 +679,85 @@ def test_sample_load_is_one_transaction(tmp_path):
     assert st.count_partners() == 0 and st.count_needs() == 0  # nothing half-loaded
 
 
-def test_killed_first_start_never_leaves_a_half_loaded_store(tmp_path):
-    """8 of 22 kills during the first-start sample load left a half-loaded store."""
-    needs_total = len(pd.read_csv(SAMPLE / "needs.csv"))
-    partners_total = len(pd.read_csv(SAMPLE / "partners.csv"))
-    rng = np.random.default_rng(7)
-    for i in range(4):
-        db = tmp_path / f"k{i}.db"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "matcher.cli", "serve", "--db", str(db), "--port", "0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(float(rng.uniform(1.5, 4.0)))
+def _wait_for_the_load(wal: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Return when the store's write-ahead log grows again after a pause: the sample load.
+
+    The first start makes the schema (the log appears), reads the sample files (a pause of
+    about half a second: the log does not change) and then writes the whole sample in one
+    transaction: the log grows again. Waiting for that growth, not a fixed time, kills the
+    start while it loads however fast or slow the machine is.
+    """
+    deadline = time.monotonic() + timeout
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"matcher serve exited ({proc.returncode}) before the load"
+        now_size = wal.stat().st_size if wal.exists() else -1
+        if now_size != size:
+            if size > 0 and now_size > size and time.monotonic() - since >= 0.05:
+                return
+            size, since = now_size, time.monotonic()
+        time.sleep(0.001)
+    raise AssertionError(f"no sample load seen in {wal} within {timeout:g} s")
+
+
+def _kill_a_first_start(db: Path, after_load_s: float | None, random_s: float) -> tuple | None:
+    """Start ``matcher serve`` on a new store, SIGKILL it; return (partners, needs) stored.
+
+    Killed ``after_load_s`` after its load transaction starts to write or, when None,
+    ``random_s`` after its store file appears. None: killed before the schema was made.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "matcher.cli", "serve", "--db", str(db),
+         "--port", str(free_port())],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        if after_load_s is None:
+            deadline = time.monotonic() + 120
+            while not db.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(random_s)
+        else:
+            _wait_for_the_load(db.with_name(db.name + "-wal"), proc)
+            time.sleep(after_load_s)
+        assert proc.poll() is None, f"matcher serve exited ({proc.returncode}) unkilled"
+    finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        if not db.exists():
-            continue
-        con = sqlite3.connect(db)
-        try:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
-            if "needs" not in tables:
-                continue
-            counts = (con.execute("SELECT COUNT(*) FROM partners").fetchone()[0],
-                      con.execute("SELECT COUNT(*) FROM needs").fetchone()[0])  # fmt: skip
-        finally:
-            con.close()
-        assert counts in ((0, 0), (partners_total, needs_total)), counts
+    if not db.exists():
+        assert after_load_s is None
+        return None
+    con = sqlite3.connect(db)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+        if "needs" not in tables:
+            assert after_load_s is None  # killed before its schema was made
+            return None
+        return (con.execute("SELECT COUNT(*) FROM partners").fetchone()[0],
+                con.execute("SELECT COUNT(*) FROM needs").fetchone()[0])  # fmt: skip
+    finally:
+        con.close()
+
+
+def test_killed_first_start_never_leaves_a_half_loaded_store(tmp_path):
+    """8 of 22 kills during the first-start sample load left a half-loaded store.
+
+    Four first starts (at once, each on its own store), each killed at another point: as
+    its load transaction starts to write, 5 ms and 20 ms later, and one at a random time
+    of the start (schema, reading or loading). Each must be alive when it is killed (a
+    ``matcher serve`` that exits on its own, e.g. on a bad option, proves nothing).
+    """
+    needs_total = len(pd.read_csv(SAMPLE / "needs.csv"))
+    partners_total = len(pd.read_csv(SAMPLE / "partners.csv"))
+    random_s = float(np.random.default_rng(7).uniform(0.0, 1.0))
+    with ThreadPoolExecutor(4) as pool:
+        runs = [
+            pool.submit(_kill_a_first_start, tmp_path / f"k{i}.db", after, random_s)
+            for i, after in enumerate((0.0, 0.005, 0.02, None))
+        ]
+        stored = [run.result() for run in runs]
+    for counts in stored:
+        assert counts in (None, (0, 0), (partners_total, needs_total)), stored
 
 
 def test_ids_with_a_slash_are_addressable(city):
