@@ -75,7 +75,8 @@ def test_the_sample_city_on_dask_is_byte_identical(client, tmp_path):
     assert len(one.assignments) > 1000
 
 
-def test_equity_options_on_dask_are_byte_identical(client, tmp_path):
+def test_equity_options_on_a_one_region_city_with_dask_are_byte_identical(client, tmp_path):
+    # the sample city is one region: --dask plans it in the driver
     config = MatchConfig(
         min_coverage=0.4, max_partner_share=0.5, vulnerability_column="hardship_index"
     )
@@ -84,8 +85,11 @@ def test_equity_options_on_dask_are_byte_identical(client, tmp_path):
 
 
 def test_a_region_of_metros_splits_and_stays_byte_identical(client, tmp_path, region):
-    config = MatchConfig(min_coverage=0.3)
+    config = MatchConfig(
+        min_coverage=0.9, max_partner_share=0.6, vulnerability_column="hardship_index"
+    )
     one, many = _both(client, tmp_path, region, config=config)
+    assert one.floors is not None and not one.floors["floor_met"].all()
     needs, partners = one.needs, one.partners
     groups = partition(needs, partners, config, None, tasks=100)
     assert len(groups) >= 6  # at least one region per metro

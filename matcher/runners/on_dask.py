@@ -101,11 +101,19 @@ def valid_address(address: str) -> str | None:
     return None
 
 
-def _warm_up() -> None:
-    """Import what region steps use, so that a worker is ready when its first region comes."""
+async def _warm_up() -> None:
+    """Import what region steps use, so that a worker is ready when its first region comes.
+
+    A coroutine: ``Client.run(..., wait=False)`` takes only those.
+    """
     import matcher.clustering  # noqa: F401
     import matcher.region  # noqa: F401
     from matcher import _dbscan  # noqa: F401
+
+    try:  # the k-means that splits oversize clusters (imported lazily by clustering)
+        import sklearn.cluster._kmeans  # noqa: F401
+    except ImportError:  # pragma: no cover - another scikit-learn layout
+        pass
 
 
 @contextmanager
