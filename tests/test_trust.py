@@ -626,10 +626,12 @@ def test_cli_refuses_devices_fifos_directories_and_oversized_files(tmp_path):
     fifo = tmp_path / "fifo.csv"
     os.mkfifo(fifo)
     big = write_input(tmp_path, "big.csv", TINY_NEEDS)
+    (tmp_path / "empty").mkdir()
     for source, env, reason in (
         ("/dev/zero", {}, "a device"),
         (str(fifo), {}, "FIFO"),
-        (str(tmp_path), {}, "directory"),
+        # a directory is a partitioned input: one without input files is refused
+        (str(tmp_path / "empty"), {}, "no .csv, .geojson/.json or .gpkg file"),
         (str(big), {"MATCHER_MAX_FILE_BYTES": "50"}, "at most 50 bytes"),
     ):
         result = subprocess.run(
