@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import http.client
 import io
+import itertools
 import json
 import logging
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -41,6 +45,12 @@ partner_id,name,kind,lat,lon,categories,capacity,radius_km
 p1,Food Bank,organization,41.8810,-87.6300,food_access,10,2.0
 p2,Youth Club,organization,41.9510,-87.6500,youth_engagement;education,5,3.0
 """
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-cov's marker, known here too: a run without the plugin (-p no:pytest_cov) must
+    # not fail on it (warnings are errors)
+    config.addinivalue_line("markers", "no_cover: coverage is not measured while it runs")
 
 
 def write_input(directory: Path, name: str, content: str | bytes) -> Path:
@@ -456,3 +466,89 @@ def pg_url(pg_cluster: PgCluster, request: pytest.FixtureRequest) -> Iterator[st
             pg_cluster.drop_schema(schema)
         except Exception as exc:  # a connection the test left open still holds a lock
             logging.getLogger(__name__).warning("schema %s not dropped: %s", schema, exc)
+
+
+# ------------------------------------------------------------------ loaded stores, copied
+#
+# A test that needs a loaded store and changes it needs a store of its own, but loading
+# one (through the API, or the store's import methods) can cost more than the test. So a
+# module loads a template store once per backend and each test gets a copy of it: a SQLite
+# backup of the file, or a PostgreSQL database made with ``CREATE DATABASE .. TEMPLATE``
+# (a copy of every table, row, key and audit entry, as if the test had loaded it itself).
+
+
+@dataclass
+class StoreTemplate:
+    """A loaded store, the API keys made in it, and how to make a copy of it."""
+
+    keys: dict[str, str]
+    #: () -> (the URL of a new copy, drop that copy)
+    copy: Callable[[], tuple[str, Callable[[], None]]]
+
+
+def _database_url(url: str, database: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+@contextlib.contextmanager
+def store_template(
+    request: pytest.FixtureRequest, backend: str, load: Callable[[str], dict[str, str]]
+) -> Iterator[StoreTemplate]:
+    """A new store of ``backend`` ("sqlite" or "postgresql") loaded by ``load(url) -> keys``.
+
+    On a ``MATCHER_TEST_PG_URL`` server (maybe without the right to create databases) each
+    PostgreSQL copy is loaded by ``load`` in a new schema instead.
+    """
+    if backend == "sqlite":
+        directory = request.getfixturevalue("tmp_path_factory").mktemp("template")
+        template = directory / "store.db"
+        copies = itertools.count()
+
+        def sqlite_copy() -> tuple[str, Callable[[], None]]:
+            target = directory / f"copy{next(copies)}.db"
+            with closing(sqlite3.connect(template)) as src, closing(sqlite3.connect(target)) as dst:
+                src.backup(dst)
+            return str(target), lambda: None
+
+        yield StoreTemplate(load(str(template)), sqlite_copy)
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    if cluster.external:
+        loaded = StoreTemplate({}, lambda: ("", lambda: None))
+
+        def load_a_schema() -> tuple[str, Callable[[], None]]:
+            url = cluster.new_schema(schema_name("loaded"))
+            loaded.keys = load(url)
+            return url, lambda: None
+
+        loaded.copy = load_a_schema
+        yield loaded
+        return
+    from psycopg import sql
+
+    def create(name: str, template: str | None = None) -> None:
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        with cluster.connect() as conn:
+            conn.execute(query)
+
+    def drop(name: str) -> None:
+        with cluster.connect() as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    name = schema_name("template")
+    create(name)
+    try:
+        keys = load(_database_url(cluster.url, name))
+
+        def database_copy() -> tuple[str, Callable[[], None]]:
+            target = schema_name("copy")
+            create(target, name)
+            return _database_url(cluster.url, target), lambda: drop(target)
+
+        yield StoreTemplate(keys, database_copy)
+    finally:
+        drop(name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Iterator
 
 import pandas as pd
 import pytest
@@ -17,7 +18,7 @@ from openapi_spec_validator import validate
 import matcher
 from api import create_app
 
-from .conftest import close_app
+from .conftest import BACKENDS, StoreTemplate, close_app, store_template
 from .test_webmap import load_store, write_slice
 
 
@@ -26,32 +27,21 @@ def slice_paths(tmp_path_factory):
     return write_slice(tmp_path_factory.mktemp("slice"))
 
 
-@pytest.fixture()
-def app(store_url, slice_paths):
-    keys = load_store(store_url, slice_paths)
-    app = create_app({"DB": store_url, "TESTING": True})
-    app.config["KEYS"] = keys
-    yield app
-    close_app(app)
-
-
-@pytest.fixture(scope="module")
-def loaded_slice(module_store_url, slice_paths):
-    """The slice loaded once per module and backend, with its keys (as ``app`` loads it).
-
-    Only for requests that are refused (they store nothing, and say so): each test gets a
-    new app on it (``refusing_app``), with its own key cache, rate limits and plan worker.
-    """
-    return module_store_url, load_store(module_store_url, slice_paths)
+@pytest.fixture(scope="module", params=BACKENDS)
+def slice_template(request, slice_paths) -> Iterator[StoreTemplate]:
+    """The slice loaded once per backend; each test gets a copy of its own (``app``)."""
+    with store_template(request, request.param, lambda url: load_store(url, slice_paths)) as t:
+        yield t
 
 
 @pytest.fixture()
-def refusing_app(loaded_slice):
-    url, keys = loaded_slice
+def app(slice_template):
+    url, drop = slice_template.copy()
     app = create_app({"DB": url, "TESTING": True})
-    app.config["KEYS"] = keys
+    app.config["KEYS"] = slice_template.keys
     yield app
     close_app(app)
+    drop()
 
 
 def auth(key):
@@ -121,9 +111,7 @@ def csv(client, headers, plan_id, name):
         ({"min_coverge": 0.5}, 400, "min_coverge"),  # a typo is not ignored
     ],
 )
-def test_plan_options_are_validated(refusing_app, body, status, field):
-    app = refusing_app
-    client, planner = app.test_client(), auth(app.config["KEYS"]["planner"])
+def test_plan_options_are_validated(app, client, planner, body, status, field):
     r = client.post("/api/v1/plans", json=body, headers=planner)
     assert r.status_code == status, r.get_data(as_text=True)
     assert r.mimetype == "application/problem+json"

@@ -285,13 +285,33 @@ def test_model_places_a_new_need_in_an_existing_cluster(tmp_path):
     assert model.assign(0.5, 0.5, dense["category"]) is None
 
 
-@pytest.mark.parametrize("script", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
-def test_examples_run(script, tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def example_runs(tmp_path_factory):
+    """Every example script, started at once (they are independent: each in a directory of
+    its own, output to files); each test waits for its own. Return script name -> run."""
+    runs = {}
+    for script in EXAMPLES:
+        cwd = tmp_path_factory.mktemp(script.stem)
+        with open(cwd / "stdout", "wb") as out, open(cwd / "stderr", "wb") as err:
+            proc = subprocess.Popen([sys.executable, str(script)], cwd=cwd, stdout=out, stderr=err)
+        runs[script.name] = (proc, cwd / "stderr")
+    yield runs
+    for proc, _ in runs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+def test_examples_run(script, example_runs):
+    proc, stderr_path = example_runs[script.name]
+    proc.wait(timeout=600)
+    stderr = stderr_path.read_text(errors="replace")
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
 
 
 def test_config_rejects_bad_values():

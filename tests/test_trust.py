@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -681,23 +682,34 @@ def test_sample_load_is_one_transaction(tmp_path):
     assert st.count_partners() == 0 and st.count_needs() == 0  # nothing half-loaded
 
 
-def _wait_for_the_load(wal: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    """Return when the store's write-ahead log grows again after a pause: the sample load.
+def _has_table(db: Path, name: str) -> bool:
+    try:
+        with closing(sqlite3.connect(db, timeout=0.1)) as con:
+            found = con.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+    except sqlite3.Error:  # being made
+        return False
+    return found is not None
 
-    The first start makes the schema (the log appears), reads the sample files (a pause of
-    about half a second: the log does not change) and then writes the whole sample in one
-    transaction: the log grows again. Waiting for that growth, not a fixed time, kills the
-    start while it loads however fast or slow the machine is.
+
+def _wait_for_the_load(db: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Return when the first start begins to write the sample into its new store.
+
+    It makes the schema (in write-ahead-log mode: the log appears), reads the sample files
+    (half a second or more: the log does not change) and writes the whole sample in one
+    transaction: the log changes again. Waiting for that, not a fixed time, kills the start
+    while it loads, however fast or slow the machine is.
     """
+    wal = db.with_name(db.name + "-wal")
     deadline = time.monotonic() + timeout
-    size, since = -1, time.monotonic()
+    made = None  # the log's size once the schema is there
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"matcher serve exited ({proc.returncode}) before the load"
-        now_size = wal.stat().st_size if wal.exists() else -1
-        if now_size != size:
-            if size > 0 and now_size > size and time.monotonic() - since >= 0.05:
-                return
-            size, since = now_size, time.monotonic()
+        size = wal.stat().st_size if wal.exists() else -1
+        if made is None:
+            if size > 0 and _has_table(db, "needs"):
+                made = size
+        elif size != made:
+            return
         time.sleep(0.001)
     raise AssertionError(f"no sample load seen in {wal} within {timeout:g} s")
 
@@ -720,7 +732,7 @@ def _kill_a_first_start(db: Path, after_load_s: float | None, random_s: float) -
                 time.sleep(0.001)
             time.sleep(random_s)
         else:
-            _wait_for_the_load(db.with_name(db.name + "-wal"), proc)
+            _wait_for_the_load(db, proc)
             time.sleep(after_load_s)
         assert proc.poll() is None, f"matcher serve exited ({proc.returncode}) unkilled"
     finally:
