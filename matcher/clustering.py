@@ -20,7 +20,7 @@ from ._errors import InputValidationError, Problem
 from .config import MatchConfig
 from .geo import chord_for_km, from_unit_vectors, haversine_km, to_unit_vectors
 
-__all__ = ["Clustering", "ClusterModel", "cluster_needs"]
+__all__ = ["Clustering", "ClusterModel", "cluster_id_strings", "cluster_needs"]
 
 #: Relative tolerance of "within ``cluster_km``" (DBSCAN's eps and placing a new need):
 #: 1e-10 of 0.5 km is 50 nanometres, far below any real distance and far above the
@@ -51,6 +51,23 @@ class Clustering:
     clusters: pd.DataFrame
     need_cluster: pd.Series
     core: npt.NDArray[np.bool_]
+
+
+def cluster_id_strings(categories: npt.ArrayLike, ranks: npt.ArrayLike) -> npt.NDArray[np.object_]:
+    """Cluster ids ``{category}-{rank:06d}`` (the rank within the category, from 0).
+
+    Examples
+    --------
+    >>> cluster_id_strings(["food_access", "education"], [3, 12]).tolist()
+    ['food_access-000003', 'education-000012']
+    """
+    if isinstance(categories, str):  # one category for all (the hot path of cluster_needs)
+        return np.array([f"{categories}-{r:06d}" for r in np.asarray(ranks).tolist()], dtype=object)
+    cats = np.asarray(categories, dtype=object).tolist()
+    return np.array(
+        [f"{c}-{r:06d}" for c, r in zip(cats, np.asarray(ranks).tolist(), strict=True)],
+        dtype=object,
+    )
 
 
 def _group_radius_km(
@@ -254,7 +271,7 @@ def cluster_needs(
         _, first = np.unique(labels, return_index=True)
         rank = np.empty(labels.max() + 1, dtype=np.int64)
         rank[labels[np.sort(first)]] = np.arange(first.size)
-        ids[pos] = [f"{category}-{r:06d}" for r in rank[labels]]
+        ids[pos] = cluster_id_strings(str(category), rank[labels])
         core[pos] = core_mask
         logger.debug("category %s: %d needs in %d clusters", category, pos.size, first.size)
     need_cluster = pd.Series(ids, index=sorted_needs.index, name="cluster_id").reindex(needs.index)

@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -621,6 +621,23 @@ def _load(
 ) -> LoadedTable:
     if on_invalid not in ("raise", "skip"):
         raise ValueError(f"`on_invalid` must be 'raise' or 'skip', not {on_invalid!r}")
+    files = input_files(source)
+    if files is not None:
+        return _load_files(
+            files,
+            name or str(source),
+            columns["required"][0],
+            lambda f: _load(
+                f,
+                columns,
+                validator,
+                taxonomy=taxonomy,
+                on_invalid=on_invalid,
+                input_crs=input_crs,
+                name=None,
+            ),
+            on_invalid,
+        )
     df, rows, digest, label = _raw_table(source, columns["required"], input_crs, name)
     checked: Validated = validator(df, rows, label, taxonomy or default_taxonomy())
     if checked.problems and on_invalid == "raise":
@@ -696,8 +713,8 @@ def _load_files(
     files: list[Path],
     label: str,
     key: str,
-    reader: Any,
-    **kwargs: Any,
+    reader: Callable[[Path], LoadedTable],
+    on_invalid: Literal["raise", "skip"],
 ) -> LoadedTable:
     """Read every file of a partitioned input; report the problems of all of them at once.
 
@@ -708,7 +725,7 @@ def _load_files(
     problems: list[Problem] = []
     for f in files:
         try:
-            loaded.append(reader(f, **kwargs))
+            loaded.append(reader(f))
         except InputValidationError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -736,7 +753,7 @@ def _load_files(
                     + (f" row {int(rows[j])}" if rows[j] >= 0 else ""),
                 )
             )
-        if kwargs.get("on_invalid", "raise") == "raise":
+        if on_invalid == "raise":
             raise InputValidationError(found)
         logger.warning("%s: skipped %d row(s) whose %s another file uses", label, dup.sum(), key)
         rejects.append(
@@ -795,17 +812,6 @@ def read_needs(
     InputValidationError
         With every problem found (file, row, field, value, reason).
     """
-    files = input_files(source)
-    if files is not None:
-        return _load_files(
-            files,
-            name or str(source),
-            "need_id",
-            read_needs,
-            taxonomy=taxonomy,
-            on_invalid=on_invalid,
-            input_crs=input_crs,
-        )
     return _load(
         source,
         NEED_COLUMNS,
@@ -840,17 +846,6 @@ def read_partners(
     InputValidationError
         With every problem found (file, row, field, value, reason).
     """
-    files = input_files(source)
-    if files is not None:
-        return _load_files(
-            files,
-            name or str(source),
-            "partner_id",
-            read_partners,
-            taxonomy=taxonomy,
-            on_invalid=on_invalid,
-            input_crs=input_crs,
-        )
     return _load(
         source,
         PARTNER_COLUMNS,

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import InputValidationError, Problem
-from .clustering import Clustering, ClusterModel
+from .clustering import Clustering, ClusterModel, cluster_id_strings
 from .config import MatchConfig
 from .costs import COST_SCALE
 from .equity import floor_report, gaps, hood_floors, neighborhood_table, per_hood
@@ -23,7 +23,6 @@ from .io import LoadedTable, Source, hash_table, read_needs, read_neighborhoods,
 from .metrics import plan_metrics
 from .privacy import public_partners
 from .region import (
-    ASSIGNMENT_COLUMNS,
     Pairs,
     RegionInput,
     RegionResult,
@@ -282,19 +281,6 @@ def _prepare(
     )
 
 
-class _InProcess:
-    """Runs region steps at once in this process (the executor of a plan without Dask)."""
-
-    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    def gather(self, futures: list[Any]) -> list[Any]:
-        return list(futures)
-
-    def scatter(self, data: list[Any]) -> list[Any]:
-        return list(data)
-
-
 def plan(
     needs: Source | LoadedTable,
     partners: Source | LoadedTable,
@@ -500,8 +486,7 @@ def _global_ranks(firsts: list[np.ndarray], cats: list[np.ndarray]) -> list[np.n
 
 def _global_ids(cats: list[np.ndarray], ranks: list[np.ndarray]) -> list[np.ndarray]:
     return [
-        np.array([f"{c}-{r:06d}" for c, r in zip(cat.tolist(), rank.tolist(), strict=True)])
-        for cat, rank in zip(cats, ranks, strict=True)
+        cluster_id_strings(cat, rank).astype(str) for cat, rank in zip(cats, ranks, strict=True)
     ]
 
 
@@ -595,7 +580,6 @@ def _finish(
         assignments_out = assignments_out.sort_values(["cluster_id", "partner_id"]).reset_index(
             drop=True
         )
-    assignments_out = assignments_out[list(ASSIGNMENT_COLUMNS)]
     need_out = need_df.assign(cluster_id=need_cluster, served=need_served)
     unmet_out = _unmet_table(clusters)
     objective = int(sum(r.assignment_cost for r in regions))

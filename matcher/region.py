@@ -28,7 +28,7 @@ import pandas as pd
 
 from ._errors import InfeasibleMatchError, InputValidationError, Problem
 from .candidates import candidate_pairs
-from .clustering import Clustering, cluster_needs
+from .clustering import Clustering, cluster_id_strings, cluster_needs
 from .config import MatchConfig
 from .constraints import Constraints, solve_constrained
 from .costs import COST_SCALE, pair_costs
@@ -184,10 +184,7 @@ def cluster_keys(
 def _renamed(clustering: Clustering, ranks: IntArray) -> Clustering:
     """Rename clusters ``{category}-{rank:06d}`` (global ranks), sorted by id."""
     cl = clustering.clusters
-    new = np.array(
-        [f"{c}-{r:06d}" for c, r in zip(cl["category"].tolist(), ranks.tolist(), strict=True)],
-        dtype=object,
-    )
+    new = cluster_id_strings(cl["category"].to_numpy(), ranks)
     mapping = pd.Series(new, index=cl["cluster_id"].to_numpy())
     order = np.argsort(new.astype(str), kind="stable")
     table = cl.assign(cluster_id=new).iloc[order].reset_index(drop=True)
