@@ -132,7 +132,7 @@ def child_plan(city: Path, out_dir: Path) -> None:
             "write": written - planned,
             "rss_mb": own,
             "workers_rss_mb": kids,
-            "needs": len(result.needs),
+            "needs": len(result.need_table),
             "partners": len(result.partners),
             "clusters": len(result.clusters),
             "pairs": result.solver["pairs"],

@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -331,6 +331,21 @@ def _summarise(needs: pd.DataFrame, need_cluster: pd.Series) -> pd.DataFrame:
     )
 
 
+#: A model's text columns: an array of str, or the same as a pandas Categorical (a fitted
+#: model keeps its labels so: at 10M needs the arrays of str would take about 1.6 GB).
+Labels: TypeAlias = "npt.NDArray[np.str_] | pd.Categorical"
+
+
+def _labels(values: pd.Series, keep: npt.NDArray[np.bool_]) -> pd.Categorical:
+    """Return the kept values of a text column as a Categorical (codes and each label once)."""
+    return pd.Categorical(values)[keep]
+
+
+def _texts(labels: Labels) -> npt.NDArray[np.str_]:
+    """Return labels as the array of str a saved model holds (no pickle)."""
+    return np.asarray(labels).astype(str)
+
+
 @dataclass(frozen=True)
 class ClusterModel:
     """A fitted clustering that places a new need in an existing cluster.
@@ -343,10 +358,10 @@ class ClusterModel:
     cluster_km: float
     lat: npt.NDArray[np.float64]
     lon: npt.NDArray[np.float64]
-    category: npt.NDArray[np.str_]
-    cluster_id: npt.NDArray[np.str_]
+    category: Labels
+    cluster_id: Labels
     manifest: dict[str, Any]
-    neighborhood: npt.NDArray[np.str_] | None = None
+    neighborhood: Labels | None = None
 
     @classmethod
     def from_clustering(
@@ -383,10 +398,10 @@ class ClusterModel:
             config.cluster_km,
             needs["lat"].to_numpy(dtype=np.float64)[core],
             needs["lon"].to_numpy(dtype=np.float64)[core],
-            needs["category"].to_numpy().astype(str)[core],
-            clustering.need_cluster.to_numpy().astype(str)[core],
+            _labels(needs["category"], core),
+            _labels(clustering.need_cluster, core),
             manifest,
-            needs["neighborhood"].to_numpy().astype(str)[core] if by_neighborhood else None,
+            _labels(needs["neighborhood"], core) if by_neighborhood else None,
         )
 
     def assign(
@@ -423,13 +438,15 @@ class ClusterModel:
         extra: dict[str, Any] = (
             {} if self.neighborhood is None else {"neighborhood": self.neighborhood}
         )
+        if extra:
+            extra["neighborhood"] = _texts(extra["neighborhood"])
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,
             lat=self.lat,
             lon=self.lon,
-            category=self.category,
-            cluster_id=self.cluster_id,
+            category=_texts(self.category),
+            cluster_id=_texts(self.cluster_id),
             **extra,
         )
         manifest = dict(

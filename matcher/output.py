@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = [
     "PLAN_FILES",
     "csv_bytes",
+    "csv_pieces",
+    "PIECE_ROWS",
     "csv_rows",
     "plan_files",
     "write_files",
@@ -37,6 +40,7 @@ __all__ = [
     "gaps_geojson",
     "plan_geojson",
     "plan_geojson_text",
+    "plan_geojson_pieces",
     "summary",
 ]
 
@@ -194,6 +198,39 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
     same ``csv.writer`` settings; tables with columns of other dtypes go through
     ``to_csv`` itself.
     """
+    return _csv_text(frame, header=True).encode("utf-8")
+
+
+#: Rows per piece when a large table or layer is written piece by piece.
+PIECE_ROWS = 50_000
+
+
+def csv_pieces(frame: pd.DataFrame, rows: int | None = None) -> Iterator[str]:
+    """Yield the CSV text of :func:`csv_bytes` in pieces of at most ``rows`` rows.
+
+    ``rows`` defaults to :data:`PIECE_ROWS`.
+    The pieces joined are exactly that text. A table whose columns are all text,
+    numbers or booleans is cut into pieces (every cell of those is formatted on its
+    own, whatever the other rows hold); any other table comes whole, since pandas
+    formats some dtypes (dates) by looking at the whole column.
+    """
+    rows = PIECE_ROWS if rows is None else rows
+    if len(frame) <= rows or not all(_per_cell(frame[c].dtype) for c in frame.columns):
+        yield _csv_text(frame, header=True)
+        return
+    for start in range(0, len(frame), rows):
+        yield _csv_text(frame.iloc[start : start + rows], header=start == 0)
+
+
+def _per_cell(dtype: Any) -> bool:
+    """Whether every cell of a column of this dtype is written without regard to the others."""
+    if isinstance(dtype, pd.StringDtype):
+        return True
+    return isinstance(dtype, np.dtype) and dtype.kind in "Obiuf"
+
+
+def _csv_text(frame: pd.DataFrame, header: bool) -> str:
+    """Return the CSV text of a table (:func:`csv_bytes`), with or without its header line."""
     labels = list(frame.columns)
     cells: list[list[Any]] = []
     if labels and frame.columns.is_unique and all(type(c) is str for c in labels):
@@ -204,18 +241,20 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
             cells.append(column)
     if len(cells) != len(labels) or not labels:
         text = pd.DataFrame({c: _csv_column(frame[c], c) for c in labels}, index=frame.index)
-        return text.to_csv(index=False, lineterminator="\n").encode("utf-8")
+        return text.to_csv(index=False, header=header, lineterminator="\n")  # type: ignore[no-any-return]
     quoted = [_quoted_cells(column) for column in (labels, *cells)] if len(labels) > 1 else []
     if quoted and all(column is not None for column in quoted):
         # What csv.writer writes (a one-column table may differ: a lone "" is quoted).
         head, *body = quoted
-        lines = [",".join(head), *map(",".join, zip(*body, strict=True))]  # type: ignore[arg-type]
-        return ("\n".join(lines) + "\n").encode("utf-8")
+        lines = [",".join(head)] if header else []  # type: ignore[arg-type]
+        lines.extend(map(",".join, zip(*body, strict=True)))  # type: ignore[arg-type]
+        return "\n".join(lines) + "\n" if lines else ""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(labels)
+    if header:
+        writer.writerow(labels)
     writer.writerows(zip(*cells, strict=True))
-    return buffer.getvalue().encode("utf-8")
+    return buffer.getvalue()
 
 
 def _quoted_cells(cells: list[Any]) -> list[str] | None:
@@ -446,32 +485,65 @@ def _snapped_geojson(geoms: np.ndarray, grid_size: float) -> np.ndarray:
 
 def plan_geojson_text(plan: Plan, *, exact_volunteers: bool = False) -> str:
     """Return the plan as a compact GeoJSON FeatureCollection string (see :func:`plan_geojson`)."""
-    hulls = _snapped_geojson(plan.clusters.geometry.to_numpy(), 1e-7)
-    features = _feature_strings("cluster", plan.clusters, _CLUSTER_PROPS, hulls.tolist())
+    return "".join(plan_geojson_pieces(plan, exact_volunteers=exact_volunteers))
+
+
+def plan_geojson_pieces(
+    plan: Plan, *, exact_volunteers: bool = False, rows: int | None = None
+) -> Iterator[str]:
+    """Yield :func:`plan_geojson_text` in pieces of at most ``rows`` features.
+
+    ``rows`` defaults to :data:`PIECE_ROWS`.
+    Every feature's text depends on its own row only, so a large plan is written
+    without its whole layer in memory.
+    """
+    rows = PIECE_ROWS if rows is None else rows
     partners = partners_view(plan.partners, exact_volunteers=exact_volunteers)
     plon, plat = partners["lon"].to_numpy(), partners["lat"].to_numpy()
-    features += _feature_strings("partner", partners, _PARTNER_PROPS, _points(plon, plat))
     a = plan.assignments
+    clusters = plan.clusters
     pi = pd.Index(partners["partner_id"]).get_indexer(a["partner_id"])
-    ci = pd.Index(plan.clusters["cluster_id"]).get_indexer(a["cluster_id"])
+    ci = pd.Index(clusters["cluster_id"]).get_indexer(a["cluster_id"])
     ends = np.round(
         np.column_stack(
             [
                 plon[pi],
                 plat[pi],
-                plan.clusters["centroid_lon"].to_numpy()[ci],
-                plan.clusters["centroid_lat"].to_numpy()[ci],
+                clusters["centroid_lon"].to_numpy()[ci],
+                clusters["centroid_lat"].to_numpy()[ci],
             ]
         ),
         7,
     )
-    x0, y0, x1, y1 = (_json_numbers(np.ascontiguousarray(ends[:, i])) for i in range(4))
-    lines = [
-        '{"type":"LineString","coordinates":[[' + a0 + "," + b0 + "],[" + a1 + "," + b1 + "]]}"
-        for a0, b0, a1, b1 in zip(x0, y0, x1, y1, strict=True)
-    ]
-    features += _feature_strings("assignment", a, _ASSIGNMENT_PROPS, lines)
-    return '{"features":[' + ",".join(features) + '],"type":"FeatureCollection"}'
+
+    def hulls(part: pd.DataFrame, at: slice) -> list[str]:
+        return _snapped_geojson(part.geometry.to_numpy(), 1e-7).tolist()  # type: ignore[no-any-return]
+
+    def points(part: pd.DataFrame, at: slice) -> list[str]:
+        return _points(plon[at], plat[at])
+
+    def lines(part: pd.DataFrame, at: slice) -> list[str]:
+        x0, y0, x1, y1 = (_json_numbers(np.ascontiguousarray(ends[at, i])) for i in range(4))
+        return [
+            '{"type":"LineString","coordinates":[[' + a0 + "," + b0 + "],[" + a1 + "," + b1 + "]]}"
+            for a0, b0, a1, b1 in zip(x0, y0, x1, y1, strict=True)
+        ]
+
+    layers: tuple[tuple[str, pd.DataFrame, tuple[str, ...], Callable[..., list[str]]], ...] = (
+        ("cluster", clusters, _CLUSTER_PROPS, hulls),
+        ("partner", partners, _PARTNER_PROPS, points),
+        ("assignment", a, _ASSIGNMENT_PROPS, lines),
+    )
+    yield '{"features":['
+    first = True
+    for kind, frame, props, geometry in layers:
+        for start in range(0, len(frame), rows):
+            at = slice(start, start + rows)
+            part = frame.iloc[at]
+            text = ",".join(_feature_strings(kind, part, props, geometry(part, at)))
+            yield text if first else "," + text
+            first = False
+    yield '],"type":"FeatureCollection"}'
 
 
 def plan_geojson(plan: Plan, *, exact_volunteers: bool = False) -> dict[str, Any]:
@@ -595,25 +667,42 @@ def plan_files(plan: Plan) -> dict[str, bytes]:
     ``rejects_needs.csv`` / ``rejects_partners.csv``. The same plan always gives
     byte-identical files.
     """
-    files: dict[str, bytes] = {}
-    clusters = pd.DataFrame(plan.clusters.drop(columns="geometry"))
-    files["clusters.csv"] = csv_bytes(clusters[list(_CLUSTER_CSV)])
-    if plan.gaps is not None:
-        files["gaps.csv"] = csv_bytes(plan.gaps)
+    return {
+        name: b"".join(piece.encode("utf-8") for piece in pieces())
+        for name, pieces in _plan_pieces(plan).items()
+    }
+
+
+def _plan_pieces(plan: Plan) -> dict[str, Callable[[], Iterator[str]]]:
+    """Return the files of :func:`plan_files` as makers of their text in pieces (sorted)."""
+    files: dict[str, Callable[[], Iterator[str]]] = {}
+
+    def whole(text: Callable[[], str]) -> Callable[[], Iterator[str]]:
+        return lambda: iter((text(),))
+
+    def table(frame: Callable[[], pd.DataFrame]) -> Callable[[], Iterator[str]]:
+        return lambda: csv_pieces(frame())
+
+    files["clusters.csv"] = table(
+        lambda: pd.DataFrame(plan.clusters.drop(columns="geometry"))[list(_CLUSTER_CSV)]
+    )
+    gap_table, floor_table, recruit = plan.gaps, plan.floors, plan.recruit
+    if gap_table is not None:
+        files["gaps.csv"] = table(lambda: gap_table)
     if plan.neighborhoods is not None:
-        files["gaps.geojson"] = _json_bytes(gaps_geojson(plan))
-    if plan.floors is not None:
-        files["floors.csv"] = csv_bytes(plan.floors)
-    if plan.recruit is not None:
-        files["recruit.csv"] = csv_bytes(plan.recruit.to_frame())
-        files["recruit.geojson"] = _json_bytes(plan.recruit.to_geojson())
-    files["assignments.csv"] = csv_bytes(plan.assignments)
-    files["need_clusters.csv"] = csv_bytes(plan.need_clusters)
-    files["unmet.csv"] = csv_bytes(plan.unmet)
+        files["gaps.geojson"] = whole(lambda: _json_text_of(gaps_geojson(plan)))
+    if floor_table is not None:
+        files["floors.csv"] = table(lambda: floor_table)
+    if recruit is not None:
+        files["recruit.csv"] = table(recruit.to_frame)
+        files["recruit.geojson"] = whole(lambda: _json_text_of(recruit.to_geojson()))
+    files["assignments.csv"] = table(lambda: plan.assignments)
+    files["need_clusters.csv"] = table(lambda: plan.need_clusters)
+    files["unmet.csv"] = table(lambda: plan.unmet)
     for name, frame in plan.rejects.items():
-        files[f"rejects_{name}.csv"] = csv_bytes(frame)
-    files["plan.geojson"] = (plan_geojson_text(plan) + "\n").encode("utf-8")
-    files["summary.json"] = _json_bytes(summary(plan), indent=2)
+        files[f"rejects_{name}.csv"] = table(lambda frame=frame: frame)  # type: ignore[misc]
+    files["plan.geojson"] = lambda: itertools.chain(plan_geojson_pieces(plan), ("\n",))
+    files["summary.json"] = whole(lambda: _json_text_of(summary(plan), indent=2))
     return dict(sorted(files.items()))
 
 
@@ -633,8 +722,8 @@ _CLUSTER_CSV = (
 )
 
 
-def _json_bytes(doc: Any, indent: int | None = None) -> bytes:
-    return (json.dumps(doc, indent=indent, sort_keys=True) + "\n").encode("utf-8")
+def _json_text_of(doc: Any, indent: int | None = None) -> str:
+    return json.dumps(doc, indent=indent, sort_keys=True) + "\n"
 
 
 def write_files(files: Mapping[str, bytes], path: str | Path) -> dict[str, Path]:
@@ -664,14 +753,25 @@ def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
     """Write the output contract of DESIGN.md (:func:`plan_files`) into directory ``path``.
 
     All or nothing (see :func:`write_files`). Two runs on the same input write
-    byte-identical files.
+    byte-identical files. Large tables and layers are written piece by piece
+    (:data:`PIECE_ROWS` rows at a time), so a plan's files never sit whole in memory.
 
     Returns
     -------
     dict of str to Path
         The written files by name.
     """
-    return write_files(plan_files(plan), path)
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".matcher-", dir=out))
+    try:
+        for name, pieces in _plan_pieces(plan).items():
+            with open(tmp / name, "wb") as f:
+                for piece in pieces():
+                    f.write(piece.encode("utf-8"))
+        return publish(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def publish(stage: Path, out: Path) -> dict[str, Path]:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,15 @@ from .clustering import Clustering, ClusterModel, cluster_id_strings
 from .config import MatchConfig
 from .costs import COST_SCALE
 from .equity import floor_report, gaps, hood_floors, neighborhood_table, per_hood
-from .io import LoadedTable, Source, hash_table, read_needs, read_neighborhoods, read_partners
+from .io import (
+    LoadedTable,
+    Source,
+    hash_table,
+    read_needs,
+    read_neighborhoods,
+    read_partners,
+    without_geometry,
+)
 from .metrics import plan_metrics
 from .privacy import public_partners
 from .region import (
@@ -59,9 +68,11 @@ class Plan:
     unmet : pandas.DataFrame
         ``cluster_id, category, units, reason, centroid_lat, centroid_lon`` per cluster
         with unmet units.
-    needs, partners : geopandas.GeoDataFrame
-        The validated inputs (needs with ``neighborhood``, ``cluster_id`` and ``served``;
-        partners with ``used``).
+    need_table : pandas.DataFrame
+        The validated needs in ``need_id`` order, with ``neighborhood``, ``cluster_id``
+        and ``served``, without point objects (see :attr:`needs`).
+    partners : geopandas.GeoDataFrame
+        The validated partners with ``used``.
     neighborhoods : geopandas.GeoDataFrame or None
         The neighborhood polygons, when given.
     metrics : dict
@@ -100,7 +111,7 @@ class Plan:
     need_clusters: pd.DataFrame
     assignments: pd.DataFrame
     unmet: pd.DataFrame
-    needs: gpd.GeoDataFrame
+    need_table: pd.DataFrame
     partners: gpd.GeoDataFrame
     neighborhoods: gpd.GeoDataFrame | None
     metrics: dict[str, Any]
@@ -132,6 +143,19 @@ class Plan:
         )
         return replace(self, recruit=found)
 
+    @cached_property
+    def needs(self) -> gpd.GeoDataFrame:
+        """The needs (:attr:`need_table`) with their points (EPSG:4326), made on first use.
+
+        The points come before ``cluster_id`` and ``served``, as in the validated input.
+        """
+        t = self.need_table
+        frame = gpd.GeoDataFrame(
+            t, geometry=gpd.points_from_xy(t["lon"], t["lat"]), crs="EPSG:4326"
+        )
+        added = [c for c in ("cluster_id", "served") if c in t.columns]
+        return frame[[c for c in frame.columns if c not in added] + added]
+
     @property
     def total_cost(self) -> float:
         """The plan's cost: sum of units x cost per unit over the assignments."""
@@ -159,10 +183,13 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
     logger.info("stage %-11s %.2f s", name, timings[name])
 
 
-def _assign_neighborhoods(needs: gpd.GeoDataFrame, hoods: gpd.GeoDataFrame) -> pd.Series:
+def _assign_neighborhoods(needs: pd.DataFrame, hoods: gpd.GeoDataFrame) -> pd.Series:
     """Neighborhood id of the polygon containing each need (first id wins; else the given one)."""
+    points = gpd.GeoDataFrame(
+        geometry=gpd.points_from_xy(needs["lon"], needs["lat"]), index=needs.index, crs="EPSG:4326"
+    )
     joined = gpd.sjoin(
-        needs[["geometry"]],
+        points,
         hoods[["neighborhood_id", "geometry"]],
         how="left",
         predicate="intersects",
@@ -196,6 +223,8 @@ def _load_inputs(
                     on_invalid=config.on_invalid,
                     input_crs=input_crs,
                     name=None if not isinstance(src, pd.DataFrame) else name,
+                    # a plan never uses the needs' point objects: none are made
+                    **({"points": False} if reader is read_needs else {}),
                 )
             )
         except InputValidationError as exc:
@@ -211,7 +240,7 @@ class _Prepared:
 
     need_t: LoadedTable
     partner_t: LoadedTable
-    needs: gpd.GeoDataFrame
+    needs: pd.DataFrame
     partners: gpd.GeoDataFrame
     hoods: gpd.GeoDataFrame | None
     hood_hash: str | None
@@ -236,8 +265,12 @@ def _prepare(
     if neighborhoods is not None:
         hoods, hood_hash = read_neighborhoods(neighborhoods, input_crs=input_crs)
     # a canonical row order, so that results do not depend on the order of input rows
-    need_df = need_t.frame.sort_values("need_id", kind="stable").reset_index(drop=True)
+    need_df = without_geometry(need_t.frame).sort_values("need_id", kind="stable")
+    need_df = need_df.reset_index(drop=True)
     partner_df = partner_t.frame.sort_values("partner_id", kind="stable").reset_index(drop=True)
+    # the plan keeps the sorted tables; the loaded ones (in input order) are let go
+    need_t = replace(need_t, frame=need_t.frame.iloc[:0], rows=None)
+    partner_t = replace(partner_t, frame=partner_t.frame.iloc[:0], rows=None)
     if config.volunteer_points == "grid":
         partner_df = public_partners(partner_df)
     if hoods is not None:
@@ -580,7 +613,11 @@ def _finish(
         assignments_out = assignments_out.sort_values(["cluster_id", "partner_id"]).reset_index(
             drop=True
         )
-    need_out = need_df.assign(cluster_id=need_cluster, served=need_served)
+    # need_df is this plan's own sorted copy of the input: the columns go on in place
+    # (a copy of every column would be a second need table in memory)
+    need_df["cluster_id"] = need_cluster
+    need_df["served"] = need_served
+    need_out = need_df
     unmet_out = _unmet_table(clusters)
     objective = int(sum(r.assignment_cost for r in regions))
     metrics = plan_metrics(clusters, need_out, assignments_out)
@@ -657,7 +694,8 @@ def _finish(
     )
     return Plan(
         clusters,
-        need_out[["need_id", "cluster_id"]].sort_values("need_id").reset_index(drop=True),
+        # needs are in need_id order already (_prepare sorts them; ids are unique)
+        need_out[["need_id", "cluster_id"]],
         assignments_out,
         unmet_out,
         need_out,

@@ -61,15 +61,15 @@ class RegionInput:
 
     Attributes
     ----------
-    needs : geopandas.GeoDataFrame
-        Validated needs (with ``neighborhood``), sorted by ``need_id``.
+    needs : pandas.DataFrame
+        Validated needs (with ``neighborhood``, no point objects), sorted by ``need_id``.
     partners : geopandas.GeoDataFrame
         Validated partners, sorted by ``partner_id``.
     need_pos, partner_pos : numpy.ndarray of int64
         Their positions in the whole plan's sorted tables.
     """
 
-    needs: gpd.GeoDataFrame
+    needs: pd.DataFrame
     partners: gpd.GeoDataFrame
     need_pos: IntArray
     partner_pos: IntArray
@@ -408,7 +408,7 @@ def problems_only(
 
 
 def _assemble(
-    need_df: gpd.GeoDataFrame,
+    need_df: pd.DataFrame,
     partner_df: gpd.GeoDataFrame,
     cl: pd.DataFrame,
     clustering: Clustering,

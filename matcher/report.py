@@ -292,13 +292,13 @@ class _Frame:
     def __init__(self, plan: Plan) -> None:
         lon = np.concatenate(
             [
-                plan.needs["lon"].to_numpy(dtype=np.float64),
+                plan.need_table["lon"].to_numpy(dtype=np.float64),
                 plan.clusters["centroid_lon"].to_numpy(dtype=np.float64),
             ]
         )
         lat = np.concatenate(
             [
-                plan.needs["lat"].to_numpy(dtype=np.float64),
+                plan.need_table["lat"].to_numpy(dtype=np.float64),
                 plan.clusters["centroid_lat"].to_numpy(dtype=np.float64),
             ]
         )
@@ -796,7 +796,7 @@ def _hood_names(plan: Plan) -> dict[str, str]:
 
 def _cluster_hoods(plan: Plan) -> dict[str, str]:
     """Return the neighborhood holding most of each cluster's demand, by cluster id."""
-    needs = plan.needs
+    needs = plan.need_table
     if "neighborhood" not in needs.columns or "cluster_id" not in needs.columns:
         return {}
     df = pd.DataFrame(
@@ -831,7 +831,7 @@ def _summary_section(plan: Plan) -> str:
     items: list[tuple[str, Any]] = [
         ("status", plan.solver.get("status")),
         ("objective", plan.parameters.get("objective")),
-        ("needs", f"{counts.get('needs', len(plan.needs)):,}"),
+        ("needs", f"{counts.get('needs', len(plan.need_table)):,}"),
         ("partners", f"{len(plan.partners):,}"),
         ("clusters fully served", f"{counts.get('clusters_fully_served', 0):,}"),
         ("distance per unit served, mean", f"{_num(dist.get('mean'), 2)} km"),

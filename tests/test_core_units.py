@@ -358,3 +358,26 @@ def test_language_mismatch_equals_a_per_pair_count(need_langs, partner_langs, se
                     if lang == langset and c == pair_cluster[p]
                 )
     assert got.tolist() == expected.tolist()
+
+
+def test_plan_needs_get_their_points_on_first_use() -> None:
+    """A plan holds its needs without point objects; ``needs`` adds them, as read_needs does."""
+    import geopandas as gpd
+
+    from matcher import read_needs
+    from matcher._validate import NEED_FIELDS
+
+    needs, partners = _small_inputs()
+    p = plan(needs, partners)
+    assert "geometry" not in p.need_table.columns
+    assert list(p.need_table.columns) == [*NEED_FIELDS, "cluster_id", "served"]
+    got = p.needs
+    assert isinstance(got, gpd.GeoDataFrame) and got.crs == "EPSG:4326"
+    assert list(got.columns) == [*NEED_FIELDS, "geometry", "cluster_id", "served"]
+    assert p.needs is got  # made once
+    read = read_needs(needs).frame.sort_values("need_id").reset_index(drop=True)
+    assert got.geometry.geom_equals_exact(read.geometry, 0).all()
+    assert (got["lon"].to_numpy() == got.geometry.x.to_numpy()).all()
+    plain = read_needs(needs, points=False).frame
+    assert not isinstance(plain, gpd.GeoDataFrame)
+    assert list(plain.columns) == list(NEED_FIELDS)

@@ -24,7 +24,12 @@ from matcher.output import (
     _json_floats,
     _snapped_geojson,
     csv_bytes,
+    csv_pieces,
     neutralise_cell,
+    plan_files,
+    plan_geojson_pieces,
+    plan_geojson_text,
+    write_plan,
 )
 
 SPECIAL_FLOATS = [0.0, -0.0, 1e-7, -1e-7, 1e16, -1e16, 1e15, 2.0, 123456789.0, 0.1, 5e-324,
@@ -162,6 +167,15 @@ def test_csv_bytes_is_to_csv_of_formatted_columns(frame: pd.DataFrame) -> None:
     assert csv_bytes(frame) == _reference_csv(frame)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames(), st.integers(1, 4))
+def test_csv_pieces_join_to_csv_bytes(frame: pd.DataFrame, rows: int) -> None:
+    pieces = list(csv_pieces(frame, rows))
+    assert "".join(pieces).encode("utf-8") == csv_bytes(frame)
+    per_cell = all(k != "category" for k in map(str, frame.dtypes))
+    assert len(pieces) == (max(1, -(-len(frame) // rows)) if per_cell else 1)
+
+
 def test_csv_bytes_edge_tables() -> None:
     cases = [
         pd.DataFrame({"only": ["", "a", None]}),
@@ -244,3 +258,27 @@ def test_snapped_geojson_are_set_precision(seed: int, grid: float) -> None:
     fast = _snapped_geojson(geoms, grid)
     slow = shapely.to_geojson(shapely.set_precision(geoms, grid))
     assert fast.tolist() == slow.tolist()
+
+
+def test_plan_files_written_in_pieces_are_the_whole_files(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan written piece by piece (pieces of 7 rows here) has the bytes of the whole files."""
+    from matcher import MatchConfig, output, plan
+    from matcher.synthetic import generate_city, write_city
+
+    paths = write_city(generate_city(800, 90, seed=3), tmp_path / "city")
+    p = plan(paths["needs"], paths["partners"], neighborhoods=paths["neighborhoods"],
+             config=MatchConfig(min_coverage=0.3))  # fmt: skip
+    whole = plan_files(p)  # every table is smaller than a piece: each written at once
+    assert {"gaps.geojson", "floors.csv", "plan.geojson", "need_clusters.csv"} <= set(whole)
+    assert len(p.need_clusters) > 7 * 50 and len(p.assignments) > 7 * 5
+    monkeypatch.setattr(output, "PIECE_ROWS", 7)
+    pieces = list(plan_geojson_pieces(p))
+    assert len(pieces) > 10 and "".join(pieces) == plan_geojson_text(p)
+    assert "".join(pieces) + "\n" == whole["plan.geojson"].decode("utf-8")
+    assert len(list(csv_pieces(p.need_clusters))) == -(-len(p.need_clusters) // 7)
+    written = write_plan(p, tmp_path / "out")
+    assert sorted(written) == sorted(whole)
+    for name, path in written.items():
+        assert path.read_bytes() == whole[name], name

@@ -419,3 +419,49 @@ def test_numbers_of_a_long_column_of_few_values(pool: list[str], rng: Any, dtype
     got = v._parse_numbers(*v._text_values(column["x"]))
     want = ref_numbers(column, "x")
     assert np.array_equal(got, np.asarray(want, dtype=np.float64), equal_nan=True)
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(ANY_TEXT, st.sampled_from(SPACES + NUMBERS[:10] + ["a,b", 'q"x', "l\nm"])),
+            min_size=3,
+            max_size=3,
+        ),  # fmt: skip
+        min_size=1,
+        max_size=9,
+    ),
+    st.booleans(),
+    st.integers(1, 4),
+)
+def test_a_long_csv_read_in_pieces_reads_as_whole(
+    rows: list[list[str]], crlf: bool, piece: int
+) -> None:
+    """A text past ``CSV_PIECE_CHARS``, parsed ``CSV_PIECE_ROWS`` rows at a time, reads the same.
+
+    The same table (dtypes included), the same row numbers, or the same problems.
+    """
+    text = csv_text(rows, ["a", "b", "c"])
+    if crlf:
+        text = text.replace("\n", "\r\n")
+
+    def read() -> Any:
+        try:
+            df, numbers = mio._read_csv_text(text, FILE, ())
+        except InputValidationError as exc:
+            return list(exc.problems)
+        return df, list(numbers)
+
+    whole = read()
+    old = mio.CSV_PIECE_CHARS, mio.CSV_PIECE_ROWS
+    mio.CSV_PIECE_CHARS, mio.CSV_PIECE_ROWS = 0, piece
+    try:
+        pieces = read()
+    finally:
+        mio.CSV_PIECE_CHARS, mio.CSV_PIECE_ROWS = old
+    if isinstance(whole, list):
+        assert pieces == whole
+    else:
+        pd.testing.assert_frame_equal(pieces[0], whole[0])
+        assert pieces[1] == whole[1]

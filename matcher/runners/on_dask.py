@@ -139,6 +139,9 @@ def dask_client(address: str) -> Iterator[Any]:
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
+            # the scheduler still serves /health and /metrics: on a free loopback port,
+            # so that two local clusters (two plans at once) neither clash nor warn
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         )
         try:
             with Client(cluster) as client:
