@@ -12,6 +12,7 @@ from ._errors import (
 )
 
 if TYPE_CHECKING:
+    from .assessments import Assessment, assess
     from .clustering import ClusterModel
     from .config import MatchConfig
     from .io import read_needs, read_neighborhoods, read_partners
@@ -21,9 +22,11 @@ if TYPE_CHECKING:
 #: Public names and the module each comes from, imported on first use (PEP 562), so that
 #: ``import matcher`` and the CLI start without loading pandas, scikit-learn or shapely.
 _LAZY = {
+    "Assessment": "assessments",
     "ClusterModel": "clustering",
     "MatchConfig": "config",
     "Plan": "pipeline",
+    "assess": "assessments",
     "Taxonomy": "taxonomy",
     "default_taxonomy": "taxonomy",
     "plan": "pipeline",
@@ -55,6 +58,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "Assessment",
     "ClusterModel",
     "InfeasibleMatchError",
     "InputValidationError",
@@ -65,6 +69,7 @@ __all__ = [
     "Taxonomy",
     "UnboundedMatchError",
     "__version__",
+    "assess",
     "default_taxonomy",
     "plan",
     "read_needs",

@@ -631,6 +631,49 @@ def validate_cmd(
         click.echo(f"ok: {len(needs.frame)} needs, {len(partners.frame)} partners")
 
 
+@main.command("assess")
+@click.argument("mapping_path", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The needs CSV to write (a needs file `matcher plan` reads).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the assessment report CSV: per source, indicator and area, the figures "
+    "and the demand model; every column the mapping does not use.",
+)
+@click.option("--taxonomy", "taxonomy_path", type=click.Path(path_type=Path))
+@_with_common
+@_guarded
+def assess_cmd(
+    mapping_path: Path,
+    out_path: Path,
+    report_path: Path | None,
+    taxonomy_path: Path | None,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """Turn assessments (rates per area) into needs, as the TOML mapping file MAPPING_PATH says."""
+    from .assessments import assess
+
+    _setup_logging(quiet, verbose)
+    result = assess(mapping_path, taxonomy=_taxonomy(taxonomy_path))
+    result.write(out_path, report_path)
+    if not quiet:
+        n = result.needs
+        click.echo(
+            f"wrote {len(n)} needs ({n['demand'].sum():,.1f} units, "
+            f"{n['category'].nunique()} categories, {n['neighborhood'].nunique()} areas) "
+            f"from {len(result.mapping.sources)} source(s) to {out_path}"
+            + (f"; report: {report_path}" if report_path else "")
+        )
+
+
 @main.command("generate")
 @click.option("--needs", "n_needs", required=True, type=click.IntRange(1), help="Number of needs.")
 @click.option(

@@ -1,0 +1,178 @@
+"""Needs from assessments: area indicators (a rate per area) become located needs.
+
+``matcher.assess(mapping)`` reads a TOML mapping file (:mod:`matcher.assessments.mapping`)
+and the sources it names, applies each indicator's demand model
+(:mod:`matcher.assessments.indicators`) and returns an :class:`Assessment`: a needs table
+that ``matcher plan`` reads unchanged and a report of every area, indicator, category,
+figure and model, and of every column the mapping does not use.
+
+A mapping file::
+
+    [areas]                       # the area polygons
+    file = "community_areas.geojson"
+    id = "area_num_1"             # the field the sources' area column matches
+    name = "community"            # optional: names (a source may give names instead)
+
+    [population]                  # optional: where people live inside the areas
+    file = "tracts.geojson"
+    area = "commarea"             # the area id of each unit
+    count = "Pop2014"             # its population
+
+    [[sources]]
+    name = "hcs-2021-22"
+    kind = "area_indicators"
+    file = "healthy_chicago_survey.csv"
+    area = "GEOID"                # the column naming each row's area
+    population = "Population"     # optional with a [population] layer
+    where = { Layer = "Community area" }   # optional: the rows to read
+    weight = 1.0                  # optional: scales every demand of the source
+
+      [[sources.indicators]]
+      column = "HCSNVP_2021-2022"
+      category = "crime_prevention"
+      worse = "higher"            # "lower" when a low rate is the problem
+      units_per_affected = 0.01   # units per affected adult per week
+      baseline = 0                # optional: the affected rate that needs no help
+      severity = "percentile"     # or four thresholds: [20, 35, 50, 65]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .._errors import InputValidationError, Problem
+from ..taxonomy import Taxonomy, default_taxonomy
+from .indicators import NEED_OUT, load_areas, source_needs
+from .mapping import AssessmentMapping, read_mapping
+
+__all__ = ["Assessment", "assess", "REPORT_COLUMNS"]
+
+logger = logging.getLogger("matcher.assess")
+
+#: The columns of the assessment report, in order.
+REPORT_COLUMNS = [
+    "source",
+    "indicator",
+    "category",
+    "area",
+    "area_name",
+    "population",
+    "rate",
+    "affected_rate",
+    "baseline",
+    "units_per_affected",
+    "weight",
+    "demand",
+    "placed",
+    "severity",
+    "needs",
+    "note",
+]
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Needs made from assessment sources, with the report of how.
+
+    Attributes
+    ----------
+    needs : pandas.DataFrame
+        ``need_id, category, lat, lon, demand, severity, neighborhood, source``: the
+        neighborhood is the area id, the source ``<source name>/<indicator column>``.
+    report : pandas.DataFrame
+        One row per source x indicator x area (:data:`REPORT_COLUMNS`), then one per
+        column of a source that the mapping does not use (``note``: not in the mapping).
+    mapping : AssessmentMapping
+        The validated mapping file.
+    """
+
+    needs: pd.DataFrame
+    report: pd.DataFrame
+    mapping: AssessmentMapping
+
+    def write(self, needs_path: str | Path, report_path: str | Path | None = None) -> None:
+        """Write the needs CSV (and the report CSV): every file whole or none changed."""
+        from ..output import csv_bytes
+
+        files = {Path(needs_path): csv_bytes(self.needs)}
+        if report_path is not None:
+            files[Path(report_path)] = csv_bytes(self.report)
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for path, content in files.items():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                stage = path.with_name(f".matcher-{os.getpid()}-{path.name}")
+                staged.append((stage, path))
+                stage.write_bytes(content)
+            for stage, path in staged:
+                os.replace(stage, path)
+        finally:
+            for stage, _ in staged:
+                stage.unlink(missing_ok=True)
+
+
+def assess(mapping: str | Path, *, taxonomy: Taxonomy | None = None) -> Assessment:
+    """Turn the assessment sources of a mapping file into needs.
+
+    Parameters
+    ----------
+    mapping : str or Path
+        A TOML mapping file (see :mod:`matcher.assessments`).
+    taxonomy : Taxonomy, optional
+        The categories indicators may map to; the default taxonomy when omitted.
+
+    Returns
+    -------
+    Assessment
+
+    Raises
+    ------
+    InputValidationError
+        With every problem of the mapping file, then every problem of the layers and
+        sources (file, row, field, value, what would be valid).
+    """
+    from ..io import read_needs
+
+    tax = taxonomy or default_taxonomy()
+    m = read_mapping(mapping, tax)
+    areas = load_areas(m.areas, m.population)
+    needs: list[pd.DataFrame] = []
+    reports: list[pd.DataFrame] = []
+    problems: list[Problem] = []
+    for source in m.sources:
+        try:
+            n, r = source_needs(source, areas)
+        except InputValidationError as exc:
+            problems.extend(exc.problems)
+            continue
+        needs.append(n)
+        reports.append(r)
+        logger.info("%s: %d need(s), %.4g units", source.name, len(n), n["demand"].sum())
+    if problems:
+        raise InputValidationError(problems)
+    full = [n for n in needs if len(n)]
+    table = pd.concat(full, ignore_index=True) if full else pd.DataFrame(columns=NEED_OUT)
+    report = pd.concat(reports, ignore_index=True).reindex(columns=REPORT_COLUMNS)
+    for col in ("severity", "needs"):
+        report[col] = report[col].astype("Int64")  # whole numbers; empty for unused columns
+    if table.empty:
+        raise InputValidationError(
+            [
+                Problem(
+                    str(m.path),
+                    None,
+                    "sources",
+                    None,
+                    "no need came out: every area's demand is 0 or has no value (see the "
+                    "baselines, the population and the rates)",
+                )
+            ]
+        )
+    # what a plan would refuse is refused here, before any file is written
+    read_needs(table, taxonomy=tax, name="the assessed needs", points=False)
+    return Assessment(table, report, m)

@@ -1,0 +1,361 @@
+"""The assessment mapping file: which sources, which indicators, which categories, which model.
+
+A mapping file is TOML (``tomllib``, Python's own reader). It names the area polygons,
+an optional population layer (where people live inside each area) and the assessment
+sources; each indicator of a source maps to a matcher category with a demand model.
+Every problem of the file is reported at once, naming the key and what would be valid.
+The module :mod:`matcher.assessments` shows a mapping file with every key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._errors import InputValidationError, Problem
+from ..limits import MAX_UNITS, check_file
+from ..taxonomy import Taxonomy
+
+__all__ = [
+    "AreaLayer",
+    "AssessmentMapping",
+    "Indicator",
+    "PopulationLayer",
+    "Source",
+    "read_mapping",
+    "MAX_MAPPING_BYTES",
+    "MAX_SOURCES",
+    "MAX_INDICATORS",
+]
+
+#: Largest mapping file, in bytes.
+MAX_MAPPING_BYTES = 256 * 1024
+#: Most sources in one mapping file, and most indicators of one source.
+MAX_SOURCES = 64
+MAX_INDICATORS = 256
+#: The kinds of source this version reads.
+SOURCE_KINDS = ("area_indicators",)
+#: How an indicator's rate reads: a higher rate is worse (``higher``) or a lower one is.
+WORSE = ("higher", "lower")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class AreaLayer:
+    """The area polygons: ``file`` (GeoJSON or GeoPackage), the ``id`` field, a ``name`` field."""
+
+    file: Path
+    id: str
+    name: str | None
+
+
+@dataclass(frozen=True)
+class PopulationLayer:
+    """Where people live: units (e.g. tracts) with the ``area`` they lie in and a ``count``."""
+
+    file: Path
+    area: str
+    count: str
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """One indicator column of a source mapped to a category, with its demand model.
+
+    Attributes
+    ----------
+    column : str
+        The column holding the rate (% of adults, 0 to 100) per area.
+    category : str
+        The matcher category (canonical code).
+    worse : {"higher", "lower"}
+        Whether a higher rate is worse (``higher``: the rate of adults affected) or a
+        lower one (``lower``: ``100 - rate`` are affected, e.g. reliable internet).
+    units_per_affected : float
+        Units of demand per affected adult per week.
+    baseline : float
+        The affected rate (%) that needs no help; only the excess counts.
+    severity : "percentile" or tuple of float
+        Severity from the area's standing among the source's areas (quintiles of the
+        affected rate) or from four ascending thresholds on the affected rate.
+    """
+
+    column: str
+    category: str
+    worse: str
+    units_per_affected: float
+    baseline: float
+    severity: str | tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    """An assessment source: a table of rates per area (``kind = "area_indicators"``)."""
+
+    name: str
+    kind: str
+    file: Path
+    area: str
+    population: str | None
+    where: tuple[tuple[str, str], ...]
+    weight: float
+    indicators: tuple[Indicator, ...]
+
+
+@dataclass(frozen=True)
+class AssessmentMapping:
+    """A validated mapping file (see :func:`read_mapping`)."""
+
+    path: Path
+    areas: AreaLayer
+    population: PopulationLayer | None
+    sources: tuple[Source, ...]
+
+
+class _Checker:
+    """Collects the problems of one mapping file, each naming its key."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.problems: list[Problem] = []
+
+    def add(self, key: str, value: Any, reason: str) -> None:
+        self.problems.append(Problem(self.label, None, key, _shown(value), reason))
+
+    def table(
+        self, doc: Any, key: str, allowed: tuple[str, ...], required: tuple[str, ...]
+    ) -> dict[str, Any]:
+        if not isinstance(doc, dict):
+            self.add(key, doc, "must be a table")
+            return {}
+        for k in doc:
+            if k not in allowed:
+                hint = difflib.get_close_matches(k, allowed, n=1)
+                self.add(
+                    f"{key}.{k}" if key else k,
+                    None,
+                    "unknown key"
+                    + (f"; did you mean {hint[0]!r}?" if hint else "")
+                    + f" Keys here: {', '.join(allowed)}",
+                )
+        for k in required:
+            if k not in doc:
+                self.add(f"{key}.{k}" if key else k, None, "is required")
+        return doc
+
+    def text(self, doc: dict[str, Any], key: str, path: str, limit: int = 200) -> str | None:
+        value = doc.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip() or len(value) > limit:
+            self.add(path, value, f"must be non-empty text of at most {limit} characters")
+            return None
+        return value.strip()
+
+    def number(
+        self, doc: dict[str, Any], key: str, path: str, low: float, high: float, default: float,
+        *, open_low: bool = False,
+    ) -> float:  # fmt: skip
+        value = doc.get(key, default)
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and (value > low if open_low else value >= low)
+        if not ok or value > high:
+            side = ">" if open_low else ">="
+            self.add(path, value, f"must be a number {side} {low:g} and <= {high:g}")
+            return default
+        return float(value)
+
+    def file(self, doc: dict[str, Any], key: str, path: str, base: Path) -> Path | None:
+        name = self.text(doc, key, path, limit=1000)
+        if name is None:
+            return None
+        where = (base / name).resolve() if not Path(name).is_absolute() else Path(name)
+        reason = check_file(where)
+        if reason is not None:
+            self.add(path, name, reason)
+            return None
+        return where
+
+
+def _shown(value: Any) -> Any:
+    """Return a value as a problem shows it: long text and big tables cut short."""
+    if isinstance(value, str):
+        return value[:80]
+    if isinstance(value, dict | list):
+        return str(value)[:80]
+    return value
+
+
+def read_mapping(path: str | Path, taxonomy: Taxonomy) -> AssessmentMapping:
+    """Read and validate an assessment mapping file (TOML).
+
+    Parameters
+    ----------
+    path : str or Path
+        The mapping file. Relative file names in it are relative to its directory.
+    taxonomy : Taxonomy
+        The categories indicators may map to (codes or aliases).
+
+    Returns
+    -------
+    AssessmentMapping
+
+    Raises
+    ------
+    InputValidationError
+        With every problem of the file (key, value, what would be valid).
+    """
+    path = Path(path)
+    label = str(path)
+    reason = check_file(path, MAX_MAPPING_BYTES)
+    if reason is not None:
+        raise InputValidationError([Problem(label, None, None, None, reason)])
+    try:
+        doc = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputValidationError(
+            [Problem(label, None, None, None, "not UTF-8; save the mapping file as UTF-8")]
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputValidationError(
+            [Problem(label, None, None, None, f"not valid TOML: {exc}")]
+        ) from None
+    base = path.parent.resolve()
+    c = _Checker(label)
+    top = c.table(doc, "", ("areas", "population", "sources"), ("areas", "sources"))
+    areas = _areas(c, top.get("areas", {}), base)
+    population = None
+    if "population" in top:
+        population = _population(c, top["population"], base)
+    sources = _sources(c, top.get("sources", []), base, taxonomy, population is not None)
+    if c.problems or areas is None:
+        raise InputValidationError(c.problems or [Problem(label, None, "areas", None, "invalid")])
+    return AssessmentMapping(path, areas, population, tuple(sources))
+
+
+def _areas(c: _Checker, doc: Any, base: Path) -> AreaLayer | None:
+    t = c.table(doc, "areas", ("file", "id", "name"), ("file", "id"))
+    file = c.file(t, "file", "areas.file", base) if "file" in t else None
+    ident = c.text(t, "id", "areas.id")
+    name = c.text(t, "name", "areas.name")
+    if file is None or ident is None:
+        return None
+    return AreaLayer(file, ident, name)
+
+
+def _population(c: _Checker, doc: Any, base: Path) -> PopulationLayer | None:
+    t = c.table(doc, "population", ("file", "area", "count"), ("file", "area", "count"))
+    file = c.file(t, "file", "population.file", base) if "file" in t else None
+    area = c.text(t, "area", "population.area")
+    count = c.text(t, "count", "population.count")
+    if file is None or area is None or count is None:
+        return None
+    return PopulationLayer(file, area, count)
+
+
+_SOURCE_KEYS = ("name", "kind", "file", "area", "population", "where", "weight", "indicators")
+_INDICATOR_KEYS = ("column", "category", "worse", "units_per_affected", "baseline", "severity")
+
+
+def _sources(
+    c: _Checker, doc: Any, base: Path, taxonomy: Taxonomy, has_layer: bool
+) -> list[Source]:
+    if not isinstance(doc, list) or not doc:
+        c.add("sources", _shown(doc), "must be one or more [[sources]] tables")
+        return []
+    if len(doc) > MAX_SOURCES:
+        c.add("sources", len(doc), f"at most {MAX_SOURCES} sources make one mapping")
+        return []
+    out: list[Source] = []
+    names: set[str] = set()
+    for i, raw in enumerate(doc):
+        key = f"sources[{i}]"
+        t = c.table(raw, key, _SOURCE_KEYS, ("name", "kind", "file", "area", "indicators"))
+        name = c.text(t, "name", f"{key}.name", limit=64)
+        if name is not None:
+            if not _NAME.fullmatch(name):
+                c.add(f"{key}.name", name, "letters, digits, '_', '.' and '-', starting with a "
+                      "letter or digit, at most 64")  # fmt: skip
+            elif name in names:
+                c.add(f"{key}.name", name, "another source has this name")
+            names.add(name)
+        kind = t.get("kind")
+        if "kind" in t and kind not in SOURCE_KINDS:
+            c.add(f"{key}.kind", kind, f"must be one of: {', '.join(SOURCE_KINDS)}")
+        file = c.file(t, "file", f"{key}.file", base) if "file" in t else None
+        area = c.text(t, "area", f"{key}.area")
+        pop = c.text(t, "population", f"{key}.population")
+        if pop is None and "population" not in t and not has_layer:
+            c.add(f"{key}.population", None, "give a population column, or a [population] layer")
+        where = _where(c, t.get("where", {}), f"{key}.where")
+        weight = c.number(t, "weight", f"{key}.weight", 0.0, 100.0, 1.0, open_low=True)
+        indicators = _indicators(c, t.get("indicators", []), f"{key}.indicators", taxonomy)
+        if name and kind in SOURCE_KINDS and file and area and indicators:
+            out.append(Source(name, str(kind), file, area, pop, where, weight, indicators))
+    return out
+
+
+def _where(c: _Checker, doc: Any, key: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(doc, dict):
+        c.add(key, doc, 'must be a table of column = "value" (rows kept where every one holds)')
+        return ()
+    out = []
+    for col, value in doc.items():
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            c.add(f"{key}.{col}", value, "must be text or a whole number")
+            continue
+        out.append((str(col), str(value).strip()))
+    return tuple(out)
+
+
+def _indicators(c: _Checker, doc: Any, key: str, taxonomy: Taxonomy) -> tuple[Indicator, ...]:
+    if not isinstance(doc, list) or not doc:
+        c.add(key, _shown(doc), "must be one or more [[sources.indicators]] tables")
+        return ()
+    if len(doc) > MAX_INDICATORS:
+        c.add(key, len(doc), f"at most {MAX_INDICATORS} indicators make one source")
+        return ()
+    out = []
+    columns: set[str] = set()
+    for i, raw in enumerate(doc):
+        k = f"{key}[{i}]"
+        t = c.table(raw, k, _INDICATOR_KEYS, ("column", "category", "worse", "units_per_affected"))
+        column = c.text(t, "column", f"{k}.column")
+        if column is not None and column in columns:
+            c.add(f"{k}.column", column, "this source maps the column twice")
+        columns.add(column or "")
+        category = None
+        raw_cat = c.text(t, "category", f"{k}.category")
+        if raw_cat is not None:
+            category = taxonomy.resolve(raw_cat)
+            if category is None:
+                c.add(f"{k}.category", raw_cat, taxonomy.describe_unknown(raw_cat))
+        worse = t.get("worse")
+        if "worse" in t and worse not in WORSE:
+            c.add(f"{k}.worse", worse, 'must be "higher" (a higher rate is worse) or "lower"')
+        upa = c.number(t, "units_per_affected", f"{k}.units_per_affected", 0.0, MAX_UNITS, 0.0,
+                       open_low=True)  # fmt: skip
+        baseline = c.number(t, "baseline", f"{k}.baseline", 0.0, 100.0, 0.0)
+        severity = _severity(c, t.get("severity", "percentile"), f"{k}.severity")
+        if column and category and worse in WORSE and upa > 0 and severity is not None:
+            out.append(Indicator(column, category, str(worse), upa, baseline, severity))
+    return tuple(out)
+
+
+def _severity(c: _Checker, value: Any, key: str) -> str | tuple[float, ...] | None:
+    if value == "percentile":
+        return "percentile"
+    ok = isinstance(value, list) and len(value) == 4
+    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ok = ok and all(0 <= v <= 100 for v in value) and list(value) == sorted(set(value))
+    if not ok:
+        c.add(key, _shown(value), 'must be "percentile" or four rising affected rates from 0 to '
+              "100 where severity 2, 3, 4 and 5 begin")  # fmt: skip
+        return None
+    return tuple(float(v) for v in value)

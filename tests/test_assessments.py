@@ -1,0 +1,288 @@
+"""Needs from assessments (``matcher assess``): the demand model by hand, every mapping error.
+
+The small cases are built here: two square areas, a population layer of three units and
+a table of rates, so that every figure can be computed by hand. The real Chicago case
+runs the example mapping on the shared Healthy Chicago Survey data when it is present.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from matcher import InputValidationError, assess, read_needs
+from matcher.assessments.indicators import area_key, severity_of
+from tests.conftest import assert_clean_exit, invoke
+
+ROOT = Path(__file__).resolve().parents[1]
+CHICAGO = ROOT.parent / "shared" / "data" / "chicago"
+
+
+def _square(x: float, y: float, side: float) -> list[list[list[float]]]:
+    return [[[x, y], [x + side, y], [x + side, y + side], [x, y + side], [x, y]]]
+
+
+def _layer(path: Path, rows: list[tuple[dict[str, object], list[list[list[float]]]]]) -> Path:
+    features = [
+        {"type": "Feature", "properties": props, "geometry": {"type": "Polygon", "coordinates": c}}
+        for props, c in rows
+    ]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+MAPPING = """
+[areas]
+file = "areas.geojson"
+id = "num"
+name = "label"
+
+[population]
+file = "units.geojson"
+area = "in_area"
+count = "people"
+
+[[sources]]
+name = "survey"
+kind = "area_indicators"
+file = "rates.csv"
+area = "area"
+population = "pop"
+where = { layer = "area" }
+weight = 2.0
+
+  [[sources.indicators]]
+  column = "violence"
+  category = "crime"
+  worse = "higher"
+  units_per_affected = 0.1
+  baseline = 5
+
+  [[sources.indicators]]
+  column = "internet"
+  category = "digital_access"
+  worse = "lower"
+  units_per_affected = 0.01
+  severity = [10, 20, 30, 40]
+"""
+
+RATES = """layer,area,pop,violence,internet,unused
+(name),,,Violence rate,Internet rate,
+area,1,400,30,90,x
+area,2.0,50,10,,y
+"""
+
+
+@pytest.fixture
+def case(tmp_path: Path) -> Path:
+    _layer(tmp_path / "areas.geojson", [
+        ({"num": 1, "label": "North"}, _square(-87.70, 41.90, 0.02)),
+        ({"num": 2, "label": "South"}, _square(-87.70, 41.85, 0.02)),
+    ])  # fmt: skip
+    _layer(tmp_path / "units.geojson", [
+        ({"in_area": "1", "people": 100}, _square(-87.700, 41.900, 0.01)),
+        ({"in_area": "1", "people": 300}, _square(-87.690, 41.910, 0.01)),
+        ({"in_area": "2", "people": 80}, _square(-87.695, 41.855, 0.01)),
+        ({"in_area": "2", "people": 0}, _square(-87.685, 41.855, 0.005)),
+    ])  # fmt: skip
+    (tmp_path / "rates.csv").write_text(RATES)
+    (tmp_path / "mapping.toml").write_text(MAPPING)
+    return tmp_path / "mapping.toml"
+
+
+def test_the_demand_model_by_hand(case: Path) -> None:
+    result = assess(case)
+    n = result.needs.set_index("need_id")
+    # area 1, violence: 400 people x (30 - 5)% x 0.1 units x weight 2 = 20 units, over units
+    # of 100 and 300 people: 5 and 15
+    assert n.loc["survey.violence.1.1", "demand"] == 5.0
+    assert n.loc["survey.violence.1.2", "demand"] == 15.0
+    # area 2 ("2.0" in the table is area 2): 50 x (10 - 5)% x 0.1 x 2 = 0.5, all on the
+    # unit with people (the empty unit gets no need)
+    assert n.loc["survey.violence.2.1", "demand"] == 0.5
+    assert "survey.violence.2.2" not in n.index
+    # internet, a low rate is the problem: 400 x (100 - 90)% x 0.01 x 2 = 0.8 -> 0.2 + 0.6
+    assert n.loc["survey.internet.1.1", "demand"] == 0.2
+    assert n.loc["survey.internet.1.2", "demand"] == 0.6
+    # area 2 has no internet value: no need, a report row saying so
+    assert not n.index.str.startswith("survey.internet.2").any()
+    assert set(n["category"]) == {"crime_prevention", "digital_access"}  # "crime" is an alias
+    assert set(n["neighborhood"]) == {"1", "2"}
+    assert set(n["source"]) == {"survey/violence", "survey/internet"}
+    # severity: percentile of two areas (worst 5, best 1); thresholds (affected 10%: 2)
+    assert n.loc["survey.violence.1.1", "severity"] == 5
+    assert n.loc["survey.violence.2.1", "severity"] == 1
+    assert n.loc["survey.internet.1.1", "severity"] == 2
+    # each need lies in its area, at its unit's representative point
+    north = n[n["neighborhood"] == "1"]
+    assert ((north["lat"] >= 41.90) & (north["lat"] <= 41.92)).all()
+    r = result.report
+    row = r[(r["indicator"] == "violence") & (r["area"] == "1")].iloc[0]
+    assert row["demand"] == 20.0 and row["placed"] == 20.0 and row["needs"] == 2
+    assert row["area_name"] == "North" and row["population"] == 400
+    gap = r[(r["indicator"] == "internet") & (r["area"] == "2")].iloc[0]
+    assert gap["note"] == "no value" and gap["needs"] == 0
+    unused = r[r["note"] == "not in the mapping"]["indicator"].tolist()
+    assert unused == ["unused"]
+    # the needs are a valid needs file
+    assert len(read_needs(result.needs).frame) == len(result.needs)
+
+
+def test_demand_is_shared_out_in_whole_quanta(tmp_path: Path, case: Path) -> None:
+    """Largest remainder: the parts add up to the area's demand exactly, ties to the first."""
+    units = json.loads((tmp_path / "units.geojson").read_text())
+    for f in units["features"][:2]:
+        f["properties"]["people"] = 100
+    units["features"].insert(1, {**units["features"][0]})
+    (tmp_path / "units.geojson").write_text(json.dumps(units))
+    (tmp_path / "rates.csv").write_text(RATES.replace("area,1,400,30", "area,1,400,6.25"))
+    n = assess(case).needs.set_index("need_id")
+    # 400 x 1.25% x 0.1 x 2 = 1.0 unit = 10 quanta over three equal units: 4, 3, 3
+    got = [n.loc[f"survey.violence.1.{k}", "demand"] for k in (1, 2, 3)]
+    assert got == [0.4, 0.3, 0.3]
+
+
+def test_severity_rules() -> None:
+    affected = np.array([10.0, np.nan, 10.0, 30.0, 50.0, 70.0])
+    # ties share their average rank; no value is severity 0
+    assert severity_of(affected, "percentile").tolist() == [1, 0, 1, 3, 4, 5]
+    assert severity_of(affected, (10.0, 30.0, 50.0, 70.0)).tolist() == [2, 0, 2, 3, 4, 5]
+    assert severity_of(np.array([42.0]), "percentile").tolist() == [3]
+
+
+def test_area_keys() -> None:
+    assert [area_key(v) for v in (1, "1.0", " 01", "x1", 2.5)] == ["1", "1", "1", "x1", "2.5"]
+
+
+def test_every_mapping_problem_at_once(case: Path) -> None:
+    text = (
+        MAPPING.replace('category = "crime"', 'category = "crimes"')
+        .replace('worse = "lower"', 'worse = "down"')
+        .replace("units_per_affected = 0.1", "units_per_affected = 0")
+        .replace("baseline = 5", "baseline = 150")
+        .replace("severity = [10, 20, 30, 40]", "severity = [40, 30]")
+        .replace('file = "rates.csv"', 'file = "missing.csv"')
+        .replace("weight = 2.0", "wieght = 2.0")
+        .replace('kind = "area_indicators"', 'kind = "survey_responses"')
+    )
+    case.write_text(text)
+    with pytest.raises(InputValidationError) as info:
+        assess(case)
+    got = {(p.field, p.value): p.reason for p in info.value.problems}
+    assert all(p.file == str(case) for p in info.value.problems)
+    expect = {
+        ("sources[0].indicators[0].category", "crimes"): "did you mean 'crime_prevention'",
+        ("sources[0].indicators[1].worse", "down"): 'must be "higher"',
+        ("sources[0].indicators[0].units_per_affected", 0): "must be a number > 0",
+        ("sources[0].indicators[0].baseline", 150): "<= 100",
+        ("sources[0].indicators[1].severity", "[40, 30]"): "four rising",
+        ("sources[0].file", "missing.csv"): "",
+        ("sources[0].wieght", None): "did you mean 'weight'",
+        ("sources[0].kind", "survey_responses"): "area_indicators",
+    }
+    for key, words in expect.items():
+        assert key in got, (key, got)
+        assert words in got[key]
+    assert len(got) == len(expect)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        ("[areas\n", None, "not valid TOML"),
+        ("[[sources]]\nname = 'a'\n", "areas", "is required"),
+        ("[areas]\nfile = 'areas.geojson'\nid = 'num'\n", "sources", "is required"),
+    ],
+)
+def test_broken_mapping_files(case: Path, text: str, field: str | None, words: str) -> None:
+    case.write_text(text)
+    with pytest.raises(InputValidationError) as info:
+        assess(case)
+    assert any(p.field == field and words in p.reason for p in info.value.problems)
+
+
+def test_every_data_problem_at_once(case: Path) -> None:
+    bad = RATES.replace("area,2.0,50,10,,y", "area,Sout,,150,abc,y\narea,1,400,30,90,z")
+    (case.parent / "rates.csv").write_text(bad)
+    with pytest.raises(InputValidationError) as info:
+        assess(case)
+    got = {(p.row, p.field): (p.value, p.reason) for p in info.value.problems}
+    rates = str(case.parent / "rates.csv")
+    assert all(p.file == rates for p in info.value.problems)
+    assert got[(4, "area")] == ("Sout", "matches no area of the areas file; the closest: South")
+    assert got[(4, "pop")] == ("", "missing population")
+    assert got[(4, "violence")][0] == "150" and "from 0 to 100" in got[(4, "violence")][1]
+    assert got[(4, "internet")][0] == "abc"
+    assert got[(5, "area")] == ("1", "another row gives this area")
+    assert len(got) == 5
+
+
+def test_a_missing_column_is_named_with_the_closest(case: Path) -> None:
+    case.write_text(MAPPING.replace('column = "violence"', 'column = "violenc"'))
+    with pytest.raises(InputValidationError) as info:
+        assess(case)
+    (p,) = info.value.problems
+    assert p.field == "violenc" and "did you mean 'violence'" in p.reason
+
+
+def test_the_cli_writes_both_files_or_none(case: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "out" / "needs.csv", tmp_path / "out" / "report.csv"
+    result = invoke("assess", str(case), "--out", str(out), "--report", str(report))
+    assert_clean_exit(result, 0)
+    assert "wrote 5 needs" in result.output
+    first = out.read_bytes(), report.read_bytes()
+    assert_clean_exit(invoke("assess", str(case), "--out", str(out), "--report", str(report)), 0)
+    assert (out.read_bytes(), report.read_bytes()) == first  # byte-identical runs
+    rows = pd.read_csv(report, dtype=str, keep_default_na=False)
+    assert list(rows.columns)[:4] == ["source", "indicator", "category", "area"]
+    # a bad mapping: exit 2, the problem named, neither file touched
+    case.write_text(MAPPING.replace("baseline = 5", "baseline = -1"))
+    result = invoke("assess", str(case), "--out", str(out), "--report", str(report))
+    assert_clean_exit(result, 2)
+    assert "sources[0].indicators[0].baseline" in result.output
+    assert (out.read_bytes(), report.read_bytes()) == first
+    assert sorted(p.name for p in out.parent.iterdir()) == ["needs.csv", "report.csv"]
+
+
+def test_an_area_named_instead_of_numbered(case: Path) -> None:
+    (case.parent / "rates.csv").write_text(RATES.replace("area,2.0,50", "area,south,50"))
+    n = assess(case).needs
+    assert set(n["neighborhood"]) == {"1", "2"}
+
+
+@pytest.mark.skipif(not (CHICAGO / "assessments").is_dir(), reason="shared Chicago data absent")
+def test_the_healthy_chicago_survey_becomes_needs(tmp_path: Path) -> None:
+    mapping = ROOT / "examples" / "assessments" / "chicago_hcs_2021_22.toml"
+    result = assess(mapping)
+    n, r = result.needs, result.report
+    assert n["neighborhood"].nunique() == 77
+    mapped = r[r["note"] != "not in the mapping"]
+    assert len(mapped) == 6 * 77  # six indicators x 77 community areas
+    # the placed demand of each area is its model demand in whole quanta
+    assert np.allclose(mapped["placed"], np.round(mapped["demand"] / 0.1) * 0.1, atol=1e-9)
+    sums = n.groupby(["source", "neighborhood"])["demand"].sum().round(6)
+    placed = (
+        mapped.assign(source="hcs-2021-22/" + mapped["indicator"])
+        .groupby(["source", "area"])["placed"]
+        .sum()
+    )
+    assert (sums.reindex(placed[placed > 0].index) == placed[placed > 0].round(6)).all()
+    assert "HCSNSP_2021-2022" in set(r.loc[r["note"] == "not in the mapping", "indicator"])
+    # Rogers Park (area 1), perceived violence 38.26%, 55,454 people, baseline 10%,
+    # 0.002 units per affected adult: 55,454 x 28.26% x 0.002 = 31.34 units
+    row = mapped[(mapped["indicator"] == "HCSNVP_2021-2022") & (mapped["area"] == "1")].iloc[0]
+    assert row["area_name"] == "ROGERS PARK"
+    assert row["demand"] == pytest.approx(55454 * (38.256937959 - 10) / 100 * 0.002, abs=1e-4)
+    out = tmp_path / "plan"
+    result.write(tmp_path / "needs.csv")
+    done = invoke(
+        "plan", "--needs", str(tmp_path / "needs.csv"),
+        "--partners", str(ROOT / "data" / "sample" / "partners.csv"),
+        "--out", str(out), "--models-dir", str(tmp_path / "models"), "-q",
+    )  # fmt: skip
+    assert_clean_exit(done, 0)
+    assert (out / "assignments.csv").stat().st_size > 1000
