@@ -99,24 +99,24 @@ def test_the_demand_model_by_hand(case: Path) -> None:
     n = result.needs.set_index("need_id")
     # area 1, violence: 400 people x (30 - 5)% x 0.1 units x weight 2 = 20 units, over units
     # of 100 and 300 people: 5 and 15
-    assert n.loc["survey.violence.1.1", "demand"] == 5.0
-    assert n.loc["survey.violence.1.2", "demand"] == 15.0
+    assert n.loc["survey:1:1:1", "demand"] == 5.0
+    assert n.loc["survey:1:1:2", "demand"] == 15.0
     # area 2 ("2.0" in the table is area 2): 50 x (10 - 5)% x 0.1 x 2 = 0.5, all on the
     # unit with people (the empty unit gets no need)
-    assert n.loc["survey.violence.2.1", "demand"] == 0.5
-    assert "survey.violence.2.2" not in n.index
+    assert n.loc["survey:1:2:1", "demand"] == 0.5
+    assert "survey:1:2:2" not in n.index
     # internet, a low rate is the problem: 400 x (100 - 90)% x 0.01 x 2 = 0.8 -> 0.2 + 0.6
-    assert n.loc["survey.internet.1.1", "demand"] == 0.2
-    assert n.loc["survey.internet.1.2", "demand"] == 0.6
+    assert n.loc["survey:2:1:1", "demand"] == 0.2
+    assert n.loc["survey:2:1:2", "demand"] == 0.6
     # area 2 has no internet value: no need, a report row saying so
-    assert not n.index.str.startswith("survey.internet.2").any()
+    assert not n.index.str.startswith("survey:2:2:").any()
     assert set(n["category"]) == {"crime_prevention", "digital_access"}  # "crime" is an alias
     assert set(n["neighborhood"]) == {"1", "2"}
     assert set(n["source"]) == {"survey/violence", "survey/internet"}
     # severity: percentile of two areas (worst 5, best 1); thresholds (affected 10%: 2)
-    assert n.loc["survey.violence.1.1", "severity"] == 5
-    assert n.loc["survey.violence.2.1", "severity"] == 1
-    assert n.loc["survey.internet.1.1", "severity"] == 2
+    assert n.loc["survey:1:1:1", "severity"] == 5
+    assert n.loc["survey:1:2:1", "severity"] == 1
+    assert n.loc["survey:2:1:1", "severity"] == 2
     # each need lies in its area, at its unit's representative point
     north = n[n["neighborhood"] == "1"]
     assert ((north["lat"] >= 41.90) & (north["lat"] <= 41.92)).all()
@@ -142,7 +142,7 @@ def test_demand_is_shared_out_in_whole_quanta(tmp_path: Path, case: Path) -> Non
     (tmp_path / "rates.csv").write_text(RATES.replace("area,1,400,30", "area,1,400,6.25"))
     n = assess(case).needs.set_index("need_id")
     # 400 x 1.25% x 0.1 x 2 = 1.0 unit = 10 quanta over three equal units: 4, 3, 3
-    got = [n.loc[f"survey.violence.1.{k}", "demand"] for k in (1, 2, 3)]
+    got = [n.loc[f"survey:1:1:{k}", "demand"] for k in (1, 2, 3)]
     assert got == [0.4, 0.3, 0.3]
 
 
@@ -286,3 +286,165 @@ def test_the_healthy_chicago_survey_becomes_needs(tmp_path: Path) -> None:
     )  # fmt: skip
     assert_clean_exit(done, 0)
     assert (out / "assignments.csv").stat().st_size > 1000
+
+
+def _problems(mapping: Path) -> list[tuple[int | None, str | None, object, str]]:
+    with pytest.raises(InputValidationError) as info:
+        assess(mapping)
+    return [(p.row, p.field, p.value, p.reason) for p in info.value.problems]
+
+
+def _edit_layer(path: Path, index: int, **changes: object) -> None:
+    doc = json.loads(path.read_text())
+    feature = doc["features"][index]
+    for key, value in changes.items():
+        if key == "geometry":
+            feature["geometry"] = value
+        else:
+            feature["properties"][key] = value
+    path.write_text(json.dumps(doc))
+
+
+def test_bad_layers_are_named_by_row(case: Path) -> None:
+    d = case.parent
+    _edit_layer(d / "areas.geojson", 0, num="x" * 60)
+    _edit_layer(d / "areas.geojson", 1, geometry={"type": "Point", "coordinates": [-87.7, 41.8]})
+    got = _problems(case)
+    assert any(r == 1 and f == "num" and "at most 48" in why for r, f, _, why in got)
+    assert any(r == 2 and f == "geometry" and "needs a polygon" in why for r, f, _, why in got)
+    # a layer in feet (no CRS member): not longitude/latitude
+    _layer(d / "areas.geojson", [
+        ({"num": 1, "label": "North"}, _square(1150000.0, 1900000.0, 500.0)),
+        ({"num": 2, "label": "South"}, _square(-87.70, 41.85, 0.02)),
+    ])  # fmt: skip
+    got = _problems(case)
+    assert [(r, f) for r, f, _, why in got if "not longitude/latitude" in why] == [(1, "geometry")]
+
+
+def test_bad_population_units_are_named_by_row(case: Path) -> None:
+    d = case.parent
+    _edit_layer(d / "units.geojson", 0, people="many")
+    _edit_layer(d / "units.geojson", 1, geometry={"type": "Point", "coordinates": [10.0, 10.0]})
+    _edit_layer(d / "units.geojson", 2, geometry=None)
+    got = _problems(case)
+    assert (1, "people", "many", "a population is a number from 0 to 1e+09") in got
+    assert any(r == 2 and "km outside this area's polygon" in why for r, _, _, why in got)
+    assert any(r == 3 and f == "geometry" and "no geometry" in why for r, f, _, why in got)
+
+
+def test_bad_rate_tables_are_named_by_line(case: Path) -> None:
+    rates = case.parent / "rates.csv"
+    rates.write_text("layer,area,pop,violence,violence,internet\narea,1,400,30,30,90\n")
+    assert any("repeats the name" in why for *_, why in _problems(case))
+    rates.write_text("layer,area,pop,violence,internet\n\n\narea,1,400,30\narea,2,50,10,5\n")
+    assert [(r, why) for r, _, _, why in _problems(case)] == [(4, "has 4 fields; the header has 5")]
+    rates.write_text("layer,area,pop,violence,internet\n\narea,1,400,30,90\n\narea,9,5,5,5\n")
+    assert [(r, f, v) for r, f, v, _ in _problems(case)] == [(5, "area", "9")]
+    rates.write_text("layer,area,pop,violence,internet\nAREA,1,400,30,90\n")
+    ((row, field, value, why),) = _problems(case)
+    assert (field, value) == ("layer", "area") and "no row is kept" in why and "'AREA'" in why
+
+
+def test_areas_by_name_empty_cells_and_populations(case: Path) -> None:
+    d = case.parent
+    _edit_layer(d / "areas.geojson", 1, label="NORTH")
+    (d / "rates.csv").write_text(
+        'layer,area,pop,violence,internet\narea,north,400,30,90\narea,,5,5,5\narea,2,"1,2,3",5,5\n'
+    )
+    got = {(r, f): why for r, f, _, why in _problems(case)}
+    assert got[(2, "area")].startswith("two areas have this name (ids 1, 2)")
+    assert got[(3, "area")] == "names no area (the cell is empty)"
+    assert got[(4, "pop")].startswith("a population is a number")
+    # "1,234" is a number; 0 people is no demand, noted
+    (d / "rates.csv").write_text(
+        'layer,area,pop,violence,internet\narea,1,"1,234",30,90\narea,2,0,10,50\n'
+    )
+    result = assess(case)
+    r = result.report.set_index(["indicator", "area"])
+    assert r.loc[("violence", "1"), "population"] == 1234
+    assert r.loc[("violence", "2"), "note"] == "no population"
+    assert r.loc[("violence", "2"), "needs"] == 0
+
+
+def test_ids_never_collide_and_demand_rounds_half_up(case: Path) -> None:
+    d = case.parent
+    second = MAPPING.split("[[sources]]")[1].replace('name = "survey"', 'name = "survey.1"')
+    case.write_text(MAPPING + "[[sources]]" + second)
+    # 75 people x (6 - 5)% x 0.1 x 2 = 0.15 units: half up to 0.2 (0.15 / 0.1 is 1.4999...)
+    (d / "rates.csv").write_text(
+        "layer,area,pop,violence,internet\narea,1,400,30,90\narea,2,75,6,95\n"
+    )
+    result = assess(case)
+    assert result.needs["need_id"].is_unique
+    row = result.report[(result.report["indicator"] == "violence") & (result.report["area"] == "2")]
+    assert row["placed"].tolist() == [0.2, 0.2]  # both sources read the table
+
+
+def test_demand_past_the_bound_and_same_output_files(case: Path, tmp_path: Path) -> None:
+    case.write_text(MAPPING.replace("units_per_affected = 0.1", "units_per_affected = 1000000"))
+    (case.parent / "rates.csv").write_text(
+        "layer,area,pop,violence,internet\narea,1,999999999,30,90\n"
+    )
+    got = _problems(case)
+    assert [(r, f) for r, f, _, _ in got] == [(2, "violence"), (2, "internet")]
+    assert all("units in area 1; at most 1e+06" in why for *_, why in got)
+    case.write_text(MAPPING)
+    (case.parent / "rates.csv").write_text(RATES)
+    out = tmp_path / "same.csv"
+    result = invoke(
+        "assess", str(case), "--out", str(out), "--report", str(tmp_path / "." / "same.csv")
+    )
+    assert_clean_exit(result, 2)
+    assert "give the report a file of its own" in result.output and not out.exists()
+
+
+def test_mapping_text_edge_cases(case: Path) -> None:
+    case.write_bytes(b"\xef\xbb\xbf" + MAPPING.encode())  # a BOM is fine
+    assert len(assess(case).needs) == 5
+    case.write_text(MAPPING.replace('file = "rates.csv"', 'file = "a\\u0000b"'))
+    assert any(f == "sources[0].file" and "control" in why for _, f, _, why in _problems(case))
+
+
+def test_more_mapping_problems_at_once(case: Path) -> None:
+    extra = (
+        '\n[[sources]]\nname = "survey"\nkind = "area_indicators"\nfile = "rates.csv"\n'
+        'area = ""\nwhere = "layer"\n'
+        '  [[sources.indicators]]\n  column = "violence"\n  category = "crime"\n'
+        '  worse = "higher"\n  units_per_affected = 1\n'
+        '  [[sources.indicators]]\n  column = "violence"\n  category = "crime"\n'
+        '  worse = "higher"\n  units_per_affected = 1\n'
+        '\n[[sources]]\nname = "bad name!"\nkind = "area_indicators"\nfile = "rates.csv"\n'
+        'area = "area"\nwhere = { layer = true }\nindicators = "none"\n'
+    )
+    case.write_text("population = 3\n" + MAPPING.replace("[population]", "[ignored]") + extra)
+    got = {(f, why.split(";")[0].split(" (")[0]) for _, f, _, why in _problems(case)}
+    assert {
+        ("population", "must be a table"),
+        ("ignored", "unknown key"),
+        ("sources[1].name", "another source has this name"),
+        ("sources[1].area", "must be non-empty text of at most 200 characters"),
+        ("sources[1].where", 'must be a table of column = "value"'),
+        ("sources[1].indicators[1].column", "this source maps the column twice"),
+        (
+            "sources[2].name",
+            "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 64",
+        ),
+        ("sources[2].where.layer", "must be text or a whole number"),
+        ("sources[2].indicators", "must be one or more [[sources.indicators]] tables"),
+    } <= got, got
+
+
+def test_areas_without_a_population_layer_and_repeated_ids(case: Path) -> None:
+    d = case.parent
+    text = MAPPING.split("[population]")[0] + "[[sources]]" + MAPPING.split("[[sources]]")[1]
+    case.write_text(text)
+    n = assess(case).needs
+    # without a layer, each area's demand is one need at the area's representative point
+    assert n.groupby(["source", "neighborhood"]).size().max() == 1
+    assert n.set_index("need_id").loc["survey:1:1:1", "demand"] == 20.0
+    case.write_text(text.replace('population = "pop"\n', ""))
+    got = _problems(case)
+    assert [f for _, f, _, _ in got] == ["sources[0].population"]
+    _edit_layer(d / "areas.geojson", 1, num=1)
+    case.write_text(text)
+    assert [(r, f, v) for r, f, v, _ in _problems(case)] == [(2, "num", "1")]

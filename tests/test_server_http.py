@@ -384,6 +384,18 @@ def test_many_writers_with_fresh_etags_lose_no_update(served):
         _delete(served, key, pid)
 
 
+def _wait_for_reads(
+    seen: list[tuple[int, int, float]], lock: threading.Lock, at_least: int, timeout: float
+) -> None:
+    """Wait until the readers have recorded ``at_least`` answers (or the timeout passes)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with lock:
+            if len(seen) >= at_least:
+                return
+        time.sleep(0.01)
+
+
 def test_concurrent_reads_during_writes_see_whole_records(served):
     """Readers on their own connections while a writer changes a partner: every read is a
     committed version (its capacity and version move together), never an error."""
@@ -414,6 +426,9 @@ def test_concurrent_reads_during_writes_see_whole_records(served):
         conn = served.connect()
         try:
             for i in range(1, 11):
+                # the readers read between writes: on a fast or a busy machine the ten writes
+                # could otherwise all pass before ten reads (a proof of nothing)
+                _wait_for_reads(seen, lock, at_least=i, timeout=10.0)
                 cur = http_call(conn, "GET", path, key=key)
                 r = http_call(
                     conn,

@@ -96,12 +96,35 @@ class Assessment:
     mapping: AssessmentMapping
 
     def write(self, needs_path: str | Path, report_path: str | Path | None = None) -> None:
-        """Write the needs CSV (and the report CSV): every file whole or none changed."""
+        """Write the needs CSV (and the report CSV).
+
+        Each file is written whole beside its target, then both are moved into place:
+        a failure while writing changes neither.
+
+        Raises
+        ------
+        InputValidationError
+            When both paths name the same file.
+        """
         from ..output import csv_bytes
 
-        files = {Path(needs_path): csv_bytes(self.needs)}
+        out = Path(needs_path).resolve()
+        files = {out: csv_bytes(self.needs)}
         if report_path is not None:
-            files[Path(report_path)] = csv_bytes(self.report)
+            report = Path(report_path).resolve()
+            if report == out:
+                raise InputValidationError(
+                    [
+                        Problem(
+                            None,
+                            None,
+                            "report",
+                            str(report_path),
+                            "is the needs file too; give the report a file of its own",
+                        )
+                    ]
+                )
+            files[report] = csv_bytes(self.report)
         staged: list[tuple[Path, Path]] = []
         try:
             for path, content in files.items():
@@ -144,9 +167,9 @@ def assess(mapping: str | Path, *, taxonomy: Taxonomy | None = None) -> Assessme
     needs: list[pd.DataFrame] = []
     reports: list[pd.DataFrame] = []
     problems: list[Problem] = []
-    for source in m.sources:
+    for index, source in enumerate(m.sources):
         try:
-            n, r = source_needs(source, areas)
+            n, r = source_needs(source, index, areas)
         except InputValidationError as exc:
             problems.extend(exc.problems)
             continue

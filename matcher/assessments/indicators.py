@@ -16,8 +16,8 @@ area's representative point.
 
 from __future__ import annotations
 
-import io
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import pandas as pd
 import shapely
 
 from .._errors import InputValidationError, Problem
-from ..limits import file_limit
+from ..limits import MAX_UNITS, file_limit, id_problem
 from .mapping import AreaLayer, Indicator, PopulationLayer, Source
 
 __all__ = ["Areas", "area_key", "load_areas", "source_needs", "severity_of"]
@@ -64,12 +64,28 @@ class Areas:
 
     table: pd.DataFrame  # area, name, lat, lon, population (layer sum, NaN without a layer)
     units: pd.DataFrame  # area, lat, lon, count (units with people), in file order
+    by_name: dict[str, str | None]  # casefolded name -> area id (None: two areas share it)
+
+    def units_of(self, key: str) -> pd.DataFrame:
+        """Return the population units (with people) of one area, in file order."""
+        return self._groups.get(key, self.units.iloc[:0])
+
+    @property
+    def _groups(self) -> dict[str, pd.DataFrame]:
+        cached = self.__dict__.get("_cache")
+        if cached is None:
+            cached = {str(k): g for k, g in self.units.groupby("area", sort=False)}
+            object.__setattr__(self, "_cache", cached)
+        return cached  # type: ignore[no-any-return]
 
 
 def _read_layer(path: Path, label: str) -> gpd.GeoDataFrame:
     """Read a GeoJSON or GeoPackage layer in WGS84."""
     try:
-        frame = gpd.read_file(path)
+        with warnings.catch_warnings():
+            # a column of mixed JSON types is read as text, which the checks below name
+            warnings.simplefilter("ignore")
+            frame = gpd.read_file(path)
     except Exception as exc:  # noqa: BLE001 - any reader failure is the file's problem
         raise InputValidationError(
             [Problem(str(path), None, None, None, f"cannot read {label}: {exc}"[:300])]
@@ -91,8 +107,9 @@ def load_areas(layer: AreaLayer, population: PopulationLayer | None) -> Areas:
     Raises
     ------
     InputValidationError
-        A missing field, an empty or repeated area id, a population that is not a
-        number from 0 to 1e9, a unit in no known area; every one at once.
+        A missing field, an empty, repeated or unusable area id, a geometry that is not
+        a polygon in longitude/latitude, a population that is not a number from 0 to
+        1e9, a unit in no known area or outside its area; every one at once.
     """
     problems: list[Problem] = []
     frame = _read_layer(layer.file, "the areas")
@@ -103,31 +120,84 @@ def load_areas(layer: AreaLayer, population: PopulationLayer | None) -> Areas:
     if problems:
         raise InputValidationError(problems)
     ids = [area_key(v) for v in frame[layer.id].tolist()]
-    names = frame[layer.name].astype(str).str.strip().tolist() if layer.name else ids
+    names = _texts(frame[layer.name]) if layer.name else list(ids)
     seen: set[str] = set()
     for i, key in enumerate(ids):
-        if not key or key.lower() in ("nan", "none"):
-            problems.append(Problem(label, i + 1, layer.id, None, "an area needs an id"))
+        reason = _area_id_problem(key)
+        if reason is not None:
+            problems.append(Problem(label, i + 1, layer.id, _cell(key), reason))
         elif key in seen:
             problems.append(Problem(label, i + 1, layer.id, key, "another area has this id"))
         seen.add(key)
-    empty = frame.geometry.isna() | frame.geometry.is_empty
-    for i in np.flatnonzero(empty.to_numpy()).tolist():
+    kinds = frame.geometry.geom_type.to_numpy()
+    for i in np.flatnonzero(~np.isin(kinds, ["Polygon", "MultiPolygon"])).tolist():
         problems.append(Problem(label, i + 1, "geometry", ids[i], "an area needs a polygon"))
+    problems += _lonlat_problems(frame, label, ids)
     if problems:
-        raise InputValidationError(problems)
+        raise InputValidationError(problems[:1000])
     lat, lon = _points(frame.geometry)
     table = pd.DataFrame({"area": ids, "name": names, "lat": lat, "lon": lon})
-    units = pd.DataFrame({"area": [], "lat": [], "lon": [], "count": []})
     table["population"] = np.nan
+    units = pd.DataFrame({"area": [], "lat": [], "lon": [], "count": []})
     if population is not None:
-        units = _units(population, set(ids))
+        units = _units(population, dict(zip(ids, frame.geometry.to_numpy(), strict=True)))
         sums = units.groupby("area", sort=False)["count"].sum()
         table["population"] = table["area"].map(sums).fillna(0.0).to_numpy(dtype=float)
-    return Areas(table, units)
+    by_name: dict[str, str | None] = {}
+    for key, name in zip(ids, names, strict=True):
+        if name:
+            folded = name.casefold()
+            by_name[folded] = None if folded in by_name else key
+    return Areas(table, units, by_name)
 
 
-def _units(layer: PopulationLayer, known: set[str]) -> pd.DataFrame:
+#: Longest area id (an id goes into every need id, which has at most 128 characters).
+MAX_AREA_ID_CHARS = 48
+#: How far (degrees, about 0.5 km) a population unit's point may lie outside its area.
+UNIT_TOLERANCE_DEG = 0.005
+
+
+def _area_id_problem(key: str) -> str | None:
+    if not key or key.lower() in ("nan", "none"):
+        return "an area needs an id"
+    if len(key) > MAX_AREA_ID_CHARS:
+        return f"is {len(key)} characters long; an area id has at most {MAX_AREA_ID_CHARS}"
+    return id_problem(key)
+
+
+def _texts(column: pd.Series) -> list[str]:
+    """Return a column as stripped text, a missing value as ''."""
+    return ["" if pd.isna(v) else str(v).strip() for v in column.astype(object).tolist()]
+
+
+def _lonlat_problems(frame: gpd.GeoDataFrame, label: str, ids: list[str]) -> list[Problem]:
+    """Return a problem per geometry missing or not in longitude/latitude (a layer in feet)."""
+    out = []
+    geoms = frame.geometry.to_numpy()
+    bounds = shapely.bounds(geoms)
+    bad = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    with np.errstate(invalid="ignore"):
+        outside = ~bad & (
+            (np.abs(bounds[:, [0, 2]]) > 180).any(axis=1)
+            | (np.abs(bounds[:, [1, 3]]) > 90).any(axis=1)
+        )
+    for i in np.flatnonzero(bad).tolist():
+        out.append(Problem(label, i + 1, "geometry", ids[i], "has no geometry"))
+    for i in np.flatnonzero(outside).tolist():
+        out.append(
+            Problem(
+                label,
+                i + 1,
+                "geometry",
+                ids[i],
+                "coordinates are not longitude/latitude; "
+                "give the layer's CRS in the file (it is then converted)",
+            )  # fmt: skip
+        )
+    return out
+
+
+def _units(layer: PopulationLayer, polygons: dict[str, object]) -> pd.DataFrame:
     frame = _read_layer(layer.file, "the population layer")
     label = str(layer.file)
     problems = [
@@ -138,24 +208,52 @@ def _units(layer: PopulationLayer, known: set[str]) -> pd.DataFrame:
     if problems:
         raise InputValidationError(problems)
     areas = [area_key(v) for v in frame[layer.area].tolist()]
-    counts = pd.to_numeric(frame[layer.count], errors="coerce").to_numpy(dtype=float)
+    raw = frame[layer.count].astype(object).tolist()
+    counts = np.full(len(raw), np.nan)
+    for i, v in enumerate(raw):
+        if isinstance(v, bool) or v is None:
+            continue  # true is not a population
+        try:
+            counts[i] = float(v)
+        except (TypeError, ValueError):
+            pass
+    problems += _lonlat_problems(frame, label, areas)
+    ok = ~(
+        shapely.is_missing(frame.geometry.to_numpy()) | shapely.is_empty(frame.geometry.to_numpy())
+    )
+    lat = np.full(len(frame), np.nan)
+    lon = np.full(len(frame), np.nan)
+    if ok.any():
+        lat[ok], lon[ok] = _points(frame.geometry[ok])
     for i, (a, n) in enumerate(zip(areas, counts, strict=True)):
         if not (math.isfinite(n) and 0 <= n <= MAX_POPULATION):
-            value = frame[layer.count].iloc[i]
             problems.append(
                 Problem(
                     label,
                     i + 1,
                     layer.count,
-                    _cell(value),
+                    _cell(raw[i]),
                     f"a population is a number from 0 to {MAX_POPULATION:g}",
                 )  # fmt: skip
             )
-        elif a not in known:
-            problems.append(Problem(label, i + 1, layer.area, a, _closest("area", a, known)))
+        elif a not in polygons:
+            problems.append(
+                Problem(label, i + 1, layer.area, a, _closest("area", a, set(polygons)))
+            )
+        elif ok[i] and n > 0:
+            off = shapely.distance(shapely.points(lon[i], lat[i]), polygons[a])
+            if off > UNIT_TOLERANCE_DEG:
+                problems.append(
+                    Problem(
+                        label,
+                        i + 1,
+                        layer.area,
+                        a,
+                        f"the unit lies about {off * 111.2:.1f} km outside this area's polygon",
+                    )  # fmt: skip
+                )
     if problems:
         raise InputValidationError(problems[:1000])
-    lat, lon = _points(frame.geometry)
     units = pd.DataFrame({"area": areas, "lat": lat, "lon": lon, "count": counts})
     return units[units["count"] > 0].reset_index(drop=True)
 
@@ -168,7 +266,7 @@ def _missing(field: str, columns: pd.Index) -> str:
 def _closest(what: str, key: str, known: set[str] | dict[str, str]) -> str:
     import difflib
 
-    hint = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.5)
+    hint = difflib.get_close_matches(key, sorted(str(k) for k in known), n=3, cutoff=0.5)
     text = f"matches no {what} of the areas file"
     return text + (f"; the closest: {', '.join(hint)}" if hint else "")
 
@@ -177,9 +275,14 @@ def _cell(value: object) -> object:
     return value[:80] if isinstance(value, str) else value
 
 
-def read_source_table(source: Source) -> tuple[pd.DataFrame, list[int]]:
-    """Read a source's CSV as text cells, keep the rows ``where`` selects; with line numbers."""
-    from ..io import _decode, _read_bytes
+def read_source_table(source: Source, index: int) -> tuple[pd.DataFrame, list[int]]:
+    """Read a source's CSV as text cells, keep the rows ``where`` selects; with line numbers.
+
+    The CSV is read as matcher reads a needs file (``matcher.io``): a repeated column
+    name, a row of another width, a cell over the length bound or a control character
+    is a problem naming its line.
+    """
+    from ..io import _check_cells, _decode, _read_bytes, _read_csv_text
     from ..limits import check_file
 
     label = str(source.file)
@@ -187,13 +290,9 @@ def read_source_table(source: Source) -> tuple[pd.DataFrame, list[int]]:
     if reason is not None:
         raise InputValidationError([Problem(label, None, None, None, reason)])
     text = _decode(_read_bytes(source.file, label), label)
-    try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise InputValidationError(
-            [Problem(label, None, None, None, f"cannot parse as CSV: {exc}"[:300])]
-        ) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame, rows = _read_csv_text(text, label, ())
+    _check_cells(frame, rows, label, text)
+    numbers = np.asarray(rows, dtype=np.int64)
     needed = [source.area, *(c for c, _ in source.where)]
     needed += [source.population] if source.population else []
     needed += [i.column for i in source.indicators]
@@ -206,9 +305,22 @@ def read_source_table(source: Source) -> tuple[pd.DataFrame, list[int]]:
         raise InputValidationError(problems)
     keep = np.ones(len(frame), dtype=bool)
     for col, value in source.where:
-        keep &= (frame[col].str.strip() == value).to_numpy()
-    lines = (np.flatnonzero(keep) + 2).tolist()  # header is line 1
-    return frame.loc[keep].reset_index(drop=True), lines
+        cells = frame[col].astype(str).str.strip()
+        keep &= (cells == value).to_numpy()
+        if not keep.any():
+            seen = ", ".join(repr(v) for v in list(dict.fromkeys(cells.tolist()))[:8])
+            raise InputValidationError(
+                [
+                    Problem(
+                        label,
+                        None,
+                        col,
+                        value,
+                        f"no row is kept by sources[{index}].where.{col}; this column holds {seen}",
+                    )
+                ]
+            )
+    return frame.loc[keep].reset_index(drop=True), numbers[keep].tolist()
 
 
 def severity_of(affected: np.ndarray, rule: str | tuple[float, ...]) -> np.ndarray:
@@ -240,33 +352,31 @@ def severity_of(affected: np.ndarray, rule: str | tuple[float, ...]) -> np.ndarr
     return out
 
 
-def source_needs(source: Source, areas: Areas) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (needs, report rows) of one area-indicator source.
+def source_needs(source: Source, index: int, areas: Areas) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (needs, report rows) of one area-indicator source (``index`` in the mapping).
+
+    Need ids are ``<source>:<indicator number>:<area>:<part>``: the source name holds no
+    ``:`` and the numbers are digits, so two needs never share an id.
 
     Raises
     ------
     InputValidationError
-        An area matching no polygon (with the closest ids), a rate outside 0 to 100,
-        a missing or bad population; every one at once.
+        An area matching no polygon (with the closest ids and names), a name two areas
+        share, a rate outside 0 to 100, a missing or bad population, a demand past the
+        bound of one need; every one at once.
     """
     label = str(source.file)
-    frame, lines = read_source_table(source)
+    frame, lines = read_source_table(source, index)
     table = areas.table.set_index("area", drop=False)
     known = dict(zip(table["area"], table["name"], strict=True))
-    by_name = {str(n).casefold(): a for a, n in known.items()}
     problems: list[Problem] = []
     keys: list[str] = []
     for i, raw in enumerate(frame[source.area].tolist()):
-        key = area_key(raw)
-        if key not in known:
-            key = by_name.get(str(raw).strip().casefold(), key)
-        if key not in known:
-            names = set(known) | set(known.values())
-            problems.append(
-                Problem(label, lines[i], source.area, _cell(raw), _closest("area", str(raw), names))
-            )
+        key, reason = _area_of(str(raw), known, areas.by_name)
+        if reason is not None:
+            problems.append(Problem(label, lines[i], source.area, _cell(raw), reason))
         keys.append(key)
-    dup = pd.Series(keys).duplicated().to_numpy()
+    dup = pd.Series(keys).duplicated().to_numpy() & np.array([k in known for k in keys])
     for i in np.flatnonzero(dup).tolist():
         problems.append(
             Problem(label, lines[i], source.area, keys[i], "another row gives this area")
@@ -279,25 +389,41 @@ def source_needs(source: Source, areas: Areas) -> tuple[pd.DataFrame, pd.DataFra
         raise InputValidationError(problems[:1000])
     needs: list[pd.DataFrame] = []
     report: list[dict[str, object]] = []
-    for ind in source.indicators:
+    for number, ind in enumerate(source.indicators, start=1):
         r = rates[ind.column]
         affected = r if ind.worse == "higher" else 100.0 - r
         severity = severity_of(affected, ind.severity)
         excess = np.maximum(affected - ind.baseline, 0.0)
         demand = population * excess / 100.0 * ind.units_per_affected * source.weight
+        for i in np.flatnonzero(demand > MAX_UNITS).tolist():
+            problems.append(
+                Problem(
+                    label,
+                    lines[i],
+                    ind.column,
+                    _cell(frame[ind.column].iloc[i]),
+                    f"the model gives {demand[i]:.6g} units in area {keys[i]}; at most "
+                    f"{MAX_UNITS:g} (lower units_per_affected or the weight)",
+                )  # fmt: skip
+            )
+        if problems:
+            continue
         for i, key in enumerate(keys):
             placed = _place(key, demand[i], areas) if np.isfinite(demand[i]) else []
             total = round(sum(p[2] for p in placed), 6)
+            note = "" if np.isfinite(r[i]) else "no value"
+            note = note or ("" if population[i] > 0 else "no population")
             figures = (population[i], r[i], affected[i], demand[i], severity[i], len(placed), total)
-            report.append(_report_row(source, ind, key, known[key], *figures))
+            report.append(_report_row(source, ind, key, known[key], *figures, note))
             if not placed or severity[i] == 0:
                 continue
             lat, lon, part = zip(*placed, strict=True)
-            ids = [f"{source.name}.{ind.column}.{key}.{k + 1}" for k in range(len(part))]
             needs.append(
                 pd.DataFrame(
                     {
-                        "need_id": ids,
+                        "need_id": [
+                            f"{source.name}:{number}:{key}:{k}" for k in range(1, len(part) + 1)
+                        ],
                         "category": ind.category,
                         "lat": np.round(lat, 6),
                         "lon": np.round(lon, 6),
@@ -308,6 +434,8 @@ def source_needs(source: Source, areas: Areas) -> tuple[pd.DataFrame, pd.DataFra
                     }
                 )
             )
+    if problems:
+        raise InputValidationError(problems[:1000])
     used = {source.area, *(c for c, _ in source.where), *(i.column for i in source.indicators)}
     used |= {source.population} if source.population else set()
     for col in frame.columns:
@@ -315,6 +443,25 @@ def source_needs(source: Source, areas: Areas) -> tuple[pd.DataFrame, pd.DataFra
             report.append({"source": source.name, "indicator": col, "note": "not in the mapping"})
     out = pd.concat(needs, ignore_index=True) if needs else pd.DataFrame(columns=NEED_OUT)
     return out, pd.DataFrame(report)
+
+
+def _area_of(
+    raw: str, known: dict[str, str], by_name: dict[str, str | None]
+) -> tuple[str, str | None]:
+    """Return (area id, None) for a source's area cell (an id or a name), or (cell, why not)."""
+    key = area_key(raw)
+    if not key:
+        return key, "names no area (the cell is empty)"
+    if key in known:
+        return key, None
+    folded = raw.strip().casefold()
+    if folded in by_name:
+        found = by_name[folded]
+        if found is None:
+            ids = sorted(a for a, n in known.items() if n.casefold() == folded)
+            return key, f"two areas have this name (ids {', '.join(ids[:5])}); give the id"
+        return found, None
+    return key, _closest("area", raw.strip(), set(known) | {n for n in known.values() if n})
 
 
 #: The columns of an assessment's needs file (a needs file matcher plans from).
@@ -332,16 +479,14 @@ def _population(
     label = str(source.file)
     layer = table["population"].reindex(keys).to_numpy(dtype=float)
     if source.population is None:
-        for i, value in enumerate(layer.tolist()):
-            if not value > 0:
-                problems.append(Problem(label, lines[i], None, keys[i], "no population: the "
-                                        "population layer has nobody in this area"))  # fmt: skip
-        return layer
-    raw = frame[source.population]
-    values = pd.to_numeric(raw.str.replace(",", "", regex=False), errors="coerce")
+        return np.nan_to_num(layer, nan=0.0)  # no units in the layer: nobody, noted
+    raw = frame[source.population].astype(str).str.strip()
+    # "12,345" is read as 12345; any other comma is not a number
+    text = raw.where(~raw.str.fullmatch(r"\d{1,3}(,\d{3})+(\.\d*)?"), raw.str.replace(",", ""))
+    values = pd.to_numeric(text, errors="coerce")
     out = values.to_numpy(dtype=float, copy=True)
     for i in np.flatnonzero(~(np.isfinite(out) & (out >= 0) & (out <= MAX_POPULATION))).tolist():
-        cell = str(raw.iloc[i]).strip()
+        cell = raw.iloc[i]
         problems.append(
             Problem(
                 label,
@@ -386,10 +531,11 @@ def _place(key: str, demand: float, areas: Areas) -> list[tuple[float, float, fl
     plan at the default quantum takes them as they are. A unit whose share rounds to no
     quantum gets no need.
     """
-    total = int(round(demand / DEMAND_QUANTUM)) if demand > 0 else 0
+    # half up, after the float error of the division (0.15 / 0.1 is 1.4999999999999998)
+    total = math.floor(round(demand / DEMAND_QUANTUM, 9) + 0.5) if demand > 0 else 0
     if total == 0:
         return []
-    units = areas.units[areas.units["area"] == key]
+    units = areas.units_of(key)
     if not len(units):
         row = areas.table.set_index("area").loc[key]
         return [(float(row["lat"]), float(row["lon"]), round(total * DEMAND_QUANTUM, 6))]
@@ -416,6 +562,7 @@ def _report_row(
     severity: int,
     needs: int,
     placed: float,
+    note: str,
 ) -> dict[str, object]:
     has = not math.isnan(rate)
     return {
@@ -434,5 +581,5 @@ def _report_row(
         "placed": placed,
         "severity": int(severity),
         "needs": needs,
-        "note": "" if has else "no value",
+        "note": note,
     }

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InputValidationError, Problem
-from ..limits import MAX_UNITS, check_file
+from ..limits import MAX_UNITS, check_file, file_limit
 from ..taxonomy import Taxonomy
 
 __all__ = [
@@ -44,6 +44,7 @@ SOURCE_KINDS = ("area_indicators",)
 WORSE = ("higher", "lower")
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,8 @@ class _Checker:
                 self.add(
                     f"{key}.{k}" if key else k,
                     None,
-                    "unknown key"
-                    + (f"; did you mean {hint[0]!r}?" if hint else "")
-                    + f" Keys here: {', '.join(allowed)}",
+                    f"unknown key; the keys here are {', '.join(allowed)}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else ""),
                 )
         for k in required:
             if k not in doc:
@@ -155,6 +155,9 @@ class _Checker:
             return None
         if not isinstance(value, str) or not value.strip() or len(value) > limit:
             self.add(path, value, f"must be non-empty text of at most {limit} characters")
+            return None
+        if _CONTROL.search(value):
+            self.add(path, value, "must not hold control characters (newline, tab, NUL, ...)")
             return None
         return value.strip()
 
@@ -176,7 +179,7 @@ class _Checker:
         if name is None:
             return None
         where = (base / name).resolve() if not Path(name).is_absolute() else Path(name)
-        reason = check_file(where)
+        reason = check_file(where, file_limit())
         if reason is not None:
             self.add(path, name, reason)
             return None
@@ -217,7 +220,7 @@ def read_mapping(path: str | Path, taxonomy: Taxonomy) -> AssessmentMapping:
     if reason is not None:
         raise InputValidationError([Problem(label, None, None, None, reason)])
     try:
-        doc = tomllib.loads(path.read_bytes().decode("utf-8"))
+        doc = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise InputValidationError(
             [Problem(label, None, None, None, "not UTF-8; save the mapping file as UTF-8")]
