@@ -448,3 +448,98 @@ def test_areas_without_a_population_layer_and_repeated_ids(case: Path) -> None:
     _edit_layer(d / "areas.geojson", 1, num=1)
     case.write_text(text)
     assert [(r, f, v) for r, f, v, _ in _problems(case)] == [(2, "num", "1")]
+
+
+PRIORITIES = """
+[[sources]]
+name = "meetings"
+kind = "priorities"
+file = "priorities.csv"
+area = "area"
+issue = "issue"
+rank = "rank"
+top = 2
+raise_severity = 2
+create_units = 1.5
+
+  [sources.issues]
+  "Gun violence" = "crime_prevention"
+  "Slow internet" = "digital"
+  "Youth programs" = "youth_engagement"
+"""
+
+
+def test_ranked_priorities_raise_severity_or_create_needs(case: Path) -> None:
+    d = case.parent
+    case.write_text(MAPPING + PRIORITIES)
+    (d / "priorities.csv").write_text(
+        "area,issue,rank\n"
+        "2,gun violence,1\n"  # area 2's violence need: severity 1 + 2 = 3
+        "2,Potholes,2\n"  # not in the mapping: reported
+        "2,Slow internet,3\n"  # rank 3 > top 2: not counted
+        "North,Youth programs,2\n"  # no youth need in area 1: one is created
+        "1,Gun violence,1\n"  # area 1's violence needs: 5 + 2, at most 5
+    )
+    result = assess(case)
+    n = result.needs.set_index("need_id")
+    assert n.loc["survey:1:2:1", "severity"] == 3
+    assert n.loc["survey:1:1:1", "severity"] == 5 and n.loc["survey:1:1:2", "severity"] == 5
+    assert n.loc["survey:2:1:1", "severity"] == 2  # internet needs of area 1: unchanged
+    # created: 1.5 units over area 1's units (100 and 300 people): 0.4 + 1.1, severity 3 + 2
+    made = n[n.index.str.startswith("meetings:5:1:")]
+    assert made["demand"].tolist() == [0.4, 1.1] and set(made["severity"]) == {5}
+    assert set(made["category"]) == {"youth_engagement"}
+    assert set(made["source"]) == {"meetings/Youth programs"}
+    r = result.report[result.report["source"] == "meetings"].set_index(["area", "indicator"])
+    assert r.loc[("2", "gun violence"), "note"] == "severity +2"
+    assert r.loc[("2", "Potholes"), "note"] == "issue not in the mapping"
+    assert r.loc[("2", "Slow internet"), "note"] == "not among the top 2"
+    assert r.loc[("1", "Youth programs"), "note"].startswith("created")
+    assert r.loc[("1", "Youth programs"), "rank"] == 2
+    assert len(read_needs(result.needs).frame) == len(result.needs)
+
+
+def test_priorities_by_votes_and_their_problems(case: Path) -> None:
+    d = case.parent
+    case.write_text(MAPPING + PRIORITIES.replace('rank = "rank"', 'votes = "votes"'))
+    (d / "priorities.csv").write_text(
+        "area,issue,votes\n1,Slow internet,3\n1,Youth programs,9\n1,Gun violence,9\n"
+    )
+    r = assess(case).report
+    notes = r[r["source"] == "meetings"].set_index("indicator")["note"]
+    # the two most voted count (ties to the earlier line): youth, then violence
+    assert notes["Slow internet"] == "not among the top 2"
+    assert notes["Gun violence"] == "severity +2"
+    (d / "priorities.csv").write_text("area,issue,votes\nNowhere,,-1\n")
+    got = {(f, v): why for _, f, v, why in _problems(case)}
+    assert got[("area", "Nowhere")].startswith("matches no area")
+    assert got[("issue", "")] == "an issue is needed"
+    assert got[("votes", "-1")] == "votes are a number from 0 to 1e+09"
+    bad = PRIORITIES.replace('"Slow internet" = "digital"', '"Slow internet" = "wifi"')
+    bad = bad.replace("top = 2", "top = 2.5").replace('rank = "rank"', 'rank = "rank"\nvotes = "v"')
+    case.write_text(MAPPING + bad)
+    got = {f: why for _, f, _, why in _problems(case)}
+    assert "unknown category" in got["sources[1].issues.Slow internet"]
+    assert got["sources[1].top"].startswith("must be a whole number")
+    assert got["sources[1].rank"].startswith("give exactly one of rank")
+
+
+def test_priorities_count_a_category_once_and_need_whole_ranks(case: Path) -> None:
+    d = case.parent
+    spec = PRIORITIES.replace("create_units = 1.5\n", "").replace(
+        '"Gun violence" = "crime_prevention"',
+        '"Gun violence" = "crime_prevention"\n  "Shootings" = "crime"',
+    )
+    case.write_text(MAPPING + spec)
+    (d / "priorities.csv").write_text(
+        "area,issue,rank\n1,Shootings,1\n1,Gun violence,2\n2,Youth programs,1\n"
+    )
+    result = assess(case)
+    assert result.needs.set_index("need_id").loc["survey:1:2:1", "severity"] == 1
+    notes = result.report[result.report["source"] == "meetings"].set_index("indicator")["note"]
+    assert notes["Gun violence"] == "already raised by 'Shootings'"
+    assert notes["Youth programs"] == "no need of this category in the area"
+    (d / "priorities.csv").write_text("area,issue,rank\n1,Shootings,0\n1,Shootings,1.5\n")
+    got = [(r, v, why) for r, _, v, why in _problems(case)]
+    assert [(r, v) for r, v, _ in got] == [(2, "0"), (3, "1.5")]
+    assert all(why.startswith("a rank is a whole number from 1") for *_, why in got)

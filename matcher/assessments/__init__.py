@@ -49,6 +49,7 @@ from .._errors import InputValidationError, Problem
 from ..taxonomy import Taxonomy, default_taxonomy
 from .indicators import NEED_OUT, load_areas, source_needs
 from .mapping import AssessmentMapping, read_mapping
+from .priorities import apply_priorities
 
 __all__ = ["Assessment", "assess", "REPORT_COLUMNS"]
 
@@ -61,6 +62,7 @@ REPORT_COLUMNS = [
     "category",
     "area",
     "area_name",
+    "rank",
     "population",
     "rate",
     "affected_rate",
@@ -168,6 +170,8 @@ def assess(mapping: str | Path, *, taxonomy: Taxonomy | None = None) -> Assessme
     reports: list[pd.DataFrame] = []
     problems: list[Problem] = []
     for index, source in enumerate(m.sources):
+        if source.kind != "area_indicators":
+            continue
         try:
             n, r = source_needs(source, index, areas)
         except InputValidationError as exc:
@@ -176,12 +180,23 @@ def assess(mapping: str | Path, *, taxonomy: Taxonomy | None = None) -> Assessme
         needs.append(n)
         reports.append(r)
         logger.info("%s: %d need(s), %.4g units", source.name, len(n), n["demand"].sum())
-    if problems:
-        raise InputValidationError(problems)
     full = [n for n in needs if len(n)]
     table = pd.concat(full, ignore_index=True) if full else pd.DataFrame(columns=NEED_OUT)
+    # priorities act on the needs of every indicator source, in the mapping's order
+    for index, source in enumerate(m.sources):
+        if source.kind != "priorities":
+            continue
+        try:
+            table, r = apply_priorities(source, index, areas, table)
+        except InputValidationError as exc:
+            problems.extend(exc.problems)
+            continue
+        reports.append(r)
+        logger.info("%s: %d priority row(s) read", source.name, len(r))
+    if problems:
+        raise InputValidationError(problems)
     report = pd.concat(reports, ignore_index=True).reindex(columns=REPORT_COLUMNS)
-    for col in ("severity", "needs"):
+    for col in ("severity", "needs", "rank"):
         report[col] = report[col].astype("Int64")  # whole numbers; empty for unused columns
     if table.empty:
         raise InputValidationError(

@@ -30,7 +30,7 @@ from .._errors import InputValidationError, Problem
 from ..limits import MAX_UNITS, file_limit, id_problem
 from .mapping import AreaLayer, Indicator, PopulationLayer, Source
 
-__all__ = ["Areas", "area_key", "load_areas", "source_needs", "severity_of"]
+__all__ = ["Areas", "area_key", "area_of", "load_areas", "source_needs", "severity_of"]
 
 #: Largest population of one area or unit (a sanity bound, not a census figure).
 MAX_POPULATION = 1e9
@@ -293,12 +293,9 @@ def read_source_table(source: Source, index: int) -> tuple[pd.DataFrame, list[in
     frame, rows = _read_csv_text(text, label, ())
     _check_cells(frame, rows, label, text)
     numbers = np.asarray(rows, dtype=np.int64)
-    needed = [source.area, *(c for c, _ in source.where)]
-    needed += [source.population] if source.population else []
-    needed += [i.column for i in source.indicators]
     problems = [
         Problem(label, 1, col, None, _missing(col, frame.columns))
-        for col in dict.fromkeys(needed)
+        for col in source.columns()
         if col not in frame.columns
     ]
     if problems:
@@ -368,14 +365,8 @@ def source_needs(source: Source, index: int, areas: Areas) -> tuple[pd.DataFrame
     label = str(source.file)
     frame, lines = read_source_table(source, index)
     table = areas.table.set_index("area", drop=False)
-    known = dict(zip(table["area"], table["name"], strict=True))
     problems: list[Problem] = []
-    keys: list[str] = []
-    for i, raw in enumerate(frame[source.area].tolist()):
-        key, reason = _area_of(str(raw), known, areas.by_name)
-        if reason is not None:
-            problems.append(Problem(label, lines[i], source.area, _cell(raw), reason))
-        keys.append(key)
+    keys, known = row_areas(frame, source, areas, lines, problems)
     dup = pd.Series(keys).duplicated().to_numpy() & np.array([k in known for k in keys])
     for i in np.flatnonzero(dup).tolist():
         problems.append(
@@ -436,16 +427,36 @@ def source_needs(source: Source, index: int, areas: Areas) -> tuple[pd.DataFrame
             )
     if problems:
         raise InputValidationError(problems[:1000])
-    used = {source.area, *(c for c, _ in source.where), *(i.column for i in source.indicators)}
-    used |= {source.population} if source.population else set()
-    for col in frame.columns:
-        if col not in used:
-            report.append({"source": source.name, "indicator": col, "note": "not in the mapping"})
+    report += unused_columns(source, frame)
     out = pd.concat(needs, ignore_index=True) if needs else pd.DataFrame(columns=NEED_OUT)
     return out, pd.DataFrame(report)
 
 
-def _area_of(
+def row_areas(
+    frame: pd.DataFrame, source: Source, areas: Areas, lines: list[int], problems: list[Problem]
+) -> tuple[list[str], dict[str, str]]:
+    """Return each row's area id (a problem added for a cell that names none) and the names."""
+    known = dict(zip(areas.table["area"], areas.table["name"], strict=True))
+    keys: list[str] = []
+    for i, raw in enumerate(frame[source.area].tolist()):
+        key, reason = area_of(str(raw), known, areas.by_name)
+        if reason is not None:
+            problems.append(Problem(str(source.file), lines[i], source.area, _cell(raw), reason))
+        keys.append(key)
+    return keys, known
+
+
+def unused_columns(source: Source, frame: pd.DataFrame) -> list[dict[str, object]]:
+    """Return a report row for every column of a source's table the mapping does not use."""
+    used = set(source.columns())
+    return [
+        {"source": source.name, "indicator": col, "note": "not in the mapping"}
+        for col in frame.columns
+        if col not in used
+    ]
+
+
+def area_of(
     raw: str, known: dict[str, str], by_name: dict[str, str | None]
 ) -> tuple[str, str | None]:
     """Return (area id, None) for a source's area cell (an id or a name), or (cell, why not)."""

@@ -26,6 +26,7 @@ __all__ = [
     "AssessmentMapping",
     "Indicator",
     "PopulationLayer",
+    "Priorities",
     "Source",
     "read_mapping",
     "MAX_MAPPING_BYTES",
@@ -39,7 +40,10 @@ MAX_MAPPING_BYTES = 256 * 1024
 MAX_SOURCES = 64
 MAX_INDICATORS = 256
 #: The kinds of source this version reads.
-SOURCE_KINDS = ("area_indicators",)
+SOURCE_KINDS = ("area_indicators", "priorities")
+#: Most issues counted per area of a priorities source, and most severity raised.
+MAX_TOP = 20
+MAX_RAISE = 4
 #: How an indicator's rate reads: a higher rate is worse (``higher``) or a lower one is.
 WORSE = ("higher", "lower")
 
@@ -96,8 +100,39 @@ class Indicator:
 
 
 @dataclass(frozen=True)
+class Priorities:
+    """How a ranked-priorities source reads (``kind = "priorities"``).
+
+    Attributes
+    ----------
+    issue : str
+        The column naming each row's issue.
+    rank, votes : str or None
+        The column of the issue's rank in its area (1 is the top) or of its votes (more is
+        higher); exactly one is given.
+    top : int
+        The issues that count: ranks 1 to ``top``, or the ``top`` most voted of an area.
+    raise_severity : int
+        Added to the severity (at most 5) of the area's needs of the issue's category.
+    create_units : float or None
+        When the area has no need of that category: create one of this many units
+        (placed like an indicator's demand), at severity 3 plus ``raise_severity``.
+    issues : tuple of (str, str)
+        Issue text (compared without case) and the category it maps to.
+    """
+
+    issue: str
+    rank: str | None
+    votes: str | None
+    top: int
+    raise_severity: int
+    create_units: float | None
+    issues: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Source:
-    """An assessment source: a table of rates per area (``kind = "area_indicators"``)."""
+    """An assessment source: rates per area (``area_indicators``) or ranked ``priorities``."""
 
     name: str
     kind: str
@@ -107,6 +142,17 @@ class Source:
     where: tuple[tuple[str, str], ...]
     weight: float
     indicators: tuple[Indicator, ...]
+    priorities: Priorities | None = None
+
+    def columns(self) -> list[str]:
+        """Return the columns of the source's table that the mapping uses, in order."""
+        out = [self.area, *(c for c, _ in self.where)]
+        out += [self.population] if self.population else []
+        out += [i.column for i in self.indicators]
+        if self.priorities is not None:
+            p = self.priorities
+            out += [c for c in (p.issue, p.rank, p.votes) if c is not None]
+        return list(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
@@ -262,7 +308,12 @@ def _population(c: _Checker, doc: Any, base: Path) -> PopulationLayer | None:
     return PopulationLayer(file, area, count)
 
 
-_SOURCE_KEYS = ("name", "kind", "file", "area", "population", "where", "weight", "indicators")
+_COMMON_KEYS = ("name", "kind", "file", "area", "where")
+_KIND_KEYS = {
+    "area_indicators": ("population", "weight", "indicators"),
+    "priorities": ("issue", "rank", "votes", "top", "raise_severity", "create_units", "issues"),
+}
+_KIND_REQUIRED = {"area_indicators": ("indicators",), "priorities": ("issue", "issues")}
 _INDICATOR_KEYS = ("column", "category", "worse", "units_per_affected", "baseline", "severity")
 
 
@@ -279,7 +330,13 @@ def _sources(
     names: set[str] = set()
     for i, raw in enumerate(doc):
         key = f"sources[{i}]"
-        t = c.table(raw, key, _SOURCE_KEYS, ("name", "kind", "file", "area", "indicators"))
+        kind = raw.get("kind") if isinstance(raw, dict) else None
+        known = kind if isinstance(kind, str) and kind in _KIND_KEYS else None
+        allowed = _COMMON_KEYS + (
+            _KIND_KEYS[known] if known else tuple(k for v in _KIND_KEYS.values() for k in v)
+        )
+        required = ("name", "kind", "file", "area") + (_KIND_REQUIRED[known] if known else ())
+        t = c.table(raw, key, allowed, required)
         name = c.text(t, "name", f"{key}.name", limit=64)
         if name is not None:
             if not _NAME.fullmatch(name):
@@ -288,20 +345,66 @@ def _sources(
             elif name in names:
                 c.add(f"{key}.name", name, "another source has this name")
             names.add(name)
-        kind = t.get("kind")
-        if "kind" in t and kind not in SOURCE_KINDS:
+        if "kind" in t and known is None:
             c.add(f"{key}.kind", kind, f"must be one of: {', '.join(SOURCE_KINDS)}")
         file = c.file(t, "file", f"{key}.file", base) if "file" in t else None
         area = c.text(t, "area", f"{key}.area")
-        pop = c.text(t, "population", f"{key}.population")
-        if pop is None and "population" not in t and not has_layer:
-            c.add(f"{key}.population", None, "give a population column, or a [population] layer")
         where = _where(c, t.get("where", {}), f"{key}.where")
+        if known == "priorities":
+            spec = _priorities(c, t, key, taxonomy)
+            if name and file and area and spec:
+                out.append(Source(name, known, file, area, None, where, 1.0, (), spec))
+            continue
+        pop = c.text(t, "population", f"{key}.population")
+        if pop is None and "population" not in t and not has_layer and known:
+            c.add(f"{key}.population", None, "give a population column, or a [population] layer")
         weight = c.number(t, "weight", f"{key}.weight", 0.0, 100.0, 1.0, open_low=True)
         indicators = _indicators(c, t.get("indicators", []), f"{key}.indicators", taxonomy)
-        if name and kind in SOURCE_KINDS and file and area and indicators:
-            out.append(Source(name, str(kind), file, area, pop, where, weight, indicators))
+        if name and known and file and area and indicators:
+            out.append(Source(name, known, file, area, pop, where, weight, indicators))
     return out
+
+
+def _priorities(c: _Checker, t: dict[str, Any], key: str, taxonomy: Taxonomy) -> Priorities | None:
+    issue = c.text(t, "issue", f"{key}.issue")
+    rank = c.text(t, "rank", f"{key}.rank")
+    votes = c.text(t, "votes", f"{key}.votes")
+    if ("rank" in t) == ("votes" in t):
+        c.add(f"{key}.rank", None, "give exactly one of rank (1 is the top) and votes")
+    top = c.number(t, "top", f"{key}.top", 1, MAX_TOP, 3)
+    if top != int(top):
+        c.add(f"{key}.top", top, f"must be a whole number from 1 to {MAX_TOP}")
+    lift = c.number(t, "raise_severity", f"{key}.raise_severity", 1, MAX_RAISE, 1)
+    if lift != int(lift):
+        c.add(f"{key}.raise_severity", lift, f"must be a whole number from 1 to {MAX_RAISE}")
+    create = None
+    if "create_units" in t:
+        create = c.number(t, "create_units", f"{key}.create_units", 0.0, MAX_UNITS, 0.0,
+                          open_low=True)  # fmt: skip
+    issues: list[tuple[str, str]] = []
+    raw = t.get("issues", {})
+    if not isinstance(raw, dict) or not raw:
+        c.add(f"{key}.issues", _shown(raw), 'must be a table of "issue text" = "category"')
+    elif len(raw) > MAX_INDICATORS:
+        c.add(f"{key}.issues", len(raw), f"at most {MAX_INDICATORS} issues make one source")
+    else:
+        seen: set[str] = set()
+        for text, cat in raw.items():
+            where = f"{key}.issues.{text}"[:120]
+            folded = str(text).strip().casefold()
+            code = taxonomy.resolve(cat) if isinstance(cat, str) else None
+            if code is None:
+                c.add(where, cat, taxonomy.describe_unknown(str(cat)))
+            elif not folded or _CONTROL.search(folded) or len(folded) > 200:
+                c.add(where, text, "an issue is text of 1 to 200 characters")
+            elif folded in seen:
+                c.add(where, text, "another issue has this text (case is ignored)")
+            else:
+                issues.append((folded, code))
+            seen.add(folded)
+    if issue is None or (rank is None) == (votes is None) or not issues:
+        return None
+    return Priorities(issue, rank, votes, int(top), int(lift), create, tuple(issues))
 
 
 def _where(c: _Checker, doc: Any, key: str) -> tuple[tuple[str, str], ...]:
