@@ -543,3 +543,79 @@ def test_priorities_count_a_category_once_and_need_whole_ranks(case: Path) -> No
     got = [(r, v, why) for r, _, v, why in _problems(case)]
     assert [(r, v) for r, v, _ in got] == [(2, "0"), (3, "1.5")]
     assert all(why.startswith("a rank is a whole number from 1") for *_, why in got)
+
+
+POINTS = """
+[[sources]]
+name = "calls"
+kind = "points"
+file = "calls.csv"
+lat = "y"
+lon = "x"
+type = "kind"
+date = "opened"
+start = 2014-06-01
+end = 2014-06-30
+units = 0.5
+id = "request"
+
+  [sources.types]
+  "Garbage in alley" = "environmental_design"
+  "Graffiti" = "sanitation"
+"""
+
+
+def test_point_reports_become_needs_where_they_were_made(case: Path) -> None:
+    d = case.parent
+    case.write_text(MAPPING + POINTS)
+    (d / "calls.csv").write_text(
+        "request,opened,kind,y,x\n"
+        "A1,2014-06-02,Garbage in alley,41.905,-87.695\n"  # area 1
+        "A2,2014-06-30T23:59,graffiti,41.855,-87.69\n"  # area 2; time ignored, type case too
+        "A1,2014-06-09,Garbage in alley,41.905,-87.695\n"  # the same request updated
+        "A3,2014-07-01,Graffiti,41.905,-87.695\n"  # after the window
+        "A4,2014-06-03,Potholes,41.905,-87.695\n"  # not in the mapping
+        "A5,2014-06-03,Graffiti,41.0,-87.0\n"  # outside every area
+    )
+    result = assess(case)
+    n = result.needs[result.needs["need_id"].str.startswith("calls:")].set_index("need_id")
+    assert n.index.tolist() == ["calls:A1", "calls:A2"]
+    assert n["neighborhood"].tolist() == ["1", "2"]
+    assert n["category"].tolist() == ["environmental_design", "environmental_design"]
+    assert n["demand"].tolist() == [0.5, 0.5] and set(n["severity"]) == {3}
+    assert n.loc["calls:A1", "source"] == "calls/Garbage in alley"
+    r = result.report[result.report["source"] == "calls"]
+    notes = sorted(r["note"].dropna().tolist())
+    assert notes == [
+        "",
+        "",
+        "1 report(s): outside every area",
+        "1 report(s): outside the date window",
+        "1 report(s): repeat an earlier report's id: counted once",
+        "1 report(s): type not in the mapping",
+    ]
+    (d / "calls.csv").write_text(
+        "request,opened,kind,y,x\n,2014-13-01,Graffiti,95,east\nB1,06/02/2014,Graffiti,41.9,-87.7\n"
+    )
+    got = {(r, f): why for r, f, _, why in _problems(case)}
+    assert got[(2, "request")] == "a report needs an id"
+    assert got[(2, "opened")] == got[(3, "opened")] == "must be a date, YYYY-MM-DD"
+    assert got[(2, "y")].startswith("must be a number from -90 to 90")
+    assert got[(2, "x")].startswith("must be a number from -180 to 180")
+    case.write_text(MAPPING + POINTS.replace("end = 2014-06-30", "end = 2014-05-01\narea = 'x'"))
+    got = {f: why for _, f, _, why in _problems(case)}
+    assert got["sources[1].end"] == "is before start 2014-06-01"
+    assert got["sources[1].area"].startswith("a point report's area is the polygon")
+
+
+@pytest.mark.skipif(not (CHICAGO / "assessments").is_dir(), reason="shared Chicago data absent")
+def test_chicago_311_complaints_become_needs() -> None:
+    result = assess(ROOT / "examples" / "assessments" / "chicago_311_sanitation_2014.toml")
+    n = result.needs
+    assert n["need_id"].is_unique and len(n) > 1000
+    assert set(n["category"]) == {"environmental_design"}
+    r = result.report
+    repeats = r["note"].str.contains("counted once", na=False)
+    assert repeats.any()  # the export lists updated requests again
+    counted = r.loc[r["needs"].fillna(0) > 0, "needs"].sum()
+    assert counted == len(n)

@@ -49,6 +49,7 @@ from .._errors import InputValidationError, Problem
 from ..taxonomy import Taxonomy, default_taxonomy
 from .indicators import NEED_OUT, load_areas, source_needs
 from .mapping import AssessmentMapping, read_mapping
+from .points import point_needs
 from .priorities import apply_priorities
 
 __all__ = ["Assessment", "assess", "REPORT_COLUMNS"]
@@ -170,10 +171,11 @@ def assess(mapping: str | Path, *, taxonomy: Taxonomy | None = None) -> Assessme
     reports: list[pd.DataFrame] = []
     problems: list[Problem] = []
     for index, source in enumerate(m.sources):
-        if source.kind != "area_indicators":
+        if source.kind == "priorities":
             continue
+        make = point_needs if source.kind == "points" else source_needs
         try:
-            n, r = source_needs(source, index, areas)
+            n, r = make(source, index, areas)
         except InputValidationError as exc:
             problems.extend(exc.problems)
             continue
@@ -182,7 +184,7 @@ def assess(mapping: str | Path, *, taxonomy: Taxonomy | None = None) -> Assessme
         logger.info("%s: %d need(s), %.4g units", source.name, len(n), n["demand"].sum())
     full = [n for n in needs if len(n)]
     table = pd.concat(full, ignore_index=True) if full else pd.DataFrame(columns=NEED_OUT)
-    # priorities act on the needs of every indicator source, in the mapping's order
+    # priorities act on the needs of every other source, in the mapping's order
     for index, source in enumerate(m.sources):
         if source.kind != "priorities":
             continue

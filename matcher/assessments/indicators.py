@@ -65,6 +65,7 @@ class Areas:
     table: pd.DataFrame  # area, name, lat, lon, population (layer sum, NaN without a layer)
     units: pd.DataFrame  # area, lat, lon, count (units with people), in file order
     by_name: dict[str, str | None]  # casefolded name -> area id (None: two areas share it)
+    polygons: np.ndarray  # the area polygons, in table order
 
     def units_of(self, key: str) -> pd.DataFrame:
         """Return the population units (with people) of one area, in file order."""
@@ -148,7 +149,7 @@ def load_areas(layer: AreaLayer, population: PopulationLayer | None) -> Areas:
         if name:
             folded = name.casefold()
             by_name[folded] = None if folded in by_name else key
-    return Areas(table, units, by_name)
+    return Areas(table, units, by_name, frame.geometry.to_numpy())
 
 
 #: Longest area id (an id goes into every need id, which has at most 128 characters).
@@ -516,20 +517,32 @@ def _rates(
     raw: pd.Series, column: str, lines: list[int], label: str, problems: list[Problem]
 ) -> np.ndarray:
     """Return the rates of a column (NaN for an empty cell), adding a problem for a bad one."""
-    text = raw.str.strip()
+    why = "a rate is a percentage of adults from 0 to 100 (empty: no value)"
+    return numbers_in(raw, 0.0, 100.0, why, column, lines, label, problems, empty_ok=True)
+
+
+def numbers_in(
+    raw: pd.Series,
+    low: float,
+    high: float,
+    why: str,
+    column: str,
+    lines: list[int],
+    label: str,
+    problems: list[Problem],
+    *,
+    empty_ok: bool = False,
+) -> np.ndarray:
+    """Return a text column as numbers from ``low`` to ``high``; a problem per other cell.
+
+    With ``empty_ok`` an empty cell is NaN (no value), not a problem.
+    """
+    text = raw.astype(str).str.strip()
     values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, copy=True)
-    empty = (text == "").to_numpy()
-    bad = ~empty & ~(np.isfinite(values) & (values >= 0) & (values <= 100))
+    empty = (text == "").to_numpy() if empty_ok else np.zeros(len(text), dtype=bool)
+    bad = ~empty & ~(np.isfinite(values) & (values >= low) & (values <= high))
     for i in np.flatnonzero(bad).tolist():
-        problems.append(
-            Problem(
-                label,
-                lines[i],
-                column,
-                _cell(raw.iloc[i]),
-                "a rate is a percentage of adults from 0 to 100 (empty: no value)",
-            )  # fmt: skip
-        )
+        problems.append(Problem(label, lines[i], column, _cell(raw.iloc[i]), why))
     values[empty] = np.nan
     return values
 

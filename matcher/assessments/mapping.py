@@ -14,6 +14,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "AssessmentMapping",
     "Indicator",
     "PopulationLayer",
+    "Points",
     "Priorities",
     "Source",
     "read_mapping",
@@ -40,7 +42,7 @@ MAX_MAPPING_BYTES = 256 * 1024
 MAX_SOURCES = 64
 MAX_INDICATORS = 256
 #: The kinds of source this version reads.
-SOURCE_KINDS = ("area_indicators", "priorities")
+SOURCE_KINDS = ("area_indicators", "priorities", "points")
 #: Most issues counted per area of a priorities source, and most severity raised.
 MAX_TOP = 20
 MAX_RAISE = 4
@@ -131,6 +133,38 @@ class Priorities:
 
 
 @dataclass(frozen=True)
+class Points:
+    """How a point-reports source reads (``kind = "points"``: 311 exports, incident feeds).
+
+    Attributes
+    ----------
+    lat, lon : str
+        The coordinate columns (WGS84).
+    type : str
+        The column of the report's type; ``types`` maps type text (compared without
+        case) to a category, and a type it does not name is counted in the report.
+    date : str or None
+        The column of the report's date (ISO ``YYYY-MM-DD``, a time after it ignored);
+        with ``start``/``end`` (inclusive ISO dates) only reports in that window count.
+    units : float
+        Demand of one report.
+    id : str or None
+        The column of the report's own id (the need id is ``<source>:<id>``; else the
+        line number).
+    """
+
+    lat: str
+    lon: str
+    type: str
+    date: str | None
+    start: str | None
+    end: str | None
+    units: float
+    id: str | None
+    types: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Source:
     """An assessment source: rates per area (``area_indicators``) or ranked ``priorities``."""
 
@@ -143,15 +177,20 @@ class Source:
     weight: float
     indicators: tuple[Indicator, ...]
     priorities: Priorities | None = None
+    points: Points | None = None
 
     def columns(self) -> list[str]:
         """Return the columns of the source's table that the mapping uses, in order."""
-        out = [self.area, *(c for c, _ in self.where)]
+        out = [self.area] if self.area else []
+        out += [c for c, _ in self.where]
         out += [self.population] if self.population else []
         out += [i.column for i in self.indicators]
         if self.priorities is not None:
             p = self.priorities
             out += [c for c in (p.issue, p.rank, p.votes) if c is not None]
+        if self.points is not None:
+            q = self.points
+            out += [c for c in (q.lat, q.lon, q.type, q.date, q.id) if c is not None]
         return list(dict.fromkeys(out))
 
 
@@ -312,8 +351,13 @@ _COMMON_KEYS = ("name", "kind", "file", "area", "where")
 _KIND_KEYS = {
     "area_indicators": ("population", "weight", "indicators"),
     "priorities": ("issue", "rank", "votes", "top", "raise_severity", "create_units", "issues"),
+    "points": ("lat", "lon", "type", "date", "start", "end", "units", "id", "types"),
 }
-_KIND_REQUIRED = {"area_indicators": ("indicators",), "priorities": ("issue", "issues")}
+_KIND_REQUIRED = {
+    "area_indicators": ("indicators",),
+    "priorities": ("issue", "issues"),
+    "points": ("lat", "lon", "type", "types"),
+}
 _INDICATOR_KEYS = ("column", "category", "worse", "units_per_affected", "baseline", "severity")
 
 
@@ -335,7 +379,8 @@ def _sources(
         allowed = _COMMON_KEYS + (
             _KIND_KEYS[known] if known else tuple(k for v in _KIND_KEYS.values() for k in v)
         )
-        required = ("name", "kind", "file", "area") + (_KIND_REQUIRED[known] if known else ())
+        required = ("name", "kind", "file") + ("area",) * (known != "points")
+        required += _KIND_REQUIRED[known] if known else ()
         t = c.table(raw, key, allowed, required)
         name = c.text(t, "name", f"{key}.name", limit=64)
         if name is not None:
@@ -350,6 +395,13 @@ def _sources(
         file = c.file(t, "file", f"{key}.file", base) if "file" in t else None
         area = c.text(t, "area", f"{key}.area")
         where = _where(c, t.get("where", {}), f"{key}.where")
+        if known == "points":
+            if "area" in t:
+                c.add(f"{key}.area", t["area"], "a point report's area is the polygon it lies in")
+            found = _points(c, t, key, taxonomy)
+            if name and file and found:
+                out.append(Source(name, known, file, "", None, where, 1.0, (), None, found))
+            continue
         if known == "priorities":
             spec = _priorities(c, t, key, taxonomy)
             if name and file and area and spec:
@@ -363,6 +415,61 @@ def _sources(
         if name and known and file and area and indicators:
             out.append(Source(name, known, file, area, pop, where, weight, indicators))
     return out
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _points(c: _Checker, t: dict[str, Any], key: str, taxonomy: Taxonomy) -> Points | None:
+    cols = {k: c.text(t, k, f"{key}.{k}") for k in ("lat", "lon", "type", "date", "id")}
+    window: dict[str, str | None] = {}
+    for k in ("start", "end"):
+        value: Any = t.get(k)
+        text = value.isoformat() if isinstance(value, date) else value
+        if value is not None and not (isinstance(text, str) and _DATE.fullmatch(text)):
+            c.add(f"{key}.{k}", _shown(value), "must be a date, YYYY-MM-DD")
+            text = None
+        window[k] = text
+    if (window["start"] or window["end"]) and not cols["date"]:
+        c.add(f"{key}.date", None, "give the date column that start and end apply to")
+    if window["start"] and window["end"] and window["start"] > window["end"]:
+        c.add(f"{key}.end", window["end"], f"is before start {window['start']}")
+    units = c.number(t, "units", f"{key}.units", 0.0, MAX_UNITS, 1.0, open_low=True)
+    types = _text_map(c, t.get("types", {}), f"{key}.types", taxonomy, "type")
+    if not (cols["lat"] and cols["lon"] and cols["type"] and types):
+        return None
+    return Points(
+        cols["lat"], cols["lon"], cols["type"], cols["date"], window["start"], window["end"],
+        units, cols["id"], types,
+    )  # fmt: skip
+
+
+def _text_map(
+    c: _Checker, raw: Any, key: str, taxonomy: Taxonomy, what: str
+) -> tuple[tuple[str, str], ...]:
+    """Return a validated table of text (compared without case) -> category."""
+    out: list[tuple[str, str]] = []
+    if not isinstance(raw, dict) or not raw:
+        c.add(key, _shown(raw), f'must be a table of "{what} text" = "category"')
+        return ()
+    if len(raw) > MAX_INDICATORS:
+        c.add(key, len(raw), f"at most {MAX_INDICATORS} entries make one table")
+        return ()
+    seen: set[str] = set()
+    for text, cat in raw.items():
+        where = f"{key}.{text}"[:120]
+        folded = str(text).strip().casefold()
+        code = taxonomy.resolve(cat) if isinstance(cat, str) else None
+        if code is None:
+            c.add(where, cat, taxonomy.describe_unknown(str(cat)))
+        elif not folded or _CONTROL.search(folded) or len(folded) > 200:
+            c.add(where, text, f"a {what} is text of 1 to 200 characters")
+        elif folded in seen:
+            c.add(where, text, f"another {what} has this text (case is ignored)")
+        else:
+            out.append((folded, code))
+        seen.add(folded)
+    return tuple(out)
 
 
 def _priorities(c: _Checker, t: dict[str, Any], key: str, taxonomy: Taxonomy) -> Priorities | None:
@@ -381,30 +488,10 @@ def _priorities(c: _Checker, t: dict[str, Any], key: str, taxonomy: Taxonomy) ->
     if "create_units" in t:
         create = c.number(t, "create_units", f"{key}.create_units", 0.0, MAX_UNITS, 0.0,
                           open_low=True)  # fmt: skip
-    issues: list[tuple[str, str]] = []
-    raw = t.get("issues", {})
-    if not isinstance(raw, dict) or not raw:
-        c.add(f"{key}.issues", _shown(raw), 'must be a table of "issue text" = "category"')
-    elif len(raw) > MAX_INDICATORS:
-        c.add(f"{key}.issues", len(raw), f"at most {MAX_INDICATORS} issues make one source")
-    else:
-        seen: set[str] = set()
-        for text, cat in raw.items():
-            where = f"{key}.issues.{text}"[:120]
-            folded = str(text).strip().casefold()
-            code = taxonomy.resolve(cat) if isinstance(cat, str) else None
-            if code is None:
-                c.add(where, cat, taxonomy.describe_unknown(str(cat)))
-            elif not folded or _CONTROL.search(folded) or len(folded) > 200:
-                c.add(where, text, "an issue is text of 1 to 200 characters")
-            elif folded in seen:
-                c.add(where, text, "another issue has this text (case is ignored)")
-            else:
-                issues.append((folded, code))
-            seen.add(folded)
+    issues = _text_map(c, t.get("issues", {}), f"{key}.issues", taxonomy, "issue")
     if issue is None or (rank is None) == (votes is None) or not issues:
         return None
-    return Priorities(issue, rank, votes, int(top), int(lift), create, tuple(issues))
+    return Priorities(issue, rank, votes, int(top), int(lift), create, issues)
 
 
 def _where(c: _Checker, doc: Any, key: str) -> tuple[tuple[str, str], ...]:
