@@ -619,3 +619,52 @@ def test_chicago_311_complaints_become_needs() -> None:
     assert repeats.any()  # the export lists updated requests again
     counted = r.loc[r["needs"].fillna(0) > 0, "needs"].sum()
     assert counted == len(n)
+
+
+def test_overlapping_sources_count_once_per_area(case: Path) -> None:
+    d = case.parent
+    calls = POINTS.replace('"Graffiti" = "sanitation"', '"Shots fired" = "crime_prevention"')
+    (d / "calls.csv").write_text(
+        "request,opened,kind,y,x\n"
+        "C1,2014-06-02,Shots fired,41.905,-87.695\n"  # area 1: 0.5 units (survey: 20)
+        "C2,2014-06-02,Shots fired,41.855,-87.69\n"  # area 2: 3 x 0.5 = 1.5 (survey: 0.5)
+        "C3,2014-06-03,Shots fired,41.856,-87.69\n"
+        "C4,2014-06-04,Shots fired,41.857,-87.69\n"
+    )
+
+    def run(rule: str, order: str = '"survey", "calls"') -> pd.DataFrame:
+        overlap = f'\n[[overlaps]]\ncategory = "crime"\nsources = [{order}]\nrule = "{rule}"\n'
+        case.write_text(overlap + MAPPING + calls)
+        result = assess(case)
+        crime = result.needs[result.needs["category"] == "crime_prevention"]
+        notes = result.report[result.report["indicator"] == "(overlap)"]
+        return crime.groupby("neighborhood")["source"].agg(lambda s: sorted(set(s))), notes
+
+    kept, notes = run("max")
+    assert kept["1"] == ["survey/violence"] and kept["2"] == ["calls/Shots fired"]
+    dropped = notes[notes["note"].str.startswith("dropped")].set_index("area")
+    assert dropped.loc["1", "source"] == "calls" and dropped.loc["2", "source"] == "survey"
+    assert dropped.loc["2", "note"] == "dropped: overlaps with calls (rule max)"
+    kept, _ = run("first", '"calls", "survey"')
+    assert kept["1"] == kept["2"] == ["calls/Shots fired"]
+    kept, notes = run("sum")
+    assert kept["2"] == ["calls/Shots fired", "survey/violence"]
+    assert set(notes["note"].str.split(":").str[0]) == {"kept"}
+    bad = '\n[[overlaps]]\ncategory = "crimes"\nsources = ["survey", "call"]\nrule = "min"\n'
+    case.write_text(bad + MAPPING + calls)
+    got = {(f, v): why for _, f, v, why in _problems(case)}
+    assert "did you mean 'crime_prevention'" in got[("overlaps[0].category", "crimes")]
+    assert got[("overlaps[0].sources", "call")].endswith("did you mean 'calls'?")
+    assert got[("overlaps[0].rule", "min")] == "must be one of: sum, max, first"
+
+
+@pytest.mark.skipif(not (CHICAGO / "assessments").is_dir(), reason="shared Chicago data absent")
+def test_chicago_survey_and_311_overlap_once_per_area() -> None:
+    result = assess(ROOT / "examples" / "assessments" / "chicago_assessments.toml")
+    n = result.needs
+    litter = n[n["category"] == "environmental_design"]
+    origin = litter["source"].str.split("/").str[0]
+    per_area = origin.groupby(litter["neighborhood"]).nunique()
+    assert (per_area == 1).all() and len(per_area) == 77
+    notes = result.report.loc[result.report["indicator"] == "(overlap)", "note"]
+    assert notes.str.startswith("dropped").sum() == notes.str.startswith("kept").sum() > 0

@@ -49,6 +49,7 @@ from .._errors import InputValidationError, Problem
 from ..taxonomy import Taxonomy, default_taxonomy
 from .indicators import NEED_OUT, load_areas, source_needs
 from .mapping import AssessmentMapping, read_mapping
+from .overlaps import resolve_overlaps
 from .points import point_needs
 from .priorities import apply_priorities
 
@@ -184,6 +185,9 @@ def assess(mapping: str | Path, *, taxonomy: Taxonomy | None = None) -> Assessme
         logger.info("%s: %d need(s), %.4g units", source.name, len(n), n["demand"].sum())
     full = [n for n in needs if len(n)]
     table = pd.concat(full, ignore_index=True) if full else pd.DataFrame(columns=NEED_OUT)
+    if not problems:
+        table, r = resolve_overlaps(table, m.overlaps, areas)
+        reports.append(r)
     # priorities act on the needs of every other source, in the mapping's order
     for index, source in enumerate(m.sources):
         if source.kind != "priorities":

@@ -25,6 +25,7 @@ from ..taxonomy import Taxonomy
 __all__ = [
     "AreaLayer",
     "AssessmentMapping",
+    "Overlap",
     "Indicator",
     "PopulationLayer",
     "Points",
@@ -195,6 +196,24 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Overlap:
+    """Sources that measure the same thing for a category, and how to count them.
+
+    ``rule``: ``"sum"`` keeps every source's demand (the overlap is only reported),
+    ``"max"`` keeps, in each area, the needs of the source with the most demand there,
+    ``"first"`` those of the first listed source with demand there.
+    """
+
+    category: str
+    sources: tuple[str, ...]
+    rule: str
+
+
+#: How an overlap is counted (see :class:`Overlap`).
+OVERLAP_RULES = ("sum", "max", "first")
+
+
+@dataclass(frozen=True)
 class AssessmentMapping:
     """A validated mapping file (see :func:`read_mapping`)."""
 
@@ -202,6 +221,7 @@ class AssessmentMapping:
     areas: AreaLayer
     population: PopulationLayer | None
     sources: tuple[Source, ...]
+    overlaps: tuple[Overlap, ...] = ()
 
 
 class _Checker:
@@ -316,15 +336,55 @@ def read_mapping(path: str | Path, taxonomy: Taxonomy) -> AssessmentMapping:
         ) from None
     base = path.parent.resolve()
     c = _Checker(label)
-    top = c.table(doc, "", ("areas", "population", "sources"), ("areas", "sources"))
+    top = c.table(doc, "", ("areas", "population", "sources", "overlaps"), ("areas", "sources"))
     areas = _areas(c, top.get("areas", {}), base)
     population = None
     if "population" in top:
         population = _population(c, top["population"], base)
     sources = _sources(c, top.get("sources", []), base, taxonomy, population is not None)
+    overlaps = _overlaps(c, top.get("overlaps", []), taxonomy, sources)
     if c.problems or areas is None:
         raise InputValidationError(c.problems or [Problem(label, None, "areas", None, "invalid")])
-    return AssessmentMapping(path, areas, population, tuple(sources))
+    return AssessmentMapping(path, areas, population, tuple(sources), overlaps)
+
+
+def _overlaps(
+    c: _Checker, doc: Any, taxonomy: Taxonomy, sources: list[Source]
+) -> tuple[Overlap, ...]:
+    if not isinstance(doc, list):
+        c.add("overlaps", _shown(doc), "must be [[overlaps]] tables")
+        return ()
+    names = [s.name for s in sources if s.kind != "priorities"]
+    out = []
+    seen: set[str] = set()
+    for i, raw in enumerate(doc[:MAX_SOURCES]):
+        key = f"overlaps[{i}]"
+        t = c.table(raw, key, ("category", "sources", "rule"), ("category", "sources", "rule"))
+        cat = c.text(t, "category", f"{key}.category")
+        code = taxonomy.resolve(cat) if cat else None
+        if cat and code is None:
+            c.add(f"{key}.category", cat, taxonomy.describe_unknown(cat))
+        elif code in seen:
+            c.add(f"{key}.category", cat, "another overlap names this category")
+        seen.add(code or "")
+        raw_list = t.get("sources")
+        listed: list[Any] = raw_list if isinstance(raw_list, list) else []
+        ok = len(listed) >= 2 and len(set(map(str, listed))) == len(listed)
+        if "sources" in t and not ok:
+            c.add(
+                f"{key}.sources", _shown(raw_list), "must list two or more different source names"
+            )
+        for name in listed if ok else []:
+            if name not in names:
+                hint = difflib.get_close_matches(str(name), names, n=1)
+                c.add(f"{key}.sources", name, "names no area_indicators or points source"
+                      + (f"; did you mean {hint[0]!r}?" if hint else ""))  # fmt: skip
+        rule = t.get("rule")
+        if "rule" in t and rule not in OVERLAP_RULES:
+            c.add(f"{key}.rule", rule, f"must be one of: {', '.join(OVERLAP_RULES)}")
+        if code and ok and rule in OVERLAP_RULES:
+            out.append(Overlap(code, tuple(map(str, listed)), str(rule)))
+    return tuple(out)
 
 
 def _areas(c: _Checker, doc: Any, base: Path) -> AreaLayer | None:
