@@ -177,6 +177,15 @@ class _EdgeView:
         return self._nodes[self._tails[i]], self._nodes[self._heads[i]], self._data[i]
 
 
+def _negative_cycle(tails: np.ndarray, heads: np.ndarray, costs: np.ndarray) -> bool:
+    """Whether the arcs (node indexes, integer costs) hold a cycle of negative cost."""
+    g = nx.DiGraph()
+    for u, v, c in zip(tails.tolist(), heads.tolist(), costs.tolist(), strict=True):
+        if not g.has_edge(u, v) or c < g[u][v]["weight"]:
+            g.add_edge(u, v, weight=c)
+    return bool(g.number_of_edges()) and nx.negative_edge_cycle(g, weight="weight")
+
+
 @not_implemented_for("undirected")
 def network_simplex(
     G: nx.DiGraph,
@@ -311,8 +320,17 @@ def network_simplex(
     if solved is None:  # the solver's int64 range was exceeded
         return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
     _, flows = solved
-    if np.any(flows * 2 >= faux_inf) or np.any(loop & np.isinf(cap_f) & (w_f < 0)):
+    if np.any(loop & np.isinf(cap_f) & (w_f < 0)):
         raise nx.NetworkXUnbounded("negative cycle with infinite capacity found")
+    if np.any(flows * 2 >= faux_inf):
+        # a negative cycle of infinite capacity (the model is unbounded), or an engine's
+        # circulation on a cycle of zero cost, which is optimal and which networkx leaves
+        # empty: then networkx's own solver gives its flow
+        endless = np.isinf(cap_f[kept])
+        if _negative_cycle(tails[endless], heads[endless], costs[endless]):
+            raise nx.NetworkXUnbounded("negative cycle with infinite capacity found")
+        logger.debug("flow around a zero-cost cycle: using networkx.network_simplex")
+        return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
 
     # exact: int64 when no product can overflow, else Python integers
     if float(np.abs(flows).max(initial=0)) * float(np.abs(costs).sum()) < 2.0**62:

@@ -100,6 +100,27 @@ def test_each_engine_matches_networkx_on_non_negative_costs(g, backend):
         check_flow(g, got[2], got[1])
 
 
+@pytest.mark.parametrize("backend", ["ortools", None])
+def test_a_zero_cost_cycle_of_infinite_capacity_is_not_unbounded(backend):
+    """Found by the property test above: an engine may push flow around a cycle of zero cost
+    (6 - 4 - 2) up to the stand-in for infinity; the optimum is 0, not unbounded."""
+    g = nx.DiGraph()
+    g.add_nodes_from(range(7))
+    g.add_edge(0, 0, weight=0)
+    g.add_edge(0, 2, weight=6)
+    g.add_edge(1, 0, weight=-2)
+    g.add_edge(2, 1, weight=-4)
+    want = nx.network_simplex(g)
+    got = network_simplex(g, backend=backend) if backend else network_simplex(g)
+    assert got[0] == want[0] == 0
+    check_flow(g, got[1], got[0])
+    g.add_edge(1, 2, weight=-1)  # now 2 -> 1 -> 2 costs -5: unbounded for both
+    with pytest.raises(nx.NetworkXUnbounded):
+        nx.network_simplex(g)
+    with pytest.raises(nx.NetworkXUnbounded):
+        network_simplex(g)
+
+
 def test_backend_networkx_and_undirected():
     g = nx.DiGraph()
     g.add_node("s", demand=-2)
