@@ -663,7 +663,6 @@ def _load(
                 points=points,
             ),
             on_invalid,
-            points,
         )
     df, rows, digest, label = _raw_table(source, columns["required"], input_crs, name)
     checked: Validated = validator(df, rows, label, taxonomy or default_taxonomy())
@@ -678,7 +677,7 @@ def _load(
     if len(rejects):
         logger.warning("%s: skipped %d invalid row(s)", label, len(rejects))
     table = checked.table
-    frame = _with_points(table) if points else table
+    frame = with_points(table) if points else table
     kept = np.asarray(rows)[~np.asarray(checked.bad_rows, dtype=bool)]
     return LoadedTable(
         frame,
@@ -740,7 +739,6 @@ def _load_files(
     key: str,
     reader: Callable[[Path], LoadedTable],
     on_invalid: Literal["raise", "skip"],
-    points: bool = True,
 ) -> LoadedTable:
     """Read every file of a partitioned input; report the problems of all of them at once.
 
@@ -794,7 +792,10 @@ def _load_files(
         "".join(f"{f.name}\t{t.sha256}\n" for f, t in zip(files, loaded, strict=True)).encode()
     ).hexdigest()
     return LoadedTable(
-        gpd.GeoDataFrame(frame, geometry=frame.geometry.name, crs="EPSG:4326") if points else frame,
+        # the files were read with or without points: the whole input is the same
+        gpd.GeoDataFrame(frame, geometry=frame.geometry.name, crs="EPSG:4326")
+        if isinstance(loaded[0].frame, gpd.GeoDataFrame)
+        else frame,
         pd.concat(rejects, ignore_index=True) if rejects else loaded[0].rejects,
         digest,
         label,
@@ -802,7 +803,7 @@ def _load_files(
     )
 
 
-def _with_points(table: pd.DataFrame) -> gpd.GeoDataFrame:
+def with_points(table: pd.DataFrame) -> gpd.GeoDataFrame:
     """Return the table with a point geometry (EPSG:4326) from ``lon`` and ``lat``, last."""
     return gpd.GeoDataFrame(
         table, geometry=gpd.points_from_xy(table["lon"], table["lat"]), crs="EPSG:4326"

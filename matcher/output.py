@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -738,12 +738,21 @@ def write_files(files: Mapping[str, bytes], path: str | Path) -> dict[str, Path]
     dict of str to Path
         The written files by name.
     """
+    return _write_staged(((name, (content,)) for name, content in files.items()), path)
+
+
+def _write_staged(
+    files: Iterable[tuple[str, Iterable[bytes]]], path: str | Path
+) -> dict[str, Path]:
+    """Write each file's chunks into a temporary directory in ``path``, then publish them."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".matcher-", dir=out))
     try:
-        for name, content in files.items():
-            (tmp / name).write_bytes(content)
+        for name, chunks in files:
+            with open(tmp / name, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
         return publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -761,17 +770,13 @@ def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
     dict of str to Path
         The written files by name.
     """
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".matcher-", dir=out))
-    try:
-        for name, pieces in _plan_pieces(plan).items():
-            with open(tmp / name, "wb") as f:
-                for piece in pieces():
-                    f.write(piece.encode("utf-8"))
-        return publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return _write_staged(
+        (
+            (name, (piece.encode("utf-8") for piece in pieces()))
+            for name, pieces in _plan_pieces(plan).items()
+        ),
+        path,
+    )
 
 
 def publish(stage: Path, out: Path) -> dict[str, Path]:

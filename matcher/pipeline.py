@@ -27,6 +27,7 @@ from .io import (
     read_needs,
     read_neighborhoods,
     read_partners,
+    with_points,
     without_geometry,
 )
 from .metrics import plan_metrics
@@ -149,11 +150,8 @@ class Plan:
 
         The points come before ``cluster_id`` and ``served``, as in the validated input.
         """
-        t = self.need_table
-        frame = gpd.GeoDataFrame(
-            t, geometry=gpd.points_from_xy(t["lon"], t["lat"]), crs="EPSG:4326"
-        )
-        added = [c for c in ("cluster_id", "served") if c in t.columns]
+        frame = with_points(self.need_table)
+        added = [c for c in ("cluster_id", "served") if c in frame.columns]
         return frame[[c for c in frame.columns if c not in added] + added]
 
     @property
@@ -185,11 +183,8 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
 
 def _assign_neighborhoods(needs: pd.DataFrame, hoods: gpd.GeoDataFrame) -> pd.Series:
     """Neighborhood id of the polygon containing each need (first id wins; else the given one)."""
-    points = gpd.GeoDataFrame(
-        geometry=gpd.points_from_xy(needs["lon"], needs["lat"]), index=needs.index, crs="EPSG:4326"
-    )
     joined = gpd.sjoin(
-        points,
+        with_points(needs[["lat", "lon"]])[["geometry"]],
         hoods[["neighborhood_id", "geometry"]],
         how="left",
         predicate="intersects",

@@ -16,9 +16,11 @@ area's representative point.
 
 from __future__ import annotations
 
+import difflib
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import geopandas as gpd
@@ -71,13 +73,19 @@ class Areas:
         """Return the population units (with people) of one area, in file order."""
         return self._groups.get(key, self.units.iloc[:0])
 
-    @property
+    def point_of(self, key: str) -> tuple[float, float]:
+        """Return (lat, lon) of an area's representative point."""
+        return self._points[key]
+
+    @cached_property
     def _groups(self) -> dict[str, pd.DataFrame]:
-        cached = self.__dict__.get("_cache")
-        if cached is None:
-            cached = {str(k): g for k, g in self.units.groupby("area", sort=False)}
-            object.__setattr__(self, "_cache", cached)
-        return cached  # type: ignore[no-any-return]
+        return {str(k): g for k, g in self.units.groupby("area", sort=False)}
+
+    @cached_property
+    def _points(self) -> dict[str, tuple[float, float]]:
+        t = self.table
+        points = zip(t["lat"].tolist(), t["lon"].tolist(), strict=True)
+        return dict(zip(t["area"].tolist(), points, strict=True))
 
 
 def _read_layer(path: Path, label: str) -> gpd.GeoDataFrame:
@@ -133,7 +141,7 @@ def load_areas(layer: AreaLayer, population: PopulationLayer | None) -> Areas:
     kinds = frame.geometry.geom_type.to_numpy()
     for i in np.flatnonzero(~np.isin(kinds, ["Polygon", "MultiPolygon"])).tolist():
         problems.append(Problem(label, i + 1, "geometry", ids[i], "an area needs a polygon"))
-    problems += _lonlat_problems(frame, label, ids)
+    problems += _lonlat_problems(frame, label, ids, _has_geometry(frame))
     if problems:
         raise InputValidationError(problems[:1000])
     lat, lon = _points(frame.geometry)
@@ -171,12 +179,19 @@ def _texts(column: pd.Series) -> list[str]:
     return ["" if pd.isna(v) else str(v).strip() for v in column.astype(object).tolist()]
 
 
-def _lonlat_problems(frame: gpd.GeoDataFrame, label: str, ids: list[str]) -> list[Problem]:
+def _has_geometry(frame: gpd.GeoDataFrame) -> np.ndarray:
+    """Whether each row has a geometry that is not empty."""
+    geoms = frame.geometry.to_numpy()
+    return ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))  # type: ignore[no-any-return]
+
+
+def _lonlat_problems(
+    frame: gpd.GeoDataFrame, label: str, ids: list[str], present: np.ndarray
+) -> list[Problem]:
     """Return a problem per geometry missing or not in longitude/latitude (a layer in feet)."""
     out = []
-    geoms = frame.geometry.to_numpy()
-    bounds = shapely.bounds(geoms)
-    bad = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    bounds = shapely.bounds(frame.geometry.to_numpy())
+    bad = ~present
     with np.errstate(invalid="ignore"):
         outside = ~bad & (
             (np.abs(bounds[:, [0, 2]]) > 180).any(axis=1)
@@ -218,10 +233,8 @@ def _units(layer: PopulationLayer, polygons: dict[str, object]) -> pd.DataFrame:
             counts[i] = float(v)
         except (TypeError, ValueError):
             pass
-    problems += _lonlat_problems(frame, label, areas)
-    ok = ~(
-        shapely.is_missing(frame.geometry.to_numpy()) | shapely.is_empty(frame.geometry.to_numpy())
-    )
+    ok = _has_geometry(frame)
+    problems += _lonlat_problems(frame, label, areas, ok)
     lat = np.full(len(frame), np.nan)
     lon = np.full(len(frame), np.nan)
     if ok.any():
@@ -260,13 +273,11 @@ def _units(layer: PopulationLayer, polygons: dict[str, object]) -> pd.DataFrame:
 
 
 def _missing(field: str, columns: pd.Index) -> str:
-    hint = __import__("difflib").get_close_matches(field, [str(c) for c in columns], n=1)
+    hint = difflib.get_close_matches(field, [str(c) for c in columns], n=1)
     return "no such field" + (f"; did you mean {hint[0]!r}?" if hint else "")
 
 
 def _closest(what: str, key: str, known: set[str] | dict[str, str]) -> str:
-    import difflib
-
     hint = difflib.get_close_matches(key, sorted(str(k) for k in known), n=3, cutoff=0.5)
     text = f"matches no {what} of the areas file"
     return text + (f"; the closest: {', '.join(hint)}" if hint else "")
@@ -561,8 +572,8 @@ def _place(key: str, demand: float, areas: Areas) -> list[tuple[float, float, fl
         return []
     units = areas.units_of(key)
     if not len(units):
-        row = areas.table.set_index("area").loc[key]
-        return [(float(row["lat"]), float(row["lon"]), round(total * DEMAND_QUANTUM, 6))]
+        lat, lon = areas.point_of(key)
+        return [(lat, lon, round(total * DEMAND_QUANTUM, 6))]
     counts = units["count"].to_numpy(dtype=float)
     raw = total * counts / counts.sum()
     quanta = np.floor(raw).astype(np.int64)
