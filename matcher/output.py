@@ -99,8 +99,8 @@ _RISKY_LINE = re.compile(r"\n'*[=+\-@\t\r]")
 def _neutralised(values: list[Any]) -> list[Any] | None:
     """Return text cells with :func:`neutralise_cell` applied where it may change them.
 
-    None when a cell that is not text looks like a formula (``-1``): ``to_csv`` of the
-    neutralised column (:func:`_csv_column`) may then write it otherwise (``-1.0``).
+    None when a cell that is not text looks like a formula (``-1``): the caller then
+    lets ``to_csv`` format the cells that are not text (:func:`_csv_column`).
     """
     try:
         joined = "\n" + "\n".join(values)
@@ -183,8 +183,12 @@ def _csv_column(col: pd.Series, name: str) -> pd.Series:
         text = col.astype(str)
         risky = text.str.match(_RISKY_CELL.pattern).fillna(False).to_numpy(dtype=bool)
         if risky.any():
-            col = col.copy()
-            col[risky] = [neutralise_cell(v) for v in col[risky]]
+            # Set cells in an object array: a Series' setitem may turn a column of
+            # numbers into floats, and -1 would then be written -1.0.
+            cells = col.to_numpy(dtype=object, copy=True)
+            for i in np.flatnonzero(risky).tolist():
+                cells[i] = neutralise_cell(cells[i])
+            col = pd.Series(cells, index=col.index, dtype=object)
         return col
     if pd.api.types.is_bool_dtype(col) or pd.api.types.is_float_dtype(col):
         return pd.Series(_csv_cells(col, name), index=col.index, dtype=object)
