@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[api,test,lint,postgres,dask]"
+	$(BIN)/python -m pip install --quiet -e ".[api,test,lint,postgres,dask,assess]"
 	touch $@
 
 run: $(VENV)/.installed

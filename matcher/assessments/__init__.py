@@ -1,10 +1,12 @@
-"""Needs from assessments: area indicators (a rate per area) become located needs.
+"""Needs from assessments: area indicators, priorities, point reports and survey responses.
 
 ``matcher.assess(mapping)`` reads a TOML mapping file (:mod:`matcher.assessments.mapping`)
-and the sources it names, applies each indicator's demand model
-(:mod:`matcher.assessments.indicators`) and returns an :class:`Assessment`: a needs table
-that ``matcher plan`` reads unchanged and a report of every area, indicator, category,
-figure and model, and of every column the mapping does not use.
+and the sources it names: rates per area by each indicator's demand model
+(:mod:`~matcher.assessments.indicators`), point reports (:mod:`~matcher.assessments.points`),
+survey responses counted per area and suppressed below k (:mod:`~matcher.assessments.survey`),
+then overlaps between sources and ranked priorities. It returns an :class:`Assessment`:
+a needs table that ``matcher plan`` reads unchanged and a report of every area, indicator,
+category, figure and model, and of every column the mapping does not use.
 
 A mapping file::
 
@@ -52,6 +54,7 @@ from .mapping import AssessmentMapping, read_mapping
 from .overlaps import resolve_overlaps
 from .points import point_needs
 from .priorities import apply_priorities
+from .survey import survey_needs
 
 __all__ = ["Assessment", "assess", "REPORT_COLUMNS"]
 
@@ -66,6 +69,7 @@ REPORT_COLUMNS = [
     "area_name",
     "rank",
     "population",
+    "respondents",
     "rate",
     "affected_rate",
     "baseline",
@@ -174,7 +178,7 @@ def assess(mapping: str | Path, *, taxonomy: Taxonomy | None = None) -> Assessme
     for index, source in enumerate(m.sources):
         if source.kind == "priorities":
             continue
-        make = point_needs if source.kind == "points" else source_needs
+        make = {"points": point_needs, "survey": survey_needs}.get(source.kind, source_needs)
         try:
             n, r = make(source, index, areas)
         except InputValidationError as exc:
@@ -202,7 +206,7 @@ def assess(mapping: str | Path, *, taxonomy: Taxonomy | None = None) -> Assessme
     if problems:
         raise InputValidationError(problems)
     report = pd.concat(reports, ignore_index=True).reindex(columns=REPORT_COLUMNS)
-    for col in ("severity", "needs", "rank"):
+    for col in ("severity", "needs", "rank", "respondents"):
         report[col] = report[col].astype("Int64")  # whole numbers; empty for unused columns
     if table.empty:
         raise InputValidationError(

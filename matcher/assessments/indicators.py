@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -277,9 +278,11 @@ def _missing(field: str, columns: pd.Index) -> str:
     return "no such field" + (f"; did you mean {hint[0]!r}?" if hint else "")
 
 
-def _closest(what: str, key: str, known: set[str] | dict[str, str]) -> str:
+def _closest(
+    what: str, key: str, known: set[str] | dict[str, str], where: str = "the areas file"
+) -> str:
     hint = difflib.get_close_matches(key, sorted(str(k) for k in known), n=3, cutoff=0.5)
-    text = f"matches no {what} of the areas file"
+    text = f"matches no {what} of {where}"
     return text + (f"; the closest: {', '.join(hint)}" if hint else "")
 
 
@@ -288,22 +291,29 @@ def _cell(value: object) -> object:
 
 
 def read_source_table(source: Source, index: int) -> tuple[pd.DataFrame, list[int]]:
-    """Read a source's CSV as text cells, keep the rows ``where`` selects; with line numbers.
+    """Read a source's table as text cells, keep the rows ``where`` selects; with line numbers.
 
-    The CSV is read as matcher reads a needs file (``matcher.io``): a repeated column
+    A CSV is read as matcher reads a needs file (``matcher.io``): a repeated column
     name, a row of another width, a cell over the length bound or a control character
-    is a problem naming its line.
+    is a problem naming its line. An ``.xlsx`` file's sheet (``sheet``, else the first)
+    is read by :func:`~matcher.assessments.workbook.read_sheet`, its cells checked alike.
     """
     from ..io import _check_cells, _decode, _read_bytes, _read_csv_text
     from ..limits import check_file
+    from .workbook import read_sheet
 
     label = str(source.file)
     reason = check_file(source.file, file_limit())
     if reason is not None:
         raise InputValidationError([Problem(label, None, None, None, reason)])
-    text = _decode(_read_bytes(source.file, label), label)
-    frame, rows = _read_csv_text(text, label, ())
-    _check_cells(frame, rows, label, text)
+    rows: Sequence[int] | np.ndarray
+    if source.file.suffix.lower() == ".xlsx":
+        frame, rows = read_sheet(source.file, label, source.sheet)
+        _check_cells(frame, rows, label)
+    else:
+        text = _decode(_read_bytes(source.file, label), label)
+        frame, rows = _read_csv_text(text, label, ())
+        _check_cells(frame, rows, label, text)
     numbers = np.asarray(rows, dtype=np.int64)
     problems = [
         Problem(label, 1, col, None, _missing(col, frame.columns))
@@ -420,28 +430,39 @@ def source_needs(source: Source, index: int, areas: Areas) -> tuple[pd.DataFrame
             report.append(_report_row(source, ind, key, known[key], *figures, note))
             if not placed or severity[i] == 0:
                 continue
-            lat, lon, part = zip(*placed, strict=True)
             needs.append(
-                pd.DataFrame(
-                    {
-                        "need_id": [
-                            f"{source.name}:{number}:{key}:{k}" for k in range(1, len(part) + 1)
-                        ],
-                        "category": ind.category,
-                        "lat": np.round(lat, 6),
-                        "lon": np.round(lon, 6),
-                        "demand": part,
-                        "severity": int(severity[i]),
-                        "neighborhood": key,
-                        "source": f"{source.name}/{ind.column}",
-                    }
-                )
+                placed_needs(f"{source.name}:{number}:{key}", placed, ind.category,
+                             int(severity[i]), key, f"{source.name}/{ind.column}")  # fmt: skip
             )
     if problems:
         raise InputValidationError(problems[:1000])
     report += unused_columns(source, frame)
     out = pd.concat(needs, ignore_index=True) if needs else pd.DataFrame(columns=NEED_OUT)
     return out, pd.DataFrame(report)
+
+
+def placed_needs(
+    prefix: str,
+    placed: list[tuple[float, float, float]],
+    category: str,
+    severity: int,
+    area: str,
+    source: str,
+) -> pd.DataFrame:
+    """Return the needs of one area's placed demand (:func:`_place`): ids ``<prefix>:<part>``."""
+    lat, lon, part = zip(*placed, strict=True)
+    return pd.DataFrame(
+        {
+            "need_id": [f"{prefix}:{k}" for k in range(1, len(part) + 1)],
+            "category": category,
+            "lat": np.round(lat, 6),
+            "lon": np.round(lon, 6),
+            "demand": part,
+            "severity": severity,
+            "neighborhood": area,
+            "source": source[:200],
+        }
+    )
 
 
 def row_areas(

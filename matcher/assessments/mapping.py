@@ -30,7 +30,9 @@ __all__ = [
     "PopulationLayer",
     "Points",
     "Priorities",
+    "Question",
     "Source",
+    "Survey",
     "read_mapping",
     "MAX_MAPPING_BYTES",
     "MAX_SOURCES",
@@ -43,7 +45,12 @@ MAX_MAPPING_BYTES = 256 * 1024
 MAX_SOURCES = 64
 MAX_INDICATORS = 256
 #: The kinds of source this version reads.
-SOURCE_KINDS = ("area_indicators", "priorities", "points")
+SOURCE_KINDS = ("area_indicators", "priorities", "points", "survey")
+#: The smallest and the default suppression threshold k of a survey (see :class:`Survey`).
+MIN_K = 3
+DEFAULT_K = 5
+#: Most questions of one survey source.
+MAX_QUESTIONS = 64
 #: Most issues counted per area of a priorities source, and most severity raised.
 MAX_TOP = 20
 MAX_RAISE = 4
@@ -166,8 +173,71 @@ class Points:
 
 
 @dataclass(frozen=True)
+class Question:
+    """One question of a survey export whose answers map to categories.
+
+    Attributes
+    ----------
+    column : str
+        The export's column of the answers.
+    question : str or None
+        The question's name in the XLSForm (default: the column, or its last part after
+        ``/`` or ``-``, as KoboToolbox and ODK Central join group paths).
+    separator : str
+        What separates the answers of a select-multiple cell: ``" "`` (ODK, KoboToolbox:
+        choice names) or ``","`` (Google Forms: labels).
+    choices : tuple of (str, str)
+        Answer text (a choice name or label, compared without case) and its category.
+    """
+
+    column: str
+    question: str | None
+    separator: str
+    choices: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Survey:
+    """How a survey-responses source reads (``kind = "survey"``: ODK, KoboToolbox, Google Forms).
+
+    Attributes
+    ----------
+    form : Path or None
+        The XLSForm the survey was made from (read with pyxform): choice names and labels.
+    point, lat, lon : str or None
+        The respondent's location: an ODK geopoint column (``"lat lon alt accuracy"``) or
+        two coordinate columns. Used only to find the respondent's area, never written.
+    id, date, start, end : str or None
+        The respondent's id (a repeated one counted once) and the date window, as for
+        point reports.
+    units : float
+        Demand per respondent who reported a category.
+    k : int
+        An area x category reported by fewer than ``k`` respondents is suppressed: no
+        need, no count, in any output.
+    severity : str or tuple of float
+        From the share of the area's respondents who reported the category, as for an
+        indicator (``"percentile"`` or four thresholds).
+    questions : tuple of Question
+    """
+
+    form: Path | None
+    point: str | None
+    lat: str | None
+    lon: str | None
+    id: str | None
+    date: str | None
+    start: str | None
+    end: str | None
+    units: float
+    k: int
+    severity: str | tuple[float, ...]
+    questions: tuple[Question, ...]
+
+
+@dataclass(frozen=True)
 class Source:
-    """An assessment source: rates per area (``area_indicators``) or ranked ``priorities``."""
+    """An assessment source: rates per area, ranked priorities, point reports or a survey."""
 
     name: str
     kind: str
@@ -179,6 +249,8 @@ class Source:
     indicators: tuple[Indicator, ...]
     priorities: Priorities | None = None
     points: Points | None = None
+    survey: Survey | None = None
+    sheet: str | None = None
 
     def columns(self) -> list[str]:
         """Return the columns of the source's table that the mapping uses, in order."""
@@ -192,6 +264,10 @@ class Source:
         if self.points is not None:
             q = self.points
             out += [c for c in (q.lat, q.lon, q.type, q.date, q.id) if c is not None]
+        if self.survey is not None:
+            v = self.survey
+            out += [c for c in (v.point, v.lat, v.lon, v.id, v.date) if c is not None]
+            out += [q.column for q in v.questions]
         return list(dict.fromkeys(out))
 
 
@@ -407,16 +483,21 @@ def _population(c: _Checker, doc: Any, base: Path) -> PopulationLayer | None:
     return PopulationLayer(file, area, count)
 
 
-_COMMON_KEYS = ("name", "kind", "file", "area", "where")
+_COMMON_KEYS = ("name", "kind", "file", "sheet", "area", "where")
 _KIND_KEYS = {
     "area_indicators": ("population", "weight", "indicators"),
     "priorities": ("issue", "rank", "votes", "top", "raise_severity", "create_units", "issues"),
     "points": ("lat", "lon", "type", "date", "start", "end", "units", "id", "types"),
+    "survey": (
+        "form", "point", "lat", "lon", "id", "date", "start", "end", "units", "k", "severity",
+        "questions",
+    ),
 }
 _KIND_REQUIRED = {
     "area_indicators": ("indicators",),
     "priorities": ("issue", "issues"),
     "points": ("lat", "lon", "type", "types"),
+    "survey": ("questions",),
 }
 _INDICATOR_KEYS = ("column", "category", "worse", "units_per_affected", "baseline", "severity")
 
@@ -439,7 +520,7 @@ def _sources(
         allowed = _COMMON_KEYS + (
             _KIND_KEYS[known] if known else tuple(k for v in _KIND_KEYS.values() for k in v)
         )
-        required = ("name", "kind", "file") + ("area",) * (known != "points")
+        required = ("name", "kind", "file") + ("area",) * (known not in ("points", "survey"))
         required += _KIND_REQUIRED[known] if known else ()
         t = c.table(raw, key, allowed, required)
         name = c.text(t, "name", f"{key}.name", limit=64)
@@ -455,17 +536,27 @@ def _sources(
         file = c.file(t, "file", f"{key}.file", base) if "file" in t else None
         area = c.text(t, "area", f"{key}.area")
         where = _where(c, t.get("where", {}), f"{key}.where")
+        sheet = c.text(t, "sheet", f"{key}.sheet", limit=31)
+        if sheet is not None and file is not None and file.suffix.lower() != ".xlsx":
+            c.add(f"{key}.sheet", sheet, "a sheet is chosen only in an .xlsx file")
         if known == "points":
             if "area" in t:
                 c.add(f"{key}.area", t["area"], "a point report's area is the polygon it lies in")
             found = _points(c, t, key, taxonomy)
             if name and file and found:
-                out.append(Source(name, known, file, "", None, where, 1.0, (), None, found))
+                out.append(Source(name, known, file, "", None, where, 1.0, (), None, found,
+                                  sheet=sheet))  # fmt: skip
+            continue
+        if known == "survey":
+            survey = _survey(c, t, key, base, taxonomy, has_area="area" in t)
+            if name and file and survey:
+                out.append(Source(name, known, file, area or "", None, where, 1.0, (),
+                                  survey=survey, sheet=sheet))  # fmt: skip
             continue
         if known == "priorities":
             spec = _priorities(c, t, key, taxonomy)
             if name and file and area and spec:
-                out.append(Source(name, known, file, area, None, where, 1.0, (), spec))
+                out.append(Source(name, known, file, area, None, where, 1.0, (), spec, sheet=sheet))
             continue
         pop = c.text(t, "population", f"{key}.population")
         if pop is None and "population" not in t and not has_layer and known:
@@ -473,15 +564,16 @@ def _sources(
         weight = c.number(t, "weight", f"{key}.weight", 0.0, 100.0, 1.0, open_low=True)
         indicators = _indicators(c, t.get("indicators", []), f"{key}.indicators", taxonomy)
         if name and known and file and area and indicators:
-            out.append(Source(name, known, file, area, pop, where, weight, indicators))
+            out.append(Source(name, known, file, area, pop, where, weight, indicators,
+                              sheet=sheet))  # fmt: skip
     return out
 
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _points(c: _Checker, t: dict[str, Any], key: str, taxonomy: Taxonomy) -> Points | None:
-    cols = {k: c.text(t, k, f"{key}.{k}") for k in ("lat", "lon", "type", "date", "id")}
+def _window(c: _Checker, t: dict[str, Any], key: str, has_date: bool) -> dict[str, str | None]:
+    """Return the ``start`` and ``end`` dates of a source (ISO text), checked."""
     window: dict[str, str | None] = {}
     for k in ("start", "end"):
         value: Any = t.get(k)
@@ -490,10 +582,16 @@ def _points(c: _Checker, t: dict[str, Any], key: str, taxonomy: Taxonomy) -> Poi
             c.add(f"{key}.{k}", _shown(value), "must be a date, YYYY-MM-DD")
             text = None
         window[k] = text
-    if (window["start"] or window["end"]) and not cols["date"]:
+    if (window["start"] or window["end"]) and not has_date:
         c.add(f"{key}.date", None, "give the date column that start and end apply to")
     if window["start"] and window["end"] and window["start"] > window["end"]:
         c.add(f"{key}.end", window["end"], f"is before start {window['start']}")
+    return window
+
+
+def _points(c: _Checker, t: dict[str, Any], key: str, taxonomy: Taxonomy) -> Points | None:
+    cols = {k: c.text(t, k, f"{key}.{k}") for k in ("lat", "lon", "type", "date", "id")}
+    window = _window(c, t, key, bool(cols["date"]))
     units = c.number(t, "units", f"{key}.units", 0.0, MAX_UNITS, 1.0, open_low=True)
     types = _text_map(c, t.get("types", {}), f"{key}.types", taxonomy, "type")
     if not (cols["lat"] and cols["lon"] and cols["type"] and types):
@@ -501,6 +599,62 @@ def _points(c: _Checker, t: dict[str, Any], key: str, taxonomy: Taxonomy) -> Poi
     return Points(
         cols["lat"], cols["lon"], cols["type"], cols["date"], window["start"], window["end"],
         units, cols["id"], types,
+    )  # fmt: skip
+
+
+_QUESTION_KEYS = ("column", "question", "separator", "choices")
+SEPARATORS = (" ", ",", ";")
+
+
+def _survey(
+    c: _Checker, t: dict[str, Any], key: str, base: Path, taxonomy: Taxonomy, has_area: bool
+) -> Survey | None:
+    cols = {k: c.text(t, k, f"{key}.{k}") for k in ("point", "lat", "lon", "id", "date")}
+    form = c.file(t, "form", f"{key}.form", base) if "form" in t else None
+    if form is not None and form.suffix.lower() != ".xlsx":
+        c.add(f"{key}.form", t["form"], "an XLSForm is an .xlsx file")
+        form = None
+    if ("lat" in t) != ("lon" in t):
+        c.add(f"{key}.lat", None, "give both lat and lon, or neither")
+    if "point" in t and "lat" in t:
+        c.add(f"{key}.point", t["point"], "give a geopoint column or lat and lon, not both")
+    if not (has_area or "point" in t or "lat" in t):
+        c.add(f"{key}.area", None, "say where respondents are: an area column, a geopoint "
+              "column (point) or lat and lon")  # fmt: skip
+    window = _window(c, t, key, bool(cols["date"]))
+    units = c.number(t, "units", f"{key}.units", 0.0, MAX_UNITS, 1.0, open_low=True)
+    k = c.number(t, "k", f"{key}.k", MIN_K, 1000, DEFAULT_K)
+    if k != int(k):
+        c.add(f"{key}.k", k, f"must be a whole number from {MIN_K} to 1000")
+    severity = _severity(c, t.get("severity", "percentile"), f"{key}.severity")
+    raw = t.get("questions", [])
+    questions: list[Question] = []
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_QUESTIONS:
+        c.add(f"{key}.questions", _shown(raw),
+              f"must be 1 to {MAX_QUESTIONS} [[sources.questions]] tables")  # fmt: skip
+        raw = []
+    seen: set[str] = set()
+    for j, doc in enumerate(raw):
+        qk = f"{key}.questions[{j}]"
+        q = c.table(doc, qk, _QUESTION_KEYS, ("column", "choices"))
+        column = c.text(q, "column", f"{qk}.column")
+        if column is not None and column in seen:
+            c.add(f"{qk}.column", column, "this source maps the column twice")
+        seen.add(column or "")
+        name = c.text(q, "question", f"{qk}.question")
+        sep = q.get("separator", " ")
+        if sep not in SEPARATORS:
+            c.add(f"{qk}.separator", sep, 'must be " " (ODK, KoboToolbox), "," or ";"')
+        choices = _text_map(c, q.get("choices", {}), f"{qk}.choices", taxonomy, "choice")
+        if column and choices and sep in SEPARATORS:
+            questions.append(Question(column, name, str(sep), choices))
+    wanted = (has_area or "point" in t or "lat" in t) and questions and severity is not None
+    if not wanted or len(questions) != len(raw) or k != int(k):
+        return None
+    assert severity is not None
+    return Survey(
+        form, cols["point"], cols["lat"], cols["lon"], cols["id"], cols["date"], window["start"],
+        window["end"], units, int(k), severity, tuple(questions),
     )  # fmt: skip
 
 
