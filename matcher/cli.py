@@ -191,6 +191,13 @@ def main() -> None:
     help="Also write report.html: a self-contained, printable report (maps, tables, gaps).",
 )
 @click.option(
+    "--assessment",
+    "assessment_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --report: the assessment report CSV the needs came from (matcher assess "
+    "--report), shown as the report's Assessment section.",
+)
+@click.option(
     "--min-coverage",
     type=float,
     default=0.0,
@@ -287,6 +294,7 @@ def plan_cmd(
     input_crs: str | None,
     models_dir: Path,
     report: bool,
+    assessment_path: Path | None,
     min_coverage: float,
     vulnerability_column: str | None,
     vulnerability_weight: float,
@@ -328,6 +336,13 @@ def plan_cmd(
     )
     if dask_address is not None:
         _check_dask(dask_address)
+    assessment = None
+    if assessment_path is not None:
+        if not report:
+            raise click.UsageError("--assessment is shown in report.html: add --report")
+        from .assessments import read_assessment_report
+
+        assessment = read_assessment_report(assessment_path)
     stages = [
         *(DASK_PLAN_STAGES if dask_address else PLAN_STAGES),
         *(["recruit"] if recruit_k else []),
@@ -356,7 +371,7 @@ def plan_cmd(
             from .report import REPORT_NAME, report_html, write_report
 
             with progress.stage("report", logger):
-                html = report_html(result)
+                html = report_html(result, assessment=assessment)
         with progress.stage("write", logger):
             written = result.to_dir(out_dir)
             if html is not None:

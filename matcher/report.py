@@ -144,6 +144,11 @@ def _num2(value: Any) -> str:
     return _num(value, 2)
 
 
+def _num0(value: Any) -> str:
+    """Format a whole count, or a dash for none (0 or missing)."""
+    return "–" if _is_missing(value) or not value else _num(value, 0)
+
+
 def _pct(value: Any) -> str:
     if _is_missing(value):
         return "–"
@@ -1130,17 +1135,162 @@ _EXTRA_SECTIONS: tuple[tuple[str, str, str, Callable[[Plan], str] | None], ...] 
 )
 
 
+def _model_text(rows: pd.DataFrame) -> str:
+    """Describe the model of one source x indicator from its report rows."""
+    first = rows.iloc[0]
+    hidden = rows["note"].fillna("").str.startswith("suppressed").any()
+    if rows["respondents"].notna().any() or hidden:
+        return f"{_num2(first['units_per_affected'])} units per respondent who reported it"
+    if rows["rate"].notna().any():
+        return (
+            f"population × max(affected rate − {_num(first['baseline'])}, 0) / 100 × "
+            f"{first['units_per_affected']:g} units per affected adult × weight "
+            f"{first['weight']:g}"
+        )
+    return "units per report" if rows["needs"].fillna(0).gt(0).any() else ""
+
+
+#: Notes of an assessment report that name what the mapping left out or hid.
+_LEFT_OUT = ("not in the mapping", "maps to no category", "no choice", "suppressed",
+             "not counted", "outside")  # fmt: skip
+
+
+def _assessment_section(report: pd.DataFrame) -> str:
+    """Render the needs' assessment (``matcher assess --report``).
+
+    Demand by source and category with its model, the areas with most demand by source,
+    and what the mapping left out or suppressed.
+    """
+    plain = report[~report["indicator"].isin(["(overlap)"]) & report["category"].notna()]
+    made = plain[plain["rank"].isna()]
+    rows = []
+    for (source, indicator, category), g in made.groupby(
+        ["source", "indicator", "category"], sort=True, dropna=False
+    ):
+        rows.append(
+            {
+                "source": source,
+                "indicator": indicator,
+                "category": category,
+                "model": _model_text(g),
+                "areas": int((g["placed"].fillna(0) > 0).sum()),
+                "demand": g["demand"].sum(),
+                "placed": g["placed"].sum(),
+                "needs": int(g["needs"].fillna(0).sum()),
+            }
+        )
+    by_source = _table(
+        "table-assessment-sources",
+        [
+            _Col("source", "Source"), _Col("indicator", "Indicator or question"),
+            _Col("category", "Category"), _Col("model", "Model (units per week)"),
+            _Col("areas", "Areas", num=True), _Col("demand", "Demand", _num, True),
+            _Col("placed", "Placed", _num, True), _Col("needs", "Needs", num=True),
+        ],  # fmt: skip
+        rows,
+        empty="The report holds no source's demand.",
+    )
+    # after overlaps: where sources overlapped, what each kept (its overlap row's placed)
+    overlap = report[report["indicator"] == "(overlap)"]
+    key = ["source", "category", "area"]
+    placed = made.groupby(key, sort=True)["placed"].sum()
+    if len(overlap):
+        placed.update(overlap.set_index(key)["placed"])
+    names = made.drop_duplicates("area").set_index("area")["area_name"]
+    kept = placed[placed > 0].reset_index()
+    kept["area_name"] = kept["area"].map(names)
+    pivot = kept.pivot_table(
+        index=["area", "area_name", "category"], columns="source", values="placed",
+        aggfunc="sum", fill_value=0.0,
+    )  # fmt: skip
+    sources = [str(c) for c in pivot.columns]
+    pivot["total"] = pivot.sum(axis=1)
+    pivot = pivot.reset_index().sort_values(
+        ["total", "area", "category"], ascending=[False, True, True], kind="stable"
+    )
+    top = pivot.head(TOP_EXTRA)
+    areas = _table(
+        "table-assessment-areas",
+        [_Col("area_name", "Area"), _Col("area", "Id"), _Col("category", "Category")]
+        + [_Col(src, src, _num, True) for src in sources]
+        + [_Col("total", "Total", _num, True)],
+        [{str(k): v for k, v in r.items()} for r in top.to_dict("records")],
+        caption=(
+            f"The {len(top)} areas and categories with most placed demand, of {len(pivot)}; "
+            "units per week from each source, after overlaps."
+        ),
+        empty="No area has placed demand.",
+    )
+    overlaps = _table(
+        "table-assessment-overlaps",
+        [_Col("source", "Source"), _Col("category", "Category"),
+         _Col("kept", "Areas kept", num=True), _Col("dropped", "Areas dropped", num=True),
+         _Col("units", "Units dropped", _num, True), _Col("rule", "Rule")],  # fmt: skip
+        [
+            {
+                "source": src,
+                "category": cat,
+                "kept": int(g["note"].str.startswith("kept").sum()),
+                "dropped": int(g["note"].str.startswith("dropped").sum()),
+                "units": (g["demand"] - g["placed"]).clip(lower=0).sum(),
+                "rule": g["note"].str.extract(r"\(rule (\w+)\)")[0].dropna().iloc[0]
+                if g["note"].str.contains("(rule ", regex=False).any() else "",
+            }
+            for (src, cat), g in overlap.groupby(["source", "category"], sort=True)
+        ],
+        empty="No sources overlapped.",
+    )
+    notes = report["note"].fillna("")
+    left = report[notes.str.contains("|".join(_LEFT_OUT), regex=True)]
+    number = left["note"].str.extract(r"^(\d+) ")[0]
+    counted = (
+        left.assign(
+            what=left["note"].str.replace(r"^\d+ ", "", regex=True),
+            indicator=left["indicator"].fillna("(empty)"),
+            count=pd.to_numeric(number, errors="coerce"),
+        )
+        .groupby(["source", "indicator", "what"], sort=True, dropna=False)
+        .agg(rows=("note", "size"), count=("count", "sum"))
+        .reset_index()
+    )
+    left_table = _table(
+        "table-assessment-left-out",
+        [_Col("source", "Source"), _Col("indicator", "Column, question or type"),
+         _Col("what", "Note"), _Col("count", "Reports or respondents", _num0, True),
+         _Col("rows", "Areas or rows", num=True)],  # fmt: skip
+        counted.head(TOP_EXTRA).to_dict("records"),
+        caption=(
+            f"First {TOP_EXTRA} of {len(counted)} kinds; the assessment report lists each row."
+            if len(counted) > TOP_EXTRA
+            else None
+        ),
+        empty="Nothing was left out.",
+    )
+    return (
+        '<p>The needs were made by <code>matcher assess</code> from these sources; the full '
+        "figures are in the assessment report CSV.</p>"
+        f"<h3>Demand by source and category</h3>{by_source}"
+        f"<h3>Areas with most demand</h3>{areas}"
+        f"<h3>Sources that measure the same thing</h3>{overlaps}"
+        f"<h3>Left out by the mapping, or suppressed</h3>{left_table}"
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # the document
 # ---------------------------------------------------------------------------------------
 
 
-def report_html(plan: Plan, *, title: str = "matcher plan report") -> str:
+def report_html(
+    plan: Plan, *, title: str = "matcher plan report", assessment: pd.DataFrame | None = None
+) -> str:
     """Return the plan's report as one self-contained HTML document (a string).
 
-    Sections: summary, maps, units by category, coverage by neighborhood, the largest
-    gaps, partners, extra tables the plan carries (``plan.gaps``, ``plan.recruit``),
-    and the run (solver, parameters, input hashes). The same plan gives the same text.
+    Sections: summary, the assessment the needs came from (with ``assessment``, a report
+    of :func:`matcher.assessments.read_assessment_report`), maps, units by category,
+    coverage by neighborhood, the largest gaps, partners, extra tables the plan carries
+    (``plan.gaps``, ``plan.recruit``), and the run (solver, parameters, input hashes).
+    The same plan gives the same text.
     """
     started = time.perf_counter()
     figures = report_figures(plan)
@@ -1149,6 +1299,8 @@ def report_html(plan: Plan, *, title: str = "matcher plan report") -> str:
     maps = "".join(_img(*f) for fid, f in by_id.items() if fid.startswith("map-"))
     sections: list[tuple[str, str, str]] = [
         ("summary", "Summary", _summary_section(plan)),
+        *([("assessment", "Assessment", _assessment_section(assessment))]
+          if assessment is not None else []),  # fmt: skip
         ("maps", "Maps", f'<div class="maps">{maps}</div>'),
         (
             "categories",

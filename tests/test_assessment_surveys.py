@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +23,7 @@ pytest.importorskip("pyxform")
 
 from matcher import InputValidationError, assess  # noqa: E402
 from tests.conftest import assert_clean_exit, invoke  # noqa: E402
-from tests.test_assessments import _layer, _square  # noqa: E402
+from tests.test_assessments import ROOT, _layer, _square  # noqa: E402
 
 FORM_SURVEY = [
     ("type", "name", "label"),
@@ -399,3 +400,72 @@ def test_workbooks_are_read_as_a_csv_export_would_be_and_bounded(
     with pytest.raises(InputValidationError) as err:
         workbook.read_sheet(tmp_path / "t.xlsx", "t.xlsx", None)
     assert "unpacks to" in err.value.problems[0].reason
+
+
+def test_the_plan_report_shows_the_assessment(survey: Path, tmp_path: Path) -> None:
+    base = survey.parent
+    # a point source that overlaps the survey on digital access, kept where it has more
+    (base / "calls.csv").write_text(
+        "id,lat,lon,type\n"
+        + "".join(f"c{i},41.86{i},-87.69,No wifi\n" for i in range(8))
+        + "c9,41.91,-87.69,<b>Other</b>\n"
+    )
+    (base / "mapping.toml").write_text(
+        survey.read_text()
+        + """
+[[sources]]
+name = "calls"
+kind = "points"
+file = "calls.csv"
+lat = "lat"
+lon = "lon"
+type = "type"
+id = "id"
+units = 0.5
+types = { "no wifi" = "digital_access" }
+
+[[overlaps]]
+category = "digital_access"
+sources = ["d2d", "calls"]
+rule = "max"
+"""
+    )
+    out = tmp_path / "out"
+    done = invoke("assess", str(survey), "--out", str(out / "needs.csv"),
+                  "--report", str(out / "assessment.csv"))  # fmt: skip
+    assert_clean_exit(done, 0)
+    plan_args = ["plan", "--needs", str(out / "needs.csv"),
+                 "--partners", str(ROOT / "data" / "sample" / "partners.csv"),
+                 "--models-dir", str(tmp_path / "models"), "-q"]  # fmt: skip
+    done = invoke(*plan_args, "--out", str(tmp_path / "p1"), "--assessment",
+                  str(out / "assessment.csv"))  # fmt: skip
+    assert_clean_exit(done, 2)
+    assert "add --report" in done.output and not (tmp_path / "p1").exists()
+    (out / "bad.csv").write_text("source,indicator\nx,y\n")
+    done = invoke(*plan_args, "--out", str(tmp_path / "p2"), "--report",
+                  "--assessment", str(out / "bad.csv"))  # fmt: skip
+    assert_clean_exit(done, 2)
+    assert "not an assessment report" in done.output and not (tmp_path / "p2").exists()
+    done = invoke(*plan_args, "--out", str(tmp_path / "p3"), "--report",
+                  "--assessment", str(out / "assessment.csv"))  # fmt: skip
+    assert_clean_exit(done, 0)
+    page = (tmp_path / "p3" / "report.html").read_text()
+    section = page[page.index('<section id="assessment">') :]
+    section = section[: section.index("</section>")]
+    # demand by source: the survey's 3 units of crime prevention by its model
+    assert "0.50 units per respondent who reported it" in section
+    # the overlap: calls have 4 units in area 2 against the survey's 2.5, so calls are kept
+    overlaps = section[section.index('id="table-assessment-overlaps"') :]
+    overlaps = overlaps[: overlaps.index("</table>")]
+    assert "<td>calls</td><td>digital_access</td><td class=\"num\">1</td>" in overlaps
+    assert "<td>d2d</td><td>digital_access</td><td class=\"num\">0</td>" in overlaps
+    # left out: the unmapped type, escaped; the suppressed cells; nothing of respondents
+    assert "&lt;b&gt;Other&lt;/b&gt;" in section and "<b>Other</b>" not in section
+    assert "suppressed: fewer than 5 respondents" in section
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    for secret in ("Elm", "41.9011", ">u0<", "uuid"):
+        assert secret not in text
+    # the same plan and assessment render the same bytes
+    done = invoke(*plan_args, "--out", str(tmp_path / "p4"), "--report",
+                  "--assessment", str(out / "assessment.csv"))  # fmt: skip
+    assert (tmp_path / "p4" / "report.html").read_bytes() == page.encode()

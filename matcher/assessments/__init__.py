@@ -56,7 +56,7 @@ from .points import point_needs
 from .priorities import apply_priorities
 from .survey import survey_needs
 
-__all__ = ["Assessment", "assess", "REPORT_COLUMNS"]
+__all__ = ["Assessment", "assess", "read_assessment_report", "REPORT_COLUMNS"]
 
 logger = logging.getLogger("matcher.assess")
 
@@ -224,3 +224,61 @@ def assess(mapping: str | Path, *, taxonomy: Taxonomy | None = None) -> Assessme
     # what a plan would refuse is refused here, before any file is written
     read_needs(table, taxonomy=tax, name="the assessed needs", points=False)
     return Assessment(table, report, m)
+
+
+#: The report's columns read back as numbers (the others are text).
+_NUMBER_COLUMNS = (
+    "rank", "population", "respondents", "rate", "affected_rate", "baseline",
+    "units_per_affected", "weight", "demand", "placed", "severity", "needs",
+)  # fmt: skip
+
+
+def read_assessment_report(path: str | Path) -> pd.DataFrame:
+    """Read an assessment report CSV written by :meth:`Assessment.write` (for ``report.html``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The report (``matcher assess --report``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :data:`REPORT_COLUMNS`; numbers as floats, text cells restored
+        (:func:`matcher.output.restore_cell`).
+
+    Raises
+    ------
+    InputValidationError
+        A file that is not such a report: too large, not UTF-8, a column missing, a figure
+        that is not a number (naming the line and column).
+    """
+    from ..io import _decode, _read_bytes, _read_csv_text
+    from ..output import restore_cell
+
+    label = str(path)
+    text = _decode(_read_bytes(Path(path), label), label)
+    frame, rows = _read_csv_text(text, label, ())
+    missing = [c for c in REPORT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputValidationError(
+            [
+                Problem(label, 1, ", ".join(missing), None,
+                        "missing: not an assessment report (matcher assess --report)")  # fmt: skip
+            ]
+        )
+    frame = frame[REPORT_COLUMNS].copy()
+    problems: list[Problem] = []
+    for col in _NUMBER_COLUMNS:
+        cells = frame[col].fillna("").astype(str).str.strip()
+        values = pd.to_numeric(cells, errors="coerce")
+        bad = (cells != "") & ~values.between(-1e12, 1e12)
+        for i in bad.to_numpy().nonzero()[0][:20].tolist():
+            problems.append(Problem(label, int(rows[i]), col, cells.iloc[i][:40],
+                                    "must be a number (or empty)"))  # fmt: skip
+        frame[col] = values
+    if problems:
+        raise InputValidationError(problems)
+    for col in ("source", "indicator", "category", "area", "area_name", "note"):
+        frame[col] = frame[col].map(lambda v: restore_cell(v) if isinstance(v, str) and v else None)
+    return frame.reset_index(drop=True)
