@@ -11,8 +11,10 @@ below k, no respondent's point, id or free text.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +24,7 @@ openpyxl = pytest.importorskip("openpyxl")
 pytest.importorskip("pyxform")
 
 from matcher import InputValidationError, assess  # noqa: E402
+from matcher.assessments.survey import HIDDEN  # noqa: E402
 from tests.conftest import assert_clean_exit, invoke  # noqa: E402
 from tests.test_assessments import ROOT, _layer, _square  # noqa: E402
 
@@ -172,16 +175,19 @@ def test_an_xlsform_survey_becomes_the_expected_needs(survey: Path) -> None:
     cell = r[(r["category"] == "crime_prevention") & (r["area"] == "1")].iloc[0]
     assert cell["respondents"] == 6 and cell["demand"] == 3.0 and cell["placed"] == 3.0
     assert cell["units_per_affected"] == 0.5 and cell["area_name"] == "North"
-    # internet in area 1 (2 respondents) and loneliness (1 in each area) are below k = 5
+    # internet in area 1 (2 respondents), loneliness (1 in each area) and crime prevention
+    # in area 2 (none) are below k = 5: every such cell reads the same, zero or not
     hidden = r[r["note"].fillna("").str.startswith("suppressed")]
     assert sorted(zip(hidden["category"], hidden["area"], strict=True)) == [
-        ("digital_access", "1"), ("elderly_support", "1"), ("elderly_support", "2"),
+        ("crime_prevention", "2"), ("digital_access", "1"), ("elderly_support", "1"),
+        ("elderly_support", "2"),
     ]  # fmt: skip
     assert hidden["respondents"].isna().all() and (hidden["needs"] == 0).all()
+    assert hidden["demand"].isna().all() and hidden["severity"].isna().all()
     notes = r["note"].fillna("").tolist()
-    # the form's choice mapped to nothing is named, with its answers; free text never
-    assert "choice 'none': maps to no category (2 answer(s))" in notes
-    assert "choice 'none': maps to no category (1 answer(s))" in notes
+    # the form's choice mapped to nothing is named, without a count; free text never
+    assert notes.count("choice 'none' maps to no category: its answers are not counted") == 2
+    assert not any("answer(s)" in n for n in notes)
     assert "Elm" not in r.to_csv()
 
 
@@ -257,7 +263,7 @@ units = 0.5
     google = assess(base / "google.toml")
     assert _demands(google.needs) == EXPECTED
     notes = google.report["note"].fillna("").tolist()
-    assert "2 answer(s) that are no choice of the mapping or the form (not shown)" in notes
+    assert "answers that are no choice of the mapping or the form are not counted" in notes
 
 
 def test_survey_mapping_problems_at_once(survey: Path) -> None:
@@ -469,3 +475,140 @@ rule = "max"
     done = invoke(*plan_args, "--out", str(tmp_path / "p4"), "--report",
                   "--assessment", str(out / "assessment.csv"))  # fmt: skip
     assert (tmp_path / "p4" / "report.html").read_bytes() == page.encode()
+
+
+def _form(path: Path, survey: list[tuple[str, ...]], choices: list[tuple[str, ...]]) -> None:
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    _sheet(book, "survey", survey)
+    _sheet(book, "choices", choices)
+    book.save(path)
+
+
+def test_names_win_over_labels_and_areas_are_read_through_their_choices(survey: Path) -> None:
+    base = survey.parent
+    # a Likert scale: names 0-4, labels 1-5 (a label is another choice's name)
+    _form(base / "likert.xlsx", [
+        ("type", "name", "label::English (en)", "label::Français (fr)"),
+        ("select_one areas", "area", "Area", "Zone"),
+        ("select_one scale", "worry", "How worried are you?", "Inquiétude"),
+    ], [
+        ("list_name", "name", "label::English (en)", "label::Français (fr)"),
+        ("areas", "1", "North side (Rogers Park)", "Nord"),
+        ("areas", "2", "South", "Sud"),
+        *[("scale", str(i), str(i + 1), str(i + 1)) for i in range(5)],
+    ])  # fmt: skip
+    rows = ["area,worry"] + ["1,3"] * 5 + ["Nord,4"] * 5 + ["Sud,3"] * 2 + [",3"]
+    (base / "likert.csv").write_text("\n".join(rows) + "\n")
+    (base / "likert.toml").write_text(
+        survey.read_text().split("[[sources]]")[0]
+        + """
+[[sources]]
+name = "w"
+kind = "survey"
+file = "likert.csv"
+form = "likert.xlsx"
+area = "area"
+  [[sources.questions]]
+  column = "worry"
+  choices = { "3" = "crime_prevention", "4" = "mental_health" }
+"""
+    )
+    result = assess(base / "likert.toml")
+    # "3" is the choice named 3 (label "4"), in the mapping and in the answers alike; the
+    # area "1" is area 1 itself, "Nord" the French label of the choice for area 1
+    # (5 respondents x 1 unit over units of 100 and 300 people: 12.5 and 37.5 tenths, the
+    # tenth left over to the earlier unit)
+    assert _demands(result.needs) == {
+        "w:crime_prevention:1:1": 1.3, "w:crime_prevention:1:2": 3.7,
+        "w:mental_health:1:1": 1.3, "w:mental_health:1:2": 3.7,
+    }  # fmt: skip
+    notes = result.report["note"].fillna("").tolist()
+    assert any(n.startswith("labels that are also choice names (1, 2, 3, 4)") for n in notes)
+    assert "1 respondent(s) not counted" in " ".join(notes)  # no area
+
+
+def test_a_respondents_answers_are_never_shown_in_a_problem(survey: Path) -> None:
+    base = survey.parent
+    rows = ["gps,area,concerns,wave", "41.9011 -87.6991,,unsafe,1", "41.9022,,unsafe,1",
+            "41.9 -87.6 x,,unsafe,1", ",Nowhere St 12,unsafe,1", "1e999 2,,unsafe,1"]  # fmt: skip
+    (base / "answers.csv").write_text("\n".join(rows) + "\n")
+    head = survey.read_text().split("[[sources]]")[0]
+    source = """
+[[sources]]
+name = "p"
+kind = "survey"
+file = "answers.csv"
+point = "gps"
+area = "area"
+{where}
+  [[sources.questions]]
+  column = "concerns"
+  choices = {{ unsafe = "crime_prevention" }}
+"""
+    (base / "p.toml").write_text(head + source.format(where=""))
+    with pytest.raises(InputValidationError) as err:
+        assess(base / "p.toml")
+    got = [(p.row, p.field, p.value) for p in err.value.problems]
+    assert got == [(3, "gps", HIDDEN), (4, "gps", HIDDEN), (5, "area", HIDDEN), (6, "gps", HIDDEN)]
+    assert "Nowhere" not in str(err.value.report()) and "41.9022" not in err.value.report()
+    (base / "p.toml").write_text(head + source.format(where='where = { wave = "2" }'))
+    with pytest.raises(InputValidationError) as err:
+        assess(base / "p.toml")
+    assert err.value.problems[0].reason.endswith("this column holds 1 other value(s), not shown")
+
+
+def test_empty_ids_are_no_ids(survey: Path) -> None:
+    book = openpyxl.load_workbook(survey.parent / "kobo.xlsx")
+    for row in range(2, 14):
+        book["responses"].cell(row=row, column=7, value=None)
+    book.save(survey.parent / "kobo.xlsx")
+    assert _demands(assess(survey).needs) == EXPECTED
+
+
+def test_a_workbook_is_read_whole_and_a_broken_one_is_named(survey: Path) -> None:
+    import zipfile
+
+    base = survey.parent
+    data = (base / "kobo.xlsx").read_bytes()
+
+    def rewrite(name: str, change: Callable[[str], str]) -> None:
+        with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(base / name, "w") as dst:
+            for item in src.infolist():
+                body = src.read(item)
+                if item.filename == "xl/worksheets/sheet1.xml":
+                    body = change(body.decode()).encode()
+                dst.writestr(item, body)
+
+    def run(name: str) -> InputValidationError | pd.DataFrame:
+        (base / "m.toml").write_text(survey.read_text().replace("kobo.xlsx", name))
+        try:
+            return assess(base / "m.toml").needs
+        except InputValidationError as exc:
+            return exc
+
+    # a declared size smaller than the sheet: every row is read all the same
+    rewrite("dim.xlsx", lambda x: re.sub(r'<dimension ref="[^"]+"', '<dimension ref="A1:G3"', x))
+    needs = run("dim.xlsx")
+    assert isinstance(needs, pd.DataFrame) and _demands(needs) == EXPECTED
+    rewrite("xml.xlsx", lambda x: x.replace("</sheetData>", "<row>"))
+    broken = run("xml.xlsx")
+    assert isinstance(broken, InputValidationError)
+    assert broken.problems[0].reason.startswith("cannot read the sheet")
+    book = openpyxl.load_workbook(base / "kobo.xlsx")
+    book["responses"]["J5"] = "stray"  # beyond the header's seven columns
+    book.save(base / "wide.xlsx")
+    wide = run("wide.xlsx")
+    assert isinstance(wide, InputValidationError)
+    assert (wide.problems[0].row, wide.problems[0].reason) == (
+        5, "a cell beyond the header's 7 columns (column 10)"
+    )
+
+
+def test_forms_nest_groups_to_a_bound(survey: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matcher.assessments import survey as module
+
+    monkeypatch.setattr(module, "MAX_FORM_DEPTH", 0)
+    with pytest.raises(InputValidationError) as err:
+        assess(survey)
+    assert err.value.problems[0].reason == "groups nest deeper than 0 levels"

@@ -290,7 +290,9 @@ def _cell(value: object) -> object:
     return value[:80] if isinstance(value, str) else value
 
 
-def read_source_table(source: Source, index: int) -> tuple[pd.DataFrame, list[int]]:
+def read_source_table(
+    source: Source, index: int, *, show_values: bool = True
+) -> tuple[pd.DataFrame, list[int]]:
     """Read a source's table as text cells, keep the rows ``where`` selects; with line numbers.
 
     A CSV is read as matcher reads a needs file (``matcher.io``): a repeated column
@@ -328,6 +330,8 @@ def read_source_table(source: Source, index: int) -> tuple[pd.DataFrame, list[in
         keep &= (cells == value).to_numpy()
         if not keep.any():
             seen = ", ".join(repr(v) for v in list(dict.fromkeys(cells.tolist()))[:8])
+            if not show_values:  # a survey's cells are respondents' answers
+                seen = f"{cells.nunique()} other value(s), not shown"
             raise InputValidationError(
                 [
                     Problem(

@@ -24,9 +24,10 @@ __all__ = ["read_sheet", "open_workbook_bytes", "file_error", "MAX_UNPACKED_BYTE
 
 #: Most bytes the parts of one workbook may unpack to.
 MAX_UNPACKED_BYTES = 512 * 1024 * 1024
-#: Most rows and columns read from one sheet.
+#: Most rows, columns and cells (rows x header columns, empty rows too) of one sheet.
 MAX_SHEET_ROWS = 1_000_000
 MAX_SHEET_COLUMNS = 1_000
+MAX_SHEET_CELLS = 5_000_000
 
 
 def file_error(label: str, reason: str) -> InputValidationError:
@@ -104,32 +105,49 @@ def read_sheet(path: Path, label: str, sheet: str | None) -> tuple[pd.DataFrame,
                 [Problem(label, None, "sheet", sheet, f"no such sheet; the sheets are {names}")]
             )
         ws = book[sheet] if sheet is not None else book.worksheets[0]
-        rows = ws.iter_rows(values_only=True, max_col=MAX_SHEET_COLUMNS + 1)
-        header_cells = next(rows, None) or ()
-        header = [_text(v).strip() for v in header_cells]
-        while header and not header[-1]:
-            header.pop()
-        problems = _header_problems(header, label)
-        if problems:
-            raise InputValidationError(problems)
-        body: list[list[str]] = []
-        numbers: list[int] = []
-        for number, cells in enumerate(rows, start=2):
-            texts = [_text(v) for v in cells[: len(header)]]
-            if not any(t.strip() for t in texts):
-                continue
-            if len(body) >= MAX_SHEET_ROWS:
-                raise InputValidationError(
-                    [Problem(label, number, None, None, f"at most {MAX_SHEET_ROWS:,} rows")]
-                )
-            body.append(texts + [""] * (len(header) - len(texts)))
-            numbers.append(number)
+        if not hasattr(ws, "iter_rows"):
+            raise file_error(label, f"sheet {ws.title!r} is a chart, not a table of cells")
+        ws.reset_dimensions()  # a workbook may declare a smaller size than it holds
+        header, body, numbers = _rows(ws, label)
+    except InputValidationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the sheet's XML is parsed while it is read
+        raise file_error(label, f"cannot read the sheet: {exc}"[:300]) from None
     finally:
         book.close()
     frame = pd.DataFrame(body, columns=header, dtype=object)
     if not len(header):
         frame = pd.DataFrame()
     return frame, numbers
+
+
+def _rows(ws: Any, label: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """Return (header, rows of text cells, row numbers) of a sheet, bounded."""
+    rows = ws.iter_rows(values_only=True, max_col=MAX_SHEET_COLUMNS + 1)
+    header = [_text(v).strip() for v in next(rows, None) or ()]
+    while header and not header[-1]:
+        header.pop()
+    problems = _header_problems(header, label)
+    if problems:
+        raise InputValidationError(problems)
+    width = len(header)
+    body: list[list[str]] = []
+    numbers: list[int] = []
+    for number, cells in enumerate(rows, start=2):
+        if number > MAX_SHEET_ROWS + 1 or number * width > MAX_SHEET_CELLS:
+            why = f"at most {MAX_SHEET_ROWS:,} rows and {MAX_SHEET_CELLS:,} cells; save as CSV"
+            raise InputValidationError([Problem(label, number, None, None, why)])
+        texts = [_text(v) for v in cells]
+        beyond = [j for j in range(width, len(texts)) if texts[j].strip()]
+        if beyond:
+            why = f"a cell beyond the header's {width} columns (column {beyond[0] + 1})"
+            raise InputValidationError([Problem(label, number, None, None, why)])
+        texts = texts[:width]
+        if not any(t.strip() for t in texts):
+            continue
+        body.append(texts + [""] * (width - len(texts)))
+        numbers.append(number)
+    return header, body, numbers
 
 
 def _header_problems(header: list[str], label: str) -> list[Problem]:
