@@ -7,11 +7,17 @@ seed, because no public source has them.
 
 Outputs (all WGS84, coordinates rounded to 6 decimals):
 
-* ``needs.csv``              311 sanitation complaints, carjackings and
-                             indicator-based assessment needs;
+* ``needs.csv``              311 sanitation complaints, carjackings, the needs
+                             ``matcher assess`` makes from the Healthy Chicago
+                             Survey, and indicator-based needs for the
+                             categories the survey does not measure;
 * ``partners.csv``           real facilities (organizations) plus generated
                              volunteers;
-* ``neighborhoods.geojson``  the 77 community areas (RFC 7946).
+* ``neighborhoods.geojson``  the 77 community areas (RFC 7946);
+* ``assessment/``            the survey subset, the tract populations and the
+                             mapping file ``matcher assess`` reads to make the
+                             survey needs (``matcher assess
+                             data/sample/assessment/mapping.toml`` gives them again).
 
 Run from the repository root::
 
@@ -101,21 +107,47 @@ CARJACK_CRIME = (4, 4)  # (demand, severity) of the crime_prevention need
 CARJACK_VICTIM = (3, 5)  # every 3rd carjacking also gets a victim_support need
 CARJACK_VICTIM_EVERY = 3
 
+# --------------------------------------------------------------------------- needs: survey
+SRC_HCS = "assessments/healthy_chicago_survey_community_areas_2021_22.csv"
+SURVEY_DIR = "assessment"  # beside needs.csv: what `matcher assess` reads
+SURVEY_FILE = "healthy_chicago_survey_2021_22.csv"
+TRACTS_FILE = "tract_population_2014.geojson"
+# The survey indicators and their demand model. The rates and populations are the survey's;
+# which direction is worse is the indicator's meaning; units_per_affected and the baselines
+# are planning assumptions, sized so that each category's demand is of the order of the
+# other categories' (about 300-800 units a week), so the sample keeps real gaps.
+SURVEY_INDICATORS: tuple[tuple[str, str, str, float, float, str], ...] = (
+    # column, category, worse, units_per_affected, baseline, what the survey asked
+    ("HCSNVP_2021-2022", "crime_prevention", "higher", 0.0006, 10,
+     "adults who report violence in their neighborhood"),
+    ("HCSUMHAP_2021-2022", "mental_health", "higher", 0.0005, 20,
+     "unmet mental-health treatment need (among adults in distress)"),
+    ("HCSRIP_2021-2022", "digital_access", "lower", 0.005, 5,
+     "adults with reliable internet (a low rate is the problem)"),
+    ("CHAVQOS_2021-2022", "elderly_support", "higher", 0.0017, 20, "adult loneliness"),
+    ("HCSNLP_2021-2022", "environmental_design", "higher", 0.0004, 15,
+     "adults who see litter in their neighborhood"),
+    ("HCSNSQP_2021-2022", "environmental_design", "lower", 0.00025, 20,
+     "adults who rate their sidewalks good (a low rate is the problem)"),
+    ("HCSWTSP_2021-2022", "transportation", "lower", 0.0013, 5,
+     "adults for whom a transit stop is easy to walk to (a low rate is the problem)"),
+    ("HCSTLEP_2021-2022", "conflict_mediation", "lower", 0.0011, 30,
+     "trust in law enforcement (a low rate is the problem)"),
+    ("HCSCBP_2021-2022", "conflict_mediation", "lower", 0.0004, 30,
+     "adults who feel they belong in their community (a low rate is the problem)"),
+)  # fmt: skip
+
 # --------------------------------------------------------------------------- needs: indicators
-ASSESSMENT_PER_CATEGORY = 210  # 12 categories -> 2,520 assessment needs
-# category -> column of the area table holding the indicator (a per-person share or rate)
+ASSESSMENT_PER_CATEGORY = 210  # 7 categories -> 1,470 indicator-based needs
+# category -> column of the area table holding the indicator (a per-person share or rate),
+# for the categories the survey does not measure
 ASSESSMENT_INDICATORS: dict[str, str] = {
     "youth_engagement": "share_under18",
-    "elderly_support": "share_over65",
     "food_access": "share_poverty",
-    "digital_access": "share_no_internet",
     "education": "share_no_hs",
-    "transportation": "share_no_vehicle",
     "language_access": "share_lep",
     "housing_stability": "share_crowded",
-    "mental_health": "hardship_share",
     "substance_use": "liquor_x_hardship",
-    "conflict_mediation": "violent_crime_rate",
     "reentry_support": "share_unemployed",
 }
 LEP_LANGUAGE_THRESHOLD = 0.10  # areas above this LEP share tag some needs with languages
@@ -437,6 +469,93 @@ def needs_from_indicators(areas: gpd.GeoDataFrame, rng: np.random.Generator) -> 
     return pd.DataFrame(rows)
 
 
+def survey_mapping() -> str:
+    """Return the mapping file that turns the survey subset into needs (``matcher assess``)."""
+    lines = [
+        "# The sample city's survey needs: `matcher assess data/sample/assessment/mapping.toml`",
+        "# gives the needs of needs.csv whose source starts with hcs-2021-22 (their languages",
+        "# are generated by data/build_sample.py). Written by data/build_sample.py.",
+        "#",
+        "# Healthy Chicago Survey 2021-2022 (Chicago Department of Public Health, Chicago Health",
+        "# Atlas): rates per community area. Units are hours of outreach per week; the",
+        "# units_per_affected and baselines are planning assumptions, not survey figures.",
+        "",
+        "[areas]",
+        'file = "../neighborhoods.geojson"',
+        'id = "neighborhood_id"',
+        'name = "name"',
+        "",
+        "[population]   # where people live: 2014 tract populations, at each tract's point",
+        f'file = "{TRACTS_FILE}"',
+        'area = "commarea"',
+        'count = "Pop2014"',
+        "",
+        "[[sources]]",
+        'name = "hcs-2021-22"',
+        'kind = "area_indicators"',
+        f'file = "{SURVEY_FILE}"',
+        'area = "GEOID"',
+        'population = "Population"',
+    ]
+    for column, category, worse, upa, baseline, what in SURVEY_INDICATORS:
+        lines += [
+            "",
+            f"  [[sources.indicators]]   # {what}",
+            f'  column = "{column}"',
+            f'  category = "{category}"',
+            f'  worse = "{worse}"',
+            f"  units_per_affected = {upa}",
+            f"  baseline = {baseline}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_survey_inputs(source: Path, areas: gpd.GeoDataFrame, out: Path) -> Path:
+    """Write the survey subset, the tract populations and the mapping; return the mapping.
+
+    The subset keeps the 77 community-area rows and the columns the mapping reads, with the
+    publisher's text unchanged. A tract is kept as its representative point (on the tract)
+    with its community area and 2014 population.
+    """
+    folder = out / SURVEY_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    hcs = pd.read_csv(source / SRC_HCS, dtype=str, keep_default_na=False)
+    hcs = hcs[hcs["Layer"] == "Community area"]
+    columns = ["GEOID", "Name", "Population"] + [c[0] for c in SURVEY_INDICATORS]
+    hcs = hcs[columns].assign(order=hcs["GEOID"].astype(int)).sort_values("order")
+    if sorted(hcs["GEOID"].astype(int)) != sorted(areas.index):
+        raise ValueError("the survey's community areas are not the sample's")
+    write_csv(hcs.drop(columns="order"), folder / SURVEY_FILE)
+    tracts = gpd.read_file(source / SRC_TRACTS).to_crs(WGS84)
+    points = shapely.point_on_surface(tracts.geometry.to_numpy())
+    features = [
+        json.dumps({
+            "type": "Feature",
+            "properties": {"tract": str(int(float(t))), "commarea": int(a), "Pop2014": int(p)},
+            "geometry": {"type": "Point",
+                         "coordinates": [round(shapely.get_x(g), DECIMALS),
+                                         round(shapely.get_y(g), DECIMALS)]},
+        }, separators=(",", ":"))
+        for t, a, p, g in sorted(zip(tracts["geoid10"], tracts["commarea"], tracts["Pop2014"],
+                                     points, strict=True), key=lambda r: str(r[0]))
+    ]
+    (folder / TRACTS_FILE).write_text('{"type":"FeatureCollection","features":[\n'
+                                      + ",\n".join(features) + "\n]}\n", encoding="utf-8")
+    mapping = folder / "mapping.toml"
+    mapping.write_text(survey_mapping(), encoding="utf-8")
+    return mapping
+
+
+def needs_from_survey(mapping: Path) -> pd.DataFrame:
+    """The survey needs, as ``matcher assess`` makes them from the written mapping."""
+    import matcher
+
+    needs = matcher.assess(mapping).needs.copy()
+    needs["neighborhood"] = needs["neighborhood"].astype(int)
+    needs["reported_at"] = ""
+    return needs
+
+
 def language_tags(areas: gpd.GeoDataFrame, area_ids: np.ndarray, tagged: np.ndarray,
                   rng: np.random.Generator) -> list[str]:
     """Primary non-English language (drawn from the area's mix) for the tagged needs."""
@@ -453,12 +572,14 @@ def language_tags(areas: gpd.GeoDataFrame, area_ids: np.ndarray, tagged: np.ndar
     return out
 
 
-def build_needs(source: Path, areas: gpd.GeoDataFrame, rng: np.random.Generator) -> pd.DataFrame:
+def build_needs(source: Path, areas: gpd.GeoDataFrame, rng: np.random.Generator,
+                survey: Path) -> pd.DataFrame:
     """All needs, with language tags, sorted by ``need_id``."""
     needs = pd.concat([
         needs_from_311(source, areas),
         needs_from_carjackings(source, areas),
         needs_from_indicators(areas, rng),
+        needs_from_survey(survey),
     ], ignore_index=True).sort_values("need_id", ignore_index=True)
     if not needs["need_id"].is_unique:
         raise ValueError("duplicate need_id")
@@ -470,6 +591,9 @@ def build_needs(source: Path, areas: gpd.GeoDataFrame, rng: np.random.Generator)
     )
     needs["languages"] = language_tags(areas, needs["neighborhood"].to_numpy(), tagged, rng)
     needs["neighborhood"] = needs["neighborhood"].astype(str)
+    # whole demands stay whole in the file (4, not 4.0); the survey's come in tenths
+    needs["demand"] = pd.Series([int(d) if float(d).is_integer() else float(d)
+                                 for d in needs["demand"]], index=needs.index, dtype=object)
     needs["lat"] = needs["lat"].astype(float).round(DECIMALS)
     needs["lon"] = needs["lon"].astype(float).round(DECIMALS)
     return needs[NEED_COLUMNS]
@@ -607,9 +731,10 @@ def summarize(needs: pd.DataFrame, partners: pd.DataFrame, out: Path) -> str:
         table.to_string(),
         f"total demand {demand}, total capacity {capacity} ({capacity / demand:.0%})",
     ]
-    for f in sorted(out.iterdir()):
+    for f in sorted(p for p in out.rglob("*") if p.is_file()):
         digest = hashlib.sha256(f.read_bytes()).hexdigest()[:16]
-        lines.append(f"{f.name:24s} {f.stat().st_size:>9,d} bytes  sha256 {digest}")
+        name = f.relative_to(out).as_posix()
+        lines.append(f"{name:45s} {f.stat().st_size:>9,d} bytes  sha256 {digest}")
     return "\n".join(lines)
 
 
@@ -626,13 +751,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Independent child streams, so changing the needs does not reshuffle the partners.
     needs_rng, partners_rng = np.random.default_rng(SEED).spawn(2)
     areas = load_areas(source)
-    needs = build_needs(source, areas, needs_rng)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_neighborhoods(areas, args.out / "neighborhoods.geojson")  # the survey's areas
+    survey = write_survey_inputs(source, areas, args.out)
+    needs = build_needs(source, areas, needs_rng, survey)
     partners = build_partners(source, areas, partners_rng)
 
-    args.out.mkdir(parents=True, exist_ok=True)
     write_csv(needs, args.out / "needs.csv")
     write_csv(partners, args.out / "partners.csv")
-    write_neighborhoods(areas, args.out / "neighborhoods.geojson")
     coverage = partners["capacity"].sum() / needs["demand"].sum()
     if not 0.6 <= coverage <= 0.8:
         LOG.warning("capacity covers %.0f%% of demand, outside the intended 60-80%%",

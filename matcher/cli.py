@@ -660,7 +660,7 @@ def validate_cmd(
     "report_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the assessment report CSV: per source, indicator and area, the figures "
-    "and the demand model; every column the mapping does not use.",
+    "and the demand model; every column, type or choice the mapping does not use.",
 )
 @click.option("--taxonomy", "taxonomy_path", type=click.Path(path_type=Path))
 @_with_common
@@ -673,7 +673,11 @@ def assess_cmd(
     quiet: bool,
     verbose: bool,
 ) -> None:
-    """Turn assessments (rates per area) into needs, as the TOML mapping file MAPPING_PATH says."""
+    """Turn assessments into needs, as the TOML mapping file MAPPING_PATH says.
+
+    Sources: rates per area, ranked priorities, point reports (311) and survey
+    responses (ODK, KoboToolbox, Google Forms; counts below k suppressed).
+    """
     from .assessments import assess
 
     _setup_logging(quiet, verbose)

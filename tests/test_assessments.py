@@ -668,3 +668,25 @@ def test_chicago_survey_and_311_overlap_once_per_area() -> None:
     assert (per_area == 1).all() and len(per_area) == 77
     notes = result.report.loc[result.report["indicator"] == "(overlap)", "note"]
     assert notes.str.startswith("dropped").sum() == notes.str.startswith("kept").sum() > 0
+
+
+def test_the_sample_city_survey_needs_are_what_matcher_assess_makes(tmp_path: Path) -> None:
+    """The sample's survey needs come from the real survey subset shipped beside it."""
+    sample = ROOT / "data" / "sample"
+    mapping = sample / "assessment" / "mapping.toml"
+    out = tmp_path / "needs.csv"
+    assert_clean_exit(invoke("assess", str(mapping), "--out", str(out), "-q"), 0)
+    made = pd.read_csv(out, dtype={"neighborhood": str}).sort_values("need_id", ignore_index=True)
+    shipped = pd.read_csv(sample / "needs.csv", dtype={"neighborhood": str})
+    survey = shipped[shipped["source"].str.startswith("hcs-2021-22/")]
+    assert made.equals(survey[made.columns].reset_index(drop=True))
+    # the nine survey indicators of the issue, each with needs
+    assert set(survey["source"].str.split("/").str[1].str[:-10]) == {
+        "HCSNVP", "HCSUMHAP", "HCSRIP", "CHAVQOS", "HCSNLP", "HCSNSQP", "HCSWTSP", "HCSTLEP",
+        "HCSCBP",
+    }  # fmt: skip
+    # Rogers Park (area 1), perceived violence 38.26% of 55,454: 0.0006 units per affected
+    # adult above a 10% baseline is 9.4 units, spread over the area's tracts
+    violence = survey[survey["need_id"].str.startswith("hcs-2021-22:1:1:")]
+    assert violence["demand"].sum() == pytest.approx(9.4)
+    assert violence["neighborhood"].eq("1").all() and len(violence) > 5

@@ -697,6 +697,8 @@ def test_gaps_recruit_sites_floors_and_a_scenario(browser, server, tmp_path):
         assert popup.locator("tr[data-category]").first.get_attribute("data-category") == worst[0]
         page.wait_for_timeout(300)  # the popup's fade-in
         w.screenshot(tmp_path, "webmap-gaps")
+        page.click(".mm-gap-popup .leaflet-popup-close-button")  # it may cover a marker
+        popup.wait_for(state="detached", timeout=10_000)
 
         # a recruit site: a numbered marker; clicking it shows the cluster it sits on
         page.check('input[data-layer="recruit"]')
