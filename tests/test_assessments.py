@@ -690,3 +690,70 @@ def test_the_sample_city_survey_needs_are_what_matcher_assess_makes(tmp_path: Pa
     violence = survey[survey["need_id"].str.startswith("hcs-2021-22:1:1:")]
     assert violence["demand"].sum() == pytest.approx(9.4)
     assert violence["neighborhood"].eq("1").all() and len(violence) > 5
+
+
+def test_an_assessment_from_another_city_imports_with_only_a_mapping_file(tmp_path: Path) -> None:
+    """New York City's Community Health Survey, from the files its health department publishes."""
+    mapping = ROOT / "examples" / "assessments" / "nyc" / "nyc_community_health_survey.toml"
+    result = assess(mapping)
+    r = result.report.set_index(["source", "area"])
+    # Fordham - Bronx Park (UHF 103): 271,446 people; 71.5% feel safe, so 28.5% do not,
+    # 18.5 points over the 10% baseline, at 0.001 units per affected adult: 50.2175 units
+    row = r.loc[("chs-safety-2016", "103")]
+    assert (row["area_name"], row["population"], row["rate"]) == ("Fordham - Bronx Park",
+                                                                   271446, 71.5)  # fmt: skip
+    assert row["demand"] == pytest.approx(271446 * (28.5 - 10) / 100 * 0.001, abs=1e-4)
+    assert row["placed"] == 50.2 and row["needs"] == 1
+    binge = r.loc[("chs-binge-2022", "103")]
+    assert binge["demand"] == pytest.approx(271446 * (19.9 - 10) / 100 * 0.001, abs=1e-4)
+    # one need per area with demand, at the area's point (the population is a table)
+    n = result.needs
+    assert len(n) == 64 and n.groupby(["source", "neighborhood"]).size().max() == 1
+    assert set(n["category"]) == {"crime_prevention", "substance_use"}
+    mapped = result.report[result.report["note"] != "not in the mapping"]
+    assert len(mapped) == 2 * 42  # every UHF42 neighborhood of both sources, not feature 0
+    out = tmp_path / "needs.csv"
+    assert_clean_exit(invoke("assess", str(mapping), "--out", str(out), "-q"), 0)
+    assert len(read_needs(out).frame) == 64
+
+
+def test_json_tables_and_population_tables(case: Path) -> None:
+    base = case.parent
+    records = [
+        {"area": "1", "pop": 400, "violence": 30.0, "internet": 90, "layer": "area"},
+        {"area": 2, "pop": 50.0, "violence": 10, "internet": None, "layer": "area"},
+    ]
+    (base / "rates.json").write_text(json.dumps(records))
+    text = case.read_text().replace('file = "rates.csv"', 'file = "rates.json"')
+    (base / "j.toml").write_text(text)
+    from_json = assess(base / "j.toml").needs
+    assert from_json.equals(assess(case).needs)
+    for bad, row, reason in [
+        ({"a": [1, 2], "b": [1]}, None, "its column arrays have different lengths"),
+        ([{"area": {"x": 1}}], 1, "a cell is a number, text, true/false or null"),
+        ([1, 2], None, "a JSON table is an array of flat objects"),
+        ("[" * 100_000, None, "nested too deep"),
+    ]:
+        (base / "rates.json").write_text(bad if isinstance(bad, str) else json.dumps(bad))
+        with pytest.raises(InputValidationError) as err:
+            assess(base / "j.toml")
+        got = err.value.problems[0]
+        assert got.row == row and got.reason.startswith(reason), got
+    # a population table: counts per area (rows of one area add up), placed at its point
+    (base / "pop.csv").write_text("area,people,year\n1,300,2020\n1,100,2020\n2,80,2020\n2,9,2019\n")
+    text = case.read_text().split("[population]")[0] + (
+        '[population]\nfile = "pop.csv"\narea = "area"\ncount = "people"\n'
+        'where = { year = "2020" }\n'
+    ) + "[[sources]]" + case.read_text().split("[[sources]]", 1)[1].replace(
+        'population = "pop"\n', ""
+    )  # fmt: skip
+    (base / "p.toml").write_text(text)
+    needs = assess(base / "p.toml").needs.set_index("need_id")
+    # area 1: 400 people (300 + 100) x 25% x 0.1 x weight 2 = 20 units, in one need
+    assert needs.loc["survey:1:1:1", "demand"] == 20.0 and "survey:1:1:2" not in needs.index
+    (base / "pop.csv").write_text("area,people,year\n1,300,2020\nNorht,x,2020\n")
+    with pytest.raises(InputValidationError) as err:
+        assess(base / "p.toml")
+    got = {(p.row, p.field): p.reason for p in err.value.problems}
+    assert got[(3, "people")].startswith("a population is a number from 0 to")
+    assert got[(3, "area")] == "matches no area of the areas file; the closest: North"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import difflib
 import math
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,7 +29,7 @@ import pandas as pd
 import shapely
 
 from .._errors import InputValidationError, Problem
-from ..limits import MAX_UNITS, file_limit, id_problem
+from ..limits import MAX_UNITS, id_problem
 from .mapping import AreaLayer, Indicator, PopulationLayer, Source
 
 __all__ = ["Areas", "area_key", "area_of", "load_areas", "source_needs", "severity_of"]
@@ -149,8 +148,11 @@ def load_areas(layer: AreaLayer, population: PopulationLayer | None) -> Areas:
     table = pd.DataFrame({"area": ids, "name": names, "lat": lat, "lon": lon})
     table["population"] = np.nan
     units = pd.DataFrame({"area": [], "lat": [], "lon": [], "count": []})
-    if population is not None:
+    if population is not None and population.file.suffix.lower() in (".csv", ".xlsx", ".json"):
+        units = _population_table(population, table)
+    elif population is not None:
         units = _units(population, dict(zip(ids, frame.geometry.to_numpy(), strict=True)))
+    if population is not None:
         sums = units.groupby("area", sort=False)["count"].sum()
         table["population"] = table["area"].map(sums).fillna(0.0).to_numpy(dtype=float)
     by_name: dict[str, str | None] = {}
@@ -273,6 +275,43 @@ def _units(layer: PopulationLayer, polygons: dict[str, object]) -> pd.DataFrame:
     return units[units["count"] > 0].reset_index(drop=True)
 
 
+def _population_table(layer: PopulationLayer, areas: pd.DataFrame) -> pd.DataFrame:
+    """Return one unit per area, at its point, from a table of population counts per area.
+
+    Rows of one area add up; an area the table does not name has no population.
+    """
+    from .tables import keep_where, read_table
+
+    label = str(layer.file)
+    frame, rows = read_table(layer.file, label, layer.sheet)
+    problems = [
+        Problem(label, 1, col, None, _missing(col, frame.columns))
+        for col in (layer.area, layer.count, *(c for c, _ in layer.where))
+        if col not in frame.columns
+    ]
+    if problems:
+        raise InputValidationError(problems)
+    frame, rows = keep_where(frame, rows, layer.where, label, "population.where")
+    known = dict(zip(areas["area"], areas["name"], strict=True))
+    keys = [area_key(v) for v in frame[layer.area].tolist()]
+    why = f"a population is a number from 0 to {MAX_POPULATION:g}"
+    counts = numbers_in(frame[layer.count], 0, MAX_POPULATION, why, layer.count, rows, label,
+                        problems)  # fmt: skip
+    for i, key in enumerate(keys):
+        if key not in known:
+            hint = _closest("area", key, set(known) | {n for n in known.values() if n})
+            problems.append(Problem(label, rows[i], layer.area, _cell(key), hint))
+    if problems:
+        raise InputValidationError(problems[:1000])
+    sums = pd.Series(counts, index=keys).groupby(level=0, sort=False).sum()
+    points = areas.set_index("area").loc[list(sums.index), ["lat", "lon"]]
+    units = pd.DataFrame(
+        {"area": list(sums.index), "lat": points["lat"].to_numpy(),
+         "lon": points["lon"].to_numpy(), "count": sums.to_numpy(dtype=float)}
+    )  # fmt: skip
+    return units[units["count"] > 0].reset_index(drop=True)
+
+
 def _missing(field: str, columns: pd.Index) -> str:
     hint = difflib.get_close_matches(field, [str(c) for c in columns], n=1)
     return "no such field" + (f"; did you mean {hint[0]!r}?" if hint else "")
@@ -293,30 +332,16 @@ def _cell(value: object) -> object:
 def read_source_table(
     source: Source, index: int, *, show_values: bool = True
 ) -> tuple[pd.DataFrame, list[int]]:
-    """Read a source's table as text cells, keep the rows ``where`` selects; with line numbers.
+    """Read a source's table as text cells, keep the rows ``where`` selects; with row numbers.
 
-    A CSV is read as matcher reads a needs file (``matcher.io``): a repeated column
-    name, a row of another width, a cell over the length bound or a control character
-    is a problem naming its line. An ``.xlsx`` file's sheet (``sheet``, else the first)
-    is read by :func:`~matcher.assessments.workbook.read_sheet`, its cells checked alike.
+    A CSV, an ``.xlsx`` sheet (``sheet``, else the first) or a JSON table
+    (:func:`~matcher.assessments.tables.read_table`); a column the mapping names and the
+    table lacks is a problem naming the closest.
     """
-    from ..io import _check_cells, _decode, _read_bytes, _read_csv_text
-    from ..limits import check_file
-    from .workbook import read_sheet
+    from .tables import keep_where, read_table
 
     label = str(source.file)
-    reason = check_file(source.file, file_limit())
-    if reason is not None:
-        raise InputValidationError([Problem(label, None, None, None, reason)])
-    rows: Sequence[int] | np.ndarray
-    if source.file.suffix.lower() == ".xlsx":
-        frame, rows = read_sheet(source.file, label, source.sheet)
-        _check_cells(frame, rows, label)
-    else:
-        text = _decode(_read_bytes(source.file, label), label)
-        frame, rows = _read_csv_text(text, label, ())
-        _check_cells(frame, rows, label, text)
-    numbers = np.asarray(rows, dtype=np.int64)
+    frame, rows = read_table(source.file, label, source.sheet)
     problems = [
         Problem(label, 1, col, None, _missing(col, frame.columns))
         for col in source.columns()
@@ -324,26 +349,8 @@ def read_source_table(
     ]
     if problems:
         raise InputValidationError(problems)
-    keep = np.ones(len(frame), dtype=bool)
-    for col, value in source.where:
-        cells = frame[col].astype(str).str.strip()
-        keep &= (cells == value).to_numpy()
-        if not keep.any():
-            seen = ", ".join(repr(v) for v in list(dict.fromkeys(cells.tolist()))[:8])
-            if not show_values:  # a survey's cells are respondents' answers
-                seen = f"{cells.nunique()} other value(s), not shown"
-            raise InputValidationError(
-                [
-                    Problem(
-                        label,
-                        None,
-                        col,
-                        value,
-                        f"no row is kept by sources[{index}].where.{col}; this column holds {seen}",
-                    )
-                ]
-            )
-    return frame.loc[keep].reset_index(drop=True), numbers[keep].tolist()
+    key = f"sources[{index}].where"
+    return keep_where(frame, rows, source.where, label, key, show_values=show_values)
 
 
 def severity_of(affected: np.ndarray, rule: str | tuple[float, ...]) -> np.ndarray:

@@ -72,11 +72,18 @@ class AreaLayer:
 
 @dataclass(frozen=True)
 class PopulationLayer:
-    """Where people live: units (e.g. tracts) with the ``area`` they lie in and a ``count``."""
+    """Where people live: units (e.g. tracts) with the ``area`` they lie in and a ``count``.
+
+    A layer of points or polygons places each area's demand on its units; a table (CSV,
+    ``.xlsx``, JSON: counts per area, rows kept by ``where``) gives each area's population,
+    its demand then placed at the area's point.
+    """
 
     file: Path
     area: str
     count: str
+    where: tuple[tuple[str, str], ...] = ()
+    sheet: str | None = None
 
 
 @dataclass(frozen=True)
@@ -474,13 +481,19 @@ def _areas(c: _Checker, doc: Any, base: Path) -> AreaLayer | None:
 
 
 def _population(c: _Checker, doc: Any, base: Path) -> PopulationLayer | None:
-    t = c.table(doc, "population", ("file", "area", "count"), ("file", "area", "count"))
+    keys = ("file", "area", "count", "where", "sheet")
+    t = c.table(doc, "population", keys, ("file", "area", "count"))
     file = c.file(t, "file", "population.file", base) if "file" in t else None
     area = c.text(t, "area", "population.area")
     count = c.text(t, "count", "population.count")
+    where = _where(c, t.get("where", {}), "population.where")
+    sheet = c.text(t, "sheet", "population.sheet", limit=31)
+    table = file is not None and file.suffix.lower() in (".csv", ".xlsx", ".json")
+    if (where or sheet) and file is not None and not table:
+        c.add("population.where", None, "where and sheet apply to a table (CSV, .xlsx, JSON)")
     if file is None or area is None or count is None:
         return None
-    return PopulationLayer(file, area, count)
+    return PopulationLayer(file, area, count, where, sheet)
 
 
 _COMMON_KEYS = ("name", "kind", "file", "sheet", "area", "where")
