@@ -1159,10 +1159,17 @@ def _assessment_section(report: pd.DataFrame) -> str:
     """Render the needs' assessment (``matcher assess --report``).
 
     Demand by source and category with its model, the areas with most demand by source,
-    and what the mapping left out or suppressed.
+    the overlaps, what priorities did, and what the mapping left out or suppressed. A
+    report edited by hand renders what it holds; rows it cannot place are left out.
     """
-    plain = report[~report["indicator"].isin(["(overlap)"]) & report["category"].notna()]
-    made = plain[plain["rank"].isna()]
+    report = report.assign(
+        note=report["note"].fillna("").astype(str),
+        area_name=report["area_name"].fillna("").astype(str),
+    )
+    priority = report["rank"].notna()
+    created = priority & report["note"].str.startswith("created")
+    plain = report[(report["indicator"] != "(overlap)") & report["category"].notna()]
+    made = plain[~plain["rank"].notna() | plain["note"].str.startswith("created")]
     rows = []
     for (source, indicator, category), g in made.groupby(
         ["source", "indicator", "category"], sort=True, dropna=False
@@ -1172,9 +1179,11 @@ def _assessment_section(report: pd.DataFrame) -> str:
                 "source": source,
                 "indicator": indicator,
                 "category": category,
-                "model": _model_text(g),
+                "model": "ranked priority: created where the area had no such need"
+                if g["rank"].notna().all()
+                else _model_text(g),
                 "areas": int((g["placed"].fillna(0) > 0).sum()),
-                "demand": g["demand"].sum(),
+                "demand": g["demand"].fillna(g["placed"]).sum(),
                 "placed": g["placed"].sum(),
                 "needs": int(g["needs"].fillna(0).sum()),
             }
@@ -1190,33 +1199,42 @@ def _assessment_section(report: pd.DataFrame) -> str:
         rows,
         empty="The report holds no source's demand.",
     )
+    raised = report[priority & report["note"].str.startswith("severity +")]
+    lifted = (
+        f"<p>Ranked priorities raised the severity of {int(raised['needs'].fillna(0).sum())} "
+        f"need(s) in {raised['area'].nunique()} area(s) and created {int(created.sum())} "
+        "area need(s).</p>"
+        if priority.any()
+        else ""
+    )
     # after overlaps: where sources overlapped, what each kept (its overlap row's placed)
-    overlap = report[report["indicator"] == "(overlap)"]
+    overlap = report[(report["indicator"] == "(overlap)") & report["category"].notna()]
     key = ["source", "category", "area"]
     placed = made.groupby(key, sort=True)["placed"].sum()
     if len(overlap):
-        placed.update(overlap.set_index(key)["placed"])
-    names = made.drop_duplicates("area").set_index("area")["area_name"]
+        placed.update(overlap.groupby(key, sort=True)["placed"].sum())
+    names = report.drop_duplicates("area").set_index("area")["area_name"]
     kept = placed[placed > 0].reset_index()
-    kept["area_name"] = kept["area"].map(names)
-    pivot = kept.pivot_table(
-        index=["area", "area_name", "category"], columns="source", values="placed",
-        aggfunc="sum", fill_value=0.0,
-    )  # fmt: skip
-    sources = [str(c) for c in pivot.columns]
-    pivot["total"] = pivot.sum(axis=1)
-    pivot = pivot.reset_index().sort_values(
-        ["total", "area", "category"], ascending=[False, True, True], kind="stable"
-    )
-    top = pivot.head(TOP_EXTRA)
+    sources = sorted(kept["source"].astype(str).unique())
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in kept.itertuples(index=False):
+        cell = cells.setdefault(
+            (str(r.area), str(r.category)),
+            {"area": r.area, "area_name": names.get(r.area, ""), "category": r.category,
+             "total": 0.0},  # fmt: skip
+        )
+        cell[f"source:{r.source}"] = cell.get(f"source:{r.source}", 0.0) + float(r.placed)
+        cell["total"] += float(r.placed)
+    ranked = sorted(cells.values(), key=lambda c: (-c["total"], str(c["area"]), str(c["category"])))
+    top = ranked[:TOP_EXTRA]
     areas = _table(
         "table-assessment-areas",
         [_Col("area_name", "Area"), _Col("area", "Id"), _Col("category", "Category")]
-        + [_Col(src, src, _num, True) for src in sources]
+        + [_Col(f"source:{src}", src, _num, True) for src in sources]
         + [_Col("total", "Total", _num, True)],
-        [{str(k): v for k, v in r.items()} for r in top.to_dict("records")],
+        top,
         caption=(
-            f"The {len(top)} areas and categories with most placed demand, of {len(pivot)}; "
+            f"The {len(top)} areas and categories with most placed demand, of {len(ranked)}; "
             "units per week from each source, after overlaps."
         ),
         empty="No area has placed demand.",
@@ -1233,15 +1251,13 @@ def _assessment_section(report: pd.DataFrame) -> str:
                 "kept": int(g["note"].str.startswith("kept").sum()),
                 "dropped": int(g["note"].str.startswith("dropped").sum()),
                 "units": (g["demand"] - g["placed"]).clip(lower=0).sum(),
-                "rule": g["note"].str.extract(r"\(rule (\w+)\)")[0].dropna().iloc[0]
-                if g["note"].str.contains("(rule ", regex=False).any() else "",
+                "rule": next(iter(g["note"].str.extract(r"\(rule (\w+)\)")[0].dropna()), ""),
             }
             for (src, cat), g in overlap.groupby(["source", "category"], sort=True)
         ],
         empty="No sources overlapped.",
     )
-    notes = report["note"].fillna("")
-    left = report[notes.str.contains("|".join(_LEFT_OUT), regex=True)]
+    left = report[report["note"].str.contains("|".join(_LEFT_OUT), regex=True)]
     number = left["note"].str.extract(r"^(\d+) ")[0]
     counted = (
         left.assign(
@@ -1267,9 +1283,9 @@ def _assessment_section(report: pd.DataFrame) -> str:
         empty="Nothing was left out.",
     )
     return (
-        '<p>The needs were made by <code>matcher assess</code> from these sources; the full '
+        "<p>The needs were made by <code>matcher assess</code> from these sources; the full "
         "figures are in the assessment report CSV.</p>"
-        f"<h3>Demand by source and category</h3>{by_source}"
+        f"<h3>Demand by source and category</h3>{by_source}{lifted}"
         f"<h3>Areas with most demand</h3>{areas}"
         f"<h3>Sources that measure the same thing</h3>{overlaps}"
         f"<h3>Left out by the mapping, or suppressed</h3>{left_table}"

@@ -475,6 +475,19 @@ rule = "max"
     done = invoke(*plan_args, "--out", str(tmp_path / "p4"), "--report",
                   "--assessment", str(out / "assessment.csv"))  # fmt: skip
     assert (tmp_path / "p4" / "report.html").read_bytes() == page.encode()
+    # a report edited by hand still renders: a source named like a column, an overlap note
+    # without its rule, an overlap row twice, an area without a name
+    edited = pd.read_csv(out / "assessment.csv", dtype=str, keep_default_na=False)
+    edited["source"] = edited["source"].replace({"calls": "area"})
+    edited["note"] = edited["note"].str.replace(" (rule max)", "", regex=False)
+    edited.loc[edited["area"] == "1", "area_name"] = ""
+    overlap_rows = edited[edited["indicator"] == "(overlap)"]
+    pd.concat([edited, overlap_rows]).to_csv(out / "edited.csv", index=False)
+    done = invoke(*plan_args, "--out", str(tmp_path / "p5"), "--report",
+                  "--assessment", str(out / "edited.csv"))  # fmt: skip
+    assert_clean_exit(done, 0)
+    edited_page = (tmp_path / "p5" / "report.html").read_text()
+    assert '<th scope="col" class="num">area</th>' in edited_page
 
 
 def _form(path: Path, survey: list[tuple[str, ...]], choices: list[tuple[str, ...]]) -> None:

@@ -739,8 +739,8 @@ def test_json_tables_and_population_tables(case: Path) -> None:
             assess(base / "j.toml")
         got = err.value.problems[0]
         assert got.row == row and got.reason.startswith(reason), got
-    # a population table: counts per area (rows of one area add up), placed at its point
-    (base / "pop.csv").write_text("area,people,year\n1,300,2020\n1,100,2020\n2,80,2020\n2,9,2019\n")
+    # a population table: a count per area (by id or name), placed at the area's point
+    (base / "pop.csv").write_text("area,people,year\n1,400,2020\n1,100,2019\nSouth,80,2020\n")
     text = case.read_text().split("[population]")[0] + (
         '[population]\nfile = "pop.csv"\narea = "area"\ncount = "people"\n'
         'where = { year = "2020" }\n'
@@ -749,11 +749,24 @@ def test_json_tables_and_population_tables(case: Path) -> None:
     )  # fmt: skip
     (base / "p.toml").write_text(text)
     needs = assess(base / "p.toml").needs.set_index("need_id")
-    # area 1: 400 people (300 + 100) x 25% x 0.1 x weight 2 = 20 units, in one need
+    # area 1: 400 people x 25% x 0.1 x weight 2 = 20 units, in one need
     assert needs.loc["survey:1:1:1", "demand"] == 20.0 and "survey:1:1:2" not in needs.index
-    (base / "pop.csv").write_text("area,people,year\n1,300,2020\nNorht,x,2020\n")
+    (base / "pop.csv").write_text("area,people,year\n1,300,2020\nNorht,x,2020\nNorth,1,2020\n")
     with pytest.raises(InputValidationError) as err:
         assess(base / "p.toml")
     got = {(p.row, p.field): p.reason for p in err.value.problems}
     assert got[(3, "people")].startswith("a population is a number from 0 to")
     assert got[(3, "area")] == "matches no area of the areas file; the closest: North"
+    assert got[(4, "area")] == "another row gives this area's population (narrow population.where)"
+    # JSON records: the same keys in every record, no repeated key, Unicode text
+    for bad, row, field, reason in [
+        ('[{"area": 1, "Value": 2}, {"area": 2, "value": 3}]', 2, "Value",
+         "every record has the same keys as the first; did you mean 'value'?"),
+        ('{"a": [1], "a": [2]}', None, None, "an object repeats the key 'a'"),
+        ('[{"area": "\\ud800"}]', 1, "area", "a cell is a number, text, true/false or null"),
+    ]:  # fmt: skip
+        (base / "rates.json").write_text(bad)
+        with pytest.raises(InputValidationError) as err:
+            assess(base / "j.toml")
+        got_one = err.value.problems[0]
+        assert (got_one.row, got_one.field) == (row, field) and got_one.reason.startswith(reason)

@@ -148,18 +148,18 @@ def load_areas(layer: AreaLayer, population: PopulationLayer | None) -> Areas:
     table = pd.DataFrame({"area": ids, "name": names, "lat": lat, "lon": lon})
     table["population"] = np.nan
     units = pd.DataFrame({"area": [], "lat": [], "lon": [], "count": []})
-    if population is not None and population.file.suffix.lower() in (".csv", ".xlsx", ".json"):
-        units = _population_table(population, table)
-    elif population is not None:
-        units = _units(population, dict(zip(ids, frame.geometry.to_numpy(), strict=True)))
-    if population is not None:
-        sums = units.groupby("area", sort=False)["count"].sum()
-        table["population"] = table["area"].map(sums).fillna(0.0).to_numpy(dtype=float)
     by_name: dict[str, str | None] = {}
     for key, name in zip(ids, names, strict=True):
         if name:
             folded = name.casefold()
             by_name[folded] = None if folded in by_name else key
+    if population is not None and population.file.suffix.lower() in (".csv", ".xlsx", ".json"):
+        units = _population_table(population, table, by_name)
+    elif population is not None:
+        units = _units(population, dict(zip(ids, frame.geometry.to_numpy(), strict=True)))
+    if population is not None:
+        sums = units.groupby("area", sort=False)["count"].sum()
+        table["population"] = table["area"].map(sums).fillna(0.0).to_numpy(dtype=float)
     return Areas(table, units, by_name, frame.geometry.to_numpy())
 
 
@@ -275,10 +275,14 @@ def _units(layer: PopulationLayer, polygons: dict[str, object]) -> pd.DataFrame:
     return units[units["count"] > 0].reset_index(drop=True)
 
 
-def _population_table(layer: PopulationLayer, areas: pd.DataFrame) -> pd.DataFrame:
+def _population_table(
+    layer: PopulationLayer, areas: pd.DataFrame, by_name: dict[str, str | None]
+) -> pd.DataFrame:
     """Return one unit per area, at its point, from a table of population counts per area.
 
-    Rows of one area add up; an area the table does not name has no population.
+    An area is named by its id or its name, once (a second row of an area is a problem: a
+    ``where`` too loose would otherwise add up years or groups); an area the table does not
+    name has no population.
     """
     from .tables import keep_where, read_table
 
@@ -293,14 +297,19 @@ def _population_table(layer: PopulationLayer, areas: pd.DataFrame) -> pd.DataFra
         raise InputValidationError(problems)
     frame, rows = keep_where(frame, rows, layer.where, label, "population.where")
     known = dict(zip(areas["area"], areas["name"], strict=True))
-    keys = [area_key(v) for v in frame[layer.area].tolist()]
     why = f"a population is a number from 0 to {MAX_POPULATION:g}"
     counts = numbers_in(frame[layer.count], 0, MAX_POPULATION, why, layer.count, rows, label,
                         problems)  # fmt: skip
-    for i, key in enumerate(keys):
-        if key not in known:
-            hint = _closest("area", key, set(known) | {n for n in known.values() if n})
-            problems.append(Problem(label, rows[i], layer.area, _cell(key), hint))
+    keys: list[str] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(frame[layer.area].astype(str).tolist()):
+        key, reason = area_of(raw, known, by_name)
+        if reason is None and key in seen:
+            reason = "another row gives this area's population (narrow population.where)"
+        if reason is not None:
+            problems.append(Problem(label, rows[i], layer.area, _cell(raw), reason))
+        keys.append(key)
+        seen.add(key)
     if problems:
         raise InputValidationError(problems[:1000])
     sums = pd.Series(counts, index=keys).groupby(level=0, sort=False).sum()

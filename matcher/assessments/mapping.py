@@ -489,8 +489,10 @@ def _population(c: _Checker, doc: Any, base: Path) -> PopulationLayer | None:
     where = _where(c, t.get("where", {}), "population.where")
     sheet = c.text(t, "sheet", "population.sheet", limit=31)
     table = file is not None and file.suffix.lower() in (".csv", ".xlsx", ".json")
-    if (where or sheet) and file is not None and not table:
-        c.add("population.where", None, "where and sheet apply to a table (CSV, .xlsx, JSON)")
+    if where and file is not None and not table:
+        c.add("population.where", None, "where applies to a table (CSV, .xlsx, JSON)")
+    if sheet and file is not None and file.suffix.lower() != ".xlsx":
+        c.add("population.sheet", sheet, "a sheet is chosen only in an .xlsx file")
     if file is None or area is None or count is None:
         return None
     return PopulationLayer(file, area, count, where, sheet)

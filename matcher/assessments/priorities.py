@@ -54,7 +54,10 @@ def apply_priorities(
     table = pd.DataFrame(
         {"area": keys, "issue": issues.tolist(), "order": order, "line": lines}
     ).sort_values(["area", "order", "line"], kind="stable")
-    counted = table.groupby("area", sort=False).cumcount() < spec.top
+    place = table.groupby("area", sort=False).cumcount() + 1
+    counted = place <= spec.top
+    # the report's rank: the rank given, or the place by votes (1: the most voted)
+    table["rank"] = table["order"] if spec.rank is not None else place
     if spec.rank is not None:
         counted &= table["order"] <= spec.top
     out = needs.copy()
@@ -67,7 +70,7 @@ def apply_priorities(
     for row, counts in zip(table.itertuples(index=False), counted.tolist(), strict=True):
         category = lookup.get(row.issue.casefold())
         base = {"source": source.name, "indicator": row.issue, "area": row.area,
-                "area_name": known[row.area], "rank": row.order if spec.rank else None}  # fmt: skip
+                "area_name": known[row.area], "rank": row.rank}  # fmt: skip
         if category is None:
             report.append({**base, "note": "issue not in the mapping"})
             continue

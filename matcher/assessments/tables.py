@@ -12,8 +12,10 @@ that every later rule (``where`` filters, rates, areas) reads them alike:
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,18 +81,48 @@ def _cell(value: Any) -> str | None:
             return None
         return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
     if isinstance(value, str):
-        return value
+        return None if _SURROGATE.search(value) else value
     return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 _SHAPE = "a JSON table is an array of flat objects or an object of equal-length arrays"
 
 
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, refusing a repeated or empty key (a CSV refuses such columns)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out or not key.strip() or len(out) >= MAX_JSON_COLUMNS:
+            why = (
+                f"an object has more than {MAX_JSON_COLUMNS:,} keys"
+                if len(out) >= MAX_JSON_COLUMNS
+                else f"an object repeats the key {key[:40]!r}"
+                if key in out
+                else "an object has an empty key"
+            )
+            raise _JsonShape(why)
+        out[key] = value
+    return out
+
+
+class _JsonShape(ValueError):
+    """A JSON object that cannot be a table's row or columns."""
+
+
 def _read_json(path: Path, label: str) -> tuple[pd.DataFrame, list[int]]:
-    """Read a JSON table: ``[{"col": value, ...}, ...]`` or ``{"col": [values], ...}``."""
+    """Read a JSON table: ``[{"col": value, ...}, ...]`` or ``{"col": [values], ...}``.
+
+    Every record has the same keys (a key one record lacks or adds is a problem naming the
+    record and the closest key); no object repeats a key.
+    """
     data = read_file(path, label)
     try:
-        doc = json.loads(data.decode("utf-8-sig"))
+        doc = json.loads(data.decode("utf-8-sig"), object_pairs_hook=_pairs)
+    except _JsonShape as exc:
+        raise _fail(label, f"{exc}; {_SHAPE}") from None
     except UnicodeDecodeError:
         raise _fail(label, "not UTF-8; save the file as UTF-8") from None
     except RecursionError:
@@ -103,12 +135,21 @@ def _read_json(path: Path, label: str) -> tuple[pd.DataFrame, list[int]]:
             raise _fail(label, f"its column arrays have different lengths; {_SHAPE}")
         columns = {str(k): v for k, v in doc.items()}
     elif isinstance(doc, list) and all(isinstance(r, dict) for r in doc):
-        names = list(dict.fromkeys(str(k) for r in doc for k in r))
-        columns = {c: [r.get(c) for r in doc] for c in names}
+        names = list(doc[0]) if doc else []
+        for i, record in enumerate(doc, start=1):
+            if list(record) != names and set(record) != set(names):
+                odd = sorted(set(record) ^ set(names))[0]
+                hint = difflib.get_close_matches(odd, [*names, *record], n=2, cutoff=0.6)
+                hint = [h for h in hint if h != odd]
+                raise InputValidationError(
+                    [Problem(label, i, odd[:40], None,
+                             "every record has the same keys as the first; "
+                             + (f"did you mean {hint[0]!r}?" if hint else "this key is not "
+                                "in every record"))]  # fmt: skip
+                )
+        columns = {c: [r[c] for r in doc] for c in names}
     else:
         raise _fail(label, _SHAPE)
-    if len(columns) > MAX_JSON_COLUMNS:
-        raise _fail(label, f"at most {MAX_JSON_COLUMNS:,} columns")
     texts: dict[str, list[str]] = {}
     for name, values in columns.items():
         out: list[str] = []
