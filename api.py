@@ -20,6 +20,7 @@ from flask import Flask
 
 from matcher import access, limits
 from matcher.access import KeyCache
+from matcher.intake import IntakePolicy
 from matcher.jobs import PlanWorker
 from matcher.ratelimit import RateLimiter
 from matcher.store import DEFAULT_LEASE_S, open_store
@@ -43,7 +44,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     process that claim and run queued plans; 0 for none), ``PLAN_LEASE_S`` (seconds a
     claimed plan is held without a renewal: a plan whose process died runs again after
     it), ``KEY_CACHE_S`` (seconds an
-    authenticated key is remembered: a revoked key stops working within them).
+    authenticated key is remembered: a revoked key stops working within them),
+    ``DUPLICATE_M`` and ``DUPLICATE_HOURS`` (a reported concern this close in space and
+    time to a stored need of its category is linked to it: :class:`matcher.intake.IntakePolicy`).
     """
     app = Flask(__name__)
     app.config.from_mapping(
@@ -57,6 +60,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         AUTH_FAILURES_PER_MINUTE=20,
         AUTH_FAILURES_BURST=20,
         PLAN_QUEUE_CAP=dict(access.PLAN_QUEUE_CAP),
+        DUPLICATE_M=IntakePolicy.duplicate_m,
+        DUPLICATE_HOURS=IntakePolicy.duplicate_hours,
         API_TITLE="matcher",
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",
@@ -76,6 +81,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         )
         worker.start()
         app.extensions["matcher_jobs"] = worker
+    app.extensions["matcher_intake"] = IntakePolicy(
+        float(app.config["DUPLICATE_M"]), float(app.config["DUPLICATE_HOURS"])
+    )
     app.extensions["matcher_nearby"] = {}
     app.extensions["matcher_keys"] = KeyCache(
         app.extensions["matcher_store"].authenticate, ttl_s=float(app.config["KEY_CACHE_S"])

@@ -1,14 +1,209 @@
-"""New-concern intake: place one reported need in a cluster and recommend partners."""
+"""New-concern intake: take a report without losing it, place it in a cluster, recommend.
+
+:func:`take_report` stores a reported concern: the server gives it an id when it has none,
+fills in its neighborhood (the stored polygon holding it) and its ``reported_at`` (now), and
+links it to an existing need of the same category reported within
+:attr:`IntakePolicy.duplicate_m` and :attr:`IntakePolicy.duplicate_hours` instead of
+counting its demand twice (the report itself is kept, linked). :func:`recommend_for_need`
+then places the need in a cluster of the latest plan and recommends partners.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
+import math
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import shapely
+
+from ._errors import InputValidationError, Problem
 from .clustering import ClusterModel
 from .nearby import NearbyIndex
 
-__all__ = ["IntakeResult", "recommend_for_need"]
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+    from .store import Store
+
+__all__ = [
+    "IntakePolicy",
+    "IntakeResult",
+    "Report",
+    "new_need_id",
+    "recommend_for_need",
+    "take_report",
+    "MAX_DUPLICATE_M",
+    "MAX_DUPLICATE_HOURS",
+]
+
+#: Bounds of the near-duplicate check (0 turns it off).
+MAX_DUPLICATE_M = 5_000.0
+MAX_DUPLICATE_HOURS = 24.0 * 30
+
+
+@dataclass(frozen=True)
+class IntakePolicy:
+    """When a report is the same concern as a stored need.
+
+    Attributes
+    ----------
+    duplicate_m : float
+        A need of the same category within this many metres (great circle) ...
+    duplicate_hours : float
+        ... reported within this many hours of the report (either side) is the same
+        concern: the report is linked to it. 0 in either turns the check off.
+    """
+
+    duplicate_m: float = 50.0
+    duplicate_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, high in (("duplicate_m", MAX_DUPLICATE_M), ("duplicate_hours",
+                                                                MAX_DUPLICATE_HOURS)):  # fmt: skip
+            value = getattr(self, name)
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (ok and math.isfinite(value) and 0 <= value <= high):
+                problems.append(
+                    Problem("intake policy", None, name, value, f"must be from 0 to {high:g}")
+                )
+        if problems:
+            raise InputValidationError(problems)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`take_report` did with a report.
+
+    Attributes
+    ----------
+    need : dict
+        The stored need: the new one, or the one the report was linked to.
+    created : bool
+        True for a new need; False when the report was linked to ``need``.
+    report_id : str
+        The report's id (the new need's id, or the linked report's).
+    statement : str
+        What happened, in one sentence (why it was linked, and to what).
+    """
+
+    need: dict[str, Any]
+    created: bool
+    report_id: str
+    statement: str
+
+
+def new_need_id() -> str:
+    """Return a new need id for a report that has none (``r-`` and 20 random hex digits)."""
+    return "r-" + uuid.uuid4().hex[:20]
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _time(text: str) -> _dt.datetime | None:
+    """Parse a ``reported_at`` (ISO date or date-time; no zone is UTC); None when empty."""
+    if not text:
+        return None
+    try:
+        t = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=_dt.UTC)
+
+
+def neighborhood_of(lat: float, lon: float, hoods: gpd.GeoDataFrame | None) -> str:
+    """Return the id of the neighborhood polygon holding a point ('' for none).
+
+    When polygons overlap, the smallest id (as text) wins, as in a plan.
+    """
+    if hoods is None or not len(hoods):
+        return ""
+    point = shapely.points(lon, lat)
+    hit = hoods[shapely.intersects(hoods.geometry.to_numpy(), point)]
+    return str(sorted(hit["neighborhood_id"].astype(str))[0]) if len(hit) else ""
+
+
+def take_report(
+    store: Store,
+    record: dict[str, Any],
+    actor: str,
+    policy: IntakePolicy | None = None,
+) -> Report:
+    """Store a validated report as a new need, or link it to the need it duplicates.
+
+    Parameters
+    ----------
+    store : Store
+        Where needs are kept; everything happens in one write transaction (writers are
+        serialized, so two reports of one concern at once still make one need).
+    record : dict
+        A validated need record (``matcher.read_needs`` rules). An empty ``neighborhood``
+        is filled from the stored neighborhoods, an empty ``reported_at`` with now (UTC).
+    actor : str
+        Who reports (the API key id).
+    policy : IntakePolicy, optional
+        The near-duplicate rule (defaults: 50 m, 24 h).
+
+    Returns
+    -------
+    Report
+
+    Raises
+    ------
+    AlreadyExistsError
+        The record's ``need_id`` is a stored need or linked report (never overwritten).
+    """
+    policy = policy or IntakePolicy()
+    rec = dict(record)
+    if not rec.get("reported_at"):
+        rec["reported_at"] = _utc_now()
+    if not rec.get("neighborhood"):
+        rec["neighborhood"] = neighborhood_of(
+            float(rec["lat"]), float(rec["lon"]), store.neighborhoods_frame()
+        )
+    with store.transaction():
+        if store.get_need(str(rec["need_id"])) is not None:
+            from .store import AlreadyExistsError
+
+            raise AlreadyExistsError("need", str(rec["need_id"]))
+        twin = _duplicate_of(store, rec, policy)
+        if twin is not None:
+            need, distance_m, hours = twin
+            linked = store.link_report(rec, str(need["need_id"]), actor)
+            statement = (
+                f"linked to need {need['need_id']}: the same {need['category']} concern "
+                f"reported {distance_m:g} m and {hours:.1f} h away; its demand is not "
+                "counted twice"
+            )
+            return Report(need, False, str(linked["report_id"]), statement)
+        stored = store.create_need(rec, actor)
+    return Report(stored, True, str(stored["need_id"]), "a new need")
+
+
+def _duplicate_of(
+    store: Store, rec: dict[str, Any], policy: IntakePolicy
+) -> tuple[dict[str, Any], float, float] | None:
+    """Return (need, metres, hours) of the nearest stored need the report duplicates."""
+    if policy.duplicate_m <= 0 or policy.duplicate_hours <= 0:
+        return None
+    at = _time(str(rec["reported_at"]))
+    if at is None:
+        return None
+    near = store.needs_near(
+        str(rec["category"]), float(rec["lat"]), float(rec["lon"]), policy.duplicate_m / 1000.0
+    )
+    for need in near:
+        other = _time(str(need.get("reported_at") or ""))
+        if other is None:
+            continue
+        hours = abs((at - other).total_seconds()) / 3600.0
+        if hours <= policy.duplicate_hours:
+            return need, float(need["distance_m"]), hours
+    return None
 
 
 @dataclass(frozen=True)

@@ -476,7 +476,9 @@ def _snapped_geojson(geoms: np.ndarray, grid_size: float) -> np.ndarray:
         keep[starts] = False
         keep &= ok[owner]
         rotated = np.concatenate([coords[keep], coords[starts[ok] + 1]])
-        ring_of = np.concatenate([owner[keep], np.flatnonzero(ok)])
+        # rings numbered 0.. without gaps: shapely builds one ring per index up to the last
+        dense = np.cumsum(ok) - 1
+        ring_of = dense[np.concatenate([owner[keep], np.flatnonzero(ok)])]
         order = np.argsort(ring_of, kind="stable")
         built = shapely.polygons(shapely.linearrings(rotated[order], indices=ring_of[order]))
         out[idx[ok]] = shapely.to_geojson(built)

@@ -125,3 +125,33 @@ def if_match() -> int:
     raise InputValidationError(
         [Problem("If-Match", None, "If-Match", text[:40], 'expected an ETag such as "3"')]
     )
+
+
+#: Longest ``Idempotency-Key`` (printable ASCII, as the IETF draft's examples).
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def idempotency_key() -> str | None:
+    """Return the request's ``Idempotency-Key`` (None when absent; 400 when unusable)."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    key = raw.strip().strip('"')
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not all(" " < c <= "~" for c in key):
+        raise InputValidationError(
+            [
+                Problem("Idempotency-Key header", None, "Idempotency-Key", raw[:40],
+                        f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters "
+                        "without spaces (e.g. a UUID)")  # fmt: skip
+            ]
+        )
+    return key
+
+
+def request_digest(body: Any) -> str:
+    """Return a digest of a JSON request body (key order ignored), to compare retries."""
+    import hashlib
+    import json
+
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()

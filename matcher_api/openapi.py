@@ -166,6 +166,17 @@ IF_MATCH = {
 }
 
 
+IDEMPOTENCY_KEY = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "description": "a key of the client's choosing (e.g. a UUID) for this report: a retry "
+    "with the same key and body answers as the first request did, without a second need "
+    "(kept 24 hours); the same key with another body is 422",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+}
+
+
 def request_json(schema: type[ma.Schema]) -> dict[str, Any]:
     """Return an OpenAPI request body of ``schema`` as JSON."""
     return {"required": True, "content": {"application/json": {"schema": schema}}}

@@ -18,16 +18,24 @@ from matcher import (
     access,
 )
 from matcher._validate import NEED_FIELDS, PARTNER_FIELDS
-from matcher.intake import recommend_for_need
+from matcher.intake import new_need_id, recommend_for_need, take_report
 from matcher.io import Upload
 from matcher.store import (
     NotFoundError,
     etag,
 )
 
-from .bodies import if_match, json_body, record_body, validated
+from .bodies import (
+    idempotency_key,
+    if_match,
+    json_body,
+    record_body,
+    request_digest,
+    validated,
+)
 from .openapi import (
     ETAG_HEADER,
+    IDEMPOTENCY_KEY,
     IF_MATCH,
     KEYED,
     LOCATION_HEADER,
@@ -35,6 +43,7 @@ from .openapi import (
     path_id_param,
     request_json,
 )
+from .problems import unprocessable
 from .schemas import (
     GeoJSONUpload,
     ImportResult,
@@ -51,7 +60,7 @@ from .schemas import (
     PartnerWrite,
     PointCollection,
 )
-from .state import is_admin, latest_model, nearby_index, store
+from .state import intake_policy, is_admin, latest_model, nearby_index, store
 
 __all__ = ["blp"]
 
@@ -259,25 +268,75 @@ class Needs(MethodView):
         rows = store().list_needs(limit=args["limit"], offset=args["offset"])
         return _page(rows, args)
 
-    @blp.doc(requestBody=request_json(NeedWrite))
+    @blp.doc(
+        requestBody=request_json(NeedWrite),
+        parameters=[IDEMPOTENCY_KEY],
+    )
     @blp.response(201, NeedIntake, headers=LOCATION_HEADER)
-    @blp.answers(400, 409, 413, 415, *KEYED)
+    @blp.alt_response(200, schema=NeedIntake, description="linked to the need it duplicates, "
+                      "or the replay of a request made with the same Idempotency-Key",
+                      success=True)  # fmt: skip
+    @blp.answers(400, 409, 413, 415, 422, *KEYED)
     def post(self) -> Response:
-        """Report one new concern: validated, stored, placed in a cluster, with recommendations."""
-        body = record_body(json_body(), NEED_FIELDS, "need_id", None)
-        rec = validated(body, matcher.read_needs, "need (request body)")
-        stored = store().create_need(rec, actor=g.key_id)  # never replaces: 409
-        index, model = nearby_index(exact=is_admin()), latest_model()
-        result = recommend_for_need(stored, index, model)
-        body = {
-            "need": stored,
+        """Report a concern: stored as a new need, or linked to the need it duplicates.
+
+        The server gives an id (``r-...``) when none is sent, fills in the neighborhood and
+        ``reported_at``; an existing id is 409 (never an overwrite). A need of the same
+        category close by in space and time takes the report as a linked report (200)
+        instead of counting its demand twice. With an ``Idempotency-Key``, a retry of the
+        same request answers as the first did (``Idempotent-Replayed: true``), and the key
+        sent with another body is 422.
+        """
+        key = idempotency_key()
+        raw = json_body()
+        body = record_body(raw, NEED_FIELDS, "need_id", None)
+        digest = request_digest(raw)
+        st = store()
+        with st.transaction():
+            prior = st.idempotent_response(g.key_id, key) if key else None
+            if prior is not None:
+                if prior[0] != digest:
+                    return unprocessable(
+                        [Problem("Idempotency-Key header", None, "Idempotency-Key", key,
+                                 "was sent before with another request body; use a new key "
+                                 "for a new report")],  # fmt: skip
+                        "the Idempotency-Key belongs to another request",
+                    )
+                outcome = json.loads(prior[2])
+                status, replayed = prior[1], True
+            else:
+                if not body.get("need_id"):
+                    body["need_id"] = new_need_id()
+                rec = validated(body, matcher.read_needs, "need (request body)")
+                report = take_report(st, rec, g.key_id, intake_policy())
+                outcome = {
+                    "need_id": report.need["need_id"],
+                    "created": report.created,
+                    "report_id": report.report_id,
+                    "intake": report.statement,
+                }
+                status, replayed = (201 if report.created else 200), False
+                if key:
+                    st.remember_response(g.key_id, key, digest, status, json.dumps(outcome))
+        need = st.get_need(str(outcome["need_id"]))
+        if need is None:  # deleted since the first answer
+            raise NotFoundError("need", str(outcome["need_id"]))
+        result = recommend_for_need(need, nearby_index(exact=is_admin()), latest_model())
+        out = {
+            "need": need,
+            "created": outcome["created"],
+            "report_id": outcome["report_id"],
+            "linked_to": None if outcome["created"] else need["need_id"],
+            "intake": outcome["intake"],
             "cluster_id": result.cluster_id,
             "statement": result.statement,
             "recommendations": result.recommendations,
             "partners_in_reach": result.reachable,
         }
-        resp = Response(json.dumps(body), status=201, mimetype="application/json")
-        resp.headers["Location"] = f"/api/v1/needs/{stored['need_id']}"
+        resp = Response(json.dumps(out), status=status, mimetype="application/json")
+        resp.headers["Location"] = f"/api/v1/needs/{need['need_id']}"
+        if replayed:
+            resp.headers["Idempotent-Replayed"] = "true"
         return resp
 
 

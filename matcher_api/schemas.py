@@ -177,7 +177,9 @@ class NeedWrite(ma.Schema):
     """A need as POST /needs takes it (documentation: matcher validates the body)."""
 
     OPENAPI_EXTRA: ClassVar[dict[str, Any]] = _NOT_NULL_ISLAND
-    need_id = ma.fields.String(required=True, metadata=_ID_DOC)
+    need_id = ma.fields.String(
+        metadata=_ID_DOC | {"description": "optional: the server gives one (r-...) when left out"}
+    )
     category = ma.fields.String(
         required=True,
         metadata={"enum": list(CATEGORY_NAMES), "description": "a category code or alias"},
@@ -521,7 +523,23 @@ class Recommendation(ma.Schema):
 class NeedIntake(ma.Schema):
     """The stored need, the cluster it joins and the partners that can take it."""
 
-    need = ma.fields.Nested(NeedRecord, required=True)
+    need = ma.fields.Nested(
+        NeedRecord,
+        required=True,
+        metadata={"description": "the new need, or the need the report was linked to"},
+    )
+    created = ma.fields.Boolean(
+        required=True, metadata={"description": "false: linked to the need it duplicates"}
+    )
+    report_id = ma.fields.String(
+        required=True, metadata={"description": "the report's id (the new need's, or kept linked)"}
+    )
+    linked_to = ma.fields.String(
+        required=True, allow_none=True, metadata={"description": "the need a duplicate joined"}
+    )
+    intake = ma.fields.String(
+        required=True, metadata={"description": "what the intake did, and why"}
+    )
     cluster_id = ma.fields.String(
         required=True,
         allow_none=True,

@@ -11,6 +11,7 @@ from matcher import (
     ClusterModel,
     access,
 )
+from matcher.intake import IntakePolicy
 from matcher.jobs import load_plan_model
 from matcher.nearby import NearbyIndex
 from matcher.store import (
@@ -90,3 +91,8 @@ def latest_model() -> ClusterModel | None:
     """Return the clustering model of the plan in force (None without one)."""
     latest = plan_in_force()
     return None if latest is None else load_plan_model(store(), latest.plan_id)
+
+
+def intake_policy() -> IntakePolicy:
+    """Return the near-duplicate rule of the app (``DUPLICATE_M``, ``DUPLICATE_HOURS``)."""
+    return current_app.extensions["matcher_intake"]  # type: ignore[no-any-return]

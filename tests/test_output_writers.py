@@ -294,3 +294,14 @@ def test_plan_files_written_in_pieces_are_the_whole_files(
     assert sorted(written) == sorted(whole)
     for name, path in written.items():
         assert path.read_bytes() == whole[name], name
+
+
+def test_a_polygon_with_a_repeated_vertex_among_plain_ones() -> None:
+    # Found by the API's fuzz test: a ring with a repeated vertex (valid, with a large
+    # clearance) before a plain polygon left a gap in the ring numbering, and shapely
+    # refused to build the rings ("Index 0 is missing from the input indices").
+    repeated = shapely.Polygon([(0, 0), (0, 1), (1, 1), (1, 1), (1, 0)])
+    plain = shapely.Polygon([(0, 0), (0, 2), (2, 2), (2, 0)])
+    geoms = np.array([repeated, plain, repeated, plain], dtype=object)
+    expected = shapely.to_geojson(shapely.set_precision(geoms, 1e-7)).tolist()
+    assert _snapped_geojson(geoms, 1e-7).tolist() == expected

@@ -18,11 +18,13 @@ from .records import ApiKeyInfo, AuditEntry, ImportResult, PlanRecord
 if TYPE_CHECKING:
     from ..io import LoadedTable
 
-__all__ = ["DEFAULT_LEASE_S", "MAX_PLAN_ATTEMPTS", "Store"]
+__all__ = ["DEFAULT_LEASE_S", "IDEMPOTENCY_HOURS", "MAX_PLAN_ATTEMPTS", "Store"]
 
 #: Seconds a worker holds a claimed plan unless it renews the lease (it renews every
 #: third of this while the plan runs).
 DEFAULT_LEASE_S = 60.0
+#: Hours an ``Idempotency-Key`` and its response are kept (a retry within them replays it).
+IDEMPOTENCY_HOURS = 24.0
 #: Claims of one plan before a plan whose worker keeps dying is failed, not re-queued.
 MAX_PLAN_ATTEMPTS = 2
 
@@ -299,6 +301,47 @@ class Store(abc.ABC):
         ------
         InputValidationError
             The field-level report.
+        """
+
+    @abc.abstractmethod
+    def needs_near(
+        self, category: str, lat: float, lon: float, km: float
+    ) -> list[dict[str, Any]]:
+        """Return the needs of ``category`` within ``km`` (great circle) of a point.
+
+        Each with ``distance_m``, nearest first (ties by ``need_id``); for the intake's
+        near-duplicate check (:func:`matcher.intake.take_report`).
+        """
+
+    @abc.abstractmethod
+    def link_report(
+        self, report: Mapping[str, Any], need_id: str, actor: str
+    ) -> dict[str, Any]:
+        """Keep a report that duplicates need ``need_id``, without adding its demand.
+
+        ``report`` is a validated need record; it is stored as a linked report (its id
+        ``report_id``), audited, and returned. The need is unchanged.
+        """
+
+    @abc.abstractmethod
+    def linked_reports(self, need_id: str) -> list[dict[str, Any]]:
+        """Return the reports linked to a need, oldest first."""
+
+    @abc.abstractmethod
+    def idempotent_response(self, actor: str, key: str) -> tuple[str, int, str] | None:
+        """Return ``(request_hash, status, response)`` kept for an ``Idempotency-Key``.
+
+        Keys are per actor (API key) and kept :data:`IDEMPOTENCY_HOURS`; None when unknown.
+        """
+
+    @abc.abstractmethod
+    def remember_response(
+        self, actor: str, key: str, request_hash: str, status: int, response: str
+    ) -> None:
+        """Keep the response to a request made with an ``Idempotency-Key``.
+
+        Inside the transaction that did the request's writes, so that both or neither
+        are kept; keys older than :data:`IDEMPOTENCY_HOURS` are dropped.
         """
 
     @abc.abstractmethod

@@ -188,6 +188,42 @@ _LEASES: tuple[str, ...] = (
     "UPDATE plans SET lease_until = COALESCE(started_at, created_at) WHERE status = 'running'",
 )
 
+_INTAKE = (
+    # a POST with an Idempotency-Key: its answer, replayed to a retry of the same request
+    """CREATE TABLE idempotency_keys (
+        actor TEXT NOT NULL,
+        idem_key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        response TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (actor, idem_key)
+    )""",
+    "CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at)",
+    # a report linked to a need it duplicates: kept, its demand not counted twice
+    """CREATE TABLE linked_reports (
+        report_id TEXT PRIMARY KEY NOT NULL,
+        need_id TEXT NOT NULL,
+        category TEXT NOT NULL,
+        lat {float} NOT NULL,
+        lon {float} NOT NULL,
+        demand {float} NOT NULL,
+        severity INTEGER NOT NULL,
+        languages TEXT NOT NULL DEFAULT '',
+        reported_at TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT '',
+        actor TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX linked_reports_need ON linked_reports (need_id)",
+    "CREATE INDEX needs_reported ON needs (category, reported_at)",
+)
+
+
+def _intake(dialect: str) -> tuple[str, ...]:
+    return tuple(t.format(**_DIALECT[dialect]) for t in _INTAKE)
+
+
 #: Every migration, in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -196,6 +232,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         _schema_1("postgresql"),
     ),
     Migration("plan jobs claimed by workers under a lease", _LEASES, _LEASES),
+    Migration(
+        "intake: idempotency keys and reports linked to the need they duplicate",
+        _intake("sqlite"),
+        _intake("postgresql"),
+    ),
 )
 
 _VERSION_TABLE = (

@@ -34,6 +34,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import threading
@@ -47,7 +48,7 @@ import pandas as pd
 
 from .._errors import InputValidationError, Problem
 from . import migrations
-from .base import DEFAULT_LEASE_S, MAX_PLAN_ATTEMPTS, Store
+from .base import DEFAULT_LEASE_S, IDEMPOTENCY_HOURS, MAX_PLAN_ATTEMPTS, Store
 from .entities import (
     FILE_NAME,
     MAX_ERROR,
@@ -119,6 +120,10 @@ class Connection(Protocol):
 def _later(seconds: float) -> str:
     at = _dt.datetime.now(_dt.UTC) + _dt.timedelta(seconds=seconds)
     return at.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _hours_ago(hours: float) -> str:
+    return _later(-hours * 3600.0)
 
 
 def _check_lease(lease_s: float) -> float:
@@ -528,8 +533,15 @@ class SQLStore(Store):
             return self._fetch(conn, NEED, need_id)
 
     def create_need(self, record: Mapping[str, Any], actor: str) -> dict[str, Any]:
-        """Store a new need (see :meth:`Store.create_need`)."""
-        return self._create(NEED, record, actor)
+        """Store a new need (see :meth:`Store.create_need`); a linked report's id is taken."""
+        need_id = str(record.get("need_id", ""))
+        with self._write() as conn:
+            taken = conn.execute(
+                "SELECT 1 FROM linked_reports WHERE report_id = ?", (need_id,)
+            ).fetchone()
+            if taken is not None:
+                raise AlreadyExistsError("need", need_id)
+            return self._create(NEED, record, actor)
 
     def upsert_need(self, record: Mapping[str, Any], actor: str) -> dict[str, Any]:
         """Store a need, new or replacing (see :meth:`Store.upsert_need`)."""
@@ -554,6 +566,99 @@ class SQLStore(Store):
             stored = self._fetch(conn, NEED, need_id)
         assert stored is not None
         return stored
+
+    def needs_near(
+        self, category: str, lat: float, lon: float, km: float
+    ) -> list[dict[str, Any]]:
+        """Return the needs of a category near a point (see :meth:`Store.needs_near`)."""
+        from ..geo import haversine_km
+
+        dlat = km / 111.0
+        dlon = km / max(111.0 * math.cos(math.radians(min(abs(lat), 89.0))), 1e-6)
+        cols = ", ".join(NEED.stored)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {cols} FROM needs WHERE category = ? AND lat BETWEEN ? AND ? "
+                "AND lon BETWEEN ? AND ?",
+                (category, lat - dlat, lat + dlat, lon - dlon, lon + dlon),
+            ).fetchall()
+        out = []
+        for row in rows:
+            rec = dict(zip(NEED.stored, row, strict=True))
+            d = float(haversine_km(lat, lon, float(rec["lat"]), float(rec["lon"])))
+            if d <= km:
+                out.append(rec | {"distance_m": round(d * 1000.0, 1)})
+        return sorted(out, key=lambda r: (r["distance_m"], r["need_id"]))
+
+    def link_report(
+        self, report: Mapping[str, Any], need_id: str, actor: str
+    ) -> dict[str, Any]:
+        """Keep a report linked to a need (see :meth:`Store.link_report`)."""
+        check_actor(actor)
+        rec = validate_record(NEED, report, self._taxonomy)
+        row = {
+            "report_id": rec["need_id"], "need_id": need_id, "category": rec["category"],
+            "lat": rec["lat"], "lon": rec["lon"], "demand": rec["demand"],
+            "severity": rec["severity"], "languages": rec["languages"],
+            "reported_at": rec["reported_at"], "source": rec["source"], "actor": actor,
+            "created_at": now(),
+        }  # fmt: skip
+        with self._write() as conn:
+            if self._fetch(conn, NEED, need_id) is None:
+                raise NotFoundError("need", need_id)
+            taken = conn.execute(
+                "SELECT 1 FROM linked_reports WHERE report_id = ? UNION ALL "
+                "SELECT 1 FROM needs WHERE need_id = ?",
+                (row["report_id"], row["report_id"]),
+            ).fetchone()
+            if taken is not None:
+                raise AlreadyExistsError("need", row["report_id"])
+            names = ", ".join(row)
+            marks = ", ".join("?" for _ in row)
+            conn.execute(
+                f"INSERT INTO linked_reports ({names}) VALUES ({marks})", tuple(row.values())
+            )
+            self._audit(conn, actor, "link", "need", need_id, {"report_id": row["report_id"]})
+        return row
+
+    def linked_reports(self, need_id: str) -> list[dict[str, Any]]:
+        """Return the reports linked to a need (see :meth:`Store.linked_reports`)."""
+        cols = ("report_id", "need_id", "category", "lat", "lon", "demand", "severity",
+                "languages", "reported_at", "source", "actor", "created_at")  # fmt: skip
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(cols)} FROM linked_reports WHERE need_id = ? "
+                "ORDER BY created_at, report_id",
+                (need_id,),
+            ).fetchall()
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def idempotent_response(self, actor: str, key: str) -> tuple[str, int, str] | None:
+        """Return the kept response of a key (see :meth:`Store.idempotent_response`)."""
+        since = _hours_ago(IDEMPOTENCY_HOURS)
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT request_hash, status, response FROM idempotency_keys "
+                "WHERE actor = ? AND idem_key = ? AND created_at >= ?",
+                (actor, key, since),
+            ).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]), str(row[2]))
+
+    def remember_response(
+        self, actor: str, key: str, request_hash: str, status: int, response: str
+    ) -> None:
+        """Keep a key's response (see :meth:`Store.remember_response`)."""
+        with self._write() as conn:
+            since = _hours_ago(IDEMPOTENCY_HOURS)
+            conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (since,))
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE actor = ? AND idem_key = ?", (actor, key)
+            )
+            conn.execute(
+                "INSERT INTO idempotency_keys (actor, idem_key, request_hash, status, response, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (actor, key, request_hash, status, response, now()),
+            )
 
     def update_need(
         self, need_id: str, record: Mapping[str, Any], expected_version: int, actor: str
