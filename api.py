@@ -20,11 +20,12 @@ from flask import Flask
 
 from matcher import access, limits
 from matcher.access import KeyCache
+from matcher.holds import HoldPolicy
 from matcher.intake import IntakePolicy
 from matcher.jobs import PlanWorker
 from matcher.ratelimit import RateLimiter
 from matcher.store import DEFAULT_LEASE_S, open_store
-from matcher_api import meta, nearby, plans, records, webmap
+from matcher_api import holds, meta, nearby, plans, records, webmap
 from matcher_api.auth import log_access, secure_headers, started
 from matcher_api.openapi import MatcherApi
 from matcher_api.problems import register_errors
@@ -32,7 +33,7 @@ from matcher_api.problems import register_errors
 __all__ = ["create_app"]
 
 #: The blueprints of ``/api/v1``, in the order of the OpenAPI document.
-BLUEPRINTS = (meta.blp, records.blp, plans.blp, nearby.blp)
+BLUEPRINTS = (meta.blp, records.blp, plans.blp, nearby.blp, holds.blp)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -46,7 +47,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     it), ``KEY_CACHE_S`` (seconds an
     authenticated key is remembered: a revoked key stops working within them),
     ``DUPLICATE_M`` and ``DUPLICATE_HOURS`` (a reported concern this close in space and
-    time to a stored need of its category is linked to it: :class:`matcher.intake.IntakePolicy`).
+    time to a stored need of its category is linked to it: :class:`matcher.intake.IntakePolicy`),
+    ``HOLD_MINUTES`` and ``HOLD_MAX_MINUTES`` (how long a referral holds units at a partner,
+    by default and at most: :class:`matcher.holds.HoldPolicy`).
     """
     app = Flask(__name__)
     app.config.from_mapping(
@@ -62,6 +65,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         PLAN_QUEUE_CAP=dict(access.PLAN_QUEUE_CAP),
         DUPLICATE_M=IntakePolicy.duplicate_m,
         DUPLICATE_HOURS=IntakePolicy.duplicate_hours,
+        HOLD_MINUTES=HoldPolicy.minutes,
+        HOLD_MAX_MINUTES=HoldPolicy.max_minutes,
         API_TITLE="matcher",
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",
@@ -83,6 +88,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.extensions["matcher_jobs"] = worker
     app.extensions["matcher_intake"] = IntakePolicy(
         float(app.config["DUPLICATE_M"]), float(app.config["DUPLICATE_HOURS"])
+    )
+    app.extensions["matcher_holds"] = HoldPolicy(
+        float(app.config["HOLD_MINUTES"]), float(app.config["HOLD_MAX_MINUTES"])
     )
     app.extensions["matcher_nearby"] = {}
     app.extensions["matcher_keys"] = KeyCache(

@@ -79,6 +79,10 @@ POLICY: dict[tuple[str, str], tuple[str, ...]] = {
     ("plans", "create"): WRITERS,
     ("scenarios", "create"): WRITERS,
     ("nearby", "read"): ROLES,
+    # a hold is released by its maker, a planner or an admin (matcher.holds.release_hold)
+    ("holds", "read"): ROLES,
+    ("holds", "create"): ROLES,
+    ("holds", "delete"): ROLES,
 }
 
 #: Most plans (and scenarios) queued or running at once, per role.

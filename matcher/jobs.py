@@ -111,6 +111,17 @@ def plan_artifacts(
     return Artifacts(summary, dict(sorted(files.items())), usage)
 
 
+def plan_in_force(store: Store) -> PlanRecord | None:
+    """Return the last finished plan (no scenario) if made at volunteers' grid points.
+
+    A plan of an older store, made from exact points, is never in force: nothing computed
+    from it (free capacity, clusters, its summary) reaches a non-admin.
+    """
+    latest = store.latest_done_plan(exclude_scenarios=True)
+    grid = latest is not None and (latest.parameters or {}).get("volunteer_points") == "grid"
+    return latest if grid else None
+
+
 def load_plan_model(store: Store, plan_id: str) -> ClusterModel | None:
     """Return the clustering model stored with a plan, or None when it has none."""
     from .clustering import ClusterModel

@@ -31,6 +31,8 @@ RESOURCES = {
     "PartnerItem": "partners",
     "Needs": "needs",
     "NeedItem": "needs",
+    "Holds": "holds",
+    "HoldItem": "holds",
     "Plans": "plans",
     "PlanScenarios": "scenarios",
     "PlanItem": "plans",

@@ -19,6 +19,8 @@ from matcher import (
 )
 from matcher.store import (
     AlreadyExistsError,
+    HoldStateError,
+    NotEnoughCapacityError,
     NotFoundError,
     PlanStateError,
     StoreBusyError,
@@ -63,8 +65,13 @@ def register_errors(app: Flask) -> None:
 
     @app.errorhandler(AlreadyExistsError)
     @app.errorhandler(PlanStateError)
+    @app.errorhandler(HoldStateError)
     def _conflict(exc: MatcherError) -> Response:
         return problem(409, "Conflict", str(exc))
+
+    @app.errorhandler(NotEnoughCapacityError)
+    def _full(exc: NotEnoughCapacityError) -> Response:
+        return problem(409, "Conflict", str(exc), free_capacity=exc.free, partner_id=exc.partner_id)
 
     @app.errorhandler(access.ForbiddenError)
     def _forbidden(exc: access.ForbiddenError) -> Response:

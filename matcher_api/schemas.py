@@ -678,3 +678,60 @@ class PlanMapSchema(ma.Schema):
         allow_none=True,
         metadata={"description": "floors.csv (plans with min_coverage); null without floors"},
     )
+
+
+class HoldWrite(ma.Schema):
+    """A hold as POST /holds takes it."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    partner_id = ma.fields.String(
+        required=True, validate=ma.validate.Length(1, limits.MAX_ID_CHARS)
+    )
+    units = ma.fields.Float(
+        required=True,
+        validate=ma.validate.Range(0, limits.MAX_UNITS, min_inclusive=False),
+        metadata={"description": "units to hold: at most the partner's free capacity"},
+    )
+    need_id = ma.fields.String(
+        validate=ma.validate.Length(1, limits.MAX_ID_CHARS),
+        metadata={"description": "the need referred (the partner must offer its category)"},
+    )
+    minutes = ma.fields.Float(
+        validate=ma.validate.Range(0, 7 * 24 * 60.0, min_inclusive=False),
+        metadata={"description": "how long the hold lasts (default 30; at most the "
+                  "service's HOLD_MAX_MINUTES)"},
+    )
+
+
+class HoldRecord(ma.Schema):
+    """A hold: units held at a partner for a referral until it expires or is released."""
+
+    hold_id = ma.fields.String(required=True)
+    partner_id = ma.fields.String(required=True)
+    need_id = ma.fields.String(required=True)
+    units = ma.fields.Float(required=True)
+    created_at = ma.fields.String(required=True)
+    expires_at = ma.fields.String(required=True)
+    released_at = ma.fields.String(required=True, allow_none=True)
+    reason = ma.fields.String(required=True)
+    active = ma.fields.Boolean(required=True)
+    mine = ma.fields.Boolean(required=True, metadata={"description": "placed with your key"})
+    actor = ma.fields.String(metadata={"description": "the key that placed it (admins only)"})
+
+
+class HoldList(ma.Schema):
+    holds = ma.fields.List(ma.fields.Nested(HoldRecord), required=True)
+
+
+class HoldListArgs(ma.Schema):
+    partner_id = ma.fields.String(validate=ma.validate.Length(1, limits.MAX_ID_CHARS))
+    active = ma.fields.Boolean(load_default=True)
+    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(1, limits.MAX_PAGE))
+
+
+class HoldReleaseArgs(ma.Schema):
+    reason = ma.fields.String(
+        load_default="cancelled", validate=ma.validate.OneOf(("declined", "cancelled", "used"))
+    )

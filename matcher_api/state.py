@@ -13,11 +13,13 @@ from matcher import (
 )
 from matcher.intake import IntakePolicy
 from matcher.jobs import load_plan_model
+from matcher.jobs import plan_in_force as core_plan_in_force
 from matcher.nearby import NearbyIndex
 from matcher.store import (
     PlanRecord,
     Store,
 )
+from matcher.store.entities import now
 
 
 def store() -> Store:
@@ -61,8 +63,7 @@ def plan_in_force() -> Any:
     A plan of an older store, made from exact points, is never in force: nothing computed
     from it (free capacity, clusters, its summary) reaches a non-admin.
     """
-    latest = store().latest_done_plan(exclude_scenarios=True)
-    return latest if latest is not None and grid_plan(latest) else None
+    return core_plan_in_force(store())
 
 
 def nearby_index(*, exact: bool) -> NearbyIndex:
@@ -75,16 +76,25 @@ def nearby_index(*, exact: bool) -> NearbyIndex:
     revision = st.revision()
     cache = current_app.extensions["matcher_nearby"]
     hit = cache.get(exact)
-    if hit is not None and hit[0] == revision:
-        return hit[1]  # type: ignore[no-any-return]
+    if hit is not None and hit[0] == revision and not _expired(hit[1]):
+        return hit[2]  # type: ignore[no-any-return]
     with _cache_lock:
         hit = cache.get(exact)
-        if hit is None or hit[0] != revision:
+        if hit is None or hit[0] != revision or _expired(hit[1]):
             latest = plan_in_force()
-            usage = st.partner_usage(latest.plan_id) if latest else {}
-            hit = (revision, NearbyIndex.from_frame(st.partners_frame(), usage, exact=exact))
+            usage = dict(st.partner_usage(latest.plan_id)) if latest else {}
+            held, first_expiry = st.held_units()  # active referral holds count as used
+            for pid, units in held.items():
+                usage[pid] = usage.get(pid, 0.0) + units
+            index = NearbyIndex.from_frame(st.partners_frame(), usage, exact=exact)
+            hit = (revision, first_expiry, index)
             cache[exact] = hit
-        return hit[1]  # type: ignore[no-any-return]
+        return hit[2]  # type: ignore[no-any-return]
+
+
+def _expired(first_expiry: str | None) -> bool:
+    """Whether a hold counted in a cached index has expired since (the index is stale)."""
+    return first_expiry is not None and first_expiry <= now()
 
 
 def latest_model() -> ClusterModel | None:

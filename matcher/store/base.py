@@ -345,6 +345,40 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def create_hold(self, hold: Mapping[str, Any], actor: str) -> dict[str, Any]:
+        """Store a hold (``hold_id, partner_id, need_id, units, expires_at``); return it.
+
+        The caller checks the partner's free capacity in the same transaction
+        (:func:`matcher.holds.place_hold`).
+        """
+
+    @abc.abstractmethod
+    def get_hold(self, hold_id: str) -> dict[str, Any] | None:
+        """Return one hold (with ``active``) or None."""
+
+    @abc.abstractmethod
+    def list_holds(
+        self, *, partner_id: str | None = None, active_only: bool = True, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Return holds, newest first (only those neither released nor expired by default)."""
+
+    @abc.abstractmethod
+    def release_hold(self, hold_id: str, reason: str, actor: str) -> dict[str, Any]:
+        """Release an active hold (``reason``: declined, cancelled, used); return it.
+
+        Raises
+        ------
+        NotFoundError
+            No such hold.
+        HoldStateError
+            It was released or expired already.
+        """
+
+    @abc.abstractmethod
+    def held_units(self) -> tuple[dict[str, float], str | None]:
+        """Return units held now per partner, and when the first active hold expires."""
+
+    @abc.abstractmethod
     def update_need(
         self, need_id: str, record: Mapping[str, Any], expected_version: int, actor: str
     ) -> dict[str, Any]:

@@ -220,6 +220,27 @@ _INTAKE = (
 )
 
 
+_HOLDS = (
+    # units held at a partner for a referral until expires_at, unless released before
+    """CREATE TABLE holds (
+        hold_id TEXT PRIMARY KEY NOT NULL,
+        partner_id TEXT NOT NULL,
+        need_id TEXT NOT NULL DEFAULT '',
+        units {float} NOT NULL CHECK (units > 0),
+        actor TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        released_at TEXT,
+        reason TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX holds_active ON holds (expires_at, partner_id)",
+)
+
+
+def _holds(dialect: str) -> tuple[str, ...]:
+    return tuple(t.format(**_DIALECT[dialect]) for t in _HOLDS)
+
+
 def _intake(dialect: str) -> tuple[str, ...]:
     return tuple(t.format(**_DIALECT[dialect]) for t in _INTAKE)
 
@@ -237,6 +258,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _intake("sqlite"),
         _intake("postgresql"),
     ),
+    Migration("referrals hold units at a partner", _holds("sqlite"), _holds("postgresql")),
 )
 
 _VERSION_TABLE = (

@@ -21,8 +21,10 @@ __all__ = [
     "AlreadyExistsError",
     "ApiKeyInfo",
     "AuditEntry",
+    "HoldStateError",
     "ImportResult",
     "NEED_FRAME_COLUMNS",
+    "NotEnoughCapacityError",
     "NotFoundError",
     "PARTNER_FRAME_COLUMNS",
     "PENDING_STATUSES",
@@ -125,6 +127,20 @@ class VersionConflictError(StoreError):
 
 class PlanStateError(StoreError):
     """A plan lifecycle step that its current status does not allow (e.g. done -> running)."""
+
+
+class HoldStateError(StoreError):
+    """A hold that is released or expired already cannot be released again."""
+
+
+class NotEnoughCapacityError(StoreError):
+    """A hold asks for more units than the partner has free (``free`` says how many)."""
+
+    def __init__(self, partner_id: str, asked: float, free: float) -> None:
+        self.partner_id, self.asked, self.free = partner_id, asked, free
+        super().__init__(
+            f"partner {partner_id!r} has {free:g} unit(s) free, fewer than the {asked:g} asked"
+        )
 
 
 # --------------------------------------------------------------------------- records

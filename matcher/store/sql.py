@@ -75,6 +75,7 @@ from .records import (
     AlreadyExistsError,
     ApiKeyInfo,
     AuditEntry,
+    HoldStateError,
     ImportResult,
     NotFoundError,
     PlanRecord,
@@ -659,6 +660,91 @@ class SQLStore(Store):
                 "created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (actor, key, request_hash, status, response, now()),
             )
+
+    _HOLD = ("hold_id", "partner_id", "need_id", "units", "actor", "created_at", "expires_at",
+             "released_at", "reason")  # fmt: skip
+
+    def _hold(self, row: Sequence[Any]) -> dict[str, Any]:
+        rec = dict(zip(self._HOLD, row, strict=True))
+        rec["units"] = float(rec["units"])
+        rec["active"] = rec["released_at"] is None and str(rec["expires_at"]) > now()
+        return rec
+
+    def create_hold(self, hold: Mapping[str, Any], actor: str) -> dict[str, Any]:
+        """Store a hold (see :meth:`Store.create_hold`)."""
+        check_actor(actor)
+        row = (
+            str(hold["hold_id"]), str(hold["partner_id"]), str(hold.get("need_id") or ""),
+            float(hold["units"]), actor, now(), str(hold["expires_at"]), None, "",
+        )  # fmt: skip
+        with self._write() as conn:
+            marks = ", ".join("?" for _ in self._HOLD)
+            conn.execute(f"INSERT INTO holds ({', '.join(self._HOLD)}) VALUES ({marks})", row)
+            self._audit(conn, actor, "create", "hold", row[0],
+                        {"partner_id": row[1], "units": row[3], "expires_at": row[6]})  # fmt: skip
+        return self._hold(row)
+
+    def get_hold(self, hold_id: str) -> dict[str, Any] | None:
+        """Return one hold (see :meth:`Store.get_hold`)."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {', '.join(self._HOLD)} FROM holds WHERE hold_id = ?", (hold_id,)
+            ).fetchone()
+        return None if row is None else self._hold(row)
+
+    def list_holds(
+        self, *, partner_id: str | None = None, active_only: bool = True, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Return holds (see :meth:`Store.list_holds`)."""
+        check_page(limit, 0)
+        where, args = [], []
+        if partner_id is not None:
+            where.append("partner_id = ?")
+            args.append(partner_id)
+        if active_only:
+            where.append("released_at IS NULL AND expires_at > ?")
+            args.append(now())
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(self._HOLD)} FROM holds {clause}"
+                "ORDER BY created_at DESC, hold_id LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [self._hold(r) for r in rows]
+
+    def release_hold(self, hold_id: str, reason: str, actor: str) -> dict[str, Any]:
+        """Release an active hold (see :meth:`Store.release_hold`)."""
+        check_actor(actor)
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT {', '.join(self._HOLD)} FROM holds WHERE hold_id = ?", (hold_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError("hold", hold_id)
+            current = self._hold(row)
+            if not current["active"]:
+                state = "released" if current["released_at"] else "expired"
+                raise HoldStateError(f"hold {hold_id!r} is {state} already")
+            at = now()
+            conn.execute(
+                "UPDATE holds SET released_at = ?, reason = ? WHERE hold_id = ?",
+                (at, reason, hold_id),
+            )
+            self._audit(conn, actor, "release", "hold", hold_id, {"reason": reason})
+        return current | {"released_at": at, "reason": reason, "active": False}
+
+    def held_units(self) -> tuple[dict[str, float], str | None]:
+        """Return units held now per partner (see :meth:`Store.held_units`)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT partner_id, SUM(units), MIN(expires_at) FROM holds "
+                "WHERE released_at IS NULL AND expires_at > ? GROUP BY partner_id",
+                (now(),),
+            ).fetchall()
+        held = {str(r[0]): float(r[1]) for r in rows}
+        first = min((str(r[2]) for r in rows), default=None)
+        return held, first
 
     def update_need(
         self, need_id: str, record: Mapping[str, Any], expected_version: int, actor: str
