@@ -31,6 +31,7 @@ RESOURCES = {
     "PartnerItem": "partners",
     "Needs": "needs",
     "NeedItem": "needs",
+    "LinkedReports": "needs",
     "Holds": "holds",
     "HoldItem": "holds",
     "Plans": "plans",

@@ -47,6 +47,8 @@ from .problems import unprocessable
 from .schemas import (
     GeoJSONUpload,
     ImportResult,
+    LinkedReportArgs,
+    LinkedReportList,
     NeedIntake,
     NeedPage,
     NeedRecord,
@@ -338,6 +340,30 @@ class Needs(MethodView):
         if replayed:
             resp.headers["Idempotent-Replayed"] = "true"
         return resp
+
+
+@blp.route("/linked-reports")
+class LinkedReports(MethodView):
+    @blp.arguments(LinkedReportArgs, location="query")
+    @blp.response(200, LinkedReportList)
+    @blp.answers(404, *KEYED)
+    def get(self, args: dict[str, Any]) -> Response:
+        """List the reports linked to a need as its near duplicates, oldest first.
+
+        Who reported each is shown to admins only (``mine`` tells a reporter its own).
+        """
+        need_id = args["need_id"]
+        if store().get_need(need_id) is None:
+            raise NotFoundError("need", need_id)
+        rows = []
+        for rep in store().linked_reports(need_id):
+            row = {k: v for k, v in rep.items() if k != "actor"} | {
+                "mine": rep["actor"] == g.key_id
+            }
+            if is_admin():
+                row["actor"] = rep["actor"]
+            rows.append(row)
+        return Response(json.dumps({"reports": rows}), mimetype="application/json")
 
 
 @blp.route("/needs/<path:need_id>", parameters=path_id_param("need_id"))

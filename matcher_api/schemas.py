@@ -735,3 +735,29 @@ class HoldReleaseArgs(ma.Schema):
     reason = ma.fields.String(
         load_default="cancelled", validate=ma.validate.OneOf(("declined", "cancelled", "used"))
     )
+
+
+class LinkedReportArgs(ma.Schema):
+    need_id = ma.fields.String(required=True, validate=ma.validate.Length(1, limits.MAX_ID_CHARS))
+
+
+class LinkedReport(ma.Schema):
+    """A report kept linked to the need it duplicates (its demand not counted twice)."""
+
+    report_id = ma.fields.String(required=True)
+    need_id = ma.fields.String(required=True)
+    category = ma.fields.String(required=True)
+    lat = ma.fields.Float(required=True)
+    lon = ma.fields.Float(required=True)
+    demand = ma.fields.Float(required=True)
+    severity = ma.fields.Integer(required=True)
+    languages = ma.fields.String(required=True)
+    reported_at = ma.fields.String(required=True)
+    source = ma.fields.String(required=True)
+    created_at = ma.fields.String(required=True)
+    mine = ma.fields.Boolean(required=True, metadata={"description": "reported with your key"})
+    actor = ma.fields.String(metadata={"description": "the key that reported it (admins only)"})
+
+
+class LinkedReportList(ma.Schema):
+    reports = ma.fields.List(ma.fields.Nested(LinkedReport), required=True)

@@ -75,6 +75,15 @@ def test_a_near_duplicate_is_linked_not_counted_twice(served) -> None:  # noqa: 
     (kept,) = st.linked_reports(first["need_id"])
     assert kept["report_id"] == body["report_id"] and kept["demand"] == 5
     assert st.get_need(body["report_id"]) is None
+    # the linked reports of a need, through the API: who reported them for admins only
+    url = f"/api/v1/linked-reports?need_id={first['need_id']}"
+    (mine,) = c.get(url, headers=auth(keys["planner"])).get_json()["reports"]
+    assert mine["report_id"] == body["report_id"] and mine["mine"] and "actor" not in mine
+    (theirs,) = c.get(url, headers=auth(keys["outreach"])).get_json()["reports"]
+    assert theirs["mine"] is False and "actor" not in theirs
+    assert "actor" in c.get(url, headers=auth(keys["admin"])).get_json()["reports"][0]
+    missing = c.get("/api/v1/linked-reports?need_id=NOPE", headers=auth(keys["outreach"]))
+    assert missing.status_code == 404
     # not the same concern: another category, 200 m away, or two days apart
     for other in (
         HERE | {"category": "elderly_support"},
