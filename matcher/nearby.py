@@ -203,6 +203,55 @@ class NearbyIndex:
         answer = a["rows"]
         return [{**answer[i], "distance_km": round(d, 4)} for d, _, i in found[:limit]]
 
+    def search(
+        self,
+        lat: float,
+        lon: float,
+        radius_km: float,
+        *,
+        category: str | None = None,
+        kind: str | None = None,
+        limit: int = 20,
+        free_only: bool = False,
+        fallback: int = 3,
+        fallback_km: float = 500.0,
+    ) -> dict[str, Any]:
+        """Answer "what is near, with capacity": :meth:`query`, and where to go when nothing is.
+
+        Returns
+        -------
+        dict
+            ``results`` (:meth:`query`); ``nearest_free``: when no partner within the
+            radius has free capacity, up to ``fallback`` nearest that have some, within
+            ``fallback_km``, else ``[]``; ``statement``: what the answer means.
+        """
+        results = self.query(lat, lon, radius_km, category=category, kind=kind, limit=limit,
+                             free_only=free_only)  # fmt: skip
+        what = f"{category} " if category else ""
+        if any(r["free_capacity"] > 0 for r in results):
+            free = sum(r["free_capacity"] > 0 for r in results)
+            return {"results": results, "nearest_free": [],
+                    "statement": f"{free} {what}partner(s) with free capacity within "
+                    f"{radius_km:g} km"}  # fmt: skip
+        nearest = self.query(lat, lon, fallback_km, category=category, kind=kind,
+                             limit=fallback, free_only=True)  # fmt: skip
+        inside = len(self.query(lat, lon, radius_km, category=category, kind=kind,
+                                limit=10_000))  # fmt: skip
+        head = (
+            f"none of the {inside} {what}partner(s) within {radius_km:g} km has free capacity"
+            if inside
+            else f"no {what}partner within {radius_km:g} km"
+        )
+        if nearest:
+            first = nearest[0]
+            tail = (
+                f"; the nearest with capacity is {first['name']}, "
+                f"{first['distance_km']:g} km away"
+            )
+        else:
+            tail = f"; none with capacity within {fallback_km:g} km"
+        return {"results": results, "nearest_free": nearest, "statement": head + tail}
+
     def _nearest(
         self, tree: cKDTree, pos: npt.NDArray[np.int64], point: np.ndarray, chord: float, k: int
     ) -> tuple[list[int], list[float], bool]:

@@ -12,6 +12,7 @@ import matcher
 from matcher import (
     InputValidationError,
     Problem,
+    limits,
 )
 
 from .openapi import KEYED, blueprint
@@ -29,7 +30,12 @@ class Nearby(MethodView):
     @blp.response(200, NearbyResponse)
     @blp.answers(*KEYED)
     def get(self, args: dict[str, Any]) -> Response:
-        """Find partners within a great-circle radius, nearest first, with free capacity."""
+        """Find partners within a great-circle radius, nearest first, with free capacity.
+
+        With ``free_only``, only partners with free capacity. When none within the radius
+        has free capacity, ``nearest_free`` gives the nearest that do (up to 3, within
+        500 km) and ``statement`` says so.
+        """
         category = args.get("category")
         if category is not None:
             code = matcher.default_taxonomy().resolve(category)
@@ -46,13 +52,15 @@ class Nearby(MethodView):
                     ]
                 )
             category = code
-        results = nearby_index(exact=is_admin()).query(
+        answer = nearby_index(exact=is_admin()).search(
             args["lat"],
             args["lon"],
             args["radius_km"],
             category=category,
             kind=args.get("kind"),
             limit=args["limit"],
+            free_only=args["free_only"],
+            fallback_km=limits.MAX_SEARCH_RADIUS_KM,
         )
         # the hot path: plain JSON of plain values (NearbyResponse documents it)
-        return Response(json.dumps({"results": results}), mimetype="application/json")
+        return Response(json.dumps(answer), mimetype="application/json")

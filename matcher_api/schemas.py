@@ -128,6 +128,9 @@ class NearbyArgs(ma.Schema):
     limit = ma.fields.Integer(
         load_default=20, validate=ma.validate.Range(1, limits.MAX_NEARBY_RESULTS)
     )
+    free_only = ma.fields.Boolean(
+        load_default=False, metadata={"description": "only partners with free capacity"}
+    )
 
 
 class PartnerWrite(ma.Schema):
@@ -392,6 +395,13 @@ class NearbyResult(ma.Schema):
 
 class NearbyResponse(ma.Schema):
     results = ma.fields.List(ma.fields.Nested(NearbyResult), required=True)
+    nearest_free = ma.fields.List(
+        ma.fields.Nested(NearbyResult),
+        required=True,
+        metadata={"description": "when no partner within the radius has free capacity: the "
+                  "nearest that have some (up to 3, within 500 km); else empty"},
+    )
+    statement = ma.fields.String(required=True, metadata={"description": "what the answer means"})
 
 
 class ProblemItem(ma.Schema):

@@ -126,3 +126,27 @@ def test_the_hold_policy_is_bounded() -> None:
         HoldPolicy(minutes=0)
     with pytest.raises(ValueError, match="max_minutes"):
         HoldPolicy(minutes=60, max_minutes=30)
+
+
+def test_nearby_says_where_capacity_is_when_holds_fill_a_partner(served) -> None:  # noqa: F811
+    app, keys, c = served
+    p = _partner(app)
+    category = p["categories"].split(";")[0]
+    h = auth(keys["outreach"])
+    q = f"/api/v1/resources/nearby?lat={p['lat']}&lon={p['lon']}&radius_km=0.01&category={category}"
+    here = c.get(q, headers=h).get_json()["results"]  # the partner, and any at its address
+    assert PARTNER in [r["partner_id"] for r in here]
+    for r in here:  # every one of them held full
+        body = {"partner_id": r["partner_id"], "units": r["free_capacity"]}
+        assert c.post(HOLDS, json=body, headers=h).status_code == 201
+    body = c.get(q, headers=h).get_json()
+    assert [r["partner_id"] for r in body["results"]] == [r["partner_id"] for r in here]
+    assert all(r["free_capacity"] == 0 for r in body["results"])
+    assert body["nearest_free"] and all(r["free_capacity"] > 0 for r in body["nearest_free"])
+    first = body["nearest_free"][0]
+    assert first["distance_km"] > 0.01
+    assert body["statement"] == (
+        f"none of the {len(here)} {category} partner(s) within 0.01 km has free capacity; the "
+        f"nearest with capacity is {first['name']}, {first['distance_km']:g} km away"
+    )
+    assert c.get(q + "&free_only=true", headers=h).get_json()["results"] == []

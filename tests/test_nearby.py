@@ -124,3 +124,24 @@ def test_intake_places_need_and_explains_when_nobody_is_free():
     far = dict(need, lat=45.0)
     none = recommend_for_need(far, NearbyIndex.from_frame(df, {}), model)
     assert none.cluster_id is None and "no_partner_in_range" in none.statement
+
+
+def test_search_says_where_capacity_is_when_none_is_near() -> None:
+    df = pd.DataFrame({"partner_id": ["a", "b", "c"], "name": ["A", "B", "C"],
+                       "kind": ["organization"] * 3, "categories": ["food_access"] * 3,
+                       "lat": [41.880, 41.881, 41.980], "lon": [-87.63, -87.63, -87.63],
+                       "capacity": [10.0, 5.0, 8.0], "radius_km": [3.0, 3.0, 3.0]})  # fmt: skip
+    idx = NearbyIndex.from_frame(df, {"a": 10.0, "b": 5.0})  # a and b are full
+    near = idx.search(41.8804, -87.63, 1.0, category="food_access")
+    assert [r["partner_id"] for r in near["results"]] == ["a", "b"]
+    assert [r["partner_id"] for r in near["nearest_free"]] == ["c"]
+    assert near["statement"] == (
+        "none of the 2 food_access partner(s) within 1 km has free capacity; the nearest "
+        f"with capacity is C, {near['nearest_free'][0]['distance_km']:g} km away"
+    )
+    assert idx.search(41.8805, -87.63, 1.0, free_only=True)["results"] == []
+    wide = idx.search(41.8805, -87.63, 20.0, category="food_access", free_only=True)
+    assert [r["partner_id"] for r in wide["results"]] == ["c"] and wide["nearest_free"] == []
+    assert wide["statement"] == "1 food_access partner(s) with free capacity within 20 km"
+    far = idx.search(0.0, 0.0, 1.0, fallback_km=100.0)
+    assert far["statement"] == "no partner within 1 km; none with capacity within 100 km"
