@@ -48,8 +48,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     authenticated key is remembered: a revoked key stops working within them),
     ``DUPLICATE_M`` and ``DUPLICATE_HOURS`` (a reported concern this close in space and
     time to a stored need of its category is linked to it: :class:`matcher.intake.IntakePolicy`),
-    ``HOLD_MINUTES`` and ``HOLD_MAX_MINUTES`` (how long a referral holds units at a partner,
-    by default and at most: :class:`matcher.holds.HoldPolicy`).
+    ``HOLD_MINUTES``, ``HOLD_MAX_MINUTES`` and ``HOLD_MAX_ACTIVE`` (how long a referral holds
+    units at a partner, by default and at most, and how many holds one key may have
+    active: :class:`matcher.holds.HoldPolicy`).
     """
     app = Flask(__name__)
     app.config.from_mapping(
@@ -67,6 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         DUPLICATE_HOURS=IntakePolicy.duplicate_hours,
         HOLD_MINUTES=HoldPolicy.minutes,
         HOLD_MAX_MINUTES=HoldPolicy.max_minutes,
+        HOLD_MAX_ACTIVE=HoldPolicy.max_active,
         API_TITLE="matcher",
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",
@@ -90,7 +92,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         float(app.config["DUPLICATE_M"]), float(app.config["DUPLICATE_HOURS"])
     )
     app.extensions["matcher_holds"] = HoldPolicy(
-        float(app.config["HOLD_MINUTES"]), float(app.config["HOLD_MAX_MINUTES"])
+        float(app.config["HOLD_MINUTES"]),
+        float(app.config["HOLD_MAX_MINUTES"]),
+        int(app.config["HOLD_MAX_ACTIVE"]),
     )
     app.extensions["matcher_nearby"] = {}
     app.extensions["matcher_keys"] = KeyCache(

@@ -32,8 +32,11 @@ __all__ = [
 
 #: Why a hold ends before it expires.
 RELEASE_REASONS: tuple[str, ...] = ("declined", "cancelled", "used")
-#: Longest hold, in minutes.
+#: Longest hold, in minutes; shortest (a hold must outlive its own request).
 MAX_HOLD_MINUTES = 7 * 24 * 60.0
+MIN_HOLD_MINUTES = 0.01
+#: Most active holds of one key any policy allows.
+MAX_ACTIVE_HOLDS = 10_000
 
 
 @dataclass(frozen=True)
@@ -42,16 +45,22 @@ class HoldPolicy:
 
     minutes: float = 30.0
     max_minutes: float = 24 * 60.0
+    #: Most holds one key has active at once (one key cannot block a city's referrals).
+    max_active: int = 50
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.max_active, int) and 1 <= self.max_active <= MAX_ACTIVE_HOLDS):
+            raise InputValidationError(
+                [Problem("hold policy", None, "max_active", self.max_active,
+                         f"must be a whole number from 1 to {MAX_ACTIVE_HOLDS}")]  # fmt: skip
+            )
         for name in ("minutes", "max_minutes"):
             value = getattr(self, name)
             ok = isinstance(value, int | float) and not isinstance(value, bool)
-            if not (ok and math.isfinite(value) and 0 < value <= MAX_HOLD_MINUTES):
-                raise InputValidationError(
-                    [Problem("hold policy", None, name, value,
-                             f"must be more than 0 and at most {MAX_HOLD_MINUTES:g}")]  # fmt: skip
-                )
+            low, high = MIN_HOLD_MINUTES, MAX_HOLD_MINUTES
+            if not (ok and math.isfinite(value) and low <= value <= high):
+                why = f"must be from {low:g} to {high:g}"
+                raise InputValidationError([Problem("hold policy", None, name, value, why)])
         if self.minutes > self.max_minutes:
             raise InputValidationError(
                 [Problem("hold policy", None, "minutes", self.minutes,
@@ -116,12 +125,16 @@ def place_hold(
     NotEnoughCapacityError
         Fewer units free than asked (the error says how many are).
     """
-    from .store import NotEnoughCapacityError, NotFoundError
+    from .store import NotEnoughCapacityError, NotFoundError, TooManyHoldsError
 
     policy = policy or HoldPolicy()
     asked = _number(units, "units", 0.0, MAX_UNITS)
     lasts = policy.minutes if minutes is None else _number(minutes, "minutes", 0.0,
                                                             policy.max_minutes)  # fmt: skip
+    if lasts < MIN_HOLD_MINUTES:
+        raise InputValidationError(
+            [Problem("hold", None, "minutes", minutes, f"must be at least {MIN_HOLD_MINUTES:g}")]
+        )
     with store.transaction():
         partner = store.get_partner(partner_id)
         if partner is None:
@@ -137,6 +150,12 @@ def place_hold(
                              f"is a {need['category']} need; partner {partner_id!r} offers "
                              f"{', '.join(offered)}")]  # fmt: skip
                 )
+        mine = store.list_holds(actor=actor, limit=policy.max_active + 1)
+        if len(mine) >= policy.max_active:
+            raise TooManyHoldsError(
+                f"this key has {len(mine)} active holds, the most one key may have; release "
+                "those no longer needed"
+            )
         free = free_capacity(store, partner)
         if asked > free + 1e-9:
             raise NotEnoughCapacityError(partner_id, asked, free)

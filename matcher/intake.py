@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import shapely
 
 from ._errors import InputValidationError, Problem
+from ._validate import NEED_FIELDS
 from .clustering import ClusterModel
 from .nearby import NearbyIndex
 
@@ -38,6 +39,9 @@ __all__ = [
     "MAX_DUPLICATE_HOURS",
 ]
 
+#: How old and how far ahead a report's ``reported_at`` may be.
+REPORT_PAST = _dt.timedelta(days=366)
+REPORT_FUTURE = _dt.timedelta(hours=1)
 #: Bounds of the near-duplicate check (0 turns it off).
 MAX_DUPLICATE_M = 5_000.0
 MAX_DUPLICATE_HOURS = 24.0 * 30
@@ -161,6 +165,14 @@ def take_report(
     rec = dict(record)
     if not rec.get("reported_at"):
         rec["reported_at"] = _utc_now()
+    at = _time(str(rec["reported_at"]))
+    now = _dt.datetime.now(_dt.UTC)
+    if at is not None and not (now - REPORT_PAST <= at <= now + REPORT_FUTURE):
+        raise InputValidationError(
+            [Problem("request body", None, "reported_at", rec["reported_at"],
+                     "a report is from the last 366 days, and not later than an hour from "
+                     "now (leave it out for now)")]  # fmt: skip
+        )
     if not rec.get("neighborhood"):
         rec["neighborhood"] = neighborhood_of(
             float(rec["lat"]), float(rec["lon"]), store.neighborhoods_frame()
@@ -173,12 +185,23 @@ def take_report(
         twin = _duplicate_of(store, rec, policy)
         if twin is not None:
             need, distance_m, hours = twin
+            need = {k: v for k, v in need.items() if k != "distance_m"}
             linked = store.link_report(rec, str(need["need_id"]), actor)
             statement = (
                 f"linked to need {need['need_id']}: the same {need['category']} concern "
                 f"reported {distance_m:g} m and {hours:.1f} h away; its demand is not "
                 "counted twice"
             )
+            # the concern is as large and as urgent as its largest, most urgent report
+            demand = max(float(need["demand"]), float(rec["demand"]))
+            severity = max(int(need["severity"]), int(rec["severity"]))
+            if (demand, severity) != (float(need["demand"]), int(need["severity"])):
+                fields = {k: need[k] for k in NEED_FIELDS}
+                need = store.update_need(
+                    str(need["need_id"]), fields | {"demand": demand, "severity": severity},
+                    expected_version=int(need["version"]), actor=actor,
+                )  # fmt: skip
+                statement += f"; the need now has demand {demand:g} and severity {severity}"
             return Report(need, False, str(linked["report_id"]), statement)
         stored = store.create_need(rec, actor)
     return Report(stored, True, str(stored["need_id"]), "a new need")
@@ -295,7 +318,7 @@ def recommend_for_need(
     elif len(reach):
         statement = (
             f"none: all {len(reach)} partner(s) offering {category} within reach are at "
-            "capacity under the latest plan (partners_in_range_full)"
+            "capacity: the latest plan and referral holds take it all (partners_in_range_full)"
         )
     else:
         statement = (

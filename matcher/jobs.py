@@ -167,10 +167,13 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     scenario = params.pop("scenario", None)
     recruit = params.pop("recruit", None)
     params.pop("taxonomy", None)  # the store's records use the default taxonomy
-    needs, partners = (
-        _stored(store.needs_frame(), "needs"),
-        _stored(store.partners_frame(), "partners"),
-    )
+    # units held for referrals are taken: a plan gives a partner only what is left
+    held, _ = store.held_units()
+    frame = store.partners_frame()
+    if held:
+        taken = frame["partner_id"].map(held).fillna(0.0).to_numpy(dtype=float)
+        frame = frame.assign(capacity=(frame["capacity"].to_numpy(dtype=float) - taken).clip(0))
+    needs, partners = _stored(store.needs_frame(), "needs"), _stored(frame, "partners")
     empty = [t.name for t in (needs, partners) if not len(t.frame)]
     if empty:  # as read_needs / read_partners say of an empty table
         raise InputValidationError(
@@ -180,7 +183,9 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     hoods = hoods if hoods is not None and len(hoods) else None
     if scenario is None:
         result = plan(needs, partners, neighborhoods=hoods, config=config_from_parameters(params))
-        return plan_artifacts(with_recruit_parameters(result, recruit), record.plan_id, hoods)
+        artifacts = plan_artifacts(with_recruit_parameters(result, recruit), record.plan_id, hoods)
+        artifacts.summary["held_for_referrals"] = round(float(sum(held.values())), 6)
+        return artifacts
     base_id = str(scenario.get("base_plan"))
     base = store.get_plan(base_id)
     if base is None or base.summary is None:

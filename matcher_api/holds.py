@@ -8,10 +8,13 @@ from typing import Any
 from flask import Response, current_app, g
 from flask.views import MethodView
 
+from matcher import Problem
 from matcher.holds import HoldPolicy, place_hold, release_hold
 from matcher.store import NotFoundError
 
-from .openapi import KEYED, LOCATION_HEADER, blueprint, path_id_param
+from .bodies import idempotency_key, request_digest
+from .openapi import IDEMPOTENCY_KEY, KEYED, LOCATION_HEADER, blueprint, path_id_param
+from .problems import unprocessable
 from .schemas import HoldList, HoldListArgs, HoldRecord, HoldReleaseArgs, HoldWrite
 from .state import is_admin, store
 
@@ -47,21 +50,49 @@ class Holds(MethodView):
         return Response(json.dumps(body), mimetype="application/json")
 
     @blp.arguments(HoldWrite)
+    @blp.doc(parameters=[IDEMPOTENCY_KEY])
     @blp.response(201, HoldRecord, headers=LOCATION_HEADER)
-    @blp.answers(400, 404, 409, 413, 415, *KEYED)
+    @blp.answers(400, 404, 409, 413, 415, 422, *KEYED)
     def post(self, body: dict[str, Any]) -> Response:
-        """Hold units at a partner for a referral (409, with the units free, when too few are)."""
-        hold = place_hold(
-            store(),
-            body["partner_id"],
-            body["units"],
-            g.key_id,
-            need_id=body.get("need_id"),
-            minutes=body.get("minutes"),
-            policy=hold_policy(),
-        )
+        """Hold units at a partner for a referral (409, with the units free, when too few are).
+
+        With an ``Idempotency-Key``, a retry of the same request answers with the hold the
+        first one placed (``Idempotent-Replayed: true``) instead of holding units twice.
+        """
+        key = idempotency_key()
+        scoped = f"holds:{key}" if key else None  # keys of needs and holds apart
+        digest = request_digest(body)
+        st = store()
+        with st.transaction():
+            prior = st.idempotent_response(g.key_id, scoped) if scoped else None
+            if prior is not None:
+                if prior[0] != digest:
+                    return unprocessable(
+                        [Problem("Idempotency-Key header", None, "Idempotency-Key", key,
+                                 "was sent before with another request body")],  # fmt: skip
+                        "the Idempotency-Key belongs to another request",
+                    )
+                hold = st.get_hold(json.loads(prior[2])["hold_id"])
+                replayed = True
+            else:
+                hold = place_hold(
+                    st,
+                    body["partner_id"],
+                    body["units"],
+                    g.key_id,
+                    need_id=body.get("need_id"),
+                    minutes=body.get("minutes"),
+                    policy=hold_policy(),
+                )
+                replayed = False
+                if scoped:
+                    st.remember_response(g.key_id, scoped, digest, 201,
+                                         json.dumps({"hold_id": hold["hold_id"]}))  # fmt: skip
+        assert hold is not None
         resp = Response(json.dumps(_shown(hold)), status=201, mimetype="application/json")
         resp.headers["Location"] = f"/api/v1/holds/{hold['hold_id']}"
+        if replayed:
+            resp.headers["Idempotent-Replayed"] = "true"
         return resp
 
 

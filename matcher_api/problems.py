@@ -20,10 +20,12 @@ from matcher import (
 from matcher.store import (
     AlreadyExistsError,
     HoldStateError,
+    LinkedReportsError,
     NotEnoughCapacityError,
     NotFoundError,
     PlanStateError,
     StoreBusyError,
+    TooManyHoldsError,
     VersionConflictError,
 )
 
@@ -66,6 +68,8 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(AlreadyExistsError)
     @app.errorhandler(PlanStateError)
     @app.errorhandler(HoldStateError)
+    @app.errorhandler(TooManyHoldsError)
+    @app.errorhandler(LinkedReportsError)
     def _conflict(exc: MatcherError) -> Response:
         return problem(409, "Conflict", str(exc))
 

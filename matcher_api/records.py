@@ -43,7 +43,7 @@ from .openapi import (
     path_id_param,
     request_json,
 )
-from .problems import unprocessable
+from .problems import problem, unprocessable
 from .schemas import (
     GeoJSONUpload,
     ImportResult,
@@ -322,7 +322,8 @@ class Needs(MethodView):
                     st.remember_response(g.key_id, key, digest, status, json.dumps(outcome))
         need = st.get_need(str(outcome["need_id"]))
         if need is None:  # deleted since the first answer
-            raise NotFoundError("need", str(outcome["need_id"]))
+            return problem(410, "Gone", f"the report was taken (id {outcome['report_id']}), "
+                           f"but need {outcome['need_id']!r} has been deleted since")  # fmt: skip
         result = recommend_for_need(need, nearby_index(exact=is_admin()), latest_model())
         out = {
             "need": need,

@@ -762,6 +762,7 @@ class LinkedReport(ma.Schema):
     demand = ma.fields.Float(required=True)
     severity = ma.fields.Integer(required=True)
     languages = ma.fields.String(required=True)
+    neighborhood = ma.fields.String(required=True)
     reported_at = ma.fields.String(required=True)
     source = ma.fields.String(required=True)
     created_at = ma.fields.String(required=True)

@@ -150,3 +150,32 @@ def test_nearby_says_where_capacity_is_when_holds_fill_a_partner(served) -> None
         f"nearest with capacity is {first['name']}, {first['distance_km']:g} km away"
     )
     assert c.get(q + "&free_only=true", headers=h).get_json()["results"] == []
+
+
+def test_plans_leave_held_units_alone_and_keys_have_a_bound(served) -> None:  # noqa: F811
+    from matcher.holds import place_hold
+    from matcher.jobs import run_plan_job
+    from matcher.store import TooManyHoldsError
+
+    app, keys, c = served
+    st = app.extensions["matcher_store"]
+    p = _partner(app)
+    capacity = float(p["capacity"])
+    h = auth(keys["outreach"]) | {"Idempotency-Key": "hold-1"}
+    first = c.post(HOLDS, json={"partner_id": PARTNER, "units": capacity}, headers=h)
+    again = c.post(HOLDS, json={"partner_id": PARTNER, "units": capacity}, headers=h)
+    assert first.status_code == again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json()["hold_id"] == first.get_json()["hold_id"]
+    other = c.post(HOLDS, json={"partner_id": PARTNER, "units": 1}, headers=h)
+    assert other.status_code == 422
+    # a plan made now gives the partner nothing: all its units are held
+    record = st.get_plan(st.create_plan({"volunteer_points": "grid"}, actor="test"))
+    artifacts = run_plan_job(st, record)
+    assert artifacts.usage.get(PARTNER, 0.0) == 0.0
+    assert artifacts.summary["held_for_referrals"] == capacity
+    # one key has at most max_active holds at once
+    tight = HoldPolicy(max_active=1)
+    place_hold(st, "ORG-0003", 0.5, "k", policy=tight)
+    with pytest.raises(TooManyHoldsError, match="1 active holds"):
+        place_hold(st, "ORG-0003", 0.5, "k", policy=tight)

@@ -68,7 +68,7 @@ def test_a_near_duplicate_is_linked_not_counted_twice(served) -> None:  # noqa: 
     assert r.status_code == 200, r.get_json()
     body = r.get_json()
     assert body["created"] is False and body["linked_to"] == first["need_id"]
-    assert body["need"] == st.get_need(first["need_id"]) and body["need"]["demand"] == 2
+    assert body["need"] == st.get_need(first["need_id"]) and body["need"]["demand"] == 5
     assert body["intake"].startswith(f"linked to need {first['need_id']}: the same food_access")
     assert "its demand is not counted twice" in body["intake"]
     assert _count(app) == before
@@ -156,3 +156,45 @@ def test_the_duplicate_rule_is_bounded_and_can_be_turned_off(store_url: str) -> 
     with pytest.raises(InputValidationError, match="duplicate_hours"):
         IntakePolicy(50.0, 24.0 * 365)
     assert IntakePolicy(0, 0) == IntakePolicy(duplicate_m=0.0, duplicate_hours=0.0)
+
+
+def test_a_larger_report_raises_its_need_and_links_keep_their_need(served) -> None:  # noqa: F811
+    app, keys, c = served
+    st = app.extensions["matcher_store"]
+    first = _post(c, keys["outreach"], HERE | {"lat": 41.8601}).get_json()["need"]
+    r = _post(c, keys["outreach"], HERE | {"lat": 41.86012, "demand": 7, "severity": 5})
+    body = r.get_json()
+    assert r.status_code == 200 and body["linked_to"] == first["need_id"]
+    assert (body["need"]["demand"], body["need"]["severity"]) == (7, 5)
+    assert body["intake"].endswith("the need now has demand 7 and severity 5")
+    assert st.linked_reports(first["need_id"])[0]["neighborhood"] == first["neighborhood"]
+    # a need with linked reports is not deleted, nor left out of an import
+    etag = c.get(f"{NEEDS}/{first['need_id']}", headers=auth(keys["planner"])).headers["ETag"]
+    gone = c.delete(f"{NEEDS}/{first['need_id']}",
+                    headers=auth(keys["planner"]) | {"If-Match": etag})  # fmt: skip
+    assert gone.status_code == 409 and "1 linked report(s)" in gone.get_json()["detail"]
+    csv = "need_id,category,lat,lon,demand\nA,food_access,41.9,-87.7,1\n"
+    r = c.post("/api/v1/imports/needs", data=csv, content_type="text/csv",
+               headers=auth(keys["planner"]))  # fmt: skip
+    assert r.status_code == 400
+    assert any(p["value"] == first["need_id"] for p in r.get_json()["problems"])
+    csv += f"{first['need_id']},food_access,41.9,-87.7,1\n"
+    csv += f"{body['report_id']},food_access,41.9,-87.7,1\n"
+    r = c.post("/api/v1/imports/needs", data=csv, content_type="text/csv",
+               headers=auth(keys["planner"]))  # fmt: skip
+    assert r.status_code == 400
+    assert [p["reason"] for p in r.get_json()["problems"]] == ["is the id of a linked report"]
+
+
+def test_a_replay_after_its_need_was_deleted_and_report_times(served) -> None:  # noqa: F811
+    app, keys, c = served
+    h = {"Idempotency-Key": "k-gone"}
+    first = _post(c, keys["planner"], HERE | {"lat": 41.8501}, **h).get_json()["need"]
+    etag = c.get(f"{NEEDS}/{first['need_id']}", headers=auth(keys["planner"])).headers["ETag"]
+    assert c.delete(f"{NEEDS}/{first['need_id']}",
+                    headers=auth(keys["planner"]) | {"If-Match": etag}).status_code == 204
+    again = _post(c, keys["planner"], HERE | {"lat": 41.8501}, **h)
+    assert again.status_code == 410 and first["need_id"] in again.get_json()["detail"]
+    for when in ("2000-01-01", "2099-01-01T00:00:00Z"):
+        r = _post(c, keys["outreach"], HERE | {"lat": 41.8401, "reported_at": when})
+        assert r.status_code == 400 and r.get_json()["problems"][0]["field"] == "reported_at"

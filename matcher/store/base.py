@@ -358,7 +358,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_holds(
-        self, *, partner_id: str | None = None, active_only: bool = True, limit: int = 100
+        self,
+        *,
+        partner_id: str | None = None,
+        actor: str | None = None,
+        active_only: bool = True,
+        limit: int = 100,
     ) -> list[dict[str, Any]]:
         """Return holds, newest first (only those neither released nor expired by default)."""
 

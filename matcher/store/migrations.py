@@ -210,6 +210,7 @@ _INTAKE = (
         demand {float} NOT NULL,
         severity INTEGER NOT NULL,
         languages TEXT NOT NULL DEFAULT '',
+        neighborhood TEXT NOT NULL DEFAULT '',
         reported_at TEXT NOT NULL,
         source TEXT NOT NULL DEFAULT '',
         actor TEXT NOT NULL,

@@ -23,6 +23,7 @@ __all__ = [
     "AuditEntry",
     "HoldStateError",
     "ImportResult",
+    "LinkedReportsError",
     "NEED_FRAME_COLUMNS",
     "NotEnoughCapacityError",
     "NotFoundError",
@@ -36,6 +37,7 @@ __all__ = [
     "StoreBusyError",
     "StoreError",
     "StoreUnavailableError",
+    "TooManyHoldsError",
     "VersionConflictError",
     "etag",
     "parse_etag",
@@ -131,6 +133,14 @@ class PlanStateError(StoreError):
 
 class HoldStateError(StoreError):
     """A hold that is released or expired already cannot be released again."""
+
+
+class LinkedReportsError(StoreError):
+    """A need with linked reports cannot be deleted: they would lose their need."""
+
+
+class TooManyHoldsError(StoreError):
+    """A key has as many active holds as a key may have."""
 
 
 class NotEnoughCapacityError(StoreError):

@@ -77,6 +77,7 @@ from .records import (
     AuditEntry,
     HoldStateError,
     ImportResult,
+    LinkedReportsError,
     NotFoundError,
     PlanRecord,
     PlanStateError,
@@ -449,8 +450,27 @@ class SQLStore(Store):
         return self._replace(PARTNER, df, actor)
 
     def replace_needs(self, df: pd.DataFrame | LoadedTable, actor: str) -> ImportResult:
-        """Replace all needs, all or nothing (see :meth:`Store.replace_needs`)."""
-        return self._replace(NEED, df, actor)
+        """Replace all needs, all or nothing (see :meth:`Store.replace_needs`).
+
+        A row may not take a linked report's id, and a need with linked reports may not be
+        left out (its reports would lose their need): both are problems naming the id.
+        """
+        frame: pd.DataFrame = getattr(df, "frame", df)
+        ids = set(map(str, frame["need_id"])) if "need_id" in frame.columns else set()
+        with self._write() as conn:
+            links = conn.execute("SELECT report_id, need_id FROM linked_reports").fetchall()
+            problems = [
+                Problem("needs", None, "need_id", rid, "is the id of a linked report")
+                for rid in sorted({str(r[0]) for r in links} & ids)
+            ]
+            problems += [
+                Problem("needs", None, "need_id", nid, "has linked reports: keep it in the "
+                        "import (they would lose their need)")  # fmt: skip
+                for nid in sorted({str(r[1]) for r in links} - ids)
+            ]
+            if problems:
+                raise InputValidationError(problems[:1000])
+            return self._replace(NEED, df, actor)
 
     def replace_neighborhoods(self, gdf: gpd.GeoDataFrame, actor: str) -> ImportResult:
         """Replace all neighborhoods, all or nothing (see :meth:`Store.replace_neighborhoods`)."""
@@ -601,6 +621,7 @@ class SQLStore(Store):
             "report_id": rec["need_id"], "need_id": need_id, "category": rec["category"],
             "lat": rec["lat"], "lon": rec["lon"], "demand": rec["demand"],
             "severity": rec["severity"], "languages": rec["languages"],
+            "neighborhood": rec["neighborhood"],
             "reported_at": rec["reported_at"], "source": rec["source"], "actor": actor,
             "created_at": now(),
         }  # fmt: skip
@@ -625,7 +646,8 @@ class SQLStore(Store):
     def linked_reports(self, need_id: str) -> list[dict[str, Any]]:
         """Return the reports linked to a need (see :meth:`Store.linked_reports`)."""
         cols = ("report_id", "need_id", "category", "lat", "lon", "demand", "severity",
-                "languages", "reported_at", "source", "actor", "created_at")  # fmt: skip
+                "languages", "neighborhood", "reported_at", "source", "actor",
+                "created_at")  # fmt: skip
         with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {', '.join(cols)} FROM linked_reports WHERE need_id = ? "
@@ -693,14 +715,20 @@ class SQLStore(Store):
         return None if row is None else self._hold(row)
 
     def list_holds(
-        self, *, partner_id: str | None = None, active_only: bool = True, limit: int = 100
+        self,
+        *,
+        partner_id: str | None = None,
+        actor: str | None = None,
+        active_only: bool = True,
+        limit: int = 100,
     ) -> list[dict[str, Any]]:
         """Return holds (see :meth:`Store.list_holds`)."""
         check_page(limit, 0)
         where, args = [], []
-        if partner_id is not None:
-            where.append("partner_id = ?")
-            args.append(partner_id)
+        for column, value in (("partner_id", partner_id), ("actor", actor)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
         if active_only:
             where.append("released_at IS NULL AND expires_at > ?")
             args.append(now())
@@ -753,8 +781,20 @@ class SQLStore(Store):
         return self._update(NEED, need_id, record, expected_version, actor)
 
     def delete_need(self, need_id: str, expected_version: int, actor: str) -> None:
-        """Delete a need at ``expected_version`` (see :meth:`Store.delete_need`)."""
-        self._delete(NEED, need_id, expected_version, actor)
+        """Delete a need at ``expected_version`` (see :meth:`Store.delete_need`).
+
+        A need with linked reports is kept (409): its reports would lose their need.
+        """
+        with self._write() as conn:
+            n = conn.execute(
+                "SELECT COUNT(*) FROM linked_reports WHERE need_id = ?", (need_id,)
+            ).fetchone()[0]
+            if n:
+                raise LinkedReportsError(
+                    f"need {need_id!r} has {n} linked report(s); deleting it would leave them "
+                    "without their need"
+                )
+            self._delete(NEED, need_id, expected_version, actor)
 
     # -- frames
 
