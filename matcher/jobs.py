@@ -183,9 +183,7 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     hoods = hoods if hoods is not None and len(hoods) else None
     if scenario is None:
         result = plan(needs, partners, neighborhoods=hoods, config=config_from_parameters(params))
-        artifacts = plan_artifacts(with_recruit_parameters(result, recruit), record.plan_id, hoods)
-        artifacts.summary["held_for_referrals"] = round(float(sum(held.values())), 6)
-        return artifacts
+        return plan_artifacts(with_recruit_parameters(result, recruit), record.plan_id, hoods)
     base_id = str(scenario.get("base_plan"))
     base = store.get_plan(base_id)
     if base is None or base.summary is None:
