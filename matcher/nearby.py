@@ -235,8 +235,10 @@ class NearbyIndex:
                     f"{radius_km:g} km"}  # fmt: skip
         nearest = self.query(lat, lon, fallback_km, category=category, kind=kind,
                              limit=fallback, free_only=True)  # fmt: skip
-        inside = len(self.query(lat, lon, radius_km, category=category, kind=kind,
-                                limit=10_000))  # fmt: skip
+        inside = len(results)  # every partner within the radius, unless filtered or cut
+        if free_only or inside >= limit:
+            inside = len(self.query(lat, lon, radius_km, category=category, kind=kind,
+                                    limit=10_000))  # fmt: skip
         head = (
             f"none of the {inside} {what}partner(s) within {radius_km:g} km has free capacity"
             if inside

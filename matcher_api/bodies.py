@@ -5,6 +5,8 @@ A record is validated by matcher's own readers (the CLI's rules), not by a schem
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,6 +16,7 @@ from flask import g, request
 
 from matcher import (
     InputValidationError,
+    MatcherError,
     Problem,
 )
 from matcher.io import load_json_document
@@ -150,8 +153,38 @@ def idempotency_key() -> str | None:
 
 def request_digest(body: Any) -> str:
     """Return a digest of a JSON request body (key order ignored), to compare retries."""
-    import hashlib
-    import json
-
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+class IdempotencyKeyReused(MatcherError):
+    """An ``Idempotency-Key`` sent again with another request body (422)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__("the Idempotency-Key belongs to another request")
+
+
+def kept_answer(st: Any, key: str, digest: str, scope: str = "") -> tuple[int, Any] | None:
+    """Return ``(status, answer)`` kept for the caller's ``Idempotency-Key`` (None: a new one).
+
+    ``scope`` keeps the keys of different routes apart. Call it inside the write
+    transaction that will do the request's writes and :func:`keep_answer` (so that both or
+    neither are kept).
+
+    Raises
+    ------
+    IdempotencyKeyReused
+        The key was sent before with another body.
+    """
+    prior = st.idempotent_response(g.key_id, scope + key)
+    if prior is None:
+        return None
+    if prior[0] != digest:
+        raise IdempotencyKeyReused(key)
+    return prior[1], json.loads(prior[2])
+
+
+def keep_answer(st: Any, key: str, digest: str, status: int, answer: Any, scope: str = "") -> None:
+    """Keep the answer to a request made with an ``Idempotency-Key`` (see :func:`kept_answer`)."""
+    st.remember_response(g.key_id, scope + key, digest, status, json.dumps(answer))

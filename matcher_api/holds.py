@@ -8,19 +8,20 @@ from typing import Any
 from flask import Response, current_app, g
 from flask.views import MethodView
 
-from matcher import Problem
 from matcher.holds import HoldPolicy, place_hold, release_hold
 from matcher.store import NotFoundError
 
-from .bodies import idempotency_key, request_digest
+from .bodies import idempotency_key, keep_answer, kept_answer, request_digest
 from .openapi import IDEMPOTENCY_KEY, KEYED, LOCATION_HEADER, blueprint, path_id_param
-from .problems import unprocessable
 from .schemas import HoldList, HoldListArgs, HoldRecord, HoldReleaseArgs, HoldWrite
 from .state import is_admin, store
 
 __all__ = ["blp"]
 
 blp = blueprint("holds", __name__, "Referrals hold units at a partner for a limited time")
+
+#: Keeps the Idempotency-Keys of holds apart from those of needs.
+SCOPE = "holds:"
 
 
 def _shown(hold: dict[str, Any]) -> dict[str, Any]:
@@ -60,19 +61,12 @@ class Holds(MethodView):
         first one placed (``Idempotent-Replayed: true``) instead of holding units twice.
         """
         key = idempotency_key()
-        scoped = f"holds:{key}" if key else None  # keys of needs and holds apart
         digest = request_digest(body)
         st = store()
         with st.transaction():
-            prior = st.idempotent_response(g.key_id, scoped) if scoped else None
-            if prior is not None:
-                if prior[0] != digest:
-                    return unprocessable(
-                        [Problem("Idempotency-Key header", None, "Idempotency-Key", key,
-                                 "was sent before with another request body")],  # fmt: skip
-                        "the Idempotency-Key belongs to another request",
-                    )
-                hold = st.get_hold(json.loads(prior[2])["hold_id"])
+            kept = kept_answer(st, key, digest, scope=SCOPE) if key else None
+            if kept is not None:
+                hold = st.get_hold(kept[1]["hold_id"])
                 replayed = True
             else:
                 hold = place_hold(
@@ -85,9 +79,8 @@ class Holds(MethodView):
                     policy=hold_policy(),
                 )
                 replayed = False
-                if scoped:
-                    st.remember_response(g.key_id, scoped, digest, 201,
-                                         json.dumps({"hold_id": hold["hold_id"]}))  # fmt: skip
+                if key:
+                    keep_answer(st, key, digest, 201, {"hold_id": hold["hold_id"]}, scope=SCOPE)
         assert hold is not None
         resp = Response(json.dumps(_shown(hold)), status=201, mimetype="application/json")
         resp.headers["Location"] = f"/api/v1/holds/{hold['hold_id']}"

@@ -29,6 +29,8 @@ from matcher.store import (
     VersionConflictError,
 )
 
+from .bodies import IdempotencyKeyReused
+
 logger = logging.getLogger("matcher.api")
 
 #: The media type of every error (RFC 9457).
@@ -92,6 +94,13 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(StoreBusyError)
     def _busy(exc: StoreBusyError) -> Response:
         return problem(503, "Service Unavailable", str(exc))
+
+    @app.errorhandler(IdempotencyKeyReused)
+    def _reused(exc: IdempotencyKeyReused) -> Response:
+        why = "was sent before with another request body; use a new key for a new request"
+        return unprocessable(
+            [Problem("Idempotency-Key header", None, "Idempotency-Key", exc.key, why)], str(exc)
+        )
 
     @app.errorhandler(MatcherError)
     def _matcher(exc: MatcherError) -> Response:

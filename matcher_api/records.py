@@ -29,6 +29,8 @@ from .bodies import (
     idempotency_key,
     if_match,
     json_body,
+    keep_answer,
+    kept_answer,
     record_body,
     request_digest,
     validated,
@@ -43,7 +45,7 @@ from .openapi import (
     path_id_param,
     request_json,
 )
-from .problems import problem, unprocessable
+from .problems import problem
 from .schemas import (
     GeoJSONUpload,
     ImportResult,
@@ -295,17 +297,9 @@ class Needs(MethodView):
         digest = request_digest(raw)
         st = store()
         with st.transaction():
-            prior = st.idempotent_response(g.key_id, key) if key else None
-            if prior is not None:
-                if prior[0] != digest:
-                    return unprocessable(
-                        [Problem("Idempotency-Key header", None, "Idempotency-Key", key,
-                                 "was sent before with another request body; use a new key "
-                                 "for a new report")],  # fmt: skip
-                        "the Idempotency-Key belongs to another request",
-                    )
-                outcome = json.loads(prior[2])
-                status, replayed = prior[1], True
+            kept = kept_answer(st, key, digest) if key else None
+            if kept is not None:
+                (status, outcome), replayed = kept, True
             else:
                 if not body.get("need_id"):
                     body["need_id"] = new_need_id()
@@ -319,7 +313,7 @@ class Needs(MethodView):
                 }
                 status, replayed = (201 if report.created else 200), False
                 if key:
-                    st.remember_response(g.key_id, key, digest, status, json.dumps(outcome))
+                    keep_answer(st, key, digest, status, outcome)
         need = st.get_need(str(outcome["need_id"]))
         if need is None:  # deleted since the first answer
             return problem(410, "Gone", f"the report was taken (id {outcome['report_id']}), "
