@@ -208,6 +208,9 @@ def hull_polygons(
     for j in np.flatnonzero((minx < -180.0) | (maxx > 180.0)).tolist():
         if j not in caps:
             polys[j] = _split_antimeridian(polys[j])
+    # a ring passing close to a pole sweeps through many longitudes and may cross itself
+    for j in np.flatnonzero(~shapely.is_valid(polys)).tolist():
+        polys[j] = _polygonal(shapely.make_valid(polys[j]))
     return polys
 
 
@@ -232,8 +235,21 @@ def _pole_cap(
     return cap if cap.is_valid else shapely.make_valid(cap)
 
 
+def _polygonal(geom: BaseGeometry) -> BaseGeometry:
+    """Return the polygons of a geometry (``make_valid`` may add lines or points)."""
+    parts = [g for g in getattr(geom, "geoms", [geom]) if g.geom_type in ("Polygon",
+                                                                         "MultiPolygon")]
+    return shapely.union_all(parts) if parts else geom
+
+
 def _split_antimeridian(poly: BaseGeometry) -> BaseGeometry:
-    """Cut a polygon whose longitudes leave -180..180 at the antimeridian and wrap it."""
+    """Cut a polygon whose longitudes leave -180..180 at the antimeridian and wrap it.
+
+    A hull passing close to a pole (without holding it) sweeps through many longitudes and
+    its lon/lat ring may cross itself: it is made valid first (GEOS cuts only valid ones).
+    """
+    if not poly.is_valid:
+        poly = _polygonal(shapely.make_valid(poly))
     parts = []
     for shift in (-360.0, 0.0, 360.0):
         piece = shapely.affinity.translate(poly, xoff=shift).intersection(box(-180, -90, 180, 90))
