@@ -7,12 +7,14 @@ app with :func:`create_app` for tests and other WSGI servers. Every decision is 
 - :mod:`matcher_api.auth` authenticates and authorizes every request (one policy);
 - :mod:`matcher_api.records`, :mod:`~matcher_api.plans`, :mod:`~matcher_api.nearby` and
   :mod:`~matcher_api.meta` are the routes of ``/api/v1``; :mod:`matcher_api.webmap` is the
-  map page at ``/``;
+  map page at ``/`` and the outreach page at ``/outreach``; :mod:`~matcher_api.open311`
+  is Open311 GeoReport v2 under ``/open311/v2/``;
 - plans run in :class:`matcher.jobs.PlanWorker` threads, here or in other processes.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,15 +27,17 @@ from matcher.intake import IntakePolicy
 from matcher.jobs import PlanWorker
 from matcher.ratelimit import RateLimiter
 from matcher.store import DEFAULT_LEASE_S, open_store
-from matcher_api import holds, meta, nearby, plans, records, webmap
+from matcher_api import holds, meta, nearby, open311, outreach, plans, records, webmap
 from matcher_api.auth import log_access, secure_headers, started
 from matcher_api.openapi import MatcherApi
 from matcher_api.problems import register_errors
 
 __all__ = ["create_app"]
 
+#: Settings that are text whatever they look like (``MATCHER_ESCALATION_CONTACT=311``).
+TEXT_SETTINGS = ("ESCALATION_CONTACT", "GEOCODER_URL", "TILE_URL", "TILE_ATTRIBUTION")
 #: The blueprints of ``/api/v1``, in the order of the OpenAPI document.
-BLUEPRINTS = (meta.blp, records.blp, plans.blp, nearby.blp, holds.blp)
+BLUEPRINTS = (meta.blp, records.blp, plans.blp, nearby.blp, holds.blp, outreach.blp)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -50,7 +54,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     time to a stored need of its category is linked to it: :class:`matcher.intake.IntakePolicy`),
     ``HOLD_MINUTES``, ``HOLD_MAX_MINUTES`` and ``HOLD_MAX_ACTIVE`` (how long a referral holds
     units at a partner, by default and at most, and how many holds one key may have
-    active: :class:`matcher.holds.HoldPolicy`).
+    active: :class:`matcher.holds.HoldPolicy`), ``ESCALATION_CONTACT`` (whom outreach
+    escalates to where a neighborhood's ``escalation_contact`` names no one), ``GEOCODER_URL``
+    (a Nominatim-style search URL with ``{q}``, asked by the outreach page's browser for
+    places the store does not know; '' for none).
     """
     app = Flask(__name__)
     app.config.from_mapping(
@@ -69,6 +76,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         HOLD_MINUTES=HoldPolicy.minutes,
         HOLD_MAX_MINUTES=HoldPolicy.max_minutes,
         HOLD_MAX_ACTIVE=HoldPolicy.max_active,
+        ESCALATION_CONTACT="",
+        GEOCODER_URL="",
         API_TITLE="matcher",
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",
@@ -76,8 +85,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
     )
     app.config.from_prefixed_env("MATCHER")
+    for name in TEXT_SETTINGS:  # text as written: from_prefixed_env reads "311" as a number
+        if f"MATCHER_{name}" in os.environ:
+            app.config[name] = os.environ[f"MATCHER_{name}"]
     if config:
         app.config.update(config)
+    webmap.check_page_config(app.config)
     app.extensions["matcher_store"] = open_store(app.config["DB"])
     threads = int(app.config["PLAN_WORKERS"])
     if threads > 0:  # 0: this process only queues plans; workers elsewhere run them
@@ -121,5 +134,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.after_request(secure_headers)
     app.after_request(log_access)
     webmap.register_webmap(app)
+    open311.register_open311(app)
     register_errors(app)
     return app

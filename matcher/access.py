@@ -65,6 +65,8 @@ PUBLIC: tuple[str, ...] = ("*",)
 POLICY: dict[tuple[str, str], tuple[str, ...]] = {
     ("health", "read"): PUBLIC,
     ("map_config", "read"): PUBLIC,
+    # Open311 GeoReport v2: its services are the categories; its requests are "needs"
+    ("open311_services", "read"): PUBLIC,
     ("me", "read"): ROLES,
     ("partners", "read"): ROLES,
     ("partners", "create"): WRITERS,
@@ -79,6 +81,9 @@ POLICY: dict[tuple[str, str], tuple[str, ...]] = {
     ("plans", "create"): WRITERS,
     ("scenarios", "create"): WRITERS,
     ("nearby", "read"): ROLES,
+    ("places", "read"): ROLES,
+    # reporters' free-text notes: planners and admins (a note may name a resident)
+    ("report_notes", "read"): WRITERS,
     # a hold is released by its maker, a planner or an admin (matcher.holds.release_hold)
     ("holds", "read"): ROLES,
     ("holds", "create"): ROLES,

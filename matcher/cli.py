@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
@@ -843,10 +844,16 @@ def serve_cmd(
         raise click.ClickException(
             f"the service needs the 'api' extra ({exc.name} is missing): pip install 'matcher[api]'"
         ) from None
+    from api import TEXT_SETTINGS
+    from matcher_api.webmap import check_page_config
+
     from ._server import serve
     from .store import open_store
 
     _setup_logging(quiet, verbose)
+    # the pages' settings from MATCHER_* variables: a bad one is exit 2 before anything starts
+    check_page_config({name: os.environ[f"MATCHER_{name}"] for name in TEXT_SETTINGS
+                       if f"MATCHER_{name}" in os.environ})  # fmt: skip
     store = open_store(db)  # a database that cannot be reached: one line, exit 1
     sample = sample_dir or Path(__file__).resolve().parents[1] / "data" / "sample"
     if (sample / "needs.csv").exists() and not store.count_partners() + store.count_needs():

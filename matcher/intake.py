@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,8 +38,13 @@ __all__ = [
     "take_report",
     "MAX_DUPLICATE_M",
     "MAX_DUPLICATE_HOURS",
+    "MAX_NOTE_CHARS",
+    "note_problem",
 ]
 
+#: Longest note on a report, in characters.
+MAX_NOTE_CHARS = 500
+_NOTE_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 #: How old and how far ahead a report's ``reported_at`` may be.
 REPORT_PAST = _dt.timedelta(days=366)
 REPORT_FUTURE = _dt.timedelta(hours=1)
@@ -99,6 +105,26 @@ class Report:
     statement: str
 
 
+def note_problem(note: Any) -> str | None:
+    """Return why a report's note is not acceptable, or None.
+
+    A note is text of at most :data:`MAX_NOTE_CHARS` characters; line breaks are allowed,
+    other control characters are not.
+
+    Examples
+    --------
+    >>> note_problem("gate at the back is broken"), note_problem(3) is not None
+    (None, True)
+    """
+    if not isinstance(note, str):
+        return f"must be text, not {type(note).__name__}"
+    if len(note) > MAX_NOTE_CHARS:
+        return f"is {len(note):,} characters long; at most {MAX_NOTE_CHARS} are allowed"
+    if _NOTE_CONTROL.search(note):
+        return "contains a control character other than a line break"
+    return None
+
+
 def new_need_id() -> str:
     """Return a new need id for a report that has none (``r-`` and 20 random hex digits)."""
     return "r-" + uuid.uuid4().hex[:20]
@@ -136,6 +162,8 @@ def take_report(
     record: dict[str, Any],
     actor: str,
     policy: IntakePolicy | None = None,
+    *,
+    note: str = "",
 ) -> Report:
     """Store a validated report as a new need, or link it to the need it duplicates.
 
@@ -151,6 +179,9 @@ def take_report(
         Who reports (the API key id).
     policy : IntakePolicy, optional
         The near-duplicate rule (defaults: 50 m, 24 h).
+    note : str
+        The reporter's short note (:func:`note_problem`), kept with the report
+        (:meth:`matcher.store.Store.report_notes`); '' for none.
 
     Returns
     -------
@@ -162,6 +193,10 @@ def take_report(
         The record's ``need_id`` is a stored need or linked report (never overwritten).
     """
     policy = policy or IntakePolicy()
+    note = note.strip() if isinstance(note, str) else note
+    reason = note_problem(note)
+    if reason is not None:
+        raise InputValidationError([Problem("request body", None, "note", str(note)[:40], reason)])
     rec = dict(record)
     if not rec.get("reported_at"):
         rec["reported_at"] = _utc_now()
@@ -202,8 +237,12 @@ def take_report(
                     expected_version=int(need["version"]), actor=actor,
                 )  # fmt: skip
                 statement += f"; the need now has demand {demand:g} and severity {severity}"
+            if note:
+                store.add_report_note(str(linked["report_id"]), str(need["need_id"]), note, actor)
             return Report(need, False, str(linked["report_id"]), statement)
         stored = store.create_need(rec, actor)
+        if note:
+            store.add_report_note(str(stored["need_id"]), str(stored["need_id"]), note, actor)
     return Report(stored, True, str(stored["need_id"]), "a new need")
 
 
@@ -307,6 +346,7 @@ def recommend_for_need(
                 "capacity": float(row["capacity"]),
                 "lat": float(row["lat"]),
                 "lon": float(row["lon"]),
+                "languages": [x for x in str(row.get("languages") or "").split(";") if x],
                 "reason": (
                     f"offers {category}, is {row['distance_km']:.2f} km away (within its "
                     f"{row['radius_km']:g} km radius) and has {row['free_capacity']:g} units free"

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -951,6 +952,13 @@ def _check_polygon_collection(doc: Any, file: str) -> None:
         raise InputValidationError(sorted(problems, key=lambda p: p.row or 0))
 
 
+def _control_problem(value: str) -> str | None:
+    """Return why a one-line text holds a control character, or None."""
+    if re.search(r"[\x00-\x1f\x7f]", value):
+        return "contains a control character (newline, tab, ...); write it on one line"
+    return None
+
+
 def read_neighborhoods(
     source: str | Path | gpd.GeoDataFrame | Upload,
     *,
@@ -1042,6 +1050,19 @@ def read_neighborhoods(
             reason = text_problem(value) if isinstance(value, str) else None
             if reason is not None:
                 problems.append(Problem(label, pos, "name", value[:40], reason))
+    if "escalation_contact" in gdf.columns:  # whom outreach escalates to (matcher.outreach)
+        for pos, value in enumerate(gdf["escalation_contact"].tolist()):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            reason = (
+                "must be text (whom an outreach worker escalates to here)"
+                if not isinstance(value, str)
+                else text_problem(value) or _control_problem(value)
+            )
+            if reason is not None:
+                problems.append(
+                    Problem(label, pos, "escalation_contact", str(value)[:40], reason)
+                )
     types = gdf.geometry.geom_type.to_numpy()
     for i in np.flatnonzero(~np.isin(types, ["Polygon", "MultiPolygon"])):
         problems.append(

@@ -32,8 +32,8 @@ class NearbyIndex:
     Attributes
     ----------
     partners : pandas.DataFrame
-        ``partner_id, name, kind, categories, lat, lon, capacity, radius_km`` and
-        ``free_capacity``; volunteers' points coarsened unless ``exact``.
+        ``partner_id, name, kind, categories, lat, lon, capacity, radius_km``,
+        ``languages`` and ``free_capacity``; volunteers' points coarsened unless ``exact``.
     """
 
     partners: pd.DataFrame
@@ -68,6 +68,10 @@ class NearbyIndex:
         """
         cols = ["partner_id", "name", "kind", "categories", "lat", "lon", "capacity", "radius_km"]
         df = pd.DataFrame(partners[cols]).reset_index(drop=True).copy()
+        df["languages"] = (
+            partners["languages"].fillna("").astype(str).to_numpy()
+            if "languages" in partners else ""
+        )  # fmt: skip
         used = df["partner_id"].map(usage or {}).fillna(0.0).to_numpy(dtype=np.float64)
         df["free_capacity"] = np.maximum(df["capacity"].to_numpy(dtype=np.float64) - used, 0.0)
         if not exact:
@@ -93,8 +97,9 @@ class NearbyIndex:
                 "free_capacity": free_capacity,
                 "lat": plat,
                 "lon": plon,
+                "languages": [x for x in str(langs).split(";") if x],
             }
-            for pid, name, kind, cats, capacity, free_capacity, plat, plon in zip(
+            for pid, name, kind, cats, capacity, free_capacity, plat, plon, langs in zip(
                 df["partner_id"].astype(str).tolist(),
                 df["name"].astype(str).tolist(),
                 kinds,
@@ -103,6 +108,7 @@ class NearbyIndex:
                 free,
                 df["lat"].astype(float).tolist(),
                 df["lon"].astype(float).tolist(),
+                df["languages"].tolist(),
                 strict=True,
             )
         ]
@@ -143,7 +149,7 @@ class NearbyIndex:
         -------
         list of dict
             ``partner_id, name, kind, categories, distance_km, capacity,
-            free_capacity, lat, lon``; ties in distance are broken by ``partner_id``.
+            free_capacity, lat, lon, languages``; ties in distance are broken by ``partner_id``.
 
         Notes
         -----
@@ -223,14 +229,16 @@ class NearbyIndex:
         dict
             ``results`` (:meth:`query`); ``nearest_free``: when no partner within the
             radius has free capacity, up to ``fallback`` nearest that have some, within
-            ``fallback_km``, else ``[]``; ``statement``: what the answer means.
+            ``fallback_km``, else ``[]``; ``in_radius``: then, how many partners (of the
+            category and kind, full or not) are within the radius, counted up to 10,000,
+            else None; ``statement``: what the answer means.
         """
         results = self.query(lat, lon, radius_km, category=category, kind=kind, limit=limit,
                              free_only=free_only)  # fmt: skip
         what = f"{category} " if category else ""
         if any(r["free_capacity"] > 0 for r in results):
             free = sum(r["free_capacity"] > 0 for r in results)
-            return {"results": results, "nearest_free": [],
+            return {"results": results, "nearest_free": [], "in_radius": None,
                     "statement": f"{free} {what}partner(s) with free capacity within "
                     f"{radius_km:g} km"}  # fmt: skip
         nearest = self.query(lat, lon, fallback_km, category=category, kind=kind,
@@ -252,7 +260,8 @@ class NearbyIndex:
             )
         else:
             tail = f"; none with capacity within {fallback_km:g} km"
-        return {"results": results, "nearest_free": nearest, "statement": head + tail}
+        return {"results": results, "nearest_free": nearest, "in_radius": inside,
+                "statement": head + tail}  # fmt: skip
 
     def _nearest(
         self, tree: cKDTree, pos: npt.NDArray[np.int64], point: np.ndarray, chord: float, k: int

@@ -42,6 +42,8 @@ RESOURCES = {
     "LatestPlan": "plans",
     "PlanMap": "plans",
     "Nearby": "nearby",
+    "Places": "places",
+    "ReportNotes": "report_notes",
 }
 #: Writes whose body is JSON: any other content type is 415 (never silently ignored).
 _JSON_WRITES = frozenset(
@@ -69,10 +71,33 @@ def authorize() -> Response | None:
     action = METHOD_ACTIONS.get(request.method, "read" if request.method == "OPTIONS" else "")
     if resource is not None and access.allowed(None, resource, action):
         return None
-    limits = current_app.extensions["matcher_limits"]
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
-    key = key.strip()
+    denied = check_key(resource, action, key.strip() if scheme.lower() == "bearer" else None,
+                       bool(header))  # fmt: skip
+    if denied is not None:
+        return denied
+    if request.is_json and request.content_length:  # bounded parse before any other reader
+        g.json_body = load_json_document(request.get_data(cache=True), "request body")
+    if (resource, action) in _JSON_WRITES and request.content_length and not request.is_json:
+        return problem(
+            415,
+            "Unsupported Media Type",
+            "send the body as JSON with 'Content-Type: application/json'",
+        )
+    return None
+
+
+def check_key(
+    resource: str | None, action: str, key: str | None, presented: bool, how: str = ""
+) -> Response | None:
+    """Authenticate ``key`` and check its role may do ``action`` on ``resource``.
+
+    Sets ``g.key_id`` and ``g.role``; returns None, or the 401 / 403 / 429 answer. Failed
+    authentications are limited per address, requests per key (one policy for every door:
+    ``Authorization: Bearer`` here, Open311's ``api_key`` in :mod:`matcher_api.open311`).
+    """
+    limits = current_app.extensions["matcher_limits"]
     found = None
     # an address over its failed-authentication limit is refused before its key is looked
     # at, so a guess that happens to be right cannot be told from a wrong one
@@ -85,7 +110,7 @@ def authorize() -> Response | None:
             request.path,
         )
         return too_many(wait, "too many failed authentications from your address")
-    if scheme.lower() == "bearer" and 0 < len(key) <= 256:
+    if key is not None and 0 < len(key) <= 256:
         found = current_app.extensions["matcher_keys"](key)
     if found is None:
         logger.warning(
@@ -93,12 +118,13 @@ def authorize() -> Response | None:
             _client(),
             request.method,
             request.path,
-            "no key" if not header else "invalid key",
+            "no key" if not presented else "invalid key",
         )
         wait = limits["auth_failures"].hit(_client())
         if wait is not None:
             return too_many(wait, "too many failed authentications from your address")
-        resp = problem(401, "Unauthorized", "send a valid API key as 'Authorization: Bearer KEY'")
+        resp = problem(401, "Unauthorized",
+                       how or "send a valid API key as 'Authorization: Bearer KEY'")  # fmt: skip
         resp.headers["WWW-Authenticate"] = 'Bearer realm="matcher"'
         return resp
     g.key_id, g.role = found
@@ -113,21 +139,13 @@ def authorize() -> Response | None:
             f"{action} on {resource or 'this route'} needs one of the roles "
             f"{', '.join(roles) or '(none)'}; your key has the role {g.role}",
         )
-    if request.is_json and request.content_length:  # bounded parse before any other reader
-        g.json_body = load_json_document(request.get_data(cache=True), "request body")
-    if (resource, action) in _JSON_WRITES and request.content_length and not request.is_json:
-        return problem(
-            415,
-            "Unsupported Media Type",
-            "send the body as JSON with 'Content-Type: application/json'",
-        )
     return None
 
 
 def secure_headers(resp: Response) -> Response:
     """Headers on every response: no MIME sniffing; API answers are never cached."""
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if request.path.startswith("/api/"):
+    if request.path.startswith(("/api/", "/open311/")):
         resp.headers["Cache-Control"] = "no-store"
     return resp
 

@@ -168,7 +168,8 @@ class IdempotencyKeyReused(MatcherError):
 def kept_answer(st: Any, key: str, digest: str, scope: str = "") -> tuple[int, Any] | None:
     """Return ``(status, answer)`` kept for the caller's ``Idempotency-Key`` (None: a new one).
 
-    ``scope`` keeps the keys of different routes apart. Call it inside the write
+    ``scope`` keeps the keys of different routes apart: it ends with a space, which no key
+    holds, so no key of one route can name another's. Call it inside the write
     transaction that will do the request's writes and :func:`keep_answer` (so that both or
     neither are kept).
 

@@ -21,7 +21,7 @@ __all__ = ["blp"]
 blp = blueprint("holds", __name__, "Referrals hold units at a partner for a limited time")
 
 #: Keeps the Idempotency-Keys of holds apart from those of needs.
-SCOPE = "holds:"
+SCOPE = "holds "
 
 
 def _shown(hold: dict[str, Any]) -> dict[str, Any]:

@@ -31,11 +31,13 @@ class MapConfig(MethodView):
     @blp.doc(**PUBLIC)
     @blp.response(200, MapConfigSchema)
     def get(self) -> dict[str, Any]:
-        """Get the settings of the map page (no key needed): base-map tiles and version."""
+        """Get the settings of the map pages (no key needed): tiles, categories, geocoder."""
         return {
             "tile_url": str(current_app.config.get("TILE_URL") or ""),
             "tile_attribution": str(current_app.config.get("TILE_ATTRIBUTION") or ""),
             "version": matcher.__version__,
+            "categories": list(matcher.default_taxonomy().codes),
+            "geocoder_url": str(current_app.config.get("GEOCODER_URL") or ""),
         }
 
 

@@ -17,7 +17,7 @@ from matcher import (
 
 from .openapi import KEYED, blueprint
 from .schemas import NearbyArgs, NearbyResponse
-from .state import is_admin, nearby_index
+from .state import is_admin, nearby_index, neighborhood_lookup
 
 __all__ = ["blp"]
 
@@ -34,7 +34,8 @@ class Nearby(MethodView):
 
         With ``free_only``, only partners with free capacity. When none within the radius
         has free capacity, ``nearest_free`` gives the nearest that do (up to 3, within
-        500 km) and ``statement`` says so.
+        500 km), ``statement`` says so and ``escalate_to`` names whom to escalate to in
+        the point's neighborhood.
         """
         category = args.get("category")
         if category is not None:
@@ -62,5 +63,15 @@ class Nearby(MethodView):
             free_only=args["free_only"],
             fallback_km=limits.MAX_SEARCH_RADIUS_KM,
         )
+        hood = neighborhood_lookup().locate(args["lat"], args["lon"])
+        answer["neighborhood"] = (
+            None if hood is None else {k: hood[k] for k in ("neighborhood_id", "name")}
+        )
+        in_reach = any(r["free_capacity"] > 0 for r in answer["results"])
+        contact = (
+            hood["escalation_contact"] if hood is not None
+            else neighborhood_lookup().default_contact
+        )  # fmt: skip
+        answer["escalate_to"] = None if in_reach or not contact else contact
         # the hot path: plain JSON of plain values (NearbyResponse documents it)
         return Response(json.dumps(answer), mimetype="application/json")

@@ -55,7 +55,7 @@ from .schemas import (
     NeedPage,
     NeedRecord,
     NeedReplace,
-    NeedWrite,
+    NeedReport,
     PageArgs,
     PartnerListArgs,
     PartnerPage,
@@ -64,7 +64,15 @@ from .schemas import (
     PartnerWrite,
     PointCollection,
 )
-from .state import intake_policy, is_admin, latest_model, nearby_index, store
+from .state import (
+    forget_revision,
+    intake_policy,
+    is_admin,
+    latest_model,
+    nearby_index,
+    neighborhood_lookup,
+    store,
+)
 
 __all__ = ["blp"]
 
@@ -259,6 +267,68 @@ class PartnerItem(MethodView):
         return Response(status=204)
 
 
+def report_concern(
+    raw: dict[str, Any], key: str | None, scope: str = ""
+) -> tuple[int, dict[str, Any], bool]:
+    """Take a reported concern: a new need, or a report linked to the need it duplicates.
+
+    The one intake of ``POST /needs`` and of Open311's ``POST requests``: ``raw`` is a need
+    record (JSON types) with an optional ``note``; ``key`` the request's Idempotency-Key
+    (``scope`` keeps the keys of different routes apart).
+
+    Returns
+    -------
+    tuple
+        ``(status, answer, replayed)``: 201 (a new need) or 200 (linked) with the intake
+        answer; 410 with ``{"detail": ...}`` when a replayed report's need has been deleted.
+    """
+    note = raw.get("note", "")
+    body = record_body({k: v for k, v in raw.items() if k != "note"}, NEED_FIELDS,
+                       "need_id", None)  # fmt: skip
+    digest = request_digest(raw)
+    st = store()
+    with st.transaction():
+        kept = kept_answer(st, key, digest, scope) if key else None
+        if kept is not None:
+            (status, outcome), replayed = kept, True
+        else:
+            if not body.get("need_id"):
+                body["need_id"] = new_need_id()
+            rec = validated(body, matcher.read_needs, "need (request body)")
+            if not rec.get("neighborhood"):
+                rec["neighborhood"] = neighborhood_lookup().neighborhood_id(
+                    float(rec["lat"]), float(rec["lon"])
+                )
+            report = take_report(st, rec, g.key_id, intake_policy(), note=note)
+            outcome = {
+                "need_id": report.need["need_id"],
+                "created": report.created,
+                "report_id": report.report_id,
+                "intake": report.statement,
+            }
+            status, replayed = (201 if report.created else 200), False
+            if key:
+                keep_answer(st, key, digest, status, outcome, scope)
+    forget_revision()  # written since it was read: ask the store again
+    need = st.get_need(str(outcome["need_id"]))
+    if need is None:  # deleted since the first answer
+        return 410, {"detail": f"the report was taken (id {outcome['report_id']}), but need "
+                     f"{outcome['need_id']!r} has been deleted since"}, replayed  # fmt: skip
+    result = recommend_for_need(need, nearby_index(exact=is_admin()), latest_model())
+    out = {
+        "need": need,
+        "created": outcome["created"],
+        "report_id": outcome["report_id"],
+        "linked_to": None if outcome["created"] else need["need_id"],
+        "intake": outcome["intake"],
+        "cluster_id": result.cluster_id,
+        "statement": result.statement,
+        "recommendations": result.recommendations,
+        "partners_in_reach": result.reachable,
+    }
+    return status, out, replayed
+
+
 @blp.route("/needs")
 class Needs(MethodView):
     @blp.arguments(PageArgs, location="query")
@@ -273,7 +343,7 @@ class Needs(MethodView):
         return _page(rows, args)
 
     @blp.doc(
-        requestBody=request_json(NeedWrite),
+        requestBody=request_json(NeedReport),
         parameters=[IDEMPOTENCY_KEY],
     )
     @blp.response(201, NeedIntake, headers=LOCATION_HEADER)
@@ -291,45 +361,10 @@ class Needs(MethodView):
         same request answers as the first did (``Idempotent-Replayed: true``), and the key
         sent with another body is 422.
         """
-        key = idempotency_key()
-        raw = json_body()
-        body = record_body(raw, NEED_FIELDS, "need_id", None)
-        digest = request_digest(raw)
-        st = store()
-        with st.transaction():
-            kept = kept_answer(st, key, digest) if key else None
-            if kept is not None:
-                (status, outcome), replayed = kept, True
-            else:
-                if not body.get("need_id"):
-                    body["need_id"] = new_need_id()
-                rec = validated(body, matcher.read_needs, "need (request body)")
-                report = take_report(st, rec, g.key_id, intake_policy())
-                outcome = {
-                    "need_id": report.need["need_id"],
-                    "created": report.created,
-                    "report_id": report.report_id,
-                    "intake": report.statement,
-                }
-                status, replayed = (201 if report.created else 200), False
-                if key:
-                    keep_answer(st, key, digest, status, outcome)
-        need = st.get_need(str(outcome["need_id"]))
-        if need is None:  # deleted since the first answer
-            return problem(410, "Gone", f"the report was taken (id {outcome['report_id']}), "
-                           f"but need {outcome['need_id']!r} has been deleted since")  # fmt: skip
-        result = recommend_for_need(need, nearby_index(exact=is_admin()), latest_model())
-        out = {
-            "need": need,
-            "created": outcome["created"],
-            "report_id": outcome["report_id"],
-            "linked_to": None if outcome["created"] else need["need_id"],
-            "intake": outcome["intake"],
-            "cluster_id": result.cluster_id,
-            "statement": result.statement,
-            "recommendations": result.recommendations,
-            "partners_in_reach": result.reachable,
-        }
+        status, out, replayed = report_concern(json_body(), idempotency_key())
+        if status == 410:
+            return problem(410, "Gone", out["detail"])
+        need = out["need"]
         resp = Response(json.dumps(out), status=status, mimetype="application/json")
         resp.headers["Location"] = f"/api/v1/needs/{need['need_id']}"
         if replayed:

@@ -19,6 +19,8 @@ from matcher import (
 )
 from matcher._validate import _DATE, _LANG, KINDS
 from matcher.config import DEFAULT_RECRUIT_RADIUS_KM, OBJECTIVES, PARAMETER_BOUNDS
+from matcher.intake import MAX_NOTE_CHARS
+from matcher.outreach import MAX_PLACE_QUERY_CHARS, MAX_PLACES
 from matcher.store import (
     PLAN_STATUSES,
 )
@@ -215,6 +217,16 @@ class NeedWrite(ma.Schema):
     cluster_id = ma.fields.String(dump_only=True, metadata={"description": "ignored"})
 
 
+class NeedReport(NeedWrite):
+    """A reported concern as POST /needs takes it: a need, and optionally a short note."""
+
+    note = ma.fields.String(
+        validate=ma.validate.Length(max=MAX_NOTE_CHARS),
+        metadata={"description": "the reporter's short note, kept with the report and shown "
+                  "to planners and admins only (GET /report-notes)"},
+    )  # fmt: skip
+
+
 class NeedReplace(NeedWrite):
     """A need as PUT /needs/{need_id} takes it (the id may be left out)."""
 
@@ -391,6 +403,14 @@ class NearbyResult(ma.Schema):
     free_capacity = ma.fields.Float(required=True)
     lat = ma.fields.Float(required=True)
     lon = ma.fields.Float(required=True)
+    languages = ma.fields.List(
+        ma.fields.String(), required=True, metadata={"description": "languages it serves in"}
+    )
+
+
+class NeighborhoodRef(ma.Schema):
+    neighborhood_id = ma.fields.String(required=True)
+    name = ma.fields.String(required=True)
 
 
 class NearbyResponse(ma.Schema):
@@ -402,6 +422,57 @@ class NearbyResponse(ma.Schema):
                   "nearest that have some (up to 3, within 500 km); else empty"},
     )
     statement = ma.fields.String(required=True, metadata={"description": "what the answer means"})
+    in_radius = ma.fields.Integer(
+        required=True, allow_none=True,
+        metadata={"description": "when no partner within the radius has free capacity: how "
+                  "many partners of the category and kind are within it (up to 10,000); "
+                  "else null"},
+    )  # fmt: skip
+    neighborhood = ma.fields.Nested(
+        NeighborhoodRef, required=True, allow_none=True,
+        metadata={"description": "the stored neighborhood holding the point (null: none)"},
+    )  # fmt: skip
+    escalate_to = ma.fields.String(
+        required=True, allow_none=True,
+        metadata={"description": "when no partner within the radius has free capacity: whom "
+                  "to escalate to (the neighborhood's escalation_contact, else the service's "
+                  "ESCALATION_CONTACT); else null"},
+    )  # fmt: skip
+
+
+class PlaceArgs(ma.Schema):
+    q = ma.fields.String(
+        required=True,
+        validate=ma.validate.Length(1, MAX_PLACE_QUERY_CHARS),
+        metadata={"description": "words of a neighborhood's or an organization's name, or a "
+                  "neighborhood id"},
+    )  # fmt: skip
+    limit = ma.fields.Integer(load_default=8, validate=ma.validate.Range(1, MAX_PLACES))
+
+
+class Place(ma.Schema):
+    name = ma.fields.String(required=True)
+    kind = ma.fields.String(required=True, validate=ma.validate.OneOf(("neighborhood",
+                                                                       "organization")))
+    id = ma.fields.String(required=True)
+    lat = ma.fields.Float(required=True)
+    lon = ma.fields.Float(required=True)
+
+
+class PlaceList(ma.Schema):
+    places = ma.fields.List(ma.fields.Nested(Place), required=True)
+
+
+class ReportNote(ma.Schema):
+    report_id = ma.fields.String(required=True)
+    need_id = ma.fields.String(required=True)
+    note = ma.fields.String(required=True)
+    created_at = ma.fields.String(required=True)
+    actor = ma.fields.String(metadata={"description": "the key that wrote it (admins only)"})
+
+
+class ReportNoteList(ma.Schema):
+    notes = ma.fields.List(ma.fields.Nested(ReportNote), required=True)
 
 
 class ProblemItem(ma.Schema):
@@ -527,6 +598,7 @@ class Recommendation(ma.Schema):
     capacity = ma.fields.Float(required=True)
     lat = ma.fields.Float(required=True)
     lon = ma.fields.Float(required=True)
+    languages = ma.fields.List(ma.fields.String(), required=True)
     reason = ma.fields.String(required=True)
 
 
@@ -622,6 +694,14 @@ class MapConfigSchema(ma.Schema):
     )
     tile_attribution = ma.fields.String(metadata={"description": "plain text"})
     version = ma.fields.String()
+    categories = ma.fields.List(
+        ma.fields.String(),
+        metadata={"description": "the category codes, in their documented order"},
+    )
+    geocoder_url = ma.fields.String(
+        metadata={"description": "a Nominatim-style search URL with {q} that the outreach "
+                  "page may ask for places the store does not know; '' = none"}
+    )  # fmt: skip
 
 
 class WhoAmISchema(ma.Schema):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from flask import current_app, g
+from flask import current_app, g, request
 
 from matcher import (
     ClusterModel,
@@ -15,6 +15,7 @@ from matcher.intake import IntakePolicy
 from matcher.jobs import load_plan_model
 from matcher.jobs import plan_in_force as core_plan_in_force
 from matcher.nearby import NearbyIndex
+from matcher.outreach import NeighborhoodLookup, Places
 from matcher.store import (
     PlanRecord,
     Store,
@@ -73,7 +74,7 @@ def nearby_index(*, exact: bool) -> NearbyIndex:
     store's revision changes (every write, a finished plan included).
     """
     st = store()
-    revision = st.revision()
+    revision = _revision()
     cache = current_app.extensions["matcher_nearby"]
     hit = cache.get(exact)
     if hit is not None and hit[0] == revision and not _expired(hit[1]):
@@ -106,3 +107,50 @@ def latest_model() -> ClusterModel | None:
 def intake_policy() -> IntakePolicy:
     """Return the near-duplicate rule of the app (``DUPLICATE_M``, ``DUPLICATE_HOURS``)."""
     return current_app.extensions["matcher_intake"]  # type: ignore[no-any-return]
+
+
+_REVISION = "matcher.store_revision"
+
+
+def _revision() -> int:
+    """Return the store's revision, asked once per request (every write changes it)."""
+    env = request.environ  # the request's own (flask.g may outlive it in an app context)
+    if _REVISION not in env:
+        env[_REVISION] = store().revision()
+    return int(env[_REVISION])
+
+
+def forget_revision() -> None:
+    """Ask the store for its revision again in this request (after a write)."""
+    request.environ.pop(_REVISION, None)
+
+
+def _by_revision(name: str, build: Any) -> Any:
+    """Return ``build()``, cached in the app until the store's revision changes."""
+    revision = _revision()
+    cache = current_app.extensions.setdefault("matcher_outreach", {})
+    hit = cache.get(name)
+    if hit is not None and hit[0] == revision:
+        return hit[1]
+    with _cache_lock:
+        hit = cache.get(name)
+        if hit is None or hit[0] != revision:
+            hit = (revision, build())
+            cache[name] = hit
+        return hit[1]
+
+
+def neighborhood_lookup() -> NeighborhoodLookup:
+    """Return the stored neighborhoods' lookup with escalation contacts (cached)."""
+    default = str(current_app.config.get("ESCALATION_CONTACT") or "")
+    return _by_revision(  # type: ignore[no-any-return]
+        "neighborhoods", lambda: NeighborhoodLookup(store().neighborhoods_frame(), default)
+    )
+
+
+def places() -> Places:
+    """Return the offline gazetteer of stored neighborhoods and organizations (cached)."""
+    st = store()
+    return _by_revision(  # type: ignore[no-any-return]
+        "places", lambda: Places.from_store_frames(st.neighborhoods_frame(), st.partners_frame())
+    )

@@ -365,11 +365,19 @@ def start_server(
     raise AssertionError(f"matcher serve did not answer /api/v1/health:\n{log.read_text()}")
 
 
+#: Settings of the session's servers: whom outreach escalates to where no neighborhood says.
+SERVED_ESCALATION = "Chicago 311: call 311 (test setting)"
+#: The outreach page's geocoder: nothing listens there (the browser tests answer for it).
+SERVED_GEOCODER = f"http://127.0.0.1:{free_port()}/search?format=json&q={{q}}"
+SERVED_ENV = {"MATCHER_ESCALATION_CONTACT": SERVED_ESCALATION,
+              "MATCHER_GEOCODER_URL": SERVED_GEOCODER}  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def served_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One ``matcher serve`` on a new SQLite store (the sample city) for the whole session."""
     started = time.monotonic()
-    srv, proc = start_server(tmp_path_factory.mktemp("served"))
+    srv, proc = start_server(tmp_path_factory.mktemp("served"), env=SERVED_ENV)
     srv.startup_s = time.monotonic() - started
     try:
         yield srv
@@ -384,7 +392,7 @@ def served_postgresql(
     """One ``matcher serve --db postgresql://...`` (the sample city) for the whole session."""
     started = time.monotonic()
     db = pg_cluster.new_schema(schema_name("served"))
-    srv, proc = start_server(tmp_path_factory.mktemp("served_pg"), db=db)
+    srv, proc = start_server(tmp_path_factory.mktemp("served_pg"), db=db, env=SERVED_ENV)
     srv.startup_s = time.monotonic() - started
     try:
         yield srv

@@ -6,7 +6,7 @@ One contract, tested by one suite against every backend (``tests/test_store_cont
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Self
 
@@ -326,6 +326,37 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def linked_reports(self, need_id: str) -> list[dict[str, Any]]:
         """Return the reports linked to a need, oldest first."""
+
+    @abc.abstractmethod
+    def get_linked_report(self, report_id: str) -> dict[str, Any] | None:
+        """Return one linked report (as :meth:`linked_reports` gives them) or None."""
+
+    @abc.abstractmethod
+    def needs_reported(
+        self, since: str, until: str, categories: Sequence[str] | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Return needs whose ``reported_at`` text is in ``[since, until)``, newest first.
+
+        ``since`` and ``until`` are compared as text (ISO dates or date-times sort as
+        text); the caller checks exact times. Ties by ``need_id``; at most ``limit``.
+        """
+
+    @abc.abstractmethod
+    def add_report_note(self, report_id: str, need_id: str, note: str, actor: str) -> None:
+        """Keep a reporter's note on a report of need ``need_id`` (audited, never changed).
+
+        Inside the transaction that stores the report. Notes go with their need: deleted
+        with it (by :meth:`delete_need` or an import that leaves it out; only roles that
+        may read notes may do either), so a later need of the same id never shows them.
+        """
+
+    @abc.abstractmethod
+    def report_notes(self, need_id: str) -> list[dict[str, Any]]:
+        """Return the notes on a need's reports, oldest first."""
+
+    @abc.abstractmethod
+    def report_notes_of(self, need_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Return the notes on the reports of several needs (a listing's), in one query."""
 
     @abc.abstractmethod
     def idempotent_response(self, actor: str, key: str) -> tuple[str, int, str] | None:

@@ -238,6 +238,19 @@ _HOLDS = (
 )
 
 
+_NOTES = (
+    # a reporter's short note on a concern (the report's own, or the need's when it is new)
+    """CREATE TABLE report_notes (
+        report_id TEXT PRIMARY KEY NOT NULL,
+        need_id TEXT NOT NULL,
+        note TEXT NOT NULL CHECK (length(note) > 0),
+        actor TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX report_notes_need ON report_notes (need_id)",
+)
+
+
 def _holds(dialect: str) -> tuple[str, ...]:
     return tuple(t.format(**_DIALECT[dialect]) for t in _HOLDS)
 
@@ -260,6 +273,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _intake("postgresql"),
     ),
     Migration("referrals hold units at a partner", _holds("sqlite"), _holds("postgresql")),
+    Migration("notes of reported concerns", _NOTES, _NOTES),
 )
 
 _VERSION_TABLE = (

@@ -109,6 +109,10 @@ _RETIRE = (
 )
 
 
+#: The columns of a linked report, as the store returns them.
+_LINKED = ("report_id", "need_id", "category", "lat", "lon", "demand", "severity", "languages",
+           "neighborhood", "reported_at", "source", "actor", "created_at")  # fmt: skip
+
 class Connection(Protocol):
     """What :class:`SQLStore` needs of a connection (``?`` placeholders)."""
 
@@ -470,7 +474,12 @@ class SQLStore(Store):
             ]
             if problems:
                 raise InputValidationError(problems[:1000])
-            return self._replace(NEED, df, actor)
+            result = self._replace(NEED, df, actor)
+            # notes go with their need (whoever may import may read them)
+            conn.execute(
+                "DELETE FROM report_notes WHERE need_id NOT IN (SELECT need_id FROM needs)"
+            )
+            return result
 
     def replace_neighborhoods(self, gdf: gpd.GeoDataFrame, actor: str) -> ImportResult:
         """Replace all neighborhoods, all or nothing (see :meth:`Store.replace_neighborhoods`)."""
@@ -645,16 +654,80 @@ class SQLStore(Store):
 
     def linked_reports(self, need_id: str) -> list[dict[str, Any]]:
         """Return the reports linked to a need (see :meth:`Store.linked_reports`)."""
-        cols = ("report_id", "need_id", "category", "lat", "lon", "demand", "severity",
-                "languages", "neighborhood", "reported_at", "source", "actor",
-                "created_at")  # fmt: skip
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {', '.join(cols)} FROM linked_reports WHERE need_id = ? "
+                f"SELECT {', '.join(_LINKED)} FROM linked_reports WHERE need_id = ? "
                 "ORDER BY created_at, report_id",
                 (need_id,),
             ).fetchall()
-        return [dict(zip(cols, r, strict=True)) for r in rows]
+        return [dict(zip(_LINKED, r, strict=True)) for r in rows]
+
+    def get_linked_report(self, report_id: str) -> dict[str, Any] | None:
+        """Return one linked report or None (see :meth:`Store.get_linked_report`)."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {', '.join(_LINKED)} FROM linked_reports WHERE report_id = ?",
+                (report_id,),
+            ).fetchone()
+        return None if row is None else dict(zip(_LINKED, row, strict=True))
+
+    def needs_reported(
+        self, since: str, until: str, categories: Sequence[str] | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Return needs reported in a span, newest first (see :meth:`Store.needs_reported`)."""
+        check_page(limit, 0)
+        cols = ", ".join(NEED.stored)
+        where, args = "reported_at >= ? AND reported_at < ?", [since, until]
+        if categories is not None:
+            if not categories:
+                return []
+            where += f" AND category IN ({', '.join('?' for _ in categories)})"
+            args += list(categories)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {cols} FROM needs WHERE {where} "
+                "ORDER BY reported_at DESC, need_id LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        return [dict(zip(NEED.stored, r, strict=True)) for r in rows]
+
+    def add_report_note(self, report_id: str, need_id: str, note: str, actor: str) -> None:
+        """Keep a note on a report (see :meth:`Store.add_report_note`)."""
+        check_actor(actor)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO report_notes (report_id, need_id, note, actor, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (report_id, need_id, note, actor, now()),
+            )
+            self._audit(conn, actor, "note", "need", need_id, {"report_id": report_id})
+
+    _NOTE = ("report_id", "need_id", "note", "actor", "created_at")
+
+    def report_notes(self, need_id: str) -> list[dict[str, Any]]:
+        """Return the notes on a need's reports (see :meth:`Store.report_notes`)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(self._NOTE)} FROM report_notes WHERE need_id = ? "
+                "ORDER BY created_at, report_id",
+                (need_id,),
+            ).fetchall()
+        return [dict(zip(self._NOTE, r, strict=True)) for r in rows]
+
+    def report_notes_of(self, need_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Return the notes of several needs (see :meth:`Store.report_notes_of`)."""
+        ids = list(dict.fromkeys(map(str, need_ids)))
+        out: list[dict[str, Any]] = []
+        with self._read() as conn:
+            for start in range(0, len(ids), 500):  # within every driver's parameter limit
+                chunk = ids[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT {', '.join(self._NOTE)} FROM report_notes WHERE need_id IN "
+                    f"({', '.join('?' for _ in chunk)}) ORDER BY created_at, report_id",
+                    chunk,
+                ).fetchall()
+                out += [dict(zip(self._NOTE, r, strict=True)) for r in rows]
+        return out
 
     def idempotent_response(self, actor: str, key: str) -> tuple[str, int, str] | None:
         """Return the kept response of a key (see :meth:`Store.idempotent_response`)."""
@@ -783,7 +856,8 @@ class SQLStore(Store):
     def delete_need(self, need_id: str, expected_version: int, actor: str) -> None:
         """Delete a need at ``expected_version`` (see :meth:`Store.delete_need`).
 
-        A need with linked reports is kept (409): its reports would lose their need.
+        A need with linked reports is kept (409): its reports would lose their need. Its
+        reporters' notes are deleted with it.
         """
         with self._write() as conn:
             n = conn.execute(
@@ -795,6 +869,9 @@ class SQLStore(Store):
                     "without their need"
                 )
             self._delete(NEED, need_id, expected_version, actor)
+            # its notes go with it (whoever may delete a need may read them), so a later
+            # need of the same id never shows them
+            conn.execute("DELETE FROM report_notes WHERE need_id = ?", (need_id,))
 
     # -- frames
 

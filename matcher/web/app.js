@@ -85,21 +85,7 @@
 
   function $(id) { return document.getElementById(id); }
 
-  function h(tag, attrs) {
-    var node = document.createElement(tag);
-    var a = attrs || {};
-    Object.keys(a).forEach(function (k) {
-      if (k === "text") node.textContent = a[k];
-      else if (k === "className") node.className = a[k];
-      else node.setAttribute(k, a[k]);
-    });
-    for (var i = 2; i < arguments.length; i++) {
-      var child = arguments[i];
-      if (child === null || child === undefined) continue;
-      node.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
-    }
-    return node;
-  }
+  var h = window.matcherWeb.h;
 
   function fmt(x, digits) {
     if (x === null || x === undefined || Number.isNaN(x)) return "–";
@@ -192,30 +178,10 @@
   L.control.scale({ imperial: false }).addTo(map);
 
   function addBaseMap(cfg) {
-    var status = $("base-status");
-    if (!cfg.tile_url) {
-      status.textContent = "No base map is configured: the layers are drawn on a blank background.";
-      status.hidden = false;
-      return;
-    }
-    var attribution = cfg.tile_attribution || "";
-    var escaped = attribution.replace(/[&<>"']/g, function (c) {
-      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    window.matcherWeb.addBaseMap(map, cfg, $("base-status"), {
+      none: "No base map is configured: the layers are drawn on a blank background.",
+      unavailable: "Base map unavailable (its tiles cannot be reached); every layer is still shown."
     });
-    var tiles = L.tileLayer(cfg.tile_url, { attribution: escaped, maxZoom: 19 });
-    var loaded = 0;
-    tiles.on("tileload", function () { loaded += 1; });
-    tiles.on("tileerror", function () {
-      if (loaded > 0 || !map.hasLayer(tiles)) return; // a gap in a working base map
-      // The tile server cannot be reached: stop asking it, keep every data layer.
-      map.removeLayer(tiles);
-      status.textContent =
-        "Base map unavailable (its tiles cannot be reached); every layer is still shown.";
-      status.hidden = false;
-      document.body.dataset.baseMap = "unavailable";
-    });
-    tiles.addTo(map);
-    document.body.dataset.baseMap = "requested";
   }
 
   function tooltip(lines) {
