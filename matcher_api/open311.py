@@ -246,6 +246,8 @@ def _create() -> Response:
     if status == 410:
         raise GeoReportError(410, out["detail"])
     notice = out["intake"] + "; " + out["statement"]
+    if out["escalate_to"]:
+        notice += "; escalate to " + out["escalate_to"]
     if personal:
         notice += ("; matcher keeps no personal details: " + ", ".join(personal)
                    + " not stored")  # fmt: skip

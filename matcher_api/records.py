@@ -315,6 +315,9 @@ def report_concern(
         return 410, {"detail": f"the report was taken (id {outcome['report_id']}), but need "
                      f"{outcome['need_id']!r} has been deleted since"}, replayed  # fmt: skip
     result = recommend_for_need(need, nearby_index(exact=is_admin()), latest_model())
+    lookup = neighborhood_lookup()
+    hood = lookup.locate(float(need["lat"]), float(need["lon"]))
+    contact = hood["escalation_contact"] if hood is not None else lookup.default_contact
     out = {
         "need": need,
         "created": outcome["created"],
@@ -325,6 +328,8 @@ def report_concern(
         "statement": result.statement,
         "recommendations": result.recommendations,
         "partners_in_reach": result.reachable,
+        # the next step when no partner can take it: whom to escalate to there
+        "escalate_to": None if result.recommendations or not contact else contact,
     }
     return status, out, replayed
 

@@ -634,6 +634,11 @@ class NeedIntake(ma.Schema):
         metadata={"description": "nearest first, with free capacity under the latest plan"},
     )
     partners_in_reach = ma.fields.Integer(required=True, validate=ma.validate.Range(min=0))
+    escalate_to = ma.fields.String(
+        required=True, allow_none=True,
+        metadata={"description": "when no partner can take it: whom to escalate to (the "
+                  "neighborhood's escalation_contact, else ESCALATION_CONTACT); else null"},
+    )  # fmt: skip
 
 
 class PlanQueued(ma.Schema):

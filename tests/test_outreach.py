@@ -187,6 +187,14 @@ def test_nearby_names_the_neighborhood_and_whom_to_escalate_to(served_app) -> No
         assert problem["field"] == "escalation_contact" and reason in problem["reason"]
     kept = c.get(f"{NEARBY}?lat={lat}&lon={lon}&radius_km=0.05", headers=key).get_json()
     assert kept["escalate_to"] == "District 18 CAPS office, 312-742-5778"  # all or nothing
+    # a reported concern no partner can take names whom to escalate to as its next step
+    far = c.post("/api/v1/needs", json={"category": "reentry_support", "lat": 42.0,
+                                        "lon": -87.2, "demand": 1}, headers=key)  # mid-lake
+    assert far.status_code == 201 and far.get_json()["recommendations"] == []
+    assert far.get_json()["escalate_to"] == "Chicago 311"
+    near = c.post("/api/v1/needs", json={"category": "food_access", "lat": lat, "lon": lon,
+                                         "demand": 1}, headers=key)
+    assert near.get_json()["recommendations"] and near.get_json()["escalate_to"] is None
 
 
 def test_a_reporters_note_is_kept_and_shown_to_planners_only(served_app) -> None:  # noqa: F811
@@ -479,6 +487,15 @@ def test_place_search_and_the_fallback_with_whom_to_escalate_to(phone, served, t
         f"Escalate in Lincoln Park to: {SERVED_ESCALATION}"
     )
     p.screenshot(tmp_path, "outreach-fallback")
+    # a tap on the map moves the point there (and keeps the category and radius)
+    box = page.locator("#map").bounding_box()
+    p.results_done(lambda: page.locator("#map").click(
+        position={"x": box["width"] * 0.7, "y": box["height"] * 0.3}))  # fmt: skip
+    lat, lon = map(float, page.get_attribute("body", "data-point").split(","))
+    assert (lat, lon) != (spot["lat"], spot["lon"])
+    tapped = _nearby(served, lat, lon, 1, category=code)
+    assert p.shown() == [r["partner_id"] for r in tapped["results"]]
+    assert p.shown("#nearest-free li.result") == [r["partner_id"] for r in tapped["nearest_free"]]
     assert p.errors == []
 
 

@@ -144,11 +144,50 @@ def test_route_role_matrix_from_the_openapi_document(city):
                 assert r.status_code not in (401, 403), (where, r.get_json())
             else:
                 assert r.status_code == 403, (where, r.status_code)
-    # every policy entry is reachable through some route
-    assert {k for k in POLICY if k[0] not in ("health", "map_config")} <= seen_policies | {
-        ("health", "read"),
-        ("map_config", "read"),
-    }
+    # every policy entry is reachable through some route (Open311's: the next test)
+    assert {k for k in POLICY if k[0] not in ("health", "map_config", "open311_services")} <= (
+        seen_policies | {("health", "read"), ("map_config", "read")}
+    )
+
+
+def test_open311_route_role_matrix(city):
+    """Open311's routes under the same policy: services public, requests keyed (api_key)."""
+    from matcher.access import POLICY, PUBLIC
+
+    client, keys = city["client"], city["keys"]
+    need_id = client.get("/api/v1/needs?limit=1", headers=auth(keys["admin"])).get_json()[
+        "results"
+    ][0]["need_id"]
+    routes = [
+        ("GET", "/open311/v2/discovery.json", ("open311_services", "read")),
+        ("GET", "/open311/v2/services.xml", ("open311_services", "read")),
+        ("GET", "/open311/v2/services/food_access.json", ("open311_services", "read")),
+        ("GET", "/open311/v2/requests.json", ("needs", "read")),
+        ("GET", f"/open311/v2/requests/{need_id}.xml", ("needs", "read")),
+        ("POST", "/open311/v2/requests.json", ("needs", "create")),
+    ]
+    for method, url, policy in routes:
+        roles = POLICY[policy]
+        for who in ("none", "revoked", *ROLES):
+            data = {"service_code": "nope", "lat": "x", "long": "y"}  # never succeeds
+            if who != "none":
+                data["api_key"] = keys[who]
+            r = client.open(url, method=method, data=data if method == "POST" else None,
+                            query_string=None if method == "POST" else {
+                                k: v for k, v in data.items() if k == "api_key"})  # fmt: skip
+            where = f"{method} {url} as {who}"
+            assert r.status_code < 500 and r.headers["Cache-Control"] == "no-store", where
+            if roles == PUBLIC:
+                assert r.status_code not in (401, 403), where
+            elif who in ("none", "revoked"):
+                assert r.status_code == 401, where
+                text = r.get_data(as_text=True)
+                assert ("<code>401</code>" in text if url.endswith(".xml")
+                        else r.get_json()[0]["code"] == 401), where  # fmt: skip
+            elif who in roles:
+                assert r.status_code not in (401, 403), (where, r.get_data(as_text=True))
+            else:
+                assert r.status_code == 403, (where, r.status_code)
 
 
 # --------------------------------------------------------------------------- privacy

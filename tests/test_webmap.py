@@ -35,7 +35,7 @@ import matcher
 from api import create_app
 from matcher.store import open_store
 
-from .conftest import Served, close_app
+from .conftest import SERVED_ESCALATION, Served, close_app
 from .oracle import grid_point
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -590,6 +590,51 @@ def test_an_outreach_key_sees_the_map_but_cannot_plan(browser, server):
         assert w.errors() == [] and w.page_errors == []
     finally:
         w.close()
+
+
+def test_a_concern_reported_on_the_outreach_page_joins_a_cluster_in_force(
+    browser, server, slice_paths, tmp_path
+):
+    """The outreach page at a phone viewport, with a plan in force: the cluster it joins."""
+    import io
+
+    from .test_outreach import Phone, _delete_needs
+
+    plan_id = server.request("api/v1/plans/latest", server.keys["outreach"])["plan"]["plan_id"]
+    r = server.served.call("GET", f"/api/v1/plans/{plan_id}/files/need_clusters.csv",
+                           key=server.keys["outreach"])  # fmt: skip
+    members = pd.read_csv(io.BytesIO(r.body), dtype=str, keep_default_na=False)
+    members = members[members["cluster_id"] != ""]
+    biggest = members["cluster_id"].value_counts().sort_index().idxmax()
+    need_id = sorted(members.loc[members["cluster_id"] == biggest, "need_id"])[0]
+    needs = pd.read_csv(slice_paths["needs"], dtype=str, keep_default_na=False)
+    need = needs.set_index("need_id").loc[need_id]
+    at = (float(need["lat"]), float(need["lon"]))
+    p = Phone(browser, server.served, at=at)
+    made: list[str] = []
+    try:
+        p.sign_in()
+        page = p.page
+        p.results_done(lambda: page.click("#near-me"))
+        page.click("#report-open")
+        page.select_option("#report-category", need["category"])
+        page.click("#report-send")
+        page.wait_for_selector("#report-result .outcome", timeout=30_000)
+        made.append(page.get_attribute("#report-result", "data-need-id"))
+        assert page.inner_text("#report-result .cluster") == f"It joins cluster {biggest}."
+        recs = page.locator("#report-result ol.recs li").count()
+        if recs == 0:  # no partner can take it: the page says so and whom to escalate to
+            assert "No recommendation" in page.inner_text("#report-result")
+            assert page.inner_text("#report-result .escalate") == (
+                f"Escalate to: {SERVED_ESCALATION}"
+            )
+        else:
+            assert page.locator("#report-result .escalate").count() == 0
+        p.screenshot(tmp_path, "outreach-joins-cluster")
+        assert p.errors == []
+    finally:
+        _delete_needs(server.served, made)
+        p.close()
 
 
 def test_a_wrong_key_is_refused_without_script_errors(browser, server):

@@ -185,6 +185,7 @@
     if (state.retryTimer) clearTimeout(state.retryTimer);
     state.retryTimer = null;
     state.point = state.answer = state.report = null;
+    delete document.body.dataset.point;
     state.searches += 1;
     if (state.here && state.map) state.map.removeLayer(state.here);
     state.here = null;
@@ -220,6 +221,7 @@
 
   function setPoint(lat, lon) {
     state.point = { lat: lat, lon: lon };
+    document.body.dataset.point = lat + "," + lon; // the exact point asked about (tests)
     state.answer = null;
     if (state.map) {
       if (state.here) state.map.removeLayer(state.here);
@@ -382,6 +384,7 @@
     var a = state.answer;
     var list = $("results");
     list.replaceChildren();
+    $("nearest-free").replaceChildren();
     $("fallback").hidden = true;
     $("escalate").hidden = true;
     if (state.marks) state.marks.clearLayers();
@@ -408,7 +411,6 @@
     }
     if (!free) {
       var nearest = $("nearest-free");
-      nearest.replaceChildren();
       a.nearest_free.forEach(function (r) {
         nearest.appendChild(partnerItem(r));
         mark(r);
@@ -617,6 +619,10 @@
     } else {
       box.appendChild(h("p", { text: a.partners_in_reach
         ? t("report.no_recommendation_full") : t("report.no_recommendation_none") }));
+    }
+    if (a.escalate_to) {
+      box.appendChild(h("p", { className: "escalate", text: t("results.escalate", {
+        contact: a.escalate_to }) }));
     }
   }
 
