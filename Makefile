@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[api,test,lint,postgres,dask,assess]"
+	$(BIN)/python -m pip install --quiet -e ".[api,test,lint,postgres,dask,assess,explore]"
 	touch $@
 
 run: $(VENV)/.installed

@@ -383,7 +383,7 @@ def plan_cmd(
         click.echo(
             f"served {units['served']:g} of {units['demand']:g} units "
             f"({100 * units['coverage']:.1f}%), unmet {units['unmet']:g}; "
-            f"{len(result.clusters)} clusters, {len(result.assignments)} assignments"
+            f"{len(result.clusters)} clusters, {len(result.assignment_table)} assignments"
         )
         floors = result.metrics.get("floors")
         if floors:
@@ -501,7 +501,8 @@ def scenario_cmd(
 
     Writes the scenario's plan files, scenario.json (metrics before, after and delta),
     scenario_clusters.csv (clusters that gained or lost service) and
-    scenario_partners.csv (partners whose load changed).
+    scenario_partners.csv (partners whose load changed); recruit.csv and report.html
+    when the base plan has them.
     """
     from .scenario import ScenarioChange, run_scenario
 
@@ -521,7 +522,18 @@ def scenario_cmd(
         taxonomy=_taxonomy(taxonomy_path) if taxonomy_path else None,
         input_crs=input_crs,
     )
-    written = result.to_dir(out_dir)
+    files = result.files()
+    from .report import REPORT_NAME
+
+    if (base_dir / REPORT_NAME).is_file():  # the base has a report: so does the what-if
+        from .report import report_html
+
+        files[REPORT_NAME] = report_html(
+            result.plan, title="matcher what-if plan report"
+        ).encode("utf-8")
+    from .output import write_files
+
+    written = write_files(dict(sorted(files.items())), out_dir)
     if not quiet:
         b, a = result.metrics["before"], result.metrics["after"]
         click.echo(

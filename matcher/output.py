@@ -506,7 +506,7 @@ def plan_geojson_pieces(
     rows = PIECE_ROWS if rows is None else rows
     partners = partners_view(plan.partners, exact_volunteers=exact_volunteers)
     plon, plat = partners["lon"].to_numpy(), partners["lat"].to_numpy()
-    a = plan.assignments
+    a = plan.assignment_table
     clusters = plan.clusters
     pi = pd.Index(partners["partner_id"]).get_indexer(a["partner_id"])
     ci = pd.Index(clusters["cluster_id"]).get_indexer(a["cluster_id"])
@@ -600,9 +600,9 @@ def gaps_geojson(plan: Plan) -> dict[str, Any]:
     ``demand, served, unmet, unmet_no_partner_in_range, unmet_partners_in_range_full,
     coverage`` and ``categories`` (the same per category with demand).
     """
-    if plan.neighborhoods is None or plan.gaps is None:
+    if plan.neighborhoods is None or plan.gap_table is None:
         return {"type": "FeatureCollection", "features": []}
-    g = plan.gaps
+    g = plan.gap_table
     cols = [c for c in g.columns if c not in ("neighborhood", "category", "coverage")]
     totals = g.groupby("neighborhood")[cols].sum()
     by_hood: dict[Any, list[Any]] = {}
@@ -692,7 +692,7 @@ def _plan_pieces(plan: Plan) -> dict[str, Callable[[], Iterator[str]]]:
     files["clusters.csv"] = table(
         lambda: pd.DataFrame(plan.clusters.drop(columns="geometry"))[list(_CLUSTER_CSV)]
     )
-    gap_table, floor_table, recruit = plan.gaps, plan.floors, plan.recruit
+    gap_table, floor_table, recruit = plan.gap_table, plan.floors, plan.recruit
     if gap_table is not None:
         files["gaps.csv"] = table(lambda: gap_table)
     if plan.neighborhoods is not None:
@@ -702,9 +702,9 @@ def _plan_pieces(plan: Plan) -> dict[str, Callable[[], Iterator[str]]]:
     if recruit is not None:
         files["recruit.csv"] = table(recruit.to_frame)
         files["recruit.geojson"] = whole(lambda: _json_text_of(recruit.to_geojson()))
-    files["assignments.csv"] = table(lambda: plan.assignments)
+    files["assignments.csv"] = table(lambda: plan.assignment_table)
     files["need_clusters.csv"] = table(lambda: plan.need_clusters)
-    files["unmet.csv"] = table(lambda: plan.unmet)
+    files["unmet.csv"] = table(lambda: plan.unmet_table)
     for name, frame in plan.rejects.items():
         files[f"rejects_{name}.csv"] = table(lambda frame=frame: frame)  # type: ignore[misc]
     files["plan.geojson"] = lambda: itertools.chain(plan_geojson_pieces(plan), ("\n",))

@@ -14,6 +14,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 
 from ._errors import InputValidationError, Problem
 from .clustering import Clustering, ClusterModel, cluster_id_strings
@@ -62,13 +63,14 @@ class Plan:
         its hull polygon.
     need_clusters : pandas.DataFrame
         ``need_id, cluster_id``.
-    assignments : pandas.DataFrame
+    assignment_table : pandas.DataFrame
         ``cluster_id, partner_id, units, distance_km, cost`` plus the explanation
         (``language_km, capacity_used, capacity_left, runner_up_id,
-        runner_up_distance_km, runner_up_extra_cost, runner_up_full, reason``).
-    unmet : pandas.DataFrame
+        runner_up_distance_km, runner_up_extra_cost, runner_up_full, reason``): the rows
+        of ``assignments.csv``. :attr:`assignments` is the same with its lines.
+    unmet_table : pandas.DataFrame
         ``cluster_id, category, units, reason, centroid_lat, centroid_lon`` per cluster
-        with unmet units.
+        with unmet units (``unmet.csv``). :attr:`unmet` is the same with its points.
     need_table : pandas.DataFrame
         The validated needs in ``need_id`` order, with ``neighborhood``, ``cluster_id``
         and ``served``, without point objects (see :attr:`needs`).
@@ -91,9 +93,10 @@ class Plan:
         The fitted clustering, to place a new need in an existing cluster.
     timings : dict
         Seconds per stage (not part of the written outputs, which are deterministic).
-    gaps : pandas.DataFrame or None
+    gap_table : pandas.DataFrame or None
         Demand, served and unmet by reason per neighborhood x category (see
-        :func:`matcher.equity.gaps`).
+        :func:`matcher.equity.gaps`; ``gaps.csv``). :attr:`gaps` is the same with the
+        neighborhoods' polygons.
     floors : pandas.DataFrame or None
         With ``min_coverage``: per neighborhood with a floor, whether it is met and
         why not (see :func:`matcher.equity.floor_report`).
@@ -110,8 +113,8 @@ class Plan:
 
     clusters: gpd.GeoDataFrame
     need_clusters: pd.DataFrame
-    assignments: pd.DataFrame
-    unmet: pd.DataFrame
+    assignment_table: pd.DataFrame
+    unmet_table: pd.DataFrame
     need_table: pd.DataFrame
     partners: gpd.GeoDataFrame
     neighborhoods: gpd.GeoDataFrame | None
@@ -122,7 +125,7 @@ class Plan:
     rejects: dict[str, pd.DataFrame] = field(default_factory=dict)
     model: ClusterModel | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    gaps: pd.DataFrame | None = None
+    gap_table: pd.DataFrame | None = None
     floors: pd.DataFrame | None = None
     churn: dict[str, Any] | None = None
     sources: dict[str, str] = field(default_factory=dict)
@@ -154,10 +157,106 @@ class Plan:
         added = [c for c in ("cluster_id", "served") if c in frame.columns]
         return frame[[c for c in frame.columns if c not in added] + added]
 
+    @cached_property
+    def assignments(self) -> gpd.GeoDataFrame:
+        """The assignments (:attr:`assignment_table`) as lines, partner to cluster centroid.
+
+        EPSG:4326, made on first use. The partner end is the partner's point as given
+        (exact for volunteers: the files written by the service coarsen them).
+        """
+        a = self.assignment_table
+        partners, clusters = self.partners, self.clusters
+        pi = pd.Index(partners["partner_id"]).get_indexer(a["partner_id"])
+        ci = pd.Index(clusters["cluster_id"]).get_indexer(a["cluster_id"])
+        coords = np.stack(
+            [
+                np.column_stack([partners["lon"].to_numpy(float)[pi],
+                                 partners["lat"].to_numpy(float)[pi]]),
+                np.column_stack([clusters["centroid_lon"].to_numpy(float)[ci],
+                                 clusters["centroid_lat"].to_numpy(float)[ci]]),
+            ],
+            axis=1,
+        )  # fmt: skip
+        lines = shapely.linestrings(coords) if len(a) else np.empty(0, dtype=object)
+        return gpd.GeoDataFrame(a.copy(), geometry=lines, crs="EPSG:4326")
+
+    @cached_property
+    def unmet(self) -> gpd.GeoDataFrame:
+        """The unmet units (:attr:`unmet_table`) at their clusters' centroids (EPSG:4326)."""
+        u = self.unmet_table
+        lon, lat = u["centroid_lon"].to_numpy(float), u["centroid_lat"].to_numpy(float)
+        return gpd.GeoDataFrame(u.copy(), geometry=shapely.points(lon, lat), crs="EPSG:4326")
+
+    @cached_property
+    def gaps(self) -> gpd.GeoDataFrame | None:
+        """The gaps (:attr:`gap_table`) with their neighborhoods' polygons (EPSG:4326).
+
+        None when the plan has no gap table; a row whose neighborhood has no polygon (no
+        neighborhoods given, or a need's own neighborhood outside them) has no geometry.
+        """
+        if self.gap_table is None:
+            return None
+        g = self.gap_table
+        shapes = None
+        if self.neighborhoods is not None and len(self.neighborhoods):
+            hoods = self.neighborhoods.to_crs("EPSG:4326")
+            by_id = pd.Series(hoods.geometry.to_numpy(), index=hoods["neighborhood_id"].astype(str))
+            shapes = g["neighborhood"].astype(str).map(by_id).to_numpy()
+        return gpd.GeoDataFrame(
+            g.copy(), geometry=shapes if shapes is not None else [None] * len(g), crs="EPSG:4326"
+        )
+
+    @cached_property
+    def recruit_sites(self) -> gpd.GeoDataFrame | None:
+        """The suggested recruiting sites (:attr:`recruit`) as points; None without them."""
+        if self.recruit is None:
+            return None
+        sites = self.recruit.sites
+        points = shapely.points(sites["lon"].to_numpy(float), sites["lat"].to_numpy(float))
+        return gpd.GeoDataFrame(sites.copy(), geometry=points, crs="EPSG:4326")
+
+    def __repr__(self) -> str:
+        """Say what the plan is in one line (its tables are attributes)."""
+        units = self.metrics.get("units", {})
+        return (
+            f"<Plan: {len(self.need_table):,} needs in {len(self.clusters):,} clusters, "
+            f"{len(self.partners):,} partners, {len(self.assignment_table):,} assignments; "
+            f"{units.get('served', 0):,.1f} of {units.get('demand', 0):,.1f} units served, "
+            f"{units.get('unmet', 0):,.1f} unmet; {self.solver.get('status', '?')} "
+            f"({self.solver.get('name', '?')})>"
+        )
+
+    def explore(self, **kwargs: Any) -> Any:
+        """Return an interactive map of the plan (a ``folium.Map``), as GeoDataFrame.explore.
+
+        Layers: clusters (hulls by category), assignment lines, partners, unmet units and,
+        when present, neighborhood gaps and recruit sites, with a layer control.
+        ``kwargs`` go to the first layer's ``explore`` (e.g. ``tiles=None`` offline).
+        Needs folium (``pip install 'matcher[explore]'``).
+        """
+        try:
+            import folium
+        except ImportError:
+            raise ImportError(
+                "Plan.explore needs folium: pip install 'matcher[explore]'"
+            ) from None
+        m = self.clusters.explore(column="category", name="clusters", **kwargs)
+        self.assignments.explore(m=m, color="#555555", name="assignments")
+        self.partners.explore(m=m, column="kind", name="partners", legend=False)
+        if len(self.unmet):
+            self.unmet.explore(m=m, color="#d62728", name="unmet", marker_kwds={"radius": 6})
+        if self.gaps is not None and self.gaps.geometry.notna().any():
+            self.gaps[self.gaps.geometry.notna()].explore(m=m, column="unmet", name="gaps",
+                                                         legend=False)  # fmt: skip
+        if self.recruit_sites is not None and len(self.recruit_sites):
+            self.recruit_sites.explore(m=m, color="#2ca02c", name="recruit sites")
+        folium.LayerControl().add_to(m)
+        return m
+
     @property
     def total_cost(self) -> float:
         """The plan's cost: sum of units x cost per unit over the assignments."""
-        return float(self.assignments["cost"].sum())
+        return float(self.assignment_table["cost"].sum())
 
     def to_dir(self, path: str | Path) -> dict[str, Path]:
         """Write the output contract of DESIGN.md to a directory (see :mod:`matcher.output`)."""

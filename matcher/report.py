@@ -52,7 +52,7 @@ REPORT_NAME = "report.html"
 TOP_GAPS = 20
 #: Rows shown in the partners table.
 TOP_PARTNERS = 25
-#: Rows shown of any extra table the plan carries (``plan.gaps``, ``plan.recruit``).
+#: Rows shown of any extra table the plan carries (``plan.gap_table``, ``plan.recruit``).
 TOP_EXTRA = 50
 
 _DPI = 100
@@ -510,7 +510,7 @@ def _assignment_map(plan: Plan, frame: _Frame) -> bytes:
     fig = _new_figure()
     ax = frame.axes(fig, "Assignments: partner to cluster")
     _basemap(ax, frame, plan)
-    a = plan.assignments
+    a = plan.assignment_table
     pub = partners_view(plan.partners, exact_volunteers=False)
     cl = plan.clusters
     if len(a):
@@ -561,7 +561,7 @@ def _unmet_map(plan: Plan, frame: _Frame) -> bytes:
     fig = _new_figure()
     ax = frame.axes(fig, "Unmet demand by reason")
     _basemap(ax, frame, plan)
-    u = plan.unmet
+    u = plan.unmet_table
     if len(u):
         order = np.argsort(-u["units"].to_numpy(), kind="stable")
         u = u.iloc[order]
@@ -639,8 +639,8 @@ def _hood_map(plan: Plan, frame: _Frame) -> bytes:
 
 def _gap_map(plan: Plan, frame: _Frame) -> bytes:
     """Draw the gap layer: unmet units per neighborhood, darker where more stays unmet."""
-    assert plan.gaps is not None
-    unmet_by = plan.gaps.groupby("neighborhood")["unmet"].sum()
+    assert plan.gap_table is not None
+    unmet_by = plan.gap_table.groupby("neighborhood")["unmet"].sum()
     unmet = unmet_by.reindex(_hood_ids(plan)).fillna(0.0).to_numpy(dtype=np.float64)
     return _choropleth(
         plan,
@@ -658,7 +658,7 @@ def _recruit_map(plan: Plan, frame: _Frame) -> bytes:
     fig = _new_figure()
     ax = frame.axes(fig, "Where to recruit: suggested sites for new partners")
     _basemap(ax, frame, plan)
-    u = plan.unmet
+    u = plan.unmet_table
     if len(u):
         ax.scatter(
             frame.x(u["centroid_lon"].to_numpy()),
@@ -744,7 +744,7 @@ def report_figures(plan: Plan) -> list[tuple[str, str, bytes]]:
                 _hood_map,
             )
         )
-    if plan.neighborhoods is not None and len(plan.neighborhoods) and plan.gaps is not None:
+    if plan.neighborhoods is not None and len(plan.neighborhoods) and plan.gap_table is not None:
         figs.append(
             (
                 "map-gaps",
@@ -829,7 +829,7 @@ def _summary_section(plan: Plan) -> str:
         ("units unmet", _num(units.get("unmet"))),
         ("coverage", _pct(units.get("coverage"))),
         ("clusters", f"{counts.get('clusters', len(plan.clusters)):,}"),
-        ("assignments", f"{counts.get('assignments', len(plan.assignments)):,}"),
+        ("assignments", f"{counts.get('assignments', len(plan.assignment_table)):,}"),
     ]
     card_html = "".join(f'<div class="card">{_e(k)}<b>{_e(v)}</b></div>' for k, v in cards)
     cost = m.get("cost", {})
@@ -901,7 +901,7 @@ def _neighborhood_section(plan: Plan) -> str:
 
 def _gaps_section(plan: Plan) -> str:
     parts = []
-    u = plan.unmet
+    u = plan.unmet_table
     if len(u):
         in_hood = _cluster_hoods(plan)
         names = _hood_names(plan)
@@ -985,7 +985,7 @@ def _partner_section(plan: Plan) -> str:
         return '<p class="muted">No partners.</p>'
     used = p["used"] if "used" in p.columns else pd.Series(0.0, index=p.index)
     p = p.assign(used=used.astype(float), free=(p["capacity"] - used).clip(lower=0))
-    n_assign = plan.assignments.groupby("partner_id").size()
+    n_assign = plan.assignment_table.groupby("partner_id").size()
     p["assignments"] = n_assign.reindex(p["partner_id"]).fillna(0).astype(int).to_numpy()
     p["utilization"] = (p["used"] / p["capacity"].where(p["capacity"] > 0)).to_numpy()
     kinds = []
@@ -1063,7 +1063,7 @@ def _run_section(plan: Plan) -> str:
 
 
 def _hood_category_gaps(plan: Plan) -> str:
-    """Render the largest neighborhood x category gaps (``plan.gaps``, when present)."""
+    """Render the largest neighborhood x category gaps (``plan.gap_table``, when present)."""
     g = getattr(plan, "gaps", None)
     if not isinstance(g, pd.DataFrame) or not {"neighborhood", "category", "unmet"} <= set(g):
         return ""
@@ -1305,7 +1305,7 @@ def report_html(
     Sections: summary, the assessment the needs came from (with ``assessment``, a report
     of :func:`matcher.assessments.read_assessment_report`), maps, units by category,
     coverage by neighborhood, the largest gaps, partners, extra tables the plan carries
-    (``plan.gaps``, ``plan.recruit``), and the run (solver, parameters, input hashes).
+    (``plan.gap_table``, ``plan.recruit``), and the run (solver, parameters, input hashes).
     The same plan gives the same text.
     """
     started = time.perf_counter()

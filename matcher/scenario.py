@@ -266,6 +266,9 @@ def run_scenario(
 ) -> Scenario:
     """Re-plan a written plan with a change to its partners.
 
+    When the base plan has recruit sites (``recruit_parameters`` in its summary), the
+    scenario's plan gets them too, with the same parameters.
+
     The base plan is re-planned from its inputs (recorded in its ``summary.json``,
     or given here when the files moved) with its parameters; its input hashes and
     optimum must match the summary, so the comparison is against exactly that plan.
@@ -302,6 +305,7 @@ def run_scenario(
                      "(pass --needs, --partners, --neighborhoods; a lock or previous plan "
                      "must be at its recorded path)")]
         )  # fmt: skip
+    recruit = summary.get("recruit_parameters")  # the base had recruit sites: so does this
     return replan(
         summary,
         sources["needs"],
@@ -312,8 +316,12 @@ def run_scenario(
         previous=sources.get("previous"),
         taxonomy=taxonomy,
         input_crs=input_crs,
+        recruit=(
+            {k: recruit.get(k) for k in ("k", "radius_km", "capacity")}
+            if isinstance(recruit, dict) else None
+        ),
         labels={k: str(v) for k, v in sources.items()},
-    )
+    )  # fmt: skip
 
 
 def with_recruit_parameters(result: Plan, recruit: Mapping[str, Any] | None) -> Plan:

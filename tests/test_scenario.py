@@ -248,3 +248,30 @@ def test_a_new_plan_in_the_same_directory_removes_the_old_optional_files(city, t
     assert res.exit_code == 0, res.output
     assert not (out / "recruit.csv").exists() and not (out / "recruit.geojson").exists()
     assert (out / "assignments.csv").exists()
+
+
+def test_a_what_if_keeps_the_base_plans_report_and_recruit_sites(city, tmp_path):
+    """matcher scenario writes report.html and recruit.csv when its base plan has them."""
+    rich = tmp_path / "rich"
+    res = plan_cli(
+        city["needs"], city["partners"], rich, rich / "models",
+        "--neighborhoods", str(city["neighborhoods"]), "--report", "--recruit", "2",
+        "--recruit-radius-km", "1.5",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "what-if"
+    res = run("scenario", "--base", str(rich), "--out", str(out), "--scale-capacity", "0.5")
+    assert res.exit_code == 0, res.output
+    assert (out / "report.html").is_file() and (out / "recruit.csv").is_file()
+    assert "matcher what-if plan report" in (out / "report.html").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    base_summary = json.loads((rich / "summary.json").read_text())
+    assert summary["recruit_parameters"] == base_summary["recruit_parameters"]
+    assert len(pd.read_csv(out / "recruit.csv")) > 0
+    # a base without them: a what-if without them
+    bare = tmp_path / "bare"
+    assert plan_cli(city["needs"], city["partners"], bare, bare / "models").exit_code == 0
+    res = run("scenario", "--base", str(bare), "--out", str(tmp_path / "bare-what-if"))
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "bare-what-if" / "report.html").exists()
+    assert not (tmp_path / "bare-what-if" / "recruit.csv").exists()

@@ -1,0 +1,105 @@
+"""A plan's layers as geopandas users expect: GeoDataFrames in EPSG:4326, a short repr, explore.
+
+On a slice of the sample city (3 community areas) with an equity floor and recruit sites,
+so every layer is there. Each layer is checked against the plain table written to its CSV
+file (the same rows and values) and its geometry against the points it joins.
+"""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+import matcher
+from matcher import MatchConfig
+
+from .test_webmap import write_slice
+
+
+@pytest.fixture(scope="module")
+def fair(tmp_path_factory):
+    paths = write_slice(tmp_path_factory.mktemp("slice"))
+    p = matcher.plan(
+        paths["needs"], paths["partners"], neighborhoods=paths["neighborhoods"],
+        config=MatchConfig(min_coverage=0.4),
+    )  # fmt: skip
+    return p.with_recruit(2, radius_km=1.0, capacity=20)
+
+
+def _same_table(layer: gpd.GeoDataFrame, table: pd.DataFrame) -> None:
+    assert isinstance(layer, gpd.GeoDataFrame) and layer.crs.to_epsg() == 4326
+    assert list(layer.columns) == [*table.columns, "geometry"]
+    pd.testing.assert_frame_equal(pd.DataFrame(layer.drop(columns="geometry")), table)
+
+
+def test_assignments_are_lines_from_partner_to_cluster(fair) -> None:
+    a = fair.assignments
+    _same_table(a, fair.assignment_table)
+    assert len(a) > 50 and set(a.geom_type) == {"LineString"}
+    start = shapely.get_point(a.geometry.to_numpy(), 0)
+    end = shapely.get_point(a.geometry.to_numpy(), -1)
+    partners = fair.partners.set_index("partner_id").loc[a["partner_id"]]
+    clusters = fair.clusters.set_index("cluster_id").loc[a["cluster_id"]]
+    np.testing.assert_array_equal(shapely.get_x(start), partners["lon"].to_numpy())
+    np.testing.assert_array_equal(shapely.get_y(start), partners["lat"].to_numpy())
+    np.testing.assert_array_equal(shapely.get_x(end), clusters["centroid_lon"].to_numpy())
+    np.testing.assert_array_equal(shapely.get_y(end), clusters["centroid_lat"].to_numpy())
+    assert fair.assignments is a  # made once
+    assert fair.total_cost == pytest.approx(float((a["cost"]).sum()))
+
+
+def test_unmet_gaps_and_recruit_sites_are_points_and_polygons(fair) -> None:
+    u = fair.unmet
+    _same_table(u, fair.unmet_table)
+    assert len(u) > 0 and set(u.geom_type) == {"Point"}
+    np.testing.assert_array_equal(u.geometry.x.to_numpy(), u["centroid_lon"].to_numpy())
+    g = fair.gaps
+    assert g is not None
+    _same_table(g, fair.gap_table)
+    assert set(g.geom_type) <= {"Polygon", "MultiPolygon"} and g.geometry.notna().all()
+    hoods = fair.neighborhoods.set_index("neighborhood_id")
+    for row in g.itertuples():
+        assert row.geometry.equals(hoods.geometry.loc[str(row.neighborhood)])
+    r = fair.recruit_sites
+    assert r is not None and len(r) > 0
+    _same_table(r, fair.recruit.sites)
+    assert set(r.geom_type) == {"Point"}
+    np.testing.assert_array_equal(r.geometry.y.to_numpy(), r["lat"].to_numpy())
+
+
+def test_a_plan_without_polygons_or_recruits(tmp_path) -> None:
+    from .test_webmap import write_slice as slice_of
+
+    paths = slice_of(tmp_path)
+    p = matcher.plan(paths["needs"], paths["partners"])
+    assert p.recruit_sites is None and isinstance(p.unmet, gpd.GeoDataFrame)
+    # gaps by the needs' own neighborhood column: no polygon to draw them with
+    assert p.gaps is not None and len(p.gaps) and p.gaps.geometry.isna().all()
+    _same_table(p.gaps, p.gap_table)
+
+
+def test_repr_is_one_short_line(fair) -> None:
+    text = repr(fair)
+    assert "\n" not in text and len(text) < 250, text
+    m = fair.metrics["units"]
+    assert text == (
+        f"<Plan: {len(fair.need_table):,} needs in {len(fair.clusters):,} clusters, "
+        f"{len(fair.partners):,} partners, {len(fair.assignment_table):,} assignments; "
+        f"{m['served']:,.1f} of {m['demand']:,.1f} units served, {m['unmet']:,.1f} unmet; "
+        f"optimal ({fair.solver['name']})>"
+    )
+
+
+def test_explore_draws_every_layer(fair) -> None:
+    folium = pytest.importorskip("folium", reason="pip install -e '.[explore]'")
+    m = fair.explore(tiles=None)
+    assert isinstance(m, folium.Map)
+    names = [getattr(c, "layer_name", None) for c in m._children.values()]
+    for layer in ("clusters", "assignments", "partners", "unmet", "gaps", "recruit sites"):
+        assert layer in names, (layer, names)
+    assert any(isinstance(c, folium.LayerControl) for c in m._children.values())
+    html = m.get_root().render()
+    assert "LineString" in html and fair.assignment_table["partner_id"].iloc[0] in html
