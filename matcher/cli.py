@@ -386,11 +386,16 @@ def plan_cmd(
             f"{len(result.clusters)} clusters, {len(result.assignment_table)} assignments"
         )
         floors = result.metrics.get("floors")
-        if floors:
+        if floors and result.floors is not None:
+            names = dict(zip(result.floors["neighborhood_id"].astype(str),
+                             result.floors["name"].astype(str), strict=True))  # fmt: skip
+            missed = [
+                f"{names[h]} ({h})" if names.get(h, h) != h else h for h in floors["not_met"]
+            ]
             click.echo(
                 f"coverage floors met in {floors['met']} of {floors['neighborhoods']} "
-                f"neighborhoods" + (f"; not met: {', '.join(floors['not_met'])} "
-                                    "(reasons in floors.csv)" if floors["not_met"] else "")
+                f"neighborhoods" + (f"; not met: {', '.join(missed)} "
+                                    "(reasons in floors.csv)" if missed else "")
             )  # fmt: skip
         if result.churn:
             click.echo(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -263,7 +264,8 @@ def floor_report(
     -------
     pandas.DataFrame
         ``neighborhood_id, name, min_coverage, demand, floor, served, coverage,
-        shortfall, floor_met, reason`` sorted by ``neighborhood_id``. ``reason`` is
+        shortfall, floor_met, reason`` in :func:`natural_order` of ``neighborhood_id``
+        (``"2"`` before ``"10"``). ``reason`` is
         empty when the floor is met; otherwise it says how many of the neighborhood's
         unmet units have no partner in range and how many have partners in range that
         are full, which is why no plan can reach the floor.
@@ -315,7 +317,23 @@ def floor_report(
     for col in ("demand", "floor", "served", "shortfall", "max_alone"):
         out[col] = out[col].round(6)
     out["coverage"] = out["coverage"].round(6)
-    return out.reset_index()
+    out = out.reset_index()
+    return out.iloc[natural_order(out["neighborhood_id"])].reset_index(drop=True)
+
+
+def natural_order(ids: Any) -> npt.NDArray[np.intp]:
+    """Return the positions that sort ids as people do: whole numbers by value, then text.
+
+    Examples
+    --------
+    >>> ids = ["10", "2", "b", "1", "a"]
+    >>> [ids[i] for i in natural_order(ids)]
+    ['1', '2', '10', 'a', 'b']
+    """
+    s = pd.Series(list(ids), dtype=object).astype(str)
+    whole = s.str.fullmatch(r"[0-9]{1,18}")
+    number = pd.to_numeric(s.where(whole), errors="coerce").fillna(0).to_numpy()
+    return np.lexsort((s.to_numpy(), number, ~whole.to_numpy()))
 
 
 def gaps(needs: pd.DataFrame, clusters: pd.DataFrame) -> pd.DataFrame:
@@ -332,8 +350,9 @@ def gaps(needs: pd.DataFrame, clusters: pd.DataFrame) -> pd.DataFrame:
     -------
     pandas.DataFrame
         ``neighborhood, category, demand, served, unmet, unmet_no_partner_in_range,
-        unmet_partners_in_range_full, coverage``, sorted, one row per neighborhood and
-        category with demand ('' is the neighborhood of needs outside every one).
+        unmet_partners_in_range_full, coverage``, one row per neighborhood and category
+        with demand ('' is the neighborhood of needs outside every one), neighborhoods in
+        :func:`natural_order`, categories sorted within each.
     """
     reason = clusters.set_index("cluster_id")["unmet_reason"].reindex(needs["cluster_id"])
     frame = pd.DataFrame(
@@ -352,4 +371,5 @@ def gaps(needs: pd.DataFrame, clusters: pd.DataFrame) -> pd.DataFrame:
     out = frame.groupby(["neighborhood", "category"], sort=True)[cols].sum().reset_index()
     out[cols] = out[cols].round(6)
     out["coverage"] = (out["served"] / out["demand"]).round(6)
-    return out
+    # neighborhoods as people sort them ("2" before "10"), categories within each
+    return out.iloc[natural_order(out["neighborhood"])].reset_index(drop=True)

@@ -603,7 +603,8 @@ def gaps_geojson(plan: Plan) -> dict[str, Any]:
     if plan.neighborhoods is None or plan.gap_table is None:
         return {"type": "FeatureCollection", "features": []}
     g = plan.gap_table
-    cols = [c for c in g.columns if c not in ("neighborhood", "category", "coverage")]
+    cols = [c for c in g.columns
+            if c not in ("neighborhood", "neighborhood_name", "category", "coverage")]  # fmt: skip
     totals = g.groupby("neighborhood")[cols].sum()
     by_hood: dict[Any, list[Any]] = {}
     for r in g.itertuples(index=False):

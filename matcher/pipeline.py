@@ -720,6 +720,14 @@ def _finish(
         "unit": "units x km" if config.objective == "distance" else "units x cost-km",
     }
     plan_gaps = gaps(need_out, clusters)
+    names: dict[str, str] = (
+        dict(zip(prep.hoods["neighborhood_id"].astype(str), prep.hoods["name"].astype(str),
+                 strict=True))
+        if prep.hoods is not None and "name" in prep.hoods
+        else {}
+    )  # fmt: skip
+    plan_gaps.insert(1, "neighborhood_name",
+                     [names.get(str(h), "") for h in plan_gaps["neighborhood"]])  # fmt: skip
     floors = None
     has_floor = table["min_coverage"].to_numpy() > 0 if table is not None else np.zeros(0, bool)
     if table is not None and has_floor.any():

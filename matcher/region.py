@@ -434,10 +434,18 @@ def _assemble(
     served = need_df["demand"].to_numpy() * share[cluster_pos]
     pid = partner_df["partner_id"].to_numpy().astype(str)
     cid = cl["cluster_id"].to_numpy().astype(str)
+    at_p, at_c = assigned["partner"].to_numpy(), assigned["cluster"].to_numpy()
+    # names beside ids, for people reading the table
+    names = (partner_df["name"] if "name" in partner_df else partner_df["partner_id"]).astype(str)
+    hoods = cl["neighborhood"] if "neighborhood" in cl else pd.Series([""] * len(cl))
     assignments = assigned.assign(
-        cluster_id=cid[assigned["cluster"].to_numpy()],
-        partner_id=pid[assigned["partner"].to_numpy()],
+        cluster_id=cid[at_c],
+        partner_id=pid[at_p],
         cost=assigned["units"] * assigned["weight"] / COST_SCALE,
+        partner_name=names.to_numpy(dtype=object)[at_p],
+        partner_kind=partner_df["kind"].astype(str).to_numpy(dtype=object)[at_p],
+        category=cl["category"].astype(str).to_numpy(dtype=object)[at_c],
+        neighborhood=hoods.fillna("").astype(str).to_numpy(dtype=object)[at_c],
     )
     assignments = (
         assignments[list(ASSIGNMENT_COLUMNS)]
@@ -462,4 +470,8 @@ ASSIGNMENT_COLUMNS: tuple[str, ...] = (
     "runner_up_extra_cost",
     "runner_up_full",
     "reason",
+    "partner_name",
+    "partner_kind",
+    "category",
+    "neighborhood",
 )

@@ -1064,7 +1064,7 @@ def _run_section(plan: Plan) -> str:
 
 def _hood_category_gaps(plan: Plan) -> str:
     """Render the largest neighborhood x category gaps (``plan.gap_table``, when present)."""
-    g = getattr(plan, "gaps", None)
+    g = getattr(plan, "gap_table", None)
     if not isinstance(g, pd.DataFrame) or not {"neighborhood", "category", "unmet"} <= set(g):
         return ""
     short = g[g["unmet"] > 0].sort_values(

@@ -115,7 +115,9 @@ def test_share_cap_holds_and_plan_is_optimal(inst, share, m):
         objective="distance", cluster_km=cluster_km, max_partner_share=share, min_coverage=m
     )
     p = plan(needs, partners, config=cfg)
-    a = p.assignments.merge(p.clusters[["cluster_id", "neighborhood"]], on="cluster_id")
+    a = p.assignment_table  # each row names its cluster's neighborhood
+    hood = p.clusters.set_index("cluster_id")["neighborhood"]
+    assert a["neighborhood"].tolist() == hood.loc[a["cluster_id"]].astype(str).tolist()
     per = np.rint(a.groupby(["partner_id", "neighborhood"])["units"].sum() / cfg.quantum)
     cap = partners.set_index("partner_id")["capacity"]
     for (pid, _), units in per.items():

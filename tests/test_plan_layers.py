@@ -103,3 +103,50 @@ def test_explore_draws_every_layer(fair) -> None:
     assert any(isinstance(c, folium.LayerControl) for c in m._children.values())
     html = m.get_root().render()
     assert "LineString" in html and fair.assignment_table["partner_id"].iloc[0] in html
+
+
+def test_names_stand_beside_ids_and_ids_sort_as_numbers(fair) -> None:
+    a = fair.assignment_table
+    partners = fair.partners.set_index("partner_id")
+    clusters = fair.clusters.set_index("cluster_id")
+    assert list(a.columns[-4:]) == ["partner_name", "partner_kind", "category", "neighborhood"]
+    assert a["partner_name"].tolist() == partners.loc[a["partner_id"], "name"].tolist()
+    assert a["partner_kind"].tolist() == partners.loc[a["partner_id"], "kind"].tolist()
+    assert a["category"].tolist() == clusters.loc[a["cluster_id"], "category"].tolist()
+    assert a["neighborhood"].tolist() == clusters.loc[a["cluster_id"], "neighborhood"].tolist()
+    names = dict(zip(fair.neighborhoods["neighborhood_id"], fair.neighborhoods["name"],
+                     strict=True))  # fmt: skip
+    g = fair.gap_table
+    assert list(g.columns[:3]) == ["neighborhood", "neighborhood_name", "category"]
+    assert g["neighborhood_name"].tolist() == [names[h] for h in g["neighborhood"]]
+    from matcher.equity import natural_order
+
+    for ids in (g["neighborhood"].drop_duplicates().tolist(),
+                fair.floors["neighborhood_id"].tolist()):  # fmt: skip
+        assert ids == sorted(ids, key=lambda h: (not h.isdigit(), int(h) if h.isdigit() else 0,
+                                                 h))  # fmt: skip
+    assert [["10", "9", "x", "1"][i] for i in natural_order(["10", "9", "x", "1"])] == [
+        "1", "9", "10", "x"
+    ]  # fmt: skip
+
+
+def test_the_cli_names_the_neighborhoods_whose_floor_is_not_met(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+
+    paths = write_slice(tmp_path / "in")
+    res = CliRunner().invoke(main, [
+        "plan", "--needs", str(paths["needs"]), "--partners", str(paths["partners"]),
+        "--neighborhoods", str(paths["neighborhoods"]), "--min-coverage", "0.95",
+        "--out", str(tmp_path / "out"), "--models-dir", str(tmp_path / "models"),
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    floors = pd.read_csv(tmp_path / "out" / "floors.csv", dtype={"neighborhood_id": str})
+    missed = floors[~floors["floor_met"]]
+    assert len(missed) > 0
+    named = ", ".join(f"{r.name} ({r.neighborhood_id})" for r in missed.itertuples())
+    assert (
+        f"coverage floors met in {len(floors) - len(missed)} of {len(floors)} neighborhoods; "
+        f"not met: {named} (reasons in floors.csv)"
+    ) in res.output, res.output
