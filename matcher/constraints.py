@@ -72,6 +72,8 @@ class Constraints:
         Per pair: quanta the previous plan had on it.
     churn_weight : int
         Extra integer cost per quantum not kept on a previous pair.
+    quantum : float or None
+        Units per quantum, so that messages speak in units (None: in quanta).
     """
 
     hood_ids: tuple[str, ...]
@@ -81,6 +83,13 @@ class Constraints:
     lock: IntArray
     keep: IntArray
     churn_weight: int = 0
+    quantum: float | None = None
+
+    def units(self, quanta: float) -> str:
+        """Say an amount of quanta in units (``"2.5 units"``), or in quanta without a quantum."""
+        if self.quantum is None:
+            return f"{quanta:.0f} quanta"
+        return f"{round(float(quanta) * self.quantum, 6):g} units"
 
     @property
     def active(self) -> bool:
@@ -141,13 +150,14 @@ def _check_locks(model: TransportModel, cons: Constraints, head: IntArray) -> No
     by_partner = np.bincount(model.pair_partner, weights=lock, minlength=model.capacity.size)
     over_c = np.flatnonzero(by_cluster > model.demand)
     over_p = np.flatnonzero(by_partner > model.capacity)
+    u = cons.units
     msgs = [
-        f"locked units of cluster {model.cluster_ids[c]} ({by_cluster[c]:.0f} quanta) exceed "
-        f"its demand ({model.demand[c]} quanta)"
+        f"locked units of cluster {model.cluster_ids[c]} ({u(by_cluster[c])}) exceed "
+        f"its demand ({u(model.demand[c])})"
         for c in over_c[:5]
     ] + [
-        f"locked units of partner {model.partner_ids[p]} ({by_partner[p]:.0f} quanta) exceed "
-        f"its capacity ({model.capacity[p]} quanta)"
+        f"locked units of partner {model.partner_ids[p]} ({u(by_partner[p])}) exceed "
+        f"its capacity ({u(model.capacity[p])})"
         for p in over_p[:5]
     ]
     if cons.share_cap is not None:
@@ -160,7 +170,7 @@ def _check_locks(model: TransportModel, cons: Constraints, head: IntArray) -> No
                 msgs.append(
                     f"locked units of partner {model.partner_ids[p]} in neighborhood "
                     f"{cons.hood_ids[cons.cluster_hood[model.pair_cluster[pairs[0]]]]} exceed "
-                    f"its share cap ({cons.share_cap[p]} quanta)"
+                    f"its share cap ({u(cons.share_cap[p])})"
                 )
     if msgs:
         raise InfeasibleMatchError("the locked pairs cannot all hold: " + "; ".join(msgs))
@@ -398,6 +408,7 @@ def _sub_problem(
         cons.lock[pairs],
         cons.keep[pairs],
         cons.churn_weight,
+        cons.quantum,
     )
     return sub, sub_cons, pairs, partners, hoods
 
@@ -472,11 +483,11 @@ def solve_constrained(
     name = SOLVER_NAMES[backend]
     seconds = time.perf_counter() - start
     logger.info(
-        "%s (constrained): %d components, %d pairs, %d quanta below floors, %.2f s",
+        "%s (constrained): %d components, %d pairs, %s below floors, %.2f s",
         name,
         n_parts,
         model.pair_cluster.size,
-        int(shortfall.sum()),
+        cons.units(int(shortfall.sum())),
         seconds,
     )
     return (

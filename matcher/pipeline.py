@@ -664,6 +664,27 @@ def _problems(results: list[RegionResult]) -> list[Problem]:
     return sorted(found, key=lambda p: (p.row is None, p.row or 0))
 
 
+def _with_cluster_hint(problems: list[Problem], by_hood: bool) -> list[Problem]:
+    """Say why a lock's pair may be "not eligible" when this plan clusters per neighborhood.
+
+    Cluster ids depend on the needs and the clustering options: with ``min_coverage``
+    clusters form within neighborhoods, so a lock taken from a plan made without it names
+    other clusters under the same ids.
+    """
+    if not by_hood:
+        return problems
+    hint = (
+        "; this plan forms clusters within neighborhoods (min_coverage), so cluster ids "
+        "name other clusters than in a plan made without it: take the lock from a plan "
+        "made with the same needs and options"
+    )
+    return [
+        replace(p, reason=p.reason + hint) if p.reason.startswith("not eligible for cluster")
+        or p.reason.startswith("no such cluster") else p
+        for p in problems
+    ]  # fmt: skip
+
+
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate region tables, leaving out empty ones (whose dtypes may be looser)."""
     full = [f for f in frames if len(f)]
@@ -678,7 +699,7 @@ def _finish(
     """Merge region results into the plan: tables in canonical order, metrics, floors."""
     problems = _problems(results)
     if problems:
-        raise InputValidationError(problems)
+        raise InputValidationError(_with_cluster_hint(problems, prep.by_hood))
     regions = [r for r in results if r.solver]
     q = config.quantum
     need_df, partner_df, table = prep.needs, prep.partners, prep.table

@@ -315,6 +315,7 @@ def match_region(
         locked,
         kept,
         churn_weight,
+        q,
     )
     timings["model"] = time.perf_counter() - start
     if problems[1]:

@@ -150,3 +150,30 @@ def test_the_cli_names_the_neighborhoods_whose_floor_is_not_met(tmp_path) -> Non
         f"coverage floors met in {len(floors) - len(missed)} of {len(floors)} neighborhoods; "
         f"not met: {named} (reasons in floors.csv)"
     ) in res.output, res.output
+
+
+def test_lock_messages_speak_in_units_and_say_why_cluster_ids_differ(tmp_path) -> None:
+    from matcher import InputValidationError
+
+    paths = write_slice(tmp_path / "in")
+    plain = matcher.plan(paths["needs"], paths["partners"], neighborhoods=paths["neighborhoods"])
+    rows = plain.assignment_table[["cluster_id", "partner_id", "units"]]
+    rows.to_csv(tmp_path / "lock.csv", index=False)
+    # the lock of a plain plan in a plan whose clusters form within neighborhoods
+    with pytest.raises(InputValidationError) as err:
+        matcher.plan(paths["needs"], paths["partners"], neighborhoods=paths["neighborhoods"],
+                     config=MatchConfig(min_coverage=0.4), lock=tmp_path / "lock.csv")  # fmt: skip
+    reasons = [p.reason for p in err.value.problems]
+    assert reasons and all("clusters within neighborhoods (min_coverage)" in r for r in reasons)
+    # more locked than a cluster's demand: said in units, not the solver's quanta
+    first = rows.iloc[[0]].copy()
+    demand = float(plain.clusters.set_index("cluster_id").at[first["cluster_id"].iloc[0],
+                                                              "demand"])  # fmt: skip
+    first["units"] = demand + 1
+    first.to_csv(tmp_path / "over.csv", index=False)
+    with pytest.raises(InputValidationError) as over:
+        matcher.plan(paths["needs"], paths["partners"], neighborhoods=paths["neighborhoods"],
+                     lock=tmp_path / "over.csv")  # fmt: skip
+    text = str(over.value)
+    assert "quanta" not in text and f"its demand ({demand:g} units)" in text, text
+    assert f"({demand + 1:g} units) exceed" in text, text
