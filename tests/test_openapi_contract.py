@@ -168,8 +168,9 @@ def _first_id(base: str, headers: dict[str, str], what: str, key: str) -> str:
 @pytest.mark.no_cover
 def test_every_operation_conforms_to_the_document(server):
     base, auth, log, backend = server
-    # the routes' code is the same on both stores: PostgreSQL gets half the examples (CI time)
-    examples = EXAMPLES if backend == "sqlite" else EXAMPLES // 2
+    # the routes' code is the same on both stores: PostgreSQL gets a third of the examples
+    # (CI time; what differs there, the store, has its own contract tests)
+    examples = EXAMPLES if backend == "sqlite" else max(EXAMPLES // 3, 1)
     started = time.monotonic()
     schema = schemathesis.openapi.from_url(f"{base}/api/v1/openapi.json")
     # every request carries the admin key (below); Schemathesis does not fuzz it away

@@ -592,6 +592,35 @@ def test_an_outreach_key_sees_the_map_but_cannot_plan(browser, server):
         w.close()
 
 
+def test_a_plans_files_download_from_the_page_and_it_prints(browser, server, tmp_path):
+    w = Watched(browser, serve_tiles=server.tile_prefix)
+    try:
+        plan_id = w.sign_in(server.url, server.keys["outreach"])
+        page = w.page
+        page.click("#files-details summary")
+        page.wait_for_selector("#plan-files button[data-file='assignments.csv']")
+        names = [b.get_attribute("data-file") for b in page.locator("#plan-files button").all()]
+        rec = server.request(f"api/v1/plans/{plan_id}", server.keys["outreach"])
+        assert names == list(rec["files"]) and "plan.geojson" in names
+        for name in ("assignments.csv", "summary.json", "plan.geojson"):
+            with page.expect_download() as info:
+                page.click(f"#plan-files button[data-file='{name}']")
+            got = info.value
+            assert got.suggested_filename == f"plan-{plan_id[:8]}-{name}"
+            r = server.served.call("GET", f"/api/v1/plans/{plan_id}/files/{name}",
+                                   key=server.keys["outreach"])  # fmt: skip
+            assert r.status == 200 and Path(got.path()).read_bytes() == r.body, name
+        # printed: the map and the plan's figures, none of the controls
+        page.emulate_media(media="print")
+        assert page.locator("#plan-metrics").is_visible() and page.locator("#map").is_visible()
+        for hidden in ("#files-details", "#print-plan", "#key-form", "#filters-panel"):
+            assert page.locator(hidden).is_hidden(), hidden
+        w.screenshot(tmp_path, "webmap-print")
+        assert w.errors() == [] and w.page_errors == []
+    finally:
+        w.close()
+
+
 def test_a_concern_reported_on_the_outreach_page_joins_a_cluster_in_force(
     browser, server, slice_paths, tmp_path
 ):

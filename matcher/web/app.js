@@ -844,6 +844,7 @@
     buildCategoryFilter();
     render();
     renderMetrics();
+    renderFiles(rec);
     if (state.selected) selectCluster(state.selected);
     ["metrics-panel", "layers-panel", "filters-panel"].forEach(function (id) { $(id).hidden = false; });
     if (!state.fitted) {
@@ -862,6 +863,42 @@
     }
     document.body.dataset.planId = rec.plan_id;
     document.body.dataset.state = "ready";
+  }
+
+  // the shown plan's files, downloaded with the key (a plain link cannot send it)
+  function renderFiles(rec) {
+    var list = $("plan-files");
+    list.textContent = "";
+    $("files-status").textContent = "";
+    return api("plans/" + encodeURIComponent(rec.plan_id)).then(function (full) {
+      if (!state.plan || state.plan.plan_id !== rec.plan_id) return;
+      Object.keys(full.files || {}).forEach(function (name) {
+        var button = h("button", { type: "button", className: "link", "data-file": name,
+          text: name });
+        button.addEventListener("click", function () { downloadFile(rec.plan_id, name); });
+        list.appendChild(h("li", null, button));
+      });
+    });
+  }
+
+  function downloadFile(planId, name) {
+    $("files-status").textContent = "Downloading " + name + "…";
+    fetch(API + "plans/" + encodeURIComponent(planId) + "/files/" + encodeURIComponent(name), {
+      headers: { Authorization: "Bearer " + state.key }, cache: "no-store", credentials: "omit"
+    }).then(function (resp) {
+      if (!resp.ok) throw new Error(resp.status + " " + resp.statusText);
+      return resp.blob();
+    }).then(function (blob) {
+      var url = URL.createObjectURL(blob);
+      var a = h("a", { href: url, download: "plan-" + shortId(planId) + "-" + name });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(function () { URL.revokeObjectURL(url); }, 10000);
+      $("files-status").textContent = "";
+    }).catch(function (err) {
+      $("files-status").textContent = "Could not download " + name + ": " + err.message;
+    });
   }
 
   function loadPlan(rec) {
@@ -1051,6 +1088,7 @@
   $("key-forget").addEventListener("click", forgetKey);
   $("plan-form").addEventListener("submit", runPlan);
   $("cluster-close").addEventListener("click", closeCluster);
+  $("print-plan").addEventListener("click", function () { window.print(); });
   $("cat-all").addEventListener("click", function () { setAllCategories(true); });
   $("cat-none").addEventListener("click", function () { setAllCategories(false); });
   window.addEventListener("hashchange", function () {
