@@ -509,6 +509,8 @@ def scenario_cmd(
     scenario_partners.csv (partners whose load changed); recruit.csv and report.html
     when the base plan has them.
     """
+    from .output import write_files
+    from .report import REPORT_NAME, report_html
     from .scenario import ScenarioChange, run_scenario
 
     _setup_logging(quiet, verbose)
@@ -528,16 +530,9 @@ def scenario_cmd(
         input_crs=input_crs,
     )
     files = result.files()
-    from .report import REPORT_NAME
-
     if (base_dir / REPORT_NAME).is_file():  # the base has a report: so does the what-if
-        from .report import report_html
-
-        files[REPORT_NAME] = report_html(
-            result.plan, title="matcher what-if plan report"
-        ).encode("utf-8")
-    from .output import write_files
-
+        html = report_html(result.plan, title="matcher what-if plan report")
+        files[REPORT_NAME] = html.encode("utf-8")
     written = write_files(dict(sorted(files.items())), out_dir)
     if not quiet:
         b, a = result.metrics["before"], result.metrics["after"]

@@ -17,12 +17,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import shapely
-
 from ._errors import InputValidationError, Problem
 from ._validate import NEED_FIELDS
 from .clustering import ClusterModel
 from .nearby import NearbyIndex
+from .outreach import NeighborhoodLookup
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -148,13 +147,10 @@ def _time(text: str) -> _dt.datetime | None:
 def neighborhood_of(lat: float, lon: float, hoods: gpd.GeoDataFrame | None) -> str:
     """Return the id of the neighborhood polygon holding a point ('' for none).
 
-    When polygons overlap, the smallest id (as text) wins, as in a plan.
+    When polygons overlap, the smallest id (as text) wins, as in a plan
+    (:meth:`matcher.outreach.NeighborhoodLookup.neighborhood_id`).
     """
-    if hoods is None or not len(hoods):
-        return ""
-    point = shapely.points(lon, lat)
-    hit = hoods[shapely.intersects(hoods.geometry.to_numpy(), point)]
-    return str(sorted(hit["neighborhood_id"].astype(str))[0]) if len(hit) else ""
+    return NeighborhoodLookup(hoods).neighborhood_id(lat, lon)
 
 
 def take_report(

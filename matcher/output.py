@@ -494,6 +494,26 @@ def plan_geojson_text(plan: Plan, *, exact_volunteers: bool = False) -> str:
     return "".join(plan_geojson_pieces(plan, exact_volunteers=exact_volunteers))
 
 
+def assignment_ends(
+    assignments: pd.DataFrame, partners: pd.DataFrame, clusters: pd.DataFrame
+) -> np.ndarray:
+    """Return each assignment line's ends: partner lon, lat, cluster centroid lon, lat.
+
+    An ``(n, 4)`` float array, from ``partners`` (``partner_id, lat, lon``: exact or the
+    public view) and ``clusters`` (``cluster_id, centroid_lat, centroid_lon``).
+    """
+    pi = pd.Index(partners["partner_id"]).get_indexer(assignments["partner_id"])
+    ci = pd.Index(clusters["cluster_id"]).get_indexer(assignments["cluster_id"])
+    return np.column_stack(
+        [
+            partners["lon"].to_numpy(dtype=np.float64)[pi],
+            partners["lat"].to_numpy(dtype=np.float64)[pi],
+            clusters["centroid_lon"].to_numpy(dtype=np.float64)[ci],
+            clusters["centroid_lat"].to_numpy(dtype=np.float64)[ci],
+        ]
+    )
+
+
 def plan_geojson_pieces(
     plan: Plan, *, exact_volunteers: bool = False, rows: int | None = None
 ) -> Iterator[str]:
@@ -508,19 +528,7 @@ def plan_geojson_pieces(
     plon, plat = partners["lon"].to_numpy(), partners["lat"].to_numpy()
     a = plan.assignment_table
     clusters = plan.clusters
-    pi = pd.Index(partners["partner_id"]).get_indexer(a["partner_id"])
-    ci = pd.Index(clusters["cluster_id"]).get_indexer(a["cluster_id"])
-    ends = np.round(
-        np.column_stack(
-            [
-                plon[pi],
-                plat[pi],
-                clusters["centroid_lon"].to_numpy()[ci],
-                clusters["centroid_lat"].to_numpy()[ci],
-            ]
-        ),
-        7,
-    )
+    ends = np.round(assignment_ends(a, partners, clusters), 7)
 
     def hulls(part: pd.DataFrame, at: slice) -> list[str]:
         return _snapped_geojson(part.geometry.to_numpy(), 1e-7).tolist()  # type: ignore[no-any-return]

@@ -175,12 +175,15 @@ class NeighborhoodLookup:
     neighborhoods: gpd.GeoDataFrame | None
     default_contact: str = ""
     _tree: Any = field(default=None, repr=False)
+    _ids: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.default_contact) > MAX_TEXT_CHARS:
             raise ValueError(f"the default escalation contact is over {MAX_TEXT_CHARS} characters")
         if self.neighborhoods is not None and len(self.neighborhoods):
             object.__setattr__(self, "_tree", shapely.STRtree(self.neighborhoods.geometry))
+            object.__setattr__(self, "_ids", self.neighborhoods["neighborhood_id"].astype(str)
+                               .tolist())  # fmt: skip
 
     def locate(self, lat: float, lon: float) -> dict[str, Any] | None:
         """Return ``neighborhood_id, name, escalation_contact`` of the point's neighborhood.
@@ -205,9 +208,8 @@ class NeighborhoodLookup:
         hits = self._tree.query(shapely.points(lon, lat), predicate="intersects")
         if not len(hits):
             return None
-        hoods = self.neighborhoods
-        ids = hoods["neighborhood_id"].astype(str).tolist()
-        row = hoods.iloc[min((int(h) for h in hits), key=lambda h: ids[h])]
+        ids = self._ids
+        row = self.neighborhoods.iloc[min((int(h) for h in hits), key=lambda h: ids[h])]
         return {
             "neighborhood_id": str(row["neighborhood_id"]),
             "name": str(row["name"]),
@@ -220,6 +222,11 @@ class NeighborhoodLookup:
         if isinstance(value, str) and value.strip():
             return value.strip()
         return self.default_contact
+
+    def contact_at(self, lat: float, lon: float) -> str:
+        """Return whom to escalate to at a point: its neighborhood's contact, else the default."""
+        found = self.locate(lat, lon)
+        return self.default_contact if found is None else str(found["escalation_contact"])
 
     def neighborhood_id(self, lat: float, lon: float) -> str:
         """Return the id of the neighborhood holding the point ('' for none)."""

@@ -164,20 +164,11 @@ class Plan:
         EPSG:4326, made on first use. The partner end is the partner's point as given
         (exact for volunteers: the files written by the service coarsen them).
         """
+        from .output import assignment_ends
+
         a = self.assignment_table
-        partners, clusters = self.partners, self.clusters
-        pi = pd.Index(partners["partner_id"]).get_indexer(a["partner_id"])
-        ci = pd.Index(clusters["cluster_id"]).get_indexer(a["cluster_id"])
-        coords = np.stack(
-            [
-                np.column_stack([partners["lon"].to_numpy(float)[pi],
-                                 partners["lat"].to_numpy(float)[pi]]),
-                np.column_stack([clusters["centroid_lon"].to_numpy(float)[ci],
-                                 clusters["centroid_lat"].to_numpy(float)[ci]]),
-            ],
-            axis=1,
-        )  # fmt: skip
-        lines = shapely.linestrings(coords) if len(a) else np.empty(0, dtype=object)
+        ends = assignment_ends(a, self.partners, self.clusters).reshape(-1, 2, 2)
+        lines = shapely.linestrings(ends) if len(a) else np.empty(0, dtype=object)
         return gpd.GeoDataFrame(a.copy(), geometry=lines, crs="EPSG:4326")
 
     @cached_property

@@ -72,9 +72,7 @@ def authorize() -> Response | None:
     if resource is not None and access.allowed(None, resource, action):
         return None
     header = request.headers.get("Authorization", "")
-    scheme, _, key = header.partition(" ")
-    denied = check_key(resource, action, key.strip() if scheme.lower() == "bearer" else None,
-                       bool(header))  # fmt: skip
+    denied = check_key(resource, action, bearer_key(), bool(header))
     if denied is not None:
         return denied
     if request.is_json and request.content_length:  # bounded parse before any other reader
@@ -86,6 +84,12 @@ def authorize() -> Response | None:
             "send the body as JSON with 'Content-Type: application/json'",
         )
     return None
+
+
+def bearer_key() -> str | None:
+    """Return the key of the request's ``Authorization: Bearer KEY`` header (None: none)."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else None
 
 
 def check_key(

@@ -68,8 +68,9 @@ class Nearby(MethodView):
             None if hood is None else {k: hood[k] for k in ("neighborhood_id", "name")}
         )
         in_reach = any(r["free_capacity"] > 0 for r in answer["results"])
+        # the point's neighborhood is at hand: its contact, without locating it again
         contact = (
-            hood["escalation_contact"] if hood is not None
+            str(hood["escalation_contact"]) if hood is not None
             else neighborhood_lookup().default_contact
         )  # fmt: skip
         answer["escalate_to"] = None if in_reach or not contact else contact

@@ -31,7 +31,7 @@ from matcher.open311 import (
     to_xml,
 )
 
-from .auth import METHOD_ACTIONS, check_key
+from .auth import METHOD_ACTIONS, bearer_key, check_key
 from .bodies import idempotency_key
 from .records import report_concern
 from .state import store
@@ -47,6 +47,8 @@ _RESOURCES = {"discovery": "open311_services", "service_list": "open311_services
               "service_item": "open311_services", "request_list": "needs", "request_item": "needs"}
 #: Largest form of ``POST requests`` (a description is at most 500 characters).
 MAX_FORM_BYTES = 64 * 1024
+#: The ``.json`` / ``.xml`` of every path (no other format is routed).
+_FMT = f"<any({', '.join(FORMATS)}):fmt>"
 _HOW = "send a valid API key as the api_key parameter (or 'Authorization: Bearer KEY')"
 
 
@@ -61,17 +63,16 @@ def _names() -> dict[str, str]:
     return cache["names"]  # type: ignore[no-any-return]
 
 
-def _fmt() -> str:
-    fmt = str((request.view_args or {}).get("fmt", "json"))
-    if fmt not in FORMATS:
-        raise GeoReportError(400, f"format {fmt[:10]!r}: ask for .json or .xml")
-    return fmt
+def _encoded(body: Any, root: str, item: str | None) -> tuple[bytes | str, str]:
+    """Return a body in the format the path asks for (``.xml``, else JSON) and its type."""
+    if (request.view_args or {}).get("fmt") == "xml":  # the routes take .json or .xml only
+        return to_xml(root, item, body), "text/xml"
+    return json.dumps(body), "application/json"
 
 
 def _answer(body: Any, root: str, item: str | None, status: int = 200) -> Response:
-    if _fmt() == "xml":
-        return Response(to_xml(root, item, body), status=status, mimetype="text/xml")
-    return Response(json.dumps(body), status=status, mimetype="application/json")
+    data, mimetype = _encoded(body, root, item)
+    return Response(data, status=status, mimetype=mimetype)
 
 
 @bp.before_request
@@ -93,10 +94,8 @@ def _authorize() -> Response | None:
     if key is None and request.method == "POST":
         key = request.form.get("api_key")
     presented = key is not None or "Authorization" in request.headers
-    if key is None:
-        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
-        key = bearer.strip() if scheme.lower() == "bearer" else None
-    return check_key(resource, action, key, presented, _HOW)
+    return check_key(resource, action, key if key is not None else bearer_key(), presented,
+                     _HOW)  # fmt: skip
 
 
 @bp.after_request
@@ -114,27 +113,21 @@ def _standard_errors(resp: Response) -> Response:
             if p.get("value") is not None else f"{p.get('field') or 'request'}: {p.get('reason')}"
             for p in problems[:10]
         )  # fmt: skip
-    errors = [{"code": resp.status_code, "description": text}]
-    fmt = str((request.view_args or {}).get("fmt", "json"))
-    if fmt == "xml":
-        resp.set_data(to_xml("errors", "error", errors))
-        resp.mimetype = "text/xml"
-    else:
-        resp.set_data(json.dumps(errors))
-        resp.mimetype = "application/json"
+    # the same response (its headers: WWW-Authenticate, Retry-After), the standard's body
+    data, mimetype = _encoded([{"code": resp.status_code, "description": text}], "errors",
+                              "error")  # fmt: skip
+    resp.set_data(data)
+    resp.mimetype = mimetype
     return resp
 
 
 @bp.errorhandler(GeoReportError)
 def _refused(exc: GeoReportError) -> Response:
-    fmt = str((request.view_args or {}).get("fmt", "json"))
-    errors = [{"code": exc.code, "description": exc.description}]
-    if fmt == "xml":
-        return Response(to_xml("errors", "error", errors), status=exc.code, mimetype="text/xml")
-    return Response(json.dumps(errors), status=exc.code, mimetype="application/json")
+    return _answer([{"code": exc.code, "description": exc.description}], "errors", "error",
+                   exc.code)  # fmt: skip
 
 
-@bp.get("/discovery.<any(json, xml):fmt>")
+@bp.get(f"/discovery.{_FMT}")
 def discovery(fmt: str) -> Response:
     """Service discovery: where this endpoint is and what it speaks."""
     base = request.url_root.rstrip("/") + PREFIX
@@ -154,13 +147,13 @@ def discovery(fmt: str) -> Response:
     )
 
 
-@bp.get("/services.<any(json, xml):fmt>")
+@bp.get(f"/services.{_FMT}")
 def service_list(fmt: str) -> Response:
     """Every category as a service."""
     return _answer(services(matcher.default_taxonomy(), _names()), "services", "service")
 
 
-@bp.get("/services/<code>.<any(json, xml):fmt>")
+@bp.get(f"/services/<code>.{_FMT}")
 def service_item(code: str, fmt: str) -> Response:
     """Give a service's definition: the attributes a request may carry."""
     category = matcher.default_taxonomy().resolve(code[:128])
@@ -196,10 +189,9 @@ def _stored(request_id: str) -> dict[str, Any] | None:
     return st.get_need(request_id) or st.get_linked_report(request_id)
 
 
-@bp.route("/requests.<any(json, xml):fmt>", methods=["GET", "POST"])
+@bp.route(f"/requests.{_FMT}", methods=["GET", "POST"])
 def request_list(fmt: str) -> Response:
     """List service requests (GET, the standard's filters) or create one (POST)."""
-    _fmt()
     if request.method == "POST":
         return _create()
     args = request.args
@@ -254,16 +246,16 @@ def _create() -> Response:
     answer = [{"service_request_id": out["report_id"], "service_notice": notice,
                "account_id": ""}]  # fmt: skip
     resp = _answer(answer, "service_requests", "request", status)
-    resp.headers["Location"] = f"{PREFIX}/requests/{out['report_id']}.{_fmt()}"
+    fmt = (request.view_args or {}).get("fmt", "json")
+    resp.headers["Location"] = f"{PREFIX}/requests/{out['report_id']}.{fmt}"
     if replayed:
         resp.headers["Idempotent-Replayed"] = "true"
     return resp
 
 
-@bp.get("/requests/<path:request_id>.<any(json, xml):fmt>")
+@bp.get(f"/requests/<path:request_id>.{_FMT}")
 def request_item(request_id: str, fmt: str) -> Response:
     """Give one service request (a list of one, as the standard says)."""
-    _fmt()
     found = _stored(request_id) if len(request_id) <= 128 else None
     if found is None:
         raise GeoReportError(404, f"service_request_id {request_id[:40]!r} not found")

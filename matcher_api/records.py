@@ -315,9 +315,7 @@ def report_concern(
         return 410, {"detail": f"the report was taken (id {outcome['report_id']}), but need "
                      f"{outcome['need_id']!r} has been deleted since"}, replayed  # fmt: skip
     result = recommend_for_need(need, nearby_index(exact=is_admin()), latest_model())
-    lookup = neighborhood_lookup()
-    hood = lookup.locate(float(need["lat"]), float(need["lon"]))
-    contact = hood["escalation_contact"] if hood is not None else lookup.default_contact
+    contact = neighborhood_lookup().contact_at(float(need["lat"]), float(need["lon"]))
     out = {
         "need": need,
         "created": outcome["created"],

@@ -97,15 +97,9 @@ def _host(url: str) -> str | None:
     return parts.netloc
 
 
-def _origin(url: str) -> str:
-    """Return the CSP source of an absolute http(s) URL ('' when empty)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
-
-
-def _tile_origin(tile_url: str) -> str:
-    """Return the CSP source of the tile server (``{s}`` as a wildcard); '' if same-origin."""
-    parts = urlsplit(tile_url.replace("{s}", "*"))
+def _csp_source(url: str) -> str:
+    """Return the CSP source of a server's URL (``{s}`` as a wildcard); '' if same-origin."""
+    parts = urlsplit(url.replace("{s}", "*"))
     if not parts.scheme and not parts.netloc:
         return ""
     if parts.scheme not in ("http", "https") or "{" in parts.netloc or not parts.netloc:
@@ -123,32 +117,29 @@ def register_webmap(app: Flask) -> None:
     app.config.setdefault("TILE_ATTRIBUTION", DEFAULT_TILE_ATTRIBUTION)
     pages = FlaskBlueprint("webmap", __name__)
 
-    @pages.get("/")
-    def index() -> Response:
-        resp = send_from_directory(WEB_DIR, "index.html", max_age=0)
-        tiles = _tile_origin(str(current_app.config.get("TILE_URL") or ""))
+    def page(name: str, connect: str = "") -> Response:
+        """One of the pages, with its Content-Security-Policy (the tile server's images)."""
+        resp = send_from_directory(WEB_DIR, name, max_age=0)
+        tiles = _csp_source(str(current_app.config.get("TILE_URL") or ""))
         resp.headers["Content-Security-Policy"] = (
             "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
             f"img-src 'self' data: {tiles}".rstrip()
-            + "; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+            + f"; connect-src 'self' {connect}".rstrip()
+            + "; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
         )
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"
         return resp
 
+    @pages.get("/")
+    def index() -> Response:
+        return page("index.html")
+
     @pages.get("/outreach")
     def outreach() -> Response:
-        resp = send_from_directory(WEB_DIR, "outreach.html", max_age=0)
-        tiles = _tile_origin(str(current_app.config.get("TILE_URL") or ""))
-        geocoder = _origin(str(current_app.config.get("GEOCODER_URL") or ""))
-        resp.headers["Content-Security-Policy"] = (
-            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-            f"img-src 'self' data: {tiles}".rstrip()
-            + f"; connect-src 'self' {geocoder}".rstrip()
-            + "; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-        )
-        resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["Referrer-Policy"] = "no-referrer"
+        # the browser may ask the configured geocoder (checked at start-up) for places
+        resp = page("outreach.html",
+                    _csp_source(str(current_app.config.get("GEOCODER_URL") or "")))  # fmt: skip
         # the page asks the browser for its position (the "near me" button), nothing else
         resp.headers["Permissions-Policy"] = "geolocation=(self), camera=(), microphone=()"
         return resp

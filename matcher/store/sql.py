@@ -706,13 +706,7 @@ class SQLStore(Store):
 
     def report_notes(self, need_id: str) -> list[dict[str, Any]]:
         """Return the notes on a need's reports (see :meth:`Store.report_notes`)."""
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {', '.join(self._NOTE)} FROM report_notes WHERE need_id = ? "
-                "ORDER BY created_at, report_id",
-                (need_id,),
-            ).fetchall()
-        return [dict(zip(self._NOTE, r, strict=True)) for r in rows]
+        return self.report_notes_of([need_id])
 
     def report_notes_of(self, need_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Return the notes of several needs (see :meth:`Store.report_notes_of`)."""
