@@ -1,4 +1,4 @@
-"""The ``matcher`` command line: plan, scenario, validate, generate, hsds, keys, serve."""
+"""The ``matcher`` command line: plan, scenario, compare, validate, generate, hsds, keys, serve."""
 
 from __future__ import annotations
 
@@ -510,7 +510,7 @@ def scenario_cmd(
     when the base plan has them.
     """
     from .output import write_files
-    from .report import REPORT_NAME, report_html
+    from .report import REPORT_NAME, WHAT_IF_TITLE, report_html
     from .scenario import ScenarioChange, run_scenario
 
     _setup_logging(quiet, verbose)
@@ -531,7 +531,7 @@ def scenario_cmd(
     )
     files = result.files()
     if (base_dir / REPORT_NAME).is_file():  # the base has a report: so does the what-if
-        html = report_html(result.plan, title="matcher what-if plan report")
+        html = report_html(result.plan, title=WHAT_IF_TITLE)
         files[REPORT_NAME] = html.encode("utf-8")
     written = write_files(dict(sorted(files.items())), out_dir)
     if not quiet:
@@ -542,6 +542,76 @@ def scenario_cmd(
             f"{len(result.clusters)} clusters changed, {len(result.partners)} partners changed"
         )
         click.echo(f"wrote {', '.join(written)} to {out_dir}")
+
+
+@main.command("compare")
+@click.argument("a_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("b_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Also write compare.json and compare_{clusters,partners,neighborhoods}.csv here.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="'json': the whole comparison on stdout (as the API's compare route).",
+)
+@_with_common
+@_guarded
+def compare_cmd(
+    a_dir: Path, b_dir: Path, out_dir: Path | None, fmt: str, quiet: bool, verbose: bool
+) -> None:
+    """Compare two plan directories written by matcher plan (or scenario): B against A.
+
+    Per cluster (when both have the same clusters), per partner whose load differs and
+    per neighborhood; every delta is B minus A.
+    """
+    import json
+
+    from .compare import OPTIONAL_PLAN_FILES, REQUIRED_PLAN_FILES, compare_plans
+    from .limits import read_file
+
+    _setup_logging(quiet, verbose)
+    plans = [
+        {n: read_file(d / n) for n in (*REQUIRED_PLAN_FILES, *OPTIONAL_PLAN_FILES)
+         if (d / n).exists()}
+        for d in (a_dir, b_dir)
+    ]  # fmt: skip
+    result = compare_plans(plans[0], plans[1], labels=(str(a_dir), str(b_dir)))
+    written = result.to_dir(out_dir) if out_dir is not None else {}
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    elif not quiet:
+        t = result.totals
+        click.echo(
+            f"served {_units(t['units_served_a'])} -> {_units(t['units_served_b'])} units "
+            f"({_units(t['units_served_delta'], '+')}); coverage "
+            f"{100 * t['coverage_a']:.1f}% -> {100 * t['coverage_b']:.1f}%"
+        )
+        if result.clusters_comparable:
+            click.echo(f"clusters: {t['clusters_gained']} gained, {t['clusters_lost']} lost, "
+                       f"{t['clusters_same']} the same")  # fmt: skip
+        else:
+            click.echo(f"clusters not compared: {result.reason}")
+        click.echo(f"partners whose load changed: {t['partners_changed']}")
+        for r in result.neighborhoods.itertuples(index=False):
+            click.echo(
+                f"  {r.neighborhood_id} {r.name or ''}: served {_units(r.served_a)} -> "
+                f"{_units(r.served_b)} ({_units(r.delta_served, '+')})"
+            )
+    if written and not quiet:
+        click.echo(f"wrote {', '.join(written)} to {out_dir}", err=fmt == "json")
+
+
+def _units(value: float, sign: str = "") -> str:
+    """Return units as the plan files write them (at most 6 decimals, no float noise)."""
+    text = f"{value:{sign}.6f}".rstrip("0").rstrip(".")
+    return "0" if text in ("+0", "-0") else text
 
 
 @main.group("hsds")

@@ -1,10 +1,11 @@
 """Plan jobs over a :class:`~matcher.store.Store`: claim, run, store (no web framework here).
 
 A plan job is a plan record whose ``parameters`` say everything needed to run it from
-the store's data: the :class:`~matcher.config.MatchConfig` parameters, optional
-``recruit`` (``k``, ``radius_km``, ``capacity``), and for a what-if ``scenario``
-(``base_plan`` and the full ``change``). So any worker, in any process or machine on
-the same store, can run it, and a plan can be re-run from its record.
+the store's data: the :class:`~matcher.config.MatchConfig` parameters, the options of
+:data:`JOB_OPTIONS` (``recruit``: ``k``, ``radius_km``, ``capacity``; ``report``: true
+for ``report.html``), and for a what-if ``scenario`` (``base_plan`` and the full
+``change``). So any worker, in any process or machine on the same store, can run it,
+and a plan can be re-run from its record.
 
 * :func:`run_plan_job` runs one record and returns its :class:`Artifacts`.
 * :func:`plan_artifacts` turns a finished :class:`~matcher.pipeline.Plan` (or
@@ -32,6 +33,7 @@ from ._errors import InputValidationError, MatcherError, Problem
 from .io import LoadedTable, hash_table
 from .mapview import MAP_FILE, map_bytes, map_payload
 from .output import plan_files
+from .report import REPORT_NAME, REPORT_TITLE, WHAT_IF_TITLE, report_html
 from .scenario import (
     Scenario,
     ScenarioChange,
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Artifacts",
+    "JOB_OPTIONS",
     "MODEL_NAME",
     "PlanWorker",
     "load_plan_model",
@@ -61,6 +64,11 @@ logger = logging.getLogger(__name__)
 
 #: Stored files of a plan's clustering model: ``MODEL_NAME.json`` and ``MODEL_NAME.npz``.
 MODEL_NAME = "cluster_model"
+#: Options of a plan job besides its MatchConfig parameters, in the record's ``parameters``:
+#: ``recruit`` (``k``, ``radius_km``, ``capacity``: recruit sites, as ``matcher plan
+#: --recruit``) and ``report`` (true: ``report.html``, as ``matcher plan --report``). A
+#: what-if scenario of a plan takes them from its base plan (as ``matcher scenario`` does).
+JOB_OPTIONS = ("recruit", "report")
 _FAILED = "an unexpected error occurred; see the server log"
 
 
@@ -73,8 +81,9 @@ class Artifacts:
     summary : dict
         The ``summary.json`` document (with ``scenario`` facts for a what-if).
     files : dict of str to bytes
-        The output files, the map payload (:data:`matcher.mapview.MAP_FILE`) and the
-        clustering model (:data:`MODEL_NAME` ``.json``/``.npz``).
+        The output files (``report.html`` when asked for), the map payload
+        (:data:`matcher.mapview.MAP_FILE`) and the clustering model (:data:`MODEL_NAME`
+        ``.json``/``.npz``).
     usage : dict of str to float
         Units allocated per partner.
     """
@@ -88,6 +97,8 @@ def plan_artifacts(
     result: Plan | Scenario,
     plan_id: str = "",
     neighborhoods: gpd.GeoDataFrame | None = None,
+    *,
+    report: bool = False,
 ) -> Artifacts:
     """Return everything stored of a finished plan or scenario, built once.
 
@@ -99,9 +110,17 @@ def plan_artifacts(
         The plan's id (in the map payload).
     neighborhoods : GeoDataFrame, optional
         The neighborhoods it was planned with (drawn on the map with its coverage).
+    report : bool
+        Also render ``report.html`` (:func:`matcher.report.report_html`) of the plan (a
+        scenario's: of its "after" plan, titled as ``matcher scenario`` titles it). It
+        is drawn from this plan alone, so it shows what its other files show: in a plan
+        made at volunteers' grid points (the service's), no volunteer's exact point.
     """
     plan = result.plan if isinstance(result, Scenario) else result
     files = result.files() if isinstance(result, Scenario) else plan_files(plan)
+    if report:
+        title = WHAT_IF_TITLE if isinstance(result, Scenario) else REPORT_TITLE
+        files[REPORT_NAME] = report_html(plan, title=title).encode("utf-8")
     summary = json.loads(files["summary.json"])
     used = plan.partners.set_index("partner_id")["used"]
     usage = {str(k): float(v) for k, v in used.items()}
@@ -166,6 +185,7 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     params = dict(record.parameters)
     scenario = params.pop("scenario", None)
     recruit = params.pop("recruit", None)
+    report = bool(params.pop("report", False))
     params.pop("taxonomy", None)  # the store's records use the default taxonomy
     # units held for referrals are taken: a plan gives a partner only what is left
     held, _ = store.held_units()
@@ -183,7 +203,8 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     hoods = hoods if hoods is not None and len(hoods) else None
     if scenario is None:
         result = plan(needs, partners, neighborhoods=hoods, config=config_from_parameters(params))
-        return plan_artifacts(with_recruit_parameters(result, recruit), record.plan_id, hoods)
+        result = with_recruit_parameters(result, recruit)
+        return plan_artifacts(result, record.plan_id, hoods, report=report)
     base_id = str(scenario.get("base_plan"))
     base = store.get_plan(base_id)
     if base is None or base.summary is None:
@@ -199,7 +220,7 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
         volunteer_points="grid",  # even for a base plan from an older store
         recruit=(base.parameters or {}).get("recruit"),
     )
-    artifacts = plan_artifacts(sc, record.plan_id, hoods)
+    artifacts = plan_artifacts(sc, record.plan_id, hoods, report=report)
     artifacts.summary["scenario"] = {
         "base_plan": base_id,
         "change": {

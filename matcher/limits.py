@@ -51,6 +51,8 @@ __all__ = [
     "MAX_MIN_SAMPLES",
     "MAX_OFFSET",
     "MAX_PAGE",
+    "MAX_PLAN_OFFSET",
+    "MAX_PLAN_PAGE",
     "MAX_NEARBY_RESULTS",
     "MAX_RADIUS_KM",
     "MAX_SCALE",
@@ -110,6 +112,9 @@ MAX_JSON_DEPTH = 32
 #: Largest page of a list (``limit``) and largest ``offset``.
 MAX_PAGE = 1000
 MAX_OFFSET = 10**9
+#: Largest page and offset of the list of plans (a plan's record holds its summary).
+MAX_PLAN_PAGE = 200
+MAX_PLAN_OFFSET = 100_000
 #: Most items in a list inside a request (ids to remove, partners to add, ...).
 MAX_LIST_ITEMS = 10_000
 #: Characters that make a spreadsheet treat a cell as a formula (OWASP CSV injection).

@@ -3,7 +3,8 @@
 The payload is built when a plan job finishes (:func:`matcher.jobs.plan_artifacts`) and
 stored gzip-compressed with the plan's files (:data:`MAP_FILE`), so serving the map is
 sending stored bytes. It holds ``plan.geojson``'s features (assignments carry their
-row of ``assignments.csv``: explanation and runner-up; partners never a contact), one
+row of ``assignments.csv``: explanation and runner-up; clusters their ``neighborhood``
+from ``clusters.csv``; partners never a contact), one
 ``neighborhood`` polygon per neighborhood with the plan's coverage there, the ``gap``
 polygons and ``recruit_site`` points when the plan has them, and ``floors.csv`` as rows.
 Everything comes from the plan's own files, so the map says what the files say.
@@ -59,6 +60,13 @@ def _assignment_details(content: bytes | None) -> dict[tuple[str, str], dict[str
                 rec[key] = value
         out[(row["cluster_id"], row["partner_id"])] = rec
     return out
+
+
+def _cluster_neighborhoods(content: bytes | None) -> dict[str, str | None]:
+    """Return the neighborhood of each cluster of a ``clusters.csv`` (None: outside all)."""
+    if not content:
+        return {}
+    return {row["cluster_id"]: row.get("neighborhood") or None for row in csv_rows(content)}
 
 
 def _floors(content: bytes | None) -> list[dict[str, Any]] | None:
@@ -142,9 +150,12 @@ def map_payload(
     """
     collection = json.loads(files["plan.geojson"])
     details = _assignment_details(files.get("assignments.csv"))
+    hood_of = _cluster_neighborhoods(files.get("clusters.csv"))
     for feature in collection["features"]:
         props = feature["properties"]
-        if props.get("feature_type") == "assignment":
+        if props.get("feature_type") == "cluster":
+            props.setdefault("neighborhood", hood_of.get(props["cluster_id"]))
+        elif props.get("feature_type") == "assignment":
             extra = details.get((props["cluster_id"], props["partner_id"]), {})
             props.update({k: v for k, v in extra.items() if k not in props})
         elif props.get("feature_type") == "partner":

@@ -638,8 +638,8 @@ def gaps_geojson(plan: Plan) -> dict[str, Any]:
 
 
 #: The files of a plan that the service serves, in this order (those a plan has): every
-#: plan's, then those of plans with neighborhoods, floors or recruit sites, then a
-#: scenario's diffs.
+#: plan's, then those of plans with neighborhoods, floors or recruit sites, the report
+#: (plans asked for one, :data:`matcher.report.REPORT_NAME`), then a scenario's diffs.
 PLAN_FILES = (
     "assignments.csv",
     "clusters.csv",
@@ -652,6 +652,7 @@ PLAN_FILES = (
     "floors.csv",
     "recruit.csv",
     "recruit.geojson",
+    "report.html",
     "scenario.json",
     "scenario_clusters.csv",
     "scenario_partners.csv",

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from .equity import natural_order
 from .privacy import partners_view
 
 if TYPE_CHECKING:
@@ -41,12 +42,16 @@ if TYPE_CHECKING:
 
     from .pipeline import Plan
 
-__all__ = ["report_html", "render_report", "write_report", "REPORT_NAME"]
+__all__ = ["report_html", "render_report", "write_report", "REPORT_NAME", "REPORT_TITLE",
+           "WHAT_IF_TITLE"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 #: File name of the report in a plan's output directory.
 REPORT_NAME = "report.html"
+#: Title of a plan's report, and of a what-if scenario's (``matcher scenario``, the service).
+REPORT_TITLE = "matcher plan report"
+WHAT_IF_TITLE = "matcher what-if plan report"
 
 #: Rows shown in the "largest gaps" tables.
 TOP_GAPS = 20
@@ -79,12 +84,14 @@ h3 { font-size: 16px; margin: 20px 0 8px; }
 p.lead, .muted { color: var(--muted); }
 nav ol { columns: 3; padding-left: 20px; margin: 8px 0 0; }
 nav a { color: var(--ink); }
-table { border-collapse: collapse; width: 100%; margin: 8px 0 16px; font-size: 13px; }
+.scroll { overflow-x: auto; margin: 8px 0 16px; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; }
 caption { text-align: left; color: var(--muted); padding: 0 0 4px; caption-side: top; }
 th, td { padding: 4px 8px; border-bottom: 1px solid var(--rule); text-align: left;
          vertical-align: top; }
 th { background: var(--band); font-weight: 600; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.id { white-space: nowrap; }
 tfoot td { font-weight: 600; border-top: 2px solid var(--ink); }
 table.kv { width: auto; min-width: 50%; }
 table.kv th { width: 16em; }
@@ -92,7 +99,7 @@ code { font-size: 12px; word-break: break-all; }
 .bar { display: inline-block; width: 80px; height: 10px; background: #f3d6d2;
        vertical-align: middle; margin-right: 6px; }
 .bar > span { display: block; height: 100%; background: var(--good); }
-.maps { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr));
+.maps { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(480px, 100%), 1fr));
         gap: 16px; }
 figure { margin: 0 0 16px; }
 figure img { width: 100%; height: auto; border: 1px solid var(--rule); }
@@ -101,14 +108,28 @@ figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
 .card { border: 1px solid var(--rule); padding: 8px 14px; min-width: 150px; }
 .card b { display: block; font-size: 20px; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
-@page { size: A4; margin: 14mm; }
+@media (max-width: 640px) {
+  body { padding: 12px; }
+  nav ol { columns: 1; }
+  table.kv { min-width: 0; }
+  table.kv th { width: auto; }
+  .bar { width: 40px; }
+}
+@page { margin: 14mm; }
 @media print {
-  body { max-width: none; padding: 0; font-size: 11px; }
+  body { max-width: none; padding: 0; font-size: 9pt; }
   nav { display: none; }
   h2 { break-after: avoid; }
   h2.new-page { break-before: page; }
   figure, tr, .card { break-inside: avoid; }
   thead { display: table-header-group; }
+  .scroll { overflow: visible; }
+  table, table.kv { width: 100%; min-width: 0; table-layout: auto; font-size: 7.5pt; }
+  th, td { padding: 1.5pt 3pt; }
+  th.num { white-space: normal; }
+  td.id { white-space: normal; overflow-wrap: anywhere; }
+  code { font-size: 7pt; }
+  .bar { width: 32px; height: 7px; margin-right: 3px; }
   .maps { display: block; }
   figure img { max-width: 100%; max-height: 235mm; width: auto; }
   .bar, .bar > span, th { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
@@ -135,9 +156,20 @@ def _is_missing(value: Any) -> bool:
 
 
 def _num(value: Any, digits: int = 1) -> str:
+    """Format a number for people: thousands separators, at most ``digits`` decimals.
+
+    No trailing zeros, so a whole number is shown whole; a dash when missing.
+
+    Examples
+    --------
+    >>> _num(19736.0), _num(1234.56), _num(0.5, 2), _num(-0.01), _num(None)
+    ('19,736', '1,234.6', '0.5', '0', '–')
+    """
     if _is_missing(value):
         return "–"
-    return f"{float(value):,.{digits}f}"
+    x = round(float(value), digits) + 0.0  # + 0.0: no "-0"
+    text = f"{x:,.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _num2(value: Any) -> str:
@@ -149,10 +181,37 @@ def _num0(value: Any) -> str:
     return "–" if _is_missing(value) or not value else _num(value, 0)
 
 
+def _count(value: Any) -> str:
+    """Format a whole count ("1,234"; a dash when missing)."""
+    return _num(value, 0)
+
+
+def _km(value: Any) -> str:
+    """Format a distance in km with 2 decimals (a dash when missing)."""
+    return "–" if _is_missing(value) else f"{float(value) + 0.0:,.2f}"
+
+
 def _pct(value: Any) -> str:
+    """Format a share 0..1 as a percentage with at most one decimal ("60.8%", "100%")."""
     if _is_missing(value):
         return "–"
-    return f"{100 * float(value):.1f}%"
+    return f"{_num(100 * float(value), 1)}%"
+
+
+def _cell(value: Any) -> str:
+    """Format a number for people, escaped (see :func:`_value`)."""
+    return _e(_value(value))
+
+
+def _value(value: Any) -> str:
+    """Format any value of a plan's record: numbers for people, anything else as text."""
+    if isinstance(value, bool | np.bool_) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"  # exact, however large
+    if isinstance(value, float | np.floating):
+        return _num(value, 6)
+    return str(value)
 
 
 def _bar(value: Any) -> str:
@@ -164,23 +223,35 @@ def _bar(value: Any) -> str:
 
 
 _NUM = ' class="num"'
+_ID = ' class="id"'
 _NEW_PAGE = ' class="new-page"'
 
 
 class _Col:
-    """A table column: header, how to format a cell, and whether it is numeric."""
+    """A table column: header, how to format a cell, and whether it is numeric or an id.
+
+    An id's cell is not broken on screen (a wide table scrolls), and broken anywhere in
+    print, so that long ids fit the page.
+    """
 
     def __init__(
-        self, key: str, title: str, fmt: Callable[[Any], str] | None = None, num: bool = False
+        self,
+        key: str,
+        title: str,
+        fmt: Callable[[Any], str] | None = None,
+        num: bool = False,
+        *,
+        ident: bool = False,
     ) -> None:
         self.key, self.title, self.num = key, title, num
-        self.fmt = fmt or _e
+        self.fmt = fmt or (_cell if num else _e)
+        self.cls = _NUM if num else _ID if ident else ""
 
     def th(self) -> str:
         return f'<th scope="col"{_NUM if self.num else ""}>{_e(self.title)}</th>'
 
     def td(self, row: dict[str, Any]) -> str:
-        return f"<td{_NUM if self.num else ''}>{self.fmt(row.get(self.key))}</td>"
+        return f"<td{self.cls}>{self.fmt(row.get(self.key))}</td>"
 
 
 def _table(
@@ -194,7 +265,7 @@ def _table(
     rows = list(rows)
     if not rows:
         return f'<p class="muted" id="{_e(table_id)}-empty">{_e(empty)}</p>'
-    parts = [f'<table id="{_e(table_id)}">']
+    parts = [f'<div class="scroll"><table id="{_e(table_id)}">']
     if caption:
         parts.append(f"<caption>{_e(caption)}</caption>")
     parts.append("<thead><tr>" + "".join(c.th() for c in columns) + "</tr></thead>")
@@ -203,32 +274,73 @@ def _table(
     parts.append("</tbody>")
     if footer is not None:
         parts.append("<tfoot><tr>" + "".join(c.td(footer) for c in columns) + "</tr></tfoot>")
-    parts.append("</table>")
+    parts.append("</table></div>")
     return "\n".join(parts)
 
 
 def _kv_table(table_id: str, items: Iterable[tuple[str, Any]], caption: str | None = None) -> str:
+    """Render a table of names and values (numbers formatted for people, text escaped)."""
     rows = "".join(
-        f'<tr><th scope="row">{_e(k)}</th><td>{v if isinstance(v, _Raw) else _e(v)}</td></tr>'
+        f'<tr><th scope="row">{_e(k)}</th>'
+        f"<td>{v if isinstance(v, _Raw) else _e(_value(v))}</td></tr>"
         for k, v in items
     )
     cap = f"<caption>{_e(caption)}</caption>" if caption else ""
-    return f'<table class="kv" id="{_e(table_id)}">{cap}<tbody>{rows}</tbody></table>'
+    return (
+        f'<div class="scroll"><table class="kv" id="{_e(table_id)}">{cap}<tbody>{rows}</tbody>'
+        "</table></div>"
+    )
 
 
 class _Raw(str):
     """Already-escaped HTML (for a cell of :func:`_kv_table`)."""
 
 
+#: Human labels of columns that tables show by name (:func:`_label` makes the others).
+_LABELS = {
+    "covered_units": "unmet units served",
+    "clusters_covered": "clusters served",
+    "cluster_ids": "clusters",
+    "units_in_range": "unmet units in range",
+    "site_cluster_id": "site cluster",
+    "n_needs": "needs",
+    "churn": "share of units moved",
+}
+
+
+def _label(name: Any) -> str:
+    """Return a column's label for people: ``site_cluster_id`` is "site cluster".
+
+    Known columns have their own (:data:`_LABELS`); otherwise underscores become spaces,
+    a trailing ``_id`` goes, and ``_km`` becomes "(km)".
+    """
+    name = str(name)
+    if name in _LABELS:
+        return _LABELS[name]
+    unit = ""
+    if name.endswith("_km"):
+        name, unit = name[:-3], " (km)"
+    elif name.endswith("_id") and len(name) > 3:
+        name = name[:-3]
+    return name.replace("_", " ").strip() + unit
+
+
+def _is_id(name: Any) -> bool:
+    return str(name).endswith(("_id", "_ids"))
+
+
 def _frame_table(table_id: str, frame: Any, limit: int = TOP_EXTRA) -> str:
-    """Render any table-like value (DataFrame, list of dicts, dict) generically, escaped."""
+    """Render any table-like value (DataFrame, list of dicts, dict) generically, escaped.
+
+    Columns get human labels (:func:`_label`) and numbers are formatted for people.
+    """
     if frame is None:
         return ""
     if isinstance(frame, dict):
         if not frame:
             return ""
         if not all(_listlike(v) for v in frame.values()):
-            return _kv_table(table_id, [(str(k), v) for k, v in frame.items()])
+            return _kv_table(table_id, [(_label(k), v) for k, v in frame.items()])
     elif not isinstance(frame, pd.DataFrame | list | tuple):
         sites = getattr(frame, "sites", None)  # e.g. matcher.recruit.RecruitSuggestions
         if not isinstance(sites, pd.DataFrame):
@@ -240,9 +352,10 @@ def _frame_table(table_id: str, frame: Any, limit: int = TOP_EXTRA) -> str:
     shown = df.head(limit)
     cols = []
     for c in shown.columns:
+        ident = _is_id(c)  # numeric ids are not numbers: no thousands separator
         num = pd.api.types.is_numeric_dtype(shown[c]) and not pd.api.types.is_bool_dtype(shown[c])
-        fmt = _num2 if pd.api.types.is_float_dtype(shown[c]) else None
-        cols.append(_Col(str(c), str(c), fmt, num))
+        num = num and not ident
+        cols.append(_Col(str(c), _label(c), _num2 if num else None, num, ident=ident))
     records = [{str(k): v for k, v in r.items()} for r in shown.to_dict("records")]
     caption = f"First {len(shown)} of {len(df)} rows." if len(df) > limit else None
     return _table(table_id, cols, records, caption=caption)
@@ -250,6 +363,23 @@ def _frame_table(table_id: str, frame: Any, limit: int = TOP_EXTRA) -> str:
 
 def _listlike(value: Any) -> bool:
     return isinstance(value, list | tuple | np.ndarray | pd.Series)
+
+
+def _id_rank(ids: Iterable[Any]) -> dict[str, int]:
+    """Each id's place as people sort ids (2 before 10: :func:`~matcher.equity.natural_order`).
+
+    Keyed by the id's text; sort rows by it where they tie on their figures.
+    """
+    unique = sorted({str(i) for i in ids})
+    return {unique[i]: rank for rank, i in enumerate(natural_order(unique))}
+
+
+def _by_ids(frame: pd.DataFrame, by: list[str], ascending: list[bool], ids: str) -> pd.DataFrame:
+    """Sort ``frame`` by columns ``by``, the column ``ids`` among them in natural order."""
+    rank = _id_rank(frame[ids])
+    keyed = frame.assign(_rank=frame[ids].astype(str).map(rank).to_numpy())
+    order = ["_rank" if c == ids else c for c in by]
+    return keyed.sort_values(order, ascending=ascending, kind="stable").drop(columns="_rank")
 
 
 # ---------------------------------------------------------------------------------------
@@ -839,8 +969,8 @@ def _summary_section(plan: Plan) -> str:
         ("needs", f"{counts.get('needs', len(plan.need_table)):,}"),
         ("partners", f"{len(plan.partners):,}"),
         ("clusters fully served", f"{counts.get('clusters_fully_served', 0):,}"),
-        ("distance per unit served, mean", f"{_num(dist.get('mean'), 2)} km"),
-        ("distance per unit served, p90", f"{_num(dist.get('p90'), 2)} km"),
+        ("distance per unit served, mean", f"{_km(dist.get('mean'))} km"),
+        ("distance per unit served, p90", f"{_km(dist.get('p90'))} km"),
         ("total cost", f"{_num(cost.get('total'), 1)} {cost.get('unit', '')}".strip()),
     ]
     if eq.get("neighborhoods"):
@@ -886,7 +1016,8 @@ def _neighborhood_section(plan: Plan) -> str:
     cov = plan.metrics.get("coverage_by_neighborhood", {})
     names = _hood_names(plan)
     rows = [{"neighborhood": k, "name": names.get(k, ""), **v} for k, v in cov.items()]
-    rows.sort(key=lambda r: (r["coverage"], -r["unmet"], r["neighborhood"]))
+    rank = _id_rank(cov)
+    rows.sort(key=lambda r: (r["coverage"], -r["unmet"], rank[str(r["neighborhood"])]))
     cols = [_Col("neighborhood", "neighborhood")]
     if names:
         cols.append(_Col("name", "name"))
@@ -906,7 +1037,7 @@ def _gaps_section(plan: Plan) -> str:
         in_hood = _cluster_hoods(plan)
         names = _hood_names(plan)
         cl = plan.clusters.set_index("cluster_id")
-        top = u.sort_values(["units", "cluster_id"], ascending=[False, True]).head(TOP_GAPS)
+        top = _by_ids(u, ["units", "cluster_id"], [False, True], "cluster_id").head(TOP_GAPS)
         rows = []
         for r in top.to_dict("records"):
             cid = str(r["cluster_id"])
@@ -921,10 +1052,10 @@ def _gaps_section(plan: Plan) -> str:
                 }
             )
         cols = [
-            _Col("cluster_id", "cluster"),
+            _Col("cluster_id", "cluster", ident=True),
             _Col("category", "category"),
             _Col("neighborhood", "neighborhood"),
-            _Col("n_needs", "needs", lambda v: _num(v, 0), True),
+            _Col("n_needs", "needs", _count, True),
             _Col("demand", "demand", _num, True),
             _Col("units", "unmet", _num, True),
             _Col("reason", "reason", lambda v: _e(str(v).replace("_", " "))),
@@ -947,7 +1078,8 @@ def _gaps_section(plan: Plan) -> str:
         for k, v in cov.items()
         if v.get("unmet", 0) > 0
     ]
-    gaps.sort(key=lambda r: (-r["unmet"], r["neighborhood"]))
+    rank = _id_rank(cov)
+    gaps.sort(key=lambda r: (-r["unmet"], rank[str(r["neighborhood"])]))
     if gaps:
         parts.append("<h3>Neighborhoods with the most unmet units</h3>")
         cols = [_Col("neighborhood", "neighborhood")]
@@ -1005,21 +1137,21 @@ def _partner_section(plan: Plan) -> str:
         )
     kind_cols = [
         _Col("kind", "kind"),
-        _Col("partners", "partners", lambda v: _num(v, 0), True),
-        _Col("active", "with assignments", lambda v: _num(v, 0), True),
+        _Col("partners", "partners", _count, True),
+        _Col("active", "with assignments", _count, True),
         _Col("capacity", "capacity", _num, True),
         _Col("used", "used", _num, True),
         _Col("free", "free", _num, True),
         _Col("utilization", "utilization", _bar, True),
     ]
-    top = p[p["used"] > 0].sort_values(["used", "partner_id"], ascending=[False, True])
+    top = _by_ids(p[p["used"] > 0], ["used", "partner_id"], [False, True], "partner_id")
     top = top.head(TOP_PARTNERS)
     cols = [
-        _Col("partner_id", "partner"),
+        _Col("partner_id", "partner", ident=True),
         _Col("name", "name"),
         _Col("kind", "kind"),
         _Col("categories", "categories", lambda v: _e(str(v).replace(";", ", "))),
-        _Col("assignments", "clusters", lambda v: _num(v, 0), True),
+        _Col("assignments", "clusters", _count, True),
         _Col("capacity", "capacity", _num, True),
         _Col("used", "used", _num, True),
         _Col("utilization", "utilization", _bar, True),
@@ -1044,13 +1176,15 @@ def _run_section(plan: Plan) -> str:
         (k, ", ".join(map(str, v)) if isinstance(v, list | tuple) else v)
         for k, v in sorted(plan.parameters.items())
     ]
-    solver = [(k, v) for k, v in sorted(plan.solver.items())]
+    solver = [(_label(k), v) for k, v in sorted(plan.solver.items())]
     hashes = [(k, _Raw(f"<code>{_e(v)}</code>")) for k, v in sorted(plan.input_hashes.items())]
     parts = [
         "<h3>Solver</h3>",
         _kv_table("table-solver", solver),
         "<h3>Parameters</h3>",
-        _kv_table("table-parameters", params),
+        _kv_table(
+            "table-parameters", params, caption="Named as in summary.json and the plan request."
+        ),
         "<h3>Inputs (SHA-256)</h3>",
         _kv_table("table-inputs", hashes),
     ]
@@ -1067,8 +1201,11 @@ def _hood_category_gaps(plan: Plan) -> str:
     g = getattr(plan, "gap_table", None)
     if not isinstance(g, pd.DataFrame) or not {"neighborhood", "category", "unmet"} <= set(g):
         return ""
-    short = g[g["unmet"] > 0].sort_values(
-        ["unmet", "neighborhood", "category"], ascending=[False, True, True], kind="stable"
+    short = _by_ids(
+        g[g["unmet"] > 0],
+        ["unmet", "neighborhood", "category"],
+        [False, True, True],
+        "neighborhood",
     )
     names = _hood_names(plan)
     rows = [
@@ -1103,7 +1240,7 @@ def _floors_section(plan: Plan) -> str:
     sort_by, asc = ["_met", "neighborhood_id"], [True, True]
     if "shortfall" in f.columns:
         sort_by, asc = ["_met", "shortfall", "neighborhood_id"], [True, False, True]
-    order = order.sort_values(sort_by, ascending=asc, kind="stable")
+    order = _by_ids(order, sort_by, asc, "neighborhood_id")
     candidates = [
         _Col("neighborhood_id", "neighborhood"),
         _Col("name", "name"),
@@ -1126,12 +1263,68 @@ def _floors_section(plan: Plan) -> str:
     )
 
 
+def _recruit_section(plan: Plan) -> str:
+    """Render the suggested recruit sites (``plan.recruit``), by category and rank."""
+    value = plan.recruit
+    sites = getattr(value, "sites", None)
+    if not isinstance(sites, pd.DataFrame) or not {"lat", "lon"} <= set(sites.columns):
+        return _frame_table("table-recruit", value)
+    shown = sites.head(TOP_EXTRA)
+    rows = [{**r, "where": f"{r['lat']:.4f}, {r['lon']:.4f}"} for r in shown.to_dict("records")]
+    candidates = [
+        _Col("category", "category"),
+        _Col("rank", "rank", num=True),
+        _Col("where", "site (lat, lon)"),
+        _Col("site_cluster_id", _label("site_cluster_id"), ident=True),
+        _Col("covered_units", _label("covered_units"), _num, True),
+        _Col("clusters_covered", _label("clusters_covered"), _count, True),
+        _Col("units_in_range", _label("units_in_range"), _num, True),
+        _Col("radius_km", _label("radius_km"), _num2, True),
+        _Col("capacity", "capacity", _capacity, True),
+    ]
+    # the new partner's radius and capacity are the request's: said once, not on every row
+    same = {
+        c: sites[c].iloc[0]
+        for c in ("radius_km", "capacity")
+        if c in sites.columns and len(sites) and sites[c].nunique(dropna=False) == 1
+    }
+    cols = [c for c in candidates if c.key in set(sites.columns) - set(same) | {"where"}]
+    partner = ""
+    if same:
+        radius = f" within {_num2(same['radius_km'])} km" if "radius_km" in same else ""
+        cap = f", capacity {_capacity(same['capacity'])}" if "capacity" in same else ""
+        partner = f" Each site is a new partner{radius}{cap}."
+    first = f"The first {len(shown)} of {len(sites)}" if len(sites) > len(shown) else "The"
+    return _table(
+        "table-recruit",
+        cols,
+        rows,
+        caption=f"{first} suggested sites, by category; rank 1 serves the most unmet units "
+        f"alone, each later rank adds the most to those before it.{partner} recruit.csv "
+        "lists the clusters each site would serve.",
+        empty="No site would serve unmet demand.",
+    )
+
+
+def _capacity(value: Any) -> str:
+    """Format a suggested partner's capacity (missing: unlimited)."""
+    return "unlimited" if _is_missing(value) else _num(value)
+
+
+def _churn_section(plan: Plan) -> str:
+    """Render the churn against the previous plan (``plan.churn``), its share in percent."""
+    churn = plan.churn
+    if isinstance(churn, dict) and isinstance(churn.get("churn"), int | float):
+        churn = {**churn, "churn": _Raw(_e(_pct(churn["churn"])))}
+    return _frame_table("table-churn", churn)
+
+
 #: Optional plan attributes rendered as extra sections when present: attribute, section
 #: id, title and renderer (the generic table renderer when None).
 _EXTRA_SECTIONS: tuple[tuple[str, str, str, Callable[[Plan], str] | None], ...] = (
     ("floors", "floors", "Coverage floors", _floors_section),
-    ("churn", "churn", "Changes from the previous plan", None),
-    ("recruit", "recruit", "Partners to recruit", None),
+    ("churn", "churn", "Changes from the previous plan", _churn_section),
+    ("recruit", "recruit", "Partners to recruit", _recruit_section),
 )
 
 
@@ -1225,7 +1418,10 @@ def _assessment_section(report: pd.DataFrame) -> str:
         )
         cell[f"source:{r.source}"] = cell.get(f"source:{r.source}", 0.0) + float(r.placed)
         cell["total"] += float(r.placed)
-    ranked = sorted(cells.values(), key=lambda c: (-c["total"], str(c["area"]), str(c["category"])))
+    rank = _id_rank(c["area"] for c in cells.values())
+    ranked = sorted(
+        cells.values(), key=lambda c: (-c["total"], rank[str(c["area"])], str(c["category"]))
+    )
     top = ranked[:TOP_EXTRA]
     areas = _table(
         "table-assessment-areas",
@@ -1298,7 +1494,7 @@ def _assessment_section(report: pd.DataFrame) -> str:
 
 
 def report_html(
-    plan: Plan, *, title: str = "matcher plan report", assessment: pd.DataFrame | None = None
+    plan: Plan, *, title: str = REPORT_TITLE, assessment: pd.DataFrame | None = None
 ) -> str:
     """Return the plan's report as one self-contained HTML document (a string).
 
@@ -1381,7 +1577,7 @@ def write_report(text: str, path: str | Path) -> Path:
     return target
 
 
-def render_report(plan: Plan, path: str | Path, *, title: str = "matcher plan report") -> Path:
+def render_report(plan: Plan, path: str | Path, *, title: str = REPORT_TITLE) -> Path:
     """Render the plan's HTML report (see :func:`report_html`) to ``path``; return the path.
 
     ``path`` may be a directory, in which case the report is ``path / "report.html"``.

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import InputValidationError, MatcherError, Problem
+from .compare import headline, load_changes, served_changes
 from .config import MatchConfig
 from .io import LoadedTable, Source, hash_table, read_partners
 from .limits import read_file
@@ -180,19 +181,9 @@ class Scenario:
 
 
 def _headline(p: Plan) -> dict[str, Any]:
-    m = p.metrics
-    return {
-        "units_demand": m["units"]["demand"],
-        "units_served": m["units"]["served"],
-        "units_unmet": m["units"]["unmet"],
-        "coverage": m["units"]["coverage"],
-        "cost_total": m["cost"]["total"],
-        "assignments": m["counts"]["assignments"],
-        "partners": int(len(p.partners)),
-        "coverage_min": m["equity"]["coverage_min"],
-        "coverage_gini": m["equity"]["coverage_gini"],
-        "floors_met": m.get("floors", {}).get("met"),
-    }
+    figures = headline(p.metrics)
+    del figures["clusters"]
+    return figures | {"partners": int(len(p.partners))}
 
 
 def compare(base: Plan, new: Plan, change: ScenarioChange) -> Scenario:
@@ -202,34 +193,21 @@ def compare(base: Plan, new: Plan, change: ScenarioChange) -> Scenario:
         k: (None if before[k] is None or after[k] is None else round(after[k] - before[k], 6))
         for k in before
     }
-    cb = base.clusters.set_index("cluster_id")
-    ca = new.clusters.set_index("cluster_id")
-    cl = pd.DataFrame(
-        {
-            "category": cb["category"],
-            "neighborhood": cb["neighborhood"],
-            "served_before": cb["served"],
-            "served_after": ca["served"].reindex(cb.index),
-        }
+    cl = served_changes(base.clusters, new.clusters)
+    cl = cl[cl["change"] != "same"].drop(columns="demand")
+    cl = cl.rename(columns={"served_a": "served_before", "served_b": "served_after",
+                            "delta": "change", "change": "status"})  # fmt: skip
+    pa = load_changes(
+        base.partners.set_index("partner_id")["used"], new.partners.set_index("partner_id")["used"]
     )
-    cl["change"] = (cl["served_after"] - cl["served_before"]).round(6)
-    cl = cl[cl["change"].abs() > 1e-9].copy()
-    cl["status"] = np.where(cl["change"] > 0, "gained", "lost")
-    ub = base.partners.set_index("partner_id")["used"]
-    ua = new.partners.set_index("partner_id")["used"]
-    pa = pd.DataFrame({"used_before": ub, "used_after": ua}).sort_index()
-    status = np.where(
-        pa["used_before"].isna(), "added", np.where(pa["used_after"].isna(), "removed", "changed")
-    )
-    pa["change"] = (pa["used_after"].fillna(0) - pa["used_before"].fillna(0)).round(6)
-    pa["status"] = status
-    pa = pa[(pa["change"].abs() > 1e-9) | (pa["status"] != "changed")]
+    pa = pa[pa["status"] != "same"]
+    pa = pa.rename(columns={"units_a": "used_before", "units_b": "used_after", "delta": "change"})
     return Scenario(
         base,
         new,
         change,
         {"before": before, "after": after, "delta": delta},
-        cl.reset_index(names="cluster_id"),
+        cl.reset_index(drop=True),
         pa.reset_index(names="partner_id"),
     )
 

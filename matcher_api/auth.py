@@ -41,6 +41,7 @@ RESOURCES = {
     "PlanAssignments": "plans",
     "LatestPlan": "plans",
     "PlanMap": "plans",
+    "PlanCompare": "plans",
     "Nearby": "nearby",
     "Places": "places",
     "ReportNotes": "report_notes",

@@ -9,6 +9,7 @@ import gzip
 import json
 import threading
 from typing import Any
+from urllib.parse import urlencode
 
 import pandas as pd
 from flask import Response, current_app, g, request
@@ -16,16 +17,21 @@ from flask.views import MethodView
 
 import matcher
 from matcher import (
+    InputValidationError,
     MatchConfig,
     Problem,
     limits,
 )
+from matcher.compare import OPTIONAL_PLAN_FILES, REQUIRED_PLAN_FILES, compare_plans, headline
 from matcher.config import DEFAULT_RECRUIT_RADIUS_KM
+from matcher.jobs import JOB_OPTIONS
 from matcher.mapview import MAP_FILE, map_bytes, map_payload
 from matcher.output import PLAN_FILES, csv_rows
+from matcher.report import REPORT_NAME
 from matcher.store import (
     PENDING_STATUSES,
     NotFoundError,
+    PlanRecord,
 )
 
 from .bodies import listish
@@ -34,13 +40,16 @@ from .problems import problem, too_many, unprocessable
 from .schemas import (
     AssignmentRows,
     LatestPlanSchema,
+    PlanComparisonSchema,
+    PlanListArgs,
     PlanMapSchema,
+    PlanPage,
     PlanQueued,
     PlanRequest,
     PlanStatus,
     ScenarioRequest,
 )
-from .state import check_plan_privacy, plan_in_force, plan_json, store
+from .state import check_plan_privacy, grid_plan, is_admin, plan_in_force, plan_json, store
 
 __all__ = ["blp"]
 
@@ -51,6 +60,36 @@ blp = blueprint(
 
 @blp.route("/plans")
 class Plans(MethodView):
+    @blp.arguments(PlanListArgs, location="query")
+    @blp.response(200, PlanPage)
+    @blp.answers(*KEYED)
+    def get(self, args: dict[str, Any]) -> Response:
+        """List plans and what-if scenarios, newest first (filters: kind, status).
+
+        Each with who started it (key id and role), whether it is the plan in force and,
+        when done, its headline figures; ``total`` counts the plans that pass the
+        filters and ``next`` is the URL of the next page (null on the last).
+        """
+        limit, offset = args["limit"], args["offset"]
+        filters = {k: args[k] for k in ("kind", "status") if args.get(k) is not None}
+        st = store()
+        total = st.count_plans(**filters)
+        rows = st.list_plans(limit, offset, **filters)
+        roles = {k.key_id: k.role for k in st.list_api_keys()}
+        in_force = plan_in_force()
+        in_force_id = None if in_force is None else in_force.plan_id
+        after = offset + limit
+        body = {
+            "results": [_listed(p, roles, in_force_id) for p in rows],
+            "limit": limit,
+            "offset": offset,
+            "total": total,
+            "next": f"/api/v1/plans?{urlencode({'limit': limit, 'offset': after} | filters)}"
+            if after < total and after <= limits.MAX_PLAN_OFFSET
+            else None,
+        }
+        return Response(json.dumps(body, default=str), mimetype="application/json")
+
     @blp.arguments(PlanRequest)
     @blp.response(202, PlanQueued, headers=LOCATION_HEADER)
     @blp.answers(403, 413, 415, 422, *KEYED)
@@ -58,7 +97,8 @@ class Plans(MethodView):
         """Start a plan over the stored data as a background job (202 + Location).
 
         Equity options (``min_coverage``, ``vulnerability_column``, ...) need stored
-        neighborhoods (or needs with a neighborhood); ``recruit_k`` adds recruit sites.
+        neighborhoods (or needs with a neighborhood); ``recruit_k`` adds recruit sites;
+        ``report`` adds report.html.
         """
         full = _queue_full()
         if full is not None:
@@ -89,10 +129,55 @@ class Plans(MethodView):
         parameters = config.parameters() | {"taxonomy": None}
         if recruit is not None:
             parameters["recruit"] = recruit
+        if args["report"]:
+            parameters["report"] = True
         created = _queue_plan(parameters)
         if isinstance(created, Response):
             return created
         return _queued(created)
+
+
+def _kind(rec: PlanRecord) -> tuple[str, str | None]:
+    """Return whether a plan is a ``plan`` or a ``scenario``, and a scenario's base plan."""
+    scenario = (rec.parameters or {}).get("scenario")
+    if scenario is None:
+        return "plan", None
+    base = scenario.get("base_plan") if isinstance(scenario, dict) else None
+    return "scenario", None if base is None else str(base)
+
+
+def _listed(rec: PlanRecord, roles: dict[str, str], in_force_id: str | None) -> dict[str, Any]:
+    """Return a plan as ``GET /plans`` lists it.
+
+    A plan made from volunteers' exact points (an older store) is ``admin_only``: other
+    roles get neither its headline nor its error (as ``check_plan_privacy`` refuses them
+    the plan itself).
+    """
+    kind, base = _kind(rec)
+    hidden = not is_admin() and not grid_plan(rec)
+    figures = None
+    if rec.status == "done" and rec.summary and not hidden:
+        try:
+            figures = headline(rec.summary["metrics"])
+        except (KeyError, TypeError, AttributeError):  # a summary of an older store
+            figures = None
+    return {
+        "plan_id": rec.plan_id,
+        "url": f"/api/v1/plans/{rec.plan_id}",
+        "status": rec.status,
+        "kind": kind,
+        "base_plan": base,
+        "created_at": rec.created_at,
+        "started_at": rec.started_at,
+        "finished_at": rec.finished_at,
+        "created_by": rec.created_by,
+        "created_by_role": roles.get(rec.created_by),
+        "in_force": rec.plan_id == in_force_id,
+        "admin_only": not grid_plan(rec),
+        "parameters": rec.parameters or {},
+        "headline": figures,
+        "error": None if hidden else rec.error,
+    }
 
 
 def _queue_full() -> Response | None:
@@ -217,8 +302,8 @@ class PlanScenarios(MethodView):
         }
         # the full change, so that the job (in any process) can run from the record alone
         parameters["scenario"] = {"base_plan": plan_id, "change": change}
-        if "recruit" in (base.parameters or {}):
-            parameters["recruit"] = base.parameters["recruit"]
+        # the base plan's recruit sites and report.html: a what-if has them too
+        parameters |= {k: base.parameters[k] for k in JOB_OPTIONS if k in (base.parameters or {})}
         created = _queue_plan(parameters)
         if isinstance(created, Response):
             return created
@@ -313,21 +398,56 @@ class PlanFile(MethodView):
         content_type="application/json",
         success=True,
     )
+    @blp.alt_response(
+        200,
+        schema={
+            "type": "string",
+            "description": "report.html (plans started with report: true): a download "
+            "(Content-Disposition: attachment) under a Content-Security-Policy that allows "
+            "no script, no connection and nothing but its own inline styles and data: images",
+        },
+        content_type="text/html",
+        success=True,
+    )
     @blp.answers(404, *KEYED)
     def get(self, plan_id: str, name: str) -> Response:
         """Get a file of a finished plan, byte for byte what ``matcher plan`` writes."""
         if name not in PLAN_FILES:
             return problem(404, "Not Found", f"no file {name!r}; files: {', '.join(PLAN_FILES)}")
-        check_plan_privacy(store().get_plan(plan_id))
+        found = store().get_plan(plan_id)
+        check_plan_privacy(found)
         content = store().plan_file(plan_id, name)
         if content is None:
-            return problem(404, "Not Found", f"plan {plan_id!r} has no file {name!r} (not done?)")
+            why = "not done?"
+            if found is not None and found.status == "done":
+                why = (
+                    "not asked for: a plan has one when started with report: true"
+                    if name == REPORT_NAME
+                    else "the plan has no such output"
+                )
+            return problem(404, "Not Found", f"plan {plan_id!r} has no file {name!r} ({why})")
+        ext = name.rsplit(".", 1)[1]
         mimetype = {
             "csv": "text/csv",
             "geojson": "application/geo+json",
             "json": "application/json",
-        }[name.rsplit(".", 1)[1]]
-        return Response(content, mimetype=mimetype)
+            "html": "text/html",
+        }[ext]
+        resp = Response(content, mimetype=mimetype)
+        if ext == "html":  # a download that, opened, can run nothing and load nothing
+            resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+            resp.headers["Content-Security-Policy"] = REPORT_CSP
+            resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
+
+#: The Content-Security-Policy of report.html: it is self-contained (inline styles, PNG
+#: maps as data: URIs, no script, font, link or form), so it needs nothing else; sandboxed,
+#: it runs no script even if one got in.
+REPORT_CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'; sandbox"
+)
 
 
 @blp.route("/plans/<plan_id>/assignments", parameters=plan_id_param())
@@ -341,6 +461,77 @@ class PlanAssignments(MethodView):
         if content is None:
             return problem(404, "Not Found", f"plan {plan_id!r} is unknown or not done")
         return Response(json.dumps({"results": csv_rows(content)}), mimetype="application/json")
+
+
+@blp.route(
+    "/plans/<plan_id>/compare/<other_id>",
+    parameters=[
+        *plan_id_param(),
+        {"in": "path", "name": "other_id", "required": True,
+         "description": "the plan to compare with (b): 32 hex digits",
+         "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
+    ],
+)  # fmt: skip
+class PlanCompare(MethodView):
+    @blp.response(200, PlanComparisonSchema)
+    @blp.answers(403, 404, 409, *KEYED)
+    def get(self, plan_id: str, other_id: str) -> Response:
+        """Compare two finished plans (b: other_id) with a (plan_id), from their files.
+
+        Per cluster when the plans have the same clusters (a scenario and its base
+        plan do; else ``clusters_comparable`` is false and ``reason`` says why), per
+        partner whose load differs and per neighborhood, with the totals; every delta
+        is b minus a, rounded as the files are (6 decimals). ``matcher compare`` gives
+        the same from two plan directories.
+        """
+        st = store()
+        recs = []
+        for pid in (plan_id, other_id):
+            rec = st.get_plan(pid)
+            if rec is None:
+                raise NotFoundError("plan", pid)
+            recs.append(rec)
+        for rec in recs:
+            check_plan_privacy(rec)
+        for rec in recs:
+            if rec.status != "done":
+                return problem(
+                    409,
+                    "Conflict",
+                    f"plan {rec.plan_id!r} is {rec.status}; a comparison needs two finished "
+                    "(done) plans",
+                )
+        files = []
+        for rec in recs:
+            missing = [n for n in REQUIRED_PLAN_FILES if n not in rec.files]
+            if missing:
+                return problem(
+                    409,
+                    "Conflict",
+                    f"plan {rec.plan_id!r} has no {', '.join(missing)}: it cannot be compared",
+                )
+            names = [n for n in (*REQUIRED_PLAN_FILES, *OPTIONAL_PLAN_FILES) if n in rec.files]
+            files.append({n: st.plan_file(rec.plan_id, n) for n in names})
+        try:
+            result = compare_plans(files[0], files[1], labels=(plan_id, other_id))
+        except InputValidationError as exc:
+            return problem(409, "Conflict", f"the plans cannot be compared: {exc.report()}")
+        body = {"a": _compared(recs[0]), "b": _compared(recs[1])} | result.to_dict()
+        return Response(json.dumps(body, allow_nan=False), mimetype="application/json")
+
+
+def _compared(rec: PlanRecord) -> dict[str, Any]:
+    """Return which plan a side of a comparison is."""
+    kind, base = _kind(rec)
+    return {
+        "plan_id": rec.plan_id,
+        "url": f"/api/v1/plans/{rec.plan_id}",
+        "kind": kind,
+        "base_plan": base,
+        "created_at": rec.created_at,
+        "finished_at": rec.finished_at,
+        "parameters": rec.parameters or {},
+    }
 
 
 @blp.route("/plans/latest")

@@ -22,6 +22,7 @@ from matcher.config import DEFAULT_RECRUIT_RADIUS_KM, OBJECTIVES, PARAMETER_BOUN
 from matcher.intake import MAX_NOTE_CHARS
 from matcher.outreach import MAX_PLACE_QUERY_CHARS, MAX_PLACES
 from matcher.store import (
+    PLAN_KINDS,
     PLAN_STATUSES,
 )
 
@@ -290,6 +291,15 @@ def _bounded(name: str) -> ma.validate.Range:
     return ma.validate.Range(low, high, min_inclusive=not low_open)
 
 
+class JsonBoolean(ma.fields.Boolean):
+    """A JSON ``true`` or ``false``; nothing like one (``1``, ``"yes"``) is taken for it."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 class PlanRequest(ma.Schema):
     objective = ma.fields.String(
         load_default="default", validate=ma.validate.OneOf(list(OBJECTIVES))
@@ -350,6 +360,14 @@ class PlanRequest(ma.Schema):
         allow_none=True,
         validate=ma.validate.Range(0, limits.MAX_UNITS),
         metadata={"description": "capacity of a suggested new partner; null: unlimited"},
+    )
+    report = JsonBoolean(
+        load_default=False,
+        metadata={
+            "description": "also make report.html (as `matcher plan --report`): one "
+            "self-contained, printable HTML file of maps, tables and gaps, served with the "
+            "plan's files; a what-if scenario of the plan gets one too"
+        },
     )
 
     @ma.validates_schema
@@ -693,6 +711,203 @@ class AssignmentRows(ma.Schema):
     )
 
 
+class PlanListArgs(ma.Schema):
+    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(1, limits.MAX_PLAN_PAGE))
+    offset = ma.fields.Integer(
+        load_default=0, validate=ma.validate.Range(0, limits.MAX_PLAN_OFFSET)
+    )
+    kind = ma.fields.String(
+        validate=ma.validate.OneOf(PLAN_KINDS),
+        metadata={"description": "only plans, or only what-if scenarios"},
+    )
+    status = ma.fields.String(validate=ma.validate.OneOf(PLAN_STATUSES))
+
+
+class PlanHeadline(ma.Schema):
+    """A finished plan's figures, from its summary's metrics."""
+
+    units_demand = ma.fields.Float(required=True)
+    units_served = ma.fields.Float(required=True)
+    units_unmet = ma.fields.Float(required=True)
+    coverage = ma.fields.Float(required=True, metadata={"description": "served / demand"})
+    clusters = ma.fields.Integer(required=True)
+    assignments = ma.fields.Integer(required=True)
+    cost_total = ma.fields.Float(required=True, allow_none=True)
+    coverage_min = ma.fields.Float(
+        required=True, allow_none=True, metadata={"description": "lowest neighborhood coverage"}
+    )
+    coverage_gini = ma.fields.Float(required=True, allow_none=True)
+    floors_met = ma.fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "neighborhoods whose floor is met; null without min_coverage"},
+    )
+
+
+class PlanListItem(ma.Schema):
+    """A plan as the list shows it: who started it, what it is and, when done, its figures."""
+
+    plan_id = ma.fields.String(required=True)
+    url = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, validate=ma.validate.OneOf(PLAN_STATUSES))
+    kind = ma.fields.String(required=True, validate=ma.validate.OneOf(PLAN_KINDS))
+    base_plan = ma.fields.String(
+        required=True, allow_none=True, metadata={"description": "scenarios: the plan changed"}
+    )
+    created_at = ma.fields.String(required=True)
+    started_at = ma.fields.String(required=True, allow_none=True)
+    finished_at = ma.fields.String(required=True, allow_none=True)
+    created_by = ma.fields.String(
+        required=True, metadata={"description": "an API key id, or 'cli' / 'system'"}
+    )
+    created_by_role = ma.fields.String(
+        required=True,
+        allow_none=True,
+        validate=ma.validate.OneOf(access.ROLES),
+        metadata={"description": "the role of that key; null when it is not a key"},
+    )
+    in_force = ma.fields.Boolean(
+        required=True,
+        metadata={"description": "the plan in force (GET /plans/latest): the map, nearby "
+                  "and intake use it"},
+    )  # fmt: skip
+    admin_only = ma.fields.Boolean(
+        required=True,
+        metadata={"description": "made from volunteers' exact points (an older store): only "
+                  "an admin may read it; other roles see no headline nor error"},
+    )  # fmt: skip
+    parameters = ma.fields.Dict(required=True)
+    headline = ma.fields.Nested(
+        PlanHeadline, required=True, allow_none=True, metadata={"description": "done plans"}
+    )
+    error = ma.fields.String(
+        required=True, allow_none=True, metadata={"description": "failed plans: why"}
+    )
+
+
+class PlanPage(ma.Schema):
+    results = ma.fields.List(
+        ma.fields.Nested(PlanListItem), required=True, metadata={"description": "newest first"}
+    )
+    limit = ma.fields.Integer(required=True, validate=ma.validate.Range(1, limits.MAX_PLAN_PAGE))
+    offset = ma.fields.Integer(required=True, validate=ma.validate.Range(0, limits.MAX_PLAN_OFFSET))
+    total = ma.fields.Integer(
+        required=True,
+        validate=ma.validate.Range(min=0),
+        metadata={"description": "plans that pass the filters"},
+    )
+    next = ma.fields.String(
+        required=True, allow_none=True, metadata={"description": "the next page; null: none"}
+    )
+
+
+_SIDES = "a is the plan of the path, b the other; a delta is b minus a"
+
+
+class ComparedPlan(ma.Schema):
+    plan_id = ma.fields.String(required=True)
+    url = ma.fields.String(required=True)
+    kind = ma.fields.String(required=True, validate=ma.validate.OneOf(PLAN_KINDS))
+    base_plan = ma.fields.String(required=True, allow_none=True)
+    created_at = ma.fields.String(required=True)
+    finished_at = ma.fields.String(required=True, allow_none=True)
+    parameters = ma.fields.Dict(required=True)
+
+
+class CompareTotals(ma.Schema):
+    units_demand_a = ma.fields.Float(required=True)
+    units_demand_b = ma.fields.Float(required=True)
+    units_served_a = ma.fields.Float(required=True)
+    units_served_b = ma.fields.Float(required=True)
+    units_served_delta = ma.fields.Float(required=True)
+    units_unmet_a = ma.fields.Float(required=True)
+    units_unmet_b = ma.fields.Float(required=True)
+    coverage_a = ma.fields.Float(required=True)
+    coverage_b = ma.fields.Float(required=True)
+    coverage_delta = ma.fields.Float(required=True)
+    assignments_a = ma.fields.Integer(required=True)
+    assignments_b = ma.fields.Integer(required=True)
+    clusters_a = ma.fields.Integer(required=True)
+    clusters_b = ma.fields.Integer(required=True)
+    clusters_gained = ma.fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null: clusters not comparable"}
+    )
+    clusters_lost = ma.fields.Integer(required=True, allow_none=True)
+    clusters_same = ma.fields.Integer(required=True, allow_none=True)
+    partners_changed = ma.fields.Integer(required=True)
+
+
+class ClusterChange(ma.Schema):
+    cluster_id = ma.fields.String(required=True)
+    category = ma.fields.String(required=True)
+    neighborhood = ma.fields.String(required=True, metadata={"description": "'' when none"})
+    neighborhood_name = ma.fields.String(required=True, allow_none=True)
+    demand = ma.fields.Float(required=True)
+    served_a = ma.fields.Float(required=True)
+    served_b = ma.fields.Float(required=True)
+    delta = ma.fields.Float(required=True)
+    change = ma.fields.String(
+        required=True,
+        validate=ma.validate.OneOf(("gained", "lost", "same")),
+        metadata={"description": "gained: more units served in b"},
+    )
+
+
+class PartnerChange(ma.Schema):
+    partner_id = ma.fields.String(required=True)
+    name = ma.fields.String(required=True, allow_none=True)
+    kind = ma.fields.String(required=True, allow_none=True)
+    units_a = ma.fields.Float(required=True, metadata={"description": "0: no assignment"})
+    units_b = ma.fields.Float(required=True)
+    delta = ma.fields.Float(required=True)
+    capacity_a = ma.fields.Float(
+        required=True, allow_none=True, metadata={"description": "null: no assignment in a"}
+    )
+    capacity_b = ma.fields.Float(required=True, allow_none=True)
+
+
+class NeighborhoodChange(ma.Schema):
+    neighborhood_id = ma.fields.String(required=True)
+    name = ma.fields.String(required=True, allow_none=True)
+    demand_a = ma.fields.Float(required=True)
+    demand_b = ma.fields.Float(required=True)
+    served_a = ma.fields.Float(required=True)
+    served_b = ma.fields.Float(required=True)
+    coverage_a = ma.fields.Float(
+        required=True, allow_none=True, metadata={"description": "null: no demand there"}
+    )
+    coverage_b = ma.fields.Float(required=True, allow_none=True)
+    delta_served = ma.fields.Float(required=True)
+
+
+class PlanComparisonSchema(ma.Schema):
+    """Two finished plans compared (matcher.compare; ``matcher compare`` on the CLI)."""
+
+    format = ma.fields.String(required=True, validate=ma.validate.Equal("matcher.compare/1"))
+    a = ma.fields.Nested(ComparedPlan, required=True, metadata={"description": _SIDES})
+    b = ma.fields.Nested(ComparedPlan, required=True)
+    clusters_comparable = ma.fields.Boolean(
+        required=True,
+        metadata={"description": "whether the plans have the same clusters (same ids, "
+                  "categories, demand and centres): a scenario and its base do"},
+    )  # fmt: skip
+    reason = ma.fields.String(
+        required=True, allow_none=True, metadata={"description": "why not comparable"}
+    )
+    totals = ma.fields.Nested(CompareTotals, required=True)
+    clusters = ma.fields.List(
+        ma.fields.Nested(ClusterChange),
+        required=True,
+        metadata={"description": "every cluster; none when not comparable"},
+    )
+    partners = ma.fields.List(
+        ma.fields.Nested(PartnerChange),
+        required=True,
+        metadata={"description": "partners whose load (units assigned) differs"},
+    )
+    neighborhoods = ma.fields.List(ma.fields.Nested(NeighborhoodChange), required=True)
+
+
 class MapConfigSchema(ma.Schema):
     tile_url = ma.fields.String(
         metadata={"description": "Leaflet URL template of the base-map tiles; '' = no base map"}
@@ -758,7 +973,8 @@ class PlanMapSchema(ma.Schema):
     features = ma.fields.List(
         ma.fields.Nested(FeatureSchema),
         metadata={
-            "description": "plan.geojson's features (feature_type 'cluster': hull polygon; "
+            "description": "plan.geojson's features (feature_type 'cluster': hull polygon "
+            "with its 'neighborhood' id from clusters.csv; "
             "'partner': point, volunteers coarsened to ~500 m, no contact; 'assignment': "
             "line with the explanation and the runner-up of assignments.csv), then one "
             "'neighborhood' polygon per stored neighborhood with the plan's demand, "

@@ -64,6 +64,21 @@ def write_input(directory: Path, name: str, content: str | bytes) -> Path:
     return path
 
 
+def stored_plan(store: Any, **options: Any) -> Any:
+    """The plan the library makes of a store's data as a plan job does (volunteers on the grid).
+
+    ``options`` are :class:`matcher.MatchConfig` parameters.
+    """
+    import matcher
+
+    return matcher.plan(
+        store.needs_frame(),
+        store.partners_frame(),
+        neighborhoods=store.neighborhoods_frame(),
+        config=matcher.MatchConfig(volunteer_points="grid", **options),
+    )
+
+
 def plan_cli(needs: Path, partners: Path, out: Path, models: Path, *extra: str) -> Result:
     """Run ``matcher plan`` in process; outputs go to ``out`` and ``models``."""
     args = [

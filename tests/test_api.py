@@ -19,7 +19,7 @@ from openapi_spec_validator import validate
 import matcher
 from api import create_app
 
-from .conftest import BACKENDS, StoreTemplate, close_app, store_template
+from .conftest import BACKENDS, StoreTemplate, close_app, store_template, stored_plan
 from .oracle import gc_km, grid_point
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,13 +285,7 @@ def test_plan_job_results_match_the_cli_files_and_feed_nearby_and_intake(loaded,
     assert body["status"] == "done", body
     plan_id = body["plan_id"]
     # the same content as the CLI's files over the same stored data
-    st = app.extensions["matcher_store"]
-    direct = matcher.plan(
-        st.needs_frame(),
-        st.partners_frame(),
-        neighborhoods=st.neighborhoods_frame(),
-        config=matcher.MatchConfig(objective="distance", volunteer_points="grid"),
-    )
+    direct = stored_plan(app.extensions["matcher_store"], objective="distance")
     files = direct.to_dir(tmp_path / "cli")
     for name in ("assignments.csv", "clusters.csv", "plan.geojson"):
         got = loaded.get(f"/api/v1/plans/{plan_id}/files/{name}", headers=h)

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from openapi_spec_validator import validate
 
-import matcher
 from api import create_app
+from matcher.report import WHAT_IF_TITLE, report_html
 
-from .conftest import BACKENDS, StoreTemplate, close_app, store_template
+from .conftest import BACKENDS, StoreTemplate, close_app, store_template, stored_plan
 from .test_webmap import load_store, write_slice
 
 
@@ -108,6 +108,8 @@ def csv(client, headers, plan_id, name):
         ({"recruit_k": 2, "recruit_capacity": -3}, 400, "recruit_capacity"),
         ({"recruit_radius_km": 3}, 400, "recruit_radius_km"),  # without recruit_k
         ({"recruit_capacity": 3}, 400, "recruit_capacity"),
+        ({"report": "yes"}, 400, "report"),  # a JSON boolean, nothing like one
+        ({"report": 1}, 400, "report"),
         ({"min_coverge": 0.5}, 400, "min_coverge"),  # a typo is not ignored
     ],
 )
@@ -142,18 +144,12 @@ def test_plan_with_floors_vulnerability_and_recruit_sites(app, client, planner, 
     for name in ("floors.csv", "gaps.csv", "gaps.geojson", "recruit.csv", "recruit.geojson"):
         assert name in rec["files"], rec["files"]
     # byte for byte what the library writes over the same stored data
-    st = app.extensions["matcher_store"]
-    direct = matcher.plan(
-        st.needs_frame(),
-        st.partners_frame(),
-        neighborhoods=st.neighborhoods_frame(),
-        config=matcher.MatchConfig(
-            objective="distance",
-            min_coverage=0.8,
-            vulnerability_column="hardship_index",
-            vulnerability_weight=2.0,
-            volunteer_points="grid",
-        ),
+    direct = stored_plan(
+        app.extensions["matcher_store"],
+        objective="distance",
+        min_coverage=0.8,
+        vulnerability_column="hardship_index",
+        vulnerability_weight=2.0,
     ).with_recruit(2, 1.5)
     files = direct.to_dir(tmp_path / "direct")
     for name in ("floors.csv", "gaps.geojson", "recruit.csv", "assignments.csv"):
@@ -182,12 +178,47 @@ def test_a_plan_without_floors_or_recruit_has_no_such_files(client, planner):
     rec = done(client, planner, body={"objective": "distance"})
     assert "floors" not in rec["summary"]["metrics"] and "recruit" not in rec["summary"]
     assert "floors.csv" not in rec["files"] and "recruit.csv" not in rec["files"]
+    assert "report.html" not in rec["files"] and "report" not in rec["parameters"]
     assert "gaps.geojson" in rec["files"]  # neighborhoods are stored
     r = client.get(f"/api/v1/plans/{rec['plan_id']}/files/recruit.csv", headers=planner)
     assert r.status_code == 404 and r.mimetype == "application/problem+json"
+    r = client.get(f"/api/v1/plans/{rec['plan_id']}/files/report.html", headers=planner)
+    assert r.status_code == 404 and r.mimetype == "application/problem+json"
+    assert "'report.html'" in r.get_json()["detail"] and "report: true" in r.get_json()["detail"]
     body = client.get(f"/api/v1/plans/{rec['plan_id']}/map", headers=planner).get_json(force=True)
     assert body["floors"] is None
     assert not any(f["properties"]["feature_type"] == "recruit_site" for f in body["features"])
+
+
+def test_a_plan_with_a_report_serves_it_safely_and_its_scenarios_have_one(app, client, planner):
+    rec = done(client, planner, body={"objective": "distance", "report": True})
+    plan_id = rec["plan_id"]
+    assert rec["parameters"]["report"] is True
+    assert rec["files"]["report.html"] == f"/api/v1/plans/{plan_id}/files/report.html"
+    # every role that reads plans may read it: the plan was made at volunteers' grid points
+    r = client.get(rec["files"]["report.html"], headers=auth(app.config["KEYS"]["outreach"]))
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert r.headers["Content-Disposition"] == 'attachment; filename="report.html"'
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    csp = [d.strip() for d in r.headers["Content-Security-Policy"].split(";")]
+    assert {"default-src 'none'", "img-src data:", "style-src 'unsafe-inline'", "sandbox"} <= set(
+        csp
+    )
+    assert not any(d.startswith(("script-src", "connect-src")) for d in csp)
+    text = r.get_data(as_text=True)
+    assert text.startswith("<!DOCTYPE html>") and "<script" not in text
+    # the report of the very plan the job made, which drew volunteers at their grid
+    # points: what the library renders of that plan of the same stored data, byte for byte
+    direct = stored_plan(app.extensions["matcher_store"], objective="distance")
+    assert r.data == report_html(direct).encode("utf-8")
+    # a what-if of a plan with a report has one, of its own "after" plan
+    sc = done(client, planner, f"/api/v1/plans/{plan_id}/scenarios", {"scale_capacity": 0.5})
+    assert sc["parameters"]["report"] is True and "report.html" in sc["files"]
+    what_if = client.get(sc["files"]["report.html"], headers=planner)
+    assert what_if.status_code == 200 and what_if.headers["Content-Security-Policy"]
+    assert f"<title>{WHAT_IF_TITLE}</title>" in what_if.get_data(as_text=True)
+    assert what_if.data != r.data
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -210,6 +241,7 @@ def test_no_change_scenario_has_zero_delta_and_never_becomes_the_latest_plan(app
     assert rec["summary"]["parameters"]["min_coverage"] == 0.5  # the base plan's parameters
     for name in ("scenario.json", "scenario_clusters.csv", "scenario_partners.csv"):
         assert name in rec["files"]
+    assert "report.html" not in rec["files"]  # nor had its base plan
     assert csv(client, planner, rec["plan_id"], "scenario_clusters.csv").empty
     doc = client.get(rec["files"]["scenario.json"], headers=planner).get_json()
     assert doc["format"] == "matcher.scenario/1" and doc["metrics"] == sc["metrics"]
@@ -349,6 +381,9 @@ def test_openapi_documents_the_new_options_and_route(client):
     plan_props = schemas["PlanRequest"]["properties"]
     for name in ("min_coverage", "vulnerability_column", "max_partner_share", "recruit_k"):
         assert name in plan_props
+    assert plan_props["report"]["type"] == "boolean" and plan_props["report"]["default"] is False
+    files = spec["paths"]["/api/v1/plans/{plan_id}/files/{name}"]["get"]
+    assert "text/html" in files["responses"]["200"]["content"]
     assert set(schemas["ScenarioRequest"]["properties"]) == {
         "remove_partners",
         "add_partners",

@@ -459,7 +459,7 @@ rule = "max"
     section = page[page.index('<section id="assessment">') :]
     section = section[: section.index("</section>")]
     # demand by source: the survey's 3 units of crime prevention by its model
-    assert "0.50 units per respondent who reported it" in section
+    assert "0.5 units per respondent who reported it" in section
     # the overlap: calls have 4 units in area 2 against the survey's 2.5, so calls are kept
     overlaps = section[section.index('id="table-assessment-overlaps"') :]
     overlaps = overlaps[: overlaps.index("</table>")]

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -20,9 +21,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from matcher.config import MatchConfig
 from matcher.pipeline import plan
 from matcher.progress import PLAN_STAGES, StageProgress, progress_enabled
-from matcher.report import REPORT_NAME, _Frame, render_report, report_html
+from matcher.report import (
+    REPORT_NAME,
+    _floors_section,
+    _Frame,
+    _hood_category_gaps,
+    _neighborhood_section,
+    _partner_section,
+    render_report,
+    report_html,
+)
 from matcher.synthetic import generate_city, write_city
 
 from .conftest import TINY_NEEDS, TINY_PARTNERS, plan_cli, write_input
@@ -150,6 +161,18 @@ def city_run(city: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     )
     text = (out / REPORT_NAME).read_text(encoding="utf-8") if (out / REPORT_NAME).exists() else ""
     return {"result": result, "out": out, "text": text}
+
+
+@pytest.fixture(scope="module")
+def full_report(city: dict[str, Path]) -> tuple[Any, str]:
+    """The city's plan with coverage floors and recruit sites, and its report."""
+    p = plan(
+        city["needs"],
+        city["partners"],
+        neighborhoods=city["neighborhoods"],
+        config=MatchConfig(min_coverage=0.5),
+    ).with_recruit(2, radius_km=2.0)
+    return p, report_html(p)
 
 
 # ---------------------------------------------------------------------------------------
@@ -358,9 +381,9 @@ def test_report_across_the_antimeridian(tmp_path: Path) -> None:
         check_png(img["src"])
     assert "Every cluster is fully served." in "".join(doc.text)
     cats = doc.tables["table-categories"]["tbody"]
-    assert [r[:5] for r in cats] == [["food_access", "7.0", "7.0", "0.0", "100.0%"]]
+    assert [r[:5] for r in cats] == [["food_access", "7", "7", "0", "100%"]]
     partner = doc.tables["table-partners"]["tbody"]
-    assert [r[0] for r in partner] == ["p1"] and partner[0][4:7] == ["2", "10.0", "7.0"]
+    assert [r[0] for r in partner] == ["p1"] and partner[0][4:7] == ["2", "10", "7"]
     # the maps are drawn around 180 degrees (a few km wide), not across the whole world:
     # longitudes are unwrapped to 0..360, where both needs and the partner are neighbours
     frame = _Frame(p)
@@ -388,8 +411,9 @@ def test_report_renders_extra_tables_when_the_plan_has_them(
 
     text = report_html(WithExtras(p))  # type: ignore[arg-type]
     doc = parse(text)
-    assert doc.tables["table-recruit"]["tbody"] == [["<i>north</i>", "2.50"]]
-    assert dict(doc.tables["table-churn"]["tbody"]) == {"pairs_kept": "3", "units_moved": "1.5"}
+    assert doc.tables["table-recruit"]["thead"] == [["site", "units"]]
+    assert doc.tables["table-recruit"]["tbody"] == [["<i>north</i>", "2.5"]]
+    assert dict(doc.tables["table-churn"]["tbody"]) == {"pairs kept": "3", "units moved": "1.5"}
     assert "<i>" not in text
     assert "table-floors" not in doc.tables
 
@@ -582,17 +606,148 @@ def test_report_maps_recruit_sites(tmp_path: Path, tiny_report: tuple[Any, str])
     assert sum("recruit" in a.lower() for a in alts) == 1
     table = doc.tables["table-recruit"]
     head = table["thead"][0]
-    assert head[:3] == ["category", "rank", "lat"] and "covered_units" in head
+    # people's labels; the radius and capacity asked for are said once, in the caption
+    assert head == ["category", "rank", "site (lat, lon)", "site cluster",
+                    "unmet units served", "clusters served", "unmet units in range"]  # fmt: skip
+    assert "within 2 km, capacity 10." in "".join(doc.text)
     rows = table["tbody"]
     assert len(rows) == len(sites) == 2
     for row, site in zip(rows, sites.itertuples(index=False), strict=True):
         cell = dict(zip(head, row, strict=True))
         assert cell["category"] == site.category and cell["rank"] == str(site.rank)
-        assert cell["site_cluster_id"] == site.site_cluster_id
-        assert number(cell["covered_units"]) == pytest.approx(site.covered_units)
-        assert number(cell["lat"]) == pytest.approx(site.lat, abs=0.01)
-        assert number(cell["lon"]) == pytest.approx(site.lon, abs=0.01)
+        assert cell["site cluster"] == site.site_cluster_id
+        assert number(cell["unmet units served"]) == pytest.approx(site.covered_units)
+        lat, lon = map(float, cell["site (lat, lon)"].split(", "))
+        assert (lat, lon) == pytest.approx((site.lat, site.lon), abs=1e-4)
     # without unmet demand there is nothing to recruit for: an empty table, a map saying so
     full = tiny_report[0].with_recruit(2, radius_km=2.0, capacity=10)
     assert len(full.recruit.sites) == 0
     assert not parse(report_html(full)).tables.get("table-recruit", {}).get("tbody")
+
+
+# ---------------------------------------------------------------------------------------
+# numbers, labels, order and layout for people
+# ---------------------------------------------------------------------------------------
+
+#: A cell that is one number (a share with %).
+NUMBER = re.compile(r"-?[0-9][0-9,]*(\.[0-9]+)?%?")
+
+
+def test_report_numbers_are_formatted_for_people(full_report: tuple[Any, str]) -> None:
+    p, text = full_report
+    tables = parse(text).tables
+    assert {"table-floors", "table-recruit"} <= set(tables)
+    cells = [
+        cell
+        for tid, table in tables.items()
+        if tid != "table-inputs"  # hashes
+        for part in ("tbody", "tfoot")
+        for row in table[part]
+        for cell in row
+    ]
+    numbers = [c for c in cells if NUMBER.fullmatch(c)]
+    assert len(numbers) > 300
+    for cell in cells:
+        assert not re.search(r"[0-9]\.0\b", cell), cell  # "19,736", never "19,736.0"
+    for n in numbers:
+        assert not re.search(r"\.[0-9]*0%?$", n), n  # no trailing zero decimals
+        assert re.fullmatch(r"-?[0-9]{1,3}(,[0-9]{3})*(\.[0-9]+)?%?", n), n  # 1,064
+        if n.endswith("%"):
+            assert len(n[:-1].partition(".")[2]) <= 1, n  # "21.1%", "85%"
+    assert any("," in n for n in numbers)
+    # the headline and the cards say the same numbers the same way
+    served, demand = (_people(p.metrics["units"][k]) for k in ("served", "demand"))
+    assert f"Served {served} of {demand} units" in text
+    assert f'units demanded<b>{demand}</b>' in text
+    summary = dict(tables["table-summary"]["tbody"])
+    for key in ("distance per unit served, mean", "distance per unit served, p90"):
+        assert re.fullmatch(r"[0-9,]+\.[0-9]{2} km", summary[key]), summary[key]
+
+
+def _people(units: float) -> str:
+    """Units as people write them: "19,736", "1,234.5"."""
+    return f"{units:,.1f}".removesuffix(".0")
+
+
+def test_report_tables_have_labels_for_people(full_report: tuple[Any, str]) -> None:
+    tables = parse(full_report[1]).tables
+    for tid, table in tables.items():
+        for header in (h for row in table["thead"] for h in row):
+            assert "_" not in header, (tid, header)  # "site cluster", not site_cluster_id
+    for tid in ("table-summary", "table-solver"):
+        for name in body_column(tables[tid], 0):
+            assert "_" not in name, (tid, name)
+    head = tables["table-recruit"]["thead"][0]
+    assert "unmet units served" in head and "covered_units" not in head
+
+
+def test_report_tables_sort_ids_as_people_do() -> None:
+    from types import SimpleNamespace
+
+    ids = ["10", "x2", "9", "1", "x10"]
+    people = ["1", "9", "10", "x10", "x2"]  # whole numbers by value, then text
+    same = {"demand": 4.0, "served": 4.0, "unmet": 0.0, "coverage": 1.0}
+    stub = SimpleNamespace(
+        metrics={"coverage_by_neighborhood": {i: same for i in ids}},
+        neighborhoods=None,
+        partners=pd.DataFrame(
+            {"partner_id": ids, "name": "n", "kind": "organization",
+             "categories": "food_access", "capacity": 5.0, "used": 5.0}  # fmt: skip
+        ),
+        assignment_table=pd.DataFrame({"partner_id": ids, "units": 5.0}),
+        floors=pd.DataFrame({"neighborhood_id": ids, "floor_met": True, "shortfall": 0.0}),
+        gap_table=pd.DataFrame({"neighborhood": ids, "category": "food_access", "unmet": 2.0}),
+    )
+    for html, table in (
+        (_neighborhood_section(stub), "table-neighborhoods"),  # type: ignore[arg-type]
+        (_partner_section(stub), "table-partners"),  # type: ignore[arg-type]
+        (_floors_section(stub), "table-floors"),  # type: ignore[arg-type]
+        (_hood_category_gaps(stub), "table-gap-hood-categories"),  # type: ignore[arg-type]
+    ):
+        assert body_column(parse(html).tables[table], 0) == people, table
+
+
+def test_report_fits_a_printed_page_and_scrolls_on_a_narrow_screen(
+    full_report: tuple[Any, str], tmp_path: Path
+) -> None:
+    text = full_report[1]
+    css = text[text.index("<style>") : text.index("</style>")]
+    printed = css[css.index("@media print") :]
+    for rule in ("table-layout", "overflow-wrap: anywhere", "font-size: 7.5pt"):
+        assert rule in printed, rule
+    assert "size: A4" not in css  # the printer's paper: A4 or Letter
+    assert ".scroll { overflow-x: auto" in css
+    assert text.count('<div class="scroll"><table') == text.count("<table") > 10
+    # in a browser: a phone's width scrolls tables in their box, not the page; printed on
+    # A4 and Letter (less 14 mm margins), no table is wider than the page
+    from .test_webmap import _chromium
+
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    page_file = tmp_path / REPORT_NAME
+    page_file.write_text(text, encoding="utf-8")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 375, "height": 700})
+            page.goto(page_file.as_uri())
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375
+            boxes = page.evaluate(
+                "[...document.querySelectorAll('.scroll')]"
+                ".filter(d => d.scrollWidth > d.clientWidth).length"
+            )
+            assert boxes > 0  # some tables are wider than a phone: they scroll
+            page.emulate_media(media="print")
+            for paper_mm in (210, 215.9):  # A4, Letter
+                width = round((paper_mm - 28) / 25.4 * 96)
+                page.set_viewport_size({"width": width, "height": 1000})
+                wide = page.evaluate(
+                    "[...document.querySelectorAll('table')].filter(t => "
+                    "t.getBoundingClientRect().width > document.body.clientWidth + 0.5)"
+                    ".map(t => t.id)"
+                )
+                assert wide == [], (paper_mm, wide)
+                assert page.evaluate("document.documentElement.scrollWidth") <= width
+        finally:
+            browser.close()

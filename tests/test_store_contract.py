@@ -370,13 +370,18 @@ def test_plan_runs_over_stored_data(store: Any, tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(stored.assignments, direct.assignments)
     pd.testing.assert_frame_equal(stored.unmet, direct.unmet)
 
-    artifacts = plan_artifacts(stored)
-    plan_id = store.create_plan(stored.parameters, actor="cli")
+    artifacts = plan_artifacts(stored, report=True)
+    plan_id = store.create_plan(stored.parameters | {"report": True}, actor="cli")
     assert store.claim_plan("w1", plan_id=plan_id) is not None
     store.plan_done(plan_id, artifacts.summary, artifacts.files, worker="w1")
     expected = direct.assignments.groupby("partner_id")["units"].sum().to_dict()
     assert store.partner_usage(plan_id) == pytest.approx(expected)
     assert store.plan_file(plan_id, "assignments.csv") == artifacts.files["assignments.csv"]
+    # the report (UTF-8 HTML) is stored with the other files, byte for byte
+    report = store.plan_file(plan_id, "report.html")
+    assert report == artifacts.files["report.html"]
+    assert report.decode("utf-8").startswith("<!DOCTYPE html>")
+    assert "report.html" in store.get_plan(plan_id).files
 
 
 # ----------------------------------------------------------------- atomicity

@@ -114,8 +114,18 @@ def layer_counts(collection: dict) -> dict[str, int]:
     }
 
 
+#: Layers the page hides at first: it opens on neighborhood coverage and the clusters coloured
+#: by share served; lines and partners are drawn for what is selected.
+HIDDEN_AT_FIRST = ("unmet", "assignments", "organizations", "volunteers")
+
+
 def on_map(counts: dict[str, int]) -> dict[str, int]:
-    """What the page draws at first: the gap layer is off (coverage is shown instead)."""
+    """What the page draws at first: no gaps (coverage is shown), none of HIDDEN_AT_FIRST."""
+    return counts | {"gaps": 0} | dict.fromkeys(HIDDEN_AT_FIRST, 0)
+
+
+def everything(counts: dict[str, int]) -> dict[str, int]:
+    """What the page draws with every layer on (the gap and coverage layers exclude each other)."""
     return counts | {"gaps": 0}
 
 
@@ -387,17 +397,34 @@ class Watched:
         return page.evaluate("document.body.dataset.planId")
 
     def dom_counts(self) -> dict[str, int]:
+        """Shapes drawn per layer: SVG elements, or shapes on the polygon canvas."""
         css = {
-            "clusters": "path.mm-cluster",
             "unmet": "path.mm-unmet",
             "assignments": "path.mm-assignment",
             "organizations": "path.mm-organization",
             "volunteers": "path.mm-volunteer",
-            "neighborhoods": "path.mm-neighborhood",
-            "gaps": "path.mm-gap",
             "recruit": ".leaflet-marker-icon.mm-recruit",
         }
-        return {layer: self.page.locator(sel).count() for layer, sel in css.items()}
+        counts = {layer: self.page.locator(sel).count() for layer, sel in css.items()}
+        for layer in ("clusters", "neighborhoods", "gaps"):  # one canvas: no element per shape
+            counts[layer] = self.page.evaluate("id => window.matcherMap.drawn(id)", layer)
+        assert self.page.locator("canvas").count() <= 1
+        return counts
+
+    def show_every_layer(self) -> None:
+        for layer in HIDDEN_AT_FIRST:
+            self.page.check(f'input[data-layer="{layer}"]')
+
+    def click_at(self, lat: float, lon: float) -> None:
+        """A real mouse click on the map at a point (through every pane and the canvas)."""
+        x, y = self.page.evaluate(
+            "([lat, lon]) => { const p = window.matcherMap.map.latLngToContainerPoint([lat, lon]);"
+            " return [p.x, p.y]; }",
+            [lat, lon],
+        )
+        box = self.page.locator("#map").bounding_box()
+        assert 0 < x < box["width"] and 0 < y < box["height"], (x, y, box)
+        self.page.mouse.click(box["x"] + x, box["y"] + y)
 
     def shown_counts(self) -> dict[str, int]:
         return {
@@ -419,27 +446,37 @@ class Watched:
 
 
 def _click_cluster(w: Watched, collection: dict) -> dict:
-    """Show only one category's clusters, click the biggest served one; return it."""
-    clusters = [
-        f["properties"]
-        for f in collection["features"]
-        if f["properties"]["feature_type"] == "cluster"
-    ]
+    """Show only one category's clusters and click (a real click on the canvas) the biggest
+    served one, at a point inside it and inside no other cluster of its category; return it."""
+    from shapely.geometry import shape
+
+    clusters = [f for f in collection["features"] if f["properties"]["feature_type"] == "cluster"]
     assigned = {
         f["properties"]["cluster_id"]
         for f in collection["features"]
         if f["properties"]["feature_type"] == "assignment"
     }
-    target = max(
-        (c for c in clusters if c["cluster_id"] in assigned),
-        key=lambda c: (c["n_needs"], c["cluster_id"]),
-    )
+    shapes = {f["properties"]["cluster_id"]: shape(f["geometry"]) for f in clusters}
+    for f in sorted(
+        (f for f in clusters if f["properties"]["cluster_id"] in assigned),
+        key=lambda f: (-f["properties"]["n_needs"], f["properties"]["cluster_id"]),
+    ):
+        target = f["properties"]
+        point = shapes[target["cluster_id"]].representative_point()
+        alone = not any(
+            other["properties"]["category"] == target["category"]
+            and other["properties"]["cluster_id"] != target["cluster_id"]
+            and shapes[other["properties"]["cluster_id"]].buffer(1e-4).contains(point)
+            for other in clusters
+        )
+        if alone:
+            break
+    else:
+        raise AssertionError("every served cluster overlaps another of its category")
     page = w.page
-    for layer in ("unmet", "assignments", "organizations", "volunteers"):
-        page.uncheck(f'input[data-layer="{layer}"]')
     page.click("#cat-none")
     page.check(f'#category-filter input[value="{target["category"]}"]')
-    page.locator(f'path.mm-cluster[data-id="{target["cluster_id"]}"]').click()
+    w.click_at(point.y, point.x)
     page.wait_for_selector("#cluster-panel:not([hidden])")
     return target
 
@@ -487,6 +524,9 @@ def test_map_shows_every_layer_offline_and_explains_a_cluster(browser, server, t
         assert "units served" in metrics and "partners_in_range_full" in metrics
         w.screenshot(tmp_path, "webmap-offline")
 
+        # every layer on: all the plan's shapes
+        w.show_every_layer()
+        assert w.dom_counts() == everything(expected)
         # filters: partner kind, then category
         page.uncheck('#kind-filter input[value="volunteer"]')
         partners = {
@@ -504,13 +544,15 @@ def test_map_shows_every_layer_offline_and_explains_a_cluster(browser, server, t
         assert got["volunteers"] == 0 and got["organizations"] == expected["organizations"]
         assert got["assignments"] == org_lines < expected["assignments"]
         page.check('#kind-filter input[value="volunteer"]')
-        assert w.dom_counts() == on_map(expected)
+        assert w.dom_counts() == everything(expected)
         page.click("#cat-none")
         got = w.dom_counts()
         assert got["clusters"] == got["unmet"] == got["assignments"] == 0
         assert got["neighborhoods"] == expected["neighborhoods"]
         page.click("#cat-all")
-        assert w.dom_counts() == on_map(expected)
+        assert w.dom_counts() == everything(expected)
+        for layer in HIDDEN_AT_FIRST:
+            page.uncheck(f'input[data-layer="{layer}"]')
 
         # clicking a cluster shows its recommended partners, explanations and runner-ups
         target = _click_cluster(w, collection)
@@ -548,6 +590,11 @@ def test_running_a_plan_from_the_page_replaces_the_map(browser, server, tmp_path
         page.fill("#plan-cluster-km", "1.2")
         page.fill("#plan-seed", "3")
         page.click("#plan-run")
+        # putting a plan in force is an explicit, confirmed step: the page says what it does
+        page.wait_for_selector("#run-confirm:not([hidden])")
+        confirm = page.inner_text("#run-confirm")
+        assert "becomes the plan in force" in confirm and f"instead of plan {first[:8]}" in confirm
+        page.click("#run-confirm-yes")
         page.wait_for_function(
             "first => document.body.dataset.planId !== first "
             "&& document.body.dataset.state === 'ready'",
@@ -714,6 +761,7 @@ def test_gaps_recruit_sites_floors_and_a_scenario(browser, server, tmp_path):
         page.fill("#plan-recruit-k", "2")
         page.fill("#plan-recruit-radius", "1.5")
         page.click("#plan-run")
+        page.click("#run-confirm-yes")
         page.wait_for_function(
             "first => document.body.dataset.planId !== first "
             "&& document.body.dataset.state === 'ready'",
@@ -806,6 +854,220 @@ def test_gaps_recruit_sites_floors_and_a_scenario(browser, server, tmp_path):
         assert f"What-if scenario of plan {plan_id[:8]}" in note and "capacity × 0.5" in note
         assert w.shown_counts() == layer_counts(server.plan_map(scenario["plan_id"]))
         w.screenshot(tmp_path, "webmap-scenario")
+        assert w.errors() == [] and w.page_errors == [] and w.failed == []
+    finally:
+        w.close()
+
+
+def test_the_first_view_answers_where_we_are_short_and_who_carries_whom(browser, server, tmp_path):
+    """Defaults, legend, the neighborhoods furthest behind, and each selection: a cluster
+    (its lines and partners highlighted, the map moved to them), a partner (its load and
+    clusters), a neighborhood (its gaps and partners) and search."""
+    w = Watched(browser, serve_tiles=server.tile_prefix)
+    try:
+        collection = server.plan_map(w.sign_in(server.url, server.keys["planner"]))
+        props = [f["properties"] for f in collection["features"]]
+        hoods = {p["neighborhood_id"]: p for p in props if p["feature_type"] == "neighborhood"}
+        lines = [p for p in props if p["feature_type"] == "assignment"]
+        partners = {p["partner_id"]: p for p in props if p["feature_type"] == "partner"}
+        page = w.page
+        expected = layer_counts(collection)
+        assert w.dom_counts() == on_map(expected)  # coverage and clusters; no line, no partner
+        assert page.locator("#message").is_hidden()  # no stale "No plan yet"
+        legend = page.inner_text("#map-legend")
+        for text in ("Share of demand served", "< 25%", "≥ 90%", "organization", "volunteer"):
+            assert text in legend
+        # the neighborhoods furthest behind: lowest coverage first, with why
+        behind = sorted(
+            (p for p in hoods.values() if p["coverage"] is not None and p["unmet"] > 0),
+            key=lambda p: (p["coverage"], -p["unmet"], p["neighborhood_id"]),
+        )
+        items = page.locator("#behind-list li")
+        assert items.count() == min(5, len(behind)) > 0
+        assert [li.get_attribute("data-hood") for li in items.all()] == [
+            p["neighborhood_id"] for p in behind[:5]
+        ]
+        assert "mostly:" in items.first.inner_text()
+        w.screenshot(tmp_path, "webmap-first-view")
+
+        # a cluster: its assignment lines and partners are highlighted, and shown
+        target = _click_cluster(w, collection)
+        mine = [a for a in lines if a["cluster_id"] == target["cluster_id"]]
+        assert page.locator("path.mm-sel-line").count() == len(mine) > 0
+        assert page.locator("path.mm-sel-partner").count() == len({a["partner_id"] for a in mine})
+        assert page.locator("path.mm-sel-outline").count() == 1
+        assert page.evaluate("document.body.dataset.selected") == f"cluster:{target['cluster_id']}"
+        seen = page.evaluate(
+            """ids => { const m = window.matcherMap, b = m.map.getBounds(), d = m.state.data;
+                return ids.every(id => { const c = d.partnerFeatures[id].geometry.coordinates;
+                                         return b.contains(L.latLng(c[1], c[0])); }); }""",
+            sorted({a["partner_id"] for a in mine}),
+        )
+        assert seen, "the map does not show every partner of the selected cluster"
+        w.screenshot(tmp_path, "webmap-selected-cluster")
+
+        # a partner, from the cluster's panel: its load, capacity and every cluster it serves
+        partner_id = max(mine, key=lambda a: (a["units"], a["partner_id"]))["partner_id"]
+        page.click(f'#cluster-recs button[data-partner-link="{partner_id}"]')
+        page.wait_for_selector("#partner-panel:not([hidden])")
+        assert page.locator("#cluster-panel").is_hidden()
+        p = partners[partner_id]
+        facts = page.inner_text("#partner-facts")
+        capacity = f"{p['capacity']:,.1f}".rstrip("0").rstrip(".")
+        assert f"of {capacity} units/week" in facts and partner_id in facts
+        served = sorted(a["cluster_id"] for a in lines if a["partner_id"] == partner_id)
+        got = sorted(
+            li.get_attribute("data-cluster") for li in page.locator("#partner-clusters li").all()
+        )
+        assert got == served
+        assert page.locator("path.mm-sel-line").count() == len(served)
+        w.screenshot(tmp_path, "webmap-partner")
+
+        # a partner clicked on the map (organizations layer on)
+        page.click("#cat-all")
+        page.check('input[data-layer="organizations"]')
+        org = page.evaluate(
+            """() => { const m = window.matcherMap, b = m.map.getBounds().pad(-0.1);
+                const at = f => L.latLng(f.geometry.coordinates[1], f.geometry.coordinates[0]);
+                const all = m.state.data.partnersList.concat(m.state.data.recruit);
+                const px = f => m.map.latLngToContainerPoint(at(f));
+                // an organization in view with no other marker within 15 px
+                const f = m.state.data.partnersList.find(f => f.properties.kind === "organization"
+                  && b.contains(at(f))
+                  && all.every(o => o === f || px(o).distanceTo(px(f)) > 15));
+                return f.properties.partner_id; }"""
+        )
+        page.keyboard.press("Escape")  # nothing selected: nothing drawn over the partners
+        page.locator(f'path.mm-organization[data-id="{org}"]').click(force=True)
+        page.wait_for_function("id => document.body.dataset.selected === 'partner:' + id", arg=org)
+        page.uncheck('input[data-layer="organizations"]')
+
+        # a neighborhood, from the list of those furthest behind
+        worst = behind[0]
+        page.click(f'#behind-list li[data-hood="{worst["neighborhood_id"]}"] button')
+        page.wait_for_selector("#hood-panel:not([hidden])")
+        text = page.inner_text("#hood-panel")
+        assert worst["name"] in text and "unmet because" in text
+        carriers = {
+            a["partner_id"] for a in lines if a.get("neighborhood") == worst["neighborhood_id"]
+        }
+        shown = {li.get_attribute("data-partner") for li in page.locator("#hood-partners li").all()}
+        assert shown - {None} <= carriers or not carriers
+        assert page.locator("#hood-categories tbody tr").count() > 0
+        w.screenshot(tmp_path, "webmap-neighborhood")
+
+        # search: a neighborhood by part of its name, a partner by its id
+        page.fill("#search-input", worst["name"][:5].lower())
+        page.wait_for_selector(f'#search-results li[data-id="{worst["neighborhood_id"]}"]')
+        page.fill("#search-input", partner_id)
+        page.press("#search-input", "Enter")
+        page.wait_for_function(
+            "id => document.body.dataset.selected === 'partner:' + id", arg=partner_id
+        )
+        page.fill("#search-input", "no such thing at all")
+        assert "Nothing in this plan matches" in page.inner_text("#search-results")
+        # a click on the map where no cluster is selects the neighborhood there
+        page.keyboard.press("Escape")
+        assert page.locator("#partner-panel").is_hidden()
+        assert w.errors() == [] and w.page_errors == [] and w.failed == []
+    finally:
+        w.close()
+
+
+def test_a_what_if_from_the_page_is_compared_with_its_base_and_never_put_in_force(
+    browser, server, tmp_path
+):
+    planner = server.keys["planner"]
+    base = server.first_plan
+    collection = server.plan_map(base)
+    props = [f["properties"] for f in collection["features"]]
+    load: Counter = Counter()
+    for p in props:
+        if p["feature_type"] == "assignment":
+            load[p["partner_id"]] += p["units"]
+    busiest = max(load, key=lambda k: (load[k], k))
+    w = Watched(browser, serve_tiles=server.tile_prefix)
+    try:
+        w.page.goto(server.url + f"#plan={base}")
+        w.page.fill("#key-input", planner)
+        w.page.click("#key-use")
+        w.page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+        page = w.page
+        # the list of plans: the one in force is marked, and by which role
+        page.wait_for_selector(f'#plans-table tr[data-plan="{base}"]')
+        in_force = server.request("api/v1/plans/latest", server.keys["outreach"])["plan"]
+        row = page.inner_text(f'#plans-table tr[data-plan="{in_force["plan_id"]}"]')
+        assert "in force" in row and "planner" in row
+
+        # cancelling a new plan starts nothing
+        before = server.request("api/v1/plans?limit=1", planner)["total"]
+        page.click("#plan-run")
+        page.click("#run-confirm-no")
+        assert page.locator("#run-confirm").is_hidden()
+        assert server.request("api/v1/plans?limit=1", planner)["total"] == before
+
+        # the what-if: leave out the busiest partner, halve everyone's capacity, add one
+        page.fill("#search-input", busiest)
+        page.press("#search-input", "Enter")
+        page.wait_for_selector("#partner-panel:not([hidden])")
+        page.click("#partner-leave-out")
+        assert busiest in page.input_value("#whatif-remove")
+        # a figure out of range: the API's answer names the field and what is valid
+        page.fill("#whatif-radius", "-1")
+        page.click("#whatif-run")
+        page.wait_for_selector("#whatif-status.error")
+        status = page.inner_text("#whatif-status")
+        assert "radius_km" in status and "greater than 0" in status, status
+        page.fill("#whatif-radius", "")
+        page.fill("#whatif-scale", "0.5")
+        unmet = max(
+            (p for p in props if p["feature_type"] == "cluster"),
+            key=lambda p: (p["unmet"], p["cluster_id"]),
+        )
+        page.click("#whatif-place")
+        w.click_at(unmet["centroid_lat"], unmet["centroid_lon"])
+        assert "At " in page.inner_text("#whatif-add-at")
+        page.select_option("#whatif-add-category", unmet["category"])
+        page.fill("#whatif-add-name", "Pop-up <b>clinic</b>")
+        page.click("#whatif-run")
+        page.wait_for_selector("#compare-panel:not([hidden])", timeout=120_000)
+        scenario = page.evaluate("document.body.dataset.planId")
+        assert scenario != base and page.evaluate("document.body.dataset.compared") == base
+        rec = server.request(f"api/v1/plans/{scenario}", planner)
+        change = rec["parameters"]["scenario"]["change"]
+        assert change["remove_partners"] == [busiest] and change["scale_capacity"] == 0.5
+        assert [a["name"] for a in change["add_partners"]] == ["Pop-up <b>clinic</b>"]
+        assert page.locator("#compare-panel b").count() == 0  # names are text, never markup
+        # never in force: the plan outreach teams use is unchanged
+        latest = server.request("api/v1/plans/latest", server.keys["outreach"])["plan"]
+        assert latest["plan_id"] == in_force["plan_id"]
+        # the comparison on the page is the API's
+        cmp = server.request(f"api/v1/plans/{base}/compare/{scenario}", planner)
+        assert cmp["clusters_comparable"] is True
+        facts = page.inner_text("#compare-facts")
+        t = cmp["totals"]
+        assert f"{t['clusters_gained']:,} served more, {t['clusters_lost']:,} served less" in facts
+        rows = page.locator("#compare-partners tbody tr")
+        assert rows.count() == min(12, len(cmp["partners"])) > 0
+        assert page.locator(f'#compare-partners tr[data-partner="{busiest}"]').count() == 1
+        assert page.input_value("#cluster-colour") == "change"
+        assert "served less" in page.inner_text("#map-legend")
+        w.screenshot(tmp_path, "webmap-whatif-compare")
+
+        # compare any two plans from the list: back to the base, compared with the what-if
+        page.click(f'#plans-table tr[data-plan="{base}"] button[data-show="{base}"]')
+        page.wait_for_function(
+            "id => document.body.dataset.planId === id && document.body.dataset.state === 'ready'",
+            arg=base,
+        )
+        assert page.locator("#compare-panel").is_hidden()
+        page.click(f'#plans-table tr[data-plan="{scenario}"] button[data-compare="{scenario}"]')
+        page.wait_for_function("id => document.body.dataset.compared === id", arg=scenario)
+        reverse = server.request(f"api/v1/plans/{scenario}/compare/{base}", planner)
+        assert reverse["totals"]["units_served_delta"] == -t["units_served_delta"]
+        page.click("#compare-close")
+        assert page.locator("#compare-panel").is_hidden()
+        assert page.input_value("#cluster-colour") == "share"
         assert w.errors() == [] and w.page_errors == [] and w.failed == []
     finally:
         w.close()

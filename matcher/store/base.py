@@ -570,8 +570,34 @@ class Store(abc.ABC):
         """Return a plan, or None."""
 
     @abc.abstractmethod
-    def list_plans(self, limit: int = 50, offset: int = 0) -> list[PlanRecord]:
-        """Return plans, newest first."""
+    def list_plans(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+    ) -> list[PlanRecord]:
+        """Return plans, newest first.
+
+        Parameters
+        ----------
+        limit, offset : int
+            The page.
+        status : {"queued", "running", "done", "failed"}, optional
+            Only plans in this state.
+        kind : {"plan", "scenario"}, optional
+            Only plans, or only what-if scenarios (a ``scenario`` parameter).
+
+        Raises
+        ------
+        ValueError
+            A bad page, status or kind.
+        """
+
+    @abc.abstractmethod
+    def count_plans(self, *, status: str | None = None, kind: str | None = None) -> int:
+        """Return the number of plans (in ``status``, of ``kind``: see :meth:`list_plans`)."""
 
     @abc.abstractmethod
     def latest_done_plan(self, *, exclude_scenarios: bool = False) -> PlanRecord | None:

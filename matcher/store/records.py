@@ -29,6 +29,7 @@ __all__ = [
     "NotFoundError",
     "PARTNER_FRAME_COLUMNS",
     "PENDING_STATUSES",
+    "PLAN_KINDS",
     "PLAN_STATUSES",
     "PlanRecord",
     "PlanStateError",
@@ -47,6 +48,8 @@ __all__ = [
 PLAN_STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")
 #: The states of a plan not finished yet (waiting for a worker, or running).
 PENDING_STATUSES: tuple[str, ...] = PLAN_STATUSES[:2]
+#: The kinds of plan: a plan, or a what-if scenario of one (its parameters have ``scenario``).
+PLAN_KINDS: tuple[str, ...] = ("plan", "scenario")
 #: Columns of :meth:`Store.partners_frame` (those of ``read_partners(...).frame``).
 PARTNER_FRAME_COLUMNS: tuple[str, ...] = PARTNER_FIELDS
 #: Columns of :meth:`Store.needs_frame` (those of ``read_needs(...).frame``).

@@ -71,6 +71,8 @@ from .entities import (
     validate_record,
 )
 from .records import (
+    PLAN_KINDS,
+    PLAN_STATUSES,
     ROLES,
     AlreadyExistsError,
     ApiKeyInfo,
@@ -1142,16 +1144,45 @@ class SQLStore(Store):
             ).fetchone()
             return None if row is None else self._plan_record(conn, row)
 
-    def list_plans(self, limit: int = 50, offset: int = 0) -> list[PlanRecord]:
+    def list_plans(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+    ) -> list[PlanRecord]:
         """Return plans, newest first (see :meth:`Store.list_plans`)."""
         check_page(limit, offset)
+        where, args = self._plan_filter(status, kind)
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {_PLAN_COLUMNS} FROM plans "
+                f"SELECT {_PLAN_COLUMNS} FROM plans{where} "
                 f"ORDER BY created_at DESC, {self.plan_order} DESC LIMIT ? OFFSET ?",
-                (limit, offset),
+                (*args, limit, offset),
             ).fetchall()
             return [self._plan_record(conn, r) for r in rows]
+
+    def count_plans(self, *, status: str | None = None, kind: str | None = None) -> int:
+        """Return the number of plans (see :meth:`Store.count_plans`)."""
+        where, args = self._plan_filter(status, kind)
+        with self._read() as conn:
+            row = conn.execute(f"SELECT COUNT(*) FROM plans{where}", args).fetchone()
+        return int(row[0])
+
+    def _plan_filter(self, status: str | None, kind: str | None) -> tuple[str, tuple[str, ...]]:
+        """Return the WHERE clause (or '') and its arguments of a status and kind filter."""
+        if status is not None and status not in PLAN_STATUSES:
+            raise ValueError(f"`status` must be one of {', '.join(PLAN_STATUSES)}, not {status!r}")
+        if kind is not None and kind not in PLAN_KINDS:
+            raise ValueError(f"`kind` must be one of {', '.join(PLAN_KINDS)}, not {kind!r}")
+        terms, args = [], []
+        if status is not None:
+            terms.append("status = ?")
+            args.append(status)
+        if kind is not None:
+            terms.append(self.not_scenario if kind == "plan" else f"NOT ({self.not_scenario})")
+        return (f" WHERE {' AND '.join(terms)}" if terms else ""), tuple(args)
 
     def latest_done_plan(self, *, exclude_scenarios: bool = False) -> PlanRecord | None:
         """Return the last finished done plan or None (see :meth:`Store.latest_done_plan`)."""

@@ -54,19 +54,30 @@
   var NO_GAP = "#e5f5e0";
 
   var LAYERS = [
-    { id: "neighborhoods", label: "Neighborhood coverage", pane: "mm-hoods", z: 350 },
+    // neighborhoods, gaps and clusters share one canvas (POLYGON_PANE): thousands of shapes
+    // draw fast, and a click on it finds the topmost shape (clusters over neighborhoods)
+    { id: "neighborhoods", label: "Neighborhood coverage", pane: "mm-polygons", z: 400 },
     // optional layers are listed only when the plan has them (gaps.geojson, recruit.geojson);
     // the coverage and gap choropleths share the polygons, so one hides the other
-    { id: "gaps", label: "Gaps (unmet units)", pane: "mm-gaps", z: 355, optional: true,
+    { id: "gaps", label: "Gaps (unmet units)", pane: "mm-polygons", z: 400, optional: true,
       off: true, excludes: "neighborhoods" },
-    { id: "clusters", label: "Need clusters", pane: "mm-clusters", z: 400 },
-    { id: "unmet", label: "Unmet clusters", pane: "mm-unmet", z: 410 },
-    { id: "assignments", label: "Assignments", pane: "mm-lines", z: 420 },
-    { id: "organizations", label: "Organizations", pane: "mm-partners", z: 430 },
-    { id: "volunteers", label: "Volunteers (coarsened ~500 m)", pane: "mm-partners", z: 430 },
+    { id: "clusters", label: "Need clusters", pane: "mm-polygons", z: 400 },
+    // off at first: the clusters' colour already says what is short; the lines and partners
+    // of what is selected are drawn on their own (SELECTION_PANE)
+    { id: "unmet", label: "Unmet clusters (outline)", pane: "mm-unmet", z: 410, off: true },
+    { id: "assignments", label: "All assignment lines", pane: "mm-lines", z: 420, off: true },
+    { id: "organizations", label: "Organizations", pane: "mm-partners", z: 430, off: true },
+    { id: "volunteers", label: "Volunteers (coarsened ~500 m)", pane: "mm-partners", z: 430,
+      off: true },
     { id: "recruit", label: "Recruit sites", pane: "mm-recruit", z: 625, optional: true }
   ];
   var RECRUIT_RADIUS_PANE = "mm-recruit-radius";
+  // what is selected (a cluster, a partner or a neighborhood): outlines, lines and partners
+  var SELECTION_PANE = "mm-selection";
+  var SELECTION_COLOR = "#ff6f00";
+  var SEARCH_LIMIT = 8;
+  var BEHIND_LIMIT = 5;
+  var LIST_LIMIT = 12;
 
   var state = {
     key: null,
@@ -77,11 +88,16 @@
     catFilter: null, // Set of shown categories (null: all)
     kindFilter: new Set(["organization", "volunteer"]),
     visible: {},
-    selected: null,
+    selected: null, // cluster id
+    selectedPartner: null,
+    selectedHood: null,
+    clusterColour: "share", // "share" (share served), "category" or "change" (comparison)
+    comparison: null, // the comparison shown (GET plans/{a}/compare/{b})
     watching: {},
     fitted: false
   };
   var groups = {};
+  var stale = {}; // features of hidden layers, by layer id, drawn when the layer is shown
 
   function $(id) { return document.getElementById(id); }
 
@@ -94,6 +110,11 @@
   }
 
   function pct(x) { return x === null || x === undefined ? "–" : fmt(100 * x, 1) + "%"; }
+
+  // performance marks (the map page benchmark reads them); absent APIs are skipped
+  function mark(name) {
+    if (window.performance && performance.mark) performance.mark(name);
+  }
 
   function shortId(id) { return id ? String(id).slice(0, 8) : ""; }
 
@@ -141,6 +162,19 @@
 
   // ------------------------------------------------------------------ API
 
+  // an API problem (RFC 9457) as one line: its detail and each field's reason
+  function problemText(body) {
+    if (!body) return "";
+    var text = body.detail || body.title || "";
+    var problems = Array.isArray(body.problems) ? body.problems.slice(0, 5) : [];
+    problems.forEach(function (p) {
+      var where = [p.file, p.row === null || p.row === undefined ? null : "row " + p.row, p.field]
+        .filter(function (x) { return x !== null && x !== undefined && x !== ""; }).join(" ");
+      text += "; " + (where ? where + ": " : "") + (p.reason || "");
+    });
+    return text;
+  }
+
   function api(path, options) {
     var opts = options || {};
     var headers = { Accept: "application/json" };
@@ -159,7 +193,7 @@
           try { body = JSON.parse(text); } catch (e) { body = null; }
         }
         if (!resp.ok) {
-          var err = new Error((body && (body.detail || body.title)) || resp.status + " " + resp.statusText);
+          var err = new Error(problemText(body) || resp.status + " " + resp.statusText);
           err.status = resp.status;
           throw err;
         }
@@ -175,6 +209,7 @@
     if (!map.getPane(spec.pane)) map.createPane(spec.pane).style.zIndex = String(spec.z);
   });
   map.createPane(RECRUIT_RADIUS_PANE).style.zIndex = "415";
+  map.createPane(SELECTION_PANE).style.zIndex = "450";
   L.control.scale({ imperial: false }).addTo(map);
 
   function addBaseMap(cfg) {
@@ -198,17 +233,36 @@
     return "overlayPane";
   }
 
+  // comparison classes of a cluster (the shown plan against the other one)
+  var CHANGE_COLORS = { gained: "#1a9641", lost: "#d7191c", same: "#bdbdbd" };
+
+  function shareServed(p) {
+    var demand = Number(p.demand) || 0;
+    return demand > 0 ? (Number(p.served) || 0) / demand : null;
+  }
+
+  function clusterFill(p) {
+    if (state.clusterColour === "category") return categoryColor(p.category);
+    if (state.clusterColour === "change") {
+      var row = state.comparison && state.comparison.clusterRows[p.cluster_id];
+      return CHANGE_COLORS[row ? row.change : "same"];
+    }
+    return coverageColor(shareServed(p));
+  }
+
   function clusterStyle(f) {
     var p = f.properties;
     var max = state.data ? state.data.maxDemand : 1;
     var share = max > 0 ? Math.sqrt(p.demand / max) : 0;
     var selected = state.selected === p.cluster_id;
+    var fill = clusterFill(p);
+    var byShare = state.clusterColour !== "category";
     return {
-      color: selected ? "#000" : categoryColor(p.category),
-      weight: selected ? 3 : 1,
+      color: selected ? "#000" : (byShare ? "#52606d" : fill),
+      weight: selected ? 3 : (byShare ? 0.6 : 1),
       opacity: 0.9,
-      fillColor: categoryColor(p.category),
-      fillOpacity: 0.15 + 0.6 * share
+      fillColor: fill,
+      fillOpacity: byShare ? 0.85 : 0.15 + 0.6 * share
     };
   }
 
@@ -243,6 +297,13 @@
       fmt(p.unmet_no_partner_in_range) + " with no partner in range (no_partner_in_range), " +
       fmt(p.unmet_partners_in_range_full) + " with every partner in range full " +
       "(partners_in_range_full)" }));
+    var more = h("button", { type: "button", className: "link show-hood",
+      text: "Show this neighborhood's partners and clusters" });
+    more.addEventListener("click", function () {
+      map.closePopup();
+      selectNeighborhood(p.neighborhood_id);
+    });
+    box.appendChild(more);
     var cats = p.categories || {};
     var names = Object.keys(cats).sort(function (a, b) {
       return (cats[b].unmet - cats[a].unmet) || (a < b ? -1 : 1);
@@ -325,20 +386,28 @@
     volunteers: function (p) { return p.partner_id; }
   };
 
-  function bindGroup(id, tip, clickable) {
+  // ``onClick(properties)``: what a click on one of the group's features selects
+  function bindGroup(id, tip, onClick) {
     var group = groups[id];
     group.bindTooltip(function (layer) { return tooltip(tip(layer.feature.properties)); },
       { sticky: id !== "organizations" && id !== "volunteers" && id !== "recruit" });
-    if (clickable) {
+    if (onClick) {
       group.on("click", function (e) {
-        if (e.layer && e.layer.feature) selectCluster(e.layer.feature.properties.cluster_id);
+        // placing a what-if partner: the click is a place, not a selection
+        if (e.layer && e.layer.feature && !state.placing) onClick(e.layer.feature.properties);
       });
     }
   }
 
+  function byCluster(p) { selectCluster(p.cluster_id); }
+  function byPartner(p) { selectPartner(p.partner_id); }
+  function byHood(p) { selectNeighborhood(p.neighborhood_id); }
+
   function buildGroups() {
+    var polygons = L.canvas({ pane: paneOf("clusters"), padding: 0.3 });
     groups.neighborhoods = L.geoJSON(null, {
       pane: paneOf("neighborhoods"),
+      renderer: polygons,
       className: "mm-neighborhood",
       style: function (f) {
         return {
@@ -350,8 +419,10 @@
         };
       }
     });
+    // the selected cluster's outline is an SVG path on the selection pane
     groups.clusters = L.geoJSON(null, {
       pane: paneOf("clusters"),
+      renderer: polygons,
       className: "mm-cluster",
       style: clusterStyle
     });
@@ -389,6 +460,7 @@
     });
     groups.gaps = L.geoJSON(null, {
       pane: paneOf("gaps"),
+      renderer: polygons,
       className: "mm-gap",
       style: function (f) {
         return {
@@ -419,14 +491,15 @@
       if (e.layer && e.layer.feature) selectCluster(e.layer.feature.properties.site_cluster_id);
     });
     groups.recruitRadius = L.layerGroup();
-    bindGroup("neighborhoods", neighborhoodTip, false);
-    bindGroup("gaps", gapTip, false);
-    bindGroup("recruit", recruitTip, false);
-    bindGroup("clusters", clusterTip, true);
-    bindGroup("unmet", unmetTip, true);
-    bindGroup("assignments", assignmentTip, true);
-    bindGroup("organizations", partnerTip, false);
-    bindGroup("volunteers", partnerTip, false);
+    groups.selection = L.featureGroup();
+    bindGroup("neighborhoods", neighborhoodTip, byHood);
+    bindGroup("gaps", gapTip, null);
+    bindGroup("recruit", recruitTip, null);
+    bindGroup("clusters", clusterTip, byCluster);
+    bindGroup("unmet", unmetTip, byCluster);
+    bindGroup("assignments", assignmentTip, byCluster);
+    bindGroup("organizations", partnerTip, byPartner);
+    bindGroup("volunteers", partnerTip, byPartner);
   }
 
   function tagElements(id) {
@@ -443,27 +516,39 @@
     var data = {
       neighborhoods: [], clusters: [], assignments: [], partnersList: [], gaps: [], recruit: [],
       partners: {}, clustersById: {}, byCluster: {}, maxDemand: 0, maxGap: 0,
-      floors: collection.floors || null
+      floors: collection.floors || null,
+      // lookups of the selection views
+      partnerFeatures: {}, linesByCluster: {}, linesByPartner: {}, hoodsById: {},
+      gapsById: {}, clustersByHood: {}
     };
+    function push(index, key, value) { (index[key] = index[key] || []).push(value); }
     collection.features.forEach(function (f) {
       var p = f.properties;
       switch (p.feature_type) {
-        case "neighborhood": data.neighborhoods.push(f); break;
+        case "neighborhood":
+          data.neighborhoods.push(f);
+          data.hoodsById[p.neighborhood_id] = f;
+          break;
         case "cluster":
           data.clusters.push(f);
           data.clustersById[p.cluster_id] = f;
+          if (p.neighborhood) push(data.clustersByHood, p.neighborhood, f);
           data.maxDemand = Math.max(data.maxDemand, Number(p.demand) || 0);
           break;
         case "partner":
           data.partnersList.push(f);
           data.partners[p.partner_id] = p;
+          data.partnerFeatures[p.partner_id] = f;
           break;
         case "assignment":
           data.assignments.push(f);
-          (data.byCluster[p.cluster_id] = data.byCluster[p.cluster_id] || []).push(p);
+          push(data.byCluster, p.cluster_id, p);
+          push(data.linesByCluster, p.cluster_id, f);
+          push(data.linesByPartner, p.partner_id, f);
           break;
         case "gap":
           data.gaps.push(f);
+          data.gapsById[p.neighborhood_id] = f;
           data.maxGap = Math.max(data.maxGap, Number(p.unmet) || 0);
           break;
         case "recruit_site": data.recruit.push(f); break;
@@ -512,13 +597,33 @@
     }
   }
 
+  // a layer's features, built only when it is shown: hidden layers cost nothing at start
+  function fillGroup(id, features) {
+    var group = groups[id];
+    var on = map.hasLayer(group);
+    if (on) map.removeLayer(group); // re-added whole: one pass over the map's renderer
+    group.clearLayers();
+    group.addData(features);
+    delete stale[id];
+    if (on) {
+      group.addTo(map);
+      tagElements(id);
+    }
+  }
+
   function showGroup(id) {
     var group = groups[id];
+    if (state.visible[id] && stale[id]) fillGroup(id, stale[id]);
     if (state.visible[id] && !map.hasLayer(group)) {
       group.addTo(map);
       tagElements(id);
     }
     if (!state.visible[id] && map.hasLayer(group)) map.removeLayer(group);
+    // on the shared canvas the last shape added is on top: clusters stay above neighborhoods
+    if ((id === "neighborhoods" || id === "gaps") && state.visible[id] &&
+        map.hasLayer(groups.clusters)) {
+      groups.clusters.bringToFront();
+    }
     if (id === "recruit") {
       var radius = groups.recruitRadius;
       if (state.visible[id] && !map.hasLayer(radius)) radius.addTo(map);
@@ -577,11 +682,12 @@
   function render(ids) {
     LAYERS.forEach(function (spec) {
       if (ids && ids.indexOf(spec.id) < 0) return;
-      var group = groups[spec.id];
       var features = filtered(spec.id);
-      group.clearLayers();
-      group.addData(features);
-      if (map.hasLayer(group)) tagElements(spec.id);
+      if (state.visible[spec.id]) fillGroup(spec.id, features);
+      else {
+        groups[spec.id].clearLayers();
+        stale[spec.id] = features;
+      }
       if (spec.id === "recruit") drawRecruitRadius(features);
       if (spec.id === "gaps") renderGapLegend();
       var count = document.querySelector('[data-count="' + spec.id + '"]');
@@ -769,21 +875,133 @@
       (sc.data_changed ? " The stored data changed since the base plan." : "")));
   }
 
+  // ------------------------------------------------------------------ selection
+
+  function hoodName(id) {
+    var f = state.data && state.data.hoodsById[id];
+    return f ? f.properties.name + " (" + id + ")" : (id ? "neighborhood " + id : "no neighborhood");
+  }
+
+  function partnerLabel(id) {
+    var p = state.data && state.data.partners[id];
+    return p && p.name ? p.name + " (" + id + ")" : id;
+  }
+
+  // a button in a panel that selects something else
+  function jump(text, onClick, attrs) {
+    var b = h("button", Object.assign({ type: "button", className: "link", text: text }, attrs || {}));
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  function showPanel(id) {
+    ["cluster-panel", "partner-panel", "hood-panel"].forEach(function (other) {
+      $(other).hidden = other !== id;
+    });
+    if (id) $(id).scrollIntoView({ block: "nearest" });
+  }
+
+  // Draw what is selected on its own pane: assignment ``lines``, partner markers (``partners``,
+  // ids) and polygon ``outlines`` (features); then show all of it (pan and zoom).
+  function highlight(lines, partners, outlines) {
+    var sel = groups.selection;
+    sel.clearLayers();
+    outlines.forEach(function (f) {
+      L.geoJSON(f, {
+        pane: SELECTION_PANE,
+        interactive: false,
+        className: "mm-sel-outline",
+        style: { color: SELECTION_COLOR, weight: 3, opacity: 1, fillOpacity: 0 }
+      }).addTo(sel);
+    });
+    lines.forEach(function (f) {
+      var u = Number(f.properties.units) || 0;
+      var line = L.geoJSON(f, {
+        pane: SELECTION_PANE,
+        className: "mm-sel-line",
+        style: { color: SELECTION_COLOR, opacity: 0.95, weight: Math.min(10, 2 + 1.5 * Math.sqrt(u)) }
+      });
+      line.bindTooltip(function () { return tooltip(assignmentTip(f.properties)); }, { sticky: true });
+      line.on("click", function () { selectCluster(f.properties.cluster_id); });
+      line.addTo(sel);
+    });
+    partners.forEach(function (id) {
+      var f = state.data.partnerFeatures[id];
+      if (!f) return;
+      var c = f.geometry.coordinates;
+      var volunteer = f.properties.kind === "volunteer";
+      var marker = L.circleMarker([c[1], c[0]], {
+        pane: SELECTION_PANE,
+        className: "mm-sel-partner",
+        radius: 8,
+        color: "#000",
+        weight: 2,
+        fillColor: volunteer ? "#8e24aa" : "#1565c0",
+        fillOpacity: 1
+      });
+      marker.bindTooltip(function () { return tooltip(partnerTip(f.properties)); });
+      marker.on("click", function () { selectPartner(id); });
+      marker.addTo(sel);
+    });
+    if (!map.hasLayer(sel)) sel.addTo(map);
+    sel.eachLayer(function (group) {
+      group.eachLayer ? group.eachLayer(tagSelected) : tagSelected(group);
+    });
+    var bounds = sel.getBounds();
+    if (bounds.isValid()) map.fitBounds(bounds.pad(0.15), { maxZoom: 15, animate: false });
+  }
+
+  function tagSelected(layer) {
+    var el = layer.getElement && layer.getElement();
+    var p = layer.feature ? layer.feature.properties : null;
+    if (!el) return;
+    if (p && p.feature_type === "assignment") el.setAttribute("data-id", p.cluster_id + "|" + p.partner_id);
+    else if (p && p.feature_type === "cluster") el.setAttribute("data-id", p.cluster_id);
+    else if (p && p.feature_type === "neighborhood") el.setAttribute("data-id", p.neighborhood_id);
+  }
+
+  function partnersOf(lines) {
+    var seen = [];
+    lines.forEach(function (f) {
+      if (seen.indexOf(f.properties.partner_id) < 0) seen.push(f.properties.partner_id);
+    });
+    return seen;
+  }
+
+  function clearSelection() {
+    state.selected = null;
+    state.selectedPartner = null;
+    state.selectedHood = null;
+    groups.selection.clearLayers();
+    showPanel(null);
+    if (state.data) groups.clusters.setStyle(clusterStyle);
+    document.body.dataset.selected = "";
+  }
+
   function selectCluster(clusterId) {
     var d = state.data;
     var f = d && d.clustersById[clusterId];
     if (!f) return;
     state.selected = clusterId;
+    state.selectedPartner = null;
+    state.selectedHood = null;
     groups.clusters.setStyle(clusterStyle);
     var p = f.properties;
-    var panel = $("cluster-panel");
     $("cluster-id").textContent = p.cluster_id;
     var dl = $("cluster-facts");
     dl.textContent = "";
     fact(dl, "category", p.category);
+    if (p.neighborhood) {
+      var where = h("dd");
+      where.appendChild(jump(hoodName(p.neighborhood), function () {
+        selectNeighborhood(p.neighborhood);
+      }, { "data-hood": p.neighborhood }));
+      dl.appendChild(h("dt", { text: "neighborhood" }));
+      dl.appendChild(where);
+    }
     fact(dl, "needs", fmt(p.n_needs, 0));
     fact(dl, "demand", fmt(p.demand) + " units/week, severity " + fmt(p.severity, 2));
-    fact(dl, "served", fmt(p.served) + " units");
+    fact(dl, "served", fmt(p.served) + " units (" + pct(shareServed(p)) + ")");
     if (p.unmet > 0) {
       fact(dl, "unmet", fmt(p.unmet) + " units: " + reasonText(p.unmet_reason) +
         " (" + p.unmet_reason + ")", "unmet-reason");
@@ -798,7 +1016,8 @@
     recs.forEach(function (a) {
       var partner = d.partners[a.partner_id] || {};
       var head = h("div", null,
-        h("strong", { text: partner.name || a.partner_id }),
+        jump(partner.name || a.partner_id, function () { selectPartner(a.partner_id); },
+          { "data-partner-link": a.partner_id }),
         " (" + a.partner_id + ", " + (partner.kind || "partner") + "): " + fmt(a.units) +
           " units, " + fmt(a.distance_km, 2) + " km, cost " + fmt(a.cost, 3) + " (units × cost per unit)");
       var runner;
@@ -818,14 +1037,230 @@
         h("p", { className: "explanation", text: a.reason || "" }),
         h("p", { className: "runner-up", text: runner })));
     });
-    panel.hidden = false;
-    panel.scrollIntoView({ block: "nearest" });
+    var lines = d.linesByCluster[clusterId] || [];
+    highlight(lines, partnersOf(lines), [f]);
+    document.body.dataset.selected = "cluster:" + clusterId;
+    showPanel("cluster-panel");
   }
 
-  function closeCluster() {
+  // a partner: its load and capacity, and every cluster it serves in this plan
+  function selectPartner(partnerId) {
+    var d = state.data;
+    var p = d && d.partners[partnerId];
+    if (!p) return;
     state.selected = null;
-    $("cluster-panel").hidden = true;
-    if (state.data) groups.clusters.setStyle(clusterStyle);
+    state.selectedPartner = partnerId;
+    state.selectedHood = null;
+    groups.clusters.setStyle(clusterStyle);
+    $("partner-name").textContent = p.name || partnerId;
+    var dl = $("partner-facts");
+    dl.textContent = "";
+    fact(dl, "id", partnerId);
+    fact(dl, "kind", p.kind + (p.coarsened ? " (location coarsened to a ~500 m grid)" : ""));
+    fact(dl, "offers", partnerCategories(p).join(", "));
+    var capacity = Number(p.capacity) || 0;
+    var used = Number(p.used) || 0;
+    fact(dl, "load", fmt(used) + " of " + fmt(capacity) + " units/week (" +
+      (capacity > 0 ? pct(used / capacity) : "–") + ")", used >= capacity && capacity > 0
+      ? "partner-load full" : "partner-load");
+    fact(dl, "free", fmt(Math.max(0, capacity - used)) + " units/week");
+    fact(dl, "radius", fmt(p.radius_km, 2) + " km");
+    var lines = (d.linesByPartner[partnerId] || []).slice().sort(function (a, b) {
+      return (b.properties.units - a.properties.units) ||
+        (a.properties.cluster_id < b.properties.cluster_id ? -1 : 1);
+    });
+    var list = $("partner-clusters");
+    list.textContent = "";
+    $("partner-clusters-head").textContent = lines.length
+      ? "Clusters it serves (" + fmt(lines.length, 0) + ")" : "It serves no cluster in this plan";
+    lines.forEach(function (f) {
+      var a = f.properties;
+      var c = d.clustersById[a.cluster_id];
+      var cp = c ? c.properties : {};
+      list.appendChild(h("li", { "data-cluster": a.cluster_id },
+        jump(a.cluster_id, function () { selectCluster(a.cluster_id); }),
+        ": " + fmt(a.units) + " units of " + (cp.category || a.category || "") + ", " +
+          fmt(a.distance_km, 2) + " km" + (cp.neighborhood ? ", " + hoodName(cp.neighborhood) : "")));
+    });
+    var outlines = lines.map(function (f) { return d.clustersById[f.properties.cluster_id]; })
+      .filter(Boolean);
+    highlight(lines, [partnerId], outlines);
+    if (!lines.length) {
+      var g = d.partnerFeatures[partnerId].geometry.coordinates;
+      map.setView([g[1], g[0]], Math.max(map.getZoom(), 14), { animate: false });
+    }
+    document.body.dataset.selected = "partner:" + partnerId;
+    showPanel("partner-panel");
+  }
+
+  // the units and reasons of a set of clusters, per category
+  function byCategory(clusters) {
+    var out = {};
+    clusters.forEach(function (f) {
+      var p = f.properties;
+      var row = out[p.category] = out[p.category] ||
+        { demand: 0, served: 0, unmet: 0, no_partner_in_range: 0, partners_in_range_full: 0 };
+      row.demand += Number(p.demand) || 0;
+      row.served += Number(p.served) || 0;
+      row.unmet += Number(p.unmet) || 0;
+      if (p.unmet > 0 && p.unmet_reason in row) row[p.unmet_reason] += Number(p.unmet);
+    });
+    return out;
+  }
+
+  // A neighborhood's units by category and its unmet units by reason: from its gap feature
+  // (counted need by need, as the plan's coverage is) or, without gaps.geojson, from the
+  // clusters whose centre lies in it.
+  function hoodBreakdown(hoodId) {
+    var gap = state.data.gapsById[hoodId];
+    var cats = {};
+    if (gap) {
+      var gc = gap.properties.categories || {};
+      Object.keys(gc).forEach(function (c) {
+        cats[c] = { demand: gc[c].demand, served: gc[c].served, unmet: gc[c].unmet,
+          no_partner_in_range: gc[c].unmet_no_partner_in_range || 0,
+          partners_in_range_full: gc[c].unmet_partners_in_range_full || 0 };
+      });
+    } else {
+      cats = byCategory(state.data.clustersByHood[hoodId] || []);
+    }
+    var reasons = { no_partner_in_range: 0, partners_in_range_full: 0 };
+    Object.keys(cats).forEach(function (c) {
+      reasons.no_partner_in_range += cats[c].no_partner_in_range;
+      reasons.partners_in_range_full += cats[c].partners_in_range_full;
+    });
+    return { cats: cats, reasons: reasons, fromGaps: !!gap };
+  }
+
+  // a neighborhood: coverage, its floor, what is unmet and why, who serves it, where it is short
+  function selectNeighborhood(hoodId) {
+    var d = state.data;
+    var f = d && d.hoodsById[hoodId];
+    if (!f) return;
+    state.selected = null;
+    state.selectedPartner = null;
+    state.selectedHood = hoodId;
+    groups.clusters.setStyle(clusterStyle);
+    var p = f.properties;
+    $("hood-name").textContent = p.name + " (" + hoodId + ")";
+    var dl = $("hood-facts");
+    dl.textContent = "";
+    var clusters = d.clustersByHood[hoodId] || [];
+    if (p.coverage === null || p.coverage === undefined) {
+      fact(dl, "coverage", "no demand in this plan");
+    } else {
+      fact(dl, "coverage", pct(p.coverage) + ": served " + fmt(p.served) + " of " +
+        fmt(p.demand) + " units", p.coverage < 0.75 ? "unmet-reason" : null);
+      fact(dl, "unmet", fmt(p.unmet) + " units");
+    }
+    var breakdown = hoodBreakdown(hoodId);
+    var cats = breakdown.cats;
+    var reasons = breakdown.reasons;
+    Object.keys(reasons).forEach(function (r) {
+      if (reasons[r] > 0) {
+        fact(dl, "unmet because", fmt(reasons[r]) + " units: " + reasonText(r) + " (" + r + ")",
+          "unmet-reason");
+      }
+    });
+    var floor = (d.floors || []).filter(function (r) { return r.neighborhood_id === hoodId; })[0];
+    if (floor) {
+      fact(dl, "equity floor", (floor.floor_met ? "met: " : "not met: ") + "served " +
+        fmt(floor.served) + " of a floor of " + fmt(floor.floor) + " units" +
+        (floor.reason ? ". " + floor.reason : ""), floor.floor_met ? null : "unmet-reason");
+    }
+    if (p.population) fact(dl, "population", fmt(p.population, 0));
+    fact(dl, "clusters", fmt(clusters.length, 0) + " centred here (" +
+      fmt(clusters.filter(function (c) { return c.properties.unmet > 0; }).length, 0) + " short)");
+
+    var tbody = document.querySelector("#hood-categories tbody");
+    tbody.textContent = "";
+    Object.keys(cats).sort(function (a, b) {
+      return (cats[b].unmet - cats[a].unmet) || (a < b ? -1 : 1);
+    }).forEach(function (c) {
+      var r = cats[c];
+      tbody.appendChild(h("tr", { "data-category": c }, h("td", { text: c }),
+        h("td", { text: fmt(r.demand) }), h("td", { text: fmt(r.served) }),
+        h("td", { text: fmt(r.unmet) }), h("td", { text: pct(r.demand > 0 ? r.served / r.demand : null) })));
+    });
+    $("hood-categories").hidden = !Object.keys(cats).length;
+
+    // who carries it: units per partner over the neighborhood's clusters
+    var lines = [];
+    var units = {};
+    clusters.forEach(function (c) {
+      (d.linesByCluster[c.properties.cluster_id] || []).forEach(function (l) {
+        lines.push(l);
+        units[l.properties.partner_id] = (units[l.properties.partner_id] || 0) +
+          (Number(l.properties.units) || 0);
+      });
+    });
+    var carriers = Object.keys(units).sort(function (a, b) {
+      return (units[b] - units[a]) || (a < b ? -1 : 1);
+    });
+    var plist = $("hood-partners");
+    plist.textContent = "";
+    $("hood-partners-head").textContent = carriers.length
+      ? "Partners serving it (" + fmt(carriers.length, 0) + ")" : "No partner serves it in this plan";
+    carriers.slice(0, LIST_LIMIT).forEach(function (id) {
+      plist.appendChild(h("li", { "data-partner": id },
+        jump(partnerLabel(id), function () { selectPartner(id); }), ": " + fmt(units[id]) + " units"));
+    });
+    if (carriers.length > LIST_LIMIT) {
+      plist.appendChild(h("li", { className: "more", text: "and " +
+        fmt(carriers.length - LIST_LIMIT, 0) + " more" }));
+    }
+    var short = clusters.filter(function (c) { return c.properties.unmet > 0; })
+      .sort(function (a, b) {
+        return (b.properties.unmet - a.properties.unmet) ||
+          (a.properties.cluster_id < b.properties.cluster_id ? -1 : 1);
+      });
+    var clist = $("hood-short");
+    clist.textContent = "";
+    $("hood-short-head").textContent = short.length
+      ? "Clusters short of service (" + fmt(short.length, 0) + ")" : "No cluster is short here";
+    short.slice(0, LIST_LIMIT).forEach(function (c) {
+      var cp = c.properties;
+      clist.appendChild(h("li", { "data-cluster": cp.cluster_id },
+        jump(cp.cluster_id, function () { selectCluster(cp.cluster_id); }),
+        ": " + fmt(cp.unmet) + " of " + fmt(cp.demand) + " units unmet, " + reasonText(cp.unmet_reason)));
+    });
+    if (short.length > LIST_LIMIT) {
+      clist.appendChild(h("li", { className: "more", text: "and " +
+        fmt(short.length - LIST_LIMIT, 0) + " more" }));
+    }
+    highlight(lines, carriers, [f]);
+    document.body.dataset.selected = "neighborhood:" + hoodId;
+    showPanel("hood-panel");
+  }
+
+  // "where are we short": the neighborhoods with the lowest coverage, each a link to its view
+  function renderBehind() {
+    var list = $("behind-list");
+    list.textContent = "";
+    var d = state.data;
+    var hoods = d.neighborhoods.filter(function (f) {
+      return f.properties.coverage !== null && f.properties.coverage !== undefined &&
+        f.properties.unmet > 0;
+    }).sort(function (a, b) {
+      return (a.properties.coverage - b.properties.coverage) ||
+        (b.properties.unmet - a.properties.unmet) ||
+        (a.properties.neighborhood_id < b.properties.neighborhood_id ? -1 : 1);
+    });
+    $("behind-panel").hidden = !d.neighborhoods.length;
+    $("behind-none").hidden = hoods.length > 0;
+    hoods.slice(0, BEHIND_LIMIT).forEach(function (f) {
+      var p = f.properties;
+      var reasons = hoodBreakdown(p.neighborhood_id).reasons;
+      var full = reasons.partners_in_range_full;
+      var none = reasons.no_partner_in_range;
+      var why = full >= none ? "mostly: every partner within reach is full"
+        : "mostly: no partner within reach offers what is needed";
+      if (!(full + none > 0)) why = "";
+      list.appendChild(h("li", { "data-hood": p.neighborhood_id },
+        jump(p.name, function () { selectNeighborhood(p.neighborhood_id); }),
+        ": " + pct(p.coverage) + " served, " + fmt(p.unmet) + " units unmet" +
+          (why ? " (" + why + ")" : "")));
+    });
   }
 
   function showPlan(rec, collection) {
@@ -840,13 +1275,12 @@
     if (state.catFilter !== null) {
       state.catFilter = new Set(Array.from(state.catFilter).filter(function (c) { return cats.has(c); }));
     }
-    if (state.selected && !state.data.clustersById[state.selected]) closeCluster();
-    buildCategoryFilter();
-    render();
-    renderMetrics();
-    renderFiles(rec);
-    if (state.selected) selectCluster(state.selected);
-    ["metrics-panel", "layers-panel", "filters-panel"].forEach(function (id) { $(id).hidden = false; });
+    var wasSelected = state.selected;
+    var wasPartner = state.selectedPartner;
+    var wasHood = state.selectedHood;
+    clearSelection();
+    if (state.comparison && state.comparison.shown !== rec.plan_id) leaveComparison();
+    // fit the view first: the layers are then drawn once, at their final zoom
     if (!state.fitted) {
       var bounds = L.latLngBounds([]);
       state.data.clusters.concat(state.data.partnersList).forEach(function (f) {
@@ -857,12 +1291,136 @@
         }
       });
       if (bounds.isValid()) {
-        map.fitBounds(bounds, { padding: [20, 20] });
+        map.fitBounds(bounds, { padding: [20, 20], animate: false });
         state.fitted = true;
       }
     }
+    buildCategoryFilter();
+    render();
+    renderMetrics();
+    renderBehind();
+    renderFiles(rec);
+    buildSearch();
+    renderLegend();
+    renderWhatif();
+    setMessage("");
+    ["metrics-panel", "layers-panel", "filters-panel", "search-panel"].forEach(function (id) {
+      $(id).hidden = false;
+    });
+    if (wasSelected && state.data.clustersById[wasSelected]) selectCluster(wasSelected);
+    else if (wasPartner && state.data.partners[wasPartner]) selectPartner(wasPartner);
+    else if (wasHood && state.data.hoodsById[wasHood]) selectNeighborhood(wasHood);
     document.body.dataset.planId = rec.plan_id;
     document.body.dataset.state = "ready";
+    refreshPlans();
+  }
+
+  // ------------------------------------------------------------------ search
+
+  // one entry per neighborhood, partner and cluster: [label, lowercased text, select]
+  function buildSearch() {
+    var d = state.data;
+    var entries = [];
+    d.neighborhoods.forEach(function (f) {
+      var p = f.properties;
+      entries.push({ kind: "neighborhood", id: p.neighborhood_id, label: p.name + " (" +
+        p.neighborhood_id + ")", text: (p.name + " " + p.neighborhood_id).toLowerCase() });
+    });
+    d.partnersList.forEach(function (f) {
+      var p = f.properties;
+      entries.push({ kind: p.kind, id: p.partner_id, label: (p.name || p.partner_id) + " (" +
+        p.partner_id + ")", text: ((p.name || "") + " " + p.partner_id).toLowerCase() });
+    });
+    d.clusters.forEach(function (f) {
+      var p = f.properties;
+      entries.push({ kind: "cluster", id: p.cluster_id, label: p.cluster_id,
+        text: p.cluster_id.toLowerCase() });
+    });
+    state.search = entries;
+    $("search-input").value = "";
+    $("search-results").textContent = "";
+  }
+
+  function choose(entry) {
+    if (entry.kind === "neighborhood") selectNeighborhood(entry.id);
+    else if (entry.kind === "cluster") selectCluster(entry.id);
+    else selectPartner(entry.id);
+    $("search-results").textContent = "";
+  }
+
+  // matches: whole words first, then any part; neighborhoods before partners before clusters
+  function searchMatches(query) {
+    var q = query.trim().toLowerCase();
+    if (!q || !state.search) return [];
+    var starts = [];
+    var contains = [];
+    for (var i = 0; i < state.search.length; i++) {
+      var e = state.search[i];
+      var at = e.text.indexOf(q);
+      if (at < 0) continue;
+      if (at === 0 || e.text.charAt(at - 1) === " " || e.text === q) starts.push(e);
+      else contains.push(e);
+      if (starts.length >= SEARCH_LIMIT) break;
+    }
+    return starts.concat(contains).slice(0, SEARCH_LIMIT);
+  }
+
+  function renderSearch() {
+    var list = $("search-results");
+    list.textContent = "";
+    var query = $("search-input").value;
+    var found = searchMatches(query);
+    if (query.trim() && !found.length) {
+      list.appendChild(h("li", { className: "none", text: "Nothing in this plan matches." }));
+    }
+    found.forEach(function (e) {
+      list.appendChild(h("li", { "data-kind": e.kind, "data-id": e.id },
+        jump(e.label, function () { choose(e); }), " " + e.kind));
+    });
+  }
+
+  // ------------------------------------------------------------------ legend
+
+  var legend = L.control({ position: "bottomright" });
+  legend.onAdd = function () {
+    var box = L.DomUtil.create("div", "map-legend");
+    box.id = "map-legend";
+    L.DomEvent.disableClickPropagation(box);
+    L.DomEvent.disableScrollPropagation(box);
+    return box;
+  };
+  legend.addTo(map);
+
+  function legendRow(box, swatch, text, wrap) {
+    box.appendChild(h("div", { className: wrap ? "item wrap" : "item" }, swatch, text));
+  }
+
+  function renderLegend() {
+    var box = $("map-legend");
+    box.textContent = "";
+    box.appendChild(h("strong", { text: "Share of demand served" }));
+    box.appendChild(h("div", { className: "sub",
+      text: state.clusterColour === "share" ? "neighborhoods (pale) and clusters (solid)"
+        : "neighborhoods" }));
+    COVERAGE_CLASSES.forEach(function (c) {
+      legendRow(box, h("span", { className: "swatch", style: "background:" + c[1] }), c[2]);
+    });
+    legendRow(box, h("span", { className: "swatch", style: "background:" + NO_DEMAND }), "no demand");
+    if (state.clusterColour === "change" && state.comparison) {
+      box.appendChild(h("strong", { text: "Clusters against plan " + shortId(state.comparison.other) }));
+      [["gained", "served more"], ["lost", "served less"], ["same", "unchanged"]].forEach(function (r) {
+        legendRow(box, h("span", { className: "swatch", style: "background:" + CHANGE_COLORS[r[0]] }),
+          r[1]);
+      });
+    } else if (state.clusterColour === "category") {
+      box.appendChild(h("div", { className: "sub", text: "clusters: colour of their category" }));
+    }
+    box.appendChild(h("strong", { text: "Partners" }));
+    legendRow(box, h("span", { className: "dot", style: "background:#1565c0" }), "organization");
+    legendRow(box, h("span", { className: "dot", style: "background:#8e24aa" }),
+      "volunteer (~500 m grid)");
+    legendRow(box, h("span", { className: "line", style: "border-color:" + SELECTION_COLOR }),
+      "who serves the selection (width: units)", true);
   }
 
   // the shown plan's files, downloaded with the key (a plain link cannot send it)
@@ -903,8 +1461,11 @@
 
   function loadPlan(rec) {
     document.body.dataset.state = "loading";
+    mark("matcher:map-requested");
     return api("plans/" + encodeURIComponent(rec.plan_id) + "/map").then(function (collection) {
+      mark("matcher:map-parsed");
       showPlan(rec, collection);
+      mark("matcher:map-ready");
     });
   }
 
@@ -972,6 +1533,7 @@
     setMessage("Loading the latest plan…");
     return api("plans/latest").then(function (body) {
       var pending = body.pending || [];
+      state.inForce = body.plan ? body.plan.plan_id : null;
       var after = body.plan ? loadPlan(body.plan) : Promise.resolve();
       return after.then(function () {
         if (body.plan) setMessage("");
@@ -990,23 +1552,24 @@
 
   function canPlan() { return state.role === "planner" || state.role === "admin"; }
 
-  function runPlan(event) {
-    event.preventDefault();
+  // the form's plan request, or null (the reason said) when a field is out of range
+  function planRequest() {
     var body = {
       objective: $("plan-objective").value,
       cluster_km: Number($("plan-cluster-km").value),
-      seed: Number($("plan-seed").value)
+      seed: Number($("plan-seed").value),
+      report: $("plan-report").checked
     };
     if (!(body.cluster_km > 0) || !(body.seed >= 0) || Math.floor(body.seed) !== body.seed) {
       setPlanStatus("Cluster distance must be > 0 km and the seed a whole number ≥ 0.", true);
-      return;
+      return null;
     }
     var floor = $("plan-min-coverage").value.trim();
     if (floor !== "") {
       body.min_coverage = Number(floor);
       if (!(body.min_coverage >= 0 && body.min_coverage <= 1)) {
         setPlanStatus("The minimum coverage must be a number from 0 to 1.", true);
-        return;
+        return null;
       }
     }
     var k = $("plan-recruit-k").value.trim();
@@ -1016,9 +1579,39 @@
       if (!(body.recruit_k >= 1) || Math.floor(body.recruit_k) !== body.recruit_k ||
           !(body.recruit_radius_km > 0)) {
         setPlanStatus("Recruit sites must be a whole number ≥ 1 and the radius > 0 km.", true);
-        return;
+        return null;
       }
     }
+    return body;
+  }
+
+  // A new plan becomes the plan in force when it finishes: the page says so and asks first.
+  function runPlan(event) {
+    event.preventDefault();
+    var body = planRequest();
+    if (!body) return;
+    state.pendingPlan = body;
+    var inForce = state.inForce;
+    $("run-confirm-text").textContent = "When it finishes, this plan becomes the plan in force: " +
+      "outreach teams' nearby search and intake will use it" +
+      (inForce ? " instead of plan " + shortId(inForce) + "." : ".") +
+      " To try a change without that, run a what-if of the plan shown.";
+    $("run-confirm").hidden = false;
+    $("plan-run").disabled = true;
+    $("run-confirm-yes").focus();
+  }
+
+  function cancelRun() {
+    state.pendingPlan = null;
+    $("run-confirm").hidden = true;
+    $("plan-run").disabled = !canPlan();
+  }
+
+  function confirmRun() {
+    var body = state.pendingPlan;
+    $("run-confirm").hidden = true;
+    state.pendingPlan = null;
+    if (!body) return;
     var button = $("plan-run");
     button.disabled = true;
     var replaced = state.plan && state.plan.plan_id;
@@ -1029,10 +1622,313 @@
       body: JSON.stringify(body)
     }).then(function (created) {
       setPlanStatus("Plan " + shortId(created.plan_id) + " is queued…");
+      refreshPlans();
       return watchPlan(created.plan_id, replaced);
     }).catch(function (err) {
       setPlanStatus("Could not start a plan: " + err.message, true);
     }).then(function () { button.disabled = !canPlan(); });
+  }
+
+  // ------------------------------------------------------------------ what-if
+
+  function setWhatifStatus(text, isError) {
+    var s = $("whatif-status");
+    s.textContent = text || "";
+    s.classList.toggle("error", !!isError);
+  }
+
+  function isScenario(rec) { return !!(rec && rec.parameters && rec.parameters.scenario); }
+
+  // the what-if form is for a finished plan that is not itself a what-if, and planners
+  function renderWhatif() {
+    var panel = $("whatif-panel");
+    panel.hidden = !(canPlan() && state.plan && !isScenario(state.plan));
+    $("partner-leave-out").hidden = panel.hidden;
+    var select = $("whatif-add-category");
+    var current = select.value;
+    select.textContent = "";
+    state.categories.forEach(function (cat) {
+      select.appendChild(h("option", { value: cat, text: cat }));
+    });
+    if (state.categories.indexOf(current) >= 0) select.value = current;
+  }
+
+  function leaveOut(partnerId) {
+    var box = $("whatif-remove");
+    var ids = box.value.split(/[\s,;]+/).filter(Boolean);
+    if (ids.indexOf(partnerId) < 0) ids.push(partnerId);
+    box.value = ids.join(", ");
+    setWhatifStatus(partnerLabel(partnerId) + " is left out of the what-if.");
+    $("whatif-panel").scrollIntoView({ block: "nearest" });
+  }
+
+  function placeAddition(latlng) {
+    state.whatifAt = [Number(latlng.lat.toFixed(6)), Number(latlng.lng.toFixed(6))];
+    if (state.whatifMarker) state.whatifMarker.setLatLng(latlng);
+    else {
+      state.whatifMarker = L.circleMarker(latlng, {
+        pane: SELECTION_PANE, className: "mm-whatif-partner", radius: 9, color: "#000",
+        weight: 2, dashArray: "3 3", fillColor: "#fff", fillOpacity: 0.9
+      }).addTo(map);
+    }
+    $("whatif-add-at").textContent = "At " + state.whatifAt[0] + ", " + state.whatifAt[1] + ".";
+    $("whatif-unplace").hidden = false;
+  }
+
+  function whatifRequest() {
+    var body = {};
+    var ids = $("whatif-remove").value.split(/[\s,;]+/).filter(Boolean);
+    var unknown = ids.filter(function (id) { return !state.data.partners[id]; });
+    if (unknown.length) {
+      setWhatifStatus("Not a partner of this plan: " + unknown.join(", ") + ".", true);
+      return null;
+    }
+    if (ids.length) body.remove_partners = ids;
+    // the numbers' ranges are the API's (its answer names a field out of range)
+    var scale = $("whatif-scale").value.trim();
+    if (scale !== "") body.scale_capacity = Number(scale);
+    var radius = $("whatif-radius").value.trim();
+    if (radius !== "") body.radius_km = Number(radius);
+    var capacity = Number($("whatif-add-capacity").value);
+    var reach = Number($("whatif-add-radius").value);
+    var numbers = [body.scale_capacity, body.radius_km].concat(state.whatifAt ? [capacity, reach] : []);
+    if (numbers.some(function (x) { return x !== undefined && !Number.isFinite(x); })) {
+      setWhatifStatus("Every figure of the what-if must be a number.", true);
+      return null;
+    }
+    if (state.whatifAt) {
+      var name = $("whatif-add-name").value.trim();
+      body.add_partners = [{
+        partner_id: "WHATIF-" + Date.now().toString(36).toUpperCase(),
+        name: name || "new partner (what-if)",
+        kind: "organization",
+        lat: state.whatifAt[0],
+        lon: state.whatifAt[1],
+        categories: [$("whatif-add-category").value],
+        capacity: capacity,
+        radius_km: reach
+      }];
+    }
+    if (!Object.keys(body).length) {
+      setWhatifStatus("Change something first: leave out partners, scale capacity, change the " +
+        "radius or add a partner.", true);
+      return null;
+    }
+    return body;
+  }
+
+  function runWhatif(event) {
+    event.preventDefault();
+    var base = state.plan;
+    var body = whatifRequest();
+    if (!body || !base) return;
+    var button = $("whatif-run");
+    button.disabled = true;
+    setWhatifStatus("Starting the what-if…");
+    api("plans/" + encodeURIComponent(base.plan_id) + "/scenarios", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body)
+    }).then(function (created) {
+      setWhatifStatus("What-if " + shortId(created.plan_id) + " is running…");
+      refreshPlans();
+      return waitDone(created.plan_id).then(function (rec) {
+        if (rec.status !== "done") {
+          setWhatifStatus("What-if " + shortId(created.plan_id) + " " + rec.status + ": " +
+            (rec.error || "no result"), true);
+          return undefined;
+        }
+        history.replaceState(null, "", "#plan=" + rec.plan_id);
+        clearSelection();
+        state.fitted = false; // the whole city: where the what-if changed things
+        return loadPlan(rec).then(function () {
+          setWhatifStatus("What-if " + shortId(rec.plan_id) + " is shown, compared with plan " +
+            shortId(base.plan_id) + ".");
+          return compareWith(base.plan_id);
+        });
+      });
+    }).catch(function (err) {
+      setWhatifStatus("Could not run the what-if: " + err.message, true);
+    }).then(function () { button.disabled = false; });
+  }
+
+  // poll a plan until it is done or failed (what-ifs: the map changes only when asked)
+  function waitDone(planId) {
+    var started = Date.now();
+    return new Promise(function (resolve, reject) {
+      function poll() {
+        api("plans/" + encodeURIComponent(planId)).then(function (rec) {
+          if (rec.status === "done" || rec.status === "failed") return resolve(rec);
+          if (Date.now() - started > POLL_LIMIT_MS) return resolve(rec);
+          setTimeout(poll, POLL_MS);
+          return undefined;
+        }).catch(reject);
+      }
+      poll();
+    });
+  }
+
+  // ------------------------------------------------------------------ plans and comparison
+
+  var PLANS_SHOWN = 15;
+
+  function when(rec) {
+    var t = rec.finished_at || rec.created_at;
+    return t ? String(t).replace("T", " ").replace(/:\d\d(\.\d+)?Z?$/, "") : "–";
+  }
+
+  function planWhat(rec) {
+    var p = rec.parameters || {};
+    if (rec.kind === "scenario") {
+      return "what-if of " + shortId(rec.base_plan || (p.scenario || {}).base_plan);
+    }
+    var parts = [(p.objective || "default") + ", " + fmt(p.cluster_km, 2) + " km"];
+    if (p.min_coverage) parts.push("floor " + pct(p.min_coverage));
+    if (p.recruit) parts.push("recruit " + p.recruit.k);
+    return parts.join(", ");
+  }
+
+  // the list of plans: each can be shown, or compared with the plan shown
+  function refreshPlans() {
+    if (!state.key) return Promise.resolve();
+    return api("plans?limit=" + PLANS_SHOWN).then(function (body) {
+      var rows = body.results || [];
+      var tbody = document.querySelector("#plans-table tbody");
+      tbody.textContent = "";
+      rows.forEach(function (rec) {
+        if (rec.in_force) state.inForce = rec.plan_id;
+        var shown = state.plan && state.plan.plan_id === rec.plan_id;
+        var head = h("td", null, h("code", { text: shortId(rec.plan_id), title: rec.plan_id }));
+        if (rec.in_force) head.appendChild(h("span", { className: "badge in-force", text: "in force" }));
+        if (shown) head.appendChild(h("span", { className: "badge shown", text: "shown" }));
+        var headline = rec.headline || {};
+        var actions = h("td", { className: "actions" });
+        if (rec.status === "done" && !shown) {
+          actions.appendChild(jump("show", function () {
+            window.location.hash = "plan=" + rec.plan_id;
+          }, { "data-show": rec.plan_id }));
+          if (state.plan) {
+            actions.appendChild(jump("compare", function () { compareWith(rec.plan_id); },
+              { "data-compare": rec.plan_id }));
+          }
+        }
+        tbody.appendChild(h("tr", { "data-plan": rec.plan_id, className: "status-" + rec.status },
+          head,
+          h("td", { text: planWhat(rec) + (rec.status === "done" ? "" : " (" + rec.status + ")") }),
+          h("td", { text: when(rec) }),
+          h("td", { text: rec.created_by_role || rec.created_by || "–" }),
+          h("td", { text: headline.coverage === undefined || headline.coverage === null ? "–"
+            : pct(headline.coverage), title: headline.units_served === undefined ? "" :
+            fmt(headline.units_served) + " of " + fmt(headline.units_demand) + " units" }),
+          actions));
+      });
+      $("plans-panel").hidden = false;
+      $("plans-status").textContent = rows.length ? "" : "No plan yet.";
+    }).catch(function (err) {
+      $("plans-status").textContent = "Could not list the plans: " + err.message;
+    });
+  }
+
+  function signed(x, digits) { return (x > 0 ? "+" : "") + fmt(x, digits); }
+
+  // Compare the shown plan with ``otherId``: what changes from that plan to this one
+  function compareWith(otherId) {
+    var shown = state.plan && state.plan.plan_id;
+    if (!shown || otherId === shown) return Promise.resolve();
+    $("plans-status").textContent = "Comparing…";
+    return api("plans/" + encodeURIComponent(otherId) + "/compare/" + encodeURIComponent(shown))
+      .then(function (cmp) {
+        if (!state.plan || state.plan.plan_id !== shown) return;
+        var rows = {};
+        (cmp.clusters || []).forEach(function (r) { rows[r.cluster_id] = r; });
+        state.comparison = { shown: shown, other: otherId, clusterRows: rows, body: cmp };
+        renderComparison(cmp);
+        var select = $("cluster-colour");
+        select.querySelector('option[value="change"]').disabled = !cmp.clusters_comparable;
+        state.clusterColour = cmp.clusters_comparable ? "change" : state.clusterColour;
+        select.value = state.clusterColour;
+        groups.clusters.setStyle(clusterStyle);
+        renderLegend();
+        $("plans-status").textContent = "";
+        document.body.dataset.compared = otherId;
+      }).catch(function (err) {
+        $("plans-status").textContent = "Could not compare: " + err.message;
+      });
+  }
+
+  function renderComparison(cmp) {
+    var t = cmp.totals || {};
+    var before = cmp.a || {};
+    var now = cmp.b || {};
+    $("compare-title").textContent = "From plan " + shortId(before.plan_id) +
+      (before.kind === "scenario" ? " (a what-if)" : "") + " (before) to plan " +
+      shortId(now.plan_id) + (now.kind === "scenario" ? " (a what-if)" : "") + " (now, shown).";
+    var dl = $("compare-facts");
+    dl.textContent = "";
+    fact(dl, "units served", fmt(t.units_served_a) + " → " + fmt(t.units_served_b) + " (" +
+      signed(t.units_served_delta) + ")");
+    fact(dl, "units unmet", fmt(t.units_unmet_a) + " → " + fmt(t.units_unmet_b));
+    fact(dl, "coverage", pct(t.coverage_a) + " → " + pct(t.coverage_b));
+    if (cmp.clusters_comparable) {
+      fact(dl, "clusters", fmt(t.clusters_gained, 0) + " served more, " +
+        fmt(t.clusters_lost, 0) + " served less, " + fmt(t.clusters_same, 0) + " unchanged");
+    }
+    fact(dl, "partners", fmt(t.partners_changed, 0) + " with another load");
+    var note = $("compare-note");
+    note.hidden = !!cmp.clusters_comparable;
+    note.textContent = cmp.clusters_comparable ? "" : "The clusters are compared by neighborhood " +
+      "only: " + (cmp.reason || "the two plans' clusters differ") + ".";
+    var hoods = (cmp.neighborhoods || []).filter(function (r) { return r.delta_served !== 0; })
+      .sort(function (a, b) {
+        return (Math.abs(b.delta_served) - Math.abs(a.delta_served)) ||
+          (a.neighborhood_id < b.neighborhood_id ? -1 : 1);
+      });
+    var tbody = document.querySelector("#compare-hoods tbody");
+    tbody.textContent = "";
+    hoods.slice(0, LIST_LIMIT).forEach(function (r) {
+      tbody.appendChild(h("tr", { "data-hood": r.neighborhood_id,
+        className: r.delta_served > 0 ? "gained" : "lost" },
+        h("td", null, jump((r.name || r.neighborhood_id), function () {
+          selectNeighborhood(r.neighborhood_id);
+        })),
+        h("td", { text: fmt(r.served_a) }), h("td", { text: fmt(r.served_b) }),
+        h("td", { text: signed(r.delta_served) }), h("td", { text: pct(r.coverage_b) })));
+    });
+    if (!hoods.length) {
+      tbody.appendChild(h("tr", null, h("td", { colSpan: 5, text: "No neighborhood changed." })));
+    }
+    var partners = (cmp.partners || []).slice().sort(function (a, b) {
+      return (Math.abs(b.delta) - Math.abs(a.delta)) || (a.partner_id < b.partner_id ? -1 : 1);
+    });
+    var pbody = document.querySelector("#compare-partners tbody");
+    pbody.textContent = "";
+    $("compare-partners-head").textContent = "Partners whose load changed (" +
+      fmt(partners.length, 0) + ")";
+    partners.slice(0, LIST_LIMIT).forEach(function (r) {
+      var cell = state.data.partners[r.partner_id]
+        ? h("td", null, jump(r.name || r.partner_id, function () { selectPartner(r.partner_id); }))
+        : h("td", { text: (r.name || r.partner_id) + " (not in this plan)" });
+      pbody.appendChild(h("tr", { "data-partner": r.partner_id }, cell,
+        h("td", { text: r.units_a === null ? "–" : fmt(r.units_a) }),
+        h("td", { text: r.units_b === null ? "–" : fmt(r.units_b) }),
+        h("td", { text: signed(r.delta) })));
+    });
+    $("compare-panel").hidden = false;
+    $("compare-panel").scrollIntoView({ block: "nearest" });
+  }
+
+  function leaveComparison() {
+    state.comparison = null;
+    $("compare-panel").hidden = true;
+    var select = $("cluster-colour");
+    select.querySelector('option[value="change"]').disabled = true;
+    if (state.clusterColour === "change") state.clusterColour = "share";
+    select.value = state.clusterColour;
+    if (state.data) {
+      groups.clusters.setStyle(clusterStyle);
+      renderLegend();
+    }
+    delete document.body.dataset.compared;
   }
 
   // ------------------------------------------------------------------ key handling
@@ -1087,7 +1983,51 @@
   });
   $("key-forget").addEventListener("click", forgetKey);
   $("plan-form").addEventListener("submit", runPlan);
-  $("cluster-close").addEventListener("click", closeCluster);
+  $("run-confirm-yes").addEventListener("click", confirmRun);
+  $("run-confirm-no").addEventListener("click", cancelRun);
+  $("whatif-form").addEventListener("submit", runWhatif);
+  $("partner-leave-out").addEventListener("click", function () {
+    if (state.selectedPartner) leaveOut(state.selectedPartner);
+  });
+  $("compare-close").addEventListener("click", leaveComparison);
+  $("whatif-place").addEventListener("click", function () {
+    state.placing = true;
+    $("whatif-add-at").textContent = "Click the map where the new partner would be.";
+  });
+  $("whatif-unplace").addEventListener("click", function () {
+    state.placing = false;
+    state.whatifAt = null;
+    if (state.whatifMarker) map.removeLayer(state.whatifMarker);
+    state.whatifMarker = null;
+    $("whatif-unplace").hidden = true;
+    $("whatif-add-at").textContent = "Not placed: no partner is added.";
+  });
+  map.on("click", function (e) {
+    if (!$("whatif-panel").hidden && state.placing) {
+      state.placing = false;
+      placeAddition(e.latlng);
+    }
+  });
+  ["cluster-close", "partner-close", "hood-close"].forEach(function (id) {
+    $(id).addEventListener("click", clearSelection);
+  });
+  $("search-input").addEventListener("input", renderSearch);
+  $("search-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var found = searchMatches($("search-input").value);
+    if (found.length) choose(found[0]);
+    else renderSearch();
+  });
+  $("cluster-colour").addEventListener("change", function () {
+    state.clusterColour = $("cluster-colour").value;
+    if (state.data) {
+      groups.clusters.setStyle(clusterStyle);
+      renderLegend();
+    }
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && state.data) clearSelection();
+  });
   $("print-plan").addEventListener("click", function () { window.print(); });
   $("cat-all").addEventListener("click", function () { setAllCategories(true); });
   $("cat-none").addEventListener("click", function () { setAllCategories(false); });
@@ -1104,18 +2044,23 @@
     });
   });
 
+  // the map settings and the saved key's plan are asked for at once
   api("map/config").then(function (cfg) {
     addBaseMap(cfg);
   }).catch(function (err) {
     $("base-status").textContent = "Could not read the map settings: " + err.message;
     $("base-status").hidden = false;
-  }).then(function () {
+  });
+  (function () {
     var saved = null;
     try { saved = sessionStorage.getItem(KEY_STORE); } catch (e) { saved = null; }
     document.body.dataset.state = "key";
-    if (saved) return useKey(saved);
-    return undefined;
-  });
+    if (saved) useKey(saved);
+  })();
 
-  window.matcherMap = { map: map, state: state, groups: groups, selectCluster: selectCluster };
+  // how many shapes of a layer are drawn (canvas layers have no element per shape)
+  function drawn(id) { return map.hasLayer(groups[id]) ? groups[id].getLayers().length : 0; }
+
+  window.matcherMap = { map: map, state: state, groups: groups, selectCluster: selectCluster,
+    drawn: drawn };
 })();
