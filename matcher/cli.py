@@ -76,6 +76,14 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _printable(text: str) -> str:
+    """Return ``text`` (from a file or the store) safe to echo: unprintable characters as ``?``.
+
+    Control characters (terminal escapes), line breaks and bidi overrides are unprintable.
+    """
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _taxonomy(path: Path | None) -> Taxonomy:
     return Taxonomy.from_file(path) if path else default_taxonomy()
 
@@ -394,7 +402,7 @@ def plan_cmd(
             ]
             click.echo(
                 f"coverage floors met in {floors['met']} of {floors['neighborhoods']} "
-                f"neighborhoods" + (f"; not met: {', '.join(missed)} "
+                f"neighborhoods" + (f"; not met: {_printable(', '.join(missed))} "
                                     "(reasons in floors.csv)" if missed else "")
             )  # fmt: skip
         if result.churn:
@@ -575,6 +583,7 @@ def compare_cmd(
 
     from .compare import OPTIONAL_PLAN_FILES, REQUIRED_PLAN_FILES, compare_plans
     from .limits import read_file
+    from .output import write_files
 
     _setup_logging(quiet, verbose)
     plans = [
@@ -583,9 +592,12 @@ def compare_cmd(
         for d in (a_dir, b_dir)
     ]  # fmt: skip
     result = compare_plans(plans[0], plans[1], labels=(str(a_dir), str(b_dir)))
-    written = result.to_dir(out_dir) if out_dir is not None else {}
-    if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    # every output is built before anything is written: a failure writes nothing
+    files = result.files() if out_dir is not None else {}
+    text = json.dumps(result.to_dict(), indent=2, allow_nan=False) if fmt == "json" else None
+    written = write_files(files, out_dir, drop_stale=False) if out_dir is not None else {}
+    if text is not None:
+        click.echo(text)
     elif not quiet:
         t = result.totals
         click.echo(
@@ -597,12 +609,13 @@ def compare_cmd(
             click.echo(f"clusters: {t['clusters_gained']} gained, {t['clusters_lost']} lost, "
                        f"{t['clusters_same']} the same")  # fmt: skip
         else:
-            click.echo(f"clusters not compared: {result.reason}")
+            click.echo(f"clusters not compared: {_printable(result.reason or '')}")
         click.echo(f"partners whose load changed: {t['partners_changed']}")
         for r in result.neighborhoods.itertuples(index=False):
             click.echo(
-                f"  {r.neighborhood_id} {r.name or ''}: served {_units(r.served_a)} -> "
-                f"{_units(r.served_b)} ({_units(r.delta_served, '+')})"
+                f"  {_printable(str(r.neighborhood_id))} {_printable(str(r.name or ''))}: "
+                f"served {_units(r.served_a)} -> {_units(r.served_b)} "
+                f"({_units(r.delta_served, '+')})"
             )
     if written and not quiet:
         click.echo(f"wrote {', '.join(written)} to {out_dir}", err=fmt == "json")
@@ -856,7 +869,7 @@ def keys_list_cmd(db: str) -> None:
     click.echo("key_id\trole\tprefix\tcreated_at\trevoked_at\tlabel")
     for k in keys:
         label = str(neutralise_cell(k.label)).replace("\t", " ")
-        label = "".join(c if c.isprintable() else "?" for c in label)
+        label = _printable(label)
         click.echo(
             f"{k.key_id}\t{k.role}\t{k.prefix}\t{k.created_at}\t{k.revoked_at or ''}\t{label}"
         )

@@ -9,11 +9,11 @@ precision, so the comparison has no float noise.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import logging
-import os
-import tempfile
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ import pandas as pd
 
 from ._errors import InputValidationError, Problem
 from .equity import natural_order
-from .output import csv_bytes, restore_cell
+from .output import csv_bytes, restore_cell, write_files
 
 __all__ = [
     "COMPARE_FILES",
@@ -219,8 +219,9 @@ class PlanComparison:
         """
         doc = {k: v for k, v in self.to_dict().items()
                if k not in ("clusters", "partners", "neighborhoods")}  # fmt: skip
+        text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False)
         return {
-            "compare.json": (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(),
+            "compare.json": (text + "\n").encode(),
             "compare_clusters.csv": csv_bytes(self.clusters),
             "compare_neighborhoods.csv": csv_bytes(self.neighborhoods),
             "compare_partners.csv": csv_bytes(self.partners),
@@ -229,30 +230,19 @@ class PlanComparison:
     def to_dir(self, path: str | Path) -> dict[str, Path]:
         """Write :meth:`files` into directory ``path`` (created if missing).
 
-        Each file is written to a temporary file and moved into place; no other file of
-        the directory is touched (it may be a plan's own directory).
+        Every file is built first, then written as a plan's files are
+        (:func:`matcher.output.write_files`: the usual permissions, all or nothing); no
+        other file of the directory is touched (it may be a plan's own directory).
 
         Returns
         -------
         dict of str to Path
             The written files by name.
         """
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        written = {}
-        for name, content in self.files().items():
-            fd, tmp = tempfile.mkstemp(prefix=".matcher-", dir=out)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(content)
-                os.replace(tmp, out / name)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            written[name] = out / name
-        return written
+        return write_files(self.files(), path, drop_stale=False)
 
 
+@np.errstate(over="ignore", invalid="ignore")  # an overflow is reported (_check_finite)
 def compare_plans(
     a: Mapping[str, bytes | None],
     b: Mapping[str, bytes | None],
@@ -278,7 +268,8 @@ def compare_plans(
     Raises
     ------
     InputValidationError
-        A required file is missing or unreadable (every problem of both plans at once).
+        A required file is missing or unreadable, or a figure of a file is not a finite
+        number (every problem of both plans at once).
     """
     problems: list[Problem] = []
     tables = []
@@ -334,7 +325,24 @@ def compare_plans(
         if comparable
         else "clusters not comparable",
     )
+    _check_finite(totals, (clusters, partners, hoods), labels)
     return PlanComparison(comparable, reason, totals, clusters, partners, hoods)
+
+
+def _check_finite(
+    totals: Mapping[str, Any], tables: tuple[pd.DataFrame, ...], labels: tuple[str, str]
+) -> None:
+    """Raise when a sum or difference of finite figures overflowed (to infinity)."""
+    bad = [k for k, v in totals.items() if isinstance(v, float) and math.isinf(v)]
+    for table in tables:
+        numeric = table.select_dtypes("number")
+        bad += [str(c) for c in numeric.columns if np.isinf(numeric[c].to_numpy()).any()]
+    if bad:
+        raise InputValidationError(
+            [Problem(f"{labels[0]} and {labels[1]}", None, ", ".join(bad), None,
+                     "too large to compare: a sum or difference of the plans' figures "
+                     "overflows (figures are units per week, far below 1e300)")]
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -352,7 +360,7 @@ class _PlanTables:
 
 
 def _read_plan(files: Mapping[str, bytes | None], label: str) -> _PlanTables:
-    """Read the files of one plan; raise naming every missing or unreadable one."""
+    """Read the files of one plan; raise naming every missing, unreadable or invalid one."""
     problems = [
         Problem(f"{label}/{name}", None, None, None,
                 "missing: not a finished plan (matcher plan writes this file)")
@@ -361,24 +369,36 @@ def _read_plan(files: Mapping[str, bytes | None], label: str) -> _PlanTables:
     ]  # fmt: skip
     if problems:
         raise InputValidationError(problems)
+    where = f"{label}/summary.json"
     try:
         summary = json.loads(files["summary.json"] or b"")
-        headline(summary["metrics"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise InputValidationError(
-            [Problem(f"{label}/summary.json", None, None, None,
-                     f"not a plan summary: {type(exc).__name__} {exc}")]
+            [Problem(where, None, None, None,
+                     f"not a plan summary: not valid JSON ({type(exc).__name__} {exc})")]
         ) from None  # fmt: skip
-    clusters = _csv(files, "clusters.csv", label, ("cluster_id", "category", "demand", "served"))
-    assignments = _csv(files, "assignments.csv", label, ("partner_id", "units"))
+    problems.extend(_summary_problems(summary, where))
+    tables: dict[str, pd.DataFrame] = {}
+    for name, columns, numbers, optional in (
+        ("clusters.csv", ("cluster_id", "category", "demand", "served"), ("demand", "served"), ()),
+        ("assignments.csv", ("partner_id", "units"), ("units",),
+         ("capacity_used", "capacity_left")),  # not in files of older plans; may be empty
+    ):  # fmt: skip
+        try:
+            table = _csv(files, name, label, columns)
+        except InputValidationError as exc:
+            problems.extend(exc.problems)
+            continue
+        content = files[name] or b""
+        problems += _numbers(table, numbers, f"{label}/{name}", content)
+        problems += _numbers(table, optional, f"{label}/{name}", content, empty=True)
+        tables[name] = table
+    if problems:
+        raise InputValidationError(problems)
+    clusters, assignments = tables["clusters.csv"], tables["assignments.csv"]
     key = clusters[[c for c in _CLUSTER_KEY if c in clusters.columns]].copy()
     if "neighborhood" not in clusters.columns:
         clusters["neighborhood"] = ""
-    _numbers(clusters, ("demand", "served"), f"{label}/clusters.csv")
-    _numbers(assignments, ("units",), f"{label}/assignments.csv")
-    for c in ("capacity_used", "capacity_left"):  # not in files of older plans
-        if c in assignments.columns:
-            assignments[c] = pd.to_numeric(assignments[c], errors="coerce").astype(np.float64)
     names: dict[str, str] = {}
     for name, id_col, name_col in (("floors.csv", "neighborhood_id", "name"),
                                    ("gaps.csv", "neighborhood", "neighborhood_name")):  # fmt: skip
@@ -387,6 +407,86 @@ def _read_plan(files: Mapping[str, bytes | None], label: str) -> _PlanTables:
             if {id_col, name_col} <= set(table.columns):
                 names.update(zip(table[id_col], table[name_col], strict=True))
     return _PlanTables(label, summary, clusters, key, assignments, names)
+
+
+#: The figures of a summary's ``metrics`` a comparison reads: (section, key, required).
+#: A required one is a finite number; another is a finite number, null or absent.
+_SUMMARY_FIGURES = (
+    ("units", "demand", True),
+    ("units", "served", True),
+    ("units", "unmet", True),
+    ("units", "coverage", True),
+    ("counts", "clusters", True),
+    ("counts", "assignments", True),
+    ("cost", "total", False),
+    ("equity", "coverage_min", False),
+    ("equity", "coverage_gini", False),
+    ("floors", "met", False),
+)
+#: The parameters a comparison reads as numbers (finite, null or absent).
+_NUMBER_PARAMETERS = ("min_coverage", "max_partner_share")
+_A_NUMBER = "expected a finite number (such as 12.5; not text, true/false, inf or nan)"
+
+
+def _finite(value: Any) -> bool:
+    """Whether ``value`` is a finite JSON number (bool is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _summary_problems(summary: Any, where: str) -> list[Problem]:
+    """Every problem of a plan summary's structure and figures a comparison reads."""
+
+    def problem(field: str | None, value: Any, reason: str) -> Problem:
+        return Problem(where, None, field, value, reason)
+
+    metrics = summary.get("metrics") if isinstance(summary, dict) else None
+    if not isinstance(metrics, dict):
+        return [problem("metrics", None, "not a plan summary: expected an object 'metrics' "
+                                         "(matcher plan writes it)")]  # fmt: skip
+    problems = []
+    for section in dict.fromkeys(s for s, _, _ in _SUMMARY_FIGURES):
+        required = any(r for s, _, r in _SUMMARY_FIGURES if s == section)
+        if not isinstance(metrics.get(section), dict) and (required or section in metrics):
+            problems.append(problem(f"metrics.{section}", None, "expected an object"))
+    for section, key, required in _SUMMARY_FIGURES:
+        part = metrics.get(section)
+        if not isinstance(part, dict) or (not required and part.get(key) is None):
+            continue
+        if key not in part:
+            problems.append(problem(f"metrics.{section}.{key}", None, f"missing: {_A_NUMBER}"))
+        elif not _finite(part[key]):
+            problems.append(problem(f"metrics.{section}.{key}", part[key], _A_NUMBER))
+    hoods = metrics.get("coverage_by_neighborhood")
+    if hoods is not None and not isinstance(hoods, dict):
+        problems.append(problem("metrics.coverage_by_neighborhood", None,
+                                "expected an object of neighborhoods by id"))  # fmt: skip
+    for hid, entry in (hoods or {}).items() if isinstance(hoods, dict) else ():
+        field = f"metrics.coverage_by_neighborhood.{hid}"
+        if not isinstance(entry, dict):
+            problems.append(problem(field, None, "expected an object: demand, served, coverage"))
+            continue
+        for key in ("demand", "served", "coverage"):
+            if key == "coverage" and entry.get(key) is None:
+                continue  # no demand: no coverage
+            if key not in entry:
+                problems.append(problem(f"{field}.{key}", None, f"missing: {_A_NUMBER}"))
+            elif not _finite(entry[key]):
+                reason = _A_NUMBER + (" or null" if key == "coverage" else "")
+                problems.append(problem(f"{field}.{key}", entry[key], reason))
+    for section in ("parameters", "input_hashes"):
+        if summary.get(section) is not None and not isinstance(summary[section], dict):
+            problems.append(problem(section, None, "expected an object or null"))
+    parameters = summary.get("parameters")
+    for key in _NUMBER_PARAMETERS if isinstance(parameters, dict) else ():
+        value = parameters.get(key)
+        if value is not None and not _finite(value):
+            problems.append(problem(f"parameters.{key}", value, _A_NUMBER + " or null"))
+    return problems
 
 
 def _csv(
@@ -410,16 +510,53 @@ def _csv(
     return frame
 
 
-def _numbers(frame: pd.DataFrame, columns: tuple[str, ...], where: str) -> None:
-    """Turn the text columns of ``frame`` that it has into numbers, in place."""
+def _numbers(
+    frame: pd.DataFrame,
+    columns: tuple[str, ...],
+    where: str,
+    content: bytes,
+    *,
+    empty: bool = False,
+) -> list[Problem]:
+    """Turn the text columns of ``frame`` that it has into numbers, in place.
+
+    Returns a problem for every cell that is not a finite number (an empty one is
+    allowed, as NaN, when ``empty``), naming its row as the input readers do: the line
+    of the file (the header is line 1).
+    """
+    problems: list[Problem] = []
+    lines: list[int] | None = None
     for c in columns:
-        if c in frame.columns:
-            try:
-                frame[c] = pd.to_numeric(frame[c]).astype(np.float64)
-            except ValueError as exc:
-                raise InputValidationError(
-                    [Problem(where, None, c, None, f"not a number: {exc}")]
-                ) from None
+        if c not in frame.columns:
+            continue
+        text = frame[c].astype(str)
+        values = pd.to_numeric(text, errors="coerce").astype(np.float64)
+        bad = ~np.isfinite(values.to_numpy())
+        if empty:
+            bad &= (text.str.strip() != "").to_numpy()
+        if bad.any():
+            lines = lines if lines is not None else _lines(content, len(frame))
+            reason = _A_NUMBER + (" or an empty cell" if empty else "")
+            problems += [Problem(where, lines[i], c, text.iloc[i], reason)
+                         for i in np.flatnonzero(bad)]  # fmt: skip
+        frame[c] = values
+    return problems
+
+
+def _lines(content: bytes, rows: int) -> list[int]:
+    """Return the line of the file each of the ``rows`` data rows of a CSV file starts on."""
+    starts: list[int] = []
+    try:
+        reader = csv.reader(io.StringIO(content.decode("utf-8-sig"), newline=""))
+        end, header = 0, False
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if record and header:  # not a blank line: pandas skips those
+                starts.append(start)
+            header = header or bool(record)
+    except (UnicodeDecodeError, csv.Error):
+        starts = []
+    return starts if len(starts) == rows else list(range(2, rows + 2))
 
 
 def _incomparable(a: _PlanTables, b: _PlanTables) -> str | None:

@@ -742,23 +742,38 @@ def _json_text_of(doc: Any, indent: int | None = None) -> str:
     return json.dumps(doc, indent=indent, sort_keys=True) + "\n"
 
 
-def write_files(files: Mapping[str, bytes], path: str | Path) -> dict[str, Path]:
+def write_files(
+    files: Mapping[str, bytes], path: str | Path, *, drop_stale: bool = True
+) -> dict[str, Path]:
     """Write files into directory ``path``, all or nothing (see :func:`publish`).
 
     Everything is written to a temporary directory first and moved into place, so a
-    failure leaves no half-written output; optional files of an earlier plan in the
-    directory (:data:`OPTIONAL_FILES`) are removed.
+    failure leaves no half-written output. Each file gets the usual permissions (those
+    of a new file under the umask).
+
+    Parameters
+    ----------
+    files : mapping of str to bytes
+        The files' contents by name.
+    path : str or Path
+        The directory (created if missing).
+    drop_stale : bool
+        Remove optional files of an earlier plan in the directory
+        (:data:`OPTIONAL_FILES`) that ``files`` does not have; False touches no other
+        file of the directory (files written beside a plan's own, e.g. a comparison).
 
     Returns
     -------
     dict of str to Path
         The written files by name.
     """
-    return _write_staged(((name, (content,)) for name, content in files.items()), path)
+    return _write_staged(
+        ((name, (content,)) for name, content in files.items()), path, drop_stale=drop_stale
+    )
 
 
 def _write_staged(
-    files: Iterable[tuple[str, Iterable[bytes]]], path: str | Path
+    files: Iterable[tuple[str, Iterable[bytes]]], path: str | Path, *, drop_stale: bool = True
 ) -> dict[str, Path]:
     """Write each file's chunks into a temporary directory in ``path``, then publish them."""
     out = Path(path)
@@ -766,10 +781,10 @@ def _write_staged(
     tmp = Path(tempfile.mkdtemp(prefix=".matcher-", dir=out))
     try:
         for name, chunks in files:
-            with open(tmp / name, "wb") as f:
+            with open(tmp / name, "wb") as f:  # mode 0666 under the umask, as any new file
                 for chunk in chunks:
                     f.write(chunk)
-        return publish(tmp, out)
+        return publish(tmp, out, drop_stale=drop_stale)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -795,11 +810,12 @@ def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
     )
 
 
-def publish(stage: Path, out: Path) -> dict[str, Path]:
+def publish(stage: Path, out: Path, *, drop_stale: bool = True) -> dict[str, Path]:
     """Move every file of ``stage`` into ``out`` and drop an earlier plan's optional files.
 
     Optional files (:data:`OPTIONAL_FILES`) of an earlier plan in ``out`` that this
-    one did not write would mix with it, so they are removed.
+    one did not write would mix with it, so they are removed (unless ``drop_stale`` is
+    False: then no other file of ``out`` is touched).
 
     Returns
     -------
@@ -811,7 +827,7 @@ def publish(stage: Path, out: Path) -> dict[str, Path]:
         if f.is_file():
             os.replace(f, out / f.name)
             written[f.name] = out / f.name
-    for name in OPTIONAL_FILES:
+    for name in OPTIONAL_FILES if drop_stale else ():
         stale = out / name
         if name not in written and stale.is_file():
             stale.unlink()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlencode
 
@@ -501,7 +502,6 @@ class PlanCompare(MethodView):
                     f"plan {rec.plan_id!r} is {rec.status}; a comparison needs two finished "
                     "(done) plans",
                 )
-        files = []
         for rec in recs:
             missing = [n for n in REQUIRED_PLAN_FILES if n not in rec.files]
             if missing:
@@ -510,14 +510,50 @@ class PlanCompare(MethodView):
                     "Conflict",
                     f"plan {rec.plan_id!r} has no {', '.join(missing)}: it cannot be compared",
                 )
-            names = [n for n in (*REQUIRED_PLAN_FILES, *OPTIONAL_PLAN_FILES) if n in rec.files]
-            files.append({n: st.plan_file(rec.plan_id, n) for n in names})
+        # the checks above run on every request; only the comparison itself is cached
         try:
-            result = compare_plans(files[0], files[1], labels=(plan_id, other_id))
+            body = _comparison_body(recs[0], recs[1])
         except InputValidationError as exc:
             return problem(409, "Conflict", f"the plans cannot be compared: {exc.report()}")
-        body = {"a": _compared(recs[0]), "b": _compared(recs[1])} | result.to_dict()
-        return Response(json.dumps(body, allow_nan=False), mimetype="application/json")
+        return Response(body, mimetype="application/json")
+
+
+#: Comparisons kept per app (per server process): the most recently used.
+COMPARE_CACHE_SIZE = 32
+_compare_lock = threading.Lock()
+
+
+def _comparison_body(a: PlanRecord, b: PlanRecord) -> bytes:
+    """Return the JSON body comparing two finished plans, cached per (a, b).
+
+    Finished plans never change (their files and records are final), so the body of a
+    pair is computed once. It is the same for every role (nothing in it depends on the
+    caller: the route's privacy check decides who reads it), hence keyed by the plans
+    only. A comparison that fails is not cached.
+    """
+    key = (a.plan_id, b.plan_id)
+    with _compare_lock:
+        cache: OrderedDict[tuple[str, str], bytes] = current_app.extensions.setdefault(
+            "matcher_compare", OrderedDict()
+        )
+        hit = cache.get(key)
+        if hit is not None:
+            cache.move_to_end(key)
+            return hit
+    st = store()
+    files = []
+    for rec in (a, b):
+        names = [n for n in (*REQUIRED_PLAN_FILES, *OPTIONAL_PLAN_FILES) if n in rec.files]
+        files.append({n: st.plan_file(rec.plan_id, n) for n in names})
+    result = compare_plans(files[0], files[1], labels=key)
+    doc = {"a": _compared(a), "b": _compared(b)} | result.to_dict()
+    body = json.dumps(doc, allow_nan=False).encode()
+    with _compare_lock:
+        cache[key] = body
+        cache.move_to_end(key)
+        while len(cache) > COMPARE_CACHE_SIZE:
+            cache.popitem(last=False)
+    return body
 
 
 def _compared(rec: PlanRecord) -> dict[str, Any]:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -216,6 +219,109 @@ def test_cli_compare_refuses_a_directory_that_is_not_a_plan(dirs, tmp_path):
     assert f"{tmp_path}/assignments.csv: missing" in res.stderr
     res = run("compare", str(dirs["a"]), str(tmp_path / "nope"))
     assert res.exit_code == 2 and "does not exist" in res.stderr
+
+
+def copy_plan(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_figures_that_are_not_finite_numbers_are_refused_and_nothing_is_written(dirs, tmp_path):
+    bad = copy_plan(dirs["b"], tmp_path / "bad")
+    summary = json.loads((bad / "summary.json").read_text())
+    summary["metrics"]["units"]["served"] = "1"  # text, not a number
+    summary["metrics"]["counts"]["clusters"] = True  # a bool is not a number either
+    hid = sorted(summary["metrics"]["coverage_by_neighborhood"])[0]
+    summary["metrics"]["coverage_by_neighborhood"][hid]["served"] = float("inf")
+    summary["metrics"]["coverage_by_neighborhood"][hid]["coverage"] = None  # allowed
+    (bad / "summary.json").write_text(json.dumps(summary))  # writes Infinity
+    clusters = frame((bad / "clusters.csv").read_bytes())
+    clusters.loc[2, "served"] = "inf"  # the third data row: line 4 of the file
+    clusters.to_csv(bad / "clusters.csv", index=False)
+    assignments = frame((bad / "assignments.csv").read_bytes())
+    assignments.loc[0, "units"] = "nan"
+    assignments.loc[1, "capacity_left"] = ""  # allowed: no known capacity
+    assignments.to_csv(bad / "assignments.csv", index=False)
+    out = tmp_path / "out"
+    for fmt in ("table", "json"):
+        res = run("compare", str(dirs["a"]), str(bad), "--out", str(out), "--format", fmt)
+        assert_clean_exit(res, 2)
+        err = res.stderr
+        assert f"{bad}/summary.json, field 'metrics.units.served', value '1': expected a " \
+               "finite number" in err  # fmt: skip
+        assert f"{bad}/summary.json, field 'metrics.counts.clusters', value 'True'" in err
+        assert f"field 'metrics.coverage_by_neighborhood.{hid}.served', value 'inf'" in err
+        assert f"coverage_by_neighborhood.{hid}.coverage" not in err
+        assert f"{bad}/clusters.csv, row 4, field 'served', value 'inf': expected a " \
+               "finite number" in err  # fmt: skip
+        assert f"{bad}/assignments.csv, row 2, field 'units', value 'nan'" in err
+        assert "capacity_left" not in err
+        assert res.stdout == "" and not out.exists()  # nothing written, not even the directory
+    # the core: every problem of both plans, with its row
+    with pytest.raises(InputValidationError) as info:
+        compare_plans(files_of(bad), files_of(bad), labels=("x", "y"))
+    rows = {(p.file, p.row, p.field) for p in info.value.problems}
+    assert ("y/clusters.csv", 4, "served") in rows and ("x/assignments.csv", 2, "units") in rows
+    assert ("x/summary.json", None, "metrics.units.served") in rows
+
+
+def test_a_number_is_found_on_its_line_when_a_cell_spans_lines(dirs):
+    fa = files_of(dirs["a"])
+    a = frame(fa["assignments.csv"])
+    a.loc[0, "partner_name"] = "two\nlines"
+    a.loc[1, "units"] = "-inf"
+    with pytest.raises(InputValidationError) as info:
+        compare_plans(fa | {"assignments.csv": a.to_csv(index=False).encode()}, fa)
+    (p,) = info.value.problems
+    assert (p.file, p.row, p.field, p.value) == ("a/assignments.csv", 4, "units", "-inf")
+
+
+def test_a_summary_that_is_not_an_object_is_refused(dirs):
+    fa = files_of(dirs["a"])
+    for doc in (b"[]", b'{"metrics": {"units": 1, "counts": {}}}', b"{"):
+        with pytest.raises(InputValidationError) as info:
+            compare_plans(fa | {"summary.json": doc}, fa)
+        assert {p.file for p in info.value.problems} == {"a/summary.json"}
+
+
+def test_compare_files_have_the_usual_permissions(dirs, tmp_path):
+    old = os.umask(0o027)
+    try:
+        res = run("compare", str(dirs["a"]), str(dirs["b"]), "--out", str(tmp_path / "cli"))
+        assert_clean_exit(res, 0)
+        compare_plans(files_of(dirs["a"]), files_of(dirs["b"])).to_dir(tmp_path / "core")
+    finally:
+        os.umask(old)
+    for d in ("cli", "core"):
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / d).iterdir()}
+        assert len(modes) == 4 and set(modes.values()) == {0o640}, modes
+
+
+def test_compare_beside_a_plan_touches_none_of_its_files(dirs, tmp_path):
+    plan = copy_plan(dirs["a"], tmp_path / "plan")
+    (plan / "report.html").write_text("kept")  # an optional file of the plan
+    before = files_of(plan)
+    res = run("compare", str(dirs["b"]), str(plan), "--out", str(plan))
+    assert_clean_exit(res, 0)
+    after = files_of(plan)
+    assert {n: after[n] for n in before} == before
+    assert sorted(set(after) - set(before)) == ["compare.json", "compare_clusters.csv",
+                                                "compare_neighborhoods.csv",
+                                                "compare_partners.csv"]  # fmt: skip
+
+
+def test_cli_compare_does_not_echo_unprintable_names(dirs, tmp_path):
+    plan = copy_plan(dirs["a"], tmp_path / "plan")
+    gaps = frame((plan / "gaps.csv").read_bytes())
+    hid = gaps.loc[0, "neighborhood"]
+    gaps.loc[gaps["neighborhood"] == hid, "neighborhood_name"] = "Bad\x1b[2JName\u202e\x07"
+    gaps.to_csv(plan / "gaps.csv", index=False)
+    r = compare_plans(files_of(plan), files_of(dirs["b"]))
+    assert "Bad\x1b[2JName\u202e\x07" in set(r.neighborhoods["name"])  # kept in the data
+    res = run("compare", str(plan), str(dirs["b"]))
+    assert_clean_exit(res, 0)
+    assert f"  {hid} Bad?[2JName??: served" in res.stdout
+    assert not any(c in res.stdout for c in "\x1b\x07\u202e")
 
 
 # --------------------------------------------------------------------------- the API
@@ -440,3 +546,48 @@ def test_openapi_documents_the_list_and_the_comparison(stored):
         schemas["PlanListItem"]["properties"]
     )
     assert schemas["ClusterChange"]["properties"]["change"]["enum"] == ["gained", "lost", "same"]
+
+
+def test_compare_is_cached_after_the_checks(stored, monkeypatch):
+    import matcher_api.plans as plans
+
+    app, ids = stored["app"], stored["ids"]
+    first = compare(stored, "exact", "base", "admin")
+    assert first.status_code == 200
+    cache = app.extensions["matcher_compare"]
+    assert (ids["exact"], ids["base"]) in cache
+    st = app.extensions["matcher_store"]
+    monkeypatch.setattr(st, "plan_file", lambda *a: pytest.fail("read again"))
+    again = compare(stored, "exact", "base", "admin")
+    assert again.status_code == 200 and again.data == first.data  # from the cache
+    # the privacy check still runs on every request: the cached body is not for a planner
+    r = compare(stored, "exact", "base", "planner")
+    assert r.status_code == 403 and "exact points" in r.get_json()["detail"]
+    # bounded: the least recently used goes
+    monkeypatch.undo()
+    monkeypatch.setattr(plans, "COMPARE_CACHE_SIZE", 1)
+    assert compare(stored, "scenario", "other").status_code == 200
+    assert list(cache) == [(ids["scenario"], ids["other"])]
+
+
+def test_compare_of_a_plan_with_a_non_finite_number_is_a_conflict(stored, monkeypatch):
+    ids = stored["ids"]
+    st = stored["app"].extensions["matcher_store"]
+    real = st.plan_file
+
+    def plan_file(plan_id, name):
+        content = real(plan_id, name)
+        if plan_id == ids["other"] and name == "clusters.csv":
+            clusters = frame(content)
+            clusters.loc[0, "served"] = "inf"
+            return clusters.to_csv(index=False).encode()
+        return content
+
+    monkeypatch.setattr(st, "plan_file", plan_file)
+    r = compare(stored, "other", "base", "planner")
+    assert r.status_code == 409 and r.mimetype == "application/problem+json"
+    detail = r.get_json()["detail"]
+    assert f"{ids['other']}/clusters.csv, row 2, field 'served', value 'inf'" in detail
+    assert (ids["other"], ids["base"]) not in stored["app"].extensions["matcher_compare"]
+    monkeypatch.undo()
+    assert compare(stored, "other", "base", "planner").status_code == 200

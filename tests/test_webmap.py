@@ -616,6 +616,15 @@ def test_running_a_plan_from_the_page_replaces_the_map(browser, server, tmp_path
         target = _click_cluster(w, collection)
         _assert_explained(w, collection, target)
         w.screenshot(tmp_path, "webmap-new-plan")
+        # the page asked for a report (on by default): it downloads like the other files
+        assert latest["parameters"]["report"] is True
+        page.click("#files-details summary")
+        with page.expect_download() as info:
+            page.click("#plan-files button[data-file='report.html']")
+        r = server.served.call("GET", f"/api/v1/plans/{second}/files/report.html",
+                               key=server.keys["outreach"])  # fmt: skip
+        assert r.status == 200 and Path(info.value.path()).read_bytes() == r.body
+        assert info.value.suggested_filename == f"plan-{second[:8]}-report.html"
         assert w.errors() == [] and w.page_errors == [] and w.failed == []
     finally:
         w.close()
@@ -629,6 +638,10 @@ def test_an_outreach_key_sees_the_map_but_cannot_plan(browser, server):
         assert "outreach" in page.inner_text("#key-status")
         assert page.locator("#plan-run").is_disabled()
         assert "planner or admin" in page.inner_text("#plan-status")
+        # no control to plan or to run a what-if (the API refuses them too)
+        for hidden in ("#plan-form", "#whatif-panel", "#partner-leave-out"):
+            assert page.locator(hidden).is_hidden(), hidden
+        page.wait_for_selector("#plans-table tbody tr")  # the plans are listed to every role
         assert w.dom_counts()["clusters"] > 0
         # the key survives a reload of the tab (sessionStorage), never in the URL
         page.reload()
@@ -1052,6 +1065,17 @@ def test_a_what_if_from_the_page_is_compared_with_its_base_and_never_put_in_forc
         assert page.locator(f'#compare-partners tr[data-partner="{busiest}"]').count() == 1
         assert page.input_value("#cluster-colour") == "change"
         assert "served less" in page.inner_text("#map-legend")
+        # partners whose load changed are marked on the map (those still in the what-if)
+        present = {
+            f["properties"]["partner_id"]
+            for f in server.plan_map(scenario)["features"]
+            if f["properties"]["feature_type"] == "partner"
+        }
+        changed = [r for r in cmp["partners"] if r["delta"] != 0 and r["partner_id"] in present]
+        assert page.locator("path.mm-load-change").count() == len(changed) > 0
+        assert page.locator("path.mm-load-change.less").count() == sum(
+            r["delta"] < 0 for r in changed
+        )
         w.screenshot(tmp_path, "webmap-whatif-compare")
 
         # compare any two plans from the list: back to the base, compared with the what-if

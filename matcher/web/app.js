@@ -88,6 +88,9 @@
     catFilter: null, // Set of shown categories (null: all)
     kindFilter: new Set(["organization", "volunteer"]),
     visible: {},
+    nav: 0, // counts the user's moves to another plan or comparison
+    loadSeq: 0, // the last map asked for
+    compareSeq: 0, // the last comparison asked for
     selected: null, // cluster id
     selectedPartner: null,
     selectedHood: null,
@@ -492,6 +495,7 @@
     });
     groups.recruitRadius = L.layerGroup();
     groups.selection = L.featureGroup();
+    groups.loadChanges = L.featureGroup();
     bindGroup("neighborhoods", neighborhoodTip, byHood);
     bindGroup("gaps", gapTip, null);
     bindGroup("recruit", recruitTip, null);
@@ -1412,7 +1416,16 @@
         legendRow(box, h("span", { className: "swatch", style: "background:" + CHANGE_COLORS[r[0]] }),
           r[1]);
       });
-    } else if (state.clusterColour === "category") {
+    }
+    if (state.comparison) {
+      box.appendChild(h("strong", { text: "Partners' load against plan " +
+        shortId(state.comparison.other) }));
+      legendRow(box, h("span", { className: "ring", style: "border-color:" + CHANGE_COLORS.gained }),
+        "carries more (size: units)");
+      legendRow(box, h("span", { className: "ring", style: "border-color:" + CHANGE_COLORS.lost }),
+        "carries less");
+    }
+    if (state.clusterColour === "category") {
       box.appendChild(h("div", { className: "sub", text: "clusters: colour of their category" }));
     }
     box.appendChild(h("strong", { text: "Partners" }));
@@ -1436,6 +1449,8 @@
         button.addEventListener("click", function () { downloadFile(rec.plan_id, name); });
         list.appendChild(h("li", null, button));
       });
+    }).catch(function (err) {
+      $("files-status").textContent = "Could not list the plan's files: " + err.message;
     });
   }
 
@@ -1459,24 +1474,43 @@
     });
   }
 
+  // Show a plan's map. Only the last plan asked for is shown: an earlier answer that
+  // arrives later is dropped (the user clicked on).
   function loadPlan(rec) {
+    var seq = ++state.loadSeq;
     document.body.dataset.state = "loading";
     mark("matcher:map-requested");
     return api("plans/" + encodeURIComponent(rec.plan_id) + "/map").then(function (collection) {
+      if (seq !== state.loadSeq) return;
       mark("matcher:map-parsed");
       showPlan(rec, collection);
       mark("matcher:map-ready");
     });
   }
 
+  // A plan that finishes is shown by itself only if the user has not gone to another plan
+  // (or comparison) since it was started; else the page says it is done.
+  function stillHere(nav) { return nav === state.nav; }
+
   function watchPlan(planId, replaced) {
     if (state.watching[planId]) return state.watching[planId];
     var started = Date.now();
+    var nav = state.nav;
     var p = new Promise(function (resolve, reject) {
       function poll() {
         api("plans/" + encodeURIComponent(planId)).then(function (rec) {
+          if (rec.status === "done" && !stillHere(nav)) {
+            setPlanStatus("Plan " + shortId(planId) + " is done and in force; show it from " +
+              "the list of plans.");
+            refreshPlans();
+            resolve(rec);
+            return undefined;
+          }
           if (rec.status === "done") {
             setPlanStatus("Plan " + shortId(planId) + " is done; loading it…");
+            if (requestedPlan()) {  // the new plan is the one in force: the address says so
+              history.replaceState(null, "", window.location.pathname + window.location.search);
+            }
             return loadPlan(rec).then(function () {
               setPlanStatus("Plan " + shortId(planId) + " is shown" +
                 (replaced && replaced !== planId ? " (it replaced plan " + shortId(replaced) + ")." : "."));
@@ -1517,7 +1551,17 @@
   // "#plan=<id>": show that plan (a scenario, an older plan) instead of the latest
   function loadRequested(planId) {
     setMessage("Loading plan " + shortId(planId) + "…");
-    return api("plans/" + encodeURIComponent(planId)).then(function (rec) {
+    return api("plans/" + encodeURIComponent(planId)).catch(function (err) {
+      if (err.status !== 404 && err.status !== 403) throw err;
+      // an unknown plan, or one this key may not see: the plan in force instead
+      history.replaceState(null, "", window.location.pathname + window.location.search);
+      return loadLatest().then(function () {
+        setMessage("Plan " + shortId(planId) + " cannot be shown (" + err.message +
+          "); this is the plan in force.", true);
+        return null;
+      });
+    }).then(function (rec) {
+      if (!rec) return undefined;
       if (rec.status === "done") {
         return loadPlan(rec).then(function () { setMessage(""); });
       }
@@ -1588,9 +1632,10 @@
   // A new plan becomes the plan in force when it finishes: the page says so and asks first.
   function runPlan(event) {
     event.preventDefault();
+    if (!canPlan()) return;
     var body = planRequest();
     if (!body) return;
-    state.pendingPlan = body;
+    state.pendingPlan = true;
     var inForce = state.inForce;
     $("run-confirm-text").textContent = "When it finishes, this plan becomes the plan in force: " +
       "outreach teams' nearby search and intake will use it" +
@@ -1608,10 +1653,15 @@
   }
 
   function confirmRun() {
-    var body = state.pendingPlan;
+    var asked = state.pendingPlan;
     $("run-confirm").hidden = true;
     state.pendingPlan = null;
-    if (!body) return;
+    // the form as it is now (it may have been edited while the question was open)
+    var body = asked && canPlan() ? planRequest() : null;
+    if (!body) {
+      $("plan-run").disabled = !canPlan();
+      return;
+    }
     var button = $("plan-run");
     button.disabled = true;
     var replaced = state.plan && state.plan.plan_id;
@@ -1640,8 +1690,21 @@
   function isScenario(rec) { return !!(rec && rec.parameters && rec.parameters.scenario); }
 
   // the what-if form is for a finished plan that is not itself a what-if, and planners
+  function resetWhatif() {
+    state.placing = false;
+    state.whatifAt = null;
+    if (state.whatifMarker) map.removeLayer(state.whatifMarker);
+    state.whatifMarker = null;
+    $("whatif-unplace").hidden = true;
+    $("whatif-add-at").textContent = "Not placed: no partner is added.";
+    $("whatif-remove").value = "";
+  }
+
+  // the form starts afresh for each plan shown (partners left out belong to one plan)
   function renderWhatif() {
     var panel = $("whatif-panel");
+    if (state.whatifFor !== (state.plan && state.plan.plan_id)) resetWhatif();
+    state.whatifFor = state.plan && state.plan.plan_id;
     panel.hidden = !(canPlan() && state.plan && !isScenario(state.plan));
     $("partner-leave-out").hidden = panel.hidden;
     var select = $("whatif-add-category");
@@ -1663,6 +1726,7 @@
   }
 
   function placeAddition(latlng) {
+    latlng = latlng.wrap(); // a click on a copy of the world east or west of this one
     state.whatifAt = [Number(latlng.lat.toFixed(6)), Number(latlng.lng.toFixed(6))];
     if (state.whatifMarker) state.whatifMarker.setLatLng(latlng);
     else {
@@ -1725,6 +1789,7 @@
     var button = $("whatif-run");
     button.disabled = true;
     setWhatifStatus("Starting the what-if…");
+    var nav = state.nav;
     api("plans/" + encodeURIComponent(base.plan_id) + "/scenarios", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
@@ -1738,6 +1803,13 @@
             (rec.error || "no result"), true);
           return undefined;
         }
+        if (!stillHere(nav)) {
+          setWhatifStatus("What-if " + shortId(rec.plan_id) + " is done: show or compare it " +
+            "from the list of plans.");
+          refreshPlans();
+          return undefined;
+        }
+        state.nav += 1;
         history.replaceState(null, "", "#plan=" + rec.plan_id);
         clearSelection();
         state.fitted = false; // the whole city: where the what-if changed things
@@ -1791,19 +1863,22 @@
   // the list of plans: each can be shown, or compared with the plan shown
   function refreshPlans() {
     if (!state.key) return Promise.resolve();
+    // the plan in force may be older than the plans listed: asked for on its own
+    api("plans/latest").then(function (latest) {
+      state.inForce = latest.plan ? latest.plan.plan_id : null;
+    }).catch(function () { /* the list below says what went wrong */ });
     return api("plans?limit=" + PLANS_SHOWN).then(function (body) {
       var rows = body.results || [];
       var tbody = document.querySelector("#plans-table tbody");
       tbody.textContent = "";
       rows.forEach(function (rec) {
-        if (rec.in_force) state.inForce = rec.plan_id;
         var shown = state.plan && state.plan.plan_id === rec.plan_id;
         var head = h("td", null, h("code", { text: shortId(rec.plan_id), title: rec.plan_id }));
         if (rec.in_force) head.appendChild(h("span", { className: "badge in-force", text: "in force" }));
         if (shown) head.appendChild(h("span", { className: "badge shown", text: "shown" }));
         var headline = rec.headline || {};
         var actions = h("td", { className: "actions" });
-        if (rec.status === "done" && !shown) {
+        if (rec.status === "done" && !shown && !(rec.admin_only && state.role !== "admin")) {
           actions.appendChild(jump("show", function () {
             window.location.hash = "plan=" + rec.plan_id;
           }, { "data-show": rec.plan_id }));
@@ -1835,17 +1910,24 @@
   function compareWith(otherId) {
     var shown = state.plan && state.plan.plan_id;
     if (!shown || otherId === shown) return Promise.resolve();
+    var seq = ++state.compareSeq;
+    state.nav += 1;
     $("plans-status").textContent = "Comparing…";
     return api("plans/" + encodeURIComponent(otherId) + "/compare/" + encodeURIComponent(shown))
       .then(function (cmp) {
-        if (!state.plan || state.plan.plan_id !== shown) return;
+        if (seq !== state.compareSeq || !state.plan || state.plan.plan_id !== shown) {
+          if (seq === state.compareSeq) $("plans-status").textContent = "";
+          return;
+        }
         var rows = {};
         (cmp.clusters || []).forEach(function (r) { rows[r.cluster_id] = r; });
         state.comparison = { shown: shown, other: otherId, clusterRows: rows, body: cmp };
         renderComparison(cmp);
+        drawLoadChanges(cmp.partners || []);
         var select = $("cluster-colour");
         select.querySelector('option[value="change"]').disabled = !cmp.clusters_comparable;
-        state.clusterColour = cmp.clusters_comparable ? "change" : state.clusterColour;
+        state.clusterColour = cmp.clusters_comparable ? "change"
+          : (state.clusterColour === "change" ? "share" : state.clusterColour);
         select.value = state.clusterColour;
         groups.clusters.setStyle(clusterStyle);
         renderLegend();
@@ -1860,9 +1942,9 @@
     var t = cmp.totals || {};
     var before = cmp.a || {};
     var now = cmp.b || {};
-    $("compare-title").textContent = "From plan " + shortId(before.plan_id) +
-      (before.kind === "scenario" ? " (a what-if)" : "") + " (before) to plan " +
-      shortId(now.plan_id) + (now.kind === "scenario" ? " (a what-if)" : "") + " (now, shown).";
+    $("compare-title").textContent = "Before: plan " + shortId(before.plan_id) +
+      (before.kind === "scenario" ? " (a what-if)" : "") + ". Now: plan " + shortId(now.plan_id) +
+      (now.kind === "scenario" ? " (a what-if)" : "") + ", the one shown.";
     var dl = $("compare-facts");
     dl.textContent = "";
     fact(dl, "units served", fmt(t.units_served_a) + " → " + fmt(t.units_served_b) + " (" +
@@ -1876,8 +1958,8 @@
     fact(dl, "partners", fmt(t.partners_changed, 0) + " with another load");
     var note = $("compare-note");
     note.hidden = !!cmp.clusters_comparable;
-    note.textContent = cmp.clusters_comparable ? "" : "The clusters are compared by neighborhood " +
-      "only: " + (cmp.reason || "the two plans' clusters differ") + ".";
+    note.textContent = cmp.clusters_comparable ? "" : (cmp.reason ||
+      "The two plans' clusters differ: they are compared by neighborhood and partner only.");
     var hoods = (cmp.neighborhoods || []).filter(function (r) { return r.delta_served !== 0; })
       .sort(function (a, b) {
         return (Math.abs(b.delta_served) - Math.abs(a.delta_served)) ||
@@ -1917,8 +1999,38 @@
     $("compare-panel").scrollIntoView({ block: "nearest" });
   }
 
+  // partners whose load changed, on the map: a ring by the size of the change, green for
+  // more units carried in the plan shown, red for fewer
+  function drawLoadChanges(rows) {
+    var layer = groups.loadChanges;
+    layer.clearLayers();
+    var max = 0;
+    rows.forEach(function (r) { max = Math.max(max, Math.abs(r.delta)); });
+    rows.forEach(function (r) {
+      var f = state.data.partnerFeatures[r.partner_id]; // one left out is in the table only
+      if (!f || !(Math.abs(r.delta) > 0)) return;
+      var c = f.geometry.coordinates;
+      var ring = L.circleMarker([c[1], c[0]], {
+        pane: SELECTION_PANE,
+        className: "mm-load-change " + (r.delta > 0 ? "more" : "less"),
+        radius: 4 + 10 * Math.sqrt(Math.abs(r.delta) / (max || 1)),
+        color: r.delta > 0 ? CHANGE_COLORS.gained : CHANGE_COLORS.lost,
+        weight: 2,
+        fillOpacity: 0.15
+      });
+      ring.bindTooltip(function () {
+        return tooltip([(r.name || r.partner_id) + " (" + r.partner_id + ")",
+          "units carried " + fmt(r.units_a) + " → " + fmt(r.units_b) + " (" + signed(r.delta) + ")"]);
+      });
+      ring.on("click", function () { if (state.data.partners[r.partner_id]) selectPartner(r.partner_id); });
+      ring.addTo(layer);
+    });
+    if (!map.hasLayer(layer)) layer.addTo(map);
+  }
+
   function leaveComparison() {
     state.comparison = null;
+    groups.loadChanges.clearLayers();
     $("compare-panel").hidden = true;
     var select = $("cluster-colour");
     select.querySelector('option[value="change"]').disabled = true;
@@ -1941,18 +2053,23 @@
 
   function useKey(key) {
     state.key = key;
-    return api("me").then(function (me) {
+    return api("me").catch(function (err) {
+      err.fromMe = true;
+      throw err;
+    }).then(function (me) {
       state.role = me.role;
       try { sessionStorage.setItem(KEY_STORE, key); } catch (e) { /* storage disabled */ }
       setKeyStatus("signed in as " + me.role, true);
       $("key-input").value = "";
       $("key-forget").hidden = false;
+      // planners and admins plan; others are told who can
       $("run-panel").hidden = false;
+      $("plan-form").hidden = !canPlan();
       $("plan-run").disabled = !canPlan();
-      if (!canPlan()) setPlanStatus("Running a plan needs a planner or admin key.");
+      if (!canPlan()) setPlanStatus("Running a plan or a what-if needs a planner or admin key.");
       return loadLatest();
     }).catch(function (err) {
-      if (err.status === 401 || err.status === 403) {
+      if (err.fromMe && (err.status === 401 || err.status === 403)) {
         state.key = null;
         state.role = null;
         try { sessionStorage.removeItem(KEY_STORE); } catch (e) { /* storage disabled */ }
@@ -1995,12 +2112,9 @@
     $("whatif-add-at").textContent = "Click the map where the new partner would be.";
   });
   $("whatif-unplace").addEventListener("click", function () {
-    state.placing = false;
-    state.whatifAt = null;
-    if (state.whatifMarker) map.removeLayer(state.whatifMarker);
-    state.whatifMarker = null;
-    $("whatif-unplace").hidden = true;
-    $("whatif-add-at").textContent = "Not placed: no partner is added.";
+    var removed = $("whatif-remove").value;
+    resetWhatif();
+    $("whatif-remove").value = removed;
   });
   map.on("click", function (e) {
     if (!$("whatif-panel").hidden && state.placing) {
@@ -2032,6 +2146,7 @@
   $("cat-all").addEventListener("click", function () { setAllCategories(true); });
   $("cat-none").addEventListener("click", function () { setAllCategories(false); });
   window.addEventListener("hashchange", function () {
+    state.nav += 1;
     if (!state.key) return;
     state.fitted = false;
     loadLatest().catch(function (err) { setMessage("Could not load the plan: " + err.message, true); });
