@@ -1032,6 +1032,9 @@ def test_a_what_if_from_the_page_is_compared_with_its_base_and_never_put_in_forc
         status = page.inner_text("#whatif-status")
         assert "radius_km" in status and "greater than 0" in status, status
         page.fill("#whatif-radius", "")
+        refused = [e for e in w.errors() if "400 (BAD REQUEST)" in e and "/scenarios" in e]
+        assert len(refused) == 1  # the browser's own log of the answer; no other error
+        w.console.clear()
         page.fill("#whatif-scale", "0.5")
         unmet = max(
             (p for p in props if p["feature_type"] == "cluster"),
