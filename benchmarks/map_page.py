@@ -10,10 +10,11 @@ runs one plan through the API (``POST /api/v1/plans``), then opens ``/`` in Debi
 ``chromium`` through Playwright, with a planner key already in the tab's ``sessionStorage``,
 ``--runs`` times (a new browser context each time: nothing cached). Per run:
 
-* **interactive**: from the start of navigation until the page says it is ready
-  (``body[data-state=ready]``: the plan's map is fetched, its layers drawn and its handlers
+* **interactive**: from the start of navigation until the page has drawn the plan
+  (``body[data-drawn]``: the map's base part is fetched, its layers drawn and its handlers
   bound) and the browser has painted that frame (one ``requestAnimationFrame`` later);
-* the page's own performance marks: when the map was requested, parsed and drawn;
+* the page's own performance marks: when the map was requested, parsed and drawn, and when
+  the assignment lines (fetched after the first drawing) were in;
 * **select**: a real mouse click on a cluster until its panel, its partners and its
   assignment lines are shown;
 * **all layers**: switching on every layer the page hides at first (the page's old
@@ -114,10 +115,11 @@ def one_run(browser, url: str, key: str, plan_id: str) -> dict[str, float]:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
         page.goto(url + "/")
-        page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+        page.wait_for_selector("body[data-drawn]", timeout=60_000)
         painted = page.evaluate(
             "new Promise(r => requestAnimationFrame(() => setTimeout(() => r(performance.now()))))"
         )
+        page.wait_for_selector("body[data-state=ready]", timeout=60_000)
         if page.evaluate("document.body.dataset.planId") != plan_id:
             raise SystemExit("the page shows another plan than the benchmark's")
         marks = dict(
@@ -139,6 +141,7 @@ def one_run(browser, url: str, key: str, plan_id: str) -> dict[str, float]:
         page.mouse.click(x, y)
         page.wait_for_selector("#cluster-panel:not([hidden])")
         page.wait_for_selector("path.mm-sel-outline")
+        page.wait_for_selector("path.mm-sel-line")
         selected = page.evaluate(
             "new Promise(r => requestAnimationFrame(() => setTimeout(() => r(performance.now()))))"
         )
@@ -161,6 +164,7 @@ def one_run(browser, url: str, key: str, plan_id: str) -> dict[str, float]:
             "map requested": marks["matcher:map-requested"],
             "map parsed": marks["matcher:map-parsed"],
             "layers drawn": marks["matcher:map-ready"],
+            "assignment lines in": marks["matcher:lines-ready"],
             "draw (default layers)": marks["matcher:map-ready"] - marks["matcher:map-parsed"],
             "select a cluster": selected - t0,
             "draw (every hidden layer)": all_on - t1,

@@ -31,7 +31,7 @@ import pandas as pd
 
 from ._errors import InputValidationError, MatcherError, Problem
 from .io import LoadedTable, hash_table
-from .mapview import MAP_FILE, map_bytes, map_payload
+from .mapview import map_files
 from .output import plan_files
 from .report import REPORT_NAME, REPORT_TITLE, WHAT_IF_TITLE, report_html
 from .scenario import (
@@ -82,7 +82,7 @@ class Artifacts:
         The ``summary.json`` document (with ``scenario`` facts for a what-if).
     files : dict of str to bytes
         The output files (``report.html`` when asked for), the map payload
-        (:data:`matcher.mapview.MAP_FILE`) and the clustering model (:data:`MODEL_NAME`
+        (:data:`matcher.mapview.MAP_PARTS`) and the clustering model (:data:`MODEL_NAME`
         ``.json``/``.npz``).
     usage : dict of str to float
         Units allocated per partner.
@@ -124,7 +124,7 @@ def plan_artifacts(
     summary = json.loads(files["summary.json"])
     used = plan.partners.set_index("partner_id")["used"]
     usage = {str(k): float(v) for k, v in used.items()}
-    files[MAP_FILE] = map_bytes(map_payload(plan_id, files, summary, neighborhoods))
+    files.update(map_files(plan_id, files, summary, neighborhoods))
     if plan.model is not None and not isinstance(result, Scenario):
         files.update(plan.model.to_files(MODEL_NAME))
     return Artifacts(summary, dict(sorted(files.items())), usage)

@@ -24,10 +24,13 @@ import shapely
 
 from .output import csv_rows
 
-__all__ = ["MAP_FILE", "map_bytes", "map_payload"]
+__all__ = ["MAP_FILE", "MAP_PARTS", "map_bytes", "map_files", "map_payload", "map_part"]
 
 #: The stored file name of a plan's map payload (gzip-compressed JSON).
 MAP_FILE = "map.json.gz"
+#: The stored file of each part of the payload: ``all``; ``base``, every feature but the
+#: assignment lines (what the map page draws first); ``lines``, the assignment lines alone.
+MAP_PARTS = {"all": MAP_FILE, "base": "map_base.json.gz", "lines": "map_lines.json.gz"}
 
 _ASSIGNMENT_FLOATS = (
     "units",
@@ -172,6 +175,43 @@ def map_payload(
         "features": features,
         "floors": _floors(files.get("floors.csv")),
     }
+
+
+def map_part(payload: Mapping[str, Any], part: str) -> dict[str, Any]:
+    """Return one part of a map payload (see :data:`MAP_PARTS`).
+
+    ``base`` keeps every feature but the assignments and says how many lines there are
+    (``assignment_count``); ``lines`` is a FeatureCollection of the assignments alone.
+
+    Examples
+    --------
+    >>> full = {"type": "FeatureCollection", "plan_id": "p", "floors": None, "features": [
+    ...     {"properties": {"feature_type": "cluster"}},
+    ...     {"properties": {"feature_type": "assignment"}}]}
+    >>> [len(map_part(full, p)["features"]) for p in ("all", "base", "lines")]
+    [2, 1, 1]
+    """
+    if part not in MAP_PARTS:
+        raise ValueError(f"no map part {part!r}; parts: {', '.join(MAP_PARTS)}")
+    if part == "all":
+        return dict(payload)
+    features = payload["features"]
+    lines = [f for f in features if f["properties"].get("feature_type") == "assignment"]
+    if part == "lines":
+        return {"type": "FeatureCollection", "plan_id": payload["plan_id"], "features": lines}
+    base = [f for f in features if f["properties"].get("feature_type") != "assignment"]
+    return dict(payload) | {"features": base, "assignment_count": len(lines)}
+
+
+def map_files(
+    plan_id: str,
+    files: Mapping[str, bytes],
+    summary: Mapping[str, Any],
+    neighborhoods: gpd.GeoDataFrame | None,
+) -> dict[str, bytes]:
+    """Return every stored part of a plan's map payload (:data:`MAP_PARTS`), compressed."""
+    payload = map_payload(plan_id, files, summary, neighborhoods)
+    return {name: map_bytes(map_part(payload, part)) for part, name in MAP_PARTS.items()}
 
 
 def map_bytes(payload: Mapping[str, Any]) -> bytes:

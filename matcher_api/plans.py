@@ -26,7 +26,7 @@ from matcher import (
 from matcher.compare import OPTIONAL_PLAN_FILES, REQUIRED_PLAN_FILES, compare_plans, headline
 from matcher.config import DEFAULT_RECRUIT_RADIUS_KM
 from matcher.jobs import JOB_OPTIONS
-from matcher.mapview import MAP_FILE, map_bytes, map_payload
+from matcher.mapview import MAP_PARTS, map_bytes, map_part, map_payload
 from matcher.output import PLAN_FILES, csv_rows
 from matcher.report import REPORT_NAME
 from matcher.store import (
@@ -41,6 +41,7 @@ from .problems import problem, too_many, unprocessable
 from .schemas import (
     AssignmentRows,
     LatestPlanSchema,
+    MapPartArgs,
     PlanComparisonSchema,
     PlanListArgs,
     PlanMapSchema,
@@ -588,12 +589,15 @@ class LatestPlan(MethodView):
 
 @blp.route("/plans/<plan_id>/map", parameters=plan_id_param())
 class PlanMap(MethodView):
+    @blp.arguments(MapPartArgs, location="query")
     @blp.response(200, PlanMapSchema, content_type="application/geo+json")
     @blp.answers(404, *KEYED)
-    def get(self, plan_id: str) -> Response:
+    def get(self, args: dict[str, Any], plan_id: str) -> Response:
         """Get a finished plan as one GeoJSON for the map.
 
-        Clusters, partners, explained assignments and neighborhoods with their coverage.
+        Clusters, partners, explained assignments and neighborhoods with their coverage;
+        ``part=base`` all but the assignment lines, ``part=lines`` those alone (the map
+        page draws the base first).
         """
         found = store().get_plan(plan_id)
         if found is None:
@@ -601,12 +605,14 @@ class PlanMap(MethodView):
         check_plan_privacy(found)
         if found.status != "done" or "plan.geojson" not in found.files:
             return problem(404, "Not Found", f"plan {plan_id!r} is {found.status}, not done")
-        compressed = store().plan_file(plan_id, MAP_FILE)
-        if compressed is None:  # a plan stored before map payloads were: built now, once
-            names = [n for n in found.files if n != MAP_FILE]
+        part = args["part"]
+        compressed = store().plan_file(plan_id, MAP_PARTS[part])
+        if compressed is None:  # a plan stored before map payloads (or parts) were: built now
+            names = [n for n in found.files if n not in MAP_PARTS.values()]
             files = {n: store().plan_file(plan_id, n) or b"" for n in names}
             hoods = store().neighborhoods_frame()
-            compressed = map_bytes(map_payload(plan_id, files, found.summary or {}, hoods))
+            payload = map_payload(plan_id, files, found.summary or {}, hoods)
+            compressed = map_bytes(map_part(payload, part))
         if "gzip" in request.accept_encodings:
             resp = Response(compressed, mimetype="application/geo+json")
             resp.headers["Content-Encoding"] = "gzip"

@@ -20,6 +20,7 @@ from matcher import (
 from matcher._validate import _DATE, _LANG, KINDS
 from matcher.config import DEFAULT_RECRUIT_RADIUS_KM, OBJECTIVES, PARAMETER_BOUNDS
 from matcher.intake import MAX_NOTE_CHARS
+from matcher.mapview import MAP_PARTS
 from matcher.outreach import MAX_PLACE_QUERY_CHARS, MAX_PLACES
 from matcher.store import (
     PLAN_KINDS,
@@ -967,6 +968,17 @@ class FloorSchema(ma.Schema):
     reason = ma.fields.String(metadata={"description": "empty when the floor is met"})
 
 
+class MapPartArgs(ma.Schema):
+    part = ma.fields.String(
+        load_default="all",
+        validate=ma.validate.OneOf(tuple(MAP_PARTS)),
+        metadata={
+            "description": "all (default); base: every feature but the assignment lines, "
+            "with assignment_count; lines: the assignment lines alone"
+        },
+    )
+
+
 class PlanMapSchema(ma.Schema):
     type = ma.fields.String(validate=ma.validate.Equal("FeatureCollection"))
     plan_id = ma.fields.String()
@@ -988,6 +1000,9 @@ class PlanMapSchema(ma.Schema):
         ma.fields.Nested(FloorSchema),
         allow_none=True,
         metadata={"description": "floors.csv (plans with min_coverage); null without floors"},
+    )
+    assignment_count = ma.fields.Integer(
+        metadata={"description": "part=base: how many assignment lines part=lines has"}
     )
 
 

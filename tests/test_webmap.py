@@ -232,6 +232,21 @@ def test_plan_map_has_every_layer_with_explanations_and_coverage(app, slice_path
         assert original["properties"].items() <= mine["properties"].items()
     counts = layer_counts(body)
     assert counts["neighborhoods"] == 3 and counts["unmet"] > 0
+    # the page's two parts: everything but the lines, then the lines; together the whole
+    parts = {
+        part: c.get(f"/api/v1/plans/{plan_id}/map?part={part}", headers=auth(keys["outreach"]))
+        for part in ("base", "lines")
+    }
+    assert all(r.status_code == 200 for r in parts.values())
+    base, lines = (parts[p].get_json(force=True) for p in ("base", "lines"))
+    assert base["assignment_count"] == len(lines["features"]) == counts["assignments"]
+    assert {f["properties"]["feature_type"] for f in lines["features"]} == {"assignment"}
+    assert base["features"] + lines["features"] == [
+        f for t in (False, True) for f in features
+        if (f["properties"]["feature_type"] == "assignment") == t
+    ]  # fmt: skip
+    bad = c.get(f"/api/v1/plans/{plan_id}/map?part=some", headers=auth(keys["outreach"]))
+    assert bad.status_code == 400 and "part" in bad.get_data(as_text=True)
     assert counts["organizations"] > 0 and counts["volunteers"] > 0
     # assignments carry the explanation and the runner-up of assignments.csv
     rows = c.get(f"/api/v1/plans/{plan_id}/assignments", headers=auth(keys["outreach"]))

@@ -106,10 +106,13 @@
 
   var h = window.matcherWeb.h;
 
+  var FORMATS = {}; // one number format per number of digits (making one is slow)
+
   function fmt(x, digits) {
     if (x === null || x === undefined || Number.isNaN(x)) return "–";
     var d = digits === undefined ? 1 : digits;
-    return Number(x).toLocaleString("en-US", { maximumFractionDigits: d });
+    var f = FORMATS[d] || (FORMATS[d] = new Intl.NumberFormat("en-US", { maximumFractionDigits: d }));
+    return f.format(Number(x));
   }
 
   function pct(x) { return x === null || x === undefined ? "–" : fmt(100 * x, 1) + "%"; }
@@ -190,17 +193,16 @@
       cache: "no-store",
       credentials: "omit"
     }).then(function (resp) {
+      if (resp.ok) {
+        // parsed from the bytes: a large map never becomes one big string first
+        return resp.status === 204 ? null : resp.json();
+      }
       return resp.text().then(function (text) {
         var body = null;
-        if (text) {
-          try { body = JSON.parse(text); } catch (e) { body = null; }
-        }
-        if (!resp.ok) {
-          var err = new Error(problemText(body) || resp.status + " " + resp.statusText);
-          err.status = resp.status;
-          throw err;
-        }
-        return body;
+        try { body = text ? JSON.parse(text) : null; } catch (e) { body = null; }
+        var err = new Error(problemText(body) || resp.status + " " + resp.statusText);
+        err.status = resp.status;
+        throw err;
       });
     });
   }
@@ -407,7 +409,7 @@
   function byHood(p) { selectNeighborhood(p.neighborhood_id); }
 
   function buildGroups() {
-    var polygons = L.canvas({ pane: paneOf("clusters"), padding: 0.3 });
+    var polygons = L.canvas({ pane: paneOf("clusters") });
     groups.neighborhoods = L.geoJSON(null, {
       pane: paneOf("neighborhoods"),
       renderer: polygons,
@@ -544,12 +546,7 @@
           data.partners[p.partner_id] = p;
           data.partnerFeatures[p.partner_id] = f;
           break;
-        case "assignment":
-          data.assignments.push(f);
-          push(data.byCluster, p.cluster_id, p);
-          push(data.linesByCluster, p.cluster_id, f);
-          push(data.linesByPartner, p.partner_id, f);
-          break;
+        case "assignment": break; // the lines come on their own (addLines)
         case "gap":
           data.gaps.push(f);
           data.gapsById[p.neighborhood_id] = f;
@@ -559,12 +556,29 @@
         default: break;
       }
     });
+    data.linesReady = false;
+    addLines(data, collection.features.filter(function (f) {
+      return f.properties.feature_type === "assignment";
+    }));
+    return data;
+  }
+
+  // the assignment lines of a plan, indexed by cluster and by partner
+  function addLines(data, features) {
+    function push(index, key, value) { (index[key] = index[key] || []).push(value); }
+    features.forEach(function (f) {
+      var p = f.properties;
+      data.assignments.push(f);
+      push(data.byCluster, p.cluster_id, p);
+      push(data.linesByCluster, p.cluster_id, f);
+      push(data.linesByPartner, p.partner_id, f);
+    });
     Object.keys(data.byCluster).forEach(function (id) {
       data.byCluster[id].sort(function (a, b) {
         return (b.units - a.units) || (a.distance_km - b.distance_km);
       });
     });
-    return data;
+    if (features.length) data.linesReady = true;
   }
 
   function catShown(cat) { return state.catFilter === null || state.catFilter.has(cat); }
@@ -1013,7 +1027,9 @@
     var list = $("cluster-recs");
     list.textContent = "";
     var recs = d.byCluster[clusterId] || [];
-    if (!recs.length) {
+    if (!d.linesReady) {
+      list.appendChild(h("li", { className: "rec loading", text: "Loading the recommended partners…" }));
+    } else if (!recs.length) {
       list.appendChild(h("li", { className: "rec none", text: "No partner recommended" +
         (p.unmet_reason ? ": " + reasonText(p.unmet_reason) + "." : ".") }));
     }
@@ -1075,8 +1091,9 @@
     });
     var list = $("partner-clusters");
     list.textContent = "";
-    $("partner-clusters-head").textContent = lines.length
-      ? "Clusters it serves (" + fmt(lines.length, 0) + ")" : "It serves no cluster in this plan";
+    $("partner-clusters-head").textContent = !d.linesReady ? "Loading the clusters it serves…"
+      : (lines.length ? "Clusters it serves (" + fmt(lines.length, 0) + ")"
+        : "It serves no cluster in this plan");
     lines.forEach(function (f) {
       var a = f.properties;
       var c = d.clustersById[a.cluster_id];
@@ -1203,8 +1220,9 @@
     });
     var plist = $("hood-partners");
     plist.textContent = "";
-    $("hood-partners-head").textContent = carriers.length
-      ? "Partners serving it (" + fmt(carriers.length, 0) + ")" : "No partner serves it in this plan";
+    $("hood-partners-head").textContent = !d.linesReady ? "Loading the partners serving it…"
+      : (carriers.length ? "Partners serving it (" + fmt(carriers.length, 0) + ")"
+        : "No partner serves it in this plan");
     carriers.slice(0, LIST_LIMIT).forEach(function (id) {
       plist.appendChild(h("li", { "data-partner": id },
         jump(partnerLabel(id), function () { selectPartner(id); }), ": " + fmt(units[id]) + " units"));
@@ -1303,7 +1321,6 @@
     render();
     renderMetrics();
     renderBehind();
-    renderFiles(rec);
     buildSearch();
     renderLegend();
     renderWhatif();
@@ -1315,8 +1332,17 @@
     else if (wasPartner && state.data.partners[wasPartner]) selectPartner(wasPartner);
     else if (wasHood && state.data.hoodsById[wasHood]) selectNeighborhood(wasHood);
     document.body.dataset.planId = rec.plan_id;
-    document.body.dataset.state = "ready";
-    refreshPlans();
+    document.body.dataset.state = state.data.linesReady ? "ready" : "lines";
+    // the files and the list of plans once the map is painted (their answers wait)
+    afterPaint(function () {
+      if (!state.plan || state.plan.plan_id !== rec.plan_id) return;
+      renderFiles(rec);
+      refreshPlans();
+    });
+  }
+
+  function afterPaint(fn) {
+    requestAnimationFrame(function () { setTimeout(fn, 0); });
   }
 
   // ------------------------------------------------------------------ search
@@ -1476,16 +1502,39 @@
 
   // Show a plan's map. Only the last plan asked for is shown: an earlier answer that
   // arrives later is dropped (the user clicked on).
+  // The map comes in two parts: everything but the assignment lines first (what is drawn
+  // at first), then the lines (what a selection draws and explains).
   function loadPlan(rec) {
     var seq = ++state.loadSeq;
+    var path = "plans/" + encodeURIComponent(rec.plan_id) + "/map?part=";
     document.body.dataset.state = "loading";
     mark("matcher:map-requested");
-    return api("plans/" + encodeURIComponent(rec.plan_id) + "/map").then(function (collection) {
-      if (seq !== state.loadSeq) return;
+    return api(path + "base").then(function (collection) {
+      if (seq !== state.loadSeq) return undefined;
       mark("matcher:map-parsed");
       showPlan(rec, collection);
       mark("matcher:map-ready");
+      document.body.dataset.drawn = rec.plan_id;
+      return new Promise(afterPaint).then(function () {
+        return api(path + "lines");
+      }).then(function (lines) {
+        if (seq !== state.loadSeq) return;
+        showLines(lines.features);
+        mark("matcher:lines-ready");
+        document.body.dataset.state = "ready";
+      });
     });
+  }
+
+  // the lines arrived: drawn where asked, counted, and the selection shown with them
+  function showLines(features) {
+    var d = state.data;
+    addLines(d, features);
+    d.linesReady = true;
+    render(["assignments"]);
+    if (state.selected) selectCluster(state.selected);
+    else if (state.selectedPartner) selectPartner(state.selectedPartner);
+    else if (state.selectedHood) selectNeighborhood(state.selectedHood);
   }
 
   // A plan that finishes is shown by itself only if the user has not gone to another plan
@@ -1571,11 +1620,11 @@
     });
   }
 
-  function loadLatest() {
+  function loadLatest(asked) {
     var wanted = requestedPlan();
     if (wanted) return loadRequested(wanted);
     setMessage("Loading the latest plan…");
-    return api("plans/latest").then(function (body) {
+    return (asked || api("plans/latest")).then(function (body) {
       var pending = body.pending || [];
       state.inForce = body.plan ? body.plan.plan_id : null;
       var after = body.plan ? loadPlan(body.plan) : Promise.resolve();
@@ -2053,6 +2102,9 @@
 
   function useKey(key) {
     state.key = key;
+    // the plan in force is asked for with the key check (one round trip less)
+    var latest = requestedPlan() ? null : api("plans/latest");
+    if (latest) latest.catch(function () { /* said by loadLatest, or the key is refused */ });
     return api("me").catch(function (err) {
       err.fromMe = true;
       throw err;
@@ -2067,7 +2119,7 @@
       $("plan-form").hidden = !canPlan();
       $("plan-run").disabled = !canPlan();
       if (!canPlan()) setPlanStatus("Running a plan or a what-if needs a planner or admin key.");
-      return loadLatest();
+      return loadLatest(latest);
     }).catch(function (err) {
       if (err.fromMe && (err.status === 401 || err.status === 403)) {
         state.key = null;
