@@ -78,6 +78,7 @@
   var SEARCH_LIMIT = 8;
   var BEHIND_LIMIT = 5;
   var LIST_LIMIT = 12;
+  var LOAD_RINGS = 40; // partners whose load changed most, marked on the map
 
   var state = {
     key: null,
@@ -1445,7 +1446,8 @@
     }
     if (state.comparison) {
       box.appendChild(h("strong", { text: "Partners' load against plan " +
-        shortId(state.comparison.other) }));
+        shortId(state.comparison.other) + " (the " + fmt(state.comparison.rings || 0, 0) +
+        " largest changes)" }));
       legendRow(box, h("span", { className: "ring", style: "border-color:" + CHANGE_COLORS.gained }),
         "carries more (size: units)");
       legendRow(box, h("span", { className: "ring", style: "border-color:" + CHANGE_COLORS.lost }),
@@ -2050,9 +2052,16 @@
 
   // partners whose load changed, on the map: a ring by the size of the change, green for
   // more units carried in the plan shown, red for fewer
-  function drawLoadChanges(rows) {
+  function drawLoadChanges(all) {
     var layer = groups.loadChanges;
     layer.clearLayers();
+    // the largest changes only: when every capacity changes, every partner's load does
+    var rows = all.filter(function (r) {
+      return state.data.partnerFeatures[r.partner_id] && Math.abs(r.delta) > 0;
+    }).sort(function (a, b) {
+      return (Math.abs(b.delta) - Math.abs(a.delta)) || (a.partner_id < b.partner_id ? -1 : 1);
+    }).slice(0, LOAD_RINGS);
+    state.comparison.rings = rows.length;
     var max = 0;
     rows.forEach(function (r) { max = Math.max(max, Math.abs(r.delta)); });
     rows.forEach(function (r) {
