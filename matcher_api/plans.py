@@ -155,7 +155,6 @@ def _listed(rec: PlanRecord, roles: dict[str, str], in_force_id: str | None) -> 
     roles get neither its headline nor its error (as ``check_plan_privacy`` refuses them
     the plan itself).
     """
-    kind, base = _kind(rec)
     hidden = not is_admin() and not grid_plan(rec)
     figures = None
     if rec.status == "done" and rec.summary and not hidden:
@@ -163,20 +162,13 @@ def _listed(rec: PlanRecord, roles: dict[str, str], in_force_id: str | None) -> 
             figures = headline(rec.summary["metrics"])
         except (KeyError, TypeError, AttributeError):  # a summary of an older store
             figures = None
-    return {
-        "plan_id": rec.plan_id,
-        "url": f"/api/v1/plans/{rec.plan_id}",
+    return _compared(rec) | {
         "status": rec.status,
-        "kind": kind,
-        "base_plan": base,
-        "created_at": rec.created_at,
         "started_at": rec.started_at,
-        "finished_at": rec.finished_at,
         "created_by": rec.created_by,
         "created_by_role": roles.get(rec.created_by),
         "in_force": rec.plan_id == in_force_id,
         "admin_only": not grid_plan(rec),
-        "parameters": rec.parameters or {},
         "headline": figures,
         "error": None if hidden else rec.error,
     }
@@ -558,7 +550,7 @@ def _comparison_body(a: PlanRecord, b: PlanRecord) -> bytes:
 
 
 def _compared(rec: PlanRecord) -> dict[str, Any]:
-    """Return which plan a side of a comparison is."""
+    """Return which plan a side of a comparison is (the start of a listed plan too)."""
     kind, base = _kind(rec)
     return {
         "plan_id": rec.plan_id,

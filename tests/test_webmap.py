@@ -411,6 +411,14 @@ class Watched:
         page.wait_for_selector("body[data-state=ready]", timeout=30_000)
         return page.evaluate("document.body.dataset.planId")
 
+    def wait_shown(self, plan_id: str) -> None:
+        """Wait until the page shows the plan ``plan_id``, its lines included."""
+        self.page.wait_for_function(
+            "id => document.body.dataset.planId === id && document.body.dataset.state === 'ready'",
+            arg=plan_id,
+            timeout=30_000,
+        )
+
     def dom_counts(self) -> dict[str, int]:
         """Shapes drawn per layer: SVG elements, or shapes on the polygon canvas."""
         css = {
@@ -873,11 +881,7 @@ def test_gaps_recruit_sites_floors_and_a_scenario(browser, server, tmp_path):
         latest = server.request("api/v1/plans/latest", server.keys["outreach"])["plan"]
         assert latest["plan_id"] == plan_id  # a what-if never replaces the plan in force
         page.evaluate("id => { window.location.hash = 'plan=' + id; }", scenario["plan_id"])
-        page.wait_for_function(
-            "id => document.body.dataset.planId === id && document.body.dataset.state === 'ready'",
-            arg=scenario["plan_id"],
-            timeout=30_000,
-        )
+        w.wait_shown(scenario["plan_id"])
         note = page.inner_text("#plan-scenario")
         assert f"What-if scenario of plan {plan_id[:8]}" in note and "capacity × 0.5" in note
         assert w.shown_counts() == layer_counts(server.plan_map(scenario["plan_id"]))
@@ -1102,10 +1106,7 @@ def test_a_what_if_from_the_page_is_compared_with_its_base_and_never_put_in_forc
 
         # compare any two plans from the list: back to the base, compared with the what-if
         page.click(f'#plans-table tr[data-plan="{base}"] button[data-show="{base}"]')
-        page.wait_for_function(
-            "id => document.body.dataset.planId === id && document.body.dataset.state === 'ready'",
-            arg=base,
-        )
+        w.wait_shown(base)
         assert page.locator("#compare-panel").is_hidden()
         page.click(f'#plans-table tr[data-plan="{scenario}"] button[data-compare="{scenario}"]')
         page.wait_for_function("id => document.body.dataset.compared === id", arg=scenario)

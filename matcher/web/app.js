@@ -92,9 +92,7 @@
     nav: 0, // counts the user's moves to another plan or comparison
     loadSeq: 0, // the last map asked for
     compareSeq: 0, // the last comparison asked for
-    selected: null, // cluster id
-    selectedPartner: null,
-    selectedHood: null,
+    selection: null, // what is selected: { kind: "cluster" | "partner" | "neighborhood", id }
     clusterColour: "share", // "share" (share served), "category" or "change" (comparison)
     comparison: null, // the comparison shown (GET plans/{a}/compare/{b})
     watching: {},
@@ -260,7 +258,7 @@
     var p = f.properties;
     var max = state.data ? state.data.maxDemand : 1;
     var share = max > 0 ? Math.sqrt(p.demand / max) : 0;
-    var selected = state.selected === p.cluster_id;
+    var selected = isSelected("cluster", p.cluster_id);
     var fill = clusterFill(p);
     var byShare = state.clusterColour !== "category";
     return {
@@ -987,24 +985,36 @@
     return seen;
   }
 
+  // one thing is selected at a time: the clusters are restyled (the selected one outlined)
+  function setSelection(kind, id) {
+    state.selection = kind ? { kind: kind, id: id } : null;
+    if (state.data) groups.clusters.setStyle(clusterStyle);
+    document.body.dataset.selected = kind ? kind + ":" + id : "";
+  }
+
+  function isSelected(kind, id) {
+    return !!state.selection && state.selection.kind === kind && state.selection.id === id;
+  }
+
+  // show a selection again (the plan's lines arrived, or another plan has the same thing)
+  function reselect(selection) {
+    if (!selection) return;
+    var select = { cluster: selectCluster, partner: selectPartner,
+      neighborhood: selectNeighborhood }[selection.kind];
+    select(selection.id); // a no-op when the plan shown has no such thing
+  }
+
   function clearSelection() {
-    state.selected = null;
-    state.selectedPartner = null;
-    state.selectedHood = null;
+    setSelection(null);
     groups.selection.clearLayers();
     showPanel(null);
-    if (state.data) groups.clusters.setStyle(clusterStyle);
-    document.body.dataset.selected = "";
   }
 
   function selectCluster(clusterId) {
     var d = state.data;
     var f = d && d.clustersById[clusterId];
     if (!f) return;
-    state.selected = clusterId;
-    state.selectedPartner = null;
-    state.selectedHood = null;
-    groups.clusters.setStyle(clusterStyle);
+    setSelection("cluster", clusterId);
     var p = f.properties;
     $("cluster-id").textContent = p.cluster_id;
     var dl = $("cluster-facts");
@@ -1060,7 +1070,6 @@
     });
     var lines = d.linesByCluster[clusterId] || [];
     highlight(lines, partnersOf(lines), [f]);
-    document.body.dataset.selected = "cluster:" + clusterId;
     showPanel("cluster-panel");
   }
 
@@ -1069,10 +1078,7 @@
     var d = state.data;
     var p = d && d.partners[partnerId];
     if (!p) return;
-    state.selected = null;
-    state.selectedPartner = partnerId;
-    state.selectedHood = null;
-    groups.clusters.setStyle(clusterStyle);
+    setSelection("partner", partnerId);
     $("partner-name").textContent = p.name || partnerId;
     var dl = $("partner-facts");
     dl.textContent = "";
@@ -1111,7 +1117,6 @@
       var g = d.partnerFeatures[partnerId].geometry.coordinates;
       map.setView([g[1], g[0]], Math.max(map.getZoom(), 14), { animate: false });
     }
-    document.body.dataset.selected = "partner:" + partnerId;
     showPanel("partner-panel");
   }
 
@@ -1154,15 +1159,20 @@
     return { cats: cats, reasons: reasons, fromGaps: !!gap };
   }
 
+  // the last line of a list cut at LIST_LIMIT: how many more there are
+  function moreThanShown(list, total) {
+    if (total > LIST_LIMIT) {
+      list.appendChild(h("li", { className: "more", text: "and " + fmt(total - LIST_LIMIT, 0) +
+        " more" }));
+    }
+  }
+
   // a neighborhood: coverage, its floor, what is unmet and why, who serves it, where it is short
   function selectNeighborhood(hoodId) {
     var d = state.data;
     var f = d && d.hoodsById[hoodId];
     if (!f) return;
-    state.selected = null;
-    state.selectedPartner = null;
-    state.selectedHood = hoodId;
-    groups.clusters.setStyle(clusterStyle);
+    setSelection("neighborhood", hoodId);
     var p = f.properties;
     $("hood-name").textContent = p.name + " (" + hoodId + ")";
     var dl = $("hood-facts");
@@ -1228,10 +1238,7 @@
       plist.appendChild(h("li", { "data-partner": id },
         jump(partnerLabel(id), function () { selectPartner(id); }), ": " + fmt(units[id]) + " units"));
     });
-    if (carriers.length > LIST_LIMIT) {
-      plist.appendChild(h("li", { className: "more", text: "and " +
-        fmt(carriers.length - LIST_LIMIT, 0) + " more" }));
-    }
+    moreThanShown(plist, carriers.length);
     var short = clusters.filter(function (c) { return c.properties.unmet > 0; })
       .sort(function (a, b) {
         return (b.properties.unmet - a.properties.unmet) ||
@@ -1247,12 +1254,8 @@
         jump(cp.cluster_id, function () { selectCluster(cp.cluster_id); }),
         ": " + fmt(cp.unmet) + " of " + fmt(cp.demand) + " units unmet, " + reasonText(cp.unmet_reason)));
     });
-    if (short.length > LIST_LIMIT) {
-      clist.appendChild(h("li", { className: "more", text: "and " +
-        fmt(short.length - LIST_LIMIT, 0) + " more" }));
-    }
+    moreThanShown(clist, short.length);
     highlight(lines, carriers, [f]);
-    document.body.dataset.selected = "neighborhood:" + hoodId;
     showPanel("hood-panel");
   }
 
@@ -1298,9 +1301,7 @@
     if (state.catFilter !== null) {
       state.catFilter = new Set(Array.from(state.catFilter).filter(function (c) { return cats.has(c); }));
     }
-    var wasSelected = state.selected;
-    var wasPartner = state.selectedPartner;
-    var wasHood = state.selectedHood;
+    var was = state.selection;
     clearSelection();
     if (state.comparison && state.comparison.shown !== rec.plan_id) leaveComparison();
     // fit the view first: the layers are then drawn once, at their final zoom
@@ -1329,9 +1330,7 @@
     ["metrics-panel", "layers-panel", "filters-panel", "search-panel"].forEach(function (id) {
       $(id).hidden = false;
     });
-    if (wasSelected && state.data.clustersById[wasSelected]) selectCluster(wasSelected);
-    else if (wasPartner && state.data.partners[wasPartner]) selectPartner(wasPartner);
-    else if (wasHood && state.data.hoodsById[wasHood]) selectNeighborhood(wasHood);
+    reselect(was);
     document.body.dataset.planId = rec.plan_id;
     document.body.dataset.state = state.data.linesReady ? "ready" : "lines";
     // the files and the list of plans once the map is painted (their answers wait)
@@ -1534,9 +1533,7 @@
     addLines(d, features);
     d.linesReady = true;
     render(["assignments"]);
-    if (state.selected) selectCluster(state.selected);
-    else if (state.selectedPartner) selectPartner(state.selectedPartner);
-    else if (state.selectedHood) selectNeighborhood(state.selectedHood);
+    reselect(state.selection);
   }
 
   // A plan that finishes is shown by itself only if the user has not gone to another plan
@@ -1545,46 +1542,30 @@
 
   function watchPlan(planId, replaced) {
     if (state.watching[planId]) return state.watching[planId];
-    var started = Date.now();
     var nav = state.nav;
-    var p = new Promise(function (resolve, reject) {
-      function poll() {
-        api("plans/" + encodeURIComponent(planId)).then(function (rec) {
-          if (rec.status === "done" && !stillHere(nav)) {
-            setPlanStatus("Plan " + shortId(planId) + " is done and in force; show it from " +
-              "the list of plans.");
-            refreshPlans();
-            resolve(rec);
-            return undefined;
-          }
-          if (rec.status === "done") {
-            setPlanStatus("Plan " + shortId(planId) + " is done; loading it…");
-            if (requestedPlan()) {  // the new plan is the one in force: the address says so
-              history.replaceState(null, "", window.location.pathname + window.location.search);
-            }
-            return loadPlan(rec).then(function () {
-              setPlanStatus("Plan " + shortId(planId) + " is shown" +
-                (replaced && replaced !== planId ? " (it replaced plan " + shortId(replaced) + ")." : "."));
-              resolve(rec);
-            });
-          }
-          if (rec.status === "failed") {
-            setPlanStatus("Plan " + shortId(planId) + " failed: " + (rec.error || "unknown error"), true);
-            resolve(rec);
-            return undefined;
-          }
-          if (Date.now() - started > POLL_LIMIT_MS) {
-            setPlanStatus("Plan " + shortId(planId) + " is still " + rec.status +
-              "; reload the page later.", true);
-            resolve(rec);
-            return undefined;
-          }
-          setPlanStatus("Plan " + shortId(planId) + " is " + rec.status + "…");
-          setTimeout(poll, POLL_MS);
-          return undefined;
-        }).catch(reject);
+    var name = "Plan " + shortId(planId);
+    var p = waitDone(planId, function (rec) {
+      setPlanStatus(name + " is " + rec.status + "…");
+    }).then(function (rec) {
+      if (rec.status === "failed") {
+        setPlanStatus(name + " failed: " + (rec.error || "unknown error"), true);
+      } else if (rec.status !== "done") {
+        setPlanStatus(name + " is still " + rec.status + "; reload the page later.", true);
+      } else if (!stillHere(nav)) {
+        setPlanStatus(name + " is done and in force; show it from the list of plans.");
+        refreshPlans();
+      } else {
+        setPlanStatus(name + " is done; loading it…");
+        if (requestedPlan()) {  // the new plan is the one in force: the address says so
+          history.replaceState(null, "", window.location.pathname + window.location.search);
+        }
+        return loadPlan(rec).then(function () {
+          setPlanStatus(name + " is shown" +
+            (replaced && replaced !== planId ? " (it replaced plan " + shortId(replaced) + ")." : "."));
+          return rec;
+        });
       }
-      poll();
+      return rec;
     });
     state.watching[planId] = p;
     p.then(function () { delete state.watching[planId]; }, function (err) {
@@ -1875,14 +1856,16 @@
     }).then(function () { button.disabled = false; });
   }
 
-  // poll a plan until it is done or failed (what-ifs: the map changes only when asked)
-  function waitDone(planId) {
+  // Poll a plan until it is done or failed, or POLL_LIMIT_MS have passed (then it resolves
+  // with the plan as it is); ``onPending(rec)`` hears each answer while it is queued or running.
+  function waitDone(planId, onPending) {
     var started = Date.now();
     return new Promise(function (resolve, reject) {
       function poll() {
         api("plans/" + encodeURIComponent(planId)).then(function (rec) {
           if (rec.status === "done" || rec.status === "failed") return resolve(rec);
           if (Date.now() - started > POLL_LIMIT_MS) return resolve(rec);
+          if (onPending) onPending(rec);
           setTimeout(poll, POLL_MS);
           return undefined;
         }).catch(reject);
@@ -2165,7 +2148,7 @@
   $("run-confirm-no").addEventListener("click", cancelRun);
   $("whatif-form").addEventListener("submit", runWhatif);
   $("partner-leave-out").addEventListener("click", function () {
-    if (state.selectedPartner) leaveOut(state.selectedPartner);
+    if (state.selection && state.selection.kind === "partner") leaveOut(state.selection.id);
   });
   $("compare-close").addEventListener("click", leaveComparison);
   $("whatif-place").addEventListener("click", function () {
