@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -381,11 +382,13 @@ def plan_cmd(
 
             with progress.stage("report", logger):
                 html = report_html(result, assessment=assessment)
-        with progress.stage("write", logger):
+        with progress.stage("write", logger), ThreadPoolExecutor(1) as pool:
+            # the model's compression lets go of the GIL: it runs beside the plan files
+            model = pool.submit(result.save_model, models_dir)
             written = result.to_dir(out_dir)
             if html is not None:
                 written[REPORT_NAME] = write_report(html, out_dir / REPORT_NAME)
-            manifest = result.save_model(models_dir)
+            manifest = model.result()
     units = result.metrics["units"]
     if not quiet:
         click.echo(

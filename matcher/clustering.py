@@ -6,7 +6,11 @@ import io
 import json
 import logging
 import math
+import sys
 import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +24,7 @@ from ._errors import InputValidationError, Problem
 from .config import MatchConfig
 from .geo import chord_for_km, from_unit_vectors, haversine_km, to_unit_vectors
 
-__all__ = ["Clustering", "ClusterModel", "cluster_id_strings", "cluster_needs"]
+__all__ = ["Clustering", "ClusterModel", "SplitHelper", "cluster_id_strings", "cluster_needs"]
 
 #: Relative tolerance of "within ``cluster_km``" (DBSCAN's eps and placing a new need):
 #: 1e-10 of 0.5 km is 50 nanometres, far below any real distance and far above the
@@ -155,6 +159,79 @@ def _kmeans_labels_public(
     return np.asarray(km.labels_)
 
 
+def _import_kmeans() -> None:
+    """Import what :func:`_kmeans_labels` uses (a helper process's first task)."""
+    try:
+        import sklearn.cluster._kmeans  # noqa: F401
+    except ImportError:  # pragma: no cover - _kmeans_labels falls back to KMeans
+        pass
+
+
+#: The module whose import :class:`SplitHelper` takes off the planning process.
+KMEANS_MODULE = "sklearn.cluster._kmeans"
+
+
+class SplitHelper:
+    """One worker process that splits oversize groups while this process goes on.
+
+    Importing scikit-learn's k-means takes about 1.3 s, a fifth of a 100k-need plan.
+    Started before the inputs are read, the helper pays it on the other core; then
+    :func:`cluster_needs` hands it each category's splitting and runs DBSCAN on the
+    next category meanwhile. The helper runs :func:`_split_oversize` itself on the same
+    arrays, so the labels are those of the same call in this process; if the helper
+    process dies, the split is done here.
+
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ProcessPoolExecutor(max_workers=1, initializer=_import_kmeans)
+        self._pool.submit(int)  # start the process (and its import) now
+        logger.info("clustering helper process started (k-means is imported there)")
+
+    def submit(
+        self, fn: Callable[..., npt.NDArray[np.int64]], *args: Any
+    ) -> Callable[[], npt.NDArray[np.int64]]:
+        """Run ``fn(*args)`` in the helper; return a call that waits for its result."""
+        try:
+            future: Future[npt.NDArray[np.int64]] = self._pool.submit(fn, *args)
+        except (BrokenProcessPool, RuntimeError):  # pragma: no cover - helper gone
+            return lambda: fn(*args)
+
+        def result() -> npt.NDArray[np.int64]:
+            try:
+                return future.result()
+            except BrokenProcessPool:  # pragma: no cover - the helper process died
+                logger.warning("the clustering helper process stopped: splitting here")
+                return fn(*args)
+
+        return result
+
+    def close(self) -> None:
+        """Stop the helper process (without waiting for it)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> SplitHelper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def worthwhile(n_needs: int) -> bool:
+        """Whether a plan of about ``n_needs`` needs gains from a helper.
+
+        Not when k-means is imported already (a service after its first plan, a test
+        run): there is nothing to take off this process then; not below
+        :data:`SPLIT_HELPER_MIN_NEEDS`, where a plan finishes before the helper's import.
+        """
+        return n_needs >= SPLIT_HELPER_MIN_NEEDS and KMEANS_MODULE not in sys.modules
+
+
+#: Plans of at least this many needs split oversize groups in a :class:`SplitHelper`.
+SPLIT_HELPER_MIN_NEEDS = 25_000
+
+
 def _split_oversize(
     xyz: npt.NDArray[np.float64],
     w: npt.NDArray[np.float64],
@@ -199,8 +276,16 @@ def _split_oversize(
     return groups
 
 
+def _ready(labels: npt.NDArray[np.int64]) -> Callable[[], npt.NDArray[np.int64]]:
+    return lambda: labels
+
+
 def cluster_needs(
-    needs: pd.DataFrame, config: MatchConfig, *, by_neighborhood: bool | None = None
+    needs: pd.DataFrame,
+    config: MatchConfig,
+    *,
+    by_neighborhood: bool | None = None,
+    helper: SplitHelper | None = None,
 ) -> Clustering:
     """Cluster needs per category by density on the sphere.
 
@@ -216,6 +301,9 @@ def cluster_needs(
         Cluster per category *and* neighborhood, so that no cluster crosses a
         neighborhood boundary; default ``config.by_neighborhood`` (on with any
         neighborhood equity option).
+    helper : SplitHelper, optional
+        Split oversize groups in this helper process, one category while the next is
+        clustered here (the same labels as without).
 
     Returns
     -------
@@ -250,6 +338,8 @@ def cluster_needs(
         if by_neighborhood
         else np.zeros(len(sorted_needs), dtype=str)
     )
+    per_category: list[tuple[Any, npt.NDArray[np.int64], npt.NDArray[np.bool_]]] = []
+    split_labels: list[Callable[[], npt.NDArray[np.int64]]] = []
     for category in sorted(set(cats)):
         pos = np.flatnonzero(cats == category)
         xyz = xyz_all[pos]
@@ -266,7 +356,14 @@ def cluster_needs(
         labels[noise] = labels.max(initial=-1) + 1 + np.arange(int(noise.sum()))
         weights = sorted_needs["demand"].to_numpy(dtype=np.float64)[pos]
         # many small k-means fits, each single-threaded (see _kmeans_labels)
-        labels = _split_oversize(xyz, weights, labels, config.max_cluster_radius_km, config.seed)
+        split = (xyz, weights, labels, config.max_cluster_radius_km, config.seed)
+        if helper is None:
+            split_labels.append(_ready(_split_oversize(*split)))
+        else:
+            split_labels.append(helper.submit(_split_oversize, *split))
+        per_category.append((category, pos, core_mask))
+    for (category, pos, core_mask), result in zip(per_category, split_labels, strict=True):
+        labels = result()
         # renumber groups by first appearance (= smallest need_id) for stable ids
         _, first = np.unique(labels, return_index=True)
         rank = np.empty(labels.max() + 1, dtype=np.int64)

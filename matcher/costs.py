@@ -19,7 +19,8 @@ def _language_mismatch(
     need_cluster: npt.NDArray[np.int64],
     n_clusters: int,
     pair_cluster: npt.NDArray[np.int64],
-    partner_languages: npt.NDArray[np.object_],
+    partner_languages: npt.NDArray[np.str_],
+    pair_partner: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.float64]:
     """Demand per pair from needs whose requested languages the partner does not list."""
     mismatch = np.zeros(pair_cluster.size)
@@ -28,8 +29,9 @@ def _language_mismatch(
     if not asked.any() or pair_cluster.size == 0:
         return mismatch
     demand = needs["demand"].to_numpy(dtype=np.float64)
-    # each distinct language list of the pairs' partners is decided once, not per pair
-    spoken, pair_spoken = np.unique(partner_languages, return_inverse=True)
+    # each distinct language list of the partners is decided once, not per pair
+    codes, spoken = pd.factorize(partner_languages)
+    pair_spoken = codes[pair_partner]
     spoken_sets = [set(str(v).split(";")) - {""} for v in spoken]
     for langset in sorted(set(langs[asked])):
         wanted = set(langset.split(";"))
@@ -83,7 +85,8 @@ def pair_costs(
             need_cluster_pos,
             len(clusters),
             out["cluster"].to_numpy(),
-            partners["languages"].to_numpy().astype(str)[out["partner"].to_numpy()],
+            partners["languages"].to_numpy().astype(str),
+            out["partner"].to_numpy(),
         )
         share = mismatch / clusters["demand"].to_numpy(dtype=np.float64)[out["cluster"].to_numpy()]
         out["language_km"] = config.language_penalty_km * share

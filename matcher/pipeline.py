@@ -17,7 +17,7 @@ import pandas as pd
 import shapely
 
 from ._errors import InputValidationError, Problem
-from .clustering import Clustering, ClusterModel, cluster_id_strings
+from .clustering import Clustering, ClusterModel, SplitHelper, cluster_id_strings
 from .config import MatchConfig
 from .costs import COST_SCALE
 from .equity import floor_report, gaps, hood_floors, neighborhood_table, per_hood
@@ -25,6 +25,7 @@ from .io import (
     LoadedTable,
     Source,
     hash_table,
+    input_files,
     read_needs,
     read_neighborhoods,
     read_partners,
@@ -463,14 +464,20 @@ def plan(
     """
     config = config or MatchConfig()
     timings: dict[str, float] = {}
-    with _stage(timings, "read"):
-        prep = _prepare(needs, partners, neighborhoods, config, input_crs, lock, previous)
-    if client is None:
-        results = _run_whole(prep, config, timings)
-    else:
-        from .runners.on_dask import DaskExecutor
+    # started before reading, so that it imports k-means while this process reads
+    helper = SplitHelper() if client is None and SplitHelper.worthwhile(_rows(needs)) else None
+    try:
+        with _stage(timings, "read"):
+            prep = _prepare(needs, partners, neighborhoods, config, input_crs, lock, previous)
+        if client is None:
+            results = _run_whole(prep, config, timings, helper)
+        else:
+            from .runners.on_dask import DaskExecutor
 
-        results = _run_regions(DaskExecutor(client), prep, config, timings)
+            results = _run_regions(DaskExecutor(client), prep, config, timings)
+    finally:
+        if helper is not None:
+            helper.close()
     with _stage(timings, "merge"):
         result = _finish(prep, results, config, timings)
     return replace(
@@ -489,6 +496,26 @@ def plan(
     )
 
 
+#: Bytes per row of a needs file, to estimate its rows before reading it (about 78 in
+#: generated CSV cities; GeoJSON rows are longer, and are underestimated).
+BYTES_PER_NEED_ROW = 80
+
+
+def _rows(needs: Source | LoadedTable) -> int:
+    """About how many needs ``needs`` holds, before reading it (0 when unknown)."""
+    if isinstance(needs, LoadedTable):
+        return len(needs.frame)
+    if isinstance(needs, pd.DataFrame):
+        return len(needs)
+    if not isinstance(needs, str | Path):
+        return 0
+    try:
+        files = input_files(needs) or [Path(needs)]
+        return sum(f.stat().st_size for f in files) // BYTES_PER_NEED_ROW
+    except (OSError, InputValidationError):  # reading reports it
+        return 0
+
+
 def _whole_input(prep: _Prepared) -> RegionInput:
     return RegionInput(
         prep.needs,
@@ -499,12 +526,15 @@ def _whole_input(prep: _Prepared) -> RegionInput:
 
 
 def _run_whole(
-    prep: _Prepared, config: MatchConfig, timings: dict[str, float]
+    prep: _Prepared,
+    config: MatchConfig,
+    timings: dict[str, float],
+    helper: SplitHelper | None = None,
 ) -> list[RegionResult]:
     """Plan as one region, in this process, with the usual stage records."""
     region = _whole_input(prep)
     with _stage(timings, "cluster"):
-        clustering = cluster_region(region, config, prep.by_hood)
+        clustering = cluster_region(region, config, prep.by_hood, helper)
     result = match_region(
         region,
         clustering,

@@ -28,7 +28,7 @@ import pandas as pd
 
 from ._errors import InfeasibleMatchError, InputValidationError, Problem
 from .candidates import candidate_pairs
-from .clustering import Clustering, cluster_id_strings, cluster_needs
+from .clustering import Clustering, SplitHelper, cluster_id_strings, cluster_needs
 from .config import MatchConfig
 from .constraints import Constraints, solve_constrained
 from .costs import COST_SCALE, pair_costs
@@ -135,7 +135,9 @@ class RegionResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def cluster_region(region: RegionInput, config: MatchConfig, by_hood: bool) -> Clustering:
+def cluster_region(
+    region: RegionInput, config: MatchConfig, by_hood: bool, helper: SplitHelper | None = None
+) -> Clustering:
     """Cluster a region's needs (ids numbered within the region).
 
     Parameters
@@ -146,12 +148,14 @@ def cluster_region(region: RegionInput, config: MatchConfig, by_hood: bool) -> C
         The plan's parameters.
     by_hood : bool
         Cluster within neighborhoods.
+    helper : SplitHelper, optional
+        A process that splits oversize groups meanwhile (see :func:`cluster_needs`).
 
     Returns
     -------
     Clustering
     """
-    return cluster_needs(region.needs, config, by_neighborhood=by_hood)
+    return cluster_needs(region.needs, config, by_neighborhood=by_hood, helper=helper)
 
 
 def cluster_keys(

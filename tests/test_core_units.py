@@ -345,8 +345,11 @@ def test_language_mismatch_equals_a_per_pair_count(need_langs, partner_langs, se
     n_pairs = 20
     pair_cluster = rng.integers(0, n_clusters, n_pairs)
     pair_partner = rng.integers(0, len(partner_langs), n_pairs)
-    spoken = np.array(partner_langs, dtype=object)[pair_partner]
-    got = _language_mismatch(needs, need_cluster, n_clusters, pair_cluster, spoken)
+    spoken = np.array(partner_langs, dtype=str)[pair_partner]
+    got = _language_mismatch(
+        needs, need_cluster, n_clusters, pair_cluster, np.array(partner_langs, dtype=str),
+        pair_partner,
+    )
     expected = np.zeros(n_pairs)
     for langset in sorted({v for v in need_langs if v}):  # same summation order
         for p in range(n_pairs):
