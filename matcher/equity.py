@@ -65,7 +65,7 @@ def neighborhood_table(
         When the vulnerability column is missing or not numeric, or a per-neighborhood
         ``min_coverage`` is outside 0..1.
     """
-    ids = sorted(set(need_hoods.astype(str)) - {""})
+    ids = sorted(set(need_hoods.astype(str).unique().tolist()) - {""})
     if hoods is not None:
         ids = sorted(set(ids) | set(hoods["neighborhood_id"].astype(str)))
     table = pd.DataFrame(index=pd.Index(ids, name="neighborhood_id"))

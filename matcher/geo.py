@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import shapely
@@ -19,6 +24,7 @@ __all__ = [
     "chord_for_km",
     "weighted_centroid",
     "hull_polygons",
+    "threaded",
 ]
 
 #: Mean Earth radius (IUGG), the R of every distance in matcher.
@@ -43,6 +49,38 @@ def within(distance_km: npt.ArrayLike, radius_km: npt.ArrayLike) -> npt.NDArray[
 
 
 FloatArray = npt.NDArray[np.float64]
+
+#: Arrays shorter than this are not split over threads by :func:`threaded`.
+THREADED_MIN = 4_000
+
+#: At most this many threads per :func:`threaded` call.
+THREADED_MAX = 4
+
+
+def threaded(fn: Callable[..., Any], *arrays: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``fn(*arrays)`` computed on consecutive parts of the arrays at once, concatenated.
+
+    shapely's vectorised functions let go of the GIL, so the parts run on several cores.
+    ``fn`` must be elementwise (row ``i`` of its result depends on row ``i`` of the
+    arrays only): the result is then the same as one call. Arrays shorter than
+    :data:`THREADED_MIN`, or a single core, get one call.
+
+    Examples
+    --------
+    >>> threaded(lambda a, b: a + b, np.arange(3), np.arange(3)).tolist()
+    [0, 2, 4]
+    """
+    n = len(arrays[0])
+    workers = min(os.cpu_count() or 1, THREADED_MAX)
+    if n < THREADED_MIN or workers < 2:
+        return np.asarray(fn(*arrays))
+    cuts = np.linspace(0, n, workers + 1).astype(np.int64)
+
+    def part(i: int) -> npt.NDArray[Any]:
+        return np.asarray(fn(*(a[cuts[i] : cuts[i + 1]] for a in arrays)))
+
+    with ThreadPoolExecutor(workers) as pool:
+        return np.concatenate(list(pool.map(part, range(workers))))
 
 
 def haversine_km(
@@ -179,7 +217,9 @@ def hull_polygons(
     y = np.einsum("ij,ij->i", v, north[g]) / d * EARTH_RADIUS_KM
     order = np.argsort(g, kind="stable")
     points = shapely.multipoints(np.column_stack([x, y])[order], indices=g[order])
-    planar = shapely.buffer(shapely.convex_hull(points), buffer_km, quad_segs=4)
+    planar = threaded(
+        lambda part: shapely.buffer(shapely.convex_hull(part), buffer_km, quad_segs=4), points
+    )
     ring, ring_group = shapely.get_coordinates(shapely.get_exterior_ring(planar), return_index=True)
     vec = (
         c[ring_group]
@@ -209,7 +249,7 @@ def hull_polygons(
         if j not in caps:
             polys[j] = _split_antimeridian(polys[j])
     # a ring passing close to a pole sweeps through many longitudes and may cross itself
-    for j in np.flatnonzero(~shapely.is_valid(polys)).tolist():
+    for j in np.flatnonzero(~threaded(shapely.is_valid, polys)).tolist():
         polys[j] = _polygonal(shapely.make_valid(polys[j]))
     return polys
 

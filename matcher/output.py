@@ -11,6 +11,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from .geo import threaded
 from .limits import FORMULA_PREFIXES
 from .privacy import COARSEN_KM, coarsen, partners_view
 
@@ -416,6 +418,14 @@ def _points(lon: np.ndarray, lat: np.ndarray) -> list[str]:
     ]
 
 
+def _snappable(cand: np.ndarray, grid_size: float) -> np.ndarray:
+    """Whether each plain polygon may be snapped by rounding its ring (see below)."""
+    ok = shapely.get_precision(cand) == 0  # one already on a grid is kept as it is
+    ok &= shapely.is_valid(cand) & _clockwise(cand)
+    ok &= shapely.minimum_clearance(cand) > 10 * grid_size
+    return np.asarray(ok)
+
+
 def _clockwise(polygons: np.ndarray) -> np.ndarray:
     """Whether each valid polygon without holes has a clockwise ring, clearly (area sign).
 
@@ -460,12 +470,11 @@ def _snapped_geojson(geoms: np.ndarray, grid_size: float) -> np.ndarray:
     plain[:] = False
     if len(idx):
         cand = geoms[idx]
-        ok = shapely.get_precision(cand) == 0  # one already on a grid is kept as it is
-        ok &= shapely.is_valid(cand) & _clockwise(cand)
-        ok &= shapely.minimum_clearance(cand) > 10 * grid_size
+        ok = threaded(partial(_snappable, grid_size=grid_size), cand)
         idx, cand = idx[ok], cand[ok]
         # no holes: a polygon's coordinates are its exterior ring's
-        snapped = shapely.set_precision(cand, grid_size, mode="pointwise")
+        pointwise = partial(shapely.set_precision, grid_size=grid_size, mode="pointwise")
+        snapped = threaded(pointwise, cand)
         coords, owner = shapely.get_coordinates(snapped, return_index=True)
         counts = np.bincount(owner, minlength=len(idx))
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
@@ -481,7 +490,7 @@ def _snapped_geojson(geoms: np.ndarray, grid_size: float) -> np.ndarray:
         ring_of = dense[np.concatenate([owner[keep], np.flatnonzero(ok)])]
         order = np.argsort(ring_of, kind="stable")
         built = shapely.polygons(shapely.linearrings(rotated[order], indices=ring_of[order]))
-        out[idx[ok]] = shapely.to_geojson(built)
+        out[idx[ok]] = threaded(shapely.to_geojson, built)
         plain[idx[ok]] = True
     rest = np.flatnonzero(~plain)
     if len(rest):

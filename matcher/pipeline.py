@@ -17,7 +17,7 @@ import pandas as pd
 import shapely
 
 from ._errors import InputValidationError, Problem
-from .clustering import Clustering, ClusterModel, SplitHelper, cluster_id_strings
+from .clustering import Clustering, ClusterModel, SplitHelper, Splitter, cluster_id_strings
 from .config import MatchConfig
 from .costs import COST_SCALE
 from .equity import floor_report, gaps, hood_floors, neighborhood_table, per_hood
@@ -465,7 +465,8 @@ def plan(
     config = config or MatchConfig()
     timings: dict[str, float] = {}
     # started before reading, so that it imports k-means while this process reads
-    helper = SplitHelper() if client is None and SplitHelper.worthwhile(_rows(needs)) else None
+    processes = SplitHelper.processes_for(_rows(needs)) if client is None else 0
+    helper = SplitHelper(processes) if processes else None
     try:
         with _stage(timings, "read"):
             prep = _prepare(needs, partners, neighborhoods, config, input_crs, lock, previous)
@@ -529,7 +530,7 @@ def _run_whole(
     prep: _Prepared,
     config: MatchConfig,
     timings: dict[str, float],
-    helper: SplitHelper | None = None,
+    helper: Splitter | None = None,
 ) -> list[RegionResult]:
     """Plan as one region, in this process, with the usual stage records."""
     region = _whole_input(prep)
@@ -559,9 +560,10 @@ def _run_regions(
     with _stage(timings, "partition"):
         groups = partition(prep.needs, prep.partners, config, prep.table, executor.tasks)
     if len(groups) <= 1:
-        # one region: shipping it to a worker and back would only add time
+        # one region: shipping it to a worker and back would only add time; the
+        # workers split its oversize clusters meanwhile (they imported k-means)
         logger.info("one region: planned in this process")
-        return _run_whole(prep, config, timings)
+        return _run_whole(prep, config, timings, executor)
     with _stage(timings, "scatter"):
         # one region's copy at a time: the driver never holds a second copy of the whole
         inputs = [

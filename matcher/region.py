@@ -28,7 +28,7 @@ import pandas as pd
 
 from ._errors import InfeasibleMatchError, InputValidationError, Problem
 from .candidates import candidate_pairs
-from .clustering import Clustering, SplitHelper, cluster_id_strings, cluster_needs
+from .clustering import Clustering, Splitter, cluster_id_strings, cluster_needs
 from .config import MatchConfig
 from .constraints import Constraints, solve_constrained
 from .costs import COST_SCALE, pair_costs
@@ -136,7 +136,7 @@ class RegionResult:
 
 
 def cluster_region(
-    region: RegionInput, config: MatchConfig, by_hood: bool, helper: SplitHelper | None = None
+    region: RegionInput, config: MatchConfig, by_hood: bool, helper: Splitter | None = None
 ) -> Clustering:
     """Cluster a region's needs (ids numbered within the region).
 
@@ -148,8 +148,8 @@ def cluster_region(
         The plan's parameters.
     by_hood : bool
         Cluster within neighborhoods.
-    helper : SplitHelper, optional
-        A process that splits oversize groups meanwhile (see :func:`cluster_needs`).
+    helper : Splitter, optional
+        Where oversize groups are split meanwhile (see :func:`cluster_needs`).
 
     Returns
     -------

@@ -36,7 +36,7 @@ def test_helper_gives_the_labels_of_one_process(city: dict[str, Path], by_hood: 
     needs["neighborhood"] = (needs["lat"] * 50).round().astype(int).astype(str)
     config = MatchConfig(max_cluster_radius_km=0.3)
     here = cluster_needs(needs, config, by_neighborhood=by_hood)
-    with SplitHelper() as helper:
+    with SplitHelper(2) as helper:
         there = cluster_needs(needs, config, by_neighborhood=by_hood, helper=helper)
     pd.testing.assert_frame_equal(here.clusters, there.clusters, check_exact=True)
     pd.testing.assert_series_equal(here.need_cluster, there.need_cluster, check_exact=True)
@@ -73,11 +73,17 @@ def test_rows_estimate(city: dict[str, Path], tmp_path: Path) -> None:
     assert _rows(tmp_path) == 0  # a directory without inputs: reading reports it
 
 
-def test_worthwhile_only_when_kmeans_is_not_imported_here() -> None:
-    assert clustering.KMEANS_MODULE in sys.modules or SplitHelper.worthwhile(10**6)
-    assert not SplitHelper.worthwhile(clustering.SPLIT_HELPER_MIN_NEEDS - 1)
+def test_helpers_only_when_kmeans_is_not_imported_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, clustering.KMEANS_MODULE, raising=False)
+    monkeypatch.setattr(clustering.os, "cpu_count", lambda: 2)
+    assert SplitHelper.processes_for(clustering.SPLIT_HELPER_MIN_NEEDS - 1) == 0
+    assert SplitHelper.processes_for(clustering.SPLIT_HELPER_MIN_NEEDS) == 1
+    assert SplitHelper.processes_for(clustering.SPLIT_HELPER_TWO_MIN_NEEDS) == 2
+    monkeypatch.setattr(clustering.os, "cpu_count", lambda: 1)
+    assert SplitHelper.processes_for(clustering.SPLIT_HELPER_TWO_MIN_NEEDS) == 1
+    monkeypatch.undo()
     __import__(clustering.KMEANS_MODULE)
-    assert not SplitHelper.worthwhile(10**6)
+    assert SplitHelper.processes_for(10**6) == 0
 
 
 def test_cli_in_a_fresh_process_uses_the_helper_and_writes_the_same_plan(
