@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:  # imported where a graph is built: plans solve arrays, never graphs
+    import networkx as nx
 
 __all__ = ["SINK", "UNMET", "build_graph", "cluster_node", "partner_node"]
 
@@ -62,9 +65,12 @@ def build_graph(
     --------
     >>> g = build_graph(["a"], np.array([5]), np.array([100]), ["x"], np.array([3]),
     ...                 np.array([0]), np.array([0]), np.array([7]))
+    >>> import networkx as nx
     >>> nx.network_simplex(g)[0]  # 3 units at cost 7, 2 unmet at 100
     221
     """
+    import networkx as nx
+
     g = nx.DiGraph()
     total = int(np.sum(demand))
     g.add_node(SINK, demand=total)

@@ -25,9 +25,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-import networkx as nx
 import numpy as np
 import numpy.typing as npt
 
@@ -38,6 +37,9 @@ from .solver import SOLVER_NAMES, Backend, solve_arrays, solve_graph
 from .transport import TransportModel, TransportSolution
 
 __all__ = ["Constraints", "FlowArrays", "constrained_arrays", "solve_constrained"]
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +294,8 @@ def arrays_graph(arrays: FlowArrays, costs: IntArray | None = None) -> nx.DiGrap
     ``u -> ("arc", i) -> v`` (``i`` the arc's index), carrying its capacity and weight
     on the first leg. ``costs`` replaces the arcs' costs.
     """
+    import networkx as nx
+
     g = nx.DiGraph()
     names = arrays.names
     for name, s in zip(names, arrays.supply.tolist(), strict=True):

@@ -10,13 +10,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from operator import methodcaller
-from typing import Any, Literal, SupportsIndex
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
 
-import networkx as nx
 import numpy as np
 import numpy.typing as npt
-from networkx.algorithms.flow.networksimplex import network_simplex as _nx_network_simplex
-from networkx.utils import not_implemented_for
 
 from ._errors import InfeasibleMatchError, MatcherError, UnboundedMatchError
 
@@ -29,6 +26,9 @@ __all__ = [
     "solve_components",
     "transport_arrays",
 ]
+
+if TYPE_CHECKING:  # networkx is imported where a graph is solved: plans never need it
+    import networkx as nx
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,17 @@ class FlowSolution:
     seconds: float
 
 
+class _Infeasible(Exception):
+    """No flow meets the supplies (an engine said so)."""
+
+
+def _nx_network_simplex(G: nx.DiGraph, **kwargs: Any) -> tuple[Any, dict[Any, Any]]:
+    """Solve with networkx's own network simplex."""
+    from networkx.algorithms.flow.networksimplex import network_simplex as nx_simplex
+
+    return nx_simplex(G, **kwargs)
+
+
 def _lemon_solve(
     n_nodes: int,
     tails: IntArray,
@@ -85,7 +96,7 @@ def _lemon_solve(
 
     It needs non-negative costs, supplies summing to zero (LEMON's ``geq`` form is
     then the equality form) and numbers whose products stay in int64; otherwise the
-    caller uses OR-Tools. Raises ``NetworkXUnfeasible`` when no flow exists.
+    caller uses OR-Tools. Raises ``_Infeasible`` when no flow exists.
     """
     import pylmcf
 
@@ -110,7 +121,7 @@ def _lemon_solve(
         graph.solve()
     except RuntimeError as exc:
         if "INFEASIBLE" in str(exc):
-            raise nx.NetworkXUnfeasible("no flow satisfies all node demands") from None
+            raise _Infeasible("no flow satisfies all node demands") from None
         logger.debug("pylmcf failed (%s); falling back to OR-Tools", exc)
         return None
     flows = np.empty(tails.size, dtype=np.int64)
@@ -160,7 +171,7 @@ def _ortools_solve(
         )
         return int(smcf.optimal_cost()), np.asarray(flows, dtype=np.int64)
     if status in (smcf.INFEASIBLE, smcf.UNBALANCED):
-        raise nx.NetworkXUnfeasible("no flow satisfies all node demands")
+        raise _Infeasible("no flow satisfies all node demands")
     logger.debug("OR-Tools status %s; falling back to networkx", status)
     return None
 
@@ -179,6 +190,8 @@ class _EdgeView:
 
 def _negative_cycle(tails: np.ndarray, heads: np.ndarray, costs: np.ndarray) -> bool:
     """Whether the arcs (node indexes, integer costs) hold a cycle of negative cost."""
+    import networkx as nx
+
     g = nx.DiGraph()
     for u, v, c in zip(tails.tolist(), heads.tolist(), costs.tolist(), strict=True):
         if not g.has_edge(u, v) or c < g[u][v]["weight"]:
@@ -186,7 +199,6 @@ def _negative_cycle(tails: np.ndarray, heads: np.ndarray, costs: np.ndarray) -> 
     return bool(g.number_of_edges()) and nx.negative_edge_cycle(g, weight="weight")
 
 
-@not_implemented_for("undirected")
 def network_simplex(
     G: nx.DiGraph,
     demand: str = "demand",
@@ -236,6 +248,7 @@ def network_simplex(
 
     Examples
     --------
+    >>> import networkx as nx
     >>> G = nx.DiGraph()
     >>> G.add_node("a", demand=-5)
     >>> G.add_node("d", demand=5)
@@ -246,6 +259,10 @@ def network_simplex(
     >>> network_simplex(G)
     (24, {'a': {'b': 4, 'c': 1}, 'd': {}, 'b': {'d': 4}, 'c': {'d': 1}})
     """
+    import networkx as nx
+
+    if not G.is_directed():  # as networkx's @not_implemented_for("undirected")
+        raise nx.NetworkXNotImplemented("not implemented for undirected type")
     if backend not in BACKENDS:
         raise ValueError(f"`backend` must be one of {BACKENDS}, not {backend!r}")
     if backend == "networkx":
@@ -316,7 +333,12 @@ def network_simplex(
     tails, heads = tails_all[kept], heads_all[kept]
     caps = np.where(np.isinf(cap_f[kept]), faux_inf, cap_f[kept]).astype(np.int64)
     costs = w_f[kept].astype(np.int64)
-    solved = _engine_solve(backend, len(nodes), tails, heads, caps, costs, -dem_f.astype(np.int64))
+    try:
+        solved = _engine_solve(
+            backend, len(nodes), tails, heads, caps, costs, -dem_f.astype(np.int64)
+        )
+    except _Infeasible as exc:
+        raise nx.NetworkXUnfeasible(str(exc)) from None
     if solved is None:  # the solver's int64 range was exceeded
         return _nx_network_simplex(G, demand=demand, capacity=capacity, weight=weight)
     _, flows = solved
@@ -388,6 +410,8 @@ def solve_graph(graph: nx.DiGraph, *, backend: Backend = "lemon") -> FlowSolutio
     MatcherError
         The graph is not a valid flow model.
     """
+    import networkx as nx
+
     start = time.perf_counter()
     try:
         cost, flow = network_simplex(graph, backend=backend)
@@ -439,7 +463,7 @@ def solve_arrays(
     """
     try:
         solved = _engine_solve(engine, n_nodes, tails, heads, capacity, cost, supply)
-    except nx.NetworkXUnfeasible as exc:
+    except _Infeasible as exc:
         raise InfeasibleMatchError(f"the flow model is infeasible: {exc}") from exc
     if solved is None:
         raise MatcherError("the flow model's numbers exceed the solver's int64 range")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -19,6 +19,9 @@ from .costs import priority_multiplier, unmet_penalties
 from .solver import SOLVER_NAMES, Backend, solve_components, solve_graph
 
 __all__ = ["TransportModel", "TransportSolution", "components"]
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 logger = logging.getLogger(__name__)
 
