@@ -383,12 +383,13 @@ def plan_cmd(
             with progress.stage("report", logger):
                 html = report_html(result, assessment=assessment)
         with progress.stage("write", logger), ThreadPoolExecutor(1) as pool:
-            # the model's compression lets go of the GIL: it runs beside the plan files
-            model = pool.submit(result.save_model, models_dir)
+            # the model's compression lets go of the GIL: it runs beside the plan files;
+            # the model is written once they are (a failed plan leaves no new model)
+            model = pool.submit(result.model_files)
             written = result.to_dir(out_dir)
             if html is not None:
                 written[REPORT_NAME] = write_report(html, out_dir / REPORT_NAME)
-            manifest = model.result()
+            manifest = result.save_model(models_dir, model.result())
     units = result.metrics["units"]
     if not quiet:
         click.echo(

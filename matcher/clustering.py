@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -167,16 +170,30 @@ def _kmeans_labels_public(
     return np.asarray(km.labels_)
 
 
-def _import_kmeans() -> None:
-    """Import what :func:`_kmeans_labels` uses (a helper process's first task)."""
-    try:
-        import sklearn.cluster._kmeans  # noqa: F401
-    except ImportError:  # pragma: no cover - _kmeans_labels falls back to KMeans
-        pass
+#: The niceness a helper process adds to its own (while both want a core, the planning
+#: process goes first: a helper never slows the reading it runs beside).
+SPLIT_HELPER_NICE = 10
 
 
 #: The module whose import :class:`SplitHelper` takes off the planning process.
 KMEANS_MODULE = "sklearn.cluster._kmeans"
+
+
+def _import_kmeans() -> None:
+    """Set up a helper process.
+
+    A lower priority; Ctrl-C left to the planning process (which stops its helpers);
+    what :func:`_kmeans_labels` uses imported.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.nice(SPLIT_HELPER_NICE)
+    except OSError:  # pragma: no cover - a platform without nice
+        pass
+    try:
+        importlib.import_module(KMEANS_MODULE)
+    except ImportError:  # pragma: no cover - _kmeans_labels falls back to KMeans
+        pass
 
 
 class Pending(Protocol):
@@ -241,18 +258,41 @@ class SplitHelper:
 
     def __init__(self, processes: int = 1) -> None:
         self._pool = ProcessPoolExecutor(max_workers=processes, initializer=_import_kmeans)
-        self._pool.submit(int)  # start the process (and its import) now
+        try:
+            self._pool.submit(int)  # start the processes (and their import) now
+        except OSError:  # a process could not start (memory, process limits)
+            # those that did start wait for work no manager thread will send: stop them
+            for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+                process.terminate()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            raise
         logger.info(
             "clustering helper process started (k-means is imported there)"
             if processes == 1
             else f"{processes} clustering helper processes started (k-means is imported there)"
         )
 
+    @classmethod
+    def start(cls, n_needs: int) -> SplitHelper | None:
+        """Helpers for a plan of about ``n_needs`` needs, or None (see :meth:`processes_for`).
+
+        None too when no process can start: the plan then splits in its own process.
+        """
+        processes = cls.processes_for(n_needs)
+        if not processes:
+            return None
+        try:
+            return cls(processes)
+        except OSError as exc:
+            logger.warning("no clustering helper process (%s): splitting here", exc)
+            return None
+
     def submit(self, fn: Callable[..., npt.NDArray[np.int64]], /, *args: Any) -> Pending:
         """Start ``fn(*args)`` in a helper process; return its pending result."""
         try:
             return _InHelper(self._pool.submit(fn, *args), fn, args)
-        except (BrokenProcessPool, RuntimeError):  # the helper is gone: here, now
+        except RuntimeError as exc:  # the helper is gone or shut down (BrokenProcessPool)
+            logger.warning("the clustering helper process stopped (%s): splitting here", exc)
             return _Done(fn(*args))
 
     def close(self) -> None:
@@ -269,14 +309,20 @@ class SplitHelper:
     def processes_for(n_needs: int) -> int:
         """How many helper processes a plan of about ``n_needs`` needs gains from.
 
-        None when k-means is imported already (a service after its first plan, a test
-        run): there is nothing to take off this process then; none below
-        :data:`SPLIT_HELPER_MIN_NEEDS`, where a plan finishes before the helper's import;
-        two from :data:`SPLIT_HELPER_TWO_MIN_NEEDS` on a machine of several cores, where
+        0 below :data:`SPLIT_HELPER_MIN_NEEDS` (a plan finishes before a helper's
+        import), when k-means is imported here already (nothing to take off this
+        process), and when this process runs other threads (a web service's plan jobs:
+        forking a process of several threads could copy a lock another thread holds,
+        and the helper would wait on it forever). 2 from
+        :data:`SPLIT_HELPER_TWO_MIN_NEEDS` on a machine of several cores, where
         splitting takes longer than this process's DBSCAN (a second helper's import
-        slows the reading of smaller plans more than it gains).
+        slows the reading of smaller plans more than it gains); else 1.
         """
-        if n_needs < SPLIT_HELPER_MIN_NEEDS or KMEANS_MODULE in sys.modules:
+        if (
+            n_needs < SPLIT_HELPER_MIN_NEEDS
+            or KMEANS_MODULE in sys.modules
+            or threading.active_count() > 1
+        ):
             return 0
         return 2 if n_needs >= SPLIT_HELPER_TWO_MIN_NEEDS and (os.cpu_count() or 1) > 1 else 1
 
@@ -607,8 +653,21 @@ class ClusterModel:
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         return {f"{name}.json": text.encode("utf-8"), f"{name}.npz": buffer.getvalue()}
 
-    def save(self, directory: str | Path, name: str) -> Path:
+    def save(
+        self, directory: str | Path, name: str, files: dict[str, bytes] | None = None
+    ) -> Path:
         """Write ``name.npz`` (arrays, no pickle) and ``name.json`` (manifest) to ``directory``.
+
+        Each file is written under a temporary name and then renamed, the manifest last.
+
+        Parameters
+        ----------
+        directory : str or Path
+            Where to write (created if missing).
+        name : str
+            The files' stem.
+        files : dict of str to bytes, optional
+            ``self.to_files(name)``, when already made (e.g. in another thread).
 
         Returns
         -------
@@ -617,13 +676,13 @@ class ClusterModel:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        files = self.to_files(name)
-        (directory / f"{name}.npz").write_bytes(files[f"{name}.npz"])
-        path = directory / f"{name}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_bytes(files[path.name])
-        tmp.replace(path)
-        return path
+        files = self.to_files(name) if files is None else files
+        for suffix in (".npz", ".json"):
+            path = directory / f"{name}{suffix}"
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(files[path.name])
+            tmp.replace(path)
+        return directory / f"{name}.json"
 
     @classmethod
     def load(cls, manifest_path: str | Path) -> ClusterModel:

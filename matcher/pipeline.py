@@ -256,12 +256,26 @@ class Plan:
 
         return write_plan(self, path)
 
-    def save_model(self, directory: str | Path = "models") -> Path:
-        """Save the fitted clustering with a JSON manifest; return the manifest path."""
+    def save_model(
+        self, directory: str | Path = "models", files: dict[str, bytes] | None = None
+    ) -> Path:
+        """Save the fitted clustering with a JSON manifest; return the manifest path.
+
+        ``files`` are :meth:`model_files`, when already made (e.g. in another thread).
+        """
         if self.model is None:
             raise ValueError("this plan has no clustering model")
-        name = f"clusters-{self.input_hashes['needs'][:12]}"
-        return self.model.save(directory, name)
+        return self.model.save(directory, self._model_name, files)
+
+    def model_files(self) -> dict[str, bytes]:
+        """Return the saved model's files (manifest, compressed arrays) by name, as bytes."""
+        if self.model is None:
+            raise ValueError("this plan has no clustering model")
+        return self.model.to_files(self._model_name)
+
+    @property
+    def _model_name(self) -> str:
+        return f"clusters-{self.input_hashes['needs'][:12]}"
 
 
 @contextmanager
@@ -465,8 +479,7 @@ def plan(
     config = config or MatchConfig()
     timings: dict[str, float] = {}
     # started before reading, so that it imports k-means while this process reads
-    processes = SplitHelper.processes_for(_rows(needs)) if client is None else 0
-    helper = SplitHelper(processes) if processes else None
+    helper = SplitHelper.start(_rows(needs)) if client is None else None
     try:
         with _stage(timings, "read"):
             prep = _prepare(needs, partners, neighborhoods, config, input_crs, lock, previous)
@@ -498,7 +511,8 @@ def plan(
 
 
 #: Bytes per row of a needs file, to estimate its rows before reading it (about 78 in
-#: generated CSV cities; GeoJSON rows are longer, and are underestimated).
+#: generated CSV cities). GeoJSON rows are longer, so their count is overestimated: a
+#: smaller plan may then start a helper, which changes no result.
 BYTES_PER_NEED_ROW = 80
 
 
@@ -536,6 +550,8 @@ def _run_whole(
     region = _whole_input(prep)
     with _stage(timings, "cluster"):
         clustering = cluster_region(region, config, prep.by_hood, helper)
+    if isinstance(helper, SplitHelper):
+        helper.close()  # not left idle beside the solve's own processes
     result = match_region(
         region,
         clustering,
@@ -563,7 +579,7 @@ def _run_regions(
         # one region: shipping it to a worker and back would only add time; the
         # workers split its oversize clusters meanwhile (they imported k-means)
         logger.info("one region: planned in this process")
-        return _run_whole(prep, config, timings, executor)
+        return _run_whole(prep, config, timings, executor.splitter())
     with _stage(timings, "scatter"):
         # one region's copy at a time: the driver never holds a second copy of the whole
         inputs = [

@@ -127,7 +127,12 @@ class StageProgress(logging.Handler):
         if self.enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(
+            class _Bar(tqdm):  # type: ignore[type-arg]
+                # no monitor thread: a planning process of one thread may fork helpers
+                # (see matcher.clustering.SplitHelper)
+                monitor_interval = 0
+
+            self.bar = _Bar(
                 total=len(self.stages),
                 desc=self._label(),
                 unit="stage",

@@ -15,7 +15,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["DaskExecutor", "LOCAL", "dask_client", "parse_address", "valid_address"]
+import numpy as np
+
+__all__ = [
+    "DaskExecutor",
+    "DaskSplitter",
+    "LOCAL",
+    "dask_client",
+    "parse_address",
+    "valid_address",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +64,35 @@ class DaskExecutor:
     def gather(self, futures: list[Any]) -> list[Any]:
         """Wait for futures and return their results, in order."""
         return list(self.client.gather(futures))
+
+    def splitter(self) -> DaskSplitter:
+        """Split a one-region plan's oversize clusters on the workers."""
+        return DaskSplitter(self)
+
+
+class DaskSplitter:
+    """A :class:`matcher.clustering.Splitter` on a Dask cluster.
+
+    Each category's arrays are scattered first (a task holding them would make a
+    graph of tens of MB, which Dask warns about), then the split is submitted.
+
+    Parameters
+    ----------
+    executor : DaskExecutor
+        The plan's executor.
+    """
+
+    def __init__(self, executor: DaskExecutor) -> None:
+        self.executor = executor
+
+    def submit(self, fn: Any, /, *args: Any) -> Any:
+        """Start ``fn(*args)`` on a worker; return its future (``result()`` waits)."""
+        arrays = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
+        sent = self.executor.scatter([args[i] for i in arrays])
+        call = list(args)
+        for i, future in zip(arrays, sent, strict=True):
+            call[i] = future
+        return self.executor.submit(fn, *call)
 
 
 def parse_address(address: str) -> tuple[str, int | None]:
