@@ -467,7 +467,8 @@ def cluster_needs(
         _, first = np.unique(labels, return_index=True)
         rank = np.empty(labels.max() + 1, dtype=np.int64)
         rank[labels[np.sort(first)]] = np.arange(first.size)
-        ids[pos] = cluster_id_strings(str(category), rank[labels])
+        # each id made once per cluster, not once per need
+        ids[pos] = cluster_id_strings(str(category), np.arange(first.size))[rank[labels]]
         core[pos] = core_mask
         logger.debug("category %s: %d needs in %d clusters", category, pos.size, first.size)
     need_cluster = pd.Series(ids, index=sorted_needs.index, name="cluster_id").reindex(needs.index)

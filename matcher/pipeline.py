@@ -294,8 +294,12 @@ def _assign_neighborhoods(needs: pd.DataFrame, hoods: gpd.GeoDataFrame) -> pd.Se
         how="left",
         predicate="intersects",
     )
-    joined = joined.sort_values("neighborhood_id", kind="stable")
-    first = joined[~joined.index.duplicated(keep="first")]["neighborhood_id"].reindex(needs.index)
+    ids = joined["neighborhood_id"]
+    # a need on the edge of two or more polygons takes the smallest id
+    shared = ids.index.duplicated(keep=False)
+    if shared.any():
+        ids = pd.concat([ids[~shared], ids[shared].groupby(level=0).min()])
+    first = ids.reindex(needs.index)
     outside = first.isna()
     if outside.any():
         logger.warning("%d need(s) lie outside every neighborhood polygon", int(outside.sum()))

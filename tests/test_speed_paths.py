@@ -20,10 +20,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from matcher import MatchConfig, clustering, geo, plan
 from matcher.clustering import SplitHelper, cluster_needs
@@ -220,3 +223,60 @@ def test_cli_in_a_fresh_process_uses_the_helper_and_writes_the_same_plan(
     assert names == sorted(p.name for p in (tmp_path / "here").iterdir())
     match, mismatch, errors = filecmp.cmpfiles(out, tmp_path / "here", names, shallow=False)
     assert (mismatch, errors) == ([], [])
+
+
+def _first_polygon_by_sorting(needs: pd.DataFrame, hoods: gpd.GeoDataFrame) -> pd.Series:
+    """The earlier rule, as it was written: sort the join by id, keep each need's first."""
+    joined = gpd.sjoin(
+        gpd.GeoDataFrame(geometry=gpd.points_from_xy(needs["lon"], needs["lat"]), crs=4326),
+        hoods[["neighborhood_id", "geometry"]],
+        how="left",
+        predicate="intersects",
+    ).sort_values("neighborhood_id", kind="stable")
+    first = joined[~joined.index.duplicated(keep="first")]["neighborhood_id"].reindex(needs.index)
+    return first.where(first.notna(), needs["neighborhood"]).astype(str)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cells=st.integers(1, 4),
+    ids=st.permutations([f"h{i}" for i in range(16)]),
+    points=st.lists(st.tuples(st.integers(-2, 10), st.integers(-2, 10)), min_size=1, max_size=60),
+)
+def test_needs_on_shared_edges_take_the_smallest_id(
+    cells: int, ids: list[str], points: list[tuple[int, int]]
+) -> None:
+    """Polygons of a grid share edges and corners; needs on them (and outside) are placed
+    as by the earlier sort-based rule."""
+    from matcher.pipeline import _assign_neighborhoods
+
+    squares = [
+        shapely.box(x * 2, y * 2, x * 2 + 2, y * 2 + 2) for x in range(cells) for y in range(cells)
+    ]
+    hoods = gpd.GeoDataFrame(
+        {"neighborhood_id": ids[: len(squares)]}, geometry=squares, crs=4326
+    )
+    needs = pd.DataFrame(
+        {
+            "lon": [p[0] / 2 for p in points],
+            "lat": [p[1] / 2 for p in points],
+            "neighborhood": [f"given{i}" for i in range(len(points))],
+        }
+    )
+    got = _assign_neighborhoods(needs, hoods)
+    want = _first_polygon_by_sorting(needs, hoods)
+    assert got.tolist() == want.tolist()
+
+
+def test_a_need_on_an_edge_takes_the_smaller_id_inside_and_outside_keep_theirs() -> None:
+    from matcher.pipeline import _assign_neighborhoods
+
+    hoods = gpd.GeoDataFrame(
+        {"neighborhood_id": ["b", "a"]},
+        geometry=[shapely.box(0, 0, 2, 2), shapely.box(2, 0, 4, 2)],
+        crs=4326,
+    )
+    needs = pd.DataFrame(
+        {"lon": [2.0, 1.0, 3.0, 9.0], "lat": [1.0] * 3 + [9.0], "neighborhood": ["", "", "", "x"]}
+    )
+    assert _assign_neighborhoods(needs, hoods).tolist() == ["a", "b", "a", "x"]
