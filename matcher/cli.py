@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -325,6 +324,7 @@ def plan_cmd(
     A progress bar is shown on a terminal (not with --quiet, nor when stderr is
     redirected).
     """
+    from .output import writing_plan
     from .pipeline import plan
 
     _setup_logging(quiet, verbose)
@@ -382,14 +382,15 @@ def plan_cmd(
 
             with progress.stage("report", logger):
                 html = report_html(result, assessment=assessment)
-        with progress.stage("write", logger), ThreadPoolExecutor(1) as pool:
-            # the model's compression lets go of the GIL: it runs beside the plan files;
-            # the model is written once they are (a failed plan leaves no new model)
-            model = pool.submit(result.model_files)
-            written = result.to_dir(out_dir)
+        with progress.stage("write", logger):
+            # the model is compressed while the plan files are written (a large plan's
+            # plan.geojson by another process) and saved once they are published: a
+            # failed plan leaves no new model
+            with writing_plan(result, out_dir) as written:
+                model = result.model_files()
             if html is not None:
                 written[REPORT_NAME] = write_report(html, out_dir / REPORT_NAME)
-            manifest = result.save_model(models_dir, model.result())
+            manifest = result.save_model(models_dir, model)
     units = result.metrics["units"]
     if not quiet:
         click.echo(

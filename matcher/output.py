@@ -6,11 +6,16 @@ import csv
 import io
 import itertools
 import json
+import logging
+import multiprocessing
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +50,8 @@ __all__ = [
     "plan_geojson_pieces",
     "summary",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Columns written at full float precision, so that distances recomputed from the files
 #: are bit-for-bit those of the plan.
@@ -790,9 +797,7 @@ def _write_staged(
     tmp = Path(tempfile.mkdtemp(prefix=".matcher-", dir=out))
     try:
         for name, chunks in files:
-            with open(tmp / name, "wb") as f:  # mode 0666 under the umask, as any new file
-                for chunk in chunks:
-                    f.write(chunk)
+            _write_chunks(tmp / name, chunks)
         return publish(tmp, out, drop_stale=drop_stale)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -810,13 +815,92 @@ def write_plan(plan: Plan, path: str | Path) -> dict[str, Path]:
     dict of str to Path
         The written files by name.
     """
-    return _write_staged(
-        (
-            (name, (piece.encode("utf-8") for piece in pieces()))
-            for name, pieces in _plan_pieces(plan).items()
-        ),
-        path,
-    )
+    with writing_plan(plan, path) as written:
+        pass
+    return written
+
+
+#: Plans of at least this many clusters write ``plan.geojson`` in a process of its own.
+FORKED_GEOJSON_MIN_CLUSTERS = 8_000
+
+
+@contextmanager
+def writing_plan(plan: Plan, path: str | Path) -> Iterator[dict[str, Path]]:
+    """Write a plan's files as :func:`write_plan` does, running the ``with`` body meanwhile.
+
+    The files are staged, then the body runs, then they are published: the yielded dict
+    is filled with them after the body. When the body or a file fails, nothing is
+    published. A plan of at least :data:`FORKED_GEOJSON_MIN_CLUSTERS` clusters, in a
+    process of one thread on a system that forks, has its largest file, ``plan.geojson``,
+    written by a forked process while this one writes the others and runs the body
+    (forking a process of several threads could copy a lock another thread holds).
+    The bytes are the same either way.
+
+    Yields
+    ------
+    dict of str to Path
+        Empty in the body; the published files by name after it.
+
+    Raises
+    ------
+    OSError
+        When a file cannot be written (also from the forked process).
+    """
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".matcher-", dir=out))
+    written: dict[str, Path] = {}
+    writer = None
+    try:
+        makers = _plan_pieces(plan)
+        if (
+            len(plan.clusters) >= FORKED_GEOJSON_MIN_CLUSTERS
+            and threading.active_count() == 1
+            and "fork" in multiprocessing.get_all_start_methods()
+        ):
+            writer = multiprocessing.get_context("fork").Process(
+                target=_write_in_child,
+                args=(tmp / "plan.geojson", makers.pop("plan.geojson")),
+                name="matcher-plan.geojson",
+                daemon=True,
+            )
+            writer.start()
+        for name, pieces in makers.items():
+            _write_chunks(tmp / name, (piece.encode("utf-8") for piece in pieces()))
+        yield written
+        if writer is not None:
+            writer.join()
+            if writer.exitcode != 0:
+                error = tmp / _CHILD_ERROR
+                why = error.read_text("utf-8") if error.is_file() else f"exit {writer.exitcode}"
+                raise OSError(f"could not write plan.geojson: {why}")
+            logger.debug("plan.geojson written by process %s", writer.pid)
+        written.update(publish(tmp, out))
+    finally:
+        if writer is not None and writer.is_alive():
+            writer.kill()
+            writer.join()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: Where a forked writer leaves its error (in the staging directory, never published).
+_CHILD_ERROR = ".error"
+
+
+def _write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
+    with open(path, "wb") as f:  # mode 0666 under the umask, as any new file
+        for chunk in chunks:
+            f.write(chunk)
+
+
+def _write_in_child(path: Path, pieces: Callable[[], Iterator[str]]) -> None:
+    """Write one file's pieces (a forked process: Ctrl-C is left to its parent)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _write_chunks(path, (piece.encode("utf-8") for piece in pieces()))
+    except BaseException as exc:  # reported by the parent, never as a traceback here
+        (path.parent / _CHILD_ERROR).write_text(f"{type(exc).__name__}: {exc}", "utf-8")
+        os._exit(1)
 
 
 def publish(stage: Path, out: Path, *, drop_stale: bool = True) -> dict[str, Path]:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matcher import MatchConfig, clustering, geo, plan
+from matcher import MatchConfig, Plan, clustering, geo, output, plan
 from matcher.clustering import SplitHelper, cluster_needs
 from matcher.pipeline import BYTES_PER_NEED_ROW, _rows
 from matcher.synthetic import generate_city, write_city
@@ -280,3 +281,76 @@ def test_a_need_on_an_edge_takes_the_smaller_id_inside_and_outside_keep_theirs()
         {"lon": [2.0, 1.0, 3.0, 9.0], "lat": [1.0] * 3 + [9.0], "neighborhood": ["", "", "", "x"]}
     )
     assert _assign_neighborhoods(needs, hoods).tolist() == ["a", "b", "a", "x"]
+
+
+@pytest.fixture(scope="module")
+def small_plan(city: dict[str, Path]) -> Plan:
+    return plan(_needs(city), pd.read_csv(city["partners"], dtype={"partner_id": str}))
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_plan_geojson_written_by_a_forked_process_is_the_same(
+    small_plan: Plan,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    here = output.write_plan(small_plan, tmp_path / "here")
+    assert "plan.geojson" in here
+    monkeypatch.setattr(output, "FORKED_GEOJSON_MIN_CLUSTERS", 0)
+    monkeypatch.setattr(output.threading, "active_count", lambda: 1)  # whatever pytest runs
+    with caplog.at_level(logging.DEBUG, logger="matcher.output"):
+        with output.writing_plan(small_plan, tmp_path / "forked") as written:
+            assert written == {}  # nothing published while the body runs
+            assert not (tmp_path / "forked" / "plan.geojson").exists()
+    assert "plan.geojson written by process" in caplog.text
+    assert sorted(written) == sorted(here)
+    assert _files(tmp_path / "forked") == _files(tmp_path / "here")
+
+
+def test_a_failed_forked_writer_publishes_nothing(
+    small_plan: Plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plan.geojson").write_text("the earlier plan's layer")
+    monkeypatch.setattr(output, "FORKED_GEOJSON_MIN_CLUSTERS", 0)
+    monkeypatch.setattr(output.threading, "active_count", lambda: 1)
+
+    def full(*args: object, **kwargs: object) -> Iterator[str]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(output, "plan_geojson_pieces", full)
+    with pytest.raises(OSError, match="could not write plan.geojson: OSError: .*No space left"):
+        output.write_plan(small_plan, out)
+    assert [p.name for p in out.iterdir()] == ["plan.geojson"]  # no file, no staging left
+    assert (out / "plan.geojson").read_text() == "the earlier plan's layer"
+
+
+def test_a_failed_body_stops_the_writer_and_publishes_nothing(
+    small_plan: Plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output, "FORKED_GEOJSON_MIN_CLUSTERS", 0)
+    monkeypatch.setattr(output.threading, "active_count", lambda: 1)
+    with pytest.raises(RuntimeError, match="the model"):
+        with output.writing_plan(small_plan, tmp_path / "out"):
+            raise RuntimeError("the model could not be compressed")
+    assert list((tmp_path / "out").iterdir()) == []
+    assert multiprocessing.active_children() == []
+
+
+def test_no_forked_writer_beside_other_threads(
+    small_plan: Plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output, "FORKED_GEOJSON_MIN_CLUSTERS", 0)
+    monkeypatch.setattr(output.threading, "active_count", lambda: 2)
+    started: list[object] = []
+    monkeypatch.setattr(
+        multiprocessing.context.ForkProcess, "start", lambda self: started.append(self)
+    )
+    output.write_plan(small_plan, tmp_path / "out")
+    assert started == []
+    assert (tmp_path / "out" / "plan.geojson").is_file()
