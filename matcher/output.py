@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -831,7 +832,7 @@ def writing_plan(plan: Plan, path: str | Path) -> Iterator[dict[str, Path]]:
     The files are staged, then the body runs, then they are published: the yielded dict
     is filled with them after the body. When the body or a file fails, nothing is
     published. A plan of at least :data:`FORKED_GEOJSON_MIN_CLUSTERS` clusters, in a
-    process of one thread on a system that forks, has its largest file, ``plan.geojson``,
+    process of one thread on Linux, has its largest file, ``plan.geojson``,
     written by a forked process while this one writes the others and runs the body
     (forking a process of several threads could copy a lock another thread holds).
     The bytes are the same either way.
@@ -856,7 +857,8 @@ def writing_plan(plan: Plan, path: str | Path) -> Iterator[dict[str, Path]]:
         if (
             len(plan.clusters) >= FORKED_GEOJSON_MIN_CLUSTERS
             and threading.active_count() == 1
-            and "fork" in multiprocessing.get_all_start_methods()
+            # fork as Linux does it (macOS advises against fork without exec)
+            and sys.platform.startswith("linux")
         ):
             writer = multiprocessing.get_context("fork").Process(
                 target=_write_in_child,
