@@ -10,7 +10,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -25,6 +24,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ._errors import InputValidationError, Problem
+from ._processes import single_threaded
 from .config import MatchConfig
 from .geo import chord_for_km, from_unit_vectors, haversine_km, to_unit_vectors
 
@@ -311,9 +311,8 @@ class SplitHelper:
 
         0 below :data:`SPLIT_HELPER_MIN_NEEDS` (a plan finishes before a helper's
         import), when k-means is imported here already (nothing to take off this
-        process), and when this process runs other threads (a web service's plan jobs:
-        forking a process of several threads could copy a lock another thread holds,
-        and the helper would wait on it forever). 2 from
+        process), and when this process runs other threads (see
+        :func:`matcher._processes.single_threaded`). 2 from
         :data:`SPLIT_HELPER_TWO_MIN_NEEDS` on a machine of several cores, where
         splitting takes longer than this process's DBSCAN (a second helper's import
         slows the reading of smaller plans more than it gains); else 1.
@@ -321,7 +320,7 @@ class SplitHelper:
         if (
             n_needs < SPLIT_HELPER_MIN_NEEDS
             or KMEANS_MODULE in sys.modules
-            or threading.active_count() > 1
+            or not single_threaded()
         ):
             return 0
         return 2 if n_needs >= SPLIT_HELPER_TWO_MIN_NEEDS and (os.cpu_count() or 1) > 1 else 1
@@ -437,8 +436,8 @@ def cluster_needs(
         if by_neighborhood
         else np.zeros(len(sorted_needs), dtype=str)
     )
-    per_category: list[tuple[Any, npt.NDArray[np.int64], npt.NDArray[np.bool_]]] = []
-    split_labels: list[Pending] = []
+    # per category: its positions, core points and (pending) split labels
+    per_category: list[tuple[Any, npt.NDArray[np.int64], npt.NDArray[np.bool_], Pending]] = []
     for category in sorted(set(cats)):
         pos = np.flatnonzero(cats == category)
         xyz = xyz_all[pos]
@@ -456,13 +455,14 @@ def cluster_needs(
         weights = sorted_needs["demand"].to_numpy(dtype=np.float64)[pos]
         # many small k-means fits, each single-threaded (see _kmeans_labels)
         split = (xyz, weights, labels, config.max_cluster_radius_km, config.seed)
-        if helper is None:
-            split_labels.append(_Done(_split_oversize(*split)))
-        else:
-            split_labels.append(helper.submit(_split_oversize, *split))
-        per_category.append((category, pos, core_mask))
-    for (category, pos, core_mask), result in zip(per_category, split_labels, strict=True):
-        labels = result.result()
+        split_labels = (
+            _Done(_split_oversize(*split))
+            if helper is None
+            else helper.submit(_split_oversize, *split)
+        )
+        per_category.append((category, pos, core_mask, split_labels))
+    for category, pos, core_mask, pending in per_category:
+        labels = pending.result()
         # renumber groups by first appearance (= smallest need_id) for stable ids
         _, first = np.unique(labels, return_index=True)
         rank = np.empty(labels.max() + 1, dtype=np.int64)

@@ -14,7 +14,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from ._processes import single_threaded
 from .geo import threaded
 from .limits import FORMULA_PREFIXES
 from .privacy import COARSEN_KM, coarsen, partners_view
@@ -793,13 +793,29 @@ def _write_staged(
     files: Iterable[tuple[str, Iterable[bytes]]], path: str | Path, *, drop_stale: bool = True
 ) -> dict[str, Path]:
     """Write each file's chunks into a temporary directory in ``path``, then publish them."""
+    with _staged(path, drop_stale=drop_stale) as (tmp, written):
+        for name, chunks in files:
+            _write_chunks(tmp / name, chunks)
+    return written
+
+
+@contextmanager
+def _staged(
+    path: str | Path, *, drop_stale: bool = True
+) -> Iterator[tuple[Path, dict[str, Path]]]:
+    """Yield a temporary directory in ``path`` to write into, and the files published.
+
+    When the block ends without an error, the directory's files are published into
+    ``path`` (:func:`publish`) and the dict holds them; the directory is removed either
+    way.
+    """
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".matcher-", dir=out))
+    written: dict[str, Path] = {}
     try:
-        for name, chunks in files:
-            _write_chunks(tmp / name, chunks)
-        return publish(tmp, out, drop_stale=drop_stale)
+        yield tmp, written
+        written.update(publish(tmp, out, drop_stale=drop_stale))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -847,42 +863,39 @@ def writing_plan(plan: Plan, path: str | Path) -> Iterator[dict[str, Path]]:
     OSError
         When a file cannot be written (also from the forked process).
     """
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".matcher-", dir=out))
-    written: dict[str, Path] = {}
     writer = None
-    try:
-        makers = _plan_pieces(plan)
-        if (
-            len(plan.clusters) >= FORKED_GEOJSON_MIN_CLUSTERS
-            and threading.active_count() == 1
-            # fork as Linux does it (macOS advises against fork without exec)
-            and sys.platform.startswith("linux")
-        ):
-            writer = multiprocessing.get_context("fork").Process(
-                target=_write_in_child,
-                args=(tmp / "plan.geojson", makers.pop("plan.geojson")),
-                name="matcher-plan.geojson",
-                daemon=True,
-            )
-            writer.start()
-        for name, pieces in makers.items():
-            _write_chunks(tmp / name, (piece.encode("utf-8") for piece in pieces()))
-        yield written
-        if writer is not None:
-            writer.join()
-            if writer.exitcode != 0:
-                error = tmp / _CHILD_ERROR
-                why = error.read_text("utf-8") if error.is_file() else f"exit {writer.exitcode}"
-                raise OSError(f"could not write plan.geojson: {why}")
-            logger.debug("plan.geojson written by process %s", writer.pid)
-        written.update(publish(tmp, out))
-    finally:
-        if writer is not None and writer.is_alive():
-            writer.kill()
-            writer.join()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _staged(path) as (tmp, written):
+        try:
+            makers = _plan_pieces(plan)
+            if (
+                len(plan.clusters) >= FORKED_GEOJSON_MIN_CLUSTERS
+                and single_threaded()
+                # fork as Linux does it (macOS advises against fork without exec)
+                and sys.platform.startswith("linux")
+            ):
+                writer = multiprocessing.get_context("fork").Process(
+                    target=_write_in_child,
+                    args=(tmp / "plan.geojson", makers.pop("plan.geojson")),
+                    name="matcher-plan.geojson",
+                    daemon=True,
+                )
+                writer.start()
+            for name, pieces in makers.items():
+                _write_chunks(tmp / name, (piece.encode("utf-8") for piece in pieces()))
+            yield written
+            if writer is not None:
+                writer.join()
+                if writer.exitcode != 0:
+                    error = tmp / _CHILD_ERROR
+                    why = (
+                        error.read_text("utf-8") if error.is_file() else f"exit {writer.exitcode}"
+                    )
+                    raise OSError(f"could not write plan.geojson: {why}")
+                logger.debug("plan.geojson written by process %s", writer.pid)
+        finally:
+            if writer is not None and writer.is_alive():
+                writer.kill()
+                writer.join()
 
 
 #: Where a forked writer leaves its error (in the staging directory, never published).

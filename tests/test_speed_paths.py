@@ -147,7 +147,7 @@ def test_helpers_only_when_they_gain_and_may_fork(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delitem(sys.modules, clustering.KMEANS_MODULE, raising=False)
     monkeypatch.setattr(clustering.os, "cpu_count", lambda: 2)
     with pytest.MonkeyPatch.context() as one_thread:
-        one_thread.setattr(clustering.threading, "active_count", lambda: 1)
+        one_thread.setattr(clustering, "single_threaded", lambda: True)
         assert SplitHelper.processes_for(clustering.SPLIT_HELPER_MIN_NEEDS - 1) == 0
         assert SplitHelper.processes_for(clustering.SPLIT_HELPER_MIN_NEEDS) == 1
         assert SplitHelper.processes_for(clustering.SPLIT_HELPER_TWO_MIN_NEEDS) == 2
@@ -301,7 +301,7 @@ def test_plan_geojson_written_by_a_forked_process_is_the_same(
     here = output.write_plan(small_plan, tmp_path / "here")
     assert "plan.geojson" in here
     monkeypatch.setattr(output, "FORKED_GEOJSON_MIN_CLUSTERS", 0)
-    monkeypatch.setattr(output.threading, "active_count", lambda: 1)  # whatever pytest runs
+    monkeypatch.setattr(output, "single_threaded", lambda: True)  # whatever pytest runs
     with caplog.at_level(logging.DEBUG, logger="matcher.output"):
         with output.writing_plan(small_plan, tmp_path / "forked") as written:
             assert written == {}  # nothing published while the body runs
@@ -318,7 +318,7 @@ def test_a_failed_forked_writer_publishes_nothing(
     out.mkdir()
     (out / "plan.geojson").write_text("the earlier plan's layer")
     monkeypatch.setattr(output, "FORKED_GEOJSON_MIN_CLUSTERS", 0)
-    monkeypatch.setattr(output.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(output, "single_threaded", lambda: True)
 
     def full(*args: object, **kwargs: object) -> Iterator[str]:
         raise OSError(28, "No space left on device")
@@ -334,7 +334,7 @@ def test_a_failed_body_stops_the_writer_and_publishes_nothing(
     small_plan: Plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(output, "FORKED_GEOJSON_MIN_CLUSTERS", 0)
-    monkeypatch.setattr(output.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(output, "single_threaded", lambda: True)
     with pytest.raises(RuntimeError, match="the model"):
         with output.writing_plan(small_plan, tmp_path / "out"):
             raise RuntimeError("the model could not be compressed")
@@ -346,7 +346,7 @@ def test_no_forked_writer_beside_other_threads(
     small_plan: Plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(output, "FORKED_GEOJSON_MIN_CLUSTERS", 0)
-    monkeypatch.setattr(output.threading, "active_count", lambda: 2)
+    monkeypatch.setattr(output, "single_threaded", lambda: False)
     started: list[object] = []
     monkeypatch.setattr(
         multiprocessing.context.ForkProcess, "start", lambda self: started.append(self)
