@@ -246,6 +246,12 @@ def main() -> None:
     help="CSV of accepted pairs (cluster_id, partner_id, units) kept exactly as they are.",
 )
 @click.option(
+    "--exclude",
+    "exclude_path",
+    type=click.Path(path_type=Path),
+    help="CSV of pairs (cluster_id, partner_id) never to propose, e.g. declined partnerships.",
+)
+@click.option(
     "--previous",
     "previous_path",
     type=click.Path(path_type=Path),
@@ -310,6 +316,7 @@ def plan_cmd(
     max_partner_share: float,
     volunteer_points: str,
     lock_path: Path | None,
+    exclude_path: Path | None,
     previous_path: Path | None,
     churn_penalty: float,
     recruit_k: int | None,
@@ -371,6 +378,7 @@ def plan_cmd(
             input_crs=input_crs,
             lock=lock_path,
             previous=previous_path,
+            exclude=exclude_path,
             client=client,
         )
         if recruit_k:

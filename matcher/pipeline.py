@@ -352,6 +352,7 @@ class _Prepared:
     by_hood: bool
     lock: Pairs | None
     previous: Pairs | None
+    exclude: Pairs | None = None
 
 
 def _prepare(
@@ -362,6 +363,7 @@ def _prepare(
     input_crs: str | None,
     lock: PairsSource | None,
     previous: PairsSource | None,
+    exclude: PairsSource | None = None,
 ) -> _Prepared:
     """Read and validate the inputs; sort them; place needs in neighborhoods."""
     need_t, partner_t = _load_inputs(needs, partners, config, input_crs)
@@ -415,6 +417,7 @@ def _prepare(
         by_hood,
         read_pairs(lock, "lock") if lock is not None else None,
         read_pairs(previous, "previous") if previous is not None else None,
+        read_pairs(exclude, "exclude") if exclude is not None else None,
     )
 
 
@@ -427,6 +430,7 @@ def plan(
     input_crs: str | None = None,
     lock: PairsSource | None = None,
     previous: PairsSource | None = None,
+    exclude: PairsSource | None = None,
     client: Any = None,
 ) -> Plan:
     """Cluster needs and recommend partners for every cluster, exactly optimally.
@@ -450,6 +454,10 @@ def plan(
         The last plan (its directory or ``assignments.csv``); with
         ``config.churn_penalty_km`` the new plan prefers its pairs, and the plan
         reports churn.
+    exclude : str, Path or DataFrame, optional
+        Pairs never to propose: ``cluster_id, partner_id`` rows (e.g. partnerships a
+        partner declined). They are left out of the candidates, so the plan is exactly
+        optimal over the other pairs; a row naming no candidate pair excludes nothing.
     client : dask.distributed.Client, optional
         Split the plan into independent regions (:mod:`matcher.partition`) and cluster,
         solve and explain them on the client's workers; the plan is the same, byte for
@@ -486,7 +494,9 @@ def plan(
     helper = SplitHelper.start(_rows(needs)) if client is None else None
     try:
         with _stage(timings, "read"):
-            prep = _prepare(needs, partners, neighborhoods, config, input_crs, lock, previous)
+            prep = _prepare(
+                needs, partners, neighborhoods, config, input_crs, lock, previous, exclude
+            )
         if client is None:
             results = _run_whole(prep, config, timings, helper)
         else:
@@ -508,6 +518,7 @@ def plan(
                 ("neighborhoods", neighborhoods),
                 ("lock", lock),
                 ("previous", previous),
+                ("exclude", exclude),
             )
             if isinstance(src, str | Path)
         },
@@ -564,6 +575,7 @@ def _run_whole(
         config,
         lock=prep.lock,
         previous=prep.previous,
+        exclude=prep.exclude,
     )
     for name, seconds in result.timings.items():
         timings[name] = seconds
@@ -615,7 +627,8 @@ def _run_regions(
         clusterings = [executor.submit(cluster_region, inputs[0], config, prep.by_hood)]
         keys = executor.gather([executor.submit(cluster_keys, inputs[0], clusterings[0])])
     ranks = _global_ranks([k[0] for k in keys], [k[1] for k in keys])
-    ids = _global_ids([k[1] for k in keys], ranks) if prep.lock or prep.previous else None
+    named = prep.lock or prep.previous or prep.exclude
+    ids = _global_ids([k[1] for k in keys], ranks) if named else None
     with _stage(timings, "match"):
         futures = []
         for i, (r, c) in enumerate(zip(inputs, clusterings, strict=True)):
@@ -630,6 +643,7 @@ def _run_regions(
                     config,
                     lock=lock,
                     previous=_rows_of(prep.previous, ids[i]) if ids is not None else None,
+                    exclude=_rows_of(prep.exclude, ids[i]) if ids is not None else None,
                     known_partners=_known(lock, prep.partners),
                     solve_workers=1,
                 )
@@ -821,6 +835,8 @@ def _finish(
         metrics["churn"] = plan_churn
     if prep.lock is not None:
         metrics["locked_units"] = round(float(sum(r.locked_q for r in regions) * q), 6)
+    if prep.exclude is not None:
+        metrics["excluded_pairs"] = int(len(prep.exclude[0]))
     hashes = {"needs": prep.need_t.sha256, "partners": prep.partner_t.sha256}
     if config.volunteer_points == "grid":
         # the hash of a table with volunteers' exact points would confirm guesses of them:
@@ -832,6 +848,8 @@ def _finish(
     for name, rows in (("lock", prep.lock), ("previous", prep.previous)):
         if rows is not None:
             hashes[name] = hash_table(rows[0][["cluster_id", "partner_id", "units"]])
+    if prep.exclude is not None:
+        hashes["exclude"] = hash_table(prep.exclude[0][["cluster_id", "partner_id"]])
     solver_info = {
         "name": regions[0].solver,
         "status": "optimal",

@@ -35,7 +35,7 @@ from .costs import COST_SCALE, pair_costs
 from .equity import floor_links, hood_floors, max_alone, per_hood
 from .explain import explain_assignments, unmet_reasons
 from .geo import hull_polygons
-from .replan import pair_units
+from .replan import exclude_mask, pair_units
 from .transport import TransportModel
 
 __all__ = [
@@ -233,6 +233,7 @@ def match_region(
     *,
     lock: Pairs | None = None,
     previous: Pairs | None = None,
+    exclude: Pairs | None = None,
     known_partners: frozenset[str] | None = None,
     solve_workers: int | None = None,
 ) -> RegionResult:
@@ -253,6 +254,9 @@ def match_region(
         The plan's parameters.
     lock, previous : (pandas.DataFrame, str), optional
         The lock and previous-plan rows that name the region's clusters.
+    exclude : (pandas.DataFrame, str), optional
+        Pairs never proposed (e.g. a partner declined the cluster): they are not
+        candidates, so the plan is exactly optimal over the others.
     known_partners : frozenset of str, optional
         Partner ids of the lock rows that exist in the whole plan.
     solve_workers : int, optional
@@ -271,6 +275,12 @@ def match_region(
     cpos = pd.Series(np.arange(len(cl)), index=cl["cluster_id"])
     need_cpos = cpos.reindex(clustering.need_cluster.to_numpy()).to_numpy()
     pairs = candidate_pairs(cl, partner_df)
+    if exclude is not None:
+        out = exclude_mask(
+            exclude[0], pairs, cl["cluster_id"].to_numpy().astype(str),
+            partner_df["partner_id"].to_numpy().astype(str),
+        )  # fmt: skip
+        pairs = pairs[~out].reset_index(drop=True)
     pairs = pair_costs(pairs, cl, partner_df, need_df, need_cpos, config)
     timings["candidates"] = time.perf_counter() - start
 

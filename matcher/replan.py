@@ -15,7 +15,7 @@ import pandas as pd
 from ._errors import InputValidationError, Problem
 from .limits import read_file
 
-__all__ = ["churn", "pair_units", "read_pairs"]
+__all__ = ["churn", "exclude_mask", "pair_units", "read_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ def read_pairs(source: PairsSource, what: str) -> tuple[pd.DataFrame, str]:
     source : str, Path or DataFrame
         A CSV file, a plan directory (its ``assignments.csv``) or a table.
     what : str
-        ``"lock"`` or ``"previous"``, for messages.
+        ``"lock"``, ``"previous"`` or ``"exclude"``, for messages. Excluded pairs need
+        no ``units`` column (one present is ignored).
 
     Returns
     -------
@@ -58,13 +59,16 @@ def read_pairs(source: PairsSource, what: str) -> tuple[pd.DataFrame, str]:
             raise InputValidationError(
                 [Problem(label, None, None, None, f"cannot read the {what} pairs: {exc}")]
             ) from None
+    needed = ("cluster_id", "partner_id") + (() if what == "exclude" else ("units",))
     problems = [
         Problem(label, None, col, None, f"column missing; the file has {list(frame.columns)}")
-        for col in ("cluster_id", "partner_id", "units")
+        for col in needed
         if col not in frame.columns
     ]
     if problems:
         raise InputValidationError(problems)
+    if what == "exclude":  # a pair is excluded whole: its units say nothing
+        frame["units"] = 1.0
     units = pd.to_numeric(frame["units"], errors="coerce")
     frame["row"] = np.arange(len(frame)) + first_row
     for i in np.flatnonzero(~(np.isfinite(units) & (units > 0)).to_numpy()):
@@ -172,6 +176,35 @@ def pair_units(
         )  # fmt: skip
     np.add.at(out, pos[ok].astype(np.int64), q)
     return out
+
+
+def exclude_mask(
+    rows: pd.DataFrame,
+    pairs: pd.DataFrame,
+    cluster_ids: npt.NDArray[np.str_],
+    partner_ids: npt.NDArray[np.str_],
+) -> npt.NDArray[np.bool_]:
+    """Per candidate pair of ``pairs``: whether a row of ``rows`` excludes it.
+
+    A row naming a pair that is not a candidate (the inputs changed since) excludes
+    nothing, so it is no error.
+
+    Examples
+    --------
+    >>> pairs = pd.DataFrame({"cluster": [0, 0, 1], "partner": [0, 1, 1]})
+    >>> rows = pd.DataFrame({"cluster_id": ["c0", "c9"], "partner_id": ["p1", "p1"]})
+    >>> exclude_mask(rows, pairs, np.array(["c0", "c1"]), np.array(["p0", "p1"])).tolist()
+    [False, True, False]
+    """
+    if rows.empty or pairs.empty:
+        return np.zeros(len(pairs), dtype=bool)
+    key = pd.MultiIndex.from_arrays(
+        [cluster_ids[pairs["cluster"].to_numpy()], partner_ids[pairs["partner"].to_numpy()]]
+    )
+    named = pd.MultiIndex.from_arrays(
+        [rows["cluster_id"].astype(str), rows["partner_id"].astype(str)]
+    )
+    return np.asarray(key.isin(named), dtype=bool)
 
 
 def churn(previous: pd.DataFrame, current: pd.DataFrame) -> dict[str, float | int]:

@@ -274,7 +274,9 @@ def run_scenario(
             sources[name] = given
     missing = [n for n in ("needs", "partners") if n not in sources]
     missing += [
-        n for n in ("neighborhoods", "lock", "previous") if n in hashes and n not in sources
+        n
+        for n in ("neighborhoods", "lock", "previous", "exclude")
+        if n in hashes and n not in sources
     ]
     if missing:
         raise InputValidationError(
@@ -292,6 +294,7 @@ def run_scenario(
         neighborhoods=sources.get("neighborhoods"),
         lock=sources.get("lock"),
         previous=sources.get("previous"),
+        exclude=sources.get("exclude"),
         taxonomy=taxonomy,
         input_crs=input_crs,
         recruit=(
@@ -327,6 +330,7 @@ def replan(
     neighborhoods: Source | None = None,
     lock: Source | None = None,
     previous: Source | None = None,
+    exclude: Source | None = None,
     taxonomy: Taxonomy | None = None,
     input_crs: str | None = None,
     strict: bool = True,
@@ -343,7 +347,7 @@ def replan(
     summary : mapping
         The base plan's ``summary.json`` (its ``parameters``, ``input_hashes`` and
         ``solver`` are used).
-    needs, partners, neighborhoods, lock, previous : Source
+    needs, partners, neighborhoods, lock, previous, exclude : Source
         The inputs to re-plan.
     change : ScenarioChange
         The change to the partners.
@@ -382,6 +386,7 @@ def replan(
         "input_crs": input_crs,
         "lock": lock,
         "previous": previous,
+        "exclude": exclude,
     }
     base = plan(needs, partners, **kwargs)
     then, now = dict(summary.get("input_hashes") or {}), base.input_hashes

@@ -311,8 +311,12 @@ def equity_optimum(
     lock: dict | None = None,
     keep: dict | None = None,
     churn_weight: int = 0,
+    exclude: set | None = None,
 ) -> dict:
     """Lexicographic optimum with neighborhood floors, share caps, locks and churn.
+
+    ``exclude`` holds ``(cluster_id, partner_id)`` pairs whose flow is fixed at 0 (the
+    plan leaves them out of its candidates instead: another mechanism, same optimum).
 
     Stages, each an LP fixing the previous optima: (1) minimise the total shortfall
     below ``ceil(min_coverage * demand)`` per neighborhood; (2) maximise units served;
@@ -388,6 +392,8 @@ def equity_optimum(
     for i, (c, p, _) in enumerate(pairs):
         if (c, p) in lock:
             bounds[i] = (lock[(c, p)], lock[(c, p)])
+        elif (c, p) in (exclude or ()):
+            bounds[i] = (0, 0)
     a = vstack([r.tocsr() for r in rows]).tocsr() if rows else None
     b = np.array(rhs, dtype=float)
     weight = np.array([round(d * 1000) for _, _, d in pairs], dtype=float)

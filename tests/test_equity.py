@@ -160,6 +160,42 @@ def test_locked_pairs_are_unchanged_and_the_rest_is_optimal(inst, data):
 
 
 @SETTINGS
+@given(hood_instances(), st.data())
+def test_excluded_pairs_are_never_proposed_and_the_rest_is_optimal(inst, data):
+    """Agreements as a re-plan sees them: locked pairs, declined pairs excluded, optimal."""
+    needs, partners, cluster_km = inst
+    cfg = MatchConfig(objective="distance", cluster_km=cluster_km)
+    base = plan(needs, partners, config=cfg)
+    pairs = equity_optimum(base.clusters, partners, cfg.quantum)["pairs"]
+    assume(pairs)
+    drawn = data.draw(st.lists(st.sampled_from(pairs), max_size=4, unique_by=lambda t: t[:2]))
+    declined = {(c, k) for c, k, _ in drawn[: len(drawn) // 2 + 1]}
+    dem = base.clusters.set_index("cluster_id")["demand"].to_dict()
+    cap = partners.set_index("partner_id")["capacity"].astype(float).to_dict()
+    lock = {}
+    for c, k, _ in drawn:
+        units = min(dem[c], cap[k], 1.0)
+        if (c, k) not in declined and units >= 0.1:
+            lock[(c, k)] = round(units / cfg.quantum)
+            dem[c] -= units
+            cap[k] -= units
+    rows = pd.DataFrame(
+        [(c, k, v * cfg.quantum) for (c, k), v in lock.items()],
+        columns=["cluster_id", "partner_id", "units"],
+    )
+    out = pd.DataFrame(sorted(declined), columns=["cluster_id", "partner_id"])
+    p = plan(needs, partners, config=cfg, lock=rows if lock else None, exclude=out)
+    got = quanta(p)
+    assert not declined & set(got), "an excluded pair was proposed"
+    for key, v in lock.items():
+        assert got.get(key, 0) == v
+    opt = equity_optimum(p.clusters, partners, cfg.quantum, lock=lock, exclude=declined)
+    assert sum(got.values()) == opt["served"]
+    assert assignment_cost_m(p.assignments, p.clusters, partners, cfg.quantum) == round(opt["cost"])
+    assert p.metrics["excluded_pairs"] == len(declined)
+
+
+@SETTINGS
 @given(hood_instances(), st.sampled_from([0.5, 50.0]))
 def test_churn_penalty_prefers_previous_pairs_exactly(inst, penalty_km):
     needs, partners, cluster_km = inst
