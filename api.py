@@ -25,9 +25,20 @@ from matcher.access import KeyCache
 from matcher.holds import HoldPolicy
 from matcher.intake import IntakePolicy
 from matcher.jobs import PlanWorker
+from matcher.partnerships import OfferPolicy
 from matcher.ratelimit import RateLimiter
 from matcher.store import DEFAULT_LEASE_S, open_store
-from matcher_api import holds, meta, nearby, open311, outreach, plans, records, webmap
+from matcher_api import (
+    holds,
+    meta,
+    nearby,
+    open311,
+    outreach,
+    partnerships,
+    plans,
+    records,
+    webmap,
+)
 from matcher_api.auth import log_access, secure_headers, started
 from matcher_api.openapi import MatcherApi
 from matcher_api.problems import register_errors
@@ -37,7 +48,9 @@ __all__ = ["create_app"]
 #: Settings that are text whatever they look like (``MATCHER_ESCALATION_CONTACT=311``).
 TEXT_SETTINGS = ("ESCALATION_CONTACT", "GEOCODER_URL", "TILE_URL", "TILE_ATTRIBUTION")
 #: The blueprints of ``/api/v1``, in the order of the OpenAPI document.
-BLUEPRINTS = (meta.blp, records.blp, plans.blp, nearby.blp, holds.blp, outreach.blp)
+BLUEPRINTS = (
+    meta.blp, records.blp, plans.blp, partnerships.blp, nearby.blp, holds.blp, outreach.blp,
+)  # fmt: skip
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -54,7 +67,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     time to a stored need of its category is linked to it: :class:`matcher.intake.IntakePolicy`),
     ``HOLD_MINUTES``, ``HOLD_MAX_MINUTES`` and ``HOLD_MAX_ACTIVE`` (how long a referral holds
     units at a partner, by default and at most, and how many holds one key may have
-    active: :class:`matcher.holds.HoldPolicy`), ``ESCALATION_CONTACT`` (whom outreach
+    active: :class:`matcher.holds.HoldPolicy`), ``OFFER_DAYS`` and ``OFFER_MAX_DAYS`` (how
+    long a partnership offer waits for its answer, by default and at most:
+    :class:`matcher.partnerships.OfferPolicy`), ``ESCALATION_CONTACT`` (whom outreach
     escalates to where a neighborhood's ``escalation_contact`` names no one), ``GEOCODER_URL``
     (a Nominatim-style search URL with ``{q}``, asked by the outreach page's browser for
     places the store does not know; '' for none).
@@ -76,6 +91,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         HOLD_MINUTES=HoldPolicy.minutes,
         HOLD_MAX_MINUTES=HoldPolicy.max_minutes,
         HOLD_MAX_ACTIVE=HoldPolicy.max_active,
+        OFFER_DAYS=OfferPolicy.days,
+        OFFER_MAX_DAYS=OfferPolicy.max_days,
         ESCALATION_CONTACT="",
         GEOCODER_URL="",
         API_TITLE="matcher",
@@ -108,6 +125,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         float(app.config["HOLD_MINUTES"]),
         float(app.config["HOLD_MAX_MINUTES"]),
         int(app.config["HOLD_MAX_ACTIVE"]),
+    )
+    app.extensions["matcher_offers"] = OfferPolicy(
+        float(app.config["OFFER_DAYS"]), float(app.config["OFFER_MAX_DAYS"])
     )
     app.extensions["matcher_nearby"] = {}
     app.extensions["matcher_keys"] = KeyCache(

@@ -44,6 +44,7 @@ __all__ = [
     "POLICY",
     "PUBLIC",
     "ROLES",
+    "STAFF",
     "WRITERS",
     "ForbiddenError",
     "allowed",
@@ -52,8 +53,10 @@ __all__ = [
     "roles_for",
 ]
 
+#: The department's roles (a ``partner`` key is bound to one partner, and sees only its own).
+STAFF: tuple[str, ...] = ("planner", "outreach", "admin")
 #: Every role a key can have.
-ROLES: tuple[str, ...] = ("planner", "outreach", "admin")
+ROLES: tuple[str, ...] = (*STAFF, "partner")
 #: Roles that may change stored data and start plans.
 WRITERS: tuple[str, ...] = ("planner", "admin")
 #: The actions of the policy (HTTP: GET read, POST create, PUT replace, DELETE delete).
@@ -68,26 +71,32 @@ POLICY: dict[tuple[str, str], tuple[str, ...]] = {
     # Open311 GeoReport v2: its services are the categories; its requests are "needs"
     ("open311_services", "read"): PUBLIC,
     ("me", "read"): ROLES,
-    ("partners", "read"): ROLES,
+    ("partners", "read"): STAFF,
     ("partners", "create"): WRITERS,
     ("partners", "replace"): WRITERS,
     ("partners", "delete"): WRITERS,
-    ("needs", "read"): ROLES,
-    ("needs", "create"): ROLES,
+    ("needs", "read"): STAFF,
+    ("needs", "create"): STAFF,
     ("needs", "replace"): WRITERS,
     ("needs", "delete"): WRITERS,
     ("imports", "create"): WRITERS,
-    ("plans", "read"): ROLES,
+    ("plans", "read"): STAFF,
     ("plans", "create"): WRITERS,
     ("scenarios", "create"): WRITERS,
-    ("nearby", "read"): ROLES,
-    ("places", "read"): ROLES,
+    ("nearby", "read"): STAFF,
+    ("places", "read"): STAFF,
     # reporters' free-text notes: planners and admins (a note may name a resident)
     ("report_notes", "read"): WRITERS,
     # a hold is released by its maker, a planner or an admin (matcher.holds.release_hold)
-    ("holds", "read"): ROLES,
-    ("holds", "create"): ROLES,
-    ("holds", "delete"): ROLES,
+    ("holds", "read"): STAFF,
+    ("holds", "create"): STAFF,
+    ("holds", "delete"): STAFF,
+    # publishing a plan; partnerships: a partner key reads and answers only its own
+    # (matcher.partnerships.check_transition); clearing a decline is the planners'
+    ("publish", "create"): WRITERS,
+    ("partnerships", "read"): ("planner", "admin", "partner"),
+    ("partnership_steps", "create"): ("planner", "admin", "partner"),
+    ("partnership_clear", "create"): WRITERS,
 }
 
 #: Most plans (and scenarios) queued or running at once, per role.
@@ -260,7 +269,7 @@ class KeyCache:
 
     def __init__(
         self,
-        authenticate: Callable[[str], tuple[str, str] | None],
+        authenticate: Callable[[str], tuple[str, ...] | None],
         *,
         ttl_s: float = KEY_CACHE_S,
         max_keys: int = 10_000,
@@ -268,11 +277,11 @@ class KeyCache:
         self._authenticate = authenticate
         self._ttl = float(ttl_s)
         self._max = int(max_keys)
-        self._keys: dict[bytes, tuple[float, tuple[str, str]]] = {}
+        self._keys: dict[bytes, tuple[float, tuple[str, ...]]] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, key: str) -> tuple[str, str] | None:
-        """Return ``(key_id, role)`` of a valid key, else None."""
+    def __call__(self, key: str) -> tuple[str, ...] | None:
+        """Return ``(key_id, role[, partner_id])`` of a valid key, else None."""
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
         now = time.monotonic()
         hit = self._keys.get(digest)

@@ -3,9 +3,10 @@
 A plan job is a plan record whose ``parameters`` say everything needed to run it from
 the store's data: the :class:`~matcher.config.MatchConfig` parameters, the options of
 :data:`JOB_OPTIONS` (``recruit``: ``k``, ``radius_km``, ``capacity``; ``report``: true
-for ``report.html``), and for a what-if ``scenario`` (``base_plan`` and the full
-``change``). So any worker, in any process or machine on the same store, can run it,
-and a plan can be re-run from its record.
+for ``report.html``; ``publish``: true to publish the plan when it is done; ``agreements``:
+false to plan without the store's partnerships), and for a what-if ``scenario``
+(``base_plan`` and the full ``change``). So any worker, in any process or machine on the
+same store, can run it, and a plan can be re-run from its record.
 
 * :func:`run_plan_job` runs one record and returns its :class:`Artifacts`.
 * :func:`plan_artifacts` turns a finished :class:`~matcher.pipeline.Plan` (or
@@ -54,6 +55,7 @@ __all__ = [
     "Artifacts",
     "JOB_OPTIONS",
     "MODEL_NAME",
+    "SCENARIO_OPTIONS",
     "PlanWorker",
     "load_plan_model",
     "plan_artifacts",
@@ -68,7 +70,14 @@ MODEL_NAME = "cluster_model"
 #: ``recruit`` (``k``, ``radius_km``, ``capacity``: recruit sites, as ``matcher plan
 #: --recruit``) and ``report`` (true: ``report.html``, as ``matcher plan --report``). A
 #: what-if scenario of a plan takes them from its base plan (as ``matcher scenario`` does).
-JOB_OPTIONS = ("recruit", "report")
+#: ``publish`` (true: put the plan in force when it is done, see
+#: :func:`matcher.partnerships.publish_plan`) and ``agreements`` (default true: accepted and
+#: active partnerships are kept, declined pairs not proposed, see
+#: :func:`matcher.partnerships.agreements`).
+JOB_OPTIONS = ("recruit", "report", "publish", "agreements")
+#: The options a what-if scenario takes from its base plan (a scenario is never published,
+#: and plans the change alone).
+SCENARIO_OPTIONS = ("recruit", "report")
 _FAILED = "an unexpected error occurred; see the server log"
 
 
@@ -131,12 +140,13 @@ def plan_artifacts(
 
 
 def plan_in_force(store: Store) -> PlanRecord | None:
-    """Return the last finished plan (no scenario) if made at volunteers' grid points.
+    """Return the plan published last (no scenario) if made at volunteers' grid points.
 
+    A finished plan is a draft until it is published (:func:`matcher.partnerships.publish_plan`).
     A plan of an older store, made from exact points, is never in force: nothing computed
     from it (free capacity, clusters, its summary) reaches a non-admin.
     """
-    latest = store.latest_done_plan(exclude_scenarios=True)
+    latest = store.published_plan()
     grid = latest is not None and (latest.parameters or {}).get("volunteer_points") == "grid"
     return latest if grid else None
 
@@ -186,6 +196,8 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     scenario = params.pop("scenario", None)
     recruit = params.pop("recruit", None)
     report = bool(params.pop("report", False))
+    params.pop("publish", None)  # the worker publishes the plan once it is stored
+    keep_agreements = bool(params.pop("agreements", True))
     params.pop("taxonomy", None)  # the store's records use the default taxonomy
     # units held for referrals are taken: a plan gives a partner only what is left
     held, _ = store.held_units()
@@ -202,9 +214,19 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     hoods = store.neighborhoods_frame()
     hoods = hoods if hoods is not None and len(hoods) else None
     if scenario is None:
-        result = plan(needs, partners, neighborhoods=hoods, config=config_from_parameters(params))
+        config = config_from_parameters(params)
+        lock = exclude = None
+        facts: dict[str, Any] | None = None
+        if keep_agreements and store.count_partnerships(states=("accepted", "active", "declined")):
+            lock, exclude, facts = _agreements(store, needs, partners, hoods, config)
+        result = plan(
+            needs, partners, neighborhoods=hoods, config=config, lock=lock, exclude=exclude
+        )
         result = with_recruit_parameters(result, recruit)
-        return plan_artifacts(result, record.plan_id, hoods, report=report)
+        artifacts = plan_artifacts(result, record.plan_id, hoods, report=report)
+        if facts is not None:
+            artifacts.summary["agreements"] = facts
+        return artifacts
     base_id = str(scenario.get("base_plan"))
     base = store.get_plan(base_id)
     if base is None or base.summary is None:
@@ -235,6 +257,24 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
         **sc.facts,
     }
     return artifacts
+
+
+def _agreements(
+    store: Store,
+    needs: LoadedTable,
+    partners: LoadedTable,
+    hoods: gpd.GeoDataFrame | None,
+    config: Any,
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None, dict[str, Any]]:
+    """Return the lock and exclude rows of the store's partnerships, on this plan's clusters."""
+    from .partnerships import agreements
+    from .pipeline import plan_clusters
+
+    need_cluster, clusters = plan_clusters(needs, partners, neighborhoods=hoods, config=config)
+    demand = dict(zip(clusters["cluster_id"].astype(str), clusters["demand"], strict=True))
+    frame = partners.frame
+    capacity = dict(zip(frame["partner_id"].astype(str), frame["capacity"], strict=True))
+    return agreements(store, need_cluster, demand, capacity)
 
 
 class PlanWorker:
@@ -346,6 +386,8 @@ class PlanWorker:
                 plan_id, artifacts.summary, artifacts.files, usage=artifacts.usage, worker=worker
             )
             logger.info("plan %s done", plan_id)
+            if (record.parameters or {}).get("publish"):
+                self._publish(record)
         except PlanStateError as exc:  # the lease expired and another worker took it over
             logger.warning("plan %s: not stored: %s", plan_id, exc)
         except MatcherError as exc:
@@ -353,6 +395,17 @@ class PlanWorker:
         except Exception:
             logger.exception("plan %s failed", plan_id)
             self._fail(plan_id, _FAILED, worker)
+
+    def _publish(self, record: PlanRecord) -> None:
+        """Publish a done plan whose parameters ask for it, as the key that queued it."""
+        from .partnerships import publish_plan
+
+        try:
+            publish_plan(self.store, record.plan_id, record.created_by)
+        except MatcherError as exc:  # e.g. a newer plan was published meanwhile: a draft
+            logger.warning("plan %s done but not published: %s", record.plan_id, exc)
+            self.store.audit("publish_failed", "plan", record.plan_id, actor="system",
+                             detail={"error": str(exc)[:500]})  # fmt: skip
 
     def _fail(self, plan_id: str, error: str, worker: str) -> None:
         try:

@@ -45,7 +45,7 @@ from .region import (
 )
 from .replan import PairsSource, churn, pair_units, read_pairs
 
-__all__ = ["Plan", "plan"]
+__all__ = ["Plan", "plan", "plan_clusters"]
 
 #: The stage records go to "matcher.plan" (the name users filter on), as before the module
 #: was named pipeline.
@@ -544,6 +544,36 @@ def _rows(needs: Source | LoadedTable) -> int:
         return sum(f.stat().st_size for f in files) // BYTES_PER_NEED_ROW
     except (OSError, InputValidationError):  # reading reports it
         return 0
+
+
+def plan_clusters(
+    needs: Source | LoadedTable,
+    partners: Source | LoadedTable,
+    *,
+    neighborhoods: str | Path | gpd.GeoDataFrame | None = None,
+    config: MatchConfig | None = None,
+) -> tuple[pd.Series, pd.DataFrame]:
+    """Return the clusters :func:`plan` would make of these inputs, without matching.
+
+    The same reading and clustering as :func:`plan` (one code path), so a caller can
+    name the plan's clusters before planning, e.g. to carry agreements to them
+    (:func:`matcher.partnerships.agreements`).
+
+    Returns
+    -------
+    (pandas.Series, pandas.DataFrame)
+        The cluster id per ``need_id`` (index), and the clusters (``cluster_id``,
+        ``category``, ``demand``, ...).
+    """
+    config = config or MatchConfig()
+    prep = _prepare(needs, partners, neighborhoods, config, None, None, None)
+    clustering = cluster_region(_whole_input(prep), config, prep.by_hood)
+    need_cluster = pd.Series(
+        clustering.need_cluster.to_numpy(),
+        index=prep.needs["need_id"].astype(str).to_numpy(),
+        name="cluster_id",
+    )
+    return need_cluster, clustering.clusters
 
 
 def _whole_input(prep: _Prepared) -> RegionInput:

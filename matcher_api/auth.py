@@ -45,11 +45,17 @@ RESOURCES = {
     "Nearby": "nearby",
     "Places": "places",
     "ReportNotes": "report_notes",
+    "PlanPublish": "publish",
+    "Partnerships": "partnerships",
+    "PartnershipItem": "partnerships",
+    "PartnershipSteps": "partnership_steps",
+    "PartnershipClear": "partnership_clear",
 }
 #: Writes whose body is JSON: any other content type is 415 (never silently ignored).
 _JSON_WRITES = frozenset(
     {("plans", "create"), ("scenarios", "create"), ("partners", "create"),
-     ("partners", "replace"), ("needs", "create"), ("needs", "replace")}
+     ("partners", "replace"), ("needs", "create"), ("needs", "replace"),
+     ("publish", "create"), ("partnership_steps", "create")}
 )  # fmt: skip
 METHOD_ACTIONS = {"GET": "read", "HEAD": "read", "POST": "create", "PUT": "replace",
                   "DELETE": "delete"}  # fmt: skip
@@ -98,8 +104,9 @@ def check_key(
 ) -> Response | None:
     """Authenticate ``key`` and check its role may do ``action`` on ``resource``.
 
-    Sets ``g.key_id`` and ``g.role``; returns None, or the 401 / 403 / 429 answer. Failed
-    authentications are limited per address, requests per key (one policy for every door:
+    Sets ``g.key_id``, ``g.role`` and ``g.partner_id``; returns None, or the 401 / 403 /
+    429 answer. Failed authentications are limited per address, requests per key (one
+    policy for every door:
     ``Authorization: Bearer`` here, Open311's ``api_key`` in :mod:`matcher_api.open311`).
     """
     limits = current_app.extensions["matcher_limits"]
@@ -132,7 +139,8 @@ def check_key(
                        how or "send a valid API key as 'Authorization: Bearer KEY'")  # fmt: skip
         resp.headers["WWW-Authenticate"] = 'Bearer realm="matcher"'
         return resp
-    g.key_id, g.role = found
+    g.key_id, g.role = found[0], found[1]
+    g.partner_id = found[2] if len(found) > 2 else None  # a partner key's own partner
     wait = limits["requests"].hit(g.key_id)
     if wait is not None:
         return too_many(wait, "too many requests with this key; slow down")

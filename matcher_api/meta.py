@@ -47,4 +47,5 @@ class WhoAmI(MethodView):
     @blp.answers(*KEYED)
     def get(self) -> dict[str, Any]:
         """Get the role of the calling API key (the map page checks a key with it)."""
-        return {"key_id": g.key_id, "role": g.role}
+        who = {"key_id": g.key_id, "role": g.role}
+        return who | ({"partner_id": g.partner_id} if g.role == "partner" else {})

@@ -25,7 +25,7 @@ from matcher import (
 )
 from matcher.compare import OPTIONAL_PLAN_FILES, REQUIRED_PLAN_FILES, compare_plans, headline
 from matcher.config import DEFAULT_RECRUIT_RADIUS_KM
-from matcher.jobs import JOB_OPTIONS
+from matcher.jobs import SCENARIO_OPTIONS
 from matcher.mapview import MAP_PARTS, map_bytes, map_part, map_payload
 from matcher.output import PLAN_FILES, csv_rows
 from matcher.report import REPORT_NAME
@@ -133,6 +133,10 @@ class Plans(MethodView):
             parameters["recruit"] = recruit
         if args["report"]:
             parameters["report"] = True
+        if args["publish"]:
+            parameters["publish"] = True
+        if not args["agreements"]:
+            parameters["agreements"] = False
         created = _queue_plan(parameters)
         if isinstance(created, Response):
             return created
@@ -168,6 +172,7 @@ def _listed(rec: PlanRecord, roles: dict[str, str], in_force_id: str | None) -> 
         "created_by": rec.created_by,
         "created_by_role": roles.get(rec.created_by),
         "in_force": rec.plan_id == in_force_id,
+        "published_at": rec.published_at,
         "admin_only": not grid_plan(rec),
         "headline": figures,
         "error": None if hidden else rec.error,
@@ -297,7 +302,8 @@ class PlanScenarios(MethodView):
         # the full change, so that the job (in any process) can run from the record alone
         parameters["scenario"] = {"base_plan": plan_id, "change": change}
         # the base plan's recruit sites and report.html: a what-if has them too
-        parameters |= {k: base.parameters[k] for k in JOB_OPTIONS if k in (base.parameters or {})}
+        parameters |= {k: base.parameters[k] for k in SCENARIO_OPTIONS
+                       if k in (base.parameters or {})}  # fmt: skip
         created = _queue_plan(parameters)
         if isinstance(created, Response):
             return created

@@ -17,6 +17,7 @@ from matcher import (
     access,
     limits,
 )
+from matcher.partnerships import PartnershipStateError
 from matcher.store import (
     AlreadyExistsError,
     HoldStateError,
@@ -72,6 +73,7 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(HoldStateError)
     @app.errorhandler(TooManyHoldsError)
     @app.errorhandler(LinkedReportsError)
+    @app.errorhandler(PartnershipStateError)
     def _conflict(exc: MatcherError) -> Response:
         return problem(409, "Conflict", str(exc))
 

@@ -370,6 +370,21 @@ class PlanRequest(ma.Schema):
             "plan's files; a what-if scenario of the plan gets one too"
         },
     )
+    publish = JsonBoolean(
+        load_default=False,
+        metadata={
+            "description": "publish the plan when it is done (POST /plans/{plan_id}/publish): "
+            "it becomes the plan in force and its assignments are offered to partners. "
+            "Without it the plan is a draft that nothing else uses"
+        },
+    )
+    agreements = JsonBoolean(
+        load_default=True,
+        metadata={
+            "description": "keep accepted and active partnerships at their units and never "
+            "propose a declined pair again (unless cleared); false plans without them"
+        },
+    )
 
     @ma.validates_schema
     def _recruit_options_need_k(self, data: dict[str, Any], **_: Any) -> None:
@@ -686,6 +701,9 @@ class PlanRecordSchema(ma.Schema):
             "claimed again once)"
         },
     )
+    published_at = ma.fields.String(
+        allow_none=True, metadata={"description": "when it was published; null: a draft"}
+    )
 
 
 class PlanStatus(PlanRecordSchema):
@@ -772,6 +790,11 @@ class PlanListItem(ma.Schema):
         metadata={"description": "the plan in force (GET /plans/latest): the map, nearby "
                   "and intake use it"},
     )  # fmt: skip
+    published_at = ma.fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "when it was published (put in force); null: a draft"},
+    )
     admin_only = ma.fields.Boolean(
         required=True,
         metadata={"description": "made from volunteers' exact points (an older store): only "
@@ -928,6 +951,7 @@ class MapConfigSchema(ma.Schema):
 class WhoAmISchema(ma.Schema):
     key_id = ma.fields.String()
     role = ma.fields.String(validate=ma.validate.OneOf(access.ROLES))
+    partner_id = ma.fields.String(metadata={"description": "a partner key: its partner"})
 
 
 class LatestPlanSchema(ma.Schema):

@@ -59,7 +59,7 @@ _cache_lock = threading.Lock()
 
 
 def plan_in_force() -> Any:
-    """Return the last finished plan (no scenario), if made at volunteers' grid points.
+    """Return the plan published last (no scenario), if made at volunteers' grid points.
 
     A plan of an older store, made from exact points, is never in force: nothing computed
     from it (free capacity, clusters, its summary) reaches a non-admin.

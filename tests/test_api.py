@@ -279,7 +279,7 @@ def test_nearby_equals_brute_force_and_hides_volunteers(loaded):
 def test_plan_job_results_match_the_cli_files_and_feed_nearby_and_intake(loaded, tmp_path):
     app, keys, loaded = loaded
     h = auth(keys["planner"])
-    r = loaded.post("/api/v1/plans", json={"objective": "distance"}, headers=h)
+    r = loaded.post("/api/v1/plans", json={"objective": "distance", "publish": True}, headers=h)
     assert r.status_code == 202
     body = wait_plan(loaded, r.headers["Location"], keys["planner"])
     assert body["status"] == "done", body

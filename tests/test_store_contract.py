@@ -726,20 +726,27 @@ def test_api_keys(store: Any, db: Path) -> None:
     key_id, key = store.create_api_key("planner", label="district 7", actor="admin0")
     other_id, other = store.create_api_key("admin")
     assert key.startswith("mk_") and len(key) == 3 + 43
-    assert store.authenticate(key) == (key_id, "planner")
-    assert store.authenticate(other) == (other_id, "admin")
+    assert store.authenticate(key) == (key_id, "planner", None)
+    assert store.authenticate(other) == (other_id, "admin", None)
     assert store.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
     assert store.authenticate("") is None and store.authenticate("mk_") is None
     assert store.authenticate("not-a-key") is None
     assert store.authenticate(key + "\ud800") is None
     store.revoke_api_key(key_id, actor="admin0")
     assert store.authenticate(key) is None
-    assert store.authenticate(other) == (other_id, "admin")
+    assert store.authenticate(other) == (other_id, "admin", None)
     store.revoke_api_key(key_id)  # idempotent
     with pytest.raises(NotFoundError):
         store.revoke_api_key("key_missing")
     with pytest.raises(ValueError):
         store.create_api_key("root")
+    # a partner key is bound to one stored partner; no other role names one
+    with pytest.raises(ValueError):
+        store.create_api_key("partner")
+    with pytest.raises(ValueError):
+        store.create_api_key("planner", partner_id="P1")
+    with pytest.raises(NotFoundError):
+        store.create_api_key("partner", partner_id="no-such-partner")
     info = {k.key_id: k for k in store.list_api_keys()}
     assert info[key_id].revoked_at is not None and info[other_id].revoked_at is None
     assert info[key_id].label == "district 7" and key.startswith(info[key_id].prefix)
@@ -855,7 +862,7 @@ def test_plan_lifecycle_survives_reopen(where: str) -> None:
     assert failed is not None and failed.status == "failed" and failed.error == "boom"
     assert [p.plan_id for p in st.list_plans()] == [other, plan_id]
     assert rec.to_dict()["files"] == ["assignments.csv", "summary.json"]
-    assert rec["status"] == "done" and dict(rec)["plan_id"] == plan_id and len(rec) == 13
+    assert rec["status"] == "done" and dict(rec)["plan_id"] == plan_id and len(rec) == 15
     with pytest.raises(KeyError):
         rec["nope"]
     with pytest.raises(NotFoundError):

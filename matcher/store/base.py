@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Self
 import geopandas as gpd
 import pandas as pd
 
-from .records import ApiKeyInfo, AuditEntry, ImportResult, PlanRecord
+from .records import ApiKeyInfo, AuditEntry, ImportResult, KeyIdentity, PlanRecord
 
 if TYPE_CHECKING:
     from ..io import LoadedTable
@@ -624,11 +624,99 @@ class Store(abc.ABC):
             The plan is not done.
         """
 
+    # -- publishing and partnerships (rules: matcher.partnerships)
+
+    @abc.abstractmethod
+    def mark_published(self, plan_id: str, actor: str) -> str:
+        """Mark a done plan published (the plan in force); return when (UTC, ISO 8601).
+
+        Raises
+        ------
+        NotFoundError, PlanStateError
+            No such plan, or it is not done.
+        """
+
+    @abc.abstractmethod
+    def published_plan(self) -> PlanRecord | None:
+        """Return the done plan (no scenario) published last, or None."""
+
+    @abc.abstractmethod
+    def lapse_offers(self, actor: str = "system") -> int:
+        """Record as ``lapsed`` the offers past their ``expires_at``; return how many.
+
+        Reads already show such an offer as lapsed; this writes it (and its audit entry),
+        keeping its version (its representation, and so its ETag, do not change).
+        """
+
+    @abc.abstractmethod
+    def create_partnerships(self, offers: Sequence[Mapping[str, Any]], actor: str) -> int:
+        """Store offers (state ``offered``, version 1); return how many.
+
+        Each has ``partnership_id, plan_id, cluster_id, partner_id, category,
+        neighborhood, units, centroid_lat, centroid_lon, expires_at``.
+        """
+
+    @abc.abstractmethod
+    def get_partnership(self, partnership_id: str) -> dict[str, Any] | None:
+        """Return a partnership (``state`` as of now), or None."""
+
+    @abc.abstractmethod
+    def list_partnerships(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        partner_id: str | None = None,
+        neighborhood: str | None = None,
+        category: str | None = None,
+        plan_id: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Return partnerships, newest offer first, filtered (``limit`` None: all)."""
+
+    @abc.abstractmethod
+    def count_partnerships(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        partner_id: str | None = None,
+        neighborhood: str | None = None,
+        category: str | None = None,
+        plan_id: str | None = None,
+    ) -> int:
+        """Return how many partnerships match the filters of :meth:`list_partnerships`."""
+
+    @abc.abstractmethod
+    def update_partnership(
+        self,
+        partnership_id: str,
+        expected_version: int,
+        changes: Mapping[str, Any],
+        actor: str,
+        *,
+        action: str,
+    ) -> dict[str, Any]:
+        """Change ``state``, ``reason``, ``cleared``, ``plan_id`` or ``cluster_id``.
+
+        A compare-and-set: the change is made only at ``expected_version`` (the
+        version then increases by one) and audited as ``action``.
+
+        Raises
+        ------
+        NotFoundError, VersionConflictError
+            No such partnership; it is at another version.
+        """
+
     # -- API keys
 
     @abc.abstractmethod
     def create_api_key(
-        self, role: str, *, label: str = "", actor: str = "system"
+        self,
+        role: str,
+        *,
+        label: str = "",
+        actor: str = "system",
+        partner_id: str | None = None,
     ) -> tuple[str, str]:
         """Create an API key; return ``(key_id, key)``.
 
@@ -637,17 +725,27 @@ class Store(abc.ABC):
 
         Parameters
         ----------
-        role : {"planner", "outreach", "admin"}
+        role : {"planner", "outreach", "admin", "partner"}
             What the key may do.
         label : str
             A note for admins (whose key it is).
         actor : str
             Who creates it.
+        partner_id : str, optional
+            The partner a ``partner`` key acts for (required for that role, refused
+            for the others).
+
+        Raises
+        ------
+        ValueError
+            An unknown role, or a partner id given or missing against the role.
+        NotFoundError
+            No such partner.
         """
 
     @abc.abstractmethod
-    def authenticate(self, key: str) -> tuple[str, str] | None:
-        """Return ``(key_id, role)`` of a valid, unrevoked key, else None."""
+    def authenticate(self, key: str) -> KeyIdentity | None:
+        """Return ``(key_id, role, partner_id)`` of a valid, unrevoked key, else None."""
 
     @abc.abstractmethod
     def revoke_api_key(self, key_id: str, *, actor: str = "system") -> None:

@@ -251,6 +251,77 @@ _NOTES = (
 )
 
 
+#: The states of a partnership (kept in step with ``matcher.partnerships.STATES``).
+_STATES = "'offered', 'accepted', 'declined', 'active', 'completed', 'cancelled', 'lapsed'"
+
+_PARTNERSHIPS = (
+    # a plan is a draft until a planner publishes it; the last one published is in force
+    "ALTER TABLE plans ADD COLUMN published_at TEXT",
+    "ALTER TABLE plans ADD COLUMN published_by TEXT",
+    "CREATE INDEX plans_published ON plans (published_at)",
+    # an assignment of a published plan offered to its partner, and what became of it
+    f"""CREATE TABLE partnerships (
+        partnership_id TEXT PRIMARY KEY NOT NULL,
+        plan_id TEXT NOT NULL,
+        origin_plan_id TEXT NOT NULL,
+        cluster_id TEXT NOT NULL,
+        partner_id TEXT NOT NULL,
+        category TEXT NOT NULL,
+        neighborhood TEXT NOT NULL DEFAULT '',
+        units {{float}} NOT NULL CHECK (units > 0),
+        centroid_lat {{float}} NOT NULL CHECK (centroid_lat BETWEEN -90 AND 90),
+        centroid_lon {{float}} NOT NULL CHECK (centroid_lon BETWEEN -180 AND 180),
+        state TEXT NOT NULL CHECK (state IN ({_STATES})),
+        reason TEXT NOT NULL DEFAULT '',
+        cleared INTEGER NOT NULL DEFAULT 0 CHECK (cleared IN (0, 1)),
+        offered_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        answered_at TEXT,
+        updated_at TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1)
+    )""",
+    "CREATE INDEX partnerships_state ON partnerships (state, expires_at)",
+    "CREATE INDEX partnerships_partner ON partnerships (partner_id, offered_at)",
+)
+
+#: API keys of the partner role, each bound to one partner. SQLite cannot change a CHECK
+#: constraint in place, so its table is copied; PostgreSQL changes the constraint.
+_PARTNER_KEYS = {
+    "sqlite": (
+        """CREATE TABLE api_keys_new (
+            key_id TEXT PRIMARY KEY NOT NULL,
+            prefix TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('planner', 'outreach', 'admin', 'partner')),
+            label TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            revoked_at TEXT,
+            partner_id TEXT,
+            CHECK ((role = 'partner') = (partner_id IS NOT NULL))
+        )""",
+        "INSERT INTO api_keys_new (key_id, prefix, key_hash, role, label, created_at, "
+        "revoked_at) SELECT key_id, prefix, key_hash, role, label, created_at, revoked_at "
+        "FROM api_keys",
+        "DROP TABLE api_keys",
+        "ALTER TABLE api_keys_new RENAME TO api_keys",
+        "CREATE INDEX api_keys_prefix ON api_keys (prefix)",
+    ),
+    "postgresql": (
+        "ALTER TABLE api_keys DROP CONSTRAINT api_keys_role_check",
+        "ALTER TABLE api_keys ADD COLUMN partner_id TEXT",
+        "ALTER TABLE api_keys ADD CONSTRAINT api_keys_role_check "
+        "CHECK (role IN ('planner', 'outreach', 'admin', 'partner'))",
+        "ALTER TABLE api_keys ADD CONSTRAINT api_keys_partner "
+        "CHECK ((role = 'partner') = (partner_id IS NOT NULL))",
+    ),
+}
+
+
+def _partnerships(dialect: str) -> tuple[str, ...]:
+    words = _DIALECT[dialect]
+    return tuple(t.format(**words) for t in _PARTNERSHIPS) + _PARTNER_KEYS[dialect]
+
+
 def _holds(dialect: str) -> tuple[str, ...]:
     return tuple(t.format(**_DIALECT[dialect]) for t in _HOLDS)
 
@@ -274,6 +345,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration("referrals hold units at a partner", _holds("sqlite"), _holds("postgresql")),
     Migration("notes of reported concerns", _NOTES, _NOTES),
+    Migration(
+        "published plans, partnerships and partner keys",
+        _partnerships("sqlite"),
+        _partnerships("postgresql"),
+    ),
 )
 
 _VERSION_TABLE = (

@@ -11,7 +11,7 @@ import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._errors import MatcherError
 from .._validate import NEED_FIELDS, PARTNER_FIELDS
@@ -23,6 +23,7 @@ __all__ = [
     "AuditEntry",
     "HoldStateError",
     "ImportResult",
+    "KeyIdentity",
     "LinkedReportsError",
     "NEED_FRAME_COLUMNS",
     "NotEnoughCapacityError",
@@ -234,6 +235,8 @@ class PlanRecord(_Record):
         The worker that holds it while it runs.
     lease_until : str or None
         When that worker's lease ends unless renewed (UTC, ISO 8601).
+    published_at, published_by : str or None
+        When and by whom the plan was published (put in force); None for a draft.
     """
 
     plan_id: str
@@ -249,6 +252,8 @@ class PlanRecord(_Record):
     attempts: int = 0
     worker: str | None = None
     lease_until: str | None = None
+    published_at: str | None = None
+    published_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict of the record."""
@@ -267,6 +272,15 @@ class ApiKeyInfo(_Record):
     label: str
     created_at: str
     revoked_at: str | None
+    partner_id: str | None = None
+
+
+class KeyIdentity(NamedTuple):
+    """Who a valid API key is: its id, its role and, for a ``partner`` key, its partner."""
+
+    key_id: str
+    role: str
+    partner_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ from .entities import (
     usage_from_assignments,
     validate_record,
 )
+from .partnerships import PartnershipSQL
 from .records import (
     PLAN_KINDS,
     PLAN_STATUSES,
@@ -79,6 +80,7 @@ from .records import (
     AuditEntry,
     HoldStateError,
     ImportResult,
+    KeyIdentity,
     LinkedReportsError,
     NotFoundError,
     PlanRecord,
@@ -102,7 +104,7 @@ _KEY_PREFIX = "mk_"
 _PREFIX_LEN = len(_KEY_PREFIX) + 8
 _PLAN_COLUMNS = (
     "plan_id, status, created_at, started_at, finished_at, created_by, parameters, "
-    "summary, error, attempts, worker, lease_until"
+    "summary, error, attempts, worker, lease_until, published_at, published_by"
 )
 _MAX_LEASE_S = 24 * 3600.0
 _RETIRE = (
@@ -142,7 +144,7 @@ def _check_lease(lease_s: float) -> float:
     return float(lease_s)
 
 
-class SQLStore(Store):
+class SQLStore(PartnershipSQL, Store):
     """Every :class:`Store` method, over a backend's connections (see the module docs).
 
     Parameters
@@ -918,6 +920,8 @@ class SQLStore(Store):
             attempts=int(row[9]),
             worker=row[10],
             lease_until=row[11],
+            published_at=row[12],
+            published_by=row[13],
         )
 
     def _transition(
@@ -1226,25 +1230,36 @@ class SQLStore(Store):
         return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
     def create_api_key(
-        self, role: str, *, label: str = "", actor: str = "system"
+        self,
+        role: str,
+        *,
+        label: str = "",
+        actor: str = "system",
+        partner_id: str | None = None,
     ) -> tuple[str, str]:
         """Create an API key; return ``(key_id, key)`` (see :meth:`Store.create_api_key`)."""
         check_actor(actor)
         if role not in ROLES:
             raise ValueError(f"`role` must be one of {', '.join(ROLES)}, not {role!r}")
+        if (role == "partner") != (partner_id is not None):
+            raise ValueError("a partner key, and only a partner key, names its `partner_id`")
         key = _KEY_PREFIX + secrets.token_urlsafe(32)
         key_id = "key_" + secrets.token_hex(8)
         with self._write() as conn:
+            if partner_id is not None and self.get_partner(partner_id) is None:
+                raise NotFoundError("partner", partner_id)
             conn.execute(
-                "INSERT INTO api_keys (key_id, prefix, key_hash, role, label, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (key_id, key[:_PREFIX_LEN], self._hash_key(key), role, str(label), now()),
-            )
-            self._audit(conn, actor, "create", "api_key", key_id, {"role": role})
+                "INSERT INTO api_keys (key_id, prefix, key_hash, role, label, created_at, "
+                "partner_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key_id, key[:_PREFIX_LEN], self._hash_key(key), role, str(label), now(),
+                 partner_id),
+            )  # fmt: skip
+            detail = {"role": role} | ({"partner_id": partner_id} if partner_id else {})
+            self._audit(conn, actor, "create", "api_key", key_id, detail)
         return key_id, key
 
-    def authenticate(self, key: str) -> tuple[str, str] | None:
-        """Return ``(key_id, role)`` of a valid key, else None (see :meth:`Store.authenticate`)."""
+    def authenticate(self, key: str) -> KeyIdentity | None:
+        """Return who a valid key is, else None (see :meth:`Store.authenticate`)."""
         if not isinstance(key, str) or not key.startswith(_KEY_PREFIX) or len(key) > 256:
             return None
         try:
@@ -1253,13 +1268,14 @@ class SQLStore(Store):
             return None
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT key_id, key_hash, role, revoked_at FROM api_keys WHERE prefix = ?",
+                "SELECT key_id, key_hash, role, revoked_at, partner_id FROM api_keys "
+                "WHERE prefix = ?",
                 (key[:_PREFIX_LEN],),
             ).fetchall()
         found = None
-        for key_id, key_hash, role, revoked_at in rows:  # every candidate, in constant time
+        for key_id, key_hash, role, revoked_at, partner_id in rows:  # all, in constant time
             if hmac.compare_digest(key_hash, digest) and revoked_at is None:
-                found = (key_id, role)
+                found = KeyIdentity(key_id, role, partner_id)
         return found
 
     def revoke_api_key(self, key_id: str, *, actor: str = "system") -> None:
@@ -1278,8 +1294,8 @@ class SQLStore(Store):
         """Return every key's public description (see :meth:`Store.list_api_keys`)."""
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT key_id, prefix, role, label, created_at, revoked_at FROM api_keys "
-                "ORDER BY created_at, key_id"
+                "SELECT key_id, prefix, role, label, created_at, revoked_at, partner_id "
+                "FROM api_keys ORDER BY created_at, key_id"
             ).fetchall()
         return [ApiKeyInfo(*r) for r in rows]
 

@@ -1,0 +1,548 @@
+"""From plan to action: publishing a plan, and the partnerships its assignments become.
+
+A finished plan is a draft. Publishing it (:func:`publish_plan`) makes it the plan in
+force (nearby search, intake, holds and the map's "in force" badge use it) and offers
+each of its assignments to its partner as a *partnership*. The plan in force before it
+is superseded (its record is kept). A partnership then moves through these states:
+
+.. code-block:: text
+
+    offered  -> accepted | declined | cancelled | lapsed (not answered in time)
+    accepted -> active | cancelled
+    active   -> completed | cancelled
+
+Who may make a step is :data:`TRANSITIONS`: the partner the partnership is offered to
+(a ``partner`` key bound to it), a planner or an admin; a partner never acts on another
+partner's partnerships. A declined or cancelled step needs a reason. An offer not
+answered by its ``expires_at`` lapses (:attr:`OfferPolicy.days`).
+
+Re-planning respects agreements (:func:`agreements`): accepted and active partnerships
+stay at their units (locked pairs of :func:`matcher.plan`), a declined pair is not
+proposed again for its cluster unless a planner clears the decline, and cancelled units
+return to the pool. Clusters are matched across plans by their needs: a partnership's
+cluster in a new plan is the one that holds most of its needs (see :func:`carry_clusters`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import logging
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ._errors import InputValidationError, MatcherError, Problem
+
+if TYPE_CHECKING:
+    from .store import PlanRecord, Store
+
+__all__ = [
+    "AGREED",
+    "ANSWERS",
+    "OfferPolicy",
+    "PartnershipStateError",
+    "STATES",
+    "TERMINAL",
+    "TRANSITIONS",
+    "agreements",
+    "carry_clusters",
+    "check_transition",
+    "publish_plan",
+    "transition",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Every state of a partnership.
+STATES: tuple[str, ...] = (
+    "offered", "accepted", "declined", "active", "completed", "cancelled", "lapsed",
+)  # fmt: skip
+#: States in which the partner has agreed: kept at their units by a re-plan.
+AGREED: tuple[str, ...] = ("accepted", "active")
+#: States nothing leaves.
+TERMINAL: tuple[str, ...] = ("declined", "completed", "cancelled", "lapsed")
+#: The steps a partnership may take, and who may take each: ``partner`` (a key bound to
+#: the partnership's partner), ``planner``, ``admin``. ``lapsed`` is taken by time alone.
+TRANSITIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("offered", "accepted"): ("partner", "planner", "admin"),
+    ("offered", "declined"): ("partner", "planner", "admin"),
+    ("offered", "cancelled"): ("planner", "admin"),
+    ("accepted", "active"): ("partner", "planner", "admin"),
+    ("accepted", "cancelled"): ("partner", "planner", "admin"),
+    ("active", "completed"): ("partner", "planner", "admin"),
+    ("active", "cancelled"): ("partner", "planner", "admin"),
+}
+#: Steps that must say why.
+NEEDS_REASON: tuple[str, ...] = ("declined", "cancelled")
+#: Steps that answer an offer (they set ``answered_at``).
+ANSWERS: tuple[str, ...] = ("accepted", "declined")
+#: Longest reason, in characters.
+MAX_REASON = 500
+
+
+class PartnershipStateError(MatcherError):
+    """A step the partnership's state does not allow (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class OfferPolicy:
+    """How long an offer waits for an answer (days) before it lapses."""
+
+    days: float = 7.0
+    #: The longest wait a planner may give.
+    max_days: float = 90.0
+
+    def __post_init__(self) -> None:
+        for name in ("days", "max_days"):
+            value = getattr(self, name)
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (ok and math.isfinite(value) and 0.001 <= value <= 365):
+                raise InputValidationError(
+                    [Problem("offer policy", None, name, value, "must be from 0.001 to 365 days")]
+                )
+        if self.days > self.max_days:
+            raise InputValidationError(
+                [Problem("offer policy", None, "days", self.days,
+                         f"must be at most max_days ({self.max_days:g})")]  # fmt: skip
+            )
+
+    def expires(self, days: float | None = None) -> str:
+        """Return when an offer made now lapses (UTC, ISO 8601 with ``Z``)."""
+        wait = self.days if days is None else float(days)
+        if not (math.isfinite(wait) and 0.001 <= wait <= self.max_days):
+            raise InputValidationError(
+                [Problem("publish", None, "offer_days", days,
+                         f"must be from 0.001 to {self.max_days:g} days")]  # fmt: skip
+            )
+        until = _dt.datetime.now(_dt.UTC) + _dt.timedelta(days=wait)
+        return until.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def check_transition(
+    current: Mapping[str, Any], to: str, role: str, partner_id: str | None, reason: str
+) -> None:
+    """Raise unless a caller of ``role`` may move partnership ``current`` to state ``to``.
+
+    Parameters
+    ----------
+    current : mapping
+        The stored partnership (its ``state`` as read now: a lapsed offer says so).
+    to : str
+        The state asked for.
+    role : str
+        The caller's role; a ``partner`` caller is bound to ``partner_id``.
+    partner_id : str or None
+        The partner a ``partner`` key is bound to.
+    reason : str
+        Why (needed for :data:`NEEDS_REASON`).
+
+    Raises
+    ------
+    InputValidationError
+        ``to`` is no state, or a needed reason is missing or too long.
+    ForbiddenError
+        The caller may not take this step (a partner's own step on another's
+        partnership is reported as not found by the service, never as forbidden).
+    PartnershipStateError
+        The step is not allowed from the current state.
+    """
+    from .access import ForbiddenError
+
+    where = f"partnership {current['partnership_id']}"
+    if to not in STATES or to == "lapsed" or to == "offered":
+        steps = sorted({b for (_, b) in TRANSITIONS})
+        raise InputValidationError(
+            [Problem(where, None, "to", to, f"must be one of {', '.join(steps)}")]
+        )
+    if len(reason) > MAX_REASON:
+        raise InputValidationError(
+            [Problem(where, None, "reason", f"{len(reason)} characters",
+                     f"must be at most {MAX_REASON} characters")]  # fmt: skip
+        )
+    if to in NEEDS_REASON and not reason.strip():
+        raise InputValidationError(
+            [Problem(where, None, "reason", reason, f"say why the partnership is {to}")]
+        )
+    state = str(current["state"])
+    who = TRANSITIONS.get((state, to))
+    if who is None:
+        nexts = [b for (a, b) in TRANSITIONS if a == state]
+        then = f"it can become {', '.join(nexts)}" if nexts else "nothing follows it"
+        raise PartnershipStateError(f"{where} is {state}: it cannot become {to}; {then}")
+    if role == "partner" and str(current["partner_id"]) != str(partner_id):
+        raise ForbiddenError(f"{where} is offered to another partner")
+    if role not in who:
+        raise ForbiddenError(f"{where}: {state} -> {to} needs one of the roles {', '.join(who)}")
+
+
+def transition(
+    store: Store,
+    partnership_id: str,
+    to: str,
+    expected_version: int,
+    actor: str,
+    *,
+    role: str,
+    partner_id: str | None = None,
+    reason: str = "",
+) -> dict[str, Any]:
+    """Move a partnership to state ``to`` if it is still at ``expected_version``.
+
+    Of two callers who read the same version, one succeeds; the other gets a
+    :class:`~matcher.store.VersionConflictError` (HTTP 412) and reads it again.
+
+    Raises
+    ------
+    NotFoundError
+        No such partnership (or, for a partner key, one offered to another partner).
+    InputValidationError, ForbiddenError, PartnershipStateError
+        See :func:`check_transition`.
+    VersionConflictError
+        The partnership changed since ``expected_version``.
+    """
+    from .store import NotFoundError, VersionConflictError
+
+    reason = str(reason or "")
+    store.lapse_offers()  # its own transaction: kept even when this step is refused
+    with store.transaction():
+        current = store.get_partnership(partnership_id)
+        if current is None or (role == "partner" and current["partner_id"] != partner_id):
+            raise NotFoundError("partnership", partnership_id)
+        if int(current["version"]) != int(expected_version):
+            raise VersionConflictError(
+                "partnership", partnership_id, int(expected_version), int(current["version"])
+            )
+        check_transition(current, to, role, partner_id, reason)
+        return store.update_partnership(
+            partnership_id,
+            int(expected_version),
+            {"state": to, "reason": reason.strip()},
+            actor,
+            action=to,
+        )
+
+
+def clear_decline(
+    store: Store, partnership_id: str, expected_version: int, actor: str
+) -> dict[str, Any]:
+    """Let a re-plan propose a declined pair again (planners and admins).
+
+    Raises
+    ------
+    NotFoundError, VersionConflictError, PartnershipStateError
+        No such partnership; changed since ``expected_version``; not declined.
+    """
+    from .store import NotFoundError, VersionConflictError
+
+    with store.transaction():
+        current = store.get_partnership(partnership_id)
+        if current is None:
+            raise NotFoundError("partnership", partnership_id)
+        if int(current["version"]) != int(expected_version):
+            raise VersionConflictError(
+                "partnership", partnership_id, int(expected_version), int(current["version"])
+            )
+        if current["state"] != "declined":
+            raise PartnershipStateError(
+                f"partnership {partnership_id} is {current['state']}: only a declined one "
+                "is cleared"
+            )
+        return store.update_partnership(
+            partnership_id, int(expected_version), {"cleared": True}, actor, action="clear"
+        )
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+def _need_clusters(store: Store, plan_id: str) -> pd.Series:
+    """Return a stored plan's cluster per need (``need_id`` index), from need_clusters.csv."""
+    raw = store.plan_file(plan_id, "need_clusters.csv")
+    if raw is None:
+        return pd.Series(dtype=object, name="cluster_id")
+    frame = pd.read_csv(
+        io.BytesIO(raw), dtype={"need_id": str, "cluster_id": str}, keep_default_na=False
+    )
+    return frame.set_index("need_id")["cluster_id"]
+
+
+def carry_clusters(old: pd.Series, new: pd.Series) -> dict[str, str]:
+    """Match each old cluster to the new cluster that holds most of its needs.
+
+    Parameters
+    ----------
+    old, new : pandas.Series
+        Cluster id per need id (index), in the old and the new plan.
+
+    Returns
+    -------
+    dict of str to str
+        Old cluster id to new cluster id; an old cluster none of whose needs is in the
+        new plan is left out. Ties go to the smaller new id (deterministic).
+
+    Examples
+    --------
+    >>> old = pd.Series(["a", "a", "a", "b"], index=["n1", "n2", "n3", "n4"])
+    >>> new = pd.Series(["x", "y", "y", "x"], index=["n1", "n2", "n3", "n4"])
+    >>> carry_clusters(old, new)
+    {'a': 'y', 'b': 'x'}
+    """
+    both = pd.DataFrame({"old": old}).join(pd.DataFrame({"new": new}), how="inner")
+    if both.empty:
+        return {}
+    counts = both.groupby(["old", "new"], sort=True).size().reset_index(name="n")
+    counts = counts.sort_values(["old", "n", "new"], ascending=[True, False, True], kind="stable")
+    best = counts.drop_duplicates("old")
+    return dict(zip(best["old"].astype(str), best["new"].astype(str), strict=True))
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+def _plan_table(store: Store, plan_id: str, name: str) -> pd.DataFrame:
+    raw = store.plan_file(plan_id, name)
+    if raw is None:
+        raise MatcherError(f"plan {plan_id} has no {name}")
+    return pd.read_csv(
+        io.BytesIO(raw),
+        dtype={"cluster_id": str, "partner_id": str, "neighborhood": str},
+        keep_default_na=False,
+    )
+
+
+def publishable(record: PlanRecord | None, plan_id: str) -> PlanRecord:
+    """Return the plan if it may be published; raise why not.
+
+    Raises
+    ------
+    NotFoundError
+        No such plan.
+    PlanStateError
+        Not done, a what-if scenario, or made from volunteers' exact points.
+    """
+    from .store import NotFoundError, PlanStateError
+
+    if record is None:
+        raise NotFoundError("plan", plan_id)
+    if record.status != "done":
+        raise PlanStateError(f"plan {plan_id} is {record.status}: only a done plan is published")
+    params = record.parameters or {}
+    if "scenario" in params:
+        raise PlanStateError(f"plan {plan_id} is a what-if scenario: it is never put in force")
+    if params.get("volunteer_points") != "grid":
+        raise PlanStateError(
+            f"plan {plan_id} was made from volunteers' exact points: it cannot be put in force"
+        )
+    return record
+
+
+def publish_plan(
+    store: Store,
+    plan_id: str,
+    actor: str,
+    *,
+    offer_days: float | None = None,
+    policy: OfferPolicy | None = None,
+) -> dict[str, Any]:
+    """Put a done plan in force and offer its assignments as partnerships; return what changed.
+
+    In one transaction: offers of earlier plans still unanswered are cancelled
+    ("superseded"); accepted, active and declined partnerships are carried to the new
+    plan's clusters (:func:`carry_clusters`); each assignment becomes an offer for the
+    units that no agreed partnership of its pair holds already.
+
+    Parameters
+    ----------
+    store : Store
+    plan_id : str
+        A done plan (not a scenario) made at volunteers' grid points.
+    actor : str
+        Who publishes (an API key id, ``"cli"``).
+    offer_days : float, optional
+        Days an offer waits for its answer (default and bound: ``policy``).
+    policy : OfferPolicy, optional
+
+    Returns
+    -------
+    dict
+        ``plan_id``, ``published_at``, ``superseded`` (the plan in force before, or
+        None), ``offered`` (new offers), ``units_offered``, ``carried`` (agreements and
+        declines carried to this plan's clusters), ``unplaced`` (agreements whose
+        needs are all gone), ``withdrawn`` (unanswered offers cancelled).
+
+    Raises
+    ------
+    NotFoundError, PlanStateError
+        See :func:`publishable`; also a plan in force already.
+    """
+    from .store import PlanStateError
+
+    policy = policy or OfferPolicy()
+    expires = policy.expires(offer_days)
+    with store.transaction():
+        record = publishable(store.get_plan(plan_id), plan_id)
+        before = store.published_plan()
+        if before is not None and before.plan_id == plan_id:
+            raise PlanStateError(f"plan {plan_id} is the plan in force already")
+        store.lapse_offers()
+        assignments = _plan_table(store, plan_id, "assignments.csv")
+        clusters = _plan_table(store, plan_id, "clusters.csv").set_index("cluster_id")
+        new_nc = _need_clusters(store, plan_id)
+        withdrawn = carried = unplaced = 0
+        maps: dict[str, dict[str, str]] = {}
+        agreed_units: dict[tuple[str, str], float] = {}
+        for ps in store.list_partnerships(states=("offered", *AGREED, "declined"), limit=None):
+            if ps["state"] == "offered":
+                store.update_partnership(
+                    ps["partnership_id"], int(ps["version"]),
+                    {"state": "cancelled", "reason": f"superseded by plan {plan_id}"},
+                    actor, action="cancelled",
+                )  # fmt: skip
+                withdrawn += 1
+                continue
+            if ps["state"] == "declined" and ps["cleared"]:
+                continue
+            if ps["plan_id"] == plan_id:
+                target = ps["cluster_id"]
+            else:
+                if ps["plan_id"] not in maps:
+                    maps[ps["plan_id"]] = carry_clusters(
+                        _need_clusters(store, ps["plan_id"]), new_nc
+                    )
+                target = maps[ps["plan_id"]].get(ps["cluster_id"])
+            if target is None:
+                unplaced += int(ps["state"] in AGREED)
+                continue
+            if ps["plan_id"] != plan_id or ps["cluster_id"] != target:
+                store.update_partnership(
+                    ps["partnership_id"], int(ps["version"]),
+                    {"plan_id": plan_id, "cluster_id": target}, actor, action="carry",
+                )  # fmt: skip
+                carried += 1
+            if ps["state"] in AGREED:
+                key = (target, str(ps["partner_id"]))
+                agreed_units[key] = agreed_units.get(key, 0.0) + float(ps["units"])
+        quantum = float((record.summary or {}).get("solver", {}).get("quantum", 0.1) or 0.1)
+        offers: list[dict[str, Any]] = []
+        for row in assignments.itertuples(index=False):
+            key = (str(row.cluster_id), str(row.partner_id))
+            units = round(float(row.units) - agreed_units.get(key, 0.0), 6)
+            if units < quantum / 2:
+                continue
+            cl = clusters.loc[key[0]]
+            offers.append({
+                "partnership_id": "ps-" + uuid.uuid4().hex[:20],
+                "plan_id": plan_id,
+                "cluster_id": key[0],
+                "partner_id": key[1],
+                "category": str(cl["category"]),
+                "neighborhood": str(cl.get("neighborhood", "") or ""),
+                "units": units,
+                "centroid_lat": float(cl["centroid_lat"]),
+                "centroid_lon": float(cl["centroid_lon"]),
+                "expires_at": expires,
+            })  # fmt: skip
+        store.create_partnerships(offers, actor)
+        published_at = store.mark_published(plan_id, actor)
+    result = {
+        "plan_id": plan_id,
+        "published_at": published_at,
+        "superseded": before.plan_id if before is not None else None,
+        "offered": len(offers),
+        "units_offered": round(sum(o["units"] for o in offers), 6),
+        "carried": carried,
+        "unplaced": unplaced,
+        "withdrawn": withdrawn,
+    }
+    logger.info(
+        "plan %s published: %d offer(s), %d carried, %d withdrawn",
+        plan_id, len(offers), carried, withdrawn,
+    )  # fmt: skip
+    return result
+
+
+# --------------------------------------------------------------------------- re-planning
+
+
+def agreements(
+    store: Store,
+    need_cluster: pd.Series,
+    demand: Mapping[str, float],
+    capacity: Mapping[str, float],
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None, dict[str, Any]]:
+    """Return the lock and exclude rows a re-plan takes from the store's partnerships.
+
+    Parameters
+    ----------
+    store : Store
+    need_cluster : pandas.Series
+        Cluster id per need id of the plan about to be made (its clustering).
+    demand : mapping
+        Units per cluster id of that plan.
+    capacity : mapping
+        Units per partner id available to it.
+
+    Returns
+    -------
+    (DataFrame or None, DataFrame or None, dict)
+        ``cluster_id, partner_id, units`` rows to lock (accepted and active
+        partnerships, carried to the new clusters; units cut to what the cluster's
+        demand and the partner's capacity still allow, oldest partnership first),
+        ``cluster_id, partner_id`` rows to exclude (declines not cleared), and facts:
+        ``locked``, ``locked_units``, ``excluded``, ``unplaced`` (agreements whose
+        needs are all gone), ``reduced`` (agreements whose units were cut).
+    """
+    maps: dict[str, dict[str, str]] = {}
+    locks: dict[tuple[str, str], float] = {}
+    excluded: set[tuple[str, str]] = set()
+    unplaced = reduced = 0
+    left_d = {str(k): float(v) for k, v in demand.items()}
+    left_c = {str(k): float(v) for k, v in capacity.items()}
+    rows = store.list_partnerships(states=(*AGREED, "declined"), limit=None)
+    for ps in sorted(rows, key=lambda r: (str(r["offered_at"]), str(r["partnership_id"]))):
+        if ps["state"] == "declined" and ps["cleared"]:
+            continue
+        if ps["plan_id"] not in maps:
+            maps[ps["plan_id"]] = carry_clusters(_need_clusters(store, ps["plan_id"]), need_cluster)
+        target = maps[ps["plan_id"]].get(str(ps["cluster_id"]))
+        pid = str(ps["partner_id"])
+        if target is None:
+            unplaced += int(ps["state"] in AGREED)
+            continue
+        if ps["state"] == "declined":
+            excluded.add((target, pid))
+            continue
+        units = min(float(ps["units"]), left_d.get(target, 0.0), left_c.get(pid, 0.0))
+        if units < float(ps["units"]) - 1e-9:
+            reduced += 1
+        if units <= 1e-9:
+            continue
+        locks[(target, pid)] = locks.get((target, pid), 0.0) + units
+        left_d[target] -= units
+        left_c[pid] -= units
+    excluded -= set(locks)  # an agreement on a pair outweighs an older decline of it
+    lock_df = (
+        pd.DataFrame(
+            [(c, p, round(u, 6)) for (c, p), u in sorted(locks.items())],
+            columns=["cluster_id", "partner_id", "units"],
+        )
+        if locks
+        else None
+    )
+    exclude_df = (
+        pd.DataFrame(sorted(excluded), columns=["cluster_id", "partner_id"]) if excluded else None
+    )
+    facts = {
+        "locked": len(locks),
+        "locked_units": round(float(np.sum(list(locks.values()))) if locks else 0.0, 6),
+        "excluded": len(excluded),
+        "unplaced": unplaced,
+        "reduced": reduced,
+    }
+    return lock_df, exclude_df, facts

@@ -1,0 +1,518 @@
+"""From plan to action: publishing, the partnership state machine, partner keys, re-plans.
+
+Every test runs on both stores (SQLite and PostgreSQL/PostGIS). Plans are made by the real
+plan worker over a real store; re-plans with agreements are checked against the LP oracle
+(tests/oracle.py), which fixes agreed pairs and forbids declined ones by its own bounds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from matcher.access import ForbiddenError
+from matcher.jobs import PlanWorker, plan_in_force
+from matcher.partnerships import (
+    PartnershipStateError,
+    carry_clusters,
+    clear_decline,
+    publish_plan,
+    transition,
+)
+from matcher.store import NotFoundError, PlanStateError, VersionConflictError, open_store
+
+from .oracle import assignment_cost_m, equity_optimum
+
+CATS = ("food_access", "youth_engagement")
+PARAMS = {"objective": "distance", "volunteer_points": "grid"}
+
+
+def city() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Needs in six groups and organizations too few to serve them all (unmet remains)."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for g, (lat, lon) in enumerate([(41.88, -87.63), (41.90, -87.65), (41.86, -87.66),
+                                    (41.89, -87.61), (41.87, -87.64), (41.91, -87.62)]):
+        for i in range(6):
+            rows.append({
+                "need_id": f"n{g}{i:02d}", "category": CATS[g % 2],
+                "lat": lat + rng.uniform(-0.002, 0.002), "lon": lon + rng.uniform(-0.002, 0.002),
+                "demand": int(rng.integers(1, 4)), "severity": int(rng.integers(1, 6)),
+            })  # fmt: skip
+    partners = pd.DataFrame(
+        {
+            "partner_id": ["P1", "P2", "P3", "P4", "P5"],
+            "name": ["Food One", "Food Two", "Youth One", "Youth Two", "Both"],
+            "kind": ["organization"] * 5,
+            "lat": [41.881, 41.899, 41.870, 41.905, 41.885],
+            "lon": [-87.631, -87.651, -87.640, -87.620, -87.640],
+            "categories": ["food_access", "food_access", "youth_engagement",
+                           "youth_engagement", "food_access;youth_engagement"],
+            "capacity": [12, 10, 8, 6, 9],
+            "radius_km": [6, 6, 6, 6, 6],
+        }
+    )  # fmt: skip
+    return pd.DataFrame(rows), partners
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "s.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def load_city(st: Any) -> Any:
+    needs, partners = city()
+    st.replace_partners(partners, "test")
+    st.replace_needs(needs, "test")
+    return st
+
+
+@pytest.fixture
+def store(where: str) -> Iterator[Any]:
+    st = load_city(open_store(where))
+    yield st
+    st.close()
+
+
+def run_plan(st: Any, **extra: Any) -> str:
+    """Queue a plan and run it with the real plan worker; return its id."""
+    plan_id = st.create_plan(PARAMS | extra, actor="planner-key")
+    assert PlanWorker(st).run_once() == plan_id
+    rec = st.get_plan(plan_id)
+    assert rec.status == "done", rec.error
+    return plan_id
+
+
+def table(st: Any, plan_id: str, name: str) -> pd.DataFrame:
+    return pd.read_csv(
+        io.BytesIO(st.plan_file(plan_id, name)),
+        dtype={"cluster_id": str, "partner_id": str},
+        keep_default_na=False,
+    )
+
+
+def test_a_plan_is_a_draft_until_published_and_publishing_offers_its_assignments(store):
+    first = run_plan(store)
+    assert plan_in_force(store) is None  # a draft: nearby, intake and holds do not use it
+    assert store.count_partnerships() == 0
+    result = publish_plan(store, first, "planner-key")
+    assignments = table(store, first, "assignments.csv")
+    assert result["offered"] == len(assignments) and result["superseded"] is None
+    assert result["units_offered"] == pytest.approx(assignments["units"].sum())
+    assert plan_in_force(store).plan_id == first
+    assert store.get_plan(first).published_by == "planner-key"
+    offers = store.list_partnerships(limit=None)
+    got = {(o["cluster_id"], o["partner_id"]): o["units"] for o in offers}
+    want = dict(zip(zip(assignments["cluster_id"], assignments["partner_id"], strict=True),
+                    assignments["units"], strict=True))  # fmt: skip
+    assert got == pytest.approx(want)
+    assert {o["state"] for o in offers} == {"offered"} and all(o["version"] == 1 for o in offers)
+    clusters = table(store, first, "clusters.csv").set_index("cluster_id")
+    for o in offers:
+        assert o["centroid_lat"] == pytest.approx(clusters.loc[o["cluster_id"], "centroid_lat"])
+        assert o["category"] == clusters.loc[o["cluster_id"], "category"]
+    with pytest.raises(PlanStateError, match="in force already"):
+        publish_plan(store, first, "planner-key")
+    entries = store.audit_entries(entity="plan", entity_id=first)
+    assert "publish" in [e.action for e in entries]
+
+
+def test_scenarios_drafts_of_exact_points_and_unfinished_plans_are_never_published(store):
+    base = run_plan(store)
+    queued = store.create_plan(PARAMS, actor="k")
+    with pytest.raises(PlanStateError, match="queued"):
+        publish_plan(store, queued, "k")
+    with pytest.raises(NotFoundError):
+        publish_plan(store, "0" * 32, "k")
+    assert PlanWorker(store).run_once() == queued
+    exact = store.create_plan({"objective": "distance"}, actor="k")
+    assert PlanWorker(store).run_once() == exact
+    with pytest.raises(PlanStateError, match="exact points"):
+        publish_plan(store, exact, "k")
+    what_if = store.create_plan(PARAMS | {"scenario": {"base_plan": base, "change": {}}},
+                                actor="k")  # fmt: skip
+    assert PlanWorker(store).run_once() == what_if
+    with pytest.raises(PlanStateError, match="scenario"):
+        publish_plan(store, what_if, "k")
+    assert plan_in_force(store) is None and store.count_partnerships() == 0
+
+
+#: The lifecycle as the issue states it (independent of matcher.partnerships.TRANSITIONS):
+#: step -> who may take it ("partner": the key of the partnership's own partner).
+LIFECYCLE = {
+    ("offered", "accepted"): {"partner", "planner", "admin"},
+    ("offered", "declined"): {"partner", "planner", "admin"},
+    ("offered", "cancelled"): {"planner", "admin"},
+    ("accepted", "active"): {"partner", "planner", "admin"},
+    ("accepted", "cancelled"): {"partner", "planner", "admin"},
+    ("active", "completed"): {"partner", "planner", "admin"},
+    ("active", "cancelled"): {"partner", "planner", "admin"},
+}
+STATES = ("offered", "accepted", "declined", "active", "completed", "cancelled", "lapsed")
+CALLERS = ("partner", "other partner", "planner", "admin", "outreach")
+
+
+def _offer(st: Any, plan_id: str, partner_id: str = "P1", *, days: float = 7.0) -> str:
+    pid = f"ps-{partner_id}-{np.random.default_rng().integers(1 << 40):x}"
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+    st.create_partnerships([{
+        "partnership_id": pid, "plan_id": plan_id, "cluster_id": "food_access-000000",
+        "partner_id": partner_id, "category": "food_access", "neighborhood": "",
+        "units": 2.0, "centroid_lat": 41.88, "centroid_lon": -87.63,
+        "expires_at": until.isoformat().replace("+00:00", "Z"),
+    }], "test")  # fmt: skip
+    return pid
+
+
+def _at(st: Any, pid: str, state: str) -> int:
+    """Put a partnership in ``state`` (the store's own write, as a setup); return its version."""
+    rec = st.get_partnership(pid)
+    if state == "lapsed":
+        return int(st.update_partnership(pid, rec["version"], {"state": "lapsed"}, "test",
+                                         action="lapsed")["version"])  # fmt: skip
+    if state != "offered":
+        rec = st.update_partnership(pid, rec["version"], {"state": state}, "test", action=state)
+    return int(rec["version"])
+
+
+def test_every_step_of_the_state_machine_for_every_caller(store):
+    plan_id = run_plan(store)
+    for state in STATES:
+        for to in STATES:
+            for caller in CALLERS:
+                pid = _offer(store, plan_id)
+                version = _at(store, pid, state)
+                role = "partner" if "partner" in caller else caller
+                bound = "P1" if caller == "partner" else "P2"
+                allowed = caller in LIFECYCLE.get((state, to), set()) or (
+                    caller == "partner" and "partner" in LIFECYCLE.get((state, to), set())
+                )
+                reason = "not this month" if to in ("declined", "cancelled") else ""
+                try:
+                    rec = transition(store, pid, to, version, f"key-{caller}", role=role,
+                                     partner_id=bound if role == "partner" else None,
+                                     reason=reason)  # fmt: skip
+                except (ForbiddenError, PartnershipStateError, NotFoundError, ValueError) as exc:
+                    assert not allowed, (state, to, caller, exc)
+                    if caller == "other partner":  # never told that it exists
+                        assert isinstance(exc, NotFoundError), (state, to, exc)
+                    after = store.get_partnership(pid)
+                    assert after["state"] == state and after["version"] == version
+                else:
+                    assert allowed, (state, to, caller)
+                    assert rec["state"] == to and rec["version"] == version + 1
+                    if to in ("accepted", "declined"):
+                        assert rec["answered_at"] is not None
+
+
+def test_declining_and_cancelling_need_a_reason(store):
+    plan_id = run_plan(store)
+    pid = _offer(store, plan_id)
+    for to in ("declined", "cancelled"):
+        with pytest.raises(ValueError, match="say why"):
+            transition(store, pid, to, 1, "k", role="planner", reason="  ")
+    with pytest.raises(ValueError, match="at most 500"):
+        transition(store, pid, "declined", 1, "k", role="planner", reason="x" * 501)
+    rec = transition(store, pid, "declined", 1, "k", role="partner", partner_id="P1",
+                     reason="no driver that week")  # fmt: skip
+    assert rec["reason"] == "no driver that week"
+    entry = store.audit_entries(entity="partnership", entity_id=pid)[0]
+    assert entry.action == "declined" and "no driver" not in str(entry.detail)
+
+
+def test_concurrent_steps_on_one_partnership_one_wins_the_other_is_stale(store):
+    plan_id = run_plan(store)
+    for _ in range(5):
+        pid = _offer(store, plan_id)
+        barrier = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        def step(to: str, pid: str = pid) -> None:
+            barrier.wait()
+            try:
+                transition(store, pid, to, 1, f"k-{to}", role="planner",
+                           reason="x" if to == "declined" else "")  # fmt: skip
+                outcomes.append("won")
+            except VersionConflictError:
+                outcomes.append("stale")
+
+        threads = [threading.Thread(target=step, args=(to,)) for to in ("accepted", "declined")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) == ["stale", "won"]
+        rec = store.get_partnership(pid)
+        assert rec["version"] == 2 and rec["state"] in ("accepted", "declined")
+
+
+def test_an_unanswered_offer_lapses(store):
+    plan_id = run_plan(store)
+    pid = _offer(store, plan_id, days=-1 / 24)
+    assert store.get_partnership(pid)["state"] == "lapsed"  # read as of now
+    assert [p["partnership_id"] for p in store.list_partnerships(states=("lapsed",))] == [pid]
+    assert store.count_partnerships(states=("offered",)) == 0
+    with pytest.raises(PartnershipStateError, match="lapsed"):
+        transition(store, pid, "accepted", 1, "k", role="partner", partner_id="P1")
+    assert store.lapse_offers() == 0  # the failed step wrote the lapse already
+    assert store.get_partnership(pid)["version"] == 1  # as read before: same ETag
+    entries = store.audit_entries(entity="partnership", entity_id=pid)
+    assert [e.action for e in entries][:1] == ["lapsed"] and entries[0].actor == "system"
+
+
+def test_carry_clusters_matches_by_most_needs():
+    old = pd.Series(["a", "a", "b", "b", "c"], index=["n1", "n2", "n3", "n4", "n5"])
+    new = pd.Series(["y", "x", "x", "x"], index=["n1", "n2", "n3", "n9"])
+    assert carry_clusters(old, new) == {"a": "x", "b": "x"}  # a: tie -> smaller id; c: gone
+
+
+def quanta(assignments: pd.DataFrame, q: float) -> dict[tuple[str, str], int]:
+    return {
+        (r.cluster_id, r.partner_id): round(r.units / q)
+        for r in assignments.itertuples(index=False)
+    }
+
+
+def test_a_replan_keeps_agreements_avoids_declines_and_equals_the_oracle(store):
+    first = run_plan(store)
+    publish_plan(store, first, "planner-key")
+    offers = sorted(store.list_partnerships(limit=None), key=lambda o: o["partnership_id"])
+    assert len(offers) >= 4
+    accepted, declined = offers[0], offers[1]
+    transition(store, accepted["partnership_id"], "accepted", 1, "pk",
+               role="partner", partner_id=accepted["partner_id"])  # fmt: skip
+    transition(store, declined["partnership_id"], "declined", 1, "pk",
+               role="partner", partner_id=declined["partner_id"], reason="too far")  # fmt: skip
+    # the data moved on: one need resolved (deleted), so clusters may be renumbered
+    needs = store.needs_frame()
+    store.replace_needs(pd.DataFrame(needs.drop(columns="geometry")).iloc[1:], "test")
+    second = run_plan(store)
+    facts = store.get_plan(second).summary["agreements"]
+    assert facts["locked"] == 1 and facts["excluded"] == 1
+    a2 = table(store, second, "assignments.csv")
+    nc1 = table(store, first, "need_clusters.csv").set_index("need_id")["cluster_id"]
+    nc2 = table(store, second, "need_clusters.csv").set_index("need_id")["cluster_id"]
+    moved = carry_clusters(nc1, nc2)
+    q = store.get_plan(second).summary["solver"]["quantum"]
+    got = quanta(a2, q)
+    keep = (moved[accepted["cluster_id"]], accepted["partner_id"])
+    avoid = (moved[declined["cluster_id"]], declined["partner_id"])
+    assert got.get(keep, 0) == round(accepted["units"] / q)  # held at its agreed units
+    assert avoid not in got  # never proposed again
+    # exactly optimal under those constraints: the oracle's own LP, agreed pair fixed and
+    # declined pair forbidden by bounds
+    clusters = table(store, second, "clusters.csv")
+    partners = pd.DataFrame(store.partners_frame().drop(columns="geometry"))
+    opt = equity_optimum(
+        clusters, partners, q, lock={keep: got[keep]}, exclude={avoid}
+    )
+    assert sum(got.values()) == opt["served"]
+    assert assignment_cost_m(a2, clusters, partners, q) == round(opt["cost"])
+    # a planner clears the decline: the pair may be proposed again (it is no longer excluded)
+    clear_decline(store, declined["partnership_id"], 2, "planner-key")
+    third = run_plan(store)
+    assert store.get_plan(third).summary["agreements"]["excluded"] == 0
+    # publishing the re-plan: the agreement is carried, no second offer for its units,
+    # the unanswered offers of the first plan are withdrawn
+    result = publish_plan(store, second, "planner-key")
+    assert result["superseded"] == first and result["carried"] >= 1
+    assert result["withdrawn"] == len(offers) - 2
+    kept = store.get_partnership(accepted["partnership_id"])
+    assert kept["state"] == "accepted" and kept["plan_id"] == second
+    assert kept["cluster_id"] == keep[0] and kept["origin_plan_id"] == first
+    new = store.list_partnerships(states=("offered",), limit=None)
+    assert all(o["plan_id"] == second for o in new)
+    assert not [o for o in new if (o["cluster_id"], o["partner_id"]) == keep
+                and o["units"] >= accepted["units"] - 1e-9]  # fmt: skip
+    stale = store.get_partnership(offers[2]["partnership_id"])
+    assert stale["state"] == "cancelled" and second in stale["reason"]
+
+
+def test_a_plan_without_agreements_ignores_them(store):
+    first = run_plan(store)
+    publish_plan(store, first, "k")
+    offer = store.list_partnerships(limit=1)[0]
+    transition(store, offer["partnership_id"], "declined", 1, "k", role="planner", reason="no")
+    plain = run_plan(store, agreements=False)
+    assert "agreements" not in store.get_plan(plain).summary
+    assert table(store, plain, "assignments.csv").equals(table(store, first, "assignments.csv"))
+
+
+def test_a_plan_queued_with_publish_is_published_when_done(store):
+    plan_id = run_plan(store, publish=True)
+    assert plan_in_force(store).plan_id == plan_id
+    assert store.count_partnerships(plan_id=plan_id) == len(table(store, plan_id,
+                                                                  "assignments.csv"))
+
+
+# ----------------------------------------------------------------------------- the API
+
+
+def auth(key: str, etag: str | None = None) -> dict[str, str]:
+    h = {"Authorization": f"Bearer {key}"}
+    return h | ({"If-Match": etag} if etag is not None else {})
+
+
+@pytest.fixture
+def service(where: str) -> Iterator[tuple[Any, dict[str, str], Any]]:
+    """The app on a loaded store (no plan threads: the test runs plans), a key per role."""
+    from api import create_app
+
+    from .conftest import close_app
+
+    app = create_app({"DB": where, "TESTING": True, "PLAN_WORKERS": 0})
+    st = load_city(app.extensions["matcher_store"])
+    keys = {r: st.create_api_key(r)[1] for r in ("admin", "planner", "outreach")}
+    keys["P1"] = st.create_api_key("partner", partner_id="P1", label="Food One")[1]
+    keys["P5"] = st.create_api_key("partner", partner_id="P5")[1]
+    try:
+        yield app, keys, app.test_client()
+    finally:
+        close_app(app)
+
+
+def published(app: Any, c: Any, keys: dict[str, str]) -> str:
+    """Plan through the API, run it, publish it as the planner; return its id."""
+    r = c.post("/api/v1/plans", json={"objective": "distance"}, headers=auth(keys["planner"]))
+    assert r.status_code == 202, r.get_data(as_text=True)
+    plan_id = r.get_json()["plan_id"]
+    assert PlanWorker(app.extensions["matcher_store"]).run_once() == plan_id
+    latest = c.get("/api/v1/plans/latest", headers=auth(keys["outreach"])).get_json()
+    assert latest["plan"] is None  # a draft is not in force
+    for role in ("outreach", "P1"):
+        r = c.post(f"/api/v1/plans/{plan_id}/publish", json={}, headers=auth(keys[role]))
+        assert r.status_code == 403, role
+    r = c.post(f"/api/v1/plans/{plan_id}/publish", json={"offer_days": 3},
+               headers=auth(keys["planner"]))  # fmt: skip
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.get_json()["offered"] > 0
+    latest = c.get("/api/v1/plans/latest", headers=auth(keys["outreach"])).get_json()
+    assert latest["plan"]["plan_id"] == plan_id
+    listed = c.get("/api/v1/plans", headers=auth(keys["planner"])).get_json()["results"]
+    assert [p["published_at"] is not None for p in listed] == [True]
+    return str(plan_id)
+
+
+def test_partners_answer_their_offers_through_the_api(service):
+    app, keys, c = service
+    plan_id = published(app, c, keys)
+    everyone = c.get("/api/v1/partnerships?limit=1000", headers=auth(keys["planner"])).get_json()
+    mine = c.get("/api/v1/partnerships", headers=auth(keys["P1"])).get_json()
+    assert mine["total"] == sum(p["partner_id"] == "P1" for p in everyone["results"]) > 0
+    assert {p["partner_id"] for p in mine["results"]} == {"P1"}
+    assert c.get("/api/v1/partnerships?partner_id=P5",
+                 headers=auth(keys["P1"])).get_json()["total"] == 0  # fmt: skip
+    other = next(p for p in everyone["results"] if p["partner_id"] != "P1")
+    assert c.get(f"/api/v1/partnerships/{other['partnership_id']}",
+                 headers=auth(keys["P1"])).status_code == 404  # fmt: skip
+    r = c.post(f"/api/v1/partnerships/{other['partnership_id']}/transitions",
+               json={"to": "accepted"}, headers=auth(keys["P1"], '"1"'))  # fmt: skip
+    assert r.status_code == 404 and other["partnership_id"] in r.get_json()["detail"]
+    assert c.get("/api/v1/partnerships", headers=auth(keys["outreach"])).status_code == 403
+
+    offer = mine["results"][0]
+    url = f"/api/v1/partnerships/{offer['partnership_id']}"
+    got = c.get(url, headers=auth(keys["P1"]))
+    assert got.status_code == 200 and got.headers["ETag"] == '"1"'
+    step = f"{url}/transitions"
+    assert c.post(step, json={"to": "accepted"}, headers=auth(keys["P1"])).status_code == 428
+    assert c.post(step, json={"to": "accepted"},
+                  headers=auth(keys["P1"], '"7"')).status_code == 412  # fmt: skip
+    assert c.post(step, json={"to": "finished"},
+                  headers=auth(keys["P1"], '"1"')).status_code == 400  # fmt: skip
+    assert c.post(step, json={"to": "accepted", "extra": 1},
+                  headers=auth(keys["P1"], '"1"')).status_code == 400  # fmt: skip
+    ok = c.post(step, json={"to": "accepted"}, headers=auth(keys["P1"], '"1"'))
+    assert ok.status_code == 200 and ok.get_json()["state"] == "accepted"
+    assert ok.headers["ETag"] == '"2"'
+    # the same ETag again: the partnership changed since, so it is stale
+    again = c.post(step, json={"to": "declined", "reason": "x"}, headers=auth(keys["P1"], '"1"'))
+    assert again.status_code == 412
+    # a step the state does not allow
+    r = c.post(step, json={"to": "completed"}, headers=auth(keys["P1"], '"2"'))
+    assert r.status_code == 409 and "accepted" in r.get_json()["detail"]
+    assert c.post(step, json={"to": "active"},
+                  headers=auth(keys["P1"], '"2"')).status_code == 200  # fmt: skip
+    if len(mine["results"]) > 1:
+        second = f"/api/v1/partnerships/{mine['results'][1]['partnership_id']}"
+        r = c.post(f"{second}/transitions", json={"to": "declined"},
+                   headers=auth(keys["P1"], '"1"'))  # fmt: skip
+        assert r.status_code == 400 and r.get_json()["problems"][0]["field"] == "reason"
+        r = c.post(f"{second}/transitions", json={"to": "declined", "reason": "no van"},
+                   headers=auth(keys["P1"], '"1"'))  # fmt: skip
+        assert r.status_code == 200
+        assert c.post(f"{second}/clear", headers=auth(keys["P1"], '"2"')).status_code == 403
+        r = c.post(f"{second}/clear", headers=auth(keys["planner"], '"2"'))
+        assert r.status_code == 200 and r.get_json()["cleared"] is True
+    states = c.get("/api/v1/partnerships?state=active", headers=auth(keys["planner"])).get_json()
+    assert [p["partnership_id"] for p in states["results"]] == [offer["partnership_id"]]
+    assert c.get("/api/v1/me", headers=auth(keys["P1"])).get_json() == {
+        "key_id": c.get("/api/v1/me", headers=auth(keys["P1"])).get_json()["key_id"],
+        "role": "partner",
+        "partner_id": "P1",
+    }
+    del plan_id
+
+
+def _fill(path: str, ids: dict[str, str]) -> str:
+    for name, value in ids.items():
+        path = path.replace("{" + name + "}", value)
+    return path
+
+
+#: What a partner key may reach besides the public routes: its own partnerships.
+PARTNER_ROUTES = {
+    ("get", "/api/v1/me"),
+    ("get", "/api/v1/partnerships"),
+    ("get", "/api/v1/partnerships/{partnership_id}"),
+    ("post", "/api/v1/partnerships/{partnership_id}/transitions"),
+}
+
+
+def test_a_partner_key_reaches_nothing_but_its_own_partnerships(service):
+    """Every route of the OpenAPI document, with a partner key, on another partner's ids."""
+    app, keys, c = service
+    plan_id = published(app, c, keys)
+    st = app.extensions["matcher_store"]
+    theirs = st.list_partnerships(partner_id="P5", limit=1)[0]["partnership_id"]
+    need = st.list_needs(limit=1, offset=0)[0]["need_id"]
+    ids = {"plan_id": plan_id, "partnership_id": theirs, "partner_id": "P5", "need_id": need,
+           "hold_id": "h-1", "report_id": "r-1", "name": "summary.json", "kind": "needs",
+           "other_id": plan_id, "part": "clusters"}  # fmt: skip
+    spec = c.get("/api/v1/openapi.json").get_json()
+    tried = 0
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            if method not in ("get", "post", "put", "delete"):
+                continue
+            url = _fill(path, ids)
+            assert "{" not in url, url
+            body = {"to": "accepted"} if path.endswith("/transitions") else {}
+            r = getattr(c, method)(url, headers=auth(keys["P1"], '"1"'), json=body)
+            tried += 1
+            text = r.get_data(as_text=True)
+            if op.get("security") == []:  # public: the same for everyone
+                continue
+            if (method, path) in PARTNER_ROUTES:
+                assert r.status_code in (200, 404), (method, path, r.status_code)
+                assert theirs not in text or r.status_code == 404, (method, path)
+                assert need not in text and "P5" not in text.replace(theirs, ""), (method, path)
+            else:
+                assert r.status_code == 403, (method, path, r.status_code, text[:200])
+    assert tried > 30
+    # Open311 (its own door, api_key in the query): a partner key may not report nor read
+    for method, url in (("get", "/open311/v2/requests.json"), ("post", "/open311/v2/requests.json"),
+                        ("get", f"/open311/v2/requests/{need}.json")):  # fmt: skip
+        r = getattr(c, method)(f"{url}?api_key={keys['P1']}", data={"service_code": "food_access",
+                                                                    "lat": 41.88, "long": -87.63})
+        assert r.status_code == 403, (method, url, r.status_code)
