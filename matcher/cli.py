@@ -1,4 +1,8 @@
-"""The ``matcher`` command line: plan, scenario, compare, validate, generate, hsds, keys, serve."""
+"""The ``matcher`` command line: plan, scenario, compare, validate, generate, hsds, keys, serve.
+
+``publish`` and ``partnerships`` (a store's plans put in force, and their partnerships)
+are in :mod:`matcher.cli_partnerships`.
+"""
 
 from __future__ import annotations
 
@@ -854,17 +858,33 @@ _DB_HELP = "Store: a SQLite file path, sqlite:///path or postgresql://user@host/
 @click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--db", "db", required=True, help=_DB_HELP)
 @click.option("--label", default="", help="A note for admins: whose key it is.")
+@click.option(
+    "--partner-id",
+    default=None,
+    help="With --role partner: the partner the key acts for (it sees only its own offers).",
+)
 @_guarded
-def keys_create_cmd(role: str, db: str, label: str) -> None:
+def keys_create_cmd(role: str, db: str, label: str, partner_id: str | None) -> None:
     """Create an API key; the key is printed alone on the last line (store it now)."""
     from .limits import text_problem
-    from .store import open_store
+    from .store import NotFoundError, open_store
 
     reason = text_problem(label)
     if reason is not None:
         raise InputValidationError([Problem("--label", None, "label", label[:40], reason)])
+    if (role == "partner") != (partner_id is not None):
+        why = ("a partner key needs the partner it acts for" if role == "partner"
+               else "only a partner key (--role partner) is bound to a partner")  # fmt: skip
+        raise InputValidationError([Problem("--partner-id", None, "partner_id", partner_id, why)])
     with open_store(db) as store:
-        key_id, key = store.create_api_key(role, label=label, actor="cli")
+        try:
+            key_id, key = store.create_api_key(role, label=label, actor="cli",
+                                               partner_id=partner_id)  # fmt: skip
+        except NotFoundError:
+            raise InputValidationError(
+                [Problem("--partner-id", None, "partner_id", str(partner_id)[:40],
+                         "no such partner in this store")]
+            ) from None  # fmt: skip
     click.echo(f"created {role} key {key_id}; only its hash is stored:", err=True)
     click.echo(key)
 
@@ -879,12 +899,14 @@ def keys_list_cmd(db: str) -> None:
 
     with open_store(db) as store:
         keys = store.list_api_keys()
-    click.echo("key_id\trole\tprefix\tcreated_at\trevoked_at\tlabel")
+    click.echo("key_id\trole\tprefix\tcreated_at\trevoked_at\tlabel\tpartner_id")
     for k in keys:
         label = str(neutralise_cell(k.label)).replace("\t", " ")
         label = _printable(label)
+        partner = _printable(str(neutralise_cell(k.partner_id or "")).replace("\t", " "))
         click.echo(
             f"{k.key_id}\t{k.role}\t{k.prefix}\t{k.created_at}\t{k.revoked_at or ''}\t{label}"
+            f"\t{partner}"
         )
 
 
@@ -986,3 +1008,7 @@ def serve_cmd(
 
 if __name__ == "__main__":  # pragma: no cover - python -m matcher.cli
     main()
+
+
+# the commands of a store's plans and partnerships live beside (they register on ``main``)
+from . import cli_partnerships  # noqa: E402, F401

@@ -7,8 +7,10 @@ plan worker over a real store; re-plans with agreements are checked against the 
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -237,7 +239,12 @@ def test_concurrent_steps_on_one_partnership_one_wins_the_other_is_stale(store):
         barrier = threading.Barrier(2)
         outcomes: list[str] = []
 
-        def step(to: str, pid: str = pid) -> None:
+        def step(
+            to: str,
+            pid: str = pid,
+            barrier: threading.Barrier = barrier,
+            outcomes: list[str] = outcomes,
+        ) -> None:
             barrier.wait()
             try:
                 transition(store, pid, to, 1, f"k-{to}", role="planner",
@@ -516,3 +523,48 @@ def test_a_partner_key_reaches_nothing_but_its_own_partnerships(service):
         r = getattr(c, method)(f"{url}?api_key={keys['P1']}", data={"service_code": "food_access",
                                                                     "lat": 41.88, "long": -87.63})
         assert r.status_code == 403, (method, url, r.status_code)
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def test_the_cli_publishes_lists_and_steps(store, where):
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+
+    run = CliRunner().invoke
+    plan_id = run_plan(store)
+    bad = run(main, ["publish", "f" * 32, "--db", where])
+    assert bad.exit_code == 2 and "PLAN_ID" in bad.output and "no such plan" in bad.output
+    ok = run(main, ["publish", plan_id, "--db", where, "--offer-days", "2"])
+    assert ok.exit_code == 0, ok.output
+    result = json.loads(ok.stdout)
+    assert result["plan_id"] == plan_id and result["offered"] > 0
+    again = run(main, ["publish", plan_id, "--db", where])
+    assert again.exit_code == 1 and "in force already" in again.output
+    listed = run(main, ["partnerships", "list", "--db", where, "--state", "offered"])
+    rows = list(csv.DictReader(io.StringIO(listed.stdout)))
+    assert len(rows) == result["offered"] and {r["state"] for r in rows} == {"offered"}
+    pid = rows[0]["partnership_id"]
+    no_reason = run(main, ["partnerships", "step", pid, "--db", where, "--to", "declined"])
+    assert no_reason.exit_code == 2 and "reason" in no_reason.output
+    stale = run(main, ["partnerships", "step", pid, "--db", where, "--to", "accepted",
+                       "--version", "5"])  # fmt: skip
+    assert stale.exit_code == 1 and "expected version 5" in stale.output
+    done = run(main, ["partnerships", "step", pid, "--db", where, "--to", "declined",
+                      "--reason", "=cmd|' /C calc'!A0"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    mine = run(main, ["partnerships", "list", "--db", where, "--state", "declined"])
+    row = next(csv.DictReader(io.StringIO(mine.stdout)))
+    assert row["partnership_id"] == pid and row["reason"].startswith("'=")  # neutralised
+    for args, code in (
+        (["--role", "partner"], 2),
+        (["--role", "planner", "--partner-id", "P1"], 2),
+        (["--role", "partner", "--partner-id", "nobody"], 2),
+        (["--role", "partner", "--partner-id", "P1", "--label", "Food One"], 0),
+    ):
+        res = run(main, ["keys", "create", "--db", where, *args])
+        assert res.exit_code == code, (args, res.output)
+    keys = run(main, ["keys", "list", "--db", where]).stdout.splitlines()
+    assert keys[0].endswith("partner_id") and keys[1].split("\t")[-1] == "P1"

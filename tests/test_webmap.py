@@ -154,6 +154,7 @@ def app(tmp_path, slice_paths):
 
 
 def run_plan(client, key: str, **params) -> str:
+    params.setdefault("publish", True)  # the plan in force, as the page shows it
     r = client.post("/api/v1/plans", json=params, headers=auth(key))
     assert r.status_code == 202, r.get_data(as_text=True)
     plan_id = r.get_json()["plan_id"]
@@ -315,6 +316,8 @@ class Server:
         return r.json()
 
     def plan(self, **params) -> str:
+        """Run a plan and wait for it; published (in force) unless ``publish=False``."""
+        params.setdefault("publish", True)
         started = self.request("api/v1/plans", self.keys["planner"], params)
         rec = self.served.wait_plan(f"/api/v1/plans/{started['plan_id']}", self.keys["planner"])
         assert rec["status"] == "done", rec
@@ -613,11 +616,7 @@ def test_running_a_plan_from_the_page_replaces_the_map(browser, server, tmp_path
         page.fill("#plan-cluster-km", "1.2")
         page.fill("#plan-seed", "3")
         page.click("#plan-run")
-        # putting a plan in force is an explicit, confirmed step: the page says what it does
-        page.wait_for_selector("#run-confirm:not([hidden])")
-        confirm = page.inner_text("#run-confirm")
-        assert "becomes the plan in force" in confirm and f"instead of plan {first[:8]}" in confirm
-        page.click("#run-confirm-yes")
+        # a new plan is a draft: shown here, in force nowhere until it is published
         page.wait_for_function(
             "first => document.body.dataset.planId !== first "
             "&& document.body.dataset.state === 'ready'",
@@ -625,6 +624,25 @@ def test_running_a_plan_from_the_page_replaces_the_map(browser, server, tmp_path
             timeout=120_000,
         )
         second = page.evaluate("document.body.dataset.planId")
+        assert "a draft, not in force" in page.inner_text("#plan-status")
+        latest = server.request("api/v1/plans/latest", server.keys["outreach"])["plan"]
+        assert latest["plan_id"] == first
+        # putting it in force is an explicit, confirmed step: the page says what it does
+        page.click(f'#plans-table [data-publish="{second}"]')
+        page.wait_for_selector("#publish-confirm:not([hidden])")
+        confirm = page.inner_text("#publish-confirm")
+        assert "becomes the plan in force" in confirm and f"instead of plan {first[:8]}" in confirm
+        page.click("#publish-confirm-no")  # cancelled: nothing is published
+        assert page.locator("#publish-confirm").is_hidden()
+        assert server.request("api/v1/plans/latest", server.keys["outreach"])["plan"][
+            "plan_id"] == first  # fmt: skip
+        page.click(f'#plans-table [data-publish="{second}"]')
+        page.click("#publish-confirm-yes")
+        page.wait_for_function(
+            "() => /is in force/.test(document.getElementById('plans-status').textContent)",
+            timeout=60_000,
+        )
+        page.wait_for_selector("body[data-state=ready]", timeout=60_000)
         latest = server.request("api/v1/plans/latest", server.keys["outreach"])["plan"]
         assert latest["plan_id"] == second != first
         assert latest["parameters"]["objective"] == "distance"
@@ -634,7 +652,8 @@ def test_running_a_plan_from_the_page_replaces_the_map(browser, server, tmp_path
         assert w.dom_counts() == on_map(expected) != before
         assert w.shown_counts() == expected
         assert page.inner_text("#plan-id") == second[:8]
-        assert f"replaced plan {first[:8]}" in page.inner_text("#plan-status")
+        row = page.inner_text(f'#plans-table tr[data-plan="{second}"]')
+        assert "in force" in row and "draft" not in row
         assert "distance" in page.inner_text("#plan-metrics")
         target = _click_cluster(w, collection)
         _assert_explained(w, collection, target)
@@ -797,7 +816,6 @@ def test_gaps_recruit_sites_floors_and_a_scenario(browser, server, tmp_path):
         page.fill("#plan-recruit-k", "2")
         page.fill("#plan-recruit-radius", "1.5")
         page.click("#plan-run")
-        page.click("#run-confirm-yes")
         page.wait_for_function(
             "first => document.body.dataset.planId !== first "
             "&& document.body.dataset.state === 'ready'",
@@ -879,7 +897,7 @@ def test_gaps_recruit_sites_floors_and_a_scenario(browser, server, tmp_path):
         )
         scenario = _wait_done(server, started["plan_id"])
         latest = server.request("api/v1/plans/latest", server.keys["outreach"])["plan"]
-        assert latest["plan_id"] == plan_id  # a what-if never replaces the plan in force
+        assert latest["plan_id"] not in (plan_id, scenario["plan_id"])  # a draft, a what-if
         page.evaluate("id => { window.location.hash = 'plan=' + id; }", scenario["plan_id"])
         w.wait_shown(scenario["plan_id"])
         note = page.inner_text("#plan-scenario")
@@ -1031,13 +1049,6 @@ def test_a_what_if_from_the_page_is_compared_with_its_base_and_never_put_in_forc
         row = page.inner_text(f'#plans-table tr[data-plan="{in_force["plan_id"]}"]')
         assert "in force" in row and "planner" in row
 
-        # cancelling a new plan starts nothing
-        before = server.request("api/v1/plans?limit=1", planner)["total"]
-        page.click("#plan-run")
-        page.click("#run-confirm-no")
-        assert page.locator("#run-confirm").is_hidden()
-        assert server.request("api/v1/plans?limit=1", planner)["total"] == before
-
         # the what-if: leave out the busiest partner, halve everyone's capacity, add one
         page.fill("#search-input", busiest)
         page.press("#search-input", "Enter")
@@ -1118,3 +1129,53 @@ def test_a_what_if_from_the_page_is_compared_with_its_base_and_never_put_in_forc
         assert w.errors() == [] and w.page_errors == [] and w.failed == []
     finally:
         w.close()
+
+
+def test_the_map_shows_the_partnership_states_of_the_plan_in_force(browser, server, tmp_path):
+    """Partners answer offers through the API; a planner sees each answer on the map."""
+    planner = server.keys["planner"]
+    in_force = server.request("api/v1/plans/latest", server.keys["outreach"])["plan"]["plan_id"]
+    offers = server.request(f"api/v1/partnerships?plan_id={in_force}&state=offered&limit=1000",
+                            planner)["results"]  # fmt: skip
+    assert len(offers) >= 2
+    accepted, declined = offers[0], next(o for o in offers[1:]
+                                         if o["cluster_id"] != offers[0]["cluster_id"])
+
+    def step(ps: dict, to: str, version: int, reason: str = "") -> dict:
+        r = server.served.call(
+            "POST", f"/api/v1/partnerships/{ps['partnership_id']}/transitions", key=planner,
+            json_body={"to": to, "reason": reason}, headers={"If-Match": f'"{version}"'},
+        )  # fmt: skip
+        assert r.status == 200, r.text
+        return r.json()
+
+    step(accepted, "accepted", 1)
+    step(declined, "declined", 1, "no volunteers that week")
+    w = Watched(browser, serve_tiles=server.tile_prefix)
+    try:
+        assert w.sign_in(server.url, planner) == in_force
+        page = w.page
+        page.wait_for_selector("#plan-metrics [data-fact=partnerships]")
+        counts = page.inner_text("#plan-metrics [data-fact=partnerships]")
+        assert "1 accepted" in counts and "1 declined" in counts
+        assert f"{len(offers) - 2} offered" in counts
+        for ps, word in ((accepted, "accepted"), (declined, "declined")):
+            page.fill("#search-input", ps["cluster_id"])
+            page.press("#search-input", "Enter")
+            page.wait_for_selector("#cluster-panel:not([hidden])")
+            assert page.inner_text("#cluster-id") == ps["cluster_id"]
+            badge = page.locator(f'#cluster-recs [data-partnership="{ps["partnership_id"]}"]')
+            assert badge.inner_text() == word
+            assert badge.get_attribute("class") == f"ps-state ps-{word}"
+            rec = page.locator(f'#cluster-recs li[data-partner="{ps["partner_id"]}"]')
+            assert word in rec.inner_text()
+            assert page.locator(f"path.ps-line-{word}").count() >= 1
+        w.screenshot(tmp_path, "webmap-partnerships")
+        assert w.errors() == [] and w.page_errors == [] and w.failed == []
+    finally:
+        w.close()
+        # the shared server's later plans must not keep these agreements: undone
+        step(accepted, "cancelled", 2, "test over")
+        r = server.served.call("POST", f"/api/v1/partnerships/{declined['partnership_id']}/clear",
+                               key=planner, headers={"If-Match": '"2"'})  # fmt: skip
+        assert r.status == 200, r.text

@@ -83,6 +83,8 @@
   var state = {
     key: null,
     role: null,
+    ps: {}, // partnerships of the plan shown, by "cluster|partner" (planners and admins)
+    psCounts: null,
     plan: null, // the plan record (with summary) shown
     data: null, // features by layer and lookups
     categories: [], // categories of the shown plan, sorted
@@ -361,10 +363,13 @@
 
   function assignmentTip(p) {
     var partner = state.data.partners[p.partner_id];
-    return [
+    var lines = [
       (partner ? partner.name : p.partner_id) + " → " + p.cluster_id,
       fmt(p.units) + " units, " + fmt(p.distance_km, 2) + " km"
     ];
+    var ps = psState(p);
+    if (ps) lines.push("partnership: " + ps);
+    return lines;
   }
 
   function partnerTip(p) {
@@ -933,9 +938,10 @@
     });
     lines.forEach(function (f) {
       var u = Number(f.properties.units) || 0;
+      var ps = psState(f.properties);
       var line = L.geoJSON(f, {
         pane: SELECTION_PANE,
-        className: "mm-sel-line",
+        className: "mm-sel-line" + (ps ? " ps-line-" + ps.split(", ")[0] : ""),
         style: { color: SELECTION_COLOR, opacity: 0.95, weight: Math.min(10, 2 + 1.5 * Math.sqrt(u)) }
       });
       line.bindTooltip(function () { return tooltip(assignmentTip(f.properties)); }, { sticky: true });
@@ -1051,6 +1057,10 @@
           { "data-partner-link": a.partner_id }),
         " (" + a.partner_id + ", " + (partner.kind || "partner") + "): " + fmt(a.units) +
           " units, " + fmt(a.distance_km, 2) + " km, cost " + fmt(a.cost, 3) + " (units × cost per unit)");
+      psBadges(clusterId, a.partner_id).forEach(function (b) {
+        head.appendChild(document.createTextNode(" "));
+        head.appendChild(b);
+      });
       var runner;
       if (a.runner_up_id) {
         var ru = d.partners[a.runner_up_id] || {};
@@ -1522,6 +1532,9 @@
         if (seq !== state.loadSeq) return;
         showLines(lines.features);
         mark("matcher:lines-ready");
+        return loadPartnerships(rec);
+      }).then(function () {
+        if (seq !== state.loadSeq) return;
         document.body.dataset.state = "ready";
       });
     });
@@ -1552,16 +1565,22 @@
       } else if (rec.status !== "done") {
         setPlanStatus(name + " is still " + rec.status + "; reload the page later.", true);
       } else if (!stillHere(nav)) {
-        setPlanStatus(name + " is done and in force; show it from the list of plans.");
+        setPlanStatus(name + " is done" + (rec.published_at ? " and in force" : " (a draft)") +
+          "; show it from the list of plans.");
         refreshPlans();
       } else {
         setPlanStatus(name + " is done; loading it…");
-        if (requestedPlan()) {  // the new plan is the one in force: the address says so
+        if (rec.published_at) {  // published when done: the plan in force, the address says so
           history.replaceState(null, "", window.location.pathname + window.location.search);
+        } else {
+          history.replaceState(null, "", "#plan=" + rec.plan_id);
         }
         return loadPlan(rec).then(function () {
           setPlanStatus(name + " is shown" +
-            (replaced && replaced !== planId ? " (it replaced plan " + shortId(replaced) + ")." : "."));
+            (replaced && replaced !== planId ? " (in place of plan " + shortId(replaced) + ")" : "") +
+            (rec.published_at ? "." : ": a draft, not in force. Publish it from the list of " +
+              "plans to put it in force and offer its assignments to partners."));
+          refreshPlans();
           return rec;
         });
       }
@@ -1661,39 +1680,12 @@
     return body;
   }
 
-  // A new plan becomes the plan in force when it finishes: the page says so and asks first.
+  // A new plan is a draft: shown here when it finishes, used by no one else until published.
   function runPlan(event) {
     event.preventDefault();
     if (!canPlan()) return;
     var body = planRequest();
     if (!body) return;
-    state.pendingPlan = true;
-    var inForce = state.inForce;
-    $("run-confirm-text").textContent = "When it finishes, this plan becomes the plan in force: " +
-      "outreach teams' nearby search and intake will use it" +
-      (inForce ? " instead of plan " + shortId(inForce) + "." : ".") +
-      " To try a change without that, run a what-if of the plan shown.";
-    $("run-confirm").hidden = false;
-    $("plan-run").disabled = true;
-    $("run-confirm-yes").focus();
-  }
-
-  function cancelRun() {
-    state.pendingPlan = null;
-    $("run-confirm").hidden = true;
-    $("plan-run").disabled = !canPlan();
-  }
-
-  function confirmRun() {
-    var asked = state.pendingPlan;
-    $("run-confirm").hidden = true;
-    state.pendingPlan = null;
-    // the form as it is now (it may have been edited while the question was open)
-    var body = asked && canPlan() ? planRequest() : null;
-    if (!body) {
-      $("plan-run").disabled = !canPlan();
-      return;
-    }
     var button = $("plan-run");
     button.disabled = true;
     var replaced = state.plan && state.plan.plan_id;
@@ -1703,12 +1695,131 @@
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body)
     }).then(function (created) {
-      setPlanStatus("Plan " + shortId(created.plan_id) + " is queued…");
+      setPlanStatus("Plan " + shortId(created.plan_id) + " (a draft) is queued…");
       refreshPlans();
       return watchPlan(created.plan_id, replaced);
     }).catch(function (err) {
       setPlanStatus("Could not start a plan: " + err.message, true);
     }).then(function () { button.disabled = !canPlan(); });
+  }
+
+  // ------------------------------------------------------------------ publishing
+
+  // Publishing puts a draft in force: the page says what it does and asks first.
+  function askPublish(rec) {
+    state.pendingPublish = rec.plan_id;
+    var inForce = state.inForce;
+    $("publish-confirm-text").textContent = "Publish plan " + shortId(rec.plan_id) + "? It " +
+      "becomes the plan in force: outreach teams' nearby search and intake will use it" +
+      (inForce ? " instead of plan " + shortId(inForce) : "") + ", and its assignments are " +
+      "offered to their partners. Accepted partnerships stay; offers not yet answered are " +
+      "withdrawn.";
+    $("publish-confirm").hidden = false;
+    $("publish-confirm-yes").focus();
+  }
+
+  function cancelPublish() {
+    state.pendingPublish = null;
+    $("publish-confirm").hidden = true;
+  }
+
+  function confirmPublish() {
+    var planId = state.pendingPublish;
+    cancelPublish();
+    if (!planId || !canPlan()) return Promise.resolve();
+    $("plans-status").textContent = "Publishing plan " + shortId(planId) + "…";
+    return api("plans/" + encodeURIComponent(planId) + "/publish", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: "{}"
+    }).then(function (result) {
+      state.inForce = planId;
+      $("plans-status").textContent = "Plan " + shortId(planId) + " is in force: " +
+        fmt(result.offered, 0) + " offer(s) sent, " + fmt(result.withdrawn, 0) + " withdrawn.";
+      refreshPlans();
+      if (state.plan && state.plan.plan_id === planId) {
+        history.replaceState(null, "", window.location.pathname + window.location.search);
+        return api("plans/" + encodeURIComponent(planId)).then(loadPlan);
+      }
+      return undefined;
+    }).catch(function (err) {
+      $("plans-status").textContent = "Could not publish plan " + shortId(planId) + ": " +
+        err.message;
+    });
+  }
+
+  // The partnerships of the plan shown (planners and admins), by "cluster|partner".
+  var PS_PAGE = 1000;
+
+  function loadPartnerships(rec) {
+    state.ps = {};
+    state.psCounts = null;
+    if (!canPlan() || !rec.published_at) return Promise.resolve();
+    var planId = rec.plan_id;
+    var all = [];
+    function page(offset) {
+      return api("partnerships?plan_id=" + encodeURIComponent(planId) + "&limit=" + PS_PAGE +
+        "&offset=" + offset).then(function (body) {
+        all = all.concat(body.results || []);
+        if ((body.results || []).length === PS_PAGE && all.length < body.total) {
+          return page(offset + PS_PAGE);
+        }
+        return all;
+      });
+    }
+    return page(0).then(function (rows) {
+      if (!state.plan || state.plan.plan_id !== planId) return;
+      var byPair = {};
+      var counts = {};
+      rows.forEach(function (r) {
+        var key = r.cluster_id + "|" + r.partner_id;
+        (byPair[key] = byPair[key] || []).push(r);
+        counts[r.state] = (counts[r.state] || 0) + 1;
+      });
+      state.ps = byPair;
+      state.psCounts = counts;
+      renderPartnershipCounts();
+      reselect(state.selection);
+    }).catch(function (err) {
+      setMessage("Could not load the partnerships: " + err.message, true);
+    });
+  }
+
+  var PS_ORDER = ["offered", "accepted", "active", "completed", "declined", "cancelled", "lapsed"];
+
+  function renderPartnershipCounts() {
+    var dl = $("plan-metrics");
+    var old = dl.querySelector("[data-fact='partnerships']");
+    if (old) { dl.removeChild(old.previousSibling); dl.removeChild(old); }
+    var counts = state.psCounts;
+    if (!counts) return;
+    var dd = h("dd", { "data-fact": "partnerships" });
+    PS_ORDER.forEach(function (st) {
+      if (counts[st]) {
+        dd.appendChild(h("span", { className: "ps-state ps-" + st, text: counts[st] + " " + st }));
+        dd.appendChild(document.createTextNode(" "));
+      }
+    });
+    if (!dd.childNodes.length) dd.textContent = "none";
+    dl.appendChild(h("dt", { text: "partnerships" }));
+    dl.appendChild(dd);
+  }
+
+  // the states of a pair's partnerships, as badges (none: a draft, or not a planner)
+  function psBadges(clusterId, partnerId) {
+    return (state.ps[clusterId + "|" + partnerId] || []).map(function (r) {
+      return h("span", {
+        className: "ps-state ps-" + r.state,
+        "data-partnership": r.partnership_id,
+        title: fmt(r.units) + " units" + (r.reason ? ": " + r.reason : ""),
+        text: r.state
+      });
+    });
+  }
+
+  function psState(p) {
+    var rows = (state.ps || {})[p.cluster_id + "|" + p.partner_id] || [];
+    return rows.length ? rows.map(function (r) { return r.state; }).join(", ") : null;
   }
 
   // ------------------------------------------------------------------ what-if
@@ -1912,6 +2023,13 @@
         if (shown) head.appendChild(h("span", { className: "badge shown", text: "shown" }));
         var headline = rec.headline || {};
         var actions = h("td", { className: "actions" });
+        if (rec.status === "done" && rec.kind === "plan" && !rec.published_at && !rec.admin_only) {
+          head.appendChild(h("span", { className: "badge draft", text: "draft" }));
+          if (canPlan()) {
+            actions.appendChild(jump("publish", function () { askPublish(rec); },
+              { "data-publish": rec.plan_id }));
+          }
+        }
         if (rec.status === "done" && !shown && !(rec.admin_only && state.role !== "admin")) {
           actions.appendChild(jump("show", function () {
             window.location.hash = "plan=" + rec.plan_id;
@@ -2144,8 +2262,8 @@
   });
   $("key-forget").addEventListener("click", forgetKey);
   $("plan-form").addEventListener("submit", runPlan);
-  $("run-confirm-yes").addEventListener("click", confirmRun);
-  $("run-confirm-no").addEventListener("click", cancelRun);
+  $("publish-confirm-yes").addEventListener("click", confirmPublish);
+  $("publish-confirm-no").addEventListener("click", cancelPublish);
   $("whatif-form").addEventListener("submit", runWhatif);
   $("partner-leave-out").addEventListener("click", function () {
     if (state.selection && state.selection.kind === "partner") leaveOut(state.selection.id);

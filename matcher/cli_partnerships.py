@@ -1,0 +1,131 @@
+"""``matcher publish`` and ``matcher partnerships``: the plan-to-action commands of a store.
+
+The same core as the service (:mod:`matcher.partnerships`); the CLI acts as ``cli`` with
+a planner's rights (whoever may open the store may change it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import click
+
+from ._errors import InputValidationError, Problem
+from .cli import _DB_HELP, _guarded, _printable, main
+from .partnerships import MAX_REASON, STATES, TRANSITIONS, OfferPolicy
+
+__all__ = ["partnerships_group", "publish_cmd"]
+
+#: The columns ``matcher partnerships list`` prints, in order.
+LIST_COLUMNS = (
+    "partnership_id", "state", "partner_id", "cluster_id", "category", "neighborhood",
+    "units", "plan_id", "offered_at", "expires_at", "answered_at", "reason", "version",
+)  # fmt: skip
+
+
+def _not_found(what: str, value: str, hint: str) -> InputValidationError:
+    return InputValidationError([Problem(what, None, what.lower(), value[:40], hint)])
+
+
+@main.command("publish")
+@click.argument("plan_id")
+@click.option("--db", "db", required=True, help=_DB_HELP)
+@click.option(
+    "--offer-days",
+    type=click.FloatRange(0.001, OfferPolicy.max_days),
+    default=OfferPolicy.days,
+    show_default=True,
+    help="Days an offer waits for its partner's answer before it lapses.",
+)
+@_guarded
+def publish_cmd(plan_id: str, db: str, offer_days: float) -> None:
+    """Publish a done plan of a store: it becomes the plan in force, its assignments offers.
+
+    Unanswered offers of the plan in force before are withdrawn; accepted, active and
+    declined partnerships are carried to this plan's clusters. Prints what changed (JSON).
+    """
+    from .partnerships import publish_plan
+    from .store import NotFoundError, open_store
+
+    with open_store(db) as store:
+        try:
+            result = publish_plan(store, plan_id, "cli", offer_days=offer_days)
+        except NotFoundError:
+            raise _not_found("PLAN_ID", plan_id, "no such plan in this store") from None
+    click.echo(json.dumps(result, indent=2))
+
+
+@main.group("partnerships")
+def partnerships_group() -> None:
+    """List partnerships of a store and take their steps."""
+
+
+@partnerships_group.command("list")
+@click.option("--db", "db", required=True, help=_DB_HELP)
+@click.option("--state", type=click.Choice(STATES), help="Only partnerships in this state.")
+@click.option("--partner", "partner_id", help="Only this partner's.")
+@click.option("--neighborhood", help="Only this neighborhood's.")
+@click.option("--category", help="Only this category's.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@_guarded
+def partnerships_list_cmd(
+    db: str,
+    state: str | None,
+    partner_id: str | None,
+    neighborhood: str | None,
+    category: str | None,
+    limit: int,
+) -> None:
+    """Print partnerships as CSV (newest offer first); cells are neutralised."""
+    from .output import neutralise_cell
+    from .store import open_store
+
+    with open_store(db) as store:
+        rows = store.list_partnerships(
+            states=(state,) if state else None, partner_id=partner_id,
+            neighborhood=neighborhood, category=category, limit=limit,
+        )  # fmt: skip
+    text = io.StringIO()
+    out = csv.writer(text, lineterminator="\n")
+    out.writerow(LIST_COLUMNS)
+    for row in rows:
+        out.writerow([_printable(str(neutralise_cell(row[c] if row[c] is not None else "")))
+                      for c in LIST_COLUMNS])  # fmt: skip
+    click.echo(text.getvalue(), nl=False)
+
+
+@partnerships_group.command("step")
+@click.argument("partnership_id")
+@click.option("--db", "db", required=True, help=_DB_HELP)
+@click.option("--to", "to", type=click.Choice(sorted({b for (_, b) in TRANSITIONS})),
+              required=True, help="The state to move it to.")  # fmt: skip
+@click.option("--reason", default="", help=f"Why (to decline or cancel; <= {MAX_REASON} chars).")
+@click.option(
+    "--version",
+    "expected",
+    type=click.IntRange(1),
+    help="The version read (its ETag): refused if it changed since. Default: the current one.",
+)
+@_guarded
+def partnerships_step_cmd(
+    partnership_id: str, db: str, to: str, reason: str, expected: int | None
+) -> None:
+    """Move a partnership to its next state, as a planner (e.g. an answer given by phone)."""
+    from .partnerships import transition
+    from .store import NotFoundError, open_store
+
+    with open_store(db) as store:
+        current = store.get_partnership(partnership_id)
+        if current is None:
+            raise _not_found("PARTNERSHIP_ID", partnership_id,
+                             "no such partnership; `matcher partnerships list` shows them")
+        version = int(current["version"]) if expected is None else expected
+        try:
+            rec: dict[str, Any] = transition(store, partnership_id, to, version, "cli",
+                                             role="planner", reason=reason)  # fmt: skip
+        except NotFoundError:  # pragma: no cover - deleted meanwhile
+            raise _not_found("PARTNERSHIP_ID", partnership_id, "no such partnership") from None
+    click.echo(f"{partnership_id}: {rec['state']} (version {rec['version']})", err=True)
