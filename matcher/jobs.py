@@ -19,6 +19,7 @@ same store, can run it, and a plan can be re-run from its record.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -222,11 +223,10 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
         result = plan(
             needs, partners, neighborhoods=hoods, config=config, lock=lock, exclude=exclude
         )
+        if facts is not None:  # in summary.json's metrics, as the plan's own figures are
+            result = dataclasses.replace(result, metrics=result.metrics | {"agreements": facts})
         result = with_recruit_parameters(result, recruit)
-        artifacts = plan_artifacts(result, record.plan_id, hoods, report=report)
-        if facts is not None:
-            artifacts.summary["agreements"] = facts
-        return artifacts
+        return plan_artifacts(result, record.plan_id, hoods, report=report)
     base_id = str(scenario.get("base_plan"))
     base = store.get_plan(base_id)
     if base is None or base.summary is None:
@@ -275,6 +275,10 @@ def _agreements(
     frame = partners.frame
     capacity = dict(zip(frame["partner_id"].astype(str), frame["capacity"], strict=True))
     return agreements(store, need_cluster, demand, capacity)
+
+
+class _NotPublished(Exception):
+    """A plan asked to be published when done could not be (it is stored as a draft)."""
 
 
 class PlanWorker:
@@ -382,12 +386,14 @@ class PlanWorker:
         plan_id = record.plan_id
         try:
             artifacts = self._run(self.store, record)
-            self.store.plan_done(
-                plan_id, artifacts.summary, artifacts.files, usage=artifacts.usage, worker=worker
-            )
+            if not (record.parameters or {}).get("publish") or not self._done_and_published(
+                record, artifacts, worker
+            ):
+                self.store.plan_done(
+                    plan_id, artifacts.summary, artifacts.files, usage=artifacts.usage,
+                    worker=worker,
+                )  # fmt: skip
             logger.info("plan %s done", plan_id)
-            if (record.parameters or {}).get("publish"):
-                self._publish(record)
         except PlanStateError as exc:  # the lease expired and another worker took it over
             logger.warning("plan %s: not stored: %s", plan_id, exc)
         except MatcherError as exc:
@@ -396,16 +402,32 @@ class PlanWorker:
             logger.exception("plan %s failed", plan_id)
             self._fail(plan_id, _FAILED, worker)
 
-    def _publish(self, record: PlanRecord) -> None:
-        """Publish a done plan whose parameters ask for it, as the key that queued it."""
+    def _done_and_published(self, record: PlanRecord, artifacts: Artifacts, worker: str) -> bool:
+        """Store a plan that asked to be published and publish it, in one transaction.
+
+        So a client never sees it done but not yet in force. Returns False, having stored
+        nothing, when it cannot be published (then it is stored as a draft, and why it
+        was not published is logged and audited).
+        """
         from .partnerships import publish_plan
 
         try:
-            publish_plan(self.store, record.plan_id, record.created_by)
-        except MatcherError as exc:  # e.g. a newer plan was published meanwhile: a draft
-            logger.warning("plan %s done but not published: %s", record.plan_id, exc)
+            with self.store.transaction():
+                # a PlanStateError here: the lease was lost, nothing is stored (_execute)
+                self.store.plan_done(
+                    record.plan_id, artifacts.summary, artifacts.files, usage=artifacts.usage,
+                    worker=worker,
+                )  # fmt: skip
+                try:
+                    publish_plan(self.store, record.plan_id, record.created_by)
+                except MatcherError as exc:
+                    raise _NotPublished(str(exc)) from exc  # rolls the transaction back
+            return True
+        except _NotPublished as exc:
+            logger.warning("plan %s: not published: %s", record.plan_id, exc)
             self.store.audit("publish_failed", "plan", record.plan_id, actor="system",
                              detail={"error": str(exc)[:500]})  # fmt: skip
+            return False
 
     def _fail(self, plan_id: str, error: str, worker: str) -> None:
         try:

@@ -704,6 +704,9 @@ class PlanRecordSchema(ma.Schema):
     published_at = ma.fields.String(
         allow_none=True, metadata={"description": "when it was published; null: a draft"}
     )
+    published_by = ma.fields.String(
+        allow_none=True, metadata={"description": "who published it (a key id, or 'cli')"}
+    )
 
 
 class PlanStatus(PlanRecordSchema):

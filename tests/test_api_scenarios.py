@@ -225,10 +225,13 @@ def test_a_plan_with_a_report_serves_it_safely_and_its_scenarios_have_one(app, c
 
 
 def test_no_change_scenario_has_zero_delta_and_never_becomes_the_latest_plan(app, client, planner):
-    base = done(client, planner, body={"objective": "distance", "min_coverage": 0.5})
+    base = done(client, planner, body={"objective": "distance", "min_coverage": 0.5,
+                                       "publish": True})  # fmt: skip
     base_id = base["plan_id"]
     r = client.post(f"/api/v1/plans/{base_id}/scenarios", json={}, headers=planner)
     assert r.status_code == 202 and r.get_json()["base_plan"] == base_id
+    assert "publish" not in app.extensions["matcher_store"].get_plan(
+        r.get_json()["plan_id"]).parameters  # a what-if is never published
     rec = wait(client, planner, r.get_json()["plan_id"])
     assert rec["status"] == "done", rec
     assert rec["parameters"]["scenario"]["base_plan"] == base_id

@@ -347,7 +347,8 @@ def stored(module_store_url, tmp_path_factory):
     planner, admin = auth(keys["planner"]), auth(keys["admin"])
     base = done(client, planner, body={"objective": "distance"})["plan_id"]
     scenario = done(client, planner, f"/api/v1/plans/{base}/scenarios", {"scale_capacity": 0.5})
-    other = done(client, admin, body={"objective": "distance", "cluster_km": 1.0})
+    other = done(client, admin, body={"objective": "distance", "cluster_km": 1.0,
+                                      "publish": True})  # fmt: skip
     close_app(app)
     app = create_app({"DB": url, "TESTING": True, "PLAN_WORKERS": 0})
     st = app.extensions["matcher_store"]
@@ -386,8 +387,9 @@ def test_list_plans_newest_first_with_who_and_figures(stored):
                      "other": "admin", "queued": None, "failed": "planner"}  # fmt: skip
     assert items[ids["exact"]]["created_by"] == "cli"
     assert items[ids["queued"]]["created_by"] == "system"
-    # the plan in force: the last finished plan at grid points, scenarios excluded
+    # the plan in force: the one published (at grid points); the others are drafts
     assert [i for i, r in items.items() if r["in_force"]] == [ids["other"]]
+    assert [i for i, r in items.items() if r["published_at"]] == [ids["other"]]
     latest = stored["client"].get("/api/v1/plans/latest", headers=auth(stored["keys"]["admin"]))
     assert latest.get_json()["plan"]["plan_id"] == ids["other"]
     # headline figures of done plans, from their summaries

@@ -130,8 +130,9 @@ def server(request, tmp_path_factory):
 
 
 def _done_plan(base: str, headers: dict[str, str]) -> str:
-    # equity floors and recruit sites: the plan has every optional file and map layer
-    body = {"min_coverage": 0.3, "recruit_k": 2}
+    # equity floors and recruit sites: the plan has every optional file and map layer;
+    # published, so that it has partnerships
+    body = {"min_coverage": 0.3, "recruit_k": 2, "publish": True}
     r = requests.post(f"{base}/api/v1/plans", json=body, headers=headers, timeout=30)
     assert r.status_code == 202, r.text
     plan_id = r.json()["plan_id"]
@@ -184,6 +185,7 @@ def test_every_operation_conforms_to_the_document(server):
         "plan_id": _done_plan(base, auth),
         "partner_id": _first_id(base, auth, "partners", "partner_id"),
         "need_id": _first_id(base, auth, "needs", "need_id"),
+        "partnership_id": _first_id(base, auth, "partnerships", "partnership_id"),
     }
     session = requests.Session()
     statuses: dict[str, Counter[int]] = {}

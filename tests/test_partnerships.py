@@ -293,7 +293,8 @@ def quanta(assignments: pd.DataFrame, q: float) -> dict[tuple[str, str], int]:
 def test_a_replan_keeps_agreements_avoids_declines_and_equals_the_oracle(store):
     first = run_plan(store)
     publish_plan(store, first, "planner-key")
-    offers = sorted(store.list_partnerships(limit=None), key=lambda o: o["partnership_id"])
+    offers = sorted(store.list_partnerships(limit=None),
+                    key=lambda o: (o["cluster_id"], o["partner_id"]))  # fmt: skip
     assert len(offers) >= 4
     accepted, declined = offers[0], offers[1]
     transition(store, accepted["partnership_id"], "accepted", 1, "pk",
@@ -304,7 +305,7 @@ def test_a_replan_keeps_agreements_avoids_declines_and_equals_the_oracle(store):
     needs = store.needs_frame()
     store.replace_needs(pd.DataFrame(needs.drop(columns="geometry")).iloc[1:], "test")
     second = run_plan(store)
-    facts = store.get_plan(second).summary["agreements"]
+    facts = store.get_plan(second).summary["metrics"]["agreements"]
     assert facts["locked"] == 1 and facts["excluded"] == 1
     a2 = table(store, second, "assignments.csv")
     nc1 = table(store, first, "need_clusters.csv").set_index("need_id")["cluster_id"]
@@ -314,7 +315,11 @@ def test_a_replan_keeps_agreements_avoids_declines_and_equals_the_oracle(store):
     got = quanta(a2, q)
     keep = (moved[accepted["cluster_id"]], accepted["partner_id"])
     avoid = (moved[declined["cluster_id"]], declined["partner_id"])
-    assert got.get(keep, 0) == round(accepted["units"] / q)  # held at its agreed units
+    # held at its agreed units, or all of its cluster's demand now if that is less
+    demand = table(store, second, "clusters.csv").set_index("cluster_id")["demand"]
+    held = min(accepted["units"], float(demand[keep[0]]))
+    assert got.get(keep, 0) == round(held / q)
+    assert facts["reduced"] == int(held < accepted["units"])
     assert avoid not in got  # never proposed again
     # exactly optimal under those constraints: the oracle's own LP, agreed pair fixed and
     # declined pair forbidden by bounds
@@ -328,7 +333,7 @@ def test_a_replan_keeps_agreements_avoids_declines_and_equals_the_oracle(store):
     # a planner clears the decline: the pair may be proposed again (it is no longer excluded)
     clear_decline(store, declined["partnership_id"], 2, "planner-key")
     third = run_plan(store)
-    assert store.get_plan(third).summary["agreements"]["excluded"] == 0
+    assert store.get_plan(third).summary["metrics"]["agreements"]["excluded"] == 0
     # publishing the re-plan: the agreement is carried, no second offer for its units,
     # the unanswered offers of the first plan are withdrawn
     result = publish_plan(store, second, "planner-key")
@@ -351,7 +356,7 @@ def test_a_plan_without_agreements_ignores_them(store):
     offer = store.list_partnerships(limit=1)[0]
     transition(store, offer["partnership_id"], "declined", 1, "k", role="planner", reason="no")
     plain = run_plan(store, agreements=False)
-    assert "agreements" not in store.get_plan(plain).summary
+    assert "agreements" not in store.get_plan(plain).summary["metrics"]
     assert table(store, plain, "assignments.csv").equals(table(store, first, "assignments.csv"))
 
 
@@ -568,3 +573,12 @@ def test_the_cli_publishes_lists_and_steps(store, where):
         assert res.exit_code == code, (args, res.output)
     keys = run(main, ["keys", "list", "--db", where]).stdout.splitlines()
     assert keys[0].endswith("partner_id") and keys[1].split("\t")[-1] == "P1"
+
+
+def test_a_plan_that_cannot_be_published_is_stored_as_a_draft_and_says_why(store):
+    plan_id = store.create_plan({"objective": "distance", "publish": True}, actor="k")  # exact
+    assert PlanWorker(store).run_once() == plan_id
+    assert store.get_plan(plan_id).status == "done" and plan_in_force(store) is None
+    entry = next(e for e in store.audit_entries(entity="plan", entity_id=plan_id)
+                 if e.action == "publish_failed")  # fmt: skip
+    assert "exact points" in entry.detail["error"]

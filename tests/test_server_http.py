@@ -138,7 +138,7 @@ def _all_partners(served: Served) -> dict[str, dict]:
 
 def test_plan_job_end_to_end_files_and_assignments_agree(served):
     planner = served.keys["planner"]
-    params = {"min_coverage": 0.5, "recruit_k": 2, "recruit_radius_km": 1.5}
+    params = {"min_coverage": 0.5, "recruit_k": 2, "recruit_radius_km": 1.5, "publish": True}
     r = served.call("POST", "/api/v1/plans", key=planner, json_body=params)
     assert r.status == 202, r.text
     assert r.mimetype == "application/json"
