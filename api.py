@@ -109,12 +109,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config.update(config)
     webmap.check_page_config(app.config)
     app.extensions["matcher_store"] = open_store(app.config["DB"])
+    app.extensions["matcher_offers"] = OfferPolicy(
+        float(app.config["OFFER_DAYS"]), float(app.config["OFFER_MAX_DAYS"])
+    )
     threads = int(app.config["PLAN_WORKERS"])
     if threads > 0:  # 0: this process only queues plans; workers elsewhere run them
         worker = PlanWorker(
             app.extensions["matcher_store"],
             threads=threads,
             lease_s=float(app.config["PLAN_LEASE_S"]),
+            offer_policy=app.extensions["matcher_offers"],
         )
         worker.start()
         app.extensions["matcher_jobs"] = worker
@@ -125,9 +129,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         float(app.config["HOLD_MINUTES"]),
         float(app.config["HOLD_MAX_MINUTES"]),
         int(app.config["HOLD_MAX_ACTIVE"]),
-    )
-    app.extensions["matcher_offers"] = OfferPolicy(
-        float(app.config["OFFER_DAYS"]), float(app.config["OFFER_MAX_DAYS"])
     )
     app.extensions["matcher_nearby"] = {}
     app.extensions["matcher_keys"] = KeyCache(

@@ -15,6 +15,7 @@ import click
 
 from ._errors import InputValidationError, Problem
 from .cli import _DB_HELP, _guarded, _printable, main
+from .limits import MAX_ID_CHARS
 from .partnerships import MAX_REASON, STATES, TRANSITIONS, OfferPolicy
 
 __all__ = ["partnerships_group", "publish_cmd"]
@@ -30,8 +31,21 @@ def _not_found(what: str, value: str, hint: str) -> InputValidationError:
     return InputValidationError([Problem(what, None, what.lower(), value[:40], hint)])
 
 
+def _id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Return an id or filter value within the API's bound (``limits.MAX_ID_CHARS``).
+
+    Else exit 2 naming the parameter and the value (click's usage error).
+    """
+    if value is not None and not 1 <= len(value) <= MAX_ID_CHARS:
+        raise click.BadParameter(
+            f"{value[:40]!r}... is {len(value)} characters long; at most {MAX_ID_CHARS}"
+            if len(value) > 40 else f"{value!r} must be 1 to {MAX_ID_CHARS} characters"
+        )  # fmt: skip
+    return value
+
+
 @main.command("publish")
-@click.argument("plan_id")
+@click.argument("plan_id", callback=_id)
 @click.option("--db", "db", required=True, help=_DB_HELP)
 @click.option(
     "--offer-days",
@@ -66,9 +80,9 @@ def partnerships_group() -> None:
 @partnerships_group.command("list")
 @click.option("--db", "db", required=True, help=_DB_HELP)
 @click.option("--state", type=click.Choice(STATES), help="Only partnerships in this state.")
-@click.option("--partner", "partner_id", help="Only this partner's.")
-@click.option("--neighborhood", help="Only this neighborhood's.")
-@click.option("--category", help="Only this category's.")
+@click.option("--partner", "partner_id", callback=_id, help="Only this partner's.")
+@click.option("--neighborhood", callback=_id, help="Only this neighborhood's.")
+@click.option("--category", callback=_id, help="Only this category's.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
 @_guarded
 def partnerships_list_cmd(
@@ -98,7 +112,7 @@ def partnerships_list_cmd(
 
 
 @partnerships_group.command("step")
-@click.argument("partnership_id")
+@click.argument("partnership_id", callback=_id)
 @click.option("--db", "db", required=True, help=_DB_HELP)
 @click.option("--to", "to", type=click.Choice(sorted({b for (_, b) in TRANSITIONS})),
               required=True, help="The state to move it to.")  # fmt: skip
@@ -129,3 +143,21 @@ def partnerships_step_cmd(
         except NotFoundError:  # pragma: no cover - deleted meanwhile
             raise _not_found("PARTNERSHIP_ID", partnership_id, "no such partnership") from None
     click.echo(f"{partnership_id}: {rec['state']} (version {rec['version']})", err=True)
+
+
+@partnerships_group.command("clear")
+@click.argument("partnership_id", callback=_id)
+@click.option("--db", "db", required=True, help=_DB_HELP)
+@_guarded
+def partnerships_clear_cmd(partnership_id: str, db: str) -> None:
+    """Clear a decline, so that the next re-plan may propose the pair again."""
+    from .partnerships import clear_decline
+    from .store import open_store
+
+    with open_store(db) as store:
+        current = store.get_partnership(partnership_id)
+        if current is None:
+            raise _not_found("PARTNERSHIP_ID", partnership_id,
+                             "no such partnership; `matcher partnerships list` shows them")
+        rec = clear_decline(store, partnership_id, int(current["version"]), "cli")
+    click.echo(f"{partnership_id}: decline cleared (version {rec['version']})", err=True)

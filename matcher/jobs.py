@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     import geopandas as gpd
 
     from .clustering import ClusterModel
+    from .partnerships import OfferPolicy
     from .pipeline import Plan
     from .store import PlanRecord
 
@@ -191,6 +192,7 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
         The plan cannot be made (bad parameters, the base plan of a scenario is gone);
         the message is the plan's error.
     """
+    from .partnerships import binding
     from .pipeline import plan
 
     params = dict(record.parameters)
@@ -218,7 +220,7 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
         config = config_from_parameters(params)
         lock = exclude = None
         facts: dict[str, Any] | None = None
-        if keep_agreements and store.count_partnerships(states=("accepted", "active", "declined")):
+        if keep_agreements and binding(store):
             lock, exclude, facts = _agreements(store, needs, partners, hoods, config)
         result = plan(
             needs, partners, neighborhoods=hoods, config=config, lock=lock, exclude=exclude
@@ -267,14 +269,34 @@ def _agreements(
     config: Any,
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, dict[str, Any]]:
     """Return the lock and exclude rows of the store's partnerships, on this plan's clusters."""
-    from .partnerships import agreements
+    import numpy as np
+
+    from .partnerships import PlanShape, agreements
     from .pipeline import plan_clusters
+    from .privacy import public_partners
 
     need_cluster, clusters = plan_clusters(needs, partners, neighborhoods=hoods, config=config)
-    demand = dict(zip(clusters["cluster_id"].astype(str), clusters["demand"], strict=True))
-    frame = partners.frame
-    capacity = dict(zip(frame["partner_id"].astype(str), frame["capacity"], strict=True))
-    return agreements(store, need_cluster, demand, capacity)
+    q = float(config.quantum)
+    # the model's quanta (matcher.transport.TransportModel.build): demand rounded per need
+    # to the nearest quantum (at least one) and summed, capacity rounded down
+    frame = needs.frame
+    per_need = np.maximum(np.rint(frame["demand"].to_numpy(dtype=float) / q), 1).astype(int)
+    by_need = pd.Series(per_need, index=frame["need_id"].astype(str).to_numpy())
+    demand_q = by_need.groupby(need_cluster.reindex(by_need.index).to_numpy()).sum()
+    placed = pd.DataFrame(partners.frame.drop(columns=partners.frame.geometry.name))
+    if config.volunteer_points == "grid":
+        placed = pd.DataFrame(public_partners(placed))
+    cap_q = np.floor(placed["capacity"].to_numpy(dtype=float) / q + 1e-9).astype(int)
+    shape = PlanShape(
+        need_cluster,
+        clusters,
+        {str(k): int(v) for k, v in demand_q.items()},
+        placed,
+        dict(zip(placed["partner_id"].astype(str), cap_q.tolist(), strict=True)),
+        q,
+        float(config.max_partner_share),
+    )
+    return agreements(store, shape)
 
 
 class _NotPublished(Exception):
@@ -297,6 +319,8 @@ class PlanWorker:
         (:meth:`wake`), e.g. plans queued by another process.
     run : callable, optional
         ``run(store, record) -> Artifacts`` (default :func:`run_plan_job`).
+    offer_policy : OfferPolicy, optional
+        How long the offers of a plan published when done wait for their answers.
     """
 
     def __init__(
@@ -307,6 +331,7 @@ class PlanWorker:
         lease_s: float = DEFAULT_LEASE_S,
         poll_s: float = 1.0,
         run: Callable[[Store, PlanRecord], Artifacts] = run_plan_job,
+        offer_policy: OfferPolicy | None = None,
     ) -> None:
         if threads < 1:
             raise ValueError(f"`threads` must be >= 1, not {threads}")
@@ -314,6 +339,7 @@ class PlanWorker:
         self.lease_s = float(lease_s)
         self.poll_s = float(poll_s)
         self._run = run
+        self.offer_policy = offer_policy
         self._threads_wanted = int(threads)
         self._threads: list[threading.Thread] = []
         self._wake = threading.Event()
@@ -419,9 +445,13 @@ class PlanWorker:
                     worker=worker,
                 )  # fmt: skip
                 try:
-                    publish_plan(self.store, record.plan_id, record.created_by)
+                    publish_plan(self.store, record.plan_id, record.created_by,
+                                 policy=self.offer_policy, only_if_newer=True)  # fmt: skip
                 except MatcherError as exc:
                     raise _NotPublished(str(exc)) from exc  # rolls the transaction back
+                except Exception as exc:  # a bug: the plan is kept (as a draft), and logged
+                    logger.exception("plan %s: publishing failed", record.plan_id)
+                    raise _NotPublished("an unexpected error occurred") from exc
             return True
         except _NotPublished as exc:
             logger.warning("plan %s: not published: %s", record.plan_id, exc)

@@ -26,7 +26,9 @@ cluster in a new plan is the one that holds most of its needs (see :func:`carry_
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import io
+import json
 import logging
 import math
 import uuid
@@ -34,7 +36,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from ._errors import InputValidationError, MatcherError, Problem
@@ -45,12 +46,16 @@ if TYPE_CHECKING:
 __all__ = [
     "AGREED",
     "ANSWERS",
+    "NO_AGREEMENTS",
     "OfferPolicy",
+    "PlanShape",
     "PartnershipStateError",
     "STATES",
     "TERMINAL",
     "TRANSITIONS",
     "agreements",
+    "binding",
+    "binding_revision",
     "carry_clusters",
     "check_transition",
     "publish_plan",
@@ -342,6 +347,28 @@ def publishable(record: PlanRecord | None, plan_id: str) -> PlanRecord:
     return record
 
 
+def _check_made_under_current_agreements(store: Store, record: PlanRecord) -> None:
+    """Raise unless the plan was made under the binding partnerships the store has now."""
+    from .store import PlanStateError
+
+    rows = binding(store)
+    now = binding_revision(rows)
+    if now == NO_AGREEMENTS:
+        return
+    if (record.parameters or {}).get("agreements") is False:
+        raise PlanStateError(
+            f"plan {record.plan_id} was made without the partnerships (agreements: false): "
+            f"publishing it could break {len(rows)} agreement(s) or decline(s); run a plan "
+            "that keeps them, or cancel them first"
+        )
+    facts = ((record.summary or {}).get("metrics") or {}).get("agreements") or {}
+    if facts.get("revision", NO_AGREEMENTS) != now:
+        raise PlanStateError(
+            f"partnerships were answered, cancelled or cleared since plan {record.plan_id} "
+            "was made: run a new plan (it keeps them) and publish that one"
+        )
+
+
 def publish_plan(
     store: Store,
     plan_id: str,
@@ -349,6 +376,7 @@ def publish_plan(
     *,
     offer_days: float | None = None,
     policy: OfferPolicy | None = None,
+    only_if_newer: bool = False,
 ) -> dict[str, Any]:
     """Put a done plan in force and offer its assignments as partnerships; return what changed.
 
@@ -367,6 +395,9 @@ def publish_plan(
     offer_days : float, optional
         Days an offer waits for its answer (default and bound: ``policy``).
     policy : OfferPolicy, optional
+    only_if_newer : bool
+        Refuse when the plan in force was queued after this one (a plan published when
+        it is done never replaces a newer one).
 
     Returns
     -------
@@ -379,18 +410,26 @@ def publish_plan(
     Raises
     ------
     NotFoundError, PlanStateError
-        See :func:`publishable`; also a plan in force already.
+        See :func:`publishable`; also a plan in force already, and a plan made under
+        other agreements than the store's now (partners answered, or a planner cancelled
+        or cleared, since it was made; or it was made with ``agreements: false``): its
+        assignments could break an agreement or offer a declined pair again.
     """
     from .store import PlanStateError
 
     policy = policy or OfferPolicy()
     expires = policy.expires(offer_days)
+    store.lapse_offers()  # its own transaction: kept even when publishing is refused
     with store.transaction():
         record = publishable(store.get_plan(plan_id), plan_id)
         before = store.published_plan()
         if before is not None and before.plan_id == plan_id:
             raise PlanStateError(f"plan {plan_id} is the plan in force already")
-        store.lapse_offers()
+        if only_if_newer and before is not None and before.created_at > record.created_at:
+            raise PlanStateError(
+                f"plan {before.plan_id}, queued after plan {plan_id}, is in force already"
+            )
+        _check_made_under_current_agreements(store, record)
         assignments = _plan_table(store, plan_id, "assignments.csv")
         clusters = _plan_table(store, plan_id, "clusters.csv").set_index("cluster_id")
         new_nc = _need_clusters(store, plan_id)
@@ -420,18 +459,30 @@ def publish_plan(
                 unplaced += int(ps["state"] in AGREED)
                 continue
             if ps["plan_id"] != plan_id or ps["cluster_id"] != target:
+                where = clusters.loc[target]
                 store.update_partnership(
                     ps["partnership_id"], int(ps["version"]),
-                    {"plan_id": plan_id, "cluster_id": target}, actor, action="carry",
+                    {"plan_id": plan_id, "cluster_id": target,
+                     "neighborhood": str(where.get("neighborhood", "") or ""),
+                     "centroid_lat": float(where["centroid_lat"]),
+                     "centroid_lon": float(where["centroid_lon"])},
+                    actor, action="carry",
                 )  # fmt: skip
                 carried += 1
             if ps["state"] in AGREED:
                 key = (target, str(ps["partner_id"]))
                 agreed_units[key] = agreed_units.get(key, 0.0) + float(ps["units"])
         quantum = float((record.summary or {}).get("solver", {}).get("quantum", 0.1) or 0.1)
+        declined = {
+            (str(p["cluster_id"]), str(p["partner_id"]))
+            for p in store.list_partnerships(states=("declined",), plan_id=plan_id, limit=None)
+            if not p["cleared"]
+        }
         offers: list[dict[str, Any]] = []
         for row in assignments.itertuples(index=False):
             key = (str(row.cluster_id), str(row.partner_id))
+            if key in declined:  # never offered again (a plan made under it has none)
+                continue
             units = round(float(row.units) - agreed_units.get(key, 0.0), 6)
             if units < quantum / 2:
                 continue
@@ -470,66 +521,149 @@ def publish_plan(
 # --------------------------------------------------------------------------- re-planning
 
 
+def binding(store: Store) -> list[dict[str, Any]]:
+    """Return the partnerships a re-plan must respect, oldest offer first.
+
+    Accepted and active ones (kept at their units) and declines not cleared (never
+    proposed again).
+    """
+    rows = store.list_partnerships(states=(*AGREED, "declined"), limit=None)
+    rows = [r for r in rows if not (r["state"] == "declined" and r["cleared"])]
+    return sorted(rows, key=lambda r: (str(r["offered_at"]), str(r["partnership_id"])))
+
+
+def binding_revision(rows: list[dict[str, Any]]) -> str:
+    """Return a digest of what binds a re-plan (ids, states, units), to tell if it changed.
+
+    A plan records it (``metrics.agreements.revision``); publishing a plan made under
+    other agreements is refused (:func:`publish_plan`).
+    """
+    doc = sorted([str(r["partnership_id"]), str(r["state"]), round(float(r["units"]), 6)]
+                 for r in rows)  # fmt: skip
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
+
+
+#: The revision of no binding partnership.
+NO_AGREEMENTS = binding_revision([])
+
+
+@dataclass(frozen=True)
+class PlanShape:
+    """The clusters and partners a re-plan will match, in the solver's whole quanta.
+
+    Attributes
+    ----------
+    need_cluster : pandas.Series
+        Cluster id per need id.
+    clusters : pandas.DataFrame
+        ``cluster_id, category, centroid_lat, centroid_lon, neighborhood``.
+    demand_q : dict of str to int
+        Quanta demanded per cluster (per need rounded to the nearest quantum, at least one).
+    partners : pandas.DataFrame
+        The partners as the plan places them (volunteers at their grid points).
+    capacity_q : dict of str to int
+        Quanta per partner (capacity rounded down).
+    quantum : float
+        Units per quantum.
+    max_partner_share : float
+        The plan's share cap (1: none).
+    """
+
+    need_cluster: pd.Series
+    clusters: pd.DataFrame
+    demand_q: dict[str, int]
+    partners: pd.DataFrame
+    capacity_q: dict[str, int]
+    quantum: float
+    max_partner_share: float = 1.0
+
+
 def agreements(
-    store: Store,
-    need_cluster: pd.Series,
-    demand: Mapping[str, float],
-    capacity: Mapping[str, float],
+    store: Store, shape: PlanShape
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, dict[str, Any]]:
     """Return the lock and exclude rows a re-plan takes from the store's partnerships.
 
-    Parameters
-    ----------
-    store : Store
-    need_cluster : pandas.Series
-        Cluster id per need id of the plan about to be made (its clustering).
-    demand : mapping
-        Units per cluster id of that plan.
-    capacity : mapping
-        Units per partner id available to it.
+    Each binding partnership (:func:`binding`) is carried to the cluster of ``shape``
+    that holds most of its needs (:func:`carry_clusters`). An agreement is locked at its
+    units, cut (oldest partnership first) to whole quanta that the cluster's demand, the
+    partner's capacity and its share cap still allow, so that the locks always fit the
+    model exactly; one whose pair is no longer eligible (a radius, a category or the
+    cluster changed) or that has no room left is not locked. A decline excludes its pair.
 
     Returns
     -------
     (DataFrame or None, DataFrame or None, dict)
-        ``cluster_id, partner_id, units`` rows to lock (accepted and active
-        partnerships, carried to the new clusters; units cut to what the cluster's
-        demand and the partner's capacity still allow, oldest partnership first),
-        ``cluster_id, partner_id`` rows to exclude (declines not cleared), and facts:
-        ``locked``, ``locked_units``, ``excluded``, ``unplaced`` (agreements whose
-        needs are all gone), ``reduced`` (agreements whose units were cut).
+        ``cluster_id, partner_id, units`` rows to lock, ``cluster_id, partner_id`` rows to
+        exclude, and facts: ``locked``, ``locked_units``, ``excluded``, ``unplaced``
+        (agreements whose needs are all gone), ``ineligible`` (pairs no longer
+        eligible), ``reduced`` (agreements cut), ``revision`` (:func:`binding_revision`).
     """
+    from .candidates import candidate_pairs
+
+    rows = binding(store)
+    q = float(shape.quantum)
     maps: dict[str, dict[str, str]] = {}
-    locks: dict[tuple[str, str], float] = {}
-    excluded: set[tuple[str, str]] = set()
-    unplaced = reduced = 0
-    left_d = {str(k): float(v) for k, v in demand.items()}
-    left_c = {str(k): float(v) for k, v in capacity.items()}
-    rows = store.list_partnerships(states=(*AGREED, "declined"), limit=None)
-    for ps in sorted(rows, key=lambda r: (str(r["offered_at"]), str(r["partnership_id"]))):
-        if ps["state"] == "declined" and ps["cleared"]:
-            continue
+    carried: list[tuple[dict[str, Any], str]] = []
+    unplaced = 0
+    for ps in rows:
         if ps["plan_id"] not in maps:
-            maps[ps["plan_id"]] = carry_clusters(_need_clusters(store, ps["plan_id"]), need_cluster)
+            maps[ps["plan_id"]] = carry_clusters(
+                _need_clusters(store, ps["plan_id"]), shape.need_cluster
+            )
         target = maps[ps["plan_id"]].get(str(ps["cluster_id"]))
-        pid = str(ps["partner_id"])
         if target is None:
             unplaced += int(ps["state"] in AGREED)
-            continue
+        else:
+            carried.append((ps, target))
+    # which of the carried agreements' pairs are candidates of the plan
+    wanted_c = sorted({t for ps, t in carried if ps["state"] in AGREED})
+    wanted_p = sorted({str(ps["partner_id"]) for ps, t in carried if ps["state"] in AGREED})
+    cl = shape.clusters[shape.clusters["cluster_id"].astype(str).isin(wanted_c)]
+    cl = cl.reset_index(drop=True)
+    pa = shape.partners[shape.partners["partner_id"].astype(str).isin(wanted_p)]
+    pa = pa.reset_index(drop=True)
+    eligible: set[tuple[str, str]] = set()
+    if len(cl) and len(pa):
+        pairs = candidate_pairs(cl, pa)
+        eligible = set(zip(cl["cluster_id"].astype(str).to_numpy()[pairs["cluster"].to_numpy()],
+                           pa["partner_id"].astype(str).to_numpy()[pairs["partner"].to_numpy()],
+                           strict=True))  # fmt: skip
+    hood = dict(zip(shape.clusters["cluster_id"].astype(str),
+                    shape.clusters["neighborhood"].astype(str), strict=True))  # fmt: skip
+    left_d = dict(shape.demand_q)
+    left_c = dict(shape.capacity_q)
+    share_left: dict[tuple[str, str], int] = {}
+    locks: dict[tuple[str, str], int] = {}
+    excluded: set[tuple[str, str]] = set()
+    reduced = ineligible = 0
+    for ps, target in carried:
+        pid = str(ps["partner_id"])
         if ps["state"] == "declined":
             excluded.add((target, pid))
             continue
-        units = min(float(ps["units"]), left_d.get(target, 0.0), left_c.get(pid, 0.0))
-        if units < float(ps["units"]) - 1e-9:
-            reduced += 1
-        if units <= 1e-9:
+        if (target, pid) not in eligible:
+            ineligible += 1
             continue
-        locks[(target, pid)] = locks.get((target, pid), 0.0) + units
-        left_d[target] -= units
-        left_c[pid] -= units
+        want = int(math.floor(float(ps["units"]) / q + 1e-9))
+        room = min(left_d.get(target, 0), left_c.get(pid, 0))
+        h = hood.get(target, "")
+        if shape.max_partner_share < 1 and h:
+            cap = int(math.floor(shape.capacity_q.get(pid, 0) * shape.max_partner_share + 1e-9))
+            room = min(room, share_left.setdefault((pid, h), cap))
+        got = max(min(want, room), 0)
+        if got * q < float(ps["units"]) - 1e-9:
+            reduced += 1
+        if got <= 0:
+            continue
+        locks[(target, pid)] = locks.get((target, pid), 0) + got
+        left_d[target] -= got
+        left_c[pid] -= got
+        if shape.max_partner_share < 1 and h:
+            share_left[(pid, h)] -= got
     excluded -= set(locks)  # an agreement on a pair outweighs an older decline of it
     lock_df = (
         pd.DataFrame(
-            [(c, p, round(u, 6)) for (c, p), u in sorted(locks.items())],
+            [(c, p, round(n * q, 9)) for (c, p), n in sorted(locks.items())],
             columns=["cluster_id", "partner_id", "units"],
         )
         if locks
@@ -540,9 +674,11 @@ def agreements(
     )
     facts = {
         "locked": len(locks),
-        "locked_units": round(float(np.sum(list(locks.values()))) if locks else 0.0, 6),
+        "locked_units": round(sum(locks.values()) * q, 6),
         "excluded": len(excluded),
         "unplaced": unplaced,
+        "ineligible": ineligible,
         "reduced": reduced,
+        "revision": binding_revision(rows),
     }
     return lock_df, exclude_df, facts

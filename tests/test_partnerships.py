@@ -266,13 +266,14 @@ def test_concurrent_steps_on_one_partnership_one_wins_the_other_is_stale(store):
 def test_an_unanswered_offer_lapses(store):
     plan_id = run_plan(store)
     pid = _offer(store, plan_id, days=-1 / 24)
-    assert store.get_partnership(pid)["state"] == "lapsed"  # read as of now
+    read = store.get_partnership(pid)
+    assert read["state"] == "lapsed" and read["updated_at"] == read["expires_at"]
     assert [p["partnership_id"] for p in store.list_partnerships(states=("lapsed",))] == [pid]
     assert store.count_partnerships(states=("offered",)) == 0
     with pytest.raises(PartnershipStateError, match="lapsed"):
         transition(store, pid, "accepted", 1, "k", role="partner", partner_id="P1")
     assert store.lapse_offers() == 0  # the failed step wrote the lapse already
-    assert store.get_partnership(pid)["version"] == 1  # as read before: same ETag
+    assert store.get_partnership(pid) == read  # written as read before: the same ETag
     entries = store.audit_entries(entity="partnership", entity_id=pid)
     assert [e.action for e in entries][:1] == ["lapsed"] and entries[0].actor == "system"
 
@@ -330,10 +331,6 @@ def test_a_replan_keeps_agreements_avoids_declines_and_equals_the_oracle(store):
     )
     assert sum(got.values()) == opt["served"]
     assert assignment_cost_m(a2, clusters, partners, q) == round(opt["cost"])
-    # a planner clears the decline: the pair may be proposed again (it is no longer excluded)
-    clear_decline(store, declined["partnership_id"], 2, "planner-key")
-    third = run_plan(store)
-    assert store.get_plan(third).summary["metrics"]["agreements"]["excluded"] == 0
     # publishing the re-plan: the agreement is carried, no second offer for its units,
     # the unanswered offers of the first plan are withdrawn
     result = publish_plan(store, second, "planner-key")
@@ -342,12 +339,51 @@ def test_a_replan_keeps_agreements_avoids_declines_and_equals_the_oracle(store):
     kept = store.get_partnership(accepted["partnership_id"])
     assert kept["state"] == "accepted" and kept["plan_id"] == second
     assert kept["cluster_id"] == keep[0] and kept["origin_plan_id"] == first
+    where = clusters.set_index("cluster_id").loc[keep[0]]
+    assert kept["centroid_lat"] == pytest.approx(where["centroid_lat"])  # the new cluster's
     new = store.list_partnerships(states=("offered",), limit=None)
     assert all(o["plan_id"] == second for o in new)
     assert not [o for o in new if (o["cluster_id"], o["partner_id"]) == keep
                 and o["units"] >= accepted["units"] - 1e-9]  # fmt: skip
+    assert not [o for o in new if (o["cluster_id"], o["partner_id"]) == avoid]
     stale = store.get_partnership(offers[2]["partnership_id"])
     assert stale["state"] == "cancelled" and second in stale["reason"]
+    # a planner clears the decline: the next re-plan may propose the pair again
+    version = store.get_partnership(declined["partnership_id"])["version"]
+    clear_decline(store, declined["partnership_id"], version, "planner-key")
+    third = run_plan(store)
+    assert store.get_plan(third).summary["metrics"]["agreements"]["excluded"] == 0
+
+
+def test_a_plan_made_under_other_agreements_is_not_published(store):
+    first = run_plan(store)
+    publish_plan(store, first, "k")
+    draft = run_plan(store)  # made before the answers below
+    ignoring = run_plan(store, agreements=False)
+    offer = store.list_partnerships(limit=1)[0]
+    transition(store, offer["partnership_id"], "accepted", 1, "k",
+               role="partner", partner_id=offer["partner_id"])  # fmt: skip
+    with pytest.raises(PlanStateError, match="answered, cancelled or cleared since"):
+        publish_plan(store, draft, "k")
+    after = run_plan(store, agreements=False)
+    for plan_id in (ignoring, after):
+        with pytest.raises(PlanStateError, match="agreements: false"):
+            publish_plan(store, plan_id, "k")
+    kept = run_plan(store)
+    assert publish_plan(store, kept, "k")["superseded"] == first
+    assert plan_in_force(store).plan_id == kept
+    # a plan queued with publish never replaces one queued after it that finished first
+    older = store.create_plan(PARAMS | {"publish": True}, actor="k")
+    newer = store.create_plan(PARAMS | {"publish": True}, actor="k")
+    worker = PlanWorker(store)
+    record = store.claim_plan(worker.worker_id(), plan_id=newer)
+    worker._execute(record, worker.worker_id())  # the newer one runs first
+    assert plan_in_force(store).plan_id == newer
+    assert worker.run_once() == older
+    assert store.get_plan(older).status == "done" and plan_in_force(store).plan_id == newer
+    entry = next(e for e in store.audit_entries(entity="plan", entity_id=older)
+                 if e.action == "publish_failed")  # fmt: skip
+    assert "queued after" in entry.detail["error"]
 
 
 def test_a_plan_without_agreements_ignores_them(store):
@@ -571,8 +607,25 @@ def test_the_cli_publishes_lists_and_steps(store, where):
     ):
         res = run(main, ["keys", "create", "--db", where, *args])
         assert res.exit_code == code, (args, res.output)
+    long = run(main, ["partnerships", "list", "--db", where, "--partner", "x" * 129])
+    assert long.exit_code == 2 and "--partner" in long.output and "at most 128" in long.output
+    assert run(main, ["partnerships", "clear", pid, "--db", where]).exit_code == 0
+    assert store.get_partnership(pid)["cleared"] is True
     keys = run(main, ["keys", "list", "--db", where]).stdout.splitlines()
     assert keys[0].endswith("partner_id") and keys[1].split("\t")[-1] == "P1"
+
+
+def test_a_partner_key_dies_with_its_partner(store):
+    _, one = store.create_api_key("partner", partner_id="P1")
+    _, two = store.create_api_key("partner", partner_id="P2")
+    p1 = store.get_partner("P1")
+    store.delete_partner("P1", p1["version"], "planner-key")
+    assert store.authenticate(one) is None and store.authenticate(two) is not None
+    partners = pd.DataFrame(store.partners_frame().drop(columns="geometry"))
+    store.replace_partners(partners[partners["partner_id"] != "P2"], "planner-key")
+    assert store.authenticate(two) is None  # left out of an import: revoked too
+    store.create_partner(p1 | {"version": None}, "planner-key")  # the same id, a new partner
+    assert store.authenticate(one) is None
 
 
 def test_a_plan_that_cannot_be_published_is_stored_as_a_draft_and_says_why(store):

@@ -233,6 +233,48 @@ def test_migration_from_the_previous_schema_version(
         assert claimed is not None and claimed.plan_id == "old" and claimed.attempts == 1
 
 
+def test_migration_to_published_plans_keeps_the_plan_in_force_and_the_keys(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store of schema 5 (before publishing): its plan in force stays so, its keys work."""
+    monkeypatch.setattr(migrations_mod, "MIGRATIONS", migrations_mod.MIGRATIONS[:5])
+    grid = '{"volunteer_points": "grid"}'
+    key_id, key = "key_old", "mk_" + "A" * 43
+    with open_store(where) as old:
+        with old._write() as conn:
+            conn.execute(  # as schema 5's create_api_key stored a key
+                "INSERT INTO api_keys (key_id, prefix, key_hash, role, label, created_at) "
+                "VALUES (?, ?, ?, 'planner', 'district 7', '2026-01-01T00:00:00Z')",
+                (key_id, key[:11], old._hash_key(key)),
+            )
+            for plan_id, finished, params in (
+                ("older", "2026-01-01T00:00:00Z", grid),
+                ("newer", "2026-01-02T00:00:00Z", grid),
+                ("exact", "2026-01-03T00:00:00Z", "{}"),
+                ("what-if", "2026-01-04T00:00:00Z",
+                 '{"volunteer_points": "grid", "scenario": {"base_plan": "newer"}}'),
+            ):  # fmt: skip
+                conn.execute(
+                    "INSERT INTO plans (plan_id, status, created_at, created_by, finished_at, "
+                    "parameters) VALUES (?, 'done', ?, 'k', ?, ?)",
+                    (plan_id, finished, finished, params),
+                )
+    monkeypatch.undo()
+    with open_store(where) as st:
+        assert st.schema_version() == len(store_mod.MIGRATIONS)
+        in_force = st.published_plan()
+        assert in_force is not None and in_force.plan_id == "newer"
+        assert in_force.published_by == "migration" and st.count_partnerships() == 0
+        assert st.authenticate(key) == (key_id, "planner", None)
+        info = {k.key_id: k for k in st.list_api_keys()}
+        assert info[key_id].label == "district 7" and info[key_id].partner_id is None
+        with st._write() as conn, pytest.raises(st.integrity_errors):  # the new constraint
+            conn.execute(
+                "INSERT INTO api_keys (key_id, prefix, key_hash, role, created_at) "
+                "VALUES ('k2', 'mk_x', 'h2', 'partner', '2026-01-01T00:00:00Z')"
+            )
+
+
 def test_sqlite_pragmas(db: Path) -> None:
     store = SQLiteStore(db)
     conn = store._handle().conn

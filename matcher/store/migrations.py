@@ -317,9 +317,33 @@ _PARTNER_KEYS = {
 }
 
 
+#: The plan in force before publishing existed (the last done plan at volunteers' grid
+#: points, no scenario) stays in force: it is marked published, with no offers made.
+_STILL_IN_FORCE = {
+    "sqlite": (
+        "UPDATE plans SET published_at = finished_at, published_by = 'migration' "
+        "WHERE plan_id = (SELECT plan_id FROM plans WHERE status = 'done' "
+        "AND json_extract(parameters, '$.scenario') IS NULL "
+        "AND json_extract(parameters, '$.volunteer_points') = 'grid' "
+        "ORDER BY finished_at DESC, rowid DESC LIMIT 1)",
+    ),
+    "postgresql": (
+        "UPDATE plans SET published_at = finished_at, published_by = 'migration' "
+        "WHERE plan_id = (SELECT plan_id FROM plans WHERE status = 'done' "
+        "AND (parameters::jsonb -> 'scenario') IS NULL "
+        "AND (parameters::jsonb ->> 'volunteer_points') = 'grid' "
+        "ORDER BY finished_at DESC, seq DESC LIMIT 1)",
+    ),
+}
+
+
 def _partnerships(dialect: str) -> tuple[str, ...]:
     words = _DIALECT[dialect]
-    return tuple(t.format(**words) for t in _PARTNERSHIPS) + _PARTNER_KEYS[dialect]
+    return (
+        tuple(t.format(**words) for t in _PARTNERSHIPS)
+        + _PARTNER_KEYS[dialect]
+        + _STILL_IN_FORCE[dialect]
+    )
 
 
 def _holds(dialect: str) -> tuple[str, ...]:

@@ -27,9 +27,19 @@ PARTNERSHIP_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 #: The state as of ``?`` (now).
 _STATE_NOW = "CASE WHEN state = 'offered' AND expires_at <= ? THEN 'lapsed' ELSE state END"
-_SELECT = ", ".join(_STATE_NOW if f == "state" else f for f in PARTNERSHIP_FIELDS)
+#: When it last changed as of ``?`` (now): a lapse happened at ``expires_at``, whenever it
+#: was written (so the representation, and its ETag, stay the same).
+_UPDATED_NOW = (
+    "CASE WHEN state = 'offered' AND expires_at <= ? THEN expires_at ELSE updated_at END"
+)
+_SELECT = ", ".join(
+    {"state": _STATE_NOW, "updated_at": _UPDATED_NOW}.get(f, f) for f in PARTNERSHIP_FIELDS
+)
+#: The arguments ``_SELECT`` binds (now, twice).
+_NOW_ARGS = 2
 #: What a step may change.
-_CHANGEABLE = ("state", "reason", "cleared", "plan_id", "cluster_id")
+_CHANGEABLE = ("state", "reason", "cleared", "plan_id", "cluster_id", "neighborhood",
+               "centroid_lat", "centroid_lon")
 
 
 def _row(row: Sequence[Any]) -> dict[str, Any]:
@@ -107,11 +117,11 @@ class PartnershipSQL:
                 ).fetchall()
             ]
             for pid in ids:
-                # the version stays: reads showed this offer lapsed already (same ETag)
+                # as reads showed it already: the same version (ETag), updated at its expiry
                 conn.execute(
-                    "UPDATE partnerships SET state = 'lapsed', updated_at = ? "
+                    "UPDATE partnerships SET state = 'lapsed', updated_at = expires_at "
                     "WHERE partnership_id = ?",
-                    (at, pid),
+                    (pid,),
                 )
                 self._audit(conn, actor, "lapsed", "partnership", pid)
         return len(ids)
@@ -146,9 +156,10 @@ class PartnershipSQL:
     def get_partnership(self, partnership_id: str) -> dict[str, Any] | None:
         """Return one partnership or None (see :meth:`Store.get_partnership`)."""
         with self._read() as conn:
+            at = now()
             row = conn.execute(
                 f"SELECT {_SELECT} FROM partnerships WHERE partnership_id = ?",
-                (now(), str(partnership_id)),
+                (at, at, str(partnership_id)),
             ).fetchone()
         return None if row is None else _row(row)
 
@@ -160,10 +171,11 @@ class PartnershipSQL:
         category: str | None,
         plan_id: str | None,
     ) -> tuple[str, list[Any]]:
-        terms, args = [], [now()]  # the first ? is that of the state as of now
+        at = now()
+        terms, args = [], [at] * _NOW_ARGS  # the select's own arguments come first
         if states is not None:
             terms.append(f"({_STATE_NOW}) IN ({', '.join('?' for _ in states)})")
-            args += [now(), *states]
+            args += [at, *states]
         for column, value in (("partner_id", partner_id), ("neighborhood", neighborhood),
                               ("category", category), ("plan_id", plan_id)):  # fmt: skip
             if value is not None:
@@ -209,8 +221,10 @@ class PartnershipSQL:
         where, args = self._partnership_filter(states, partner_id, neighborhood, category,
                                                plan_id)  # fmt: skip
         with self._read() as conn:
-            # no state column in the select: its "now" argument is not bound
-            row = conn.execute(f"SELECT COUNT(*) FROM partnerships{where}", args[1:]).fetchone()
+            # no state column in the select: its own arguments are not bound
+            row = conn.execute(
+                f"SELECT COUNT(*) FROM partnerships{where}", args[_NOW_ARGS:]
+            ).fetchone()
         return int(row[0])
 
     def update_partnership(
@@ -254,8 +268,9 @@ class PartnershipSQL:
                 detail["reason_chars"] = len(str(changes["reason"]))
             detail["version"] = int(expected_version) + 1
             self._audit(conn, actor, action, "partnership", str(partnership_id), detail)
+            stamp = now()
             row = conn.execute(
                 f"SELECT {_SELECT} FROM partnerships WHERE partnership_id = ?",
-                (now(), str(partnership_id)),
+                (stamp, stamp, str(partnership_id)),
             ).fetchone()
         return _row(row)

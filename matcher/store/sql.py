@@ -454,8 +454,33 @@ class SQLStore(PartnershipSQL, Store):
         return result
 
     def replace_partners(self, df: pd.DataFrame | LoadedTable, actor: str) -> ImportResult:
-        """Replace all partners, all or nothing (see :meth:`Store.replace_partners`)."""
-        return self._replace(PARTNER, df, actor)
+        """Replace all partners, all or nothing (see :meth:`Store.replace_partners`).
+
+        The keys of partners left out are revoked in the same transaction (a partner
+        created again later with the same id must not inherit them).
+        """
+        with self._write() as conn:
+            result = self._replace(PARTNER, df, actor)
+            kept = {str(r[0]) for r in conn.execute("SELECT partner_id FROM partners")}
+            self._revoke_partner_keys(conn, None, kept, actor)
+        return result
+
+    def _revoke_partner_keys(
+        self, conn: Connection, gone: str | None, kept: set[str] | None, actor: str
+    ) -> None:
+        """Revoke the keys bound to partner ``gone``, or to any partner not in ``kept``."""
+        rows = conn.execute(
+            "SELECT key_id, partner_id FROM api_keys WHERE role = 'partner' "
+            "AND revoked_at IS NULL ORDER BY key_id"
+        ).fetchall()
+        stamp = now()
+        for key_id, partner_id in rows:
+            if (gone is not None and partner_id == gone) or (kept is not None
+                                                             and partner_id not in kept):
+                conn.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?",
+                             (stamp, key_id))  # fmt: skip
+                self._audit(conn, actor, "revoke", "api_key", str(key_id),
+                            {"reason": "its partner was deleted"})  # fmt: skip
 
     def replace_needs(self, df: pd.DataFrame | LoadedTable, actor: str) -> ImportResult:
         """Replace all needs, all or nothing (see :meth:`Store.replace_needs`).
@@ -546,8 +571,13 @@ class SQLStore(PartnershipSQL, Store):
         return self._update(PARTNER, partner_id, record, expected_version, actor)
 
     def delete_partner(self, partner_id: str, expected_version: int, actor: str) -> None:
-        """Delete a partner at ``expected_version`` (see :meth:`Store.delete_partner`)."""
-        self._delete(PARTNER, partner_id, expected_version, actor)
+        """Delete a partner at ``expected_version`` (see :meth:`Store.delete_partner`).
+
+        Its keys (``partner`` role) are revoked in the same transaction.
+        """
+        with self._write() as conn:
+            self._delete(PARTNER, partner_id, expected_version, actor)
+            self._revoke_partner_keys(conn, str(partner_id), None, actor)
 
     # -- needs
 

@@ -65,7 +65,7 @@ class SQLiteStore(SQLStore):
     >>> import tempfile, pathlib
     >>> with tempfile.TemporaryDirectory() as tmp, SQLiteStore(pathlib.Path(tmp, "m.db")) as st:
     ...     key_id, key = st.create_api_key("planner")
-    ...     st.authenticate(key) == (key_id, "planner"), st.authenticate(key + "x")
+    ...     st.authenticate(key) == (key_id, "planner", None), st.authenticate(key + "x")
     (True, None)
     """
 
