@@ -33,6 +33,7 @@ from matcher_api import (
     meta,
     nearby,
     open311,
+    outcomes,
     outreach,
     partnerships,
     plans,
@@ -49,7 +50,8 @@ __all__ = ["create_app"]
 TEXT_SETTINGS = ("ESCALATION_CONTACT", "GEOCODER_URL", "TILE_URL", "TILE_ATTRIBUTION")
 #: The blueprints of ``/api/v1``, in the order of the OpenAPI document.
 BLUEPRINTS = (
-    meta.blp, records.blp, plans.blp, partnerships.blp, nearby.blp, holds.blp, outreach.blp,
+    meta.blp, records.blp, plans.blp, partnerships.blp, outcomes.blp, nearby.blp, holds.blp,
+    outreach.blp,
 )  # fmt: skip
 
 

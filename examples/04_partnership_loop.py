@@ -7,7 +7,8 @@ as a planner and as two partners would:
 1. runs a plan (a draft: nothing uses it yet) and publishes it, so that it is the plan in
    force and each assignment is offered to its partner;
 2. a partner key (bound to one organization) lists its own offers and accepts one; another
-   partner declines one, saying why;
+   partner declines one, saying why; the first starts the work and records a delivery, and
+   a planner records that a need of that cluster was resolved, with a resident's rating;
 3. runs a re-plan, published when done: the accepted partnership keeps its units, the
    declined pair is not proposed again, and the plan is still exactly optimal under those
    two constraints (``metrics.agreements`` in its summary says what was kept).
@@ -111,6 +112,28 @@ def main(work: Path) -> None:
                             {"to": "declined", "reason": "no van that month"}, etag='"1"')
         for ps in (accepted, declined):
             print(f"{ps['partner_id']} {ps['state']} {ps['units']:g} units of {ps['cluster_id']}")
+        # the work starts; the partner records what it delivered, a planner what became of
+        # a need of that cluster (with the resident's feedback, which only staff see)
+        active = one.call("POST", f"/api/v1/partnerships/{accepted['partnership_id']}"
+                          "/transitions", {"to": "active"}, etag='"2"')  # fmt: skip
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        one.call("POST", f"/api/v1/partnerships/{active['partnership_id']}/deliveries",
+                 {"period_start": today, "period_end": today, "units": 2})  # fmt: skip
+        got = one.call("GET", f"/api/v1/partnerships/{active['partnership_id']}/deliveries")
+        print(f"{orgs[0]} delivered {got['units']:g} of {active['units']:g} units so far")
+        table = urllib.request.Request(
+            f"{base}/api/v1/plans/{first}/files/need_clusters.csv",
+            headers={"Authorization": f"Bearer {planner_key}"},
+        )
+        with urllib.request.urlopen(table, timeout=60) as resp:
+            lines = resp.read().decode().splitlines()[1:]
+        need = next(n for n, c in (line.split(",") for line in lines)
+                    if c == active["cluster_id"])  # fmt: skip
+        outcome = planner.call("PUT", f"/api/v1/needs/{need}/outcome",
+                               {"status": "resolved", "date": today, "rating": 5,
+                                "comment": "came the same week"})  # fmt: skip
+        print(f"need {need}: {outcome['status']} on {outcome['date'] == today and 'today'}, "
+              f"rated {outcome['rating']}")
         try:  # a partner key cannot touch another partner's offer: it does not exist for it
             one.call("GET", f"/api/v1/partnerships/{declined['partnership_id']}")
         except urllib.error.HTTPError as exc:

@@ -97,6 +97,12 @@ POLICY: dict[tuple[str, str], tuple[str, ...]] = {
     ("partnerships", "read"): ("planner", "admin", "partner"),
     ("partnership_steps", "create"): ("planner", "admin", "partner"),
     ("partnership_clear", "create"): WRITERS,
+    # deliveries: a partner records and reads its own partnerships' (matcher.outcomes);
+    # need outcomes carry residents' feedback: planners and admins
+    ("deliveries", "read"): ("planner", "admin", "partner"),
+    ("deliveries", "create"): ("planner", "admin", "partner"),
+    ("outcomes", "read"): WRITERS,
+    ("outcomes", "replace"): WRITERS,
 }
 
 #: Most plans (and scenarios) queued or running at once, per role.

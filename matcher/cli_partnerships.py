@@ -1,4 +1,4 @@
-"""``matcher publish`` and ``matcher partnerships``: the plan-to-action commands of a store.
+"""``matcher publish``, ``partnerships`` and ``outcomes``: the plan-to-action commands.
 
 The same core as the service (:mod:`matcher.partnerships`); the CLI acts as ``cli`` with
 a planner's rights (whoever may open the store may change it).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,7 +19,7 @@ from .cli import _DB_HELP, _guarded, _printable, main
 from .limits import MAX_ID_CHARS
 from .partnerships import MAX_REASON, STATES, TRANSITIONS, OfferPolicy
 
-__all__ = ["partnerships_group", "publish_cmd"]
+__all__ = ["outcomes_group", "partnerships_group", "publish_cmd"]
 
 #: The columns ``matcher partnerships list`` prints, in order.
 LIST_COLUMNS = (
@@ -161,3 +162,29 @@ def partnerships_clear_cmd(partnership_id: str, db: str) -> None:
                              "no such partnership; `matcher partnerships list` shows them")
         rec = clear_decline(store, partnership_id, int(current["version"]), "cli")
     click.echo(f"{partnership_id}: decline cleared (version {rec['version']})", err=True)
+
+
+@main.group("outcomes")
+def outcomes_group() -> None:
+    """Import what became of the needs of a store (outcomes), in batch."""
+
+
+@outcomes_group.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--db", "db", required=True, help=_DB_HELP)
+@_guarded
+def outcomes_import_cmd(path: Path, db: str) -> None:
+    """Set needs' outcomes from a CSV (need_id, status, date[, rating, comment]), all or nothing.
+
+    status: open, in_progress, resolved or not_resolved; date: YYYY-MM-DD, the day the
+    status holds from; rating (1-5) and comment (<= 500 characters): a resident's feedback
+    on a resolved need. Every problem is reported with its row; nothing is changed then.
+    """
+    from .limits import read_file
+    from .outcomes import import_outcomes, read_outcomes
+    from .store import open_store
+
+    rows = read_outcomes(read_file(path), str(path))
+    with open_store(db) as store:
+        n = import_outcomes(store, rows, str(path), "cli")
+    click.echo(f"set the outcomes of {n} need(s) from {path}", err=True)

@@ -208,7 +208,14 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     if held:
         taken = frame["partner_id"].map(held).fillna(0.0).to_numpy(dtype=float)
         frame = frame.assign(capacity=(frame["capacity"].to_numpy(dtype=float) - taken).clip(0))
-    needs, partners = _stored(store.needs_frame(), "needs"), _stored(frame, "partners")
+    # a resolved need is served: it is not planned again (its record and outcome stay)
+    resolved = {o["need_id"] for o in store.list_outcomes() if o["status"] == "resolved"}
+    need_frame = store.needs_frame()
+    left_out = 0
+    if resolved:
+        served = need_frame["need_id"].astype(str).isin(resolved)
+        need_frame, left_out = need_frame[~served], int(served.sum())
+    needs, partners = _stored(need_frame, "needs"), _stored(frame, "partners")
     empty = [t.name for t in (needs, partners) if not len(t.frame)]
     if empty:  # as read_needs / read_partners say of an empty table
         raise InputValidationError(
@@ -225,8 +232,13 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
         result = plan(
             needs, partners, neighborhoods=hoods, config=config, lock=lock, exclude=exclude
         )
+        extra: dict[str, Any] = {}
         if facts is not None:  # in summary.json's metrics, as the plan's own figures are
-            result = dataclasses.replace(result, metrics=result.metrics | {"agreements": facts})
+            extra["agreements"] = facts
+        if left_out:
+            extra["resolved_needs_left_out"] = left_out
+        if extra:
+            result = dataclasses.replace(result, metrics=result.metrics | extra)
         result = with_recruit_parameters(result, recruit)
         return plan_artifacts(result, record.plan_id, hoods, report=report)
     base_id = str(scenario.get("base_plan"))

@@ -538,8 +538,9 @@ def binding_revision(rows: list[dict[str, Any]]) -> str:
     A plan records it (``metrics.agreements.revision``); publishing a plan made under
     other agreements is refused (:func:`publish_plan`).
     """
-    doc = sorted([str(r["partnership_id"]), str(r["state"]), round(float(r["units"]), 6)]
-                 for r in rows)  # fmt: skip
+    # accepted and active bind alike (both are kept at their units): one word for both
+    doc = sorted([str(r["partnership_id"]), "agreed" if r["state"] in AGREED else str(r["state"]),
+                  round(float(r["units"]), 6)] for r in rows)  # fmt: skip
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
 
 

@@ -50,12 +50,15 @@ RESOURCES = {
     "PartnershipItem": "partnerships",
     "PartnershipSteps": "partnership_steps",
     "PartnershipClear": "partnership_clear",
+    "PartnershipDeliveries": "deliveries",
+    "NeedOutcome": "outcomes",
 }
 #: Writes whose body is JSON: any other content type is 415 (never silently ignored).
 _JSON_WRITES = frozenset(
     {("plans", "create"), ("scenarios", "create"), ("partners", "create"),
      ("partners", "replace"), ("needs", "create"), ("needs", "replace"),
-     ("publish", "create"), ("partnership_steps", "create")}
+     ("publish", "create"), ("partnership_steps", "create"), ("deliveries", "create"),
+     ("outcomes", "replace")}
 )  # fmt: skip
 METHOD_ACTIONS = {"GET": "read", "HEAD": "read", "POST": "create", "PUT": "replace",
                   "DELETE": "delete"}  # fmt: skip

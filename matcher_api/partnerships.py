@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import marshmallow as ma
+import numpy as np
 from flask import Response, current_app, g
 from flask.views import MethodView
 
@@ -24,13 +25,14 @@ from matcher.partnerships import (
     publish_plan,
     transition,
 )
+from matcher.privacy import coarsen
 from matcher.store import NotFoundError, etag
 
 from .bodies import if_match
 from .openapi import ETAG_HEADER, IF_MATCH, KEYED, blueprint, path_id_param, plan_id_param
 from .state import store
 
-__all__ = ["blp"]
+__all__ = ["blp", "visible_partnership"]
 
 blp = blueprint(
     "partnerships",
@@ -139,13 +141,26 @@ def _own() -> str | None:
     return g.partner_id if g.role == "partner" else None
 
 
+def _shown(rec: dict[str, Any]) -> dict[str, Any]:
+    """Return a partnership as the caller sees it.
+
+    A partner key sees the cluster's centre on the ~500 m privacy grid: the centre of a
+    cluster of one need is the point a resident reported.
+    """
+    if g.role != "partner":
+        return rec
+    lat, lon = coarsen(np.array([rec["centroid_lat"]]), np.array([rec["centroid_lon"]]))
+    return rec | {"centroid_lat": float(lat[0]), "centroid_lon": float(lon[0])}
+
+
 def _with_etag(rec: dict[str, Any]) -> Response:
-    resp = Response(json.dumps(rec), mimetype="application/json")
+    resp = Response(json.dumps(_shown(rec)), mimetype="application/json")
     resp.headers["ETag"] = etag(rec["partnership_id"], int(rec["version"]))
     return resp
 
 
-def _get(partnership_id: str) -> dict[str, Any]:
+def visible_partnership(partnership_id: str) -> dict[str, Any]:
+    """Return a partnership the caller may see; a partner key sees only its own (else 404)."""
     rec = store().get_partnership(partnership_id)
     own = _own()
     if rec is None or (g.role == "partner" and rec["partner_id"] != own):
@@ -193,7 +208,8 @@ class Partnerships(MethodView):
             rows = store().list_partnerships(**filters, limit=args["limit"],
                                              offset=args["offset"])  # fmt: skip
             total = store().count_partnerships(**filters)
-        body = {"results": rows, "limit": args["limit"], "offset": args["offset"], "total": total}
+        body = {"results": [_shown(r) for r in rows], "limit": args["limit"],
+                "offset": args["offset"], "total": total}  # fmt: skip
         return Response(json.dumps(body), mimetype="application/json")
 
 
@@ -203,7 +219,7 @@ class PartnershipItem(MethodView):
     @blp.answers(404, *KEYED)
     def get(self, partnership_id: str) -> Response:
         """Get one partnership with its ETag."""
-        return _with_etag(_get(partnership_id))
+        return _with_etag(visible_partnership(partnership_id))
 
 
 @blp.route(
@@ -221,7 +237,7 @@ class PartnershipSteps(MethodView):
         409 when the state does not allow the step (e.g. a lapsed offer).
         """
         expected = if_match()
-        _get(partnership_id)  # a partner key: another partner's is not found
+        visible_partnership(partnership_id)  # a partner key: another partner's is not found
         rec = transition(
             store(), partnership_id, args["to"], expected, g.key_id,
             role=g.role, partner_id=_own(), reason=args["reason"],

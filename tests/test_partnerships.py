@@ -28,6 +28,7 @@ from matcher.partnerships import (
     publish_plan,
     transition,
 )
+from matcher.privacy import coarsen
 from matcher.store import NotFoundError, PlanStateError, VersionConflictError, open_store
 
 from .oracle import assignment_cost_m, equity_optimum
@@ -472,6 +473,12 @@ def test_partners_answer_their_offers_through_the_api(service):
     url = f"/api/v1/partnerships/{offer['partnership_id']}"
     got = c.get(url, headers=auth(keys["P1"]))
     assert got.status_code == 200 and got.headers["ETag"] == '"1"'
+    # a partner sees the cluster's centre on the privacy grid, a planner the centre itself
+    exact = c.get(url, headers=auth(keys["planner"])).get_json()
+    grid = coarsen(np.array([exact["centroid_lat"]]), np.array([exact["centroid_lon"]]))
+    assert (got.get_json()["centroid_lat"], got.get_json()["centroid_lon"]) == (
+        float(grid[0][0]), float(grid[1][0]))  # fmt: skip
+    assert offer["centroid_lat"] == got.get_json()["centroid_lat"]  # in the list too
     step = f"{url}/transitions"
     assert c.post(step, json={"to": "accepted"}, headers=auth(keys["P1"])).status_code == 428
     assert c.post(step, json={"to": "accepted"},
@@ -524,6 +531,8 @@ PARTNER_ROUTES = {
     ("get", "/api/v1/partnerships"),
     ("get", "/api/v1/partnerships/{partnership_id}"),
     ("post", "/api/v1/partnerships/{partnership_id}/transitions"),
+    ("get", "/api/v1/partnerships/{partnership_id}/deliveries"),
+    ("post", "/api/v1/partnerships/{partnership_id}/deliveries"),
 }
 
 
@@ -545,7 +554,9 @@ def test_a_partner_key_reaches_nothing_but_its_own_partnerships(service):
                 continue
             url = _fill(path, ids)
             assert "{" not in url, url
-            body = {"to": "accepted"} if path.endswith("/transitions") else {}
+            body = {"to": "accepted"} if path.endswith("/transitions") else (
+                {"period_start": "2026-01-01", "period_end": "2026-01-01", "units": 1}
+                if path.endswith("/deliveries") else {})  # fmt: skip
             r = getattr(c, method)(url, headers=auth(keys["P1"], '"1"'), json=body)
             tried += 1
             text = r.get_data(as_text=True)
@@ -635,3 +646,164 @@ def test_a_plan_that_cannot_be_published_is_stored_as_a_draft_and_says_why(store
     entry = next(e for e in store.audit_entries(entity="plan", entity_id=plan_id)
                  if e.action == "publish_failed")  # fmt: skip
     assert "exact points" in entry.detail["error"]
+
+
+# ------------------------------------------------------------ deliveries and outcomes
+
+
+def _days(n: int) -> str:
+    return (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=n)).isoformat()
+
+
+def _active(store: Any) -> dict[str, Any]:
+    """A partnership offered some days ago, accepted and active."""
+    plan_id = run_plan(store)
+    pid = _offer(store, plan_id, "P1")
+    with store._write() as conn:  # offered ten days ago (deliveries never predate the offer)
+        conn.execute("UPDATE partnerships SET offered_at = ? WHERE partnership_id = ?",
+                     (_days(-10) + "T00:00:00.000000Z", pid))  # fmt: skip
+    transition(store, pid, "accepted", 1, "k", role="partner", partner_id="P1")
+    return transition(store, pid, "active", 2, "k", role="partner", partner_id="P1")
+
+
+def test_deliveries_are_recorded_per_period_and_checked(store):
+    from matcher.outcomes import record_delivery
+    from matcher.store import AlreadyExistsError
+
+    ps = _active(store)
+    pid = ps["partnership_id"]
+    got = record_delivery(store, pid, _days(-7), _days(-1), 1.5, "pk", role="partner",
+                          partner_id="P1")  # fmt: skip
+    assert got["units"] == 1.5 and got["partner_id"] == "P1"
+    with pytest.raises(AlreadyExistsError):
+        record_delivery(store, pid, _days(-7), _days(-2), 1.0, "pk", role="planner")
+    with pytest.raises(NotFoundError):  # another partner's: not found
+        record_delivery(store, pid, _days(-3), _days(-2), 1.0, "pk", role="partner",
+                        partner_id="P2")  # fmt: skip
+    for start, end, units, field in (
+        (_days(-2), _days(-3), 1, "period_end"),     # ends before it starts
+        (_days(-1), _days(1), 1, "period_end"),      # in the future
+        (_days(-20), _days(-9), 1, "period_start"),  # before the offer
+        ("2026-13-01", _days(-1), 1, "period_start"),
+        (_days(-3), _days(-2), -1, "units"),
+        (_days(-3), _days(-2), float("nan"), "units"),
+    ):
+        with pytest.raises(ValueError) as err:
+            record_delivery(store, pid, start, end, units, "pk", role="planner")
+        assert [p.field for p in err.value.problems] == [field], (start, end, units)
+    offered = _offer(store, ps["plan_id"], "P1")
+    with pytest.raises(PartnershipStateError, match="offered"):
+        record_delivery(store, offered, _days(-1), _days(-1), 1, "pk", role="planner")
+    assert [d["period_start"] for d in store.list_deliveries(partner_id="P1")] == [_days(-7)]
+
+
+def test_need_outcomes_with_feedback_and_their_csv_import(store, where, tmp_path):
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+    from matcher.outcomes import set_outcome
+
+    need = store.list_needs(limit=3, offset=0)
+    first = set_outcome(store, need[0]["need_id"], {"status": "in_progress", "date": _days(-2)},
+                        "k", expected_version=None)  # fmt: skip
+    assert first["version"] == 1 and first["rating"] is None
+    with pytest.raises(VersionConflictError):
+        set_outcome(store, need[0]["need_id"], {"status": "resolved", "date": _days(-1)}, "k",
+                    expected_version=None)  # fmt: skip
+    with pytest.raises(ValueError, match="resolved need only"):
+        set_outcome(store, need[0]["need_id"], {"status": "in_progress", "date": _days(-1),
+                                                "rating": 4}, "k", expected_version=1)
+    done = set_outcome(store, need[0]["need_id"], {"status": "resolved", "date": _days(-1),
+                                                   "rating": 5, "comment": "quick, kind"},
+                       "k", expected_version=1)  # fmt: skip
+    assert (done["status"], done["rating"], done["version"]) == ("resolved", 5, 2)
+    entry = store.audit_entries(entity="need", entity_id=need[0]["need_id"])[0]
+    assert "kind" not in str(entry.detail)  # a resident's words stay out of the log
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "need_id,status,date,rating,comment\n"
+        f"{need[1]['need_id']},resolved,{_days(-1)},6,\n"
+        f"{need[2]['need_id']},done,{_days(-1)},,\n"
+        f"{need[1]['need_id']},open,{_days(1)},,\n"
+    )
+    res = CliRunner().invoke(main, ["outcomes", "import", str(bad), "--db", where])
+    assert res.exit_code == 2, res.output
+    for text in ("row 2", "'rating'", "row 3", "'status'", "row 4", "listed twice",
+                 "in the future"):
+        assert text in res.output, text
+    good = tmp_path / "good.csv"
+    good.write_text(
+        "need_id,status,date,rating,comment\n"
+        f"{need[1]['need_id']},resolved,{_days(-1)},4,\"=HYPERLINK(\"\"x\"\")\"\n"
+        f"{need[2]['need_id']},not_resolved,{_days(-1)},,\n"
+        "nobody,open,2026-01-01,,\n"
+    )
+    res = CliRunner().invoke(main, ["outcomes", "import", str(good), "--db", where])
+    assert res.exit_code == 2 and "nobody" in res.output and "no such need" in res.output
+    assert store.get_outcome(need[1]["need_id"]) is None  # all or nothing
+    good.write_text("\n".join(good.read_text().splitlines()[:3]) + "\n")
+    res = CliRunner().invoke(main, ["outcomes", "import", str(good), "--db", where])
+    assert res.exit_code == 0, res.output
+    assert store.get_outcome(need[1]["need_id"])["rating"] == 4
+    assert store.get_outcome(need[2]["need_id"])["status"] == "not_resolved"
+
+
+def test_deliveries_and_outcomes_through_the_api(service):
+    app, keys, c = service
+    published(app, c, keys)
+    st = app.extensions["matcher_store"]
+    mine = st.list_partnerships(partner_id="P1", limit=1)[0]
+    theirs = st.list_partnerships(partner_id="P5", limit=1)[0]
+    step = f"/api/v1/partnerships/{mine['partnership_id']}/transitions"
+    for version, to in ((1, "accepted"), (2, "active")):
+        assert c.post(step, json={"to": to},
+                      headers=auth(keys["P1"], f'"{version}"')).status_code == 200  # fmt: skip
+    url = f"/api/v1/partnerships/{mine['partnership_id']}/deliveries"
+    today = _days(0)
+    r = c.post(url, json={"period_start": today, "period_end": today, "units": 2},
+               headers=auth(keys["P1"]))  # fmt: skip
+    assert r.status_code == 201, r.get_data(as_text=True)
+    assert "actor" not in r.get_json()
+    again = c.post(url, json={"period_start": today, "period_end": today, "units": 2},
+                   headers=auth(keys["P1"]))  # fmt: skip
+    assert again.status_code == 409
+    listed = c.get(url, headers=auth(keys["P1"])).get_json()
+    assert listed["units"] == 2 and len(listed["results"]) == 1
+    other = f"/api/v1/partnerships/{theirs['partnership_id']}/deliveries"
+    assert c.get(other, headers=auth(keys["P1"])).status_code == 404
+    assert c.post(other, json={"period_start": today, "period_end": today, "units": 1},
+                  headers=auth(keys["P1"])).status_code == 404  # fmt: skip
+    assert c.get(url, headers=auth(keys["outreach"])).status_code == 403
+    # a need's outcome: planners and admins only
+    need = st.list_needs(limit=1, offset=0)[0]["need_id"]
+    out = f"/api/v1/needs/{need}/outcome"
+    body = {"status": "resolved", "date": _days(-1), "rating": 4, "comment": "thank you"}
+    for role in ("P1", "outreach"):
+        assert c.put(out, json=body, headers=auth(keys[role])).status_code == 403
+        assert c.get(out, headers=auth(keys[role])).status_code == 403
+    assert c.get(out, headers=auth(keys["planner"])).status_code == 404
+    r = c.put(out, json=body, headers=auth(keys["planner"]))
+    assert r.status_code == 200 and r.headers["ETag"] == '"1"' and r.get_json()["rating"] == 4
+    assert c.put(out, json=body, headers=auth(keys["planner"])).status_code == 428
+    assert c.put(out, json=body, headers=auth(keys["planner"], '"7"')).status_code == 412
+    r = c.put(out, json=body | {"rating": 9}, headers=auth(keys["planner"], '"1"'))
+    assert r.status_code == 400 and r.get_json()["problems"][0]["field"] == "rating"
+    r = c.put(out, json={"status": "open", "date": _days(0)}, headers=auth(keys["admin"], '"1"'))
+    assert r.status_code == 200 and r.get_json()["comment"] == "" and r.headers["ETag"] == '"2"'
+
+
+def test_a_resolved_need_is_not_planned_again(store):
+    from matcher.outcomes import set_outcome
+
+    first = run_plan(store)
+    gone = table(store, first, "need_clusters.csv")["need_id"].iloc[0]
+    set_outcome(store, gone, {"status": "resolved", "date": _days(0)}, "k", expected_version=None)
+    other = table(store, first, "need_clusters.csv")["need_id"].iloc[1]
+    set_outcome(store, other, {"status": "not_resolved", "date": _days(0)}, "k",
+                expected_version=None)  # fmt: skip
+    second = run_plan(store)
+    planned = set(table(store, second, "need_clusters.csv")["need_id"])
+    assert gone not in planned and other in planned  # not resolved: still a need
+    assert store.get_plan(second).summary["metrics"]["resolved_needs_left_out"] == 1
+    assert store.get_need(gone) is not None  # kept, with its outcome

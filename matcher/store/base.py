@@ -707,6 +707,51 @@ class Store(abc.ABC):
             No such partnership; it is at another version.
         """
 
+    # -- deliveries and need outcomes (rules: matcher.outcomes)
+
+    @abc.abstractmethod
+    def create_delivery(self, delivery: Mapping[str, Any], actor: str) -> dict[str, Any]:
+        """Store a delivery; return it.
+
+        ``delivery`` has ``delivery_id, partnership_id, partner_id, period_start,
+        period_end, units``.
+
+        Raises
+        ------
+        AlreadyExistsError
+            The partnership has a delivery for this ``period_start`` already.
+        """
+
+    @abc.abstractmethod
+    def list_deliveries(
+        self, *, partnership_id: str | None = None, partner_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Return deliveries (of a partnership, or of a partner), by period start."""
+
+    @abc.abstractmethod
+    def get_outcome(self, need_id: str) -> dict[str, Any] | None:
+        """Return a need's outcome (``status, date, rating, comment, version, ...``) or None."""
+
+    @abc.abstractmethod
+    def put_outcome(
+        self,
+        need_id: str,
+        outcome: Mapping[str, Any],
+        expected_version: int | None,
+        actor: str,
+    ) -> dict[str, Any]:
+        """Create (``expected_version`` None) or replace a need's outcome; return it.
+
+        Raises
+        ------
+        VersionConflictError
+            The stored outcome is at another version (or exists, or does not).
+        """
+
+    @abc.abstractmethod
+    def list_outcomes(self) -> list[dict[str, Any]]:
+        """Return every need outcome, by need id."""
+
     # -- API keys
 
     @abc.abstractmethod

@@ -346,6 +346,40 @@ def _partnerships(dialect: str) -> tuple[str, ...]:
     )
 
 
+_OUTCOMES = (
+    # units a partnership delivered over a period (a partner's own record, or a planner's)
+    """CREATE TABLE deliveries (
+        delivery_id TEXT PRIMARY KEY NOT NULL,
+        partnership_id TEXT NOT NULL,
+        partner_id TEXT NOT NULL,
+        period_start TEXT NOT NULL,
+        period_end TEXT NOT NULL CHECK (period_end >= period_start),
+        units {float} NOT NULL CHECK (units >= 0),
+        actor TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        UNIQUE (partnership_id, period_start)
+    )""",
+    "CREATE INDEX deliveries_partner ON deliveries (partner_id, period_start)",
+    # what became of a need, with the date; feedback on a resolved one
+    """CREATE TABLE need_outcomes (
+        need_id TEXT PRIMARY KEY NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('open', 'in_progress', 'resolved', 'not_resolved')),
+        status_date TEXT NOT NULL,
+        rating INTEGER CHECK (rating BETWEEN 1 AND 5),
+        comment TEXT NOT NULL DEFAULT '',
+        actor TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1)
+    )""",
+    "CREATE INDEX need_outcomes_status ON need_outcomes (status, status_date)",
+)
+
+
+def _outcomes(dialect: str) -> tuple[str, ...]:
+    return tuple(t.format(**_DIALECT[dialect]) for t in _OUTCOMES)
+
+
 def _holds(dialect: str) -> tuple[str, ...]:
     return tuple(t.format(**_DIALECT[dialect]) for t in _HOLDS)
 
@@ -374,6 +408,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _partnerships("sqlite"),
         _partnerships("postgresql"),
     ),
+    Migration("deliveries and need outcomes", _outcomes("sqlite"), _outcomes("postgresql")),
 )
 
 _VERSION_TABLE = (

@@ -274,3 +274,119 @@ class PartnershipSQL:
                 (stamp, stamp, str(partnership_id)),
             ).fetchone()
         return _row(row)
+
+    # -- deliveries and outcomes (rules: matcher.outcomes)
+
+    _DELIVERY = ("delivery_id", "partnership_id", "partner_id", "period_start", "period_end",
+                 "units", "actor", "recorded_at")  # fmt: skip
+    _OUTCOME = ("need_id", "status", "status_date", "rating", "comment", "actor",
+                "updated_at", "version")  # fmt: skip
+
+    def create_delivery(self, delivery: Mapping[str, Any], actor: str) -> dict[str, Any]:
+        """Store a delivery (see :meth:`Store.create_delivery`)."""
+        from .records import AlreadyExistsError
+
+        check_actor(actor)
+        row = (str(delivery["delivery_id"]), str(delivery["partnership_id"]),
+               str(delivery["partner_id"]), str(delivery["period_start"]),
+               str(delivery["period_end"]), float(delivery["units"]), actor, now())  # fmt: skip
+        with self._write() as conn:
+            dup = conn.execute(
+                "SELECT 1 FROM deliveries WHERE partnership_id = ? AND period_start = ?",
+                (row[1], row[3]),
+            ).fetchone()
+            if dup is not None:
+                raise AlreadyExistsError("delivery of partnership " + row[1] + " for", row[3])
+            marks = ", ".join("?" for _ in self._DELIVERY)
+            conn.execute(
+                f"INSERT INTO deliveries ({', '.join(self._DELIVERY)}) VALUES ({marks})", row
+            )
+            self._audit(conn, actor, "deliver", "partnership", row[1],
+                        {"delivery_id": row[0], "period_start": row[3], "period_end": row[4],
+                         "units": row[5]})  # fmt: skip
+        return dict(zip(self._DELIVERY, row, strict=True))
+
+    def list_deliveries(
+        self, *, partnership_id: str | None = None, partner_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Return deliveries by period (see :meth:`Store.list_deliveries`)."""
+        where, args = [], []
+        for column, value in (("partnership_id", partnership_id), ("partner_id", partner_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(str(value))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(self._DELIVERY)} FROM deliveries{clause} "
+                "ORDER BY period_start, partnership_id, delivery_id",
+                args,
+            ).fetchall()
+        return [dict(zip(self._DELIVERY, r, strict=True)) | {"units": float(r[5])} for r in rows]
+
+    def _outcome(self, row: Sequence[Any]) -> dict[str, Any]:
+        rec = dict(zip(self._OUTCOME, row, strict=True))
+        rec["date"] = rec.pop("status_date")
+        rec["rating"] = None if rec["rating"] is None else int(rec["rating"])
+        rec["version"] = int(rec["version"])
+        return rec
+
+    def get_outcome(self, need_id: str) -> dict[str, Any] | None:
+        """Return a need's outcome or None (see :meth:`Store.get_outcome`)."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {', '.join(self._OUTCOME)} FROM need_outcomes WHERE need_id = ?",
+                (str(need_id),),
+            ).fetchone()
+        return None if row is None else self._outcome(row)
+
+    def put_outcome(
+        self,
+        need_id: str,
+        outcome: Mapping[str, Any],
+        expected_version: int | None,
+        actor: str,
+    ) -> dict[str, Any]:
+        """Create or replace a need's outcome (see :meth:`Store.put_outcome`)."""
+        check_actor(actor)
+        values = (str(outcome["status"]), str(outcome["date"]), outcome.get("rating"),
+                  str(outcome.get("comment") or ""), actor, now())  # fmt: skip
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT version FROM need_outcomes WHERE need_id = ?", (str(need_id),)
+            ).fetchone()
+            current = None if row is None else int(row[0])
+            if current != expected_version:
+                raise VersionConflictError(
+                    "need outcome", str(need_id), int(expected_version or 0), int(current or 0)
+                )
+            if current is None:
+                conn.execute(
+                    "INSERT INTO need_outcomes (need_id, status, status_date, rating, comment, "
+                    "actor, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+                    (str(need_id), *values),
+                )
+            else:
+                conn.execute(
+                    "UPDATE need_outcomes SET status = ?, status_date = ?, rating = ?, "
+                    "comment = ?, actor = ?, updated_at = ?, version = version + 1 "
+                    "WHERE need_id = ?",
+                    (*values, str(need_id)),
+                )
+            self._audit(conn, actor, "outcome", "need", str(need_id),
+                        {"status": values[0], "date": values[1],
+                         "rating": values[2] is not None,
+                         "comment_chars": len(values[3])})  # fmt: skip
+            out = conn.execute(
+                f"SELECT {', '.join(self._OUTCOME)} FROM need_outcomes WHERE need_id = ?",
+                (str(need_id),),
+            ).fetchone()
+        return self._outcome(out)
+
+    def list_outcomes(self) -> list[dict[str, Any]]:
+        """Return every need outcome by need id (see :meth:`Store.list_outcomes`)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(self._OUTCOME)} FROM need_outcomes ORDER BY need_id"
+            ).fetchall()
+        return [self._outcome(r) for r in rows]
