@@ -228,7 +228,12 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
         lock = exclude = None
         facts: dict[str, Any] | None = None
         if keep_agreements and binding(store):
-            lock, exclude, facts = _agreements(store, needs, partners, hoods, config)
+            lock, exclude, facts, reserved = _agreements(store, needs, partners, hoods, config)
+            if reserved:  # agreements that cannot be locked keep their partner's units
+                frame = partners.frame
+                taken = frame["partner_id"].astype(str).map(reserved).fillna(0.0)
+                capacity = (frame["capacity"].to_numpy(dtype=float) - taken.to_numpy()).clip(0)
+                partners = _stored(frame.assign(capacity=capacity), "partners")
         result = plan(
             needs, partners, neighborhoods=hoods, config=config, lock=lock, exclude=exclude
         )
@@ -279,7 +284,7 @@ def _agreements(
     partners: LoadedTable,
     hoods: gpd.GeoDataFrame | None,
     config: Any,
-) -> tuple[pd.DataFrame | None, pd.DataFrame | None, dict[str, Any]]:
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None, dict[str, Any], dict[str, float]]:
     """Return the lock and exclude rows of the store's partnerships, on this plan's clusters."""
     import numpy as np
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -52,15 +53,29 @@ OUTCOME_COLUMNS: tuple[str, ...] = ("need_id", "status", "date", "rating", "comm
 MAX_OUTCOME_ROWS = 1_000_000
 
 
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: Characters no free text may hold (C0 controls but tab and line breaks, DEL).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _date(value: Any, where: str, row: int | None, field: str) -> _dt.date | Problem:
     """Parse an ISO date (``YYYY-MM-DD``), or return the problem."""
     text = "" if value is None else str(value)
     try:
-        if len(text) != 10:
+        if not _DAY.fullmatch(text):
             raise ValueError
         return _dt.date.fromisoformat(text)
     except ValueError:
         return Problem(where, row, field, text[:40], "must be a date as YYYY-MM-DD")
+
+
+def text_problem(text: str) -> str | None:
+    """Return why a free text (a comment, a reason) cannot be stored, or None."""
+    if len(text) > MAX_TEXT_CHARS:
+        return f"must be at most {MAX_TEXT_CHARS} characters"
+    if _CONTROL.search(text):
+        return "must not hold control characters"
+    return None
 
 
 def _today() -> _dt.date:
@@ -186,9 +201,9 @@ def check_outcome(
                                     "must be a whole number from 1 to 5, or empty"))  # fmt: skip
             rating = None
     comment = "" if record.get("comment") is None else str(record.get("comment"))
-    if len(comment) > MAX_TEXT_CHARS:
-        problems.append(Problem(where, row, "comment", f"{len(comment)} characters",
-                                f"must be at most {MAX_TEXT_CHARS} characters"))  # fmt: skip
+    why = text_problem(comment)
+    if why is not None:
+        problems.append(Problem(where, row, "comment", f"{len(comment)} characters", why))
     if (rating is not None or comment) and status != "resolved":
         problems.append(Problem(where, row, "rating" if rating is not None else "comment",
                                 status[:40], "feedback is given on a resolved need only"))
@@ -239,7 +254,9 @@ def read_outcomes(content: bytes, label: str) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        One row per need, checked (``rating`` as a nullable integer).
+        One row per need, checked (``rating`` as a nullable integer); ``attrs["feedback"]``
+        says whether the file has a ``rating`` or ``comment`` column (without either, an
+        import keeps the feedback stored).
 
     Raises
     ------
@@ -247,12 +264,18 @@ def read_outcomes(content: bytes, label: str) -> pd.DataFrame:
         With every problem: a missing column, a bad value, a need listed twice (by row;
         the header is row 1).
     """
+    from .limits import MAX_CELL_CHARS
+
     try:
-        frame = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False)
+        frame = pd.read_csv(
+            io.BytesIO(content), dtype=str, keep_default_na=False, skip_blank_lines=False,
+            nrows=MAX_OUTCOME_ROWS + 1, encoding="utf-8-sig",
+        )  # fmt: skip
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputValidationError(
             [Problem(label, None, None, None, f"not a readable CSV file: {exc}")]
         ) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in OUTCOME_COLUMNS[:3] if c not in frame.columns]
     unknown = [c for c in frame.columns if c not in OUTCOME_COLUMNS]
     problems = [Problem(label, None, c, None, f"column missing; the file has "
@@ -263,12 +286,21 @@ def read_outcomes(content: bytes, label: str) -> pd.DataFrame:
         raise InputValidationError(problems)
     if len(frame) > MAX_OUTCOME_ROWS:
         raise InputValidationError(
-            [Problem(label, None, None, len(frame), f"at most {MAX_OUTCOME_ROWS:,} rows")]
+            [Problem(label, None, None, None, f"more than {MAX_OUTCOME_ROWS:,} rows")]
         )
+    feedback = "rating" in frame.columns or "comment" in frame.columns
     rows = []
     seen: dict[str, int] = {}
     for i, rec in enumerate(frame.to_dict("records")):
-        row = i + 2
+        row = i + 2  # the header is row 1; blank lines are rows too (skip_blank_lines=False)
+        if not any(str(v).strip() for v in rec.values()):
+            continue
+        long = [k for k, v in rec.items() if len(str(v)) > MAX_CELL_CHARS]
+        if long:
+            problems += [Problem(label, row, k, f"{len(str(rec[k]))} characters",
+                                 f"a cell is at most {MAX_CELL_CHARS} characters")
+                         for k in long]  # fmt: skip
+            continue
         need_id = str(rec["need_id"])
         if not 1 <= len(need_id) <= MAX_ID_CHARS:
             problems.append(Problem(label, row, "need_id", need_id[:40],
@@ -280,13 +312,20 @@ def read_outcomes(content: bytes, label: str) -> pd.DataFrame:
         outcome, found = check_outcome(rec, label, row)
         problems += found
         rows.append({"need_id": need_id, **outcome, "row": row})
+        if len(problems) > 1000:
+            break
     if problems:
         raise InputValidationError(problems)
-    return pd.DataFrame(rows, columns=["need_id", "status", "date", "rating", "comment", "row"])
+    out = pd.DataFrame(rows, columns=["need_id", "status", "date", "rating", "comment", "row"])
+    out.attrs["feedback"] = feedback
+    return out
 
 
 def import_outcomes(store: Store, rows: pd.DataFrame, label: str, actor: str) -> int:
     """Set the outcomes of :func:`read_outcomes` rows, all or nothing; return how many.
+
+    A file without ``rating`` and ``comment`` columns keeps the feedback stored for a need
+    that stays resolved (a status update does not erase what residents said).
 
     Raises
     ------
@@ -301,12 +340,16 @@ def import_outcomes(store: Store, rows: pd.DataFrame, label: str, actor: str) ->
         ]
         if missing:
             raise InputValidationError(missing)
+        keep = not rows.attrs.get("feedback", True)
         for r in rows.itertuples(index=False):
             current = store.get_outcome(str(r.need_id))
             rating = None if pd.isna(r.rating) else int(r.rating)
+            comment = r.comment
+            if keep and current is not None and r.status == "resolved":
+                rating, comment = current["rating"], current["comment"]
             store.put_outcome(
                 str(r.need_id),
-                {"status": r.status, "date": r.date, "rating": rating, "comment": r.comment},
+                {"status": r.status, "date": r.date, "rating": rating, "comment": comment},
                 None if current is None else int(current["version"]),
                 actor,
             )

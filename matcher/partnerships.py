@@ -165,10 +165,12 @@ def check_transition(
         raise InputValidationError(
             [Problem(where, None, "to", to, f"must be one of {', '.join(steps)}")]
         )
-    if len(reason) > MAX_REASON:
+    from .outcomes import text_problem
+
+    why = text_problem(reason)
+    if why is not None:
         raise InputValidationError(
-            [Problem(where, None, "reason", f"{len(reason)} characters",
-                     f"must be at most {MAX_REASON} characters")]  # fmt: skip
+            [Problem(where, None, "reason", f"{len(reason)} characters", why)]
         )
     if to in NEEDS_REASON and not reason.strip():
         raise InputValidationError(
@@ -533,14 +535,18 @@ def binding(store: Store) -> list[dict[str, Any]]:
 
 
 def binding_revision(rows: list[dict[str, Any]]) -> str:
-    """Return a digest of what binds a re-plan (ids, states, units), to tell if it changed.
+    """Return a digest of what binds a re-plan, to tell whether it changed.
+
+    Ids, states, units and the plan and cluster each is carried to.
 
     A plan records it (``metrics.agreements.revision``); publishing a plan made under
     other agreements is refused (:func:`publish_plan`).
     """
-    # accepted and active bind alike (both are kept at their units): one word for both
+    # accepted and active bind alike (both are kept at their units): one word for both;
+    # the plan and cluster they are carried to change with each publication
     doc = sorted([str(r["partnership_id"]), "agreed" if r["state"] in AGREED else str(r["state"]),
-                  round(float(r["units"]), 6)] for r in rows)  # fmt: skip
+                  round(float(r["units"]), 6), str(r["plan_id"]), str(r["cluster_id"])]
+                 for r in rows)  # fmt: skip
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
 
 
@@ -581,7 +587,7 @@ class PlanShape:
 
 def agreements(
     store: Store, shape: PlanShape
-) -> tuple[pd.DataFrame | None, pd.DataFrame | None, dict[str, Any]]:
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None, dict[str, Any], dict[str, float]]:
     """Return the lock and exclude rows a re-plan takes from the store's partnerships.
 
     Each binding partnership (:func:`binding`) is carried to the cluster of ``shape``
@@ -593,11 +599,13 @@ def agreements(
 
     Returns
     -------
-    (DataFrame or None, DataFrame or None, dict)
+    (DataFrame or None, DataFrame or None, dict, dict)
         ``cluster_id, partner_id, units`` rows to lock, ``cluster_id, partner_id`` rows to
-        exclude, and facts: ``locked``, ``locked_units``, ``excluded``, ``unplaced``
+        exclude, facts: ``locked``, ``locked_units``, ``excluded``, ``unplaced``
         (agreements whose needs are all gone), ``ineligible`` (pairs no longer
-        eligible), ``reduced`` (agreements cut), ``revision`` (:func:`binding_revision`).
+        eligible), ``reduced`` (agreements cut), ``reserved_units``, ``revision``
+        (:func:`binding_revision`); and the units to take from each partner's capacity
+        for its agreements that cannot be locked (the plan gives them to no one else).
     """
     from .candidates import candidate_pairs
 
@@ -637,13 +645,22 @@ def agreements(
     locks: dict[tuple[str, str], int] = {}
     excluded: set[tuple[str, str]] = set()
     reduced = ineligible = 0
+    # an agreement that cannot be locked (its pair is no longer eligible) still takes the
+    # partner's units: they are reserved, so that the plan gives them to no one else
+    reserved: dict[str, float] = {}
+    for ps, target in carried:
+        pid = str(ps["partner_id"])
+        if ps["state"] in AGREED and (target, pid) not in eligible:
+            ineligible += 1
+            reserved[pid] = reserved.get(pid, 0.0) + float(ps["units"])
+            left_c[pid] = max(left_c.get(pid, 0) - int(math.ceil(float(ps["units"]) / q - 1e-9)),
+                              0)  # fmt: skip
     for ps, target in carried:
         pid = str(ps["partner_id"])
         if ps["state"] == "declined":
             excluded.add((target, pid))
             continue
         if (target, pid) not in eligible:
-            ineligible += 1
             continue
         want = int(math.floor(float(ps["units"]) / q + 1e-9))
         room = min(left_d.get(target, 0), left_c.get(pid, 0))
@@ -680,6 +697,7 @@ def agreements(
         "unplaced": unplaced,
         "ineligible": ineligible,
         "reduced": reduced,
+        "reserved_units": round(sum(reserved.values()), 6),
         "revision": binding_revision(rows),
     }
-    return lock_df, exclude_df, facts
+    return lock_df, exclude_df, facts, reserved

@@ -71,6 +71,7 @@ class OutcomeWrite(ma.Schema):
     rating = ma.fields.Integer(
         load_default=None,
         allow_none=True,
+        strict=True,
         validate=ma.validate.Range(1, 5),
         metadata={"description": "a resident's rating of a resolved need"},
     )

@@ -807,3 +807,59 @@ def test_a_resolved_need_is_not_planned_again(store):
     assert gone not in planned and other in planned  # not resolved: still a need
     assert store.get_plan(second).summary["metrics"]["resolved_needs_left_out"] == 1
     assert store.get_need(gone) is not None  # kept, with its outcome
+
+
+def test_review_mends_closed_needs_outcomes_and_unlockable_agreements(store, where, tmp_path):
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+    from matcher.outcomes import record_delivery, set_outcome
+    from matcher.store import AlreadyExistsError
+
+    # a resolved or closed need takes no new report: it is not a duplicate candidate
+    need = store.list_needs(limit=1, offset=0)[0]
+    near = store.needs_near(need["category"], need["lat"], need["lon"], 0.05)
+    assert need["need_id"] in [n["need_id"] for n in near]
+    set_outcome(store, need["need_id"], {"status": "resolved", "date": _days(0), "rating": 3},
+                "k", expected_version=None)  # fmt: skip
+    near = store.needs_near(need["category"], need["lat"], need["lon"], 0.05)
+    assert need["need_id"] not in [n["need_id"] for n in near]
+    # a status update without feedback columns keeps what the resident said
+    csv_path = tmp_path / "o.csv"
+    csv_path.write_text(f" need_id , status ,date\n\n{need['need_id']},resolved,{_days(0)}\n")
+    res = CliRunner().invoke(main, ["outcomes", "import", str(csv_path), "--db", where])
+    assert res.exit_code == 0, res.output
+    assert store.get_outcome(need["need_id"])["rating"] == 3
+    csv_path.write_text(f"need_id,status,date\n\n{need['need_id']},resolved,2026-W01-1\n")
+    res = CliRunner().invoke(main, ["outcomes", "import", str(csv_path), "--db", where])
+    assert res.exit_code == 2 and "row 3" in res.output and "YYYY-MM-DD" in res.output
+    # an outcome goes with its need
+    store.delete_need(need["need_id"], store.get_need(need["need_id"])["version"], "k")
+    assert store.get_outcome(need["need_id"]) is None
+    # overlapping delivery periods count units twice: refused
+    ps = _active(store)
+    record_delivery(store, ps["partnership_id"], _days(-6), _days(-3), 1, "k", role="planner")
+    with pytest.raises(AlreadyExistsError, match="days of"):
+        record_delivery(store, ps["partnership_id"], _days(-4), _days(-1), 1, "k", role="planner")
+    # control characters never reach the store
+    other = _offer(store, ps["plan_id"], "P2")
+    with pytest.raises(ValueError, match="control characters"):
+        transition(store, other, "declined", 1, "k", role="planner", reason="no\x00")
+
+
+def test_an_agreement_that_cannot_be_locked_keeps_its_partners_units(store):
+    first = run_plan(store)
+    publish_plan(store, first, "k")
+    offer = max(store.list_partnerships(limit=None), key=lambda o: (o["units"], o["cluster_id"]))
+    transition(store, offer["partnership_id"], "accepted", 1, "k",
+               role="partner", partner_id=offer["partner_id"])  # fmt: skip
+    partner = store.get_partner(offer["partner_id"])
+    store.update_partner(offer["partner_id"], partner | {"radius_km": 0.001},
+                         partner["version"], "k")  # out of reach of its cluster now
+    second = run_plan(store)
+    facts = store.get_plan(second).summary["metrics"]["agreements"]
+    assert facts["ineligible"] == 1 and facts["locked"] == 0
+    assert facts["reserved_units"] == pytest.approx(offer["units"])
+    used = table(store, second, "assignments.csv").groupby("partner_id")["units"].sum()
+    capacity = float(partner["capacity"])
+    assert used.get(offer["partner_id"], 0.0) <= capacity - offer["units"] + 1e-9

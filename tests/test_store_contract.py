@@ -250,7 +250,7 @@ def test_migration_to_published_plans_keeps_the_plan_in_force_and_the_keys(
             for plan_id, finished, params in (
                 ("older", "2026-01-01T00:00:00Z", grid),
                 ("newer", "2026-01-02T00:00:00Z", grid),
-                ("exact", "2026-01-03T00:00:00Z", "{}"),
+                ("exact", "2026-01-01T12:00:00Z", "{}"),  # older than the last
                 ("what-if", "2026-01-04T00:00:00Z",
                  '{"volunteer_points": "grid", "scenario": {"base_plan": "newer"}}'),
             ):  # fmt: skip

@@ -317,21 +317,24 @@ _PARTNER_KEYS = {
 }
 
 
-#: The plan in force before publishing existed (the last done plan at volunteers' grid
-#: points, no scenario) stays in force: it is marked published, with no offers made.
+#: The plan in force before publishing existed stays in force: the last done plan (no
+#: scenario), if it was made at volunteers' grid points (the rule then), is marked
+#: published, with no offers made; unless a plan was published already.
 _STILL_IN_FORCE = {
     "sqlite": (
         "UPDATE plans SET published_at = finished_at, published_by = 'migration' "
-        "WHERE plan_id = (SELECT plan_id FROM plans WHERE status = 'done' "
+        "WHERE json_extract(parameters, '$.volunteer_points') = 'grid' "
+        "AND NOT EXISTS (SELECT 1 FROM plans WHERE published_at IS NOT NULL) "
+        "AND plan_id = (SELECT plan_id FROM plans WHERE status = 'done' "
         "AND json_extract(parameters, '$.scenario') IS NULL "
-        "AND json_extract(parameters, '$.volunteer_points') = 'grid' "
         "ORDER BY finished_at DESC, rowid DESC LIMIT 1)",
     ),
     "postgresql": (
         "UPDATE plans SET published_at = finished_at, published_by = 'migration' "
-        "WHERE plan_id = (SELECT plan_id FROM plans WHERE status = 'done' "
+        "WHERE (parameters::jsonb ->> 'volunteer_points') = 'grid' "
+        "AND NOT EXISTS (SELECT 1 FROM plans WHERE published_at IS NOT NULL) "
+        "AND plan_id = (SELECT plan_id FROM plans WHERE status = 'done' "
         "AND (parameters::jsonb -> 'scenario') IS NULL "
-        "AND (parameters::jsonb ->> 'volunteer_points') = 'grid' "
         "ORDER BY finished_at DESC, seq DESC LIMIT 1)",
     ),
 }
@@ -339,11 +342,7 @@ _STILL_IN_FORCE = {
 
 def _partnerships(dialect: str) -> tuple[str, ...]:
     words = _DIALECT[dialect]
-    return (
-        tuple(t.format(**words) for t in _PARTNERSHIPS)
-        + _PARTNER_KEYS[dialect]
-        + _STILL_IN_FORCE[dialect]
-    )
+    return tuple(t.format(**words) for t in _PARTNERSHIPS) + _PARTNER_KEYS[dialect]
 
 
 _OUTCOMES = (
@@ -409,6 +408,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         _partnerships("postgresql"),
     ),
     Migration("deliveries and need outcomes", _outcomes("sqlite"), _outcomes("postgresql")),
+    Migration(
+        "the plan in force before publishing stays in force",
+        _STILL_IN_FORCE["sqlite"],
+        _STILL_IN_FORCE["postgresql"],
+    ),
 )
 
 _VERSION_TABLE = (

@@ -291,12 +291,15 @@ class PartnershipSQL:
                str(delivery["partner_id"]), str(delivery["period_start"]),
                str(delivery["period_end"]), float(delivery["units"]), actor, now())  # fmt: skip
         with self._write() as conn:
-            dup = conn.execute(
-                "SELECT 1 FROM deliveries WHERE partnership_id = ? AND period_start = ?",
-                (row[1], row[3]),
+            dup = conn.execute(  # one record per day: periods never overlap
+                "SELECT period_start, period_end FROM deliveries WHERE partnership_id = ? "
+                "AND period_start <= ? AND period_end >= ? ORDER BY period_start LIMIT 1",
+                (row[1], row[4], row[3]),
             ).fetchone()
             if dup is not None:
-                raise AlreadyExistsError("delivery of partnership " + row[1] + " for", row[3])
+                raise AlreadyExistsError(
+                    f"delivery of partnership {row[1]} for the days of", f"{dup[0]}..{dup[1]}"
+                )
             marks = ", ".join("?" for _ in self._DELIVERY)
             conn.execute(
                 f"INSERT INTO deliveries ({', '.join(self._DELIVERY)}) VALUES ({marks})", row

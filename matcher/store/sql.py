@@ -508,6 +508,9 @@ class SQLStore(PartnershipSQL, Store):
             conn.execute(
                 "DELETE FROM report_notes WHERE need_id NOT IN (SELECT need_id FROM needs)"
             )
+            conn.execute(  # and their outcomes (residents' feedback goes with its need)
+                "DELETE FROM need_outcomes WHERE need_id NOT IN (SELECT need_id FROM needs)"
+            )
             return result
 
     def replace_neighborhoods(self, gdf: gpd.GeoDataFrame, actor: str) -> ImportResult:
@@ -641,9 +644,12 @@ class SQLStore(PartnershipSQL, Store):
         dlon = km / max(111.0 * math.cos(math.radians(min(abs(lat), 89.0))), 1e-6)
         cols = ", ".join(NEED.stored)
         with self._read() as conn:
+            # a need that is resolved or closed takes no new report: a new concern there
+            # is a new need (matcher.outcomes)
             rows = conn.execute(
                 f"SELECT {cols} FROM needs WHERE category = ? AND lat BETWEEN ? AND ? "
-                "AND lon BETWEEN ? AND ?",
+                "AND lon BETWEEN ? AND ? AND need_id NOT IN (SELECT need_id FROM "
+                "need_outcomes WHERE status IN ('resolved', 'not_resolved'))",
                 (category, lat - dlat, lat + dlat, lon - dlon, lon + dlon),
             ).fetchall()
         out = []
@@ -900,6 +906,7 @@ class SQLStore(PartnershipSQL, Store):
             # its notes go with it (whoever may delete a need may read them), so a later
             # need of the same id never shows them
             conn.execute("DELETE FROM report_notes WHERE need_id = ?", (need_id,))
+            conn.execute("DELETE FROM need_outcomes WHERE need_id = ?", (need_id,))
 
     # -- frames
 
