@@ -8,7 +8,7 @@ as a planner and as two partners would:
    force and each assignment is offered to its partner;
 2. a partner key (bound to one organization) lists its own offers and accepts one; another
    partner declines one, saying why; the first starts the work and records a delivery, and
-   a planner records that a need of that cluster was resolved, with a resident's rating;
+   a planner records that a need was resolved, with a resident's rating;
 3. runs a re-plan, published when done: the accepted partnership keeps its units, the
    declined pair is not proposed again, and the plan is still exactly optimal under those
    two constraints (``metrics.agreements`` in its summary says what was kept).
@@ -113,7 +113,7 @@ def main(work: Path) -> None:
         for ps in (accepted, declined):
             print(f"{ps['partner_id']} {ps['state']} {ps['units']:g} units of {ps['cluster_id']}")
         # the work starts; the partner records what it delivered, a planner what became of
-        # a need of that cluster (with the resident's feedback, which only staff see)
+        # a need (with the resident's feedback, which only staff see)
         active = one.call("POST", f"/api/v1/partnerships/{accepted['partnership_id']}"
                           "/transitions", {"to": "active"}, etag='"2"')  # fmt: skip
         today = time.strftime("%Y-%m-%d", time.gmtime())
@@ -127,8 +127,9 @@ def main(work: Path) -> None:
         )
         with urllib.request.urlopen(table, timeout=60) as resp:
             lines = resp.read().decode().splitlines()[1:]
-        need = next(n for n, c in (line.split(",") for line in lines)
-                    if c == active["cluster_id"])  # fmt: skip
+        busy = {active["cluster_id"], declined["cluster_id"]}  # (resolving their only need
+        need = next(n for n, c in (line.split(",") for line in lines)  # would end them)
+                    if c not in busy)  # fmt: skip
         outcome = planner.call("PUT", f"/api/v1/needs/{need}/outcome",
                                {"status": "resolved", "date": today, "rating": 5,
                                 "comment": "came the same week"})  # fmt: skip
