@@ -103,6 +103,7 @@ POLICY: dict[tuple[str, str], tuple[str, ...]] = {
     ("deliveries", "create"): ("planner", "admin", "partner"),
     ("outcomes", "read"): WRITERS,
     ("outcomes", "replace"): WRITERS,
+    ("reliability", "read"): WRITERS,
 }
 
 #: Most plans (and scenarios) queued or running at once, per role.

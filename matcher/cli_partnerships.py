@@ -112,6 +112,20 @@ def partnerships_list_cmd(
     click.echo(text.getvalue(), nl=False)
 
 
+@partnerships_group.command("reliability")
+@click.option("--db", "db", required=True, help=_DB_HELP)
+@_guarded
+def partnerships_reliability_cmd(db: str) -> None:
+    """Print each partner's acceptance and delivery reliability as CSV (see the README)."""
+    from .output import csv_bytes
+    from .reliability import partner_reliability
+    from .store import open_store
+
+    with open_store(db) as store:
+        frame = partner_reliability(store)
+    click.echo(csv_bytes(frame).decode("utf-8"), nl=False)
+
+
 @partnerships_group.command("step")
 @click.argument("partnership_id", callback=_id)
 @click.option("--db", "db", required=True, help=_DB_HELP)

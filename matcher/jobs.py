@@ -75,8 +75,9 @@ MODEL_NAME = "cluster_model"
 #: ``publish`` (true: put the plan in force when it is done, see
 #: :func:`matcher.partnerships.publish_plan`) and ``agreements`` (default true: accepted and
 #: active partnerships are kept, declined pairs not proposed, see
-#: :func:`matcher.partnerships.agreements`).
-JOB_OPTIONS = ("recruit", "report", "publish", "agreements")
+#: :func:`matcher.partnerships.agreements`); ``reliability`` (true: plan with expected
+#: capacity, :mod:`matcher.reliability`).
+JOB_OPTIONS = ("recruit", "report", "publish", "agreements", "reliability")
 #: The options a what-if scenario takes from its base plan (a scenario is never published,
 #: and plans the change alone).
 SCENARIO_OPTIONS = ("recruit", "report")
@@ -201,6 +202,7 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     report = bool(params.pop("report", False))
     params.pop("publish", None)  # the worker publishes the plan once it is stored
     keep_agreements = bool(params.pop("agreements", True))
+    expected = bool(params.pop("reliability", False))
     params.pop("taxonomy", None)  # the store's records use the default taxonomy
     # units held for referrals are taken: a plan gives a partner only what is left
     held, _ = store.held_units()
@@ -208,6 +210,9 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     if held:
         taken = frame["partner_id"].map(held).fillna(0.0).to_numpy(dtype=float)
         frame = frame.assign(capacity=(frame["capacity"].to_numpy(dtype=float) - taken).clip(0))
+    scaled: pd.DataFrame | None = None
+    if expected:  # expected capacity: capacity x delivery reliability (matcher.reliability)
+        frame, scaled = _expected_capacity(store, frame)
     # a resolved need is served: it is not planned again (its record and outcome stay)
     resolved = {o["need_id"] for o in store.list_outcomes() if o["status"] == "resolved"}
     need_frame = store.needs_frame()
@@ -242,6 +247,14 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
             extra["agreements"] = facts
         if left_out:
             extra["resolved_needs_left_out"] = left_out
+        if scaled is not None:
+            extra["reliability"] = {
+                "partners_scaled": int(len(scaled)),
+                "units_removed": round(float((scaled["capacity"] - scaled["expected"]).sum()), 6),
+            }
+            result = dataclasses.replace(
+                result, assignment_table=_say_expected(result.assignment_table, scaled)
+            )
         if extra:
             result = dataclasses.replace(result, metrics=result.metrics | extra)
         result = with_recruit_parameters(result, recruit)
@@ -314,6 +327,45 @@ def _agreements(
         float(config.max_partner_share),
     )
     return agreements(store, shape)
+
+
+def _expected_capacity(
+    store: Store, frame: gpd.GeoDataFrame
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Scale partners' capacity by their delivery reliability; return it and who changed."""
+    from .reliability import partner_reliability
+
+    rel = partner_reliability(store).set_index("partner_id")["reliability"]
+    factor = frame["partner_id"].astype(str).map(rel).fillna(1.0).to_numpy(dtype=float)
+    capacity = frame["capacity"].to_numpy(dtype=float)
+    expected = capacity * factor
+    changed = factor < 1.0
+    scaled = pd.DataFrame(
+        {
+            "partner_id": frame["partner_id"].astype(str).to_numpy()[changed],
+            "capacity": capacity[changed],
+            "reliability": factor[changed],
+            "expected": expected[changed],
+        }
+    )
+    return frame.assign(capacity=expected), scaled
+
+
+def _say_expected(a: pd.DataFrame, scaled: pd.DataFrame) -> pd.DataFrame:
+    """Add to the reason of each assignment of a scaled partner that it was scaled."""
+    by = scaled.set_index("partner_id")
+    hit = a["partner_id"].astype(str).isin(by.index)
+    if not hit.any():
+        return a
+    rows = by.reindex(a.loc[hit, "partner_id"].astype(str))
+    notes = [
+        f" Its capacity is planned at {r:.0%}, its delivery reliability so far: "
+        f"{e:.4g} of {c:.4g} units."
+        for r, e, c in zip(rows["reliability"], rows["expected"], rows["capacity"], strict=True)
+    ]
+    reason = a["reason"].astype(object).copy()
+    reason.loc[hit] = reason.loc[hit].astype(str) + pd.Series(notes, index=reason.index[hit])
+    return a.assign(reason=reason)
 
 
 class _NotPublished(Exception):

@@ -52,6 +52,7 @@ RESOURCES = {
     "PartnershipClear": "partnership_clear",
     "PartnershipDeliveries": "deliveries",
     "NeedOutcome": "outcomes",
+    "Reliability": "reliability",
 }
 #: Writes whose body is JSON: any other content type is 415 (never silently ignored).
 _JSON_WRITES = frozenset(

@@ -16,6 +16,7 @@ from flask.views import MethodView
 
 from matcher import limits
 from matcher.outcomes import NEED_STATUSES, record_delivery, set_outcome
+from matcher.reliability import partner_reliability
 from matcher.store import NotFoundError, etag
 
 from .bodies import if_match
@@ -164,3 +165,39 @@ def _with_etag(rec: dict[str, Any]) -> Response:
     resp = Response(json.dumps(shown), mimetype="application/json")
     resp.headers["ETag"] = etag(rec["need_id"], int(rec["version"]))
     return resp
+
+
+class ReliabilityRow(ma.Schema):
+    partner_id = ma.fields.String(required=True)
+    offers = ma.fields.Integer(required=True, metadata={"description": "answered or lapsed"})
+    accepted = ma.fields.Integer(required=True)
+    declined = ma.fields.Integer(required=True)
+    lapsed = ma.fields.Integer(required=True)
+    acceptance = ma.fields.Float(
+        required=True, metadata={"description": "(accepted + 2) / (offers + 2)"}
+    )
+    finished = ma.fields.Integer(
+        required=True, metadata={"description": "completed, or cancelled after acceptance"}
+    )
+    committed_units = ma.fields.Float(required=True)
+    delivered_units = ma.fields.Float(required=True)
+    reliability = ma.fields.Float(
+        required=True,
+        metadata={"description": "(sum of the shares delivered + 2) / (finished + 2): the "
+                  "factor of expected capacity"},
+    )  # fmt: skip
+
+
+class ReliabilityList(ma.Schema):
+    results = ma.fields.List(ma.fields.Nested(ReliabilityRow), required=True)
+
+
+@blp.route("/reliability")
+class Reliability(MethodView):
+    @blp.response(200, ReliabilityList)
+    @blp.answers(*KEYED)
+    def get(self) -> Response:
+        """Each partner's acceptance and delivery reliability so far (planners, admins)."""
+        frame = partner_reliability(store())
+        body = {"results": json.loads(frame.to_json(orient="records"))}
+        return Response(json.dumps(body), mimetype="application/json")

@@ -137,6 +137,8 @@ class Plans(MethodView):
             parameters["publish"] = True
         if not args["agreements"]:
             parameters["agreements"] = False
+        if args["reliability"]:
+            parameters["reliability"] = True
         created = _queue_plan(parameters)
         if isinstance(created, Response):
             return created

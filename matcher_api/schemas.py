@@ -378,6 +378,13 @@ class PlanRequest(ma.Schema):
             "Without it the plan is a draft that nothing else uses"
         },
     )
+    reliability = JsonBoolean(
+        load_default=False,
+        metadata={
+            "description": "plan with expected capacity: each partner's capacity times its "
+            "delivery reliability so far (GET /reliability); its assignments say so"
+        },
+    )
     agreements = JsonBoolean(
         load_default=True,
         metadata={

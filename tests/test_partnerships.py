@@ -863,3 +863,48 @@ def test_an_agreement_that_cannot_be_locked_keeps_its_partners_units(store):
     used = table(store, second, "assignments.csv").groupby("partner_id")["units"].sum()
     capacity = float(partner["capacity"])
     assert used.get(offer["partner_id"], 0.0) <= capacity - offer["units"] + 1e-9
+
+
+def test_reliability_by_hand_and_planning_with_expected_capacity(store, where):
+    from click.testing import CliRunner
+
+    from matcher.cli import main
+    from matcher.outcomes import record_delivery
+    from matcher.reliability import partner_reliability
+
+    assert partner_reliability(store).empty
+    first = run_plan(store)
+    publish_plan(store, first, "k")
+    offers = store.list_partnerships(partner_id="P1", limit=None)
+    assert len(offers) >= 2
+    one = _active(store)  # P1: offered (10 days ago), accepted, active
+    record_delivery(store, one["partnership_id"], _days(-5), _days(-1),
+                    one["units"] / 2, "k", role="partner", partner_id="P1")  # fmt: skip
+    transition(store, one["partnership_id"], "completed", 3, "k", role="partner",
+               partner_id="P1")  # fmt: skip
+    transition(store, offers[0]["partnership_id"], "declined", 1, "k", role="partner",
+               partner_id="P1", reason="full")  # fmt: skip
+    rel = partner_reliability(store).set_index("partner_id")
+    p1 = rel.loc["P1"]
+    # by hand: offers answered 2 (one accepted, one declined); one finished partnership,
+    # half delivered: acceptance (1 + 2) / (2 + 2), reliability (0.5 + 2) / (1 + 2)
+    assert (p1["offers"], p1["accepted"], p1["declined"], p1["finished"]) == (2, 1, 1, 1)
+    assert p1["acceptance"] == pytest.approx(3 / 4)
+    assert p1["reliability"] == pytest.approx(2.5 / 3)
+    assert p1["committed_units"] == pytest.approx(one["units"])
+    assert p1["delivered_units"] == pytest.approx(one["units"] / 2)
+    assert rel.loc["P2"]["reliability"] == 1.0  # no history: trusted
+    res = CliRunner().invoke(main, ["partnerships", "reliability", "--db", where])
+    assert res.exit_code == 0 and "P1" in res.stdout and "0.833333" in res.stdout
+    # a plan with expected capacity: P1 planned at 83% of its capacity, and it says so
+    plan_id = run_plan(store, reliability=True)
+    summary = store.get_plan(plan_id).summary
+    assert summary["metrics"]["reliability"]["partners_scaled"] == 1
+    capacity = float(store.get_partner("P1")["capacity"])
+    assert summary["metrics"]["reliability"]["units_removed"] == pytest.approx(
+        capacity - capacity * 2.5 / 3, abs=1e-4)  # fmt: skip
+    a = table(store, plan_id, "assignments.csv")
+    mine = a[a["partner_id"] == "P1"]
+    assert mine["units"].sum() <= capacity * 2.5 / 3 + 1e-9
+    assert len(mine) and all("planned at 83%" in r for r in mine["reason"])
+    assert not any("planned at" in r for r in a.loc[a["partner_id"] != "P1", "reason"])
