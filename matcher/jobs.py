@@ -78,9 +78,10 @@ MODEL_NAME = "cluster_model"
 #: :func:`matcher.partnerships.agreements`); ``reliability`` (true: plan with expected
 #: capacity, :mod:`matcher.reliability`).
 JOB_OPTIONS = ("recruit", "report", "publish", "agreements", "reliability")
-#: The options a what-if scenario takes from its base plan (a scenario is never published,
-#: and plans the change alone).
-SCENARIO_OPTIONS = ("recruit", "report")
+#: The options a what-if scenario takes from its base plan (a scenario is never published;
+#: it plans with the base plan's expected capacity, but without the agreements: it shows
+#: the change alone).
+SCENARIO_OPTIONS = ("recruit", "report", "reliability")
 _FAILED = "an unexpected error occurred; see the server log"
 
 
