@@ -209,8 +209,7 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     held, _ = store.held_units()
     frame = store.partners_frame()
     if held:
-        taken = frame["partner_id"].map(held).fillna(0.0).to_numpy(dtype=float)
-        frame = frame.assign(capacity=(frame["capacity"].to_numpy(dtype=float) - taken).clip(0))
+        frame = _less_capacity(frame, held)
     scaled: pd.DataFrame | None = None
     if expected:  # expected capacity: capacity x delivery reliability (matcher.reliability)
         frame, scaled = _expected_capacity(store, frame)
@@ -236,10 +235,7 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
         if keep_agreements and binding(store):
             lock, exclude, facts, reserved = _agreements(store, needs, partners, hoods, config)
             if reserved:  # agreements that cannot be locked keep their partner's units
-                frame = partners.frame
-                taken = frame["partner_id"].astype(str).map(reserved).fillna(0.0)
-                capacity = (frame["capacity"].to_numpy(dtype=float) - taken.to_numpy()).clip(0)
-                partners = _stored(frame.assign(capacity=capacity), "partners")
+                partners = _stored(_less_capacity(partners.frame, reserved), "partners")
         result = plan(
             needs, partners, neighborhoods=hoods, config=config, lock=lock, exclude=exclude
         )
@@ -292,6 +288,12 @@ def run_plan_job(store: Store, record: PlanRecord) -> Artifacts:
     return artifacts
 
 
+def _less_capacity(frame: gpd.GeoDataFrame, taken: Mapping[str, float]) -> gpd.GeoDataFrame:
+    """Return partners with ``taken`` units per partner id off their capacity (at least 0)."""
+    units = frame["partner_id"].astype(str).map(taken).fillna(0.0).to_numpy(dtype=float)
+    return frame.assign(capacity=(frame["capacity"].to_numpy(dtype=float) - units).clip(0))
+
+
 def _agreements(
     store: Store,
     needs: LoadedTable,
@@ -300,24 +302,22 @@ def _agreements(
     config: Any,
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, dict[str, Any], dict[str, float]]:
     """Return the lock and exclude rows of the store's partnerships, on this plan's clusters."""
-    import numpy as np
-
     from .partnerships import PlanShape, agreements
     from .pipeline import plan_clusters
     from .privacy import public_partners
+    from .transport import capacity_quanta, need_quanta
 
     need_cluster, clusters = plan_clusters(needs, partners, neighborhoods=hoods, config=config)
     q = float(config.quantum)
-    # the model's quanta (matcher.transport.TransportModel.build): demand rounded per need
-    # to the nearest quantum (at least one) and summed, capacity rounded down
+    # the model's own quanta (matcher.transport), summed per cluster
     frame = needs.frame
-    per_need = np.maximum(np.rint(frame["demand"].to_numpy(dtype=float) / q), 1).astype(int)
+    per_need = need_quanta(frame["demand"], q, warn=False)
     by_need = pd.Series(per_need, index=frame["need_id"].astype(str).to_numpy())
     demand_q = by_need.groupby(need_cluster.reindex(by_need.index).to_numpy()).sum()
     placed = pd.DataFrame(partners.frame.drop(columns=partners.frame.geometry.name))
     if config.volunteer_points == "grid":
         placed = pd.DataFrame(public_partners(placed))
-    cap_q = np.floor(placed["capacity"].to_numpy(dtype=float) / q + 1e-9).astype(int)
+    cap_q = capacity_quanta(placed["capacity"], q, warn=False)
     shape = PlanShape(
         need_cluster,
         clusters,

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from . import limits
 from ._errors import InputValidationError, Problem
-from .limits import MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_UNITS
+from .limits import MAX_ID_CHARS, MAX_UNITS
 
 if TYPE_CHECKING:
     from .store import Store
@@ -70,9 +71,14 @@ def _date(value: Any, where: str, row: int | None, field: str) -> _dt.date | Pro
 
 
 def text_problem(text: str) -> str | None:
-    """Return why a free text (a comment, a reason) cannot be stored, or None."""
-    if len(text) > MAX_TEXT_CHARS:
-        return f"must be at most {MAX_TEXT_CHARS} characters"
+    """Return why a free text (a comment, a reason) cannot be stored, or None.
+
+    The length rule of every free text (:func:`matcher.limits.text_problem`), and no
+    control characters (a NUL is refused by PostgreSQL).
+    """
+    too_long = limits.text_problem(text)
+    if too_long is not None:
+        return too_long
     if _CONTROL.search(text):
         return "must not hold control characters"
     return None
@@ -264,8 +270,6 @@ def read_outcomes(content: bytes, label: str) -> pd.DataFrame:
         With every problem: a missing column, a bad value, a need listed twice (by row;
         the header is row 1).
     """
-    from .limits import MAX_CELL_CHARS
-
     try:
         frame = pd.read_csv(
             io.BytesIO(content), dtype=str, keep_default_na=False, skip_blank_lines=False,
@@ -295,10 +299,10 @@ def read_outcomes(content: bytes, label: str) -> pd.DataFrame:
         row = i + 2  # the header is row 1; blank lines are rows too (skip_blank_lines=False)
         if not any(str(v).strip() for v in rec.values()):
             continue
-        long = [k for k, v in rec.items() if len(str(v)) > MAX_CELL_CHARS]
+        long = [k for k, v in rec.items() if len(str(v)) > limits.MAX_CELL_CHARS]
         if long:
             problems += [Problem(label, row, k, f"{len(str(rec[k]))} characters",
-                                 f"a cell is at most {MAX_CELL_CHARS} characters")
+                                 f"a cell is at most {limits.MAX_CELL_CHARS} characters")
                          for k in long]  # fmt: skip
             continue
         need_id = str(rec["need_id"])

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ._errors import InputValidationError, MatcherError, Problem
+from .limits import MAX_TEXT_CHARS
 
 if TYPE_CHECKING:
     from .store import PlanRecord, Store
@@ -87,8 +88,8 @@ TRANSITIONS: dict[tuple[str, str], tuple[str, ...]] = {
 NEEDS_REASON: tuple[str, ...] = ("declined", "cancelled")
 #: Steps that answer an offer (they set ``answered_at``).
 ANSWERS: tuple[str, ...] = ("accepted", "declined")
-#: Longest reason, in characters.
-MAX_REASON = 500
+#: Longest reason, in characters: the bound of every free text.
+MAX_REASON = MAX_TEXT_CHARS
 
 
 class PartnershipStateError(MatcherError):
@@ -188,6 +189,25 @@ def check_transition(
         raise ForbiddenError(f"{where}: {state} -> {to} needs one of the roles {', '.join(who)}")
 
 
+def _at_version(
+    store: Store, partnership_id: str, expected_version: int, partner_id: str | None = None
+) -> dict[str, Any]:
+    """Return a partnership if it is still at ``expected_version`` (in the caller's write).
+
+    ``partner_id``: a partner key's own partner; another partner's is not found.
+    """
+    from .store import NotFoundError, VersionConflictError
+
+    current = store.get_partnership(partnership_id)
+    if current is None or (partner_id is not None and current["partner_id"] != partner_id):
+        raise NotFoundError("partnership", partnership_id)
+    if int(current["version"]) != int(expected_version):
+        raise VersionConflictError(
+            "partnership", partnership_id, int(expected_version), int(current["version"])
+        )
+    return current
+
+
 def transition(
     store: Store,
     partnership_id: str,
@@ -213,18 +233,11 @@ def transition(
     VersionConflictError
         The partnership changed since ``expected_version``.
     """
-    from .store import NotFoundError, VersionConflictError
-
     reason = str(reason or "")
     store.lapse_offers()  # its own transaction: kept even when this step is refused
     with store.transaction():
-        current = store.get_partnership(partnership_id)
-        if current is None or (role == "partner" and current["partner_id"] != partner_id):
-            raise NotFoundError("partnership", partnership_id)
-        if int(current["version"]) != int(expected_version):
-            raise VersionConflictError(
-                "partnership", partnership_id, int(expected_version), int(current["version"])
-            )
+        mine = partner_id if role == "partner" else None
+        current = _at_version(store, partnership_id, expected_version, mine)
         check_transition(current, to, role, partner_id, reason)
         return store.update_partnership(
             partnership_id,
@@ -245,16 +258,8 @@ def clear_decline(
     NotFoundError, VersionConflictError, PartnershipStateError
         No such partnership; changed since ``expected_version``; not declined.
     """
-    from .store import NotFoundError, VersionConflictError
-
     with store.transaction():
-        current = store.get_partnership(partnership_id)
-        if current is None:
-            raise NotFoundError("partnership", partnership_id)
-        if int(current["version"]) != int(expected_version):
-            raise VersionConflictError(
-                "partnership", partnership_id, int(expected_version), int(current["version"])
-            )
+        current = _at_version(store, partnership_id, expected_version)
         if current["state"] != "declined":
             raise PartnershipStateError(
                 f"partnership {partnership_id} is {current['state']}: only a declined one "
@@ -268,15 +273,44 @@ def clear_decline(
 # --------------------------------------------------------------------------- clusters
 
 
+def _plan_csv(store: Store, plan_id: str, name: str) -> pd.DataFrame | None:
+    """Return a stored plan's CSV file as text columns where they are ids, or None."""
+    raw = store.plan_file(plan_id, name)
+    if raw is None:
+        return None
+    return pd.read_csv(
+        io.BytesIO(raw),
+        dtype={"need_id": str, "cluster_id": str, "partner_id": str, "neighborhood": str},
+        keep_default_na=False,
+    )
+
+
 def _need_clusters(store: Store, plan_id: str) -> pd.Series:
     """Return a stored plan's cluster per need (``need_id`` index), from need_clusters.csv."""
-    raw = store.plan_file(plan_id, "need_clusters.csv")
-    if raw is None:
+    frame = _plan_csv(store, plan_id, "need_clusters.csv")
+    if frame is None:
         return pd.Series(dtype=object, name="cluster_id")
-    frame = pd.read_csv(
-        io.BytesIO(raw), dtype={"need_id": str, "cluster_id": str}, keep_default_na=False
-    )
     return frame.set_index("need_id")["cluster_id"]
+
+
+def _carry(
+    store: Store, rows: list[dict[str, Any]], need_cluster: pd.Series, plan_id: str | None = None
+) -> list[tuple[dict[str, Any], str | None]]:
+    """Pair each partnership with its cluster in a plan (None: its needs are all gone).
+
+    ``need_cluster`` is that plan's cluster per need; ``plan_id`` the plan, when stored
+    (a partnership already carried to it keeps its cluster).
+    """
+    maps: dict[str, dict[str, str]] = {}
+    out: list[tuple[dict[str, Any], str | None]] = []
+    for ps in rows:
+        if ps["plan_id"] == plan_id:
+            out.append((ps, str(ps["cluster_id"])))
+            continue
+        if ps["plan_id"] not in maps:
+            maps[ps["plan_id"]] = carry_clusters(_need_clusters(store, ps["plan_id"]), need_cluster)
+        out.append((ps, maps[ps["plan_id"]].get(str(ps["cluster_id"]))))
+    return out
 
 
 def carry_clusters(old: pd.Series, new: pd.Series) -> dict[str, str]:
@@ -313,14 +347,19 @@ def carry_clusters(old: pd.Series, new: pd.Series) -> dict[str, str]:
 
 
 def _plan_table(store: Store, plan_id: str, name: str) -> pd.DataFrame:
-    raw = store.plan_file(plan_id, name)
-    if raw is None:
+    frame = _plan_csv(store, plan_id, name)
+    if frame is None:
         raise MatcherError(f"plan {plan_id} has no {name}")
-    return pd.read_csv(
-        io.BytesIO(raw),
-        dtype={"cluster_id": str, "partner_id": str, "neighborhood": str},
-        keep_default_na=False,
-    )
+    return frame
+
+
+def _place(cluster: pd.Series) -> dict[str, Any]:
+    """Return where a partnership's cluster is (a row of the plan's clusters.csv)."""
+    return {
+        "neighborhood": str(cluster.get("neighborhood", "") or ""),
+        "centroid_lat": float(cluster["centroid_lat"]),
+        "centroid_lon": float(cluster["centroid_lon"]),
+    }
 
 
 def publishable(record: PlanRecord | None, plan_id: str) -> PlanRecord:
@@ -349,11 +388,12 @@ def publishable(record: PlanRecord | None, plan_id: str) -> PlanRecord:
     return record
 
 
-def _check_made_under_current_agreements(store: Store, record: PlanRecord) -> None:
-    """Raise unless the plan was made under the binding partnerships the store has now."""
+def _check_made_under_current_agreements(
+    record: PlanRecord, rows: list[dict[str, Any]]
+) -> None:
+    """Raise unless the plan was made under the binding partnerships ``rows`` (now)."""
     from .store import PlanStateError
 
-    rows = binding(store)
     now = binding_revision(rows)
     if now == NO_AGREEMENTS:
         return
@@ -431,43 +471,28 @@ def publish_plan(
             raise PlanStateError(
                 f"plan {before.plan_id}, queued after plan {plan_id}, is in force already"
             )
-        _check_made_under_current_agreements(store, record)
+        rows = binding(store)
+        _check_made_under_current_agreements(record, rows)
         assignments = _plan_table(store, plan_id, "assignments.csv")
         clusters = _plan_table(store, plan_id, "clusters.csv").set_index("cluster_id")
         new_nc = _need_clusters(store, plan_id)
         withdrawn = carried = unplaced = 0
-        maps: dict[str, dict[str, str]] = {}
+        for ps in store.list_partnerships(states=("offered",), limit=None):
+            store.update_partnership(
+                ps["partnership_id"], int(ps["version"]),
+                {"state": "cancelled", "reason": f"superseded by plan {plan_id}"},
+                actor, action="cancelled",
+            )  # fmt: skip
+            withdrawn += 1
         agreed_units: dict[tuple[str, str], float] = {}
-        for ps in store.list_partnerships(states=("offered", *AGREED, "declined"), limit=None):
-            if ps["state"] == "offered":
-                store.update_partnership(
-                    ps["partnership_id"], int(ps["version"]),
-                    {"state": "cancelled", "reason": f"superseded by plan {plan_id}"},
-                    actor, action="cancelled",
-                )  # fmt: skip
-                withdrawn += 1
-                continue
-            if ps["state"] == "declined" and ps["cleared"]:
-                continue
-            if ps["plan_id"] == plan_id:
-                target = ps["cluster_id"]
-            else:
-                if ps["plan_id"] not in maps:
-                    maps[ps["plan_id"]] = carry_clusters(
-                        _need_clusters(store, ps["plan_id"]), new_nc
-                    )
-                target = maps[ps["plan_id"]].get(ps["cluster_id"])
+        for ps, target in _carry(store, rows, new_nc, plan_id):
             if target is None:
                 unplaced += int(ps["state"] in AGREED)
                 continue
             if ps["plan_id"] != plan_id or ps["cluster_id"] != target:
-                where = clusters.loc[target]
                 store.update_partnership(
                     ps["partnership_id"], int(ps["version"]),
-                    {"plan_id": plan_id, "cluster_id": target,
-                     "neighborhood": str(where.get("neighborhood", "") or ""),
-                     "centroid_lat": float(where["centroid_lat"]),
-                     "centroid_lon": float(where["centroid_lon"])},
+                    {"plan_id": plan_id, "cluster_id": target, **_place(clusters.loc[target])},
                     actor, action="carry",
                 )  # fmt: skip
                 carried += 1
@@ -495,11 +520,9 @@ def publish_plan(
                 "cluster_id": key[0],
                 "partner_id": key[1],
                 "category": str(cl["category"]),
-                "neighborhood": str(cl.get("neighborhood", "") or ""),
                 "units": units,
-                "centroid_lat": float(cl["centroid_lat"]),
-                "centroid_lon": float(cl["centroid_lon"]),
                 "expires_at": expires,
+                **_place(cl),
             })  # fmt: skip
         store.create_partnerships(offers, actor)
         published_at = store.mark_published(plan_id, actor)
@@ -611,19 +634,9 @@ def agreements(
 
     rows = binding(store)
     q = float(shape.quantum)
-    maps: dict[str, dict[str, str]] = {}
-    carried: list[tuple[dict[str, Any], str]] = []
-    unplaced = 0
-    for ps in rows:
-        if ps["plan_id"] not in maps:
-            maps[ps["plan_id"]] = carry_clusters(
-                _need_clusters(store, ps["plan_id"]), shape.need_cluster
-            )
-        target = maps[ps["plan_id"]].get(str(ps["cluster_id"]))
-        if target is None:
-            unplaced += int(ps["state"] in AGREED)
-        else:
-            carried.append((ps, target))
+    pairs_now = _carry(store, rows, shape.need_cluster)
+    carried = [(ps, t) for ps, t in pairs_now if t is not None]
+    unplaced = sum(1 for ps, t in pairs_now if t is None and ps["state"] in AGREED)
     # which of the carried agreements' pairs are candidates of the plan
     wanted_c = sorted({t for ps, t in carried if ps["state"] in AGREED})
     wanted_p = sorted({str(ps["partner_id"]) for ps, t in carried if ps["state"] in AGREED})

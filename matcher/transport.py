@@ -29,12 +29,12 @@ IntArray = npt.NDArray[np.int64]
 
 
 def _quantize(
-    values: npt.NDArray[np.float64], quantum: float, what: str, *, floor: bool
+    values: npt.NDArray[np.float64], quantum: float, what: str, *, floor: bool, warn: bool = True
 ) -> IntArray:
     scaled = values / quantum
     q = np.floor(scaled + 1e-9) if floor else np.rint(scaled)
     changed = np.abs(q - scaled) > 1e-6
-    if changed.any():
+    if warn and changed.any():
         logger.warning(
             "%d %s value(s) rounded to a multiple of the quantum %g",
             int(changed.sum()),
@@ -42,6 +42,22 @@ def _quantize(
             quantum,
         )
     return q.astype(np.int64)
+
+
+def need_quanta(need_demand: npt.ArrayLike, quantum: float, *, warn: bool = True) -> IntArray:
+    """Return quanta per need as the model counts them: the nearest quantum, at least one.
+
+    ``warn`` logs the values that were rounded (the model does; a caller that only needs
+    the same figures, e.g. to fit locks, need not say it twice).
+    """
+    values = np.asarray(need_demand, dtype=float)
+    return np.maximum(_quantize(values, quantum, "demand", floor=False, warn=warn), 1)
+
+
+def capacity_quanta(capacity: npt.ArrayLike, quantum: float, *, warn: bool = True) -> IntArray:
+    """Return quanta per partner as the model counts them: capacity rounded down."""
+    values = np.asarray(capacity, dtype=float)
+    return _quantize(values, quantum, "capacity", floor=True, warn=warn)
 
 
 def components(
@@ -158,13 +174,11 @@ class TransportModel:
         :func:`matcher.costs.priority_multiplier` (``vulnerability`` per cluster).
         """
         q = config.quantum
-        need_q = np.maximum(
-            _quantize(np.asarray(need_demand, dtype=float), q, "demand", floor=False), 1
-        )
+        need_q = need_quanta(need_demand, q)
         demand = np.bincount(need_cluster_pos, weights=need_q, minlength=len(clusters)).astype(
             np.int64
         )
-        capacity = _quantize(partners["capacity"].to_numpy(dtype=float), q, "capacity", floor=True)
+        capacity = capacity_quanta(partners["capacity"].to_numpy(dtype=float), q)
         pc = pairs["cluster"].to_numpy(dtype=np.int64)
         pp = pairs["partner"].to_numpy(dtype=np.int64)
         comp_c, comp_p = components(len(clusters), len(partners), pc, pp, links)

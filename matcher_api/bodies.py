@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
-from flask import g, request
+from flask import Response, g, request
 
 from matcher import (
     InputValidationError,
@@ -21,8 +21,16 @@ from matcher import (
 )
 from matcher.io import load_json_document
 from matcher.store import (
+    etag,
     parse_etag,
 )
+
+
+def with_etag(rec: Mapping[str, Any], entity_id: str) -> Response:
+    """Return a record as JSON with its ``ETag`` (what ``If-Match`` sends back)."""
+    resp = Response(json.dumps(dict(rec)), mimetype="application/json")
+    resp.headers["ETag"] = etag(entity_id, int(rec["version"]))
+    return resp
 
 
 def json_body() -> dict[str, Any]:

@@ -17,9 +17,9 @@ from flask.views import MethodView
 from matcher import limits
 from matcher.outcomes import NEED_STATUSES, record_delivery, set_outcome
 from matcher.reliability import partner_reliability
-from matcher.store import NotFoundError, etag
+from matcher.store import NotFoundError
 
-from .bodies import if_match
+from .bodies import if_match, with_etag
 from .openapi import ETAG_HEADER, IF_MATCH, KEYED, LOCATION_HEADER, blueprint, path_id_param
 from .partnerships import visible_partnership
 from .state import store
@@ -161,10 +161,8 @@ class NeedOutcome(MethodView):
 
 
 def _with_etag(rec: dict[str, Any]) -> Response:
-    shown = {k: v for k, v in rec.items() if k != "actor"}
-    resp = Response(json.dumps(shown), mimetype="application/json")
-    resp.headers["ETag"] = etag(rec["need_id"], int(rec["version"]))
-    return resp
+    """Return an outcome with its ETag; who set it is in the audit log, not here."""
+    return with_etag({k: v for k, v in rec.items() if k != "actor"}, rec["need_id"])
 
 
 class ReliabilityRow(ma.Schema):

@@ -26,9 +26,9 @@ from matcher.partnerships import (
     transition,
 )
 from matcher.privacy import coarsen
-from matcher.store import NotFoundError, etag
+from matcher.store import NotFoundError
 
-from .bodies import if_match
+from .bodies import if_match, with_etag
 from .openapi import ETAG_HEADER, IF_MATCH, KEYED, blueprint, path_id_param, plan_id_param
 from .state import store
 
@@ -154,9 +154,7 @@ def _shown(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_etag(rec: dict[str, Any]) -> Response:
-    resp = Response(json.dumps(_shown(rec)), mimetype="application/json")
-    resp.headers["ETag"] = etag(rec["partnership_id"], int(rec["version"]))
-    return resp
+    return with_etag(_shown(rec), rec["partnership_id"])
 
 
 def visible_partnership(partnership_id: str) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from matcher.intake import new_need_id, recommend_for_need, take_report
 from matcher.io import Upload
 from matcher.store import (
     NotFoundError,
-    etag,
 )
 
 from .bodies import (
@@ -34,6 +33,7 @@ from .bodies import (
     record_body,
     request_digest,
     validated,
+    with_etag,
 )
 from .openapi import (
     ETAG_HEADER,
@@ -104,12 +104,6 @@ def _page(rows: list[dict[str, Any]], args: dict[str, Any]) -> Response:
         return Response(json.dumps(body, default=str), mimetype="application/geo+json")
     body = {"results": rows, "limit": args["limit"], "offset": args["offset"]}
     return Response(json.dumps(body, default=str), mimetype="application/json")
-
-
-def _with_etag(rec: dict[str, Any], entity_id: str) -> Response:
-    resp = Response(json.dumps(rec), mimetype="application/json")
-    resp.headers["ETag"] = etag(entity_id, int(rec["version"]))
-    return resp
 
 
 @blp.route("/imports/<any(needs, partners, neighborhoods):kind>")
@@ -224,7 +218,7 @@ class Partners(MethodView):
         body = record_body(json_body(), PARTNER_FIELDS, "partner_id", None)
         rec = validated(body, matcher.read_partners, "partner (request body)")
         created = store().create_partner(rec, actor=g.key_id)
-        resp = _with_etag(_partner(created["partner_id"]), created["partner_id"])
+        resp = with_etag(_partner(created["partner_id"]), created["partner_id"])
         resp.status_code = 201
         resp.headers["Location"] = f"/api/v1/partners/{created['partner_id']}"
         return resp
@@ -236,7 +230,7 @@ class PartnerItem(MethodView):
     @blp.answers(404, *KEYED)
     def get(self, partner_id: str) -> Response:
         """Get one partner with its ETag."""
-        return _with_etag(_partner(partner_id), partner_id)
+        return with_etag(_partner(partner_id), partner_id)
 
     @blp.doc(parameters=[IF_MATCH], requestBody=request_json(PartnerReplace))
     @blp.response(200, PartnerRecord, headers=ETAG_HEADER)
@@ -251,7 +245,7 @@ class PartnerItem(MethodView):
         body = access.partner_write(g.role, current, body)
         rec = validated(body, matcher.read_partners, "partner (request body)")
         store().update_partner(partner_id, rec, expected_version=expected, actor=g.key_id)
-        return _with_etag(_partner(partner_id), partner_id)
+        return with_etag(_partner(partner_id), partner_id)
 
     @blp.doc(parameters=[IF_MATCH])
     @blp.response(204)
@@ -408,7 +402,7 @@ class NeedItem(MethodView):
         rec = store().get_need(need_id)
         if rec is None:
             raise NotFoundError("need", need_id)
-        return _with_etag(rec, need_id)
+        return with_etag(rec, need_id)
 
     @blp.doc(parameters=[IF_MATCH], requestBody=request_json(NeedReplace))
     @blp.response(200, NeedRecord, headers=ETAG_HEADER)
@@ -418,7 +412,7 @@ class NeedItem(MethodView):
         expected = if_match()
         body = record_body(json_body(), NEED_FIELDS, "need_id", need_id)
         rec = validated(body, matcher.read_needs, "need (request body)")
-        return _with_etag(
+        return with_etag(
             store().update_need(need_id, rec, expected_version=expected, actor=g.key_id), need_id
         )
 
