@@ -30,6 +30,7 @@ from matcher.ratelimit import RateLimiter
 from matcher.store import DEFAULT_LEASE_S, open_store
 from matcher_api import (
     holds,
+    impact,
     meta,
     nearby,
     open311,
@@ -50,8 +51,8 @@ __all__ = ["create_app"]
 TEXT_SETTINGS = ("ESCALATION_CONTACT", "GEOCODER_URL", "TILE_URL", "TILE_ATTRIBUTION")
 #: The blueprints of ``/api/v1``, in the order of the OpenAPI document.
 BLUEPRINTS = (
-    meta.blp, records.blp, plans.blp, partnerships.blp, outcomes.blp, nearby.blp, holds.blp,
-    outreach.blp,
+    meta.blp, records.blp, plans.blp, partnerships.blp, outcomes.blp, impact.blp, nearby.blp,
+    holds.blp, outreach.blp,
 )  # fmt: skip
 
 

@@ -104,6 +104,9 @@ POLICY: dict[tuple[str, str], tuple[str, ...]] = {
     ("outcomes", "read"): WRITERS,
     ("outcomes", "replace"): WRITERS,
     ("reliability", "read"): WRITERS,
+    # counts of residents' reports by neighborhood x category, and what served them
+    ("impact", "read"): WRITERS,
+    ("impact", "create"): WRITERS,
 }
 
 #: Most plans (and scenarios) queued or running at once, per role.

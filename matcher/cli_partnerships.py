@@ -19,12 +19,13 @@ from .cli import _DB_HELP, _guarded, _printable, main
 from .limits import MAX_ID_CHARS
 from .partnerships import MAX_REASON, STATES, TRANSITIONS, OfferPolicy
 
-__all__ = ["outcomes_group", "partnerships_group", "publish_cmd"]
+__all__ = ["impact_cmd", "outcomes_group", "partnerships_group", "publish_cmd"]
 
 #: The columns ``matcher partnerships list`` prints, in order.
 LIST_COLUMNS = (
     "partnership_id", "state", "partner_id", "cluster_id", "category", "neighborhood",
     "units", "plan_id", "offered_at", "expires_at", "answered_at", "reason", "version",
+    "updated_at",
 )  # fmt: skip
 
 
@@ -202,3 +203,77 @@ def outcomes_import_cmd(path: Path, db: str) -> None:
     with open_store(db) as store:
         n = import_outcomes(store, rows, str(path), "cli")
     click.echo(f"set the outcomes of {n} need(s) from {path}", err=True)
+
+
+_WINDOW_HELP = "FIRST..LAST, two ISO dates, both days included (e.g. 2014-01-01..2014-06-30)."
+
+
+@main.command("impact")
+@click.option("--before", required=True, help=f"The before window: {_WINDOW_HELP}")
+@click.option("--after", required=True, help=f"The after window: {_WINDOW_HELP}")
+@click.option("--db", "db", help=f"{_DB_HELP} Its needs, neighborhoods and partnerships.")
+@click.option("--needs", type=click.Path(path_type=Path),
+              help="Without --db: a needs file (as matcher plan reads it).")  # fmt: skip
+@click.option("--partnerships", type=click.Path(path_type=Path),
+              help="Without --db: a partnerships CSV, as `matcher partnerships list` writes "
+              "it.")  # fmt: skip
+@click.option("--neighborhoods", type=click.Path(path_type=Path),
+              help="Without --db: polygons that place needs and events (GeoJSON).")  # fmt: skip
+@click.option("--events", type=click.Path(path_type=Path),
+              help="Optional events CSV (311 or incident records): id, category, lat, lon, "
+              "date.")  # fmt: skip
+@click.option("--out", "out", type=click.Path(path_type=Path),
+              help="Also write impact_cells.csv, impact.json and impact.html here.")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="What to print.")  # fmt: skip
+@_guarded
+def impact_cmd(
+    before: str,
+    after: str,
+    db: str | None,
+    needs: Path | None,
+    partnerships: Path | None,
+    neighborhoods: Path | None,
+    events: Path | None,
+    out: Path | None,
+    fmt: str,
+) -> None:
+    """Compare new needs (and events) where partnerships served with where none did.
+
+    Per neighborhood x category, over the before and the after window: a difference in
+    differences on the counts (Poisson, a fixed effect per area, cluster-robust errors),
+    with the rate ratio, its 95% interval and a plain caution when the counts are too
+    small. The method is in the README ("Measuring impact").
+    """
+    from .impact import file_impact, impact_files, parse_windows, store_impact
+
+    b, a = parse_windows(before, after)
+    files_given = [n for n, v in (("--needs", needs), ("--partnerships", partnerships),
+                                  ("--neighborhoods", neighborhoods)) if v is not None]  # fmt: skip
+    if db is not None and files_given:
+        raise click.UsageError(f"give --db or files, not both ({', '.join(files_given)})")
+    if db is None and (needs is None or partnerships is None):
+        raise click.UsageError("give --db, or --needs and --partnerships (files)")
+    hoods = None
+    if db is not None:
+        from .limits import read_file
+        from .store import open_store
+
+        content = None if events is None else read_file(events)
+        with open_store(db) as store:
+            result = store_impact(store, b, a, events=content, events_label=str(events))
+            hoods = store.neighborhoods_frame() if out is not None else None
+    else:
+        assert needs is not None and partnerships is not None
+        result = file_impact(needs, partnerships, b, a, neighborhoods=neighborhoods,
+                             events=events)  # fmt: skip
+        if out is not None and neighborhoods is not None:
+            from .io import read_neighborhoods
+
+            hoods = read_neighborhoods(neighborhoods)[0]
+    if out is not None:
+        from .output import write_files
+
+        written = write_files(impact_files(result, hoods), out, drop_stale=False)
+        click.echo(f"wrote {', '.join(sorted(written))} to {out}", err=True)
+    click.echo(result.to_json() if fmt == "json" else result.table(), nl=False)

@@ -47,6 +47,7 @@ __all__ = [
     "load_json_document",
     "WGS84_NAMES",
     "input_files",
+    "text_cells",
 ]
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,33 @@ def _str_lengths(series: pd.Series) -> np.ndarray:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_cells(
+    content: bytes, label: str, max_rows: int, *, skip_blank_lines: bool = True
+) -> pd.DataFrame:
+    """Read a small CSV file of text cells (events, partnerships, outcomes).
+
+    Every cell is text, empty cells are ``""``, a BOM is dropped and column names are
+    stripped; at most ``max_rows + 1`` rows are read, so the caller can say a file has
+    too many.
+
+    Raises
+    ------
+    InputValidationError
+        Naming the file when it is not a readable CSV file.
+    """
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(content), dtype=str, keep_default_na=False, encoding="utf-8-sig",
+            nrows=max_rows + 1, skip_blank_lines=skip_blank_lines,
+        )  # fmt: skip
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputValidationError(
+            [Problem(label, None, None, None, f"not a readable CSV file: {exc}")]
+        ) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
 
 
 def load_json_document(data: bytes | str, name: str) -> Any:

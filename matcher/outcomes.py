@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import math
 import re
 import uuid
@@ -270,16 +269,9 @@ def read_outcomes(content: bytes, label: str) -> pd.DataFrame:
         With every problem: a missing column, a bad value, a need listed twice (by row;
         the header is row 1).
     """
-    try:
-        frame = pd.read_csv(
-            io.BytesIO(content), dtype=str, keep_default_na=False, skip_blank_lines=False,
-            nrows=MAX_OUTCOME_ROWS + 1, encoding="utf-8-sig",
-        )  # fmt: skip
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputValidationError(
-            [Problem(label, None, None, None, f"not a readable CSV file: {exc}")]
-        ) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    from .io import text_cells
+
+    frame = text_cells(content, label, MAX_OUTCOME_ROWS, skip_blank_lines=False)
     missing = [c for c in OUTCOME_COLUMNS[:3] if c not in frame.columns]
     unknown = [c for c in frame.columns if c not in OUTCOME_COLUMNS]
     problems = [Problem(label, None, c, None, f"column missing; the file has "

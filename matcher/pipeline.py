@@ -286,8 +286,12 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
     logger.info("stage %-11s %.2f s", name, timings[name])
 
 
-def _assign_neighborhoods(needs: pd.DataFrame, hoods: gpd.GeoDataFrame) -> pd.Series:
-    """Neighborhood id of the polygon containing each need (first id wins; else the given one)."""
+def assign_neighborhoods(needs: pd.DataFrame, hoods: gpd.GeoDataFrame) -> pd.Series:
+    """Return the id of the polygon that holds each point (``lat``, ``lon``).
+
+    A point on the edge of several polygons takes the smallest id; a point outside every
+    polygon keeps its own ``neighborhood`` value.
+    """
     joined = gpd.sjoin(
         with_points(needs[["lat", "lon"]])[["geometry"]],
         hoods[["neighborhood_id", "geometry"]],
@@ -302,7 +306,7 @@ def _assign_neighborhoods(needs: pd.DataFrame, hoods: gpd.GeoDataFrame) -> pd.Se
     first = ids.reindex(needs.index)
     outside = first.isna()
     if outside.any():
-        logger.warning("%d need(s) lie outside every neighborhood polygon", int(outside.sum()))
+        logger.warning("%d point(s) lie outside every neighborhood polygon", int(outside.sum()))
     return first.where(~outside, needs["neighborhood"]).astype(str)
 
 
@@ -380,7 +384,7 @@ def _prepare(
     if config.volunteer_points == "grid":
         partner_df = public_partners(partner_df)
     if hoods is not None:
-        need_df["neighborhood"] = _assign_neighborhoods(need_df, hoods)
+        need_df["neighborhood"] = assign_neighborhoods(need_df, hoods)
     hood_label = str(neighborhoods) if isinstance(neighborhoods, str | Path) else "neighborhoods"
     table = None
     if hoods is not None or config.by_neighborhood:

@@ -37,13 +37,15 @@ from .equity import natural_order
 from .privacy import partners_view
 
 if TYPE_CHECKING:
+    import geopandas as gpd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from .impact import ImpactResult
     from .pipeline import Plan
 
-__all__ = ["report_html", "render_report", "write_report", "REPORT_NAME", "REPORT_TITLE",
-           "WHAT_IF_TITLE"]  # fmt: skip
+__all__ = ["impact_html", "report_html", "render_report", "write_report", "IMPACT_TITLE",
+           "REPORT_NAME", "REPORT_TITLE", "WHAT_IF_TITLE"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -1587,3 +1589,95 @@ def render_report(plan: Plan, path: str | Path, *, title: str = REPORT_TITLE) ->
     if target.is_dir():
         target = target / REPORT_NAME
     return write_report(report_html(plan, title=title), target)
+
+
+# ---------------------------------------------------------------------------------------
+# the impact report (matcher impact --out)
+# ---------------------------------------------------------------------------------------
+
+IMPACT_TITLE = "matcher impact report"
+
+
+def _impact_map(result: ImpactResult, hoods: gpd.GeoDataFrame) -> bytes:
+    """Neighborhoods by how many of their categories partnerships served (grey: none)."""
+    from types import SimpleNamespace
+
+    empty = pd.DataFrame({"lon": [], "lat": [], "centroid_lon": [], "centroid_lat": []})
+    shim = SimpleNamespace(need_table=empty, clusters=empty, neighborhoods=hoods, partners=empty)
+    frame = _Frame(shim)  # type: ignore[arg-type]
+    cells = result.cells
+    served = cells[cells["group"] == "served"].groupby("neighborhood").size()
+    ids = hoods["neighborhood_id"].astype(str)
+    values = ids.map(served).to_numpy(dtype=np.float64)
+    vmax = float(max(np.nanmax(values) if np.isfinite(values).any() else 1.0, 1.0))
+    return _choropleth(
+        shim, frame, "Served areas", values, "Greens", vmax,  # type: ignore[arg-type]
+        "categories served by partnerships at the start of the after window",
+    )
+
+
+def impact_html(result: ImpactResult, neighborhoods: gpd.GeoDataFrame | None = None) -> str:
+    """Return an impact analysis (:func:`matcher.impact.impact`) as one HTML document.
+
+    Sections: the tests (the before/after counts, rate ratio, interval, conclusion and
+    caution of each), a map of the served neighborhoods (with ``neighborhoods``), the
+    served and left-out areas, and the method with its caveats. The same result gives
+    the same text.
+    """
+    tests = [t.to_dict() for t in result.tests]
+    cols = [
+        _Col("measure", "measure"), _Col("category", "category"),
+        _Col("served_cells", "served areas", _count, True),
+        _Col("comparison_cells", "comparison areas", _count, True),
+        _Col("served_before", "served: before", _count, True),
+        _Col("served_after", "served: after", _count, True),
+        _Col("comparison_before", "comparison: before", _count, True),
+        _Col("comparison_after", "comparison: after", _count, True),
+        _Col("rate_ratio", "rate ratio", _num2, True),
+        _Col("ci_low", "95% CI low", _num2, True), _Col("ci_high", "95% CI high", _num2, True),
+        _Col("p_value", "p", lambda v: "" if _is_missing(v) else f"{v:.3f}", True),
+    ]  # fmt: skip
+    said = "".join(
+        f"<li><strong>{_e(t['measure'])}, {_e(t['category'])}:</strong> {_e(t['conclusion'])}"
+        + (f' <span class="caution">Caution: {_e(t["caution"])}</span>' if t["caution"] else "")
+        + "</li>"
+        for t in tests
+    )
+    sections = [("tests", "Before and after", _table("table-impact", cols, tests)
+                 + f'<ul class="conclusions">{said}</ul>')]  # fmt: skip
+    if neighborhoods is not None and len(neighborhoods):
+        png = _impact_map(result, neighborhoods)
+        sections.append(("map", "Map", _img(
+            "map-impact", "Neighborhoods by the number of categories partnerships served "
+            "(grey: none; comparison and left-out areas are in impact_cells.csv).", png)))
+    shown = result.cells[result.cells["group"] != "comparison"].to_dict("records")
+    cell_cols = [
+        _Col("neighborhood", "neighborhood", ident=True), _Col("category", "category"),
+        _Col("group", "group"), _Col("reason", "why left out"),
+        _Col("partnerships", "partnerships", _count, True), _Col("units", "units", _num, True),
+        _Col("needs_before", "needs before", _count, True),
+        _Col("needs_after", "needs after", _count, True),
+        _Col("events_before", "events before", _count, True),
+        _Col("events_after", "events after", _count, True),
+    ]  # fmt: skip
+    listed = "Comparison areas are listed in impact_cells.csv."
+    sections.append(("areas", "Served and left-out areas",
+                     _table("table-impact-cells", cell_cols, shown, caption=listed)))  # fmt: skip
+    method = f"<p>{_e(result.method)}</p><ul>" + "".join(
+        f"<li>{_e(c)}</li>" for c in (*result.caveats, *result.notes)) + "</ul>"  # fmt: skip
+    sections.append(("method", "Method and caveats", method))
+    nav = "".join(f'<li><a href="#{sid}">{_e(h)}</a></li>' for sid, h, _ in sections)
+    body = "\n".join(f'<section id="{sid}"><h2>{_e(h)}</h2>\n{c}</section>'
+                     for sid, h, c in sections)  # fmt: skip
+    lead = (f"Before {result.before} ({result.before.days} days), after {result.after} "
+            f"({result.after.days} days).")  # fmt: skip
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{IMPACT_TITLE}</title>\n<style>{_CSS}"
+        ".caution { color: var(--bad); font-weight: 600; }</style>\n</head>\n<body>\n"
+        f'<header><h1>{IMPACT_TITLE}</h1><p class="lead">{_e(lead)}</p></header>\n'
+        f'<nav aria-label="Contents"><ol>{nav}</ol></nav>\n{body}\n'
+        "<footer>Generated by matcher.</footer>\n</body>\n</html>\n"
+    )

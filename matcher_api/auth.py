@@ -53,6 +53,7 @@ RESOURCES = {
     "PartnershipDeliveries": "deliveries",
     "NeedOutcome": "outcomes",
     "Reliability": "reliability",
+    "Impact": "impact",
 }
 #: Writes whose body is JSON: any other content type is 415 (never silently ignored).
 _JSON_WRITES = frozenset(

@@ -1,0 +1,855 @@
+"""Impact: whether new needs and incidents changed where partnerships served.
+
+Per neighborhood x category (a *cell*), over a *before* and an *after* window, this
+module counts new needs (by ``reported_at``) and, optionally, events from an events
+file (311 requests or incident records). It compares the cells that partnerships
+served with comparable cells that nothing served, by difference in differences.
+
+Which cells are compared
+------------------------
+A partnership serves its cell (its cluster's neighborhood and category) from the day
+its partner accepted it until the day it was completed or cancelled (still serving
+when neither). Relative to the windows, a cell is:
+
+* **served** (the treated group): a partnership served it on the first day of the
+  after window, and none served it during the before window;
+* **comparison**: no partnership served it from the first day of the before window to
+  the last day of the after window (offers declined, lapsed or never accepted do not
+  serve);
+* **left out**, with the reason: served during the before window, service that began
+  during the after window, or service that ended before it.
+
+The test
+--------
+For each measure (new needs, events) the counts ``y`` of cell ``i`` in window ``t``
+follow a Poisson model with a fixed effect per cell, a before/after change per
+category, and the effect of being served in the after window::
+
+    log E[y_it] = a_i + b_category(i) * after_t + d * served_i * after_t + log(days_t)
+
+``exp(d)`` is the **rate ratio**: how the served cells' counts changed relative to the
+comparison cells of the same category (1 = no difference, 0.8 = 20 % fewer). The cell
+effects make each cell its own baseline; the per-category change absorbs trends and
+seasons common to a category (the difference-in-differences assumption is that the
+served cells would have followed them). This is the Poisson fixed-effects estimator
+(Hausman, Hall & Griliches 1984): conditional on each cell's total, its after count is
+binomial, so the estimate is the maximum of that likelihood, found by Newton's method
+(the same estimate as a Poisson GLM with one dummy per cell; the tests check it
+against statsmodels). The standard error is cluster-robust by cell (Wooldridge 1999),
+with the small-sample factor ``G / (G - 1)`` for ``G`` cells, so counts that vary more
+than Poisson's (they do) widen the interval instead of faking precision. The 95 %
+interval and the p-value are Wald's (normal).
+
+With one category the estimate has a closed form, which the tests check by hand::
+
+    rate ratio = (served_after / served_before) / (comparison_after / comparison_before)
+
+Cells with no count in either window say nothing about a change and are left out of
+the fit; a category without both served and comparison cells with counts is left out
+of the pooled test. When the counts are small the result says, in plain words, that
+nothing can be concluded (:data:`MIN_CELLS`, :data:`MIN_COUNT`).
+
+Partnerships are not assigned at random: planners send partners where needs are, so
+served cells differ from the others, and reports themselves rise when outreach makes
+people report. Every result carries these cautions.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._errors import InputValidationError, Problem
+from .limits import MAX_CELL_CHARS, MAX_ID_CHARS
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "GROUPS",
+    "ImpactResult",
+    "ImpactTest",
+    "MAX_EVENT_ROWS",
+    "MAX_WINDOW_DAYS",
+    "MIN_CELLS",
+    "MIN_COUNT",
+    "PARTNERSHIP_COLUMNS",
+    "Window",
+    "did_test",
+    "impact",
+    "parse_windows",
+    "read_events",
+    "read_partnerships",
+    "service_periods",
+]
+
+#: The columns of an events file (``category`` is a matcher category or alias).
+EVENT_COLUMNS: tuple[str, ...] = ("id", "category", "lat", "lon", "date")
+#: The columns read from a partnerships file (``matcher partnerships list`` writes them).
+PARTNERSHIP_COLUMNS: tuple[str, ...] = (
+    "partnership_id", "state", "category", "neighborhood", "units", "answered_at",
+    "updated_at",
+)  # fmt: skip
+#: Most rows of an events or partnerships file.
+MAX_EVENT_ROWS = 2_000_000
+#: Longest window, in days (ten years).
+MAX_WINDOW_DAYS = 3_660
+#: Fewer served or comparison cells than this: too few areas to conclude anything.
+MIN_CELLS = 10
+#: Fewer counts than this in a group and window: too few to conclude anything.
+MIN_COUNT = 20
+#: The groups of :attr:`ImpactResult.cells`.
+GROUPS: tuple[str, ...] = ("served", "comparison", "left_out")
+#: The measures: new needs, and events when an events file is given.
+MEASURES: tuple[str, ...] = ("needs", "events")
+#: 97.5 % quantile of the standard normal distribution.
+_Z95 = 1.959963984540054
+
+_WINDOW = re.compile(r"^(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})$")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window of whole days, first and last day included."""
+
+    start: _dt.date
+    end: _dt.date
+
+    @property
+    def days(self) -> int:
+        """Number of days in the window."""
+        return (self.end - self.start).days + 1
+
+    def __str__(self) -> str:
+        return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+
+def _window(text: str, name: str) -> Window | Problem:
+    m = _WINDOW.match(str(text).strip())
+    valid = "FIRST..LAST, two ISO dates (e.g. 2014-01-01..2014-06-30)"
+    if not m:
+        return Problem(name, None, name, str(text)[:40], f"must be {valid}")
+    try:
+        start, end = (_dt.date.fromisoformat(g) for g in m.groups())
+    except ValueError as exc:
+        return Problem(name, None, name, str(text)[:40], f"not a date: {exc}")
+    if end < start:
+        return Problem(name, None, name, str(text), "the last day is before the first")
+    if (end - start).days + 1 > MAX_WINDOW_DAYS:
+        return Problem(name, None, name, str(text), f"at most {MAX_WINDOW_DAYS} days long")
+    return Window(start, end)
+
+
+def parse_windows(before: str, after: str) -> tuple[Window, Window]:
+    """Return the before and after windows from ``FIRST..LAST`` texts.
+
+    Raises
+    ------
+    InputValidationError
+        Naming the window and what would be valid: not two ISO dates, the last day
+        before the first, longer than :data:`MAX_WINDOW_DAYS`, or an after window that
+        does not start after the before window ends.
+
+    Examples
+    --------
+    >>> b, a = parse_windows("2014-01-01..2014-06-30", "2014-07-01..2014-12-31")
+    >>> b.days, a.days, str(a)
+    (181, 184, '2014-07-01..2014-12-31')
+    """
+    b, a = _window(before, "before"), _window(after, "after")
+    problems = [w for w in (b, a) if isinstance(w, Problem)]
+    if problems:
+        raise InputValidationError(problems)
+    assert isinstance(b, Window) and isinstance(a, Window)
+    if a.start <= b.end:
+        raise InputValidationError([Problem(
+            "after", None, "after", str(a),
+            f"must start after the before window ends ({b.end.isoformat()})",
+        )])  # fmt: skip
+    return b, a
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------
+
+
+def _csv(content: bytes, label: str, required: Sequence[str]) -> pd.DataFrame:
+    from .io import text_cells
+
+    frame = text_cells(content, label, MAX_EVENT_ROWS)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InputValidationError([
+            Problem(label, None, c, None, f"column missing; the file has {list(frame.columns)}")
+            for c in missing
+        ])  # fmt: skip
+    if len(frame) > MAX_EVENT_ROWS:
+        raise InputValidationError(
+            [Problem(label, None, None, None, f"more than {MAX_EVENT_ROWS:,} rows")]
+        )
+    long = frame[list(required)].apply(lambda c: c.str.len() > MAX_CELL_CHARS).to_numpy()
+    if long.any():
+        r, c = map(int, np.argwhere(long)[0])
+        raise InputValidationError([Problem(
+            label, r + 2, required[c], f"{len(frame.iloc[r][required[c]])} characters",
+            f"a cell is at most {MAX_CELL_CHARS} characters",
+        )])  # fmt: skip
+    return frame
+
+
+def _dates(values: pd.Series) -> pd.Series:
+    """Dates of ISO 8601 texts (a time and zone are ignored), NaT where not a date."""
+    head = values.astype(str).str.strip().str.slice(0, 10)
+    ok = head.str.fullmatch(r"\d{4}-\d{2}-\d{2}")
+    return pd.to_datetime(head.where(ok), format="%Y-%m-%d", errors="coerce")
+
+
+def read_events(
+    content: bytes,
+    label: str,
+    neighborhoods: Any,
+    taxonomy: Any | None = None,
+) -> pd.DataFrame:
+    """Read an events file (CSV: ``id, category, lat, lon, date``) into cells.
+
+    Parameters
+    ----------
+    content : bytes
+        The file's bytes.
+    label : str
+        The file's name, for problems.
+    neighborhoods : geopandas.GeoDataFrame
+        The polygons that place each event in a neighborhood.
+    taxonomy : Taxonomy, optional
+        Categories and aliases (default: the default taxonomy).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``neighborhood, category, date`` per event inside a neighborhood;
+        ``attrs["outside"]`` counts the events outside every polygon.
+
+    Raises
+    ------
+    InputValidationError
+        With every bad row (file, row, field, value, what would be valid; the header is
+        row 1): a missing or duplicate id, an unknown category, a coordinate out of
+        range, a date that is not ISO 8601.
+    """
+    from .pipeline import assign_neighborhoods
+    from .taxonomy import default_taxonomy
+
+    tax = taxonomy or default_taxonomy()
+    frame = _csv(content, label, EVENT_COLUMNS)
+    problems: list[Problem] = []
+    rows = np.arange(len(frame)) + 2
+    ids = frame["id"].str.strip()
+    bad_id = (ids.str.len() == 0) | (ids.str.len() > MAX_ID_CHARS)
+    for r, v in zip(rows[bad_id.to_numpy()], ids[bad_id], strict=True):
+        problems.append(Problem(label, int(r), "id", v[:40], f"must be 1 to {MAX_ID_CHARS} "
+                                "characters"))  # fmt: skip
+    dup = ids.duplicated(keep="first") & ~bad_id
+    for r, v in zip(rows[dup.to_numpy()], ids[dup], strict=True):
+        problems.append(Problem(label, int(r), "id", v, "listed twice"))
+    names = frame["category"].str.strip()
+    resolved = {n: tax.resolve(n) for n in names.unique()}
+    cats = names.map(resolved)
+    for r, v in zip(rows[cats.isna().to_numpy()], names[cats.isna()], strict=True):
+        problems.append(Problem(label, int(r), "category", v[:40], tax.describe_unknown(v)))
+    lat = pd.to_numeric(frame["lat"], errors="coerce")
+    lon = pd.to_numeric(frame["lon"], errors="coerce")
+    for col, val, lim in (("lat", lat, 90), ("lon", lon, 180)):
+        bad = ~val.between(-lim, lim)
+        for r, v in zip(rows[bad.to_numpy()], frame[col][bad], strict=True):
+            problems.append(Problem(label, int(r), col, v[:40],
+                                    f"must be a number from -{lim} to {lim} (WGS84)"))  # fmt: skip
+    dates = _dates(frame["date"])
+    for r, v in zip(rows[dates.isna().to_numpy()], frame["date"][dates.isna()], strict=True):
+        problems.append(Problem(label, int(r), "date", v[:40],
+                                "must be an ISO 8601 date (YYYY-MM-DD)"))  # fmt: skip
+    if problems:
+        problems.sort(key=lambda p: (p.row or 0, p.field or ""))
+        raise InputValidationError(problems[:1000])
+    points = pd.DataFrame({"lat": lat, "lon": lon, "neighborhood": ""})
+    hood = assign_neighborhoods(points, neighborhoods)
+    inside = hood != ""
+    out = pd.DataFrame({
+        "neighborhood": hood[inside].to_numpy(),
+        "category": cats[inside].to_numpy(),
+        "date": dates[inside].to_numpy(),
+    })  # fmt: skip
+    out.attrs["outside"] = int((~inside).sum())
+    return out
+
+
+def read_partnerships(content: bytes, label: str) -> pd.DataFrame:
+    """Read a partnerships CSV as ``matcher partnerships list --format csv`` writes it.
+
+    Only :data:`PARTNERSHIP_COLUMNS` are read; others are ignored.
+
+    Raises
+    ------
+    InputValidationError
+        With every bad row: an unknown state, a bad date.
+    """
+    from .partnerships import STATES
+
+    frame = _csv(content, label, PARTNERSHIP_COLUMNS)
+    problems = []
+    for i, rec in enumerate(frame[list(PARTNERSHIP_COLUMNS)].to_dict("records")):
+        if rec["state"] not in STATES:
+            problems.append(Problem(label, i + 2, "state", rec["state"][:40],
+                                    f"must be one of {', '.join(STATES)}"))  # fmt: skip
+        for col in ("answered_at", "updated_at"):
+            v = rec[col].strip()
+            if (v or col == "updated_at") and _dates(pd.Series([v])).isna().iloc[0]:
+                problems.append(Problem(label, i + 2, col, v[:40],
+                                        "must be an ISO 8601 date or date-time"))  # fmt: skip
+        if len(problems) > 1000:
+            break
+    if problems:
+        raise InputValidationError(problems)
+    return frame
+
+
+# ---------------------------------------------------------------------------------------
+# cells
+# ---------------------------------------------------------------------------------------
+
+
+def service_periods(partnerships: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Return when each partnership served its cell: ``neighborhood, category, start, end``.
+
+    A partnership serves from the day its partner accepted it (``answered_at`` of an
+    accepted, active or completed one, or of one cancelled after it was accepted) to the
+    day it was completed or cancelled (``updated_at``); ``end`` is NaT while it serves.
+    Partnerships never accepted are not listed.
+    """
+    rows = []
+    for p in partnerships:
+        state, answered = str(p["state"]), str(p.get("answered_at") or "").strip()
+        accepted = state in ("accepted", "active", "completed") or (
+            state == "cancelled" and answered != ""
+        )
+        if not accepted or not answered:
+            continue
+        ended = str(p.get("updated_at") or "") if state in ("completed", "cancelled") else ""
+        rows.append((str(p.get("neighborhood") or ""), str(p["category"]), answered[:10],
+                     ended[:10], float(p.get("units") or 0)))  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["neighborhood", "category", "start", "end", "units"])
+    frame["start"] = pd.to_datetime(frame["start"], format="%Y-%m-%d", errors="coerce")
+    frame["end"] = pd.to_datetime(frame["end"].replace("", None), format="%Y-%m-%d",
+                                  errors="coerce")  # fmt: skip
+    return frame[frame["neighborhood"] != ""].reset_index(drop=True)
+
+
+def _classify(periods: pd.DataFrame, before: Window, after: Window) -> pd.DataFrame:
+    """Group, reason and served units per cell that any partnership served."""
+    b0, b1 = pd.Timestamp(before.start), pd.Timestamp(before.end)
+    a0, a1 = pd.Timestamp(after.start), pd.Timestamp(after.end)
+    end = periods["end"].fillna(pd.Timestamp("2200-01-01"))  # still serving
+    start = periods["start"]
+    p = periods.assign(
+        in_before=(start <= b1) & (end >= b0),
+        at_after=(start <= a0) & (end >= a0),
+        any_time=(start <= a1) & (end >= b0),
+        units_at_after=np.where((start <= a0) & (end >= a0), periods["units"], 0.0),
+    )
+    g = p.groupby(["neighborhood", "category"], sort=True).agg(
+        in_before=("in_before", "any"), at_after=("at_after", "any"),
+        any_time=("any_time", "any"), partnerships=("at_after", "sum"),
+        units=("units_at_after", "sum"),
+        began_after=("start", lambda s: bool(((s > a0) & (s <= a1)).any())),
+    )  # fmt: skip
+    group = np.select(
+        [g["in_before"], g["at_after"], ~g["any_time"]],
+        ["left_out", "served", "comparison"],
+        "left_out",
+    )
+    reason = np.select(
+        [g["in_before"], g["at_after"], ~g["any_time"], g["began_after"]],
+        ["served during the before window", "", "", "service began during the after window"],
+        "service ended before the after window",
+    )
+    return g.assign(group=group, reason=reason)[["group", "reason", "partnerships", "units"]]
+
+
+def _counts(points: pd.DataFrame, window: Window, name: str) -> pd.Series:
+    d = points["date"]
+    inside = (d >= pd.Timestamp(window.start)) & (d <= pd.Timestamp(window.end))
+    sel = points[inside]
+    return sel.groupby(["neighborhood", "category"], sort=True).size().rename(name)
+
+
+# ---------------------------------------------------------------------------------------
+# the test
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImpactTest:
+    """One difference-in-differences test: a measure, over one category or all.
+
+    ``rate_ratio``, ``ci_low``, ``ci_high``, ``p_value`` and ``se`` (of the log rate
+    ratio) are None when the test cannot be estimated (``caution`` says why).
+    """
+
+    measure: str
+    category: str
+    served_cells: int
+    comparison_cells: int
+    served_before: int
+    served_after: int
+    comparison_before: int
+    comparison_after: int
+    rate_ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    se: float | None
+    conclusion: str
+    caution: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the test as a JSON-ready dict (floats rounded to 6 digits)."""
+        out: dict[str, Any] = {}
+        for k, v in self.__dict__.items():
+            out[k] = round(v, 6) if isinstance(v, float) else v
+        return out
+
+
+def _fit(
+    n: np.ndarray, ya: np.ndarray, x: np.ndarray, offset: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maximise the conditional (binomial) likelihood; return the estimate and robust cov.
+
+    ``n`` cell totals, ``ya`` after counts, ``x`` the design (one column per category's
+    change, then ``served``), ``offset`` ``log(after days / before days)``.
+    """
+    theta = np.zeros(x.shape[1])
+    # start each category at its comparison cells' share, the served effect at 0
+    cats = x[:, :-1].astype(bool)
+    for j in range(cats.shape[1]):
+        ctrl = cats[:, j] & (x[:, -1] == 0)
+        share = ya[ctrl].sum() / n[ctrl].sum()
+        theta[j] = math.log(share / (1 - share)) - offset
+
+    def loglik(t: np.ndarray) -> float:
+        eta = offset + x @ t
+        return float(np.sum(ya * eta - n * np.logaddexp(0.0, eta)))
+
+    current = loglik(theta)
+    for _ in range(200):
+        p = 1.0 / (1.0 + np.exp(-(offset + x @ theta)))
+        score = x.T @ (ya - n * p)
+        info = (x * (n * p * (1 - p))[:, None]).T @ x
+        step = np.linalg.solve(info, score)
+        k = 1.0
+        while True:  # step halving: the likelihood is concave, Newton rarely needs it
+            trial = theta + k * step
+            value = loglik(trial)
+            if value >= current - 1e-12 or k < 1e-6:
+                break
+            k /= 2
+        theta, current = trial, value
+        if float(np.max(np.abs(k * step))) < 1e-12:
+            break
+    p = 1.0 / (1.0 + np.exp(-(offset + x @ theta)))
+    info = (x * (n * p * (1 - p))[:, None]).T @ x
+    scores = x * (ya - n * p)[:, None]
+    inv = np.linalg.inv(info)
+    g = len(n)
+    cov = inv @ (scores.T @ scores) @ inv * (g / (g - 1))
+    return theta, cov
+
+
+def _pct(x: float) -> str:
+    return f"{abs(x - 1) * 100:.0f}%"
+
+
+def did_test(cells: pd.DataFrame, measure: str, category: str, before: Window,
+             after: Window) -> ImpactTest:  # fmt: skip
+    """Run the test on ``cells`` (served and comparison rows) for one measure.
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        ``category, group`` and ``{measure}_before``, ``{measure}_after`` per cell.
+    measure : str
+        ``"needs"`` or ``"events"``.
+    category : str
+        The category tested, or ``"all"`` (pooled, with a change per category).
+    before, after : Window
+        The windows (their lengths are the exposure).
+
+    Returns
+    -------
+    ImpactTest
+    """
+    word = "new needs" if measure == "needs" else "events"
+    c = cells[cells["group"].isin(("served", "comparison"))]
+    if category != "all":
+        c = c[c["category"] == category]
+    yb = c[f"{measure}_before"].to_numpy(dtype=np.int64)
+    ya = c[f"{measure}_after"].to_numpy(dtype=np.int64)
+    c = c[(yb + ya) > 0]
+    served = (c["group"] == "served").to_numpy()
+    yb = c[f"{measure}_before"].to_numpy(dtype=np.int64)
+    ya = c[f"{measure}_after"].to_numpy(dtype=np.int64)
+    # categories with served and comparison cells, each group with counts in both windows
+    sums = pd.DataFrame({"cat": c["category"].to_numpy(), "s": served, "b": yb, "a": ya})
+    totals = {(k, s): (int(g["b"].sum()), int(g["a"].sum()))
+              for (k, s), g in sums.groupby(["cat", "s"], sort=True)}  # fmt: skip
+    usable = sorted(k for k in set(sums["cat"])
+                    if min(totals.get((k, True), (0, 0)) + totals.get((k, False), (0, 0))) > 0)
+    keep = sums["cat"].isin(usable).to_numpy()
+    counts = (int(yb[served & keep].sum()), int(ya[served & keep].sum()),
+              int(yb[~served & keep].sum()), int(ya[~served & keep].sum()))  # fmt: skip
+    n_served, n_comp = int((served & keep).sum()), int((~served & keep).sum())
+    base: dict[str, Any] = dict(measure=measure, category=category, served_cells=n_served,
+                comparison_cells=n_comp, served_before=counts[0], served_after=counts[1],
+                comparison_before=counts[2], comparison_after=counts[3])  # fmt: skip
+    if n_served < 2 or n_comp < 2:
+        return ImpactTest(
+            **base, rate_ratio=None, ci_low=None, ci_high=None, p_value=None, se=None,
+            conclusion="Cannot be estimated.",
+            caution=f"Too few areas to compare: {n_served} served and {n_comp} comparison "
+            f"areas had {word} in both windows (at least 2 of each are needed, and "
+            f"{MIN_CELLS} to conclude anything).",
+        )  # fmt: skip
+    cat_codes = pd.Categorical(sums["cat"][keep], categories=usable).codes
+    x = np.zeros((int(keep.sum()), len(usable) + 1))
+    x[np.arange(len(x)), cat_codes] = 1.0
+    x[:, -1] = served[keep]
+    offset = math.log(after.days / before.days)
+    theta, cov = _fit((yb + ya)[keep].astype(float), ya[keep].astype(float), x, offset)
+    d, se = float(theta[-1]), float(math.sqrt(max(cov[-1, -1], 0.0)))
+    rr, lo, hi = math.exp(d), math.exp(d - _Z95 * se), math.exp(d + _Z95 * se)
+    p = math.erfc(abs(d / se) / math.sqrt(2)) if se > 0 else 0.0
+    pv = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    figures = f"rate ratio {rr:.2f}, 95% CI {lo:.2f} to {hi:.2f}, {pv}"
+    if lo > 1 or hi < 1:
+        way = "rose" if rr > 1 else "fell"
+        conclusion = (f"In served areas, {word} {way} by {_pct(rr)} relative to comparison "
+                      f"areas ({figures}).")  # fmt: skip
+    else:
+        conclusion = (f"No change in {word} that can be told apart from chance ({figures}).")
+    small = []
+    if n_served < MIN_CELLS or n_comp < MIN_CELLS:
+        small.append(f"{n_served} served and {n_comp} comparison areas (fewer than "
+                     f"{MIN_CELLS})")  # fmt: skip
+    if min(counts) < MIN_COUNT:
+        small.append(f"{counts[0]} {word} in served areas before and {counts[1]} after, "
+                     f"{counts[2]} and {counts[3]} in comparison areas (fewer than "
+                     f"{MIN_COUNT} in a window)")  # fmt: skip
+    caution = ""
+    if small:
+        caution = ("Too little data to conclude anything: " + "; ".join(small) + ". At "
+                   "these numbers a change this large can happen by chance, and the "
+                   "interval is not reliable.")  # fmt: skip
+    return ImpactTest(**base, rate_ratio=rr, ci_low=lo, ci_high=hi, p_value=p, se=se,
+                      conclusion=conclusion, caution=caution)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# the whole analysis
+# ---------------------------------------------------------------------------------------
+
+#: What every result says about the method's limits.
+CAVEATS: tuple[str, ...] = (
+    "Partnerships were not assigned at random: planners send partners where needs are, "
+    "so served areas differ from comparison areas. The comparison assumes that, without "
+    "the partnerships, their counts would have changed as the comparison areas' did.",
+    "Counts are reports, not the needs themselves: outreach can make people report more, "
+    "so a rise is not necessarily harm and a fall not necessarily help.",
+)
+
+METHOD = (
+    "Difference in differences on counts: a Poisson model with a fixed effect per "
+    "neighborhood x category, a before/after change per category and the window's length "
+    "as exposure (the Poisson fixed-effects estimator), with cluster-robust standard "
+    "errors by neighborhood x category."
+)
+
+
+@dataclass(frozen=True)
+class ImpactResult:
+    """The cells, the tests and the notes of one impact analysis."""
+
+    before: Window
+    after: Window
+    cells: pd.DataFrame
+    tests: tuple[ImpactTest, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    method: str = METHOD
+    caveats: tuple[str, ...] = CAVEATS
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as a JSON-ready dict (cells as a list of records)."""
+        cells = self.cells.astype(object).where(self.cells.notna(), None)
+        return {
+            "before": {"start": self.before.start.isoformat(), "end": self.before.end.isoformat(),
+                       "days": self.before.days},
+            "after": {"start": self.after.start.isoformat(), "end": self.after.end.isoformat(),
+                      "days": self.after.days},
+            "method": self.method,
+            "caveats": list(self.caveats),
+            "notes": list(self.notes),
+            "tests": [t.to_dict() for t in self.tests],
+            "cells": cells.to_dict("records"),
+        }  # fmt: skip
+
+    def to_json(self) -> str:
+        """Return :meth:`to_dict` as JSON text (sorted keys; the same input gives the same text)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def table(self) -> str:
+        """Return the before/after table with each test, its conclusion and caution (text)."""
+        head = (f"{'measure':<8} {'category':<22} {'areas s/c':>10} {'served b->a':>14} "
+                f"{'comparison b->a':>16} {'rate ratio':>10} {'95% CI':>13} {'p':>6}")  # fmt: skip
+        lines = [f"before {self.before} ({self.before.days} days), after {self.after} "
+                 f"({self.after.days} days)", "", head, "-" * len(head)]  # fmt: skip
+        for t in self.tests:
+            rr = "-" if t.rate_ratio is None else f"{t.rate_ratio:.2f}"
+            ci = "-" if t.ci_low is None else f"{t.ci_low:.2f}-{t.ci_high:.2f}"
+            p = "-" if t.p_value is None else f"{t.p_value:.3f}"
+            lines.append(
+                f"{t.measure:<8} {t.category[:22]:<22} "
+                f"{f'{t.served_cells}/{t.comparison_cells}':>10} "
+                f"{f'{t.served_before}->{t.served_after}':>14} "
+                f"{f'{t.comparison_before}->{t.comparison_after}':>16} {rr:>10} {ci:>13} {p:>6}"
+            )
+        lines.append("")
+        for t in self.tests:
+            lines.append(f"{t.measure}, {t.category}: {t.conclusion}")
+            if t.caution:
+                lines.append(f"  CAUTION: {t.caution}")
+        lines += ["", f"Method: {self.method}"]
+        lines += [f"Note: {n}" for n in self.notes]
+        lines += [f"Caveat: {c}" for c in self.caveats]
+        return "\n".join(lines) + "\n"
+
+
+#: The columns of :attr:`ImpactResult.cells`.
+CELL_COLUMNS: tuple[str, ...] = (
+    "neighborhood", "category", "group", "reason", "partnerships", "units",
+    "needs_before", "needs_after", "events_before", "events_after",
+)  # fmt: skip
+
+
+def impact(
+    needs: pd.DataFrame,
+    partnerships: Iterable[Mapping[str, Any]],
+    before: Window,
+    after: Window,
+    *,
+    events: pd.DataFrame | None = None,
+) -> ImpactResult:
+    """Compare served and comparison cells before and after (see the module docstring).
+
+    Parameters
+    ----------
+    needs : pandas.DataFrame
+        ``neighborhood, category, reported_at`` per need (a need without a date or a
+        neighborhood is not counted, and the notes say how many).
+    partnerships : iterable of mappings
+        Partnership records (``state, category, neighborhood, units, answered_at,
+        updated_at``), as the store or :func:`read_partnerships` gives them.
+    before, after : Window
+        The windows (:func:`parse_windows`).
+    events : pandas.DataFrame, optional
+        ``neighborhood, category, date`` per event (:func:`read_events`).
+
+    Returns
+    -------
+    ImpactResult
+        One test per measure over all categories, then one per category that has
+        served and comparison cells; the cells sorted by neighborhood and category.
+    """
+    notes: list[str] = []
+    n = needs[["neighborhood", "category"]].astype(str).assign(
+        date=_dates(needs["reported_at"].fillna("").astype(str))
+        if "reported_at" in needs.columns else pd.NaT
+    )
+    undated = int((n["date"].isna() | (n["neighborhood"] == "")).sum())
+    if undated:
+        notes.append(f"{undated} need(s) without a date or a neighborhood are not counted.")
+    n = n[n["date"].notna() & (n["neighborhood"] != "")]
+    offered = [p for p in partnerships if str(p.get("neighborhood") or "")]
+    periods = service_periods(offered)
+    served = _classify(periods, before, after)
+    parts = [_counts(n, before, "needs_before"), _counts(n, after, "needs_after")]
+    measures = ["needs"]
+    if events is not None:
+        parts += [_counts(events, before, "events_before"), _counts(events, after, "events_after")]
+        measures.append("events")
+        if events.attrs.get("outside"):
+            notes.append(f"{events.attrs['outside']} event(s) outside every neighborhood are "
+                         "not counted.")  # fmt: skip
+    # every cell with a need or an event (any date) or a partnership (any state)
+    keys = pd.concat([
+        n[["neighborhood", "category"]],
+        needs[["neighborhood", "category"]].astype(str),
+        *([events[["neighborhood", "category"]]] if events is not None else []),
+        pd.DataFrame([(str(p["neighborhood"]), str(p["category"])) for p in offered],
+                     columns=["neighborhood", "category"]),
+    ]).drop_duplicates()  # fmt: skip
+    keys = keys[keys["neighborhood"] != ""]
+    index = pd.MultiIndex.from_frame(keys).sort_values()
+    cells = pd.DataFrame(index=index)
+    cells = cells.join(served).join(parts)
+    cells["group"] = cells["group"].fillna("comparison")
+    cells["reason"] = cells["reason"].fillna("")
+    cells["partnerships"] = cells["partnerships"].fillna(0).astype(np.int64)
+    cells["units"] = cells["units"].fillna(0.0).astype(float).round(6)
+    for col in ("needs_before", "needs_after", "events_before", "events_after"):
+        if col in cells.columns:
+            cells[col] = cells[col].fillna(0).astype(np.int64)
+        else:
+            cells[col] = pd.array([pd.NA] * len(cells), dtype="Int64")
+    cells = cells.reset_index()[list(CELL_COLUMNS)]
+    left = cells[cells["group"] == "left_out"]
+    if len(left):
+        why = left["reason"].value_counts().sort_index()
+        notes.append("Left out of the comparison: " + "; ".join(
+            f"{int(k)} area(s) {r}" for r, k in why.items()) + ".")  # fmt: skip
+    tests = []
+    for m in measures:
+        tests.append(did_test(cells, m, "all", before, after))
+        # one test per category with served cells and counts, when there are several
+        counted = cells[(cells[f"{m}_before"] + cells[f"{m}_after"]) > 0]
+        cats = sorted(set(counted.loc[counted["group"] == "served", "category"]))
+        if len(cats) > 1:
+            tests += [did_test(cells, m, c, before, after) for c in cats]
+    return ImpactResult(before, after, cells, tuple(tests), tuple(notes))
+
+
+# ---------------------------------------------------------------------------------------
+# sources and files
+# ---------------------------------------------------------------------------------------
+
+
+def _placed(needs: pd.DataFrame, hoods: Any) -> pd.DataFrame:
+    """Needs with the neighborhood of the polygon that holds them (as a plan places them)."""
+    from .pipeline import assign_neighborhoods
+
+    frame = pd.DataFrame({
+        "lat": needs["lat"].to_numpy(), "lon": needs["lon"].to_numpy(),
+        "category": needs["category"].astype(str).to_numpy(),
+        "neighborhood": needs["neighborhood"].fillna("").astype(str).to_numpy()
+        if "neighborhood" in needs.columns else "",
+        "reported_at": needs["reported_at"].fillna("").astype(str).to_numpy()
+        if "reported_at" in needs.columns else "",
+    })  # fmt: skip
+    if hoods is not None and len(hoods):
+        frame["neighborhood"] = assign_neighborhoods(frame, hoods).to_numpy()
+    return frame
+
+
+def _events(events: bytes | None, label: str, hoods: Any) -> pd.DataFrame | None:
+    if events is None:
+        return None
+    if hoods is None or not len(hoods):
+        raise InputValidationError([Problem(
+            label, None, None, None,
+            "events are placed in neighborhoods: give the neighborhoods' polygons too",
+        )])  # fmt: skip
+    return read_events(events, label, hoods)
+
+
+def store_impact(
+    store: Any,
+    before: Window,
+    after: Window,
+    *,
+    events: bytes | None = None,
+    events_label: str = "events",
+) -> ImpactResult:
+    """Run :func:`impact` on a store's needs, neighborhoods and partnerships.
+
+    Parameters
+    ----------
+    store : Store
+        The store (its needs are placed in its neighborhoods as a plan places them).
+    before, after : Window
+        The windows.
+    events : bytes, optional
+        An events file's content (:func:`read_events`).
+    events_label : str
+        The events file's name, for problems.
+
+    Returns
+    -------
+    ImpactResult
+    """
+    hoods = store.neighborhoods_frame()
+    ev = _events(events, events_label, hoods)
+    needs = _placed(store.needs_frame(), hoods)
+    return impact(needs, store.list_partnerships(limit=None), before, after, events=ev)
+
+
+def file_impact(
+    needs: str | Any,
+    partnerships: str | Any,
+    before: Window,
+    after: Window,
+    *,
+    neighborhoods: str | Any | None = None,
+    events: str | Any | None = None,
+) -> ImpactResult:
+    """Run :func:`impact` on files: needs, partnerships CSV, neighborhoods, events.
+
+    Parameters
+    ----------
+    needs : str or Path
+        A needs file (as :func:`matcher.plan` reads it).
+    partnerships : str or Path
+        A partnerships CSV (:func:`read_partnerships`).
+    before, after : Window
+        The windows.
+    neighborhoods : str or Path, optional
+        Polygons that place needs and events (needs keep their own ``neighborhood``
+        without them); required with ``events``.
+    events : str or Path, optional
+        An events CSV (:func:`read_events`).
+
+    Returns
+    -------
+    ImpactResult
+
+    Raises
+    ------
+    InputValidationError
+        Naming the file, row, field and value of every problem.
+    """
+    from .io import read_needs, read_neighborhoods
+    from .limits import read_file
+
+    loaded = read_needs(needs, points=False).frame
+    hoods = read_neighborhoods(neighborhoods)[0] if neighborhoods is not None else None
+    ev = None if events is None else _events(read_file(events), str(events), hoods)
+    rows = read_partnerships(read_file(partnerships), str(partnerships))
+    return impact(_placed(loaded, hoods), rows.to_dict("records"), before, after, events=ev)
+
+
+def impact_files(result: ImpactResult, neighborhoods: Any | None = None) -> dict[str, bytes]:
+    """Return the files of an impact analysis by name.
+
+    ``impact_cells.csv`` (the cells), ``impact.json`` (:meth:`ImpactResult.to_dict`) and
+    ``impact.html`` (the report, with a map when ``neighborhoods`` are given).
+    """
+    from .output import csv_bytes
+    from .report import impact_html
+
+    return {
+        "impact_cells.csv": csv_bytes(result.cells),
+        "impact.json": result.to_json().encode("utf-8"),
+        "impact.html": impact_html(result, neighborhoods).encode("utf-8"),
+    }
