@@ -253,6 +253,11 @@ def test_the_sample_history_through_the_cli(tmp_path):
     assert ev["rate_ratio"] is not None and ev["ci_low"] < ev["rate_ratio"] < ev["ci_high"]
     html = (out / "impact.html").read_text()
     assert 'id="map-impact"' in html and 'id="table-impact"' in html
+    # the README shows this run: its lines are what the CLI prints
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("--before 2014-01-01..2014-05-31 --after 2014-07-01..2014-12-31 "
+                         "--out out/impact\n", 1)[1].split("\n...\n", 1)[0]  # fmt: skip
+    assert r.stdout.startswith(block + "\n"), block
     # the same input gives the same files
     r2 = CliRunner().invoke(main, [*SAMPLE_ARGS, "--out", str(tmp_path / "again")])
     assert r2.exit_code == 0
