@@ -100,6 +100,8 @@ PARTNERSHIP_COLUMNS: tuple[str, ...] = (
 MAX_EVENT_ROWS = 2_000_000
 #: Longest window, in days (ten years).
 MAX_WINDOW_DAYS = 3_660
+#: The first and last day a window may hold.
+FIRST_DAY, LAST_DAY = _dt.date(1900, 1, 1), _dt.date(2199, 12, 31)
 #: Fewer served or comparison cells than this: too few areas to conclude anything.
 MIN_CELLS = 10
 #: Fewer counts than this in a group and window: too few to conclude anything.
@@ -139,6 +141,8 @@ def _window(text: str, name: str) -> Window | Problem:
         start, end = (_dt.date.fromisoformat(g) for g in m.groups())
     except ValueError as exc:
         return Problem(name, None, name, str(text)[:40], f"not a date: {exc}")
+    if not (FIRST_DAY <= start and end <= LAST_DAY):
+        return Problem(name, None, name, str(text), f"days from {FIRST_DAY} to {LAST_DAY}")
     if end < start:
         return Problem(name, None, name, str(text), "the last day is before the first")
     if (end - start).days + 1 > MAX_WINDOW_DAYS:
@@ -361,13 +365,14 @@ def _classify(periods: pd.DataFrame, before: Window, after: Window) -> pd.DataFr
         at_after=(start <= a0) & (end >= a0),
         any_time=(start <= a1) & (end >= b0),
         units_at_after=np.where((start <= a0) & (end >= a0), periods["units"], 0.0),
+        began_after=(start > a0) & (start <= a1),
     )
     g = p.groupby(["neighborhood", "category"], sort=True).agg(
         in_before=("in_before", "any"), at_after=("at_after", "any"),
         any_time=("any_time", "any"), partnerships=("at_after", "sum"),
         units=("units_at_after", "sum"),
-        began_after=("start", lambda s: bool(((s > a0) & (s <= a1)).any())),
-    )  # fmt: skip
+        began_after=("began_after", "any"),
+    ).astype({"in_before": bool, "at_after": bool, "any_time": bool, "began_after": bool})
     group = np.select(
         [g["in_before"], g["at_after"], ~g["any_time"]],
         ["left_out", "served", "comparison"],

@@ -100,6 +100,8 @@ def _answer(result: ImpactResult, fmt: str) -> Response:
 class Impact(MethodView):
     @blp.arguments(ImpactArgs, location="query")
     @blp.response(200, ImpactReport)
+    @blp.alt_response(200, schema={"type": "string", "description": "format=csv: the cells"},
+                      content_type="text/csv", success=True)  # fmt: skip
     @blp.answers(400, 403, *KEYED)
     def get(self, args: dict[str, Any]) -> Response:
         """Compare new needs where partnerships served with where none did (see the README)."""
@@ -114,6 +116,8 @@ class Impact(MethodView):
         "content": {"text/csv": {"schema": {"type": "string"}}},
     })  # fmt: skip
     @blp.response(200, ImpactReport)
+    @blp.alt_response(200, schema={"type": "string", "description": "format=csv: the cells"},
+                      content_type="text/csv", success=True)  # fmt: skip
     @blp.answers(400, 403, 413, 415, *KEYED)
     def post(self, args: dict[str, Any]) -> Response:
         """Compare new needs and the events of a CSV body (nothing is stored)."""

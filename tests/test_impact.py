@@ -193,6 +193,14 @@ def test_which_cells_are_served_compared_or_left_out():
     assert len(service_periods(parts)) == 8
 
 
+def test_no_partnerships_and_no_needs_are_answers_too():
+    r = impact(pd.DataFrame({"neighborhood": [], "category": [], "reported_at": []}), [], B, A)
+    assert r.cells.empty and [t.conclusion for t in r.tests] == ["Cannot be estimated."]
+    needs = pd.DataFrame({"neighborhood": ["1"], "category": ["c"], "reported_at": ["2014-01-02"]})
+    r = impact(needs, [], B, A)
+    assert r.cells["group"].tolist() == ["comparison"] and r.cells["needs_before"].tolist() == [1]
+
+
 def test_windows_are_checked():
     for before, after, word in (
         ("2014-01-01", "2014-05-01..2014-06-30", "FIRST..LAST"),
@@ -200,6 +208,8 @@ def test_windows_are_checked():
         ("2014-03-01..2014-01-01", "2014-05-01..2014-06-30", "before the first"),
         ("2014-01-01..2014-06-30", "2014-05-01..2014-06-30", "must start after"),
         ("2000-01-01..2014-06-30", "2014-07-01..2014-08-30", "at most 3660 days"),
+        ("0001-01-01..0001-01-30", "2014-07-01..2014-08-30", "days from 1900-01-01"),
+        ("2014-01-01..2014-01-30", "9999-07-01..9999-08-30", "to 2199-12-31"),
     ):  # fmt: skip
         with pytest.raises(InputValidationError) as e:
             parse_windows(before, after)

@@ -6,6 +6,8 @@
  * A planner or admin key can start a plan (POST api/v1/plans); the page polls it and
  * replaces the map when it is done. Every text from the data is set with textContent.
  * "#plan=<id>" in the address shows that plan (e.g. a what-if scenario) instead of the latest.
+ * Planners and admins can compare new needs where partnerships served with where none did
+ * (GET api/v1/impact): the tests in the panel, the neighborhoods' groups as a map layer.
  */
 (function () {
   "use strict";
@@ -53,6 +55,13 @@
   var GAP_COLORS = ["#fee5d9", "#fcae91", "#fb6a4a", "#cb181d"];
   var NO_GAP = "#e5f5e0";
 
+  // impact groups of a neighborhood (from its cells in the shown categories): colour, label
+  var IMPACT_GROUPS = {
+    served: ["#2b83ba", "served"],
+    comparison: ["#fdae61", "comparison"],
+    left_out: ["#d9d9d9", "left out or no data"]
+  };
+
   var LAYERS = [
     // neighborhoods, gaps and clusters share one canvas (POLYGON_PANE): thousands of shapes
     // draw fast, and a click on it finds the topmost shape (clusters over neighborhoods)
@@ -69,7 +78,11 @@
     { id: "organizations", label: "Organizations", pane: "mm-partners", z: 430, off: true },
     { id: "volunteers", label: "Volunteers (coarsened ~500 m)", pane: "mm-partners", z: 430,
       off: true },
-    { id: "recruit", label: "Recruit sites", pane: "mm-recruit", z: 625, optional: true }
+    { id: "recruit", label: "Recruit sites", pane: "mm-recruit", z: 625, optional: true },
+    // listed once an impact analysis is loaded (GET impact): it colours the neighborhoods
+    // too, as SVG paths over the polygon canvas (no count: the list counts the plan's shapes)
+    { id: "impact", label: "Impact: served vs comparison", pane: "mm-impact", z: 405,
+      optional: true, off: true, excludes: ["neighborhoods", "gaps"], noCount: true }
   ];
   var RECRUIT_RADIUS_PANE = "mm-recruit-radius";
   // what is selected (a cluster, a partner or a neighborhood): outlines, lines and partners
@@ -97,6 +110,8 @@
     selection: null, // what is selected: { kind: "cluster" | "partner" | "neighborhood", id }
     clusterColour: "share", // "share" (share served), "category" or "change" (comparison)
     comparison: null, // the comparison shown (GET plans/{a}/compare/{b})
+    impact: null, // the impact analysis shown (GET impact; planners and admins)
+    impactSeq: 0, // the last impact analysis asked for
     watching: {},
     fitted: false
   };
@@ -334,6 +349,18 @@
     return box;
   }
 
+  // a neighborhood of the impact layer: its group, then each shown category's cell
+  function impactTip(p) {
+    var lines = [p.name + " (" + p.neighborhood_id + "): " + IMPACT_GROUPS[p.group][1]];
+    if (!p.cells.length) lines.push("no need or partnership in the categories shown");
+    p.cells.forEach(function (c) {
+      lines.push(c.category + ": " + c.group.replace("_", " ") +
+        (c.reason ? " (" + c.reason + ")" : "") + ", new needs " + fmt(c.needs_before, 0) +
+        " → " + fmt(c.needs_after, 0));
+    });
+    return lines;
+  }
+
   function recruitTip(p) {
     return [
       "Recruit site #" + p.rank + " for " + p.category,
@@ -387,6 +414,7 @@
   var ID_OF = {
     neighborhoods: function (p) { return p.neighborhood_id; },
     gaps: function (p) { return p.neighborhood_id; },
+    impact: function (p) { return p.neighborhood_id; },
     recruit: function (p) { return p.category + "#" + p.rank; },
     clusters: function (p) { return p.cluster_id; },
     unmet: function (p) { return p.cluster_id; },
@@ -483,6 +511,20 @@
     });
     groups.gaps.bindPopup(function (layer) { return gapPopup(layer.feature.properties); },
       { maxWidth: 420, className: "mm-gap-popup" });
+    // an SVG path per neighborhood, its class the group (impact-served, -comparison, -left_out)
+    groups.impact = L.geoJSON(null, {
+      pane: paneOf("impact"),
+      style: function (f) {
+        return {
+          className: "mm-impact impact-" + f.properties.group,
+          color: "#37474f",
+          weight: 1,
+          opacity: 0.8,
+          fillColor: IMPACT_GROUPS[f.properties.group][0],
+          fillOpacity: 0.6
+        };
+      }
+    });
     groups.recruit = L.geoJSON(null, {
       pane: paneOf("recruit"),
       pointToLayer: function (f, latlng) {
@@ -504,6 +546,7 @@
     groups.loadChanges = L.featureGroup();
     bindGroup("neighborhoods", neighborhoodTip, byHood);
     bindGroup("gaps", gapTip, null);
+    bindGroup("impact", impactTip, byHood);
     bindGroup("recruit", recruitTip, null);
     bindGroup("clusters", clusterTip, byCluster);
     bindGroup("unmet", unmetTip, byCluster);
@@ -587,12 +630,32 @@
 
   function catShown(cat) { return state.catFilter === null || state.catFilter.has(cat); }
 
+  // The neighborhoods of the impact layer: "served" when a cell (neighborhood x category) of
+  // a shown category is served, else "comparison" when one is, else "left_out" (or no data).
+  function impactFeatures() {
+    if (!state.impact || !state.data) return [];
+    var byHood = {};
+    state.impact.cells.forEach(function (c) {
+      if (catShown(c.category)) (byHood[c.neighborhood] = byHood[c.neighborhood] || []).push(c);
+    });
+    return state.data.neighborhoods.map(function (f) {
+      var id = String(f.properties.neighborhood_id);
+      var cells = byHood[id] || [];
+      var kinds = cells.map(function (c) { return c.group; });
+      var group = kinds.indexOf("served") >= 0 ? "served"
+        : (kinds.indexOf("comparison") >= 0 ? "comparison" : "left_out");
+      return { type: "Feature", geometry: f.geometry, properties: {
+        neighborhood_id: id, name: f.properties.name, group: group, cells: cells } };
+    });
+  }
+
   function filtered(id) {
     var d = state.data;
     if (!d) return [];
     switch (id) {
       case "neighborhoods": return d.neighborhoods;
       case "gaps": return d.gaps;
+      case "impact": return impactFeatures();
       case "recruit":
         return d.recruit.filter(function (f) { return catShown(f.properties.category); });
       case "clusters":
@@ -655,6 +718,7 @@
       $("coverage-legend").hidden = !state.visible.neighborhoods;
       $("gap-legend").hidden = !state.visible.gaps || !(state.data && state.data.gaps.length);
     }
+    if (id === "impact") $("impact-legend").hidden = !state.visible.impact || !state.impact;
   }
 
   // a circle of each shown recruit site's radius (drawn under the clusters' outlines)
@@ -693,6 +757,21 @@
     });
   }
 
+  // the impact legend: each group's colour and how many neighborhoods it has
+  function renderImpactLegend(features) {
+    var legend = $("impact-legend");
+    legend.textContent = "";
+    var n = {};
+    features.forEach(function (f) { n[f.properties.group] = (n[f.properties.group] || 0) + 1; });
+    legend.appendChild(h("div",
+      { text: "Impact: neighborhoods by their areas in the categories shown:" }));
+    Object.keys(IMPACT_GROUPS).forEach(function (g) {
+      legend.appendChild(h("span", { className: "item", "data-impact-group": g },
+        h("span", { className: "swatch", style: "background:" + IMPACT_GROUPS[g][0] }),
+        IMPACT_GROUPS[g][1] + " (" + fmt(n[g] || 0, 0) + ")"));
+    });
+  }
+
   function setVisible(id, on) {
     state.visible[id] = on;
     var box = document.querySelector('input[data-layer="' + id + '"]');
@@ -712,19 +791,24 @@
       }
       if (spec.id === "recruit") drawRecruitRadius(features);
       if (spec.id === "gaps") renderGapLegend();
+      if (spec.id === "impact") renderImpactLegend(features);
       var count = document.querySelector('[data-count="' + spec.id + '"]');
       if (count) count.textContent = String(features.length);
       if (spec.optional) {
         var item = document.querySelector('#layer-list li[data-layer-item="' + spec.id + '"]');
-        var has = !!(state.data && state.data[spec.id] && state.data[spec.id].length);
+        var has = spec.id === "impact" ? !!(state.impact && state.data)
+          : !!(state.data && state.data[spec.id] && state.data[spec.id].length);
         if (item) item.hidden = !has;
       }
       showGroup(spec.id);
     });
   }
 
-  var BY_CATEGORY = ["clusters", "unmet", "assignments", "organizations", "volunteers", "recruit"];
+  var BY_CATEGORY = ["clusters", "unmet", "assignments", "organizations", "volunteers", "recruit",
+    "impact"];
   var BY_KIND = ["assignments", "organizations", "volunteers"];
+
+  function excludes(spec, id) { return [].concat(spec.excludes || []).indexOf(id) >= 0; }
 
   function buildLayerList() {
     var list = $("layer-list");
@@ -736,17 +820,17 @@
       box.addEventListener("change", function () {
         state.visible[spec.id] = box.checked;
         showGroup(spec.id);
-        // the coverage and gap choropleths share the neighborhood polygons: one at a time
+        // the coverage, gap and impact choropleths share the neighborhoods: one at a time
         LAYERS.forEach(function (other) {
           if (!box.checked) return;
-          if (other.excludes === spec.id || spec.excludes === other.id) setVisible(other.id, false);
+          if (excludes(other, spec.id) || excludes(spec, other.id)) setVisible(other.id, false);
         });
       });
       var attrs = { "data-layer-item": spec.id };
       if (spec.optional) attrs.hidden = "hidden";
       list.appendChild(h("li", attrs, h("label", null, box, " ",
         h("span", { className: "key key-" + spec.id, "aria-hidden": "true" }), spec.label + " "),
-        h("span", { className: "count", "data-count": spec.id, text: "0" })));
+        spec.noCount ? null : h("span", { className: "count", "data-count": spec.id, text: "0" })));
     });
     var legend = $("coverage-legend");
     legend.textContent = "";
@@ -2202,6 +2286,83 @@
     delete document.body.dataset.compared;
   }
 
+  // ------------------------------------------------------------------ impact
+
+  function setImpactStatus(text, isError) {
+    var s = $("impact-status");
+    s.textContent = text || "";
+    s.classList.toggle("error", !!isError);
+  }
+
+  // a day as YYYY-MM-DD, ``back`` days before today (the browser's day)
+  function isoDay(back) {
+    var d = new Date();
+    d.setDate(d.getDate() - back);
+    return d.getFullYear() + "-" + String(d.getMonth() + 1).padStart(2, "0") + "-" +
+      String(d.getDate()).padStart(2, "0");
+  }
+
+  // the form's windows at first: after = the 90 days ending today, before = the 90 before
+  function defaultImpactWindows() {
+    [["impact-before-start", 179], ["impact-before-end", 90], ["impact-after-start", 89],
+      ["impact-after-end", 0]].forEach(function (w) {
+      if (!$(w[0]).value) $(w[0]).value = isoDay(w[1]);
+    });
+  }
+
+  // Compare the windows (GET impact); the API checks them, and its answer names a bad one.
+  function runImpact(event) {
+    event.preventDefault();
+    var windows = ["before", "after"].map(function (w) {
+      return w + "=" + encodeURIComponent($("impact-" + w + "-start").value + ".." +
+        $("impact-" + w + "-end").value);
+    });
+    var seq = ++state.impactSeq;
+    var button = $("impact-run");
+    button.disabled = true;
+    setImpactStatus("Comparing…");
+    return api("impact?" + windows.join("&")).then(function (result) {
+      if (seq !== state.impactSeq) return;
+      state.impact = result;
+      renderImpact(result);
+      render(["impact"]);
+      setImpactStatus("");
+      document.body.dataset.impact = result.before.start + ".." + result.after.end;
+    }).catch(function (err) {
+      if (seq !== state.impactSeq) return;
+      if (err.status === 403) { // not this key's to see: no panel, no layer
+        state.impact = null;
+        $("impact-panel").hidden = true;
+        render(["impact"]);
+        return;
+      }
+      setImpactStatus("Could not compare: " + err.message, true);
+    }).then(function () { button.disabled = false; });
+  }
+
+  // the windows compared, one line per test (its caution set apart), method and caveats
+  function renderImpact(r) {
+    $("impact-windows").textContent = "Before: " + r.before.start + " to " + r.before.end +
+      " (" + fmt(r.before.days, 0) + " days). After: " + r.after.start + " to " + r.after.end +
+      " (" + fmt(r.after.days, 0) + " days).";
+    var list = $("impact-tests");
+    list.textContent = "";
+    r.tests.forEach(function (t) {
+      var li = h("li", { "data-measure": t.measure, "data-category": t.category },
+        h("span", { className: "impact-conclusion",
+          text: t.measure + ", " + t.category + ": " + t.conclusion }));
+      if (t.caution) li.appendChild(h("p", { className: "impact-caution", text: t.caution }));
+      list.appendChild(li);
+    });
+    $("impact-method").textContent = r.method;
+    var notes = $("impact-caveats");
+    notes.textContent = "";
+    r.caveats.concat(r.notes).forEach(function (text) {
+      notes.appendChild(h("li", { text: text }));
+    });
+    $("impact-result").hidden = false;
+  }
+
   // ------------------------------------------------------------------ key handling
 
   function setKeyStatus(text, ok) {
@@ -2229,6 +2390,8 @@
       $("plan-form").hidden = !canPlan();
       $("plan-run").disabled = !canPlan();
       if (!canPlan()) setPlanStatus("Running a plan or a what-if needs a planner or admin key.");
+      $("impact-panel").hidden = !canPlan();
+      if (canPlan()) defaultImpactWindows();
       return loadLatest(latest);
     }).catch(function (err) {
       if (err.fromMe && (err.status === 401 || err.status === 403)) {
@@ -2269,6 +2432,7 @@
     if (state.selection && state.selection.kind === "partner") leaveOut(state.selection.id);
   });
   $("compare-close").addEventListener("click", leaveComparison);
+  $("impact-form").addEventListener("submit", runImpact);
   $("whatif-place").addEventListener("click", function () {
     state.placing = true;
     $("whatif-add-at").textContent = "Click the map where the new partner would be.";
