@@ -2,7 +2,8 @@
 
 Usage (from the repository root)::
 
-    python examples/02_verify_plan.py --needs N --partners P --plan DIR
+    python examples/02_verify_plan.py --needs N --partners P --plan DIR \
+        [--lock LOCK.csv] [--exclude DECLINED.csv]
     python examples/02_verify_plan.py            # plans the bundled sample first
 
 The checks read only the input files (parsed with ``matcher.read_needs`` /
@@ -11,7 +12,12 @@ numpy, eligibility by brute force over every cluster x partner pair, and the
 optimum by scipy's HiGHS linear programs solved lexicographically: serve as many
 units as possible, then minimise units x metres. For ``objective="distance"`` the
 plan's cost must equal that optimum exactly (integer metres per quantum, as in
-the contract). Exit code 0 when every check holds, 1 otherwise.
+the contract). With ``--lock`` (``cluster_id, partner_id, units``: agreed pairs kept
+at their units) and ``--exclude`` (``cluster_id, partner_id``: declined pairs never
+proposed), the optimum is the one under those constraints, as ``matcher plan --lock
+--exclude`` and a re-plan with agreements promise: locked pairs are fixed by the LP's
+bounds and excluded pairs are not in it (nor "in range" for the unmet reasons).
+Exit code 0 when every check holds, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -75,11 +81,18 @@ def brute_force_pairs(clusters: pd.DataFrame, partners: pd.DataFrame) -> pd.Data
     )
 
 
-def lp_optimum(clusters, partners, pairs, quantum):
-    """(max units served, min metres at that service) by two HiGHS LPs, in quanta."""
+def lp_optimum(clusters, partners, pairs, quantum, lock=None):
+    """(max units served, min metres at that service) by two HiGHS LPs, in quanta.
+
+    ``lock`` maps (cluster_id, partner_id) to units that pair must carry exactly.
+    """
     n = len(pairs)
     if n == 0:
         return 0, 0
+    bounds = [(0, None)] * n
+    for i, (c, p) in enumerate(zip(pairs["cluster_id"], pairs["partner_id"], strict=True)):
+        if (c, p) in (lock or {}):
+            bounds[i] = (round(lock[(c, p)] / quantum),) * 2
     ci = pd.Index(clusters["cluster_id"]).get_indexer(pairs["cluster_id"])
     pi = pd.Index(partners["partner_id"]).get_indexer(pairs["partner_id"])
     cols = np.arange(n)
@@ -95,7 +108,7 @@ def lp_optimum(clusters, partners, pairs, quantum):
             np.floor(partners["capacity"].to_numpy() / quantum + 1e-9),
         ]
     )
-    first = linprog(-np.ones(n), A_ub=a, b_ub=b, bounds=(0, None), method="highs")
+    first = linprog(-np.ones(n), A_ub=a, b_ub=b, bounds=bounds, method="highs")
     served = round(-first.fun)
     weight = np.rint(pairs["km"].to_numpy() * 1000)
     second = linprog(
@@ -104,14 +117,27 @@ def lp_optimum(clusters, partners, pairs, quantum):
         b_ub=b,
         A_eq=np.ones((1, n)),
         b_eq=[served],
-        bounds=(0, None),
+        bounds=bounds,
         method="highs",
     )
     return served, round(second.fun)
 
 
-def verify(needs_path: Path, partners_path: Path, plan_dir: Path) -> list[str]:
+def read_pairs(path: Path | None, units: bool) -> dict:
+    """(cluster_id, partner_id) -> units (or None) of a lock or exclude CSV."""
+    if path is None:
+        return {}
+    df = pd.read_csv(path, dtype={"cluster_id": str, "partner_id": str})
+    vals = df["units"].astype(float) if units else [None] * len(df)
+    return dict(zip(zip(df["cluster_id"], df["partner_id"], strict=True), vals, strict=True))
+
+
+def verify(
+    needs_path: Path, partners_path: Path, plan_dir: Path, lock: dict | None = None,
+    exclude: dict | None = None,
+) -> list[str]:
     """Return the failed checks (empty when the plan satisfies every rule)."""
+    lock, exclude = lock or {}, exclude or {}
     failures: list[str] = []
 
     def check(ok: bool, what: str) -> None:
@@ -159,7 +185,19 @@ def verify(needs_path: Path, partners_path: Path, plan_dir: Path) -> list[str]:
     )
 
     pairs = brute_force_pairs(clusters, partners)
+    if exclude:
+        gone = [(c, p) in exclude for c, p in zip(pairs["cluster_id"], pairs["partner_id"],
+                                                  strict=True)]  # fmt: skip
+        pairs = pairs[~np.array(gone, dtype=bool)].reset_index(drop=True)
     key = set(zip(pairs["cluster_id"], pairs["partner_id"], strict=True))
+    given = dict(zip(zip(assign["cluster_id"], assign["partner_id"], strict=True),
+                     assign["units"], strict=True))  # fmt: skip
+    if lock:
+        check(all(abs(given.get(k, 0.0) - u) < 1e-9 for k, u in lock.items()),
+              f"every locked pair carries its units ({len(lock)} pair(s))")  # fmt: skip
+    if exclude:
+        check(not any(k in given for k in exclude),
+              f"no excluded pair is proposed ({len(exclude)} pair(s))")  # fmt: skip
     check(
         all((c, p) in key for c, p in zip(assign["cluster_id"], assign["partner_id"], strict=True)),
         "every assignment is eligible (category offered, within radius)",
@@ -197,12 +235,14 @@ def verify(needs_path: Path, partners_path: Path, plan_dir: Path) -> list[str]:
     )
     check(runner_ok, "every runner-up is a real eligible partner, or none exists")
 
-    lp_served, lp_cost = lp_optimum(clusters, partners, pairs, quantum)
+    lp_served, lp_cost = lp_optimum(clusters, partners, pairs, quantum, lock)
     plan_served = round(clusters["served"].sum() / quantum)
     check(
         plan_served == lp_served, f"units served = LP maximum ({plan_served} = {lp_served} quanta)"
     )
-    if summary["objective"] == "distance":
+    if summary["objective"] == "distance" and np.isnan(d).any():
+        check(False, "cost = LP optimum (not computed: an assignment is not eligible)")
+    elif summary["objective"] == "distance":
         w = np.rint(d * 1000)
         plan_cost = round(float(np.sum(np.rint(assign["units"].to_numpy() / quantum) * w)))
         check(plan_cost == lp_cost, f"cost = LP optimum ({plan_cost} = {lp_cost} quantum-metres)")
@@ -214,6 +254,8 @@ def main() -> int:
     ap.add_argument("--needs", type=Path)
     ap.add_argument("--partners", type=Path)
     ap.add_argument("--plan", type=Path, help="a directory written by `matcher plan`")
+    ap.add_argument("--lock", type=Path, help="cluster_id,partner_id,units kept as agreed")
+    ap.add_argument("--exclude", type=Path, help="cluster_id,partner_id never proposed")
     args = ap.parse_args()
     if args.plan is None:
         sample = ROOT / "data" / "sample"
@@ -223,7 +265,8 @@ def main() -> int:
         matcher.plan(
             args.needs, args.partners, config=matcher.MatchConfig(objective="distance")
         ).to_dir(args.plan)
-    failures = verify(args.needs, args.partners, args.plan)
+    failures = verify(args.needs, args.partners, args.plan, read_pairs(args.lock, True),
+                      read_pairs(args.exclude, False))
     print(f"{len(failures)} check(s) failed" if failures else "all checks passed")
     return 1 if failures else 0
 

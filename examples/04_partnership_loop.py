@@ -66,6 +66,47 @@ class Client:
         raise SystemExit(f"plan {plan_id} did not finish")
 
 
+def verify_replan(
+    base: str, key: str, db: Path, plan_id: str, work: Path, resolved: str,
+    lock: dict[tuple[str, str], float], exclude: dict[tuple[str, str], None],
+) -> tuple[list[str], int]:
+    """Run examples/02_verify_plan.py's checks on a stored plan: (failed ones, passed).
+
+    Its inputs are what the plan job planned: the store's needs but the resolved one, and
+    the partners with volunteers at their grid points (the service plans them there).
+    """
+    import contextlib
+    import importlib.util
+    import io
+
+    import pandas as pd
+
+    from matcher.privacy import public_partners
+
+    spec = importlib.util.spec_from_file_location(
+        "verify_plan", Path(__file__).with_name("02_verify_plan.py"))  # fmt: skip
+    assert spec is not None and spec.loader is not None
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    plan_dir = work / "replan"
+    plan_dir.mkdir(exist_ok=True)
+    for name in ("summary.json", "clusters.csv", "assignments.csv", "need_clusters.csv"):
+        req = urllib.request.Request(f"{base}/api/v1/plans/{plan_id}/files/{name}",
+                                     headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            (plan_dir / name).write_bytes(resp.read())
+    with open_store(db) as store:
+        needs = pd.DataFrame(store.needs_frame().drop(columns="geometry"))
+        partners = pd.DataFrame(public_partners(store.partners_frame()).drop(columns="geometry"))
+    needs[needs["need_id"] != resolved].to_csv(work / "needs.csv", index=False)
+    partners.to_csv(work / "partners.csv", index=False)
+    lines = io.StringIO()
+    with contextlib.redirect_stdout(lines):  # one line per check: counted, not shown
+        failures: list[str] = checker.verify(work / "needs.csv", work / "partners.csv",
+                                             plan_dir, lock, exclude)  # fmt: skip
+    return failures, lines.getvalue().count("ok   ")
+
+
 def main(work: Path) -> None:
     db = work / "city.db"
     with open_store(db) as store:  # a new store: `matcher serve` loads the sample city
@@ -153,6 +194,13 @@ def main(work: Path) -> None:
         print(f"accepted pair in the re-plan: {units.get((kept['cluster_id'], orgs[0])):g} "
               f"units (agreed {accepted['units']:g}); declined pair proposed again: "
               f"{(declined['cluster_id'], orgs[1]) in units}")  # fmt: skip
+        # the re-plan checked independently: the verifier of examples/02_verify_plan.py on
+        # its files, with the agreed pair fixed and the declined pair left out of its LPs
+        failures, passed = verify_replan(base, planner_key, db, second, work, need,
+                                 {(kept["cluster_id"], orgs[0]): float(kept["units"])},
+                                 {(declined["cluster_id"], orgs[1]): None})  # fmt: skip
+        print(f"re-plan = the LP optimum under the agreement and the decline: "
+              f"{'NO: ' + '; '.join(failures) if failures else 'yes'} ({passed} checks passed)")
         latest = planner.call("GET", "/api/v1/plans/latest")["plan"]["plan_id"]
         print(f"plan in force: {latest[:8]} (the re-plan: {latest == second})")
         print(f"map: {base}/ (key {planner_key[:11]}..., a planner's) shows the states")

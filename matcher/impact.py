@@ -136,17 +136,17 @@ def _window(text: str, name: str) -> Window | Problem:
     m = _WINDOW.match(str(text).strip())
     valid = "FIRST..LAST, two ISO dates (e.g. 2014-01-01..2014-06-30)"
     if not m:
-        return Problem(name, None, name, str(text)[:40], f"must be {valid}")
+        return Problem("windows", None, name, str(text)[:40], f"must be {valid}")
     try:
         start, end = (_dt.date.fromisoformat(g) for g in m.groups())
     except ValueError as exc:
-        return Problem(name, None, name, str(text)[:40], f"not a date: {exc}")
+        return Problem("windows", None, name, str(text)[:40], f"not a date: {exc}")
     if not (FIRST_DAY <= start and end <= LAST_DAY):
-        return Problem(name, None, name, str(text), f"days from {FIRST_DAY} to {LAST_DAY}")
+        return Problem("windows", None, name, str(text), f"days from {FIRST_DAY} to {LAST_DAY}")
     if end < start:
-        return Problem(name, None, name, str(text), "the last day is before the first")
+        return Problem("windows", None, name, str(text), "the last day is before the first")
     if (end - start).days + 1 > MAX_WINDOW_DAYS:
-        return Problem(name, None, name, str(text), f"at most {MAX_WINDOW_DAYS} days long")
+        return Problem("windows", None, name, str(text), f"at most {MAX_WINDOW_DAYS} days long")
     return Window(start, end)
 
 
@@ -173,7 +173,7 @@ def parse_windows(before: str, after: str) -> tuple[Window, Window]:
     assert isinstance(b, Window) and isinstance(a, Window)
     if a.start <= b.end:
         raise InputValidationError([Problem(
-            "after", None, "after", str(a),
+            "windows", None, "after", str(a),
             f"must start after the before window ends ({b.end.isoformat()})",
         )])  # fmt: skip
     return b, a

@@ -30,9 +30,9 @@ _WINDOW = {
 
 
 class ImpactArgs(ma.Schema):
-    before = ma.fields.String(required=True, validate=ma.validate.Length(22, 22),
+    before = ma.fields.String(required=True, validate=ma.validate.Length(1, 40),
                               metadata=_WINDOW | {"example": "2014-01-01..2014-05-31"})  # fmt: skip
-    after = ma.fields.String(required=True, validate=ma.validate.Length(22, 22),
+    after = ma.fields.String(required=True, validate=ma.validate.Length(1, 40),
                              metadata=_WINDOW | {"example": "2014-07-01..2014-12-31"})  # fmt: skip
     format = ma.fields.String(
         load_default="json", validate=ma.validate.OneOf(["json", "csv"]),

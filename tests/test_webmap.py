@@ -792,17 +792,7 @@ def _wait_done(server: Server, plan_id: str) -> dict:
 
 def _click_inside(w: Watched, geometry: dict) -> None:
     """Click the map at a point inside a polygon (a real click, through every pane)."""
-    from shapely.geometry import shape
-
-    pt = shape(geometry).representative_point()
-    x, y = w.page.evaluate(
-        "([lat, lon]) => { const p = window.matcherMap.map.latLngToContainerPoint([lat, lon]);"
-        " return [p.x, p.y]; }",
-        [pt.y, pt.x],
-    )
-    box = w.page.locator("#map").bounding_box()
-    assert 0 < x < box["width"] and 0 < y < box["height"], (x, y, box)
-    w.page.mouse.click(box["x"] + x, box["y"] + y)
+    w.page.mouse.click(*_page_point(w, geometry))
 
 
 def test_gaps_recruit_sites_floors_and_a_scenario(browser, server, tmp_path):
@@ -1131,6 +1121,16 @@ def test_a_what_if_from_the_page_is_compared_with_its_base_and_never_put_in_forc
         w.close()
 
 
+def _step(server: Server, key: str, ps: dict, to: str, version: int, reason: str = "") -> dict:
+    """Take a partnership's step through the API, at ``version``; return the partnership."""
+    r = server.served.call(
+        "POST", f"/api/v1/partnerships/{ps['partnership_id']}/transitions", key=key,
+        json_body={"to": to, "reason": reason}, headers={"If-Match": f'"{version}"'},
+    )  # fmt: skip
+    assert r.status == 200, r.text
+    return r.json()
+
+
 def test_the_map_shows_the_partnership_states_of_the_plan_in_force(browser, server, tmp_path):
     """Partners answer offers through the API; a planner sees each answer on the map."""
     planner = server.keys["planner"]
@@ -1142,12 +1142,7 @@ def test_the_map_shows_the_partnership_states_of_the_plan_in_force(browser, serv
                                          if o["cluster_id"] != offers[0]["cluster_id"])
 
     def step(ps: dict, to: str, version: int, reason: str = "") -> dict:
-        r = server.served.call(
-            "POST", f"/api/v1/partnerships/{ps['partnership_id']}/transitions", key=planner,
-            json_body={"to": to, "reason": reason}, headers={"If-Match": f'"{version}"'},
-        )  # fmt: skip
-        assert r.status == 200, r.text
-        return r.json()
+        return _step(server, planner, ps, to, version, reason)
 
     step(accepted, "accepted", 1)
     step(declined, "declined", 1, "no volunteers that week")
@@ -1179,3 +1174,244 @@ def test_the_map_shows_the_partnership_states_of_the_plan_in_force(browser, serv
         r = server.served.call("POST", f"/api/v1/partnerships/{declined['partnership_id']}/clear",
                                key=planner, headers={"If-Match": '"2"'})  # fmt: skip
         assert r.status == 200, r.text
+
+
+def _points_inside(geometry: dict, n: int, step: float = 0.002) -> list[tuple[float, float]]:
+    """``n`` (lat, lon) points inside a polygon on a grid ``step`` degrees apart (> 150 m):
+    needs of one category there are never taken for one concern (50 m and 24 h apart)."""
+    from shapely.geometry import Point, shape
+
+    poly = shape(geometry)
+    x0, y0, x1, y1 = poly.bounds
+    found = []
+    for i in range(int((y1 - y0) / step)):
+        for j in range(int((x1 - x0) / step)):
+            p = (y0 + (i + 0.5) * step, x0 + (j + 0.5) * step)
+            if poly.buffer(-step / 2).contains(Point(p[1], p[0])):
+                found.append(p)
+                if len(found) == n:
+                    return found
+    raise AssertionError(f"fewer than {n} grid points inside the polygon")
+
+
+def _page_point(w: Watched, geometry: dict) -> tuple[float, float]:
+    """The page's coordinates of a point inside a polygon on the map."""
+    from shapely.geometry import shape
+
+    pt = shape(geometry).representative_point()
+    x, y = w.page.evaluate(
+        "([lat, lon]) => { const p = window.matcherMap.map.latLngToContainerPoint([lat, lon]);"
+        " return [p.x, p.y]; }",
+        [pt.y, pt.x],
+    )
+    box = w.page.locator("#map").bounding_box()
+    assert 0 < x < box["width"] and 0 < y < box["height"], (x, y, box)
+    return box["x"] + x, box["y"] + y
+
+
+def _impact_groups(result: dict, hoods: list[str], shown: set[str] | None = None) -> Counter:
+    """Neighborhoods per impact group as the page colours them: served when a cell of a shown
+    category is served, else comparison when one is a comparison cell, else left out."""
+    out: Counter = Counter()
+    for hood in hoods:
+        kinds = {
+            c["group"]
+            for c in result["cells"]
+            if c["neighborhood"] == hood and (shown is None or c["category"] in shown)
+        }
+        out["served" if "served" in kinds else "comparison" if "comparison" in kinds
+            else "left_out"] += 1  # fmt: skip
+    return out
+
+
+def test_the_impact_layer_compares_served_and_comparison_areas(browser, server, tmp_path):
+    """Partnerships accepted today serve their areas; needs reported 60 days ago and today in
+    them and in areas never served are compared on the page as GET impact compares them."""
+    import datetime as dt
+
+    planner, outreach = server.keys["planner"], server.keys["outreach"]
+    today = dt.datetime.now(dt.UTC).date()
+
+    def day(n: int) -> str:
+        return (today + dt.timedelta(days=n)).isoformat()
+
+    windows = {"before": (day(-90), day(-31)), "after": (day(0), day(59))}
+    query = "api/v1/impact?" + "&".join(f"{w}={a}..{b}" for w, (a, b) in windows.items())
+    in_force = server.request("api/v1/plans/latest", outreach)["plan"]["plan_id"]
+    collection = server.plan_map(in_force)
+    geometry = {
+        f["properties"]["neighborhood_id"]: f["geometry"]
+        for f in collection["features"]
+        if f["properties"]["feature_type"] == "neighborhood"
+    }
+    hoods = sorted(geometry)
+    # areas that earlier tests' partnerships serve (or served): their categories are not used
+    baseline = server.request(query, planner)
+    taken = {c["category"] for c in baseline["cells"] if c["group"] != "comparison"}
+    offers = server.request(f"api/v1/partnerships?plan_id={in_force}&state=offered&limit=1000",
+                            planner)["results"]  # fmt: skip
+    chosen: dict[str, dict] = {}  # one offer per category, two categories
+    for o in sorted(offers, key=lambda o: (o["category"], o["partnership_id"])):
+        if o["category"] not in taken and o["category"] not in chosen and len(chosen) < 2:
+            chosen[o["category"]] = o
+    assert len(chosen) == 2, "the plan in force offers too few categories"
+
+    def step(ps: dict, to: str, reason: str = "") -> dict:
+        return _step(server, planner, ps, to, ps["version"], reason)
+
+    accepted: list[dict] = []
+    added: list[dict] = []
+    try:
+        for o in chosen.values():
+            accepted.append(step(o, "accepted"))
+        # new needs per area (before, after): the served areas fell (3 -> 1, 3 -> 2), the
+        # comparison areas (the other neighborhoods) stayed at 2
+        planned = {
+            (hood, cat): (3, 1 + i) if hood == o["neighborhood"] else (2, 2)
+            for i, (cat, o) in enumerate(chosen.items())
+            for hood in hoods
+        }
+        points = {h: _points_inside(geometry[h], 3) for h in hoods}
+        for (hood, cat), (n_before, n_after) in planned.items():
+            for k in range(n_before + n_after):
+                lat, lon = points[hood][k % 3]
+                need = {"category": cat, "lat": lat, "lon": lon, "demand": 1, "severity": 2,
+                        "source": "impact test"}  # fmt: skip
+                if k < n_before:
+                    need["reported_at"] = day(-60 + k)  # else: now
+                r = server.served.call("POST", "/api/v1/needs", key=planner, json_body=need)
+                assert r.status == 201, r.text
+                added.append(r.json()["need"])
+        result = server.request(query, planner)
+        cells = {(c["neighborhood"], c["category"]): c for c in result["cells"]}
+        for (hood, cat), counts in planned.items():
+            c = cells[(hood, cat)]
+            assert c["group"] == ("served" if hood == chosen[cat]["neighborhood"]
+                                  else "comparison"), c  # fmt: skip
+            assert (c["needs_before"], c["needs_after"]) == counts, c
+
+        w = Watched(browser, serve_tiles=server.tile_prefix)
+        try:
+            assert w.sign_in(server.url, planner) == in_force
+            page = w.page
+            assert page.locator("#impact-panel").is_visible()
+            assert page.locator('li[data-layer-item="impact"]').is_hidden()  # nothing loaded
+            local = dt.date.today()
+            assert [page.input_value(f"#impact-{win}-{end}") for win in ("before", "after")
+                    for end in ("start", "end")] == [
+                (local - dt.timedelta(days=n)).isoformat() for n in (179, 90, 89, 0)
+            ]  # fmt: skip
+            # a window the API refuses: its problem, naming the window, in the panel
+            page.fill("#impact-before-start", windows["before"][0])
+            page.fill("#impact-before-end", windows["before"][1])
+            page.fill("#impact-after-start", day(-40))
+            page.fill("#impact-after-end", windows["after"][1])
+            page.click("#impact-run")
+            page.wait_for_selector("#impact-status.error")
+            status = page.inner_text("#impact-status")
+            assert "after" in status and "must start after the before window ends" in status
+            refused = [e for e in w.errors() if "400 (BAD REQUEST)" in e and "/impact" in e]
+            assert len(refused) == len(w.errors()) == 1  # the browser's log of the answer
+            w.console.clear()
+
+            page.fill("#impact-after-start", windows["after"][0])
+            page.click("#impact-run")
+            page.wait_for_function(
+                "v => document.body.dataset.impact === v",
+                arg=f"{windows['before'][0]}..{windows['after'][1]}",
+            )
+            assert page.inner_text("#impact-status") == ""
+            # one line per test, its caution set apart
+            lines = page.locator("#impact-tests li")
+            assert lines.count() == len(result["tests"]) > 0
+            for line, t in zip(lines.all(), result["tests"], strict=True):
+                text = line.locator(".impact-conclusion").inner_text()
+                assert text == f"{t['measure']}, {t['category']}: {t['conclusion']}"
+                cautions = line.locator(".impact-caution")
+                assert cautions.count() == (1 if t["caution"] else 0)
+                if t["caution"]:
+                    assert cautions.inner_text() == t["caution"]
+            assert any(t["caution"] for t in result["tests"])  # too few areas to conclude
+            assert page.locator(".impact-caution").first.is_visible()
+            details = page.locator("#impact-panel details")
+            assert details.get_attribute("open") is None  # method and caveats: collapsed
+            details.locator("summary").click()
+            assert result["method"] in details.inner_text()
+            assert all(c in details.inner_text() for c in result["caveats"])
+
+            # the layer, listed now: it takes the coverage layer's place
+            page.check('input[data-layer="impact"]')
+            assert not page.is_checked('input[data-layer="neighborhoods"]')
+            assert page.locator("#impact-legend").is_visible()
+
+            def drawn() -> Counter:
+                return Counter({
+                    g: page.locator(f"path.mm-impact.impact-{g}").count()
+                    for g in ("served", "comparison", "left_out")
+                })  # fmt: skip
+
+            assert drawn() == _impact_groups(result, hoods)
+            assert sum(drawn().values()) == len(hoods)
+            # only the two categories: the served neighborhoods are those of the accepted
+            # partnerships, the others comparison areas
+            page.click("#cat-none")
+            for cat in chosen:
+                page.check(f'#category-filter input[value="{cat}"]')
+            expected = _impact_groups(result, hoods, set(chosen))
+            served = {o["neighborhood"] for o in chosen.values()}
+            assert expected == Counter(served=len(served), comparison=len(hoods) - len(served))
+            assert drawn() == expected
+            assert f"served ({len(served)})" in page.inner_text("#impact-legend")
+            target = sorted(served)[0]
+            assert page.locator(f'path.impact-served[data-id="{target}"]').count() == 1
+            # a neighborhood's tooltip: its group, each shown category's needs before -> after
+            pt = _page_point(w, geometry[target])
+            page.mouse.move(*pt)
+            tip = page.locator(".leaflet-tooltip .mm-tooltip")
+            tip.wait_for(timeout=10_000)
+            text = tip.inner_text()
+            name = next(
+                f["properties"]["name"]
+                for f in collection["features"]
+                if f["properties"].get("neighborhood_id") == target
+                and f["properties"]["feature_type"] == "neighborhood"
+            )
+            assert f"{name} ({target}): served" in text
+            for cat in chosen:
+                c = cells[(target, cat)]
+                want = f"{cat}: {c['group']}, new needs {c['needs_before']} → {c['needs_after']}"
+                assert want in text
+            w.screenshot(tmp_path, "webmap-impact")
+            page.set_viewport_size({"width": 1280, "height": 2400})  # the whole panel
+            page.locator("#impact-panel").screenshot(
+                path=str(ROOT / "out" / "webmap" / "webmap-impact-panel.png")
+            )
+            assert w.errors() == [] and w.page_errors == [] and w.failed == []
+        finally:
+            w.close()
+
+        # an outreach key: no Impact section, no layer (and the API refuses it)
+        assert server.served.call("GET", "/" + query, key=outreach).status == 403
+        w = Watched(browser, serve_tiles=server.tile_prefix)
+        try:
+            w.sign_in(server.url, outreach)
+            assert w.page.locator("#impact-panel").is_hidden()
+            assert w.page.locator('li[data-layer-item="impact"]').is_hidden()
+            assert w.errors() == [] and w.page_errors == []
+        finally:
+            w.close()
+    finally:
+        # the shared server's later tests plan as before: the needs deleted, the agreements
+        # cancelled (not carried to later plans)
+        for need in added:
+            r = server.served.call("DELETE", f"/api/v1/needs/{need['need_id']}", key=planner,
+                                   headers={"If-Match": f'"{need["version"]}"'})  # fmt: skip
+            assert r.status == 204, r.text
+        for ps in accepted:
+            step(ps, "cancelled", "test over")
+    after = server.request(query, planner)
+    assert {(c["neighborhood"], c["category"], c["needs_before"], c["needs_after"])
+            for c in after["cells"] if c["needs_before"] or c["needs_after"]} == {
+        (c["neighborhood"], c["category"], c["needs_before"], c["needs_after"])
+        for c in baseline["cells"] if c["needs_before"] or c["needs_after"]
+    }  # fmt: skip

@@ -2313,10 +2313,15 @@
   // Compare the windows (GET impact); the API checks them, and its answer names a bad one.
   function runImpact(event) {
     event.preventDefault();
-    var windows = ["before", "after"].map(function (w) {
-      return w + "=" + encodeURIComponent($("impact-" + w + "-start").value + ".." +
-        $("impact-" + w + "-end").value);
+    var days = ["before-start", "before-end", "after-start", "after-end"].map(function (id) {
+      return $("impact-" + id).value;
     });
+    if (days.indexOf("") >= 0) {
+      setImpactStatus("Give the first and last day of both windows.", true);
+      return undefined;
+    }
+    var windows = ["before=" + encodeURIComponent(days[0] + ".." + days[1]),
+      "after=" + encodeURIComponent(days[2] + ".." + days[3])];
     var seq = ++state.impactSeq;
     var button = $("impact-run");
     button.disabled = true;
