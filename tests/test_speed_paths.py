@@ -249,7 +249,7 @@ def test_needs_on_shared_edges_take_the_smallest_id(
 ) -> None:
     """Polygons of a grid share edges and corners; needs on them (and outside) are placed
     as by the earlier sort-based rule."""
-    from matcher.pipeline import _assign_neighborhoods
+    from matcher.pipeline import assign_neighborhoods
 
     squares = [
         shapely.box(x * 2, y * 2, x * 2 + 2, y * 2 + 2) for x in range(cells) for y in range(cells)
@@ -264,13 +264,13 @@ def test_needs_on_shared_edges_take_the_smallest_id(
             "neighborhood": [f"given{i}" for i in range(len(points))],
         }
     )
-    got = _assign_neighborhoods(needs, hoods)
+    got = assign_neighborhoods(needs, hoods)
     want = _first_polygon_by_sorting(needs, hoods)
     assert got.tolist() == want.tolist()
 
 
 def test_a_need_on_an_edge_takes_the_smaller_id_inside_and_outside_keep_theirs() -> None:
-    from matcher.pipeline import _assign_neighborhoods
+    from matcher.pipeline import assign_neighborhoods
 
     hoods = gpd.GeoDataFrame(
         {"neighborhood_id": ["b", "a"]},
@@ -280,7 +280,7 @@ def test_a_need_on_an_edge_takes_the_smaller_id_inside_and_outside_keep_theirs()
     needs = pd.DataFrame(
         {"lon": [2.0, 1.0, 3.0, 9.0], "lat": [1.0] * 3 + [9.0], "neighborhood": ["", "", "", "x"]}
     )
-    assert _assign_neighborhoods(needs, hoods).tolist() == ["a", "b", "a", "x"]
+    assert assign_neighborhoods(needs, hoods).tolist() == ["a", "b", "a", "x"]
 
 
 @pytest.fixture(scope="module")
