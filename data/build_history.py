@@ -10,9 +10,11 @@ every 2020 carjacking.
 
 How the history is made (all draws from ``numpy.random.default_rng(SEED)``):
 
-* the sample is planned as ``make run`` plans it; two programs publish its
-  assignments: a sanitation program (``environmental_design``) on 2014-06-02 and a
-  carjacking program (``crime_prevention``, ``victim_support``) on 2020-06-01;
+* two programs publish the assignments of a plan of the sample (as ``make run`` plans
+  it, but only with the needs known on the day of publishing: those reported before it,
+  and the undated survey and indicator needs): a sanitation program
+  (``environmental_design``) on 2014-06-02 and a carjacking program
+  (``crime_prevention``, ``victim_support``) on 2020-06-01;
 * each partner has an acceptance propensity (Beta(3, 2)); each offer is accepted with
   it, otherwise declined (two in three, with a reason) or left to lapse after 14 days;
   answers come 1 to 13 days after the offer;
@@ -101,11 +103,17 @@ def real_events(source: Path) -> pd.DataFrame:
     return out.sort_values("id", kind="stable").reset_index(drop=True)
 
 
-def sample_plan() -> pd.DataFrame:
-    """The sample city's assignments, as ``make run`` plans them."""
+def sample_plan(published: dt.date) -> pd.DataFrame:
+    """The assignments of the plan a program could make on ``published``.
+
+    As ``make run`` plans the sample, but only with the needs known that day: those
+    reported before it, and the undated ones (survey and indicator needs).
+    """
     import matcher
 
-    plan = matcher.plan(SAMPLE / "needs.csv", SAMPLE / "partners.csv",
+    needs = pd.read_csv(SAMPLE / "needs.csv", dtype=str, keep_default_na=False)
+    known = needs[(needs["reported_at"] == "") | (needs["reported_at"] < published.isoformat())]
+    plan = matcher.plan(known, SAMPLE / "partners.csv",
                         neighborhoods=SAMPLE / "neighborhoods.geojson")  # fmt: skip
     a = plan.assignments
     return a.sort_values(["category", "cluster_id", "partner_id"], kind="stable").reset_index(
@@ -133,15 +141,20 @@ def _months(start: dt.date, end: dt.date) -> list[tuple[dt.date, dt.date]]:
 
 
 def simulate(
-    assignments: pd.DataFrame, rng: np.random.Generator
+    assignments: dict[str, pd.DataFrame], rng: np.random.Generator
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return the simulated partnerships and deliveries of both programs."""
-    partners = sorted(set(assignments["partner_id"].astype(str)))
+    """Return the simulated partnerships and deliveries of both programs.
+
+    ``assignments`` holds each program's plan (:func:`sample_plan`), by program name.
+    """
+    partners = sorted(set().union(*(set(a["partner_id"].astype(str))
+                                    for a in assignments.values())))  # fmt: skip
     accept = dict(zip(partners, rng.beta(3, 2, len(partners)), strict=True))
     deliver = dict(zip(partners, rng.beta(8, 2, len(partners)), strict=True))
     rows, deliveries = [], []
     for name, categories, published, last in PROGRAMS:
-        program = assignments[assignments["category"].isin(categories)]
+        plan = assignments[name]
+        program = plan[plan["category"].isin(categories)]
         for i, a in enumerate(program.itertuples(index=False), start=1):
             pid, partner = f"SIM-{name}-{i:04d}", str(a.partner_id)
             expires = published + dt.timedelta(days=OFFER_DAYS)
@@ -197,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     events = real_events(args.source.resolve())
     args.events.parent.mkdir(parents=True, exist_ok=True)
     events.to_csv(args.events, index=False, lineterminator="\n")
-    parts, deliveries = simulate(sample_plan(), np.random.default_rng(SEED))
+    plans = {name: sample_plan(published) for name, _, published, _ in PROGRAMS}
+    parts, deliveries = simulate(plans, np.random.default_rng(SEED))
     args.out.mkdir(parents=True, exist_ok=True)
     parts.to_csv(args.out / "partnerships.csv", index=False, lineterminator="\n")
     deliveries.to_csv(args.out / "deliveries.csv", index=False, lineterminator="\n")

@@ -85,7 +85,10 @@ def partnerships_group() -> None:
 @click.option("--partner", "partner_id", callback=_id, help="Only this partner's.")
 @click.option("--neighborhood", callback=_id, help="Only this neighborhood's.")
 @click.option("--category", callback=_id, help="Only this category's.")
-@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="At most this many (a warning says when more match).")  # fmt: skip
+@click.option("--all", "every", is_flag=True,
+              help="All that match, whatever --limit says (an export, e.g. for matcher impact).")
 @_guarded
 def partnerships_list_cmd(
     db: str,
@@ -94,16 +97,21 @@ def partnerships_list_cmd(
     neighborhood: str | None,
     category: str | None,
     limit: int,
+    every: bool,
 ) -> None:
     """Print partnerships as CSV (newest offer first); cells are neutralised."""
     from .output import neutralise_cell
     from .store import open_store
 
+    where: dict[str, Any] = dict(states=(state,) if state else None, partner_id=partner_id,
+                                 neighborhood=neighborhood, category=category)  # fmt: skip
     with open_store(db) as store:
-        rows = store.list_partnerships(
-            states=(state,) if state else None, partner_id=partner_id,
-            neighborhood=neighborhood, category=category, limit=limit,
-        )  # fmt: skip
+        rows = store.list_partnerships(**where, limit=None if every else limit)
+        if not every and len(rows) == limit:
+            total = store.count_partnerships(**where)
+            if total > limit:
+                click.echo(f"warning: {total} partnerships match; the {limit} newest are "
+                           "printed (--all prints every one)", err=True)  # fmt: skip
     text = io.StringIO()
     out = csv.writer(text, lineterminator="\n")
     out.writerow(LIST_COLUMNS)

@@ -35,19 +35,25 @@ served cells would have followed them). This is the Poisson fixed-effects estima
 (Hausman, Hall & Griliches 1984): conditional on each cell's total, its after count is
 binomial, so the estimate is the maximum of that likelihood, found by Newton's method
 (the same estimate as a Poisson GLM with one dummy per cell; the tests check it
-against statsmodels). The standard error is cluster-robust by cell (Wooldridge 1999),
-with the small-sample factor ``G / (G - 1)`` for ``G`` cells, so counts that vary more
-than Poisson's (they do) widen the interval instead of faking precision. The 95 %
-interval and the p-value are Wald's (normal).
+against statsmodels). The standard error is the larger of the cluster-robust one,
+clustered by neighborhood (Wooldridge 1999; a neighborhood's categories are served by
+the same programs, so its cells are not independent), with the small-sample factor
+``G / (G - 1)`` for ``G`` neighborhoods, and the model-based (Poisson) one: counts that
+vary more than Poisson's widen the interval, and a few cells that happen to agree cannot
+shrink it to nothing (the rule of Angrist & Pischke 2009, section 8.2). The 95 %
+interval and the p-value use Student's t with ``G - 1`` degrees of freedom, as advised
+for few clusters (Cameron & Miller 2015).
 
 With one category the estimate has a closed form, which the tests check by hand::
 
     rate ratio = (served_after / served_before) / (comparison_after / comparison_before)
 
 Cells with no count in either window say nothing about a change and are left out of
-the fit; a category without both served and comparison cells with counts is left out
-of the pooled test. When the counts are small the result says, in plain words, that
-nothing can be concluded (:data:`MIN_CELLS`, :data:`MIN_COUNT`).
+the fit; a category whose served or comparison cells have no count in a window is left
+out of the tests (the notes say which). Days are UTC days: a date-time with a zone is
+converted to UTC before its day is taken (the store writes UTC). When the counts are
+small the result says, in plain words, that nothing can be concluded
+(:data:`MIN_CELLS`, :data:`MIN_COUNT`).
 
 Partnerships are not assigned at random: planners send partners where needs are, so
 served cells differ from the others, and reports themselves rise when outreach makes
@@ -68,6 +74,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import InputValidationError, Problem
+from .equity import natural_order
 from .limits import MAX_CELL_CHARS, MAX_ID_CHARS
 
 __all__ = [
@@ -87,6 +94,7 @@ __all__ = [
     "read_events",
     "read_partnerships",
     "service_periods",
+    "usable_categories",
 ]
 
 #: The columns of an events file (``category`` is a matcher category or alias).
@@ -110,8 +118,6 @@ MIN_COUNT = 20
 GROUPS: tuple[str, ...] = ("served", "comparison", "left_out")
 #: The measures: new needs, and events when an events file is given.
 MEASURES: tuple[str, ...] = ("needs", "events")
-#: 97.5 % quantile of the standard normal distribution.
-_Z95 = 1.959963984540054
 
 _WINDOW = re.compile(r"^(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})$")
 
@@ -208,11 +214,58 @@ def _csv(content: bytes, label: str, required: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
+#: An ISO 8601 date or date-time, with an optional zone (``Z`` or ``+hh:mm``).
+_ISO = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+
+
 def _dates(values: pd.Series) -> pd.Series:
-    """Dates of ISO 8601 texts (a time and zone are ignored), NaT where not a date."""
-    head = values.astype(str).str.strip().str.slice(0, 10)
-    ok = head.str.fullmatch(r"\d{4}-\d{2}-\d{2}")
-    return pd.to_datetime(head.where(ok), format="%Y-%m-%d", errors="coerce")
+    """UTC days of ISO 8601 texts, NaT where a text is not one (or is empty).
+
+    A date is its own day; a date-time with a zone is converted to UTC first (the store
+    writes UTC), one without a zone is taken as UTC.
+    """
+    text = values.astype(str).str.strip()
+    ok = text.str.fullmatch(_ISO)
+    stamps = pd.to_datetime(text.where(ok), utc=True, format="ISO8601", errors="coerce")
+    return stamps.dt.tz_convert(None).dt.normalize()
+
+
+class _Problems:
+    """Problems of a file's rows, at most 1,000, each distinct bad value described once."""
+
+    LIMIT = 1000
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.found: list[Problem] = []
+
+    def flag(self, bad: pd.Series, values: pd.Series, field: str, why: Any) -> None:
+        """Add a problem per bad row: ``why`` is a text, or a function of the value."""
+        if len(self.found) >= self.LIMIT or not bad.any():
+            return
+        rows = np.flatnonzero(bad.to_numpy())[: self.LIMIT - len(self.found)]
+        said: dict[str, str] = {}
+        for r in rows:
+            v = str(values.iloc[r])
+            if v not in said:
+                said[v] = why(v) if callable(why) else why
+            self.found.append(Problem(self.label, int(r) + 2, field, v[:40], said[v]))
+
+    def raise_any(self) -> None:
+        """Raise them, by row, if there are any."""
+        if self.found:
+            self.found.sort(key=lambda p: (p.row or 0, p.field or ""))
+            raise InputValidationError(self.found)
+
+
+def _categories(names: pd.Series, taxonomy: Any, problems: _Problems) -> pd.Series:
+    """Matcher categories of names (aliases resolve); unknown names are problems."""
+    from .taxonomy import default_taxonomy
+
+    tax = taxonomy or default_taxonomy()
+    cats = names.map({n: tax.resolve(n) for n in names.unique()})
+    problems.flag(cats.isna(), names, "category", tax.describe_unknown)
+    return cats
 
 
 def read_events(
@@ -237,50 +290,34 @@ def read_events(
     Returns
     -------
     pandas.DataFrame
-        ``neighborhood, category, date`` per event inside a neighborhood;
+        ``neighborhood, category, date`` (its UTC day) per event inside a neighborhood;
         ``attrs["outside"]`` counts the events outside every polygon.
 
     Raises
     ------
     InputValidationError
-        With every bad row (file, row, field, value, what would be valid; the header is
-        row 1): a missing or duplicate id, an unknown category, a coordinate out of
-        range, a date that is not ISO 8601.
+        With the bad rows (file, row, field, value, what would be valid; the header is
+        row 1; at most 1,000): a missing or duplicate id, an unknown category, a
+        coordinate out of range, a date that is not ISO 8601.
     """
     from .pipeline import assign_neighborhoods
-    from .taxonomy import default_taxonomy
 
-    tax = taxonomy or default_taxonomy()
     frame = _csv(content, label, EVENT_COLUMNS)
-    problems: list[Problem] = []
-    rows = np.arange(len(frame)) + 2
+    problems = _Problems(label)
     ids = frame["id"].str.strip()
     bad_id = (ids.str.len() == 0) | (ids.str.len() > MAX_ID_CHARS)
-    for r, v in zip(rows[bad_id.to_numpy()], ids[bad_id], strict=True):
-        problems.append(Problem(label, int(r), "id", v[:40], f"must be 1 to {MAX_ID_CHARS} "
-                                "characters"))  # fmt: skip
-    dup = ids.duplicated(keep="first") & ~bad_id
-    for r, v in zip(rows[dup.to_numpy()], ids[dup], strict=True):
-        problems.append(Problem(label, int(r), "id", v, "listed twice"))
-    names = frame["category"].str.strip()
-    resolved = {n: tax.resolve(n) for n in names.unique()}
-    cats = names.map(resolved)
-    for r, v in zip(rows[cats.isna().to_numpy()], names[cats.isna()], strict=True):
-        problems.append(Problem(label, int(r), "category", v[:40], tax.describe_unknown(v)))
+    problems.flag(bad_id, ids, "id", f"must be 1 to {MAX_ID_CHARS} characters")
+    problems.flag(ids.duplicated(keep="first") & ~bad_id, ids, "id", "listed twice")
+    cats = _categories(frame["category"].str.strip(), taxonomy, problems)
     lat = pd.to_numeric(frame["lat"], errors="coerce")
     lon = pd.to_numeric(frame["lon"], errors="coerce")
     for col, val, lim in (("lat", lat, 90), ("lon", lon, 180)):
-        bad = ~val.between(-lim, lim)
-        for r, v in zip(rows[bad.to_numpy()], frame[col][bad], strict=True):
-            problems.append(Problem(label, int(r), col, v[:40],
-                                    f"must be a number from -{lim} to {lim} (WGS84)"))  # fmt: skip
+        problems.flag(~val.between(-lim, lim), frame[col], col,
+                      f"must be a number from -{lim} to {lim} (WGS84)")  # fmt: skip
     dates = _dates(frame["date"])
-    for r, v in zip(rows[dates.isna().to_numpy()], frame["date"][dates.isna()], strict=True):
-        problems.append(Problem(label, int(r), "date", v[:40],
-                                "must be an ISO 8601 date (YYYY-MM-DD)"))  # fmt: skip
-    if problems:
-        problems.sort(key=lambda p: (p.row or 0, p.field or ""))
-        raise InputValidationError(problems[:1000])
+    problems.flag(dates.isna(), frame["date"], "date",
+                  "must be an ISO 8601 date (YYYY-MM-DD) or date-time")  # fmt: skip
+    problems.raise_any()
     points = pd.DataFrame({"lat": lat, "lon": lon, "neighborhood": ""})
     hood = assign_neighborhoods(points, neighborhoods)
     inside = hood != ""
@@ -293,34 +330,50 @@ def read_events(
     return out
 
 
-def read_partnerships(content: bytes, label: str) -> pd.DataFrame:
-    """Read a partnerships CSV as ``matcher partnerships list --format csv`` writes it.
+def read_partnerships(
+    content: bytes, label: str, taxonomy: Any | None = None
+) -> list[dict[str, Any]]:
+    """Read a partnerships CSV as ``matcher partnerships list --all`` writes it.
 
-    Only :data:`PARTNERSHIP_COLUMNS` are read; others are ignored.
+    Only :data:`PARTNERSHIP_COLUMNS` are read (others are ignored); cells that matcher
+    neutralised for spreadsheets are restored.
+
+    Returns
+    -------
+    list of dict
+        One record per row, as :func:`impact` takes them.
 
     Raises
     ------
     InputValidationError
-        With every bad row: an unknown state, a bad date.
+        With the bad rows (at most 1,000): an id or a neighborhood out of bounds, an
+        unknown state or category, units that are not a number from 0 to
+        ``limits.MAX_UNITS``, a date that is not ISO 8601.
     """
+    from .limits import MAX_TEXT_CHARS, MAX_UNITS, id_problem
+    from .output import restore_cell
     from .partnerships import STATES
 
-    frame = _csv(content, label, PARTNERSHIP_COLUMNS)
-    problems = []
-    for i, rec in enumerate(frame[list(PARTNERSHIP_COLUMNS)].to_dict("records")):
-        if rec["state"] not in STATES:
-            problems.append(Problem(label, i + 2, "state", rec["state"][:40],
-                                    f"must be one of {', '.join(STATES)}"))  # fmt: skip
-        for col in ("answered_at", "updated_at"):
-            v = rec[col].strip()
-            if (v or col == "updated_at") and _dates(pd.Series([v])).isna().iloc[0]:
-                problems.append(Problem(label, i + 2, col, v[:40],
-                                        "must be an ISO 8601 date or date-time"))  # fmt: skip
-        if len(problems) > 1000:
-            break
-    if problems:
-        raise InputValidationError(problems)
-    return frame
+    frame = _csv(content, label, PARTNERSHIP_COLUMNS)[list(PARTNERSHIP_COLUMNS)]
+    frame = frame.apply(lambda c: c.map(restore_cell))
+    problems = _Problems(label)
+    ids = frame["partnership_id"]
+    problems.flag(ids.map(id_problem).notna(), ids, "partnership_id", id_problem)
+    hood = frame["neighborhood"]
+    problems.flag(hood.str.len() > MAX_TEXT_CHARS, hood, "neighborhood",
+                  f"at most {MAX_TEXT_CHARS} characters")  # fmt: skip
+    problems.flag(~frame["state"].isin(STATES), frame["state"], "state",
+                  f"must be one of {', '.join(STATES)}")  # fmt: skip
+    cats = _categories(frame["category"], taxonomy, problems)
+    units = pd.to_numeric(frame["units"], errors="coerce")
+    problems.flag(~units.between(0, MAX_UNITS), frame["units"], "units",
+                  f"must be a number from 0 to {MAX_UNITS:g}")  # fmt: skip
+    for col, required in (("answered_at", False), ("updated_at", True)):
+        given = frame[col].str.strip() != ""
+        bad = _dates(frame[col]).isna() & (given | required)
+        problems.flag(bad, frame[col], col, "must be an ISO 8601 date or date-time")
+    problems.raise_any()
+    return frame.assign(category=cats, units=units).to_dict("records")
 
 
 # ---------------------------------------------------------------------------------------
@@ -331,27 +384,29 @@ def read_partnerships(content: bytes, label: str) -> pd.DataFrame:
 def service_periods(partnerships: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Return when each partnership served its cell: ``neighborhood, category, start, end``.
 
-    A partnership serves from the day its partner accepted it (``answered_at`` of an
+    A partnership serves from the (UTC) day its partner accepted it (``answered_at`` of an
     accepted, active or completed one, or of one cancelled after it was accepted) to the
     day it was completed or cancelled (``updated_at``); ``end`` is NaT while it serves.
     Partnerships never accepted are not listed.
     """
-    rows = []
-    for p in partnerships:
-        state, answered = str(p["state"]), str(p.get("answered_at") or "").strip()
-        accepted = state in ("accepted", "active", "completed") or (
-            state == "cancelled" and answered != ""
-        )
-        if not accepted or not answered:
-            continue
-        ended = str(p.get("updated_at") or "") if state in ("completed", "cancelled") else ""
-        rows.append((str(p.get("neighborhood") or ""), str(p["category"]), answered[:10],
-                     ended[:10], float(p.get("units") or 0)))  # fmt: skip
-    frame = pd.DataFrame(rows, columns=["neighborhood", "category", "start", "end", "units"])
-    frame["start"] = pd.to_datetime(frame["start"], format="%Y-%m-%d", errors="coerce")
-    frame["end"] = pd.to_datetime(frame["end"].replace("", None), format="%Y-%m-%d",
-                                  errors="coerce")  # fmt: skip
-    return frame[frame["neighborhood"] != ""].reset_index(drop=True)
+    cols = ["state", "answered_at", "updated_at", "neighborhood", "category", "units"]
+    frame = pd.DataFrame([{c: p.get(c) for c in cols} for p in partnerships], columns=cols)
+    frame = frame.fillna({"answered_at": "", "updated_at": "", "neighborhood": "",
+                          "units": 0.0})  # fmt: skip
+    state = frame["state"].astype(str)
+    answered = _dates(frame["answered_at"])
+    accepted = state.isin(["accepted", "active", "completed"]) | (
+        (state == "cancelled") & answered.notna()
+    )
+    ended = state.isin(["completed", "cancelled"])
+    keep = (accepted & answered.notna() & (frame["neighborhood"].astype(str) != "")).to_numpy()
+    return pd.DataFrame({
+        "neighborhood": frame["neighborhood"].astype(str).to_numpy()[keep],
+        "category": frame["category"].astype(str).to_numpy()[keep],
+        "start": answered.to_numpy()[keep],
+        "end": _dates(frame["updated_at"]).where(ended).to_numpy()[keep],
+        "units": frame["units"].astype(float).to_numpy()[keep],
+    })  # fmt: skip
 
 
 def _classify(periods: pd.DataFrame, before: Window, after: Window) -> pd.DataFrame:
@@ -431,52 +486,64 @@ class ImpactTest:
 
 
 def _fit(
-    n: np.ndarray, ya: np.ndarray, x: np.ndarray, offset: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Maximise the conditional (binomial) likelihood; return the estimate and robust cov.
+    n: np.ndarray, ya: np.ndarray, x: np.ndarray, offset: float, start: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Maximise the conditional (binomial) likelihood by Newton's method.
 
     ``n`` cell totals, ``ya`` after counts, ``x`` the design (one column per category's
-    change, then ``served``), ``offset`` ``log(after days / before days)``.
+    change, then ``served``), ``offset`` ``log(after days / before days)``, ``start``
+    the first estimate. Return the estimate, the inverse information (the model-based
+    covariance) and each cell's score; None when the fit does not converge.
     """
-    theta = np.zeros(x.shape[1])
-    # start each category at its comparison cells' share, the served effect at 0
-    cats = x[:, :-1].astype(bool)
-    for j in range(cats.shape[1]):
-        ctrl = cats[:, j] & (x[:, -1] == 0)
-        share = ya[ctrl].sum() / n[ctrl].sum()
-        theta[j] = math.log(share / (1 - share)) - offset
 
     def loglik(t: np.ndarray) -> float:
         eta = offset + x @ t
         return float(np.sum(ya * eta - n * np.logaddexp(0.0, eta)))
 
-    current = loglik(theta)
-    for _ in range(200):
-        p = 1.0 / (1.0 + np.exp(-(offset + x @ theta)))
-        score = x.T @ (ya - n * p)
-        info = (x * (n * p * (1 - p))[:, None]).T @ x
-        step = np.linalg.solve(info, score)
+    def parts(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = 1.0 / (1.0 + np.exp(-(offset + x @ t)))
+        return x * (ya - n * p)[:, None], (x * (n * p * (1 - p))[:, None]).T @ x
+
+    theta, current = start.astype(float), loglik(start)
+    for _ in range(100):
+        scores, info = parts(theta)
+        try:
+            step = np.linalg.solve(info, scores.sum(axis=0))
+        except np.linalg.LinAlgError:
+            return None
+        if not np.all(np.isfinite(step)):
+            return None
+        step *= min(1.0, 5.0 / max(float(np.max(np.abs(step))), 1e-300))  # at most e^5
         k = 1.0
-        while True:  # step halving: the likelihood is concave, Newton rarely needs it
-            trial = theta + k * step
-            value = loglik(trial)
-            if value >= current - 1e-12 or k < 1e-6:
+        while k > 1e-9:  # never a step that lowers the likelihood (it is concave)
+            value = loglik(theta + k * step)
+            if value >= current:
                 break
             k /= 2
-        theta, current = trial, value
+        else:
+            break  # no step improves it: the maximum, within rounding
+        theta, current = theta + k * step, value
         if float(np.max(np.abs(k * step))) < 1e-12:
             break
-    p = 1.0 / (1.0 + np.exp(-(offset + x @ theta)))
-    info = (x * (n * p * (1 - p))[:, None]).T @ x
-    scores = x * (ya - n * p)[:, None]
-    inv = np.linalg.inv(info)
-    g = len(n)
-    cov = inv @ (scores.T @ scores) @ inv * (g / (g - 1))
-    return theta, cov
+    scores, info = parts(theta)
+    if float(np.max(np.abs(scores.sum(axis=0)))) > 1e-7 * max(float(n.sum()), 1.0):
+        return None
+    try:
+        inv = np.linalg.inv(info)
+    except np.linalg.LinAlgError:
+        return None
+    if not np.all(np.isfinite(inv)):
+        return None
+    return theta, inv, scores
 
 
 def _pct(x: float) -> str:
     return f"{abs(x - 1) * 100:.0f}%"
+
+
+def _cannot(base: dict[str, Any], why: str) -> ImpactTest:
+    return ImpactTest(**base, rate_ratio=None, ci_low=None, ci_high=None, p_value=None,
+                      se=None, conclusion="Cannot be estimated.", caution=why)  # fmt: skip
 
 
 def did_test(cells: pd.DataFrame, measure: str, category: str, before: Window,
@@ -486,7 +553,8 @@ def did_test(cells: pd.DataFrame, measure: str, category: str, before: Window,
     Parameters
     ----------
     cells : pandas.DataFrame
-        ``category, group`` and ``{measure}_before``, ``{measure}_after`` per cell.
+        ``neighborhood, category, group`` and ``{measure}_before``, ``{measure}_after``
+        per cell.
     measure : str
         ``"needs"`` or ``"events"``.
     category : str
@@ -497,47 +565,57 @@ def did_test(cells: pd.DataFrame, measure: str, category: str, before: Window,
     Returns
     -------
     ImpactTest
+        The test over the categories :func:`usable_categories` keeps.
     """
+    from scipy import stats
+
     word = "new needs" if measure == "needs" else "events"
     c = cells[cells["group"].isin(("served", "comparison"))]
     if category != "all":
         c = c[c["category"] == category]
-    yb = c[f"{measure}_before"].to_numpy(dtype=np.int64)
-    ya = c[f"{measure}_after"].to_numpy(dtype=np.int64)
-    c = c[(yb + ya) > 0]
+    c = c[(c[f"{measure}_before"] + c[f"{measure}_after"]) > 0]
+    usable = usable_categories(c, measure)
+    c = c[c["category"].isin(usable)]
     served = (c["group"] == "served").to_numpy()
     yb = c[f"{measure}_before"].to_numpy(dtype=np.int64)
     ya = c[f"{measure}_after"].to_numpy(dtype=np.int64)
-    # categories with served and comparison cells, each group with counts in both windows
-    sums = pd.DataFrame({"cat": c["category"].to_numpy(), "s": served, "b": yb, "a": ya})
-    totals = {(k, s): (int(g["b"].sum()), int(g["a"].sum()))
-              for (k, s), g in sums.groupby(["cat", "s"], sort=True)}  # fmt: skip
-    usable = sorted(k for k in set(sums["cat"])
-                    if min(totals.get((k, True), (0, 0)) + totals.get((k, False), (0, 0))) > 0)
-    keep = sums["cat"].isin(usable).to_numpy()
-    counts = (int(yb[served & keep].sum()), int(ya[served & keep].sum()),
-              int(yb[~served & keep].sum()), int(ya[~served & keep].sum()))  # fmt: skip
-    n_served, n_comp = int((served & keep).sum()), int((~served & keep).sum())
+    counts = (int(yb[served].sum()), int(ya[served].sum()), int(yb[~served].sum()),
+              int(ya[~served].sum()))  # fmt: skip
+    n_served, n_comp = int(served.sum()), int((~served).sum())
+    hoods = pd.factorize(c["neighborhood"].astype(str))[0]
+    g = int(hoods.max()) + 1 if len(hoods) else 0
     base: dict[str, Any] = dict(measure=measure, category=category, served_cells=n_served,
-                comparison_cells=n_comp, served_before=counts[0], served_after=counts[1],
-                comparison_before=counts[2], comparison_after=counts[3])  # fmt: skip
-    if n_served < 2 or n_comp < 2:
-        return ImpactTest(
-            **base, rate_ratio=None, ci_low=None, ci_high=None, p_value=None, se=None,
-            conclusion="Cannot be estimated.",
-            caution=f"Too few areas to compare: {n_served} served and {n_comp} comparison "
-            f"areas had {word} in both windows (at least 2 of each are needed, and "
-            f"{MIN_CELLS} to conclude anything).",
-        )  # fmt: skip
-    cat_codes = pd.Categorical(sums["cat"][keep], categories=usable).codes
-    x = np.zeros((int(keep.sum()), len(usable) + 1))
-    x[np.arange(len(x)), cat_codes] = 1.0
-    x[:, -1] = served[keep]
+                                comparison_cells=n_comp, served_before=counts[0],
+                                served_after=counts[1], comparison_before=counts[2],
+                                comparison_after=counts[3])  # fmt: skip
+    if n_served < 2 or n_comp < 2 or g < 2:
+        return _cannot(base, f"Too few areas to compare: {n_served} served and {n_comp} "
+                       f"comparison areas, in {g} neighborhood(s), had {word} in either "
+                       f"window (at least 2 of each are needed, and {MIN_CELLS} to conclude "
+                       "anything).")  # fmt: skip
+    codes = pd.Categorical(c["category"], categories=usable).codes
+    x = np.zeros((len(c), len(usable) + 1))
+    x[np.arange(len(c)), codes] = 1.0
+    x[:, -1] = served
     offset = math.log(after.days / before.days)
-    theta, cov = _fit((yb + ya)[keep].astype(float), ya[keep].astype(float), x, offset)
-    d, se = float(theta[-1]), float(math.sqrt(max(cov[-1, -1], 0.0)))
-    rr, lo, hi = math.exp(d), math.exp(d - _Z95 * se), math.exp(d + _Z95 * se)
-    p = math.erfc(abs(d / se) / math.sqrt(2)) if se > 0 else 0.0
+    # start: each category's comparison share of counts after, the pooled ratio of ratios
+    start = np.zeros(x.shape[1])
+    for j in range(len(usable)):
+        ctrl = (codes == j) & ~served
+        share = ya[ctrl].sum() / (yb[ctrl].sum() + ya[ctrl].sum())
+        start[j] = math.log(share / (1 - share)) - offset
+    start[-1] = math.log((counts[1] / counts[0]) / (counts[3] / counts[2]))
+    fit = _fit((yb + ya).astype(float), ya.astype(float), x, offset, start)
+    if fit is None:
+        return _cannot(base, "The model did not converge on these counts.")
+    theta, inv, scores = fit
+    by_hood = np.zeros((g, x.shape[1]))
+    np.add.at(by_hood, hoods, scores)
+    robust = (inv @ (by_hood.T @ by_hood) @ inv)[-1, -1] * g / (g - 1)
+    d, se = float(theta[-1]), float(math.sqrt(max(robust, inv[-1, -1])))
+    q = float(stats.t.ppf(0.975, g - 1))
+    rr, lo, hi = math.exp(d), math.exp(d - q * se), math.exp(d + q * se)
+    p = float(2 * stats.t.sf(abs(d) / se, g - 1))
     pv = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
     figures = f"rate ratio {rr:.2f}, 95% CI {lo:.2f} to {hi:.2f}, {pv}"
     if lo > 1 or hi < 1:
@@ -545,11 +623,13 @@ def did_test(cells: pd.DataFrame, measure: str, category: str, before: Window,
         conclusion = (f"In served areas, {word} {way} by {_pct(rr)} relative to comparison "
                       f"areas ({figures}).")  # fmt: skip
     else:
-        conclusion = (f"No change in {word} that can be told apart from chance ({figures}).")
+        conclusion = f"No change in {word} that can be told apart from chance ({figures})."
     small = []
-    if n_served < MIN_CELLS or n_comp < MIN_CELLS:
-        small.append(f"{n_served} served and {n_comp} comparison areas (fewer than "
-                     f"{MIN_CELLS})")  # fmt: skip
+    few = [f"{k} {what}" for k, what in ((n_served, "served areas"),
+                                          (n_comp, "comparison areas"), (g, "neighborhoods"))
+           if k < MIN_CELLS]  # fmt: skip
+    if few:
+        small.append(f"only {' and '.join(few)} (at least {MIN_CELLS} are needed)")
     if min(counts) < MIN_COUNT:
         small.append(f"{counts[0]} {word} in served areas before and {counts[1]} after, "
                      f"{counts[2]} and {counts[3]} in comparison areas (fewer than "
@@ -561,6 +641,19 @@ def did_test(cells: pd.DataFrame, measure: str, category: str, before: Window,
                    "interval is not reliable.")  # fmt: skip
     return ImpactTest(**base, rate_ratio=rr, ci_low=lo, ci_high=hi, p_value=p, se=se,
                       conclusion=conclusion, caution=caution)  # fmt: skip
+
+
+def usable_categories(cells: pd.DataFrame, measure: str) -> list[str]:
+    """Categories whose served and comparison cells both have counts in both windows.
+
+    The others cannot be compared (a group without counts in a window gives no finite
+    change) and are left out of a test; :func:`impact` notes which.
+    """
+    served = cells["group"] == "served"
+    sums = cells.groupby([cells["category"], served])[[f"{measure}_before",
+                                                       f"{measure}_after"]].sum()  # fmt: skip
+    ok = (sums > 0).all(axis=1).groupby(level=0).agg(lambda s: bool(s.all()) and len(s) == 2)
+    return sorted(str(k) for k, v in ok.items() if v)
 
 
 # ---------------------------------------------------------------------------------------
@@ -579,8 +672,9 @@ CAVEATS: tuple[str, ...] = (
 METHOD = (
     "Difference in differences on counts: a Poisson model with a fixed effect per "
     "neighborhood x category, a before/after change per category and the window's length "
-    "as exposure (the Poisson fixed-effects estimator), with cluster-robust standard "
-    "errors by neighborhood x category."
+    "as exposure (the Poisson fixed-effects estimator); the standard error is the larger "
+    "of the cluster-robust one (by neighborhood) and the Poisson one, and the interval "
+    "uses Student's t with (neighborhoods - 1) degrees of freedom. Days are UTC days."
 )
 
 
@@ -613,7 +707,7 @@ class ImpactResult:
 
     def to_json(self) -> str:
         """Return :meth:`to_dict` as JSON text (sorted keys; the same input gives the same text)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     def table(self) -> str:
         """Return the before/after table with each test, its conclusion and caution (text)."""
@@ -720,6 +814,11 @@ def impact(
         else:
             cells[col] = pd.array([pd.NA] * len(cells), dtype="Int64")
     cells = cells.reset_index()[list(CELL_COLUMNS)]
+    # neighborhoods as people sort them ("2" before "10"), then categories
+    hood_rank = pd.Series(np.arange(len(cells)), dtype=np.int64)
+    hood_rank.iloc[natural_order(cells["neighborhood"])] = np.arange(len(cells))
+    cells = cells.iloc[np.lexsort((cells["category"].to_numpy(), hood_rank.to_numpy()))]
+    cells = cells.reset_index(drop=True)
     left = cells[cells["group"] == "left_out"]
     if len(left):
         why = left["reason"].value_counts().sort_index()
@@ -733,6 +832,12 @@ def impact(
         cats = sorted(set(counted.loc[counted["group"] == "served", "category"]))
         if len(cats) > 1:
             tests += [did_test(cells, m, c, before, after) for c in cats]
+        pair = cells[cells["group"].isin(("served", "comparison"))]
+        pair = pair[(pair[f"{m}_before"] + pair[f"{m}_after"]) > 0]
+        unused = sorted(set(cats) - set(usable_categories(pair, m)))
+        if unused:
+            notes.append(f"Left out of the {m} tests: {', '.join(unused)} (its served or its "
+                         "comparison areas have no count in a window).")  # fmt: skip
     return ImpactResult(before, after, cells, tuple(tests), tuple(notes))
 
 
@@ -764,7 +869,8 @@ def _events(events: bytes | None, label: str, hoods: Any) -> pd.DataFrame | None
     if hoods is None or not len(hoods):
         raise InputValidationError([Problem(
             label, None, None, None,
-            "events are placed in neighborhoods: give the neighborhoods' polygons too",
+            "events are placed in neighborhoods, and there are none: load the "
+            "neighborhoods' polygons (--neighborhoods, or import them into the store)",
         )])  # fmt: skip
     return read_events(events, label, hoods)
 
@@ -841,7 +947,7 @@ def file_impact(
     hoods = read_neighborhoods(neighborhoods)[0] if neighborhoods is not None else None
     ev = None if events is None else _events(read_file(events), str(events), hoods)
     rows = read_partnerships(read_file(partnerships), str(partnerships))
-    return impact(_placed(loaded, hoods), rows.to_dict("records"), before, after, events=ev)
+    return impact(_placed(loaded, hoods), rows, before, after, events=ev)
 
 
 def impact_files(result: ImpactResult, neighborhoods: Any | None = None) -> dict[str, bytes]:

@@ -215,10 +215,19 @@ def text_cells(
         Naming the file when it is not a readable CSV file.
     """
     try:
-        frame = pd.read_csv(
-            io.BytesIO(content), dtype=str, keep_default_na=False, encoding="utf-8-sig",
-            nrows=max_rows + 1, skip_blank_lines=skip_blank_lines,
-        )  # fmt: skip
+        with warnings.catch_warnings():  # a first row longer than the header: not an index
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.BytesIO(content), dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                nrows=max_rows + 1, skip_blank_lines=skip_blank_lines, index_col=False,
+            )  # fmt: skip
+    except pd.errors.ParserWarning:
+        lines = csv.reader(io.StringIO(content.decode("utf-8-sig", errors="replace")))
+        width = len(next(lines, []))
+        row = next((i for i, r in enumerate(lines, start=2) if len(r) > width), None)
+        raise InputValidationError([Problem(
+            label, row, None, None, f"the row has more fields than the header's {width}",
+        )]) from None  # fmt: skip
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputValidationError(
             [Problem(label, None, None, None, f"not a readable CSV file: {exc}")]

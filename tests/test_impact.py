@@ -64,16 +64,22 @@ def test_one_category_by_hand():
 
     # each group's share of counts in the after window, p = after / total; the robust
     # variance of its logit is sum((y_after - n p)^2) / (sum(n) p (1 - p))^2, the two
-    # groups' add up, and the G / (G - 1) factor (G = 4 cells) applies
+    # groups' add up, and the G / (G - 1) factor (G = 4 neighborhoods) applies; the
+    # model-based variance is 1/tb + 1/ta + 1/cb + 1/ca; the larger one counts
     def var(cells: list[tuple[int, int]]) -> float:
         n = sum(b + a for b, a in cells)
         p = sum(a for _, a in cells) / n
         return sum((a - (b + a) * p) ** 2 for b, a in cells) / (n * p * (1 - p)) ** 2
 
-    v = (var([(30, 10), (20, 14)]) + var([(25, 20), (40, 22)])) * 4 / 3
-    assert t.se == pytest.approx(math.sqrt(v), rel=1e-9)
-    assert t.ci_low == pytest.approx(t.rate_ratio * math.exp(-1.959963984540054 * t.se))
-    assert t.p_value == pytest.approx(math.erfc(abs(math.log(t.rate_ratio)) / t.se / math.sqrt(2)))
+    robust = (var([(30, 10), (20, 14)]) + var([(25, 20), (40, 22)])) * 4 / 3
+    model = 1 / tb + 1 / ta + 1 / cb + 1 / ca
+    assert t.se == pytest.approx(math.sqrt(max(robust, model)), rel=1e-9)
+    q = 3.182446305284263  # Student's t, 97.5 %, 3 degrees of freedom
+    assert t.ci_low == pytest.approx(t.rate_ratio * math.exp(-q * t.se))
+    assert t.ci_high == pytest.approx(t.rate_ratio * math.exp(q * t.se))
+    from scipy import stats
+
+    assert t.p_value == pytest.approx(2 * stats.t.sf(abs(math.log(t.rate_ratio)) / t.se, 3))
     assert "Too little data" in t.caution  # 2 and 2 areas: fewer than MIN_CELLS
     assert "No change" in t.conclusion or "relative to comparison areas" in t.conclusion
 
@@ -125,24 +131,46 @@ def test_the_estimate_and_its_error_equal_statsmodels(cells, days):
     long["treated"] = (long["group"] == "served").astype(int)
     model = smf.glm("y ~ C(cell) + C(category):post + treated:post - 1", long,
                     family=sm.families.Poisson(), offset=np.log(long["days"]))  # fmt: skip
-    groups = pd.factorize(long["cell"])[0]
+    groups = pd.factorize(long["neighborhood"])[0]  # clustered by neighborhood
     fit = model.fit(cov_type="cluster", cov_kwds={"groups": groups, "use_correction": False})
-    g = long["cell"].nunique()
+    g = long["neighborhood"].nunique()
+    if g < 2:
+        assert t.rate_ratio is None
+        return
     assert t.rate_ratio == pytest.approx(math.exp(fit.params["treated:post"]), rel=1e-6)
-    se = fit.bse["treated:post"] * math.sqrt(g / (g - 1))
-    assert t.se == pytest.approx(se, rel=1e-5)
+    robust = fit.bse["treated:post"] * math.sqrt(g / (g - 1))
+    plain = model.fit().bse["treated:post"]  # the model-based (Poisson) error
+    assert t.se == pytest.approx(max(robust, plain), rel=1e-5)
     assert (t.served_cells, t.comparison_cells) == (served, comp)
+
+
+def test_hard_panels_are_estimated_or_refused_never_a_crash_nor_false_certainty():
+    """Found in review: a step that overshot crashed the fit; equal shares gave se 0."""
+    rows = [("1", "c", "served", 3, 2), ("2", "c", "served", 1, 40), ("3", "c", "served", 0, 1),
+            ("4", "c", "comparison", 0, 1), ("5", "c", "comparison", 3, 0),
+            ("6", "c", "comparison", 40, 0)]  # fmt: skip
+    b, a = parse_windows("2014-01-01..2014-03-31", "2014-04-01..2014-06-29")  # 90 and 90
+    t = did_test(_cells(rows), "needs", "c", b, a)
+    assert t.rate_ratio == pytest.approx((43 / 4) / (1 / 43), rel=1e-9)
+    same = [(f"{i}", "c", "served" if i < 10 else "comparison", 2, 4 if i < 10 else 2)
+            for i in range(20)]  # fmt: skip
+    t = did_test(_cells(same), "needs", "c", b, a)
+    assert t.rate_ratio == pytest.approx(2.0) and t.se > 0 and t.ci_low < t.ci_high
+    flat = [(f"{i}", "c", "served" if i < 10 else "comparison", 2, 2) for i in range(20)]
+    t = did_test(_cells(flat), "needs", "c", b, a)
+    assert t.rate_ratio == pytest.approx(1.0) and t.p_value == pytest.approx(1.0)
+    assert "No change" in t.conclusion
 
 
 def test_small_counts_get_a_plain_caution_and_too_few_areas_no_estimate():
     rows = [(f"{i}", "c", "served" if i < 3 else "comparison", 3, 2) for i in range(12)]
     t = did_test(_cells(rows), "needs", "all", B, A)
     assert t.rate_ratio is not None
-    assert "Too little data to conclude anything" in t.caution and f"fewer than {MIN_CELLS}" in (
-        t.caution)
+    assert "Too little data to conclude anything" in t.caution
+    assert f"only 3 served areas and 9 comparison areas (at least {MIN_CELLS}" in t.caution
     one = did_test(_cells(rows[2:]), "needs", "all", B, A)  # a single served area
     assert one.rate_ratio is None and one.conclusion == "Cannot be estimated."
-    assert "1 served" in one.caution
+    assert "1 served" in one.caution and "either window" in one.caution
     big = [(f"{i}", "c", "served" if i < 12 else "comparison", 60, 40 if i < 12 else 60)
            for i in range(24)]  # fmt: skip
     t = did_test(_cells(big), "needs", "all", B, A)
@@ -199,6 +227,51 @@ def test_no_partnerships_and_no_needs_are_answers_too():
     needs = pd.DataFrame({"neighborhood": ["1"], "category": ["c"], "reported_at": ["2014-01-02"]})
     r = impact(needs, [], B, A)
     assert r.cells["group"].tolist() == ["comparison"] and r.cells["needs_before"].tolist() == [1]
+
+
+def test_a_partnerships_file_names_every_bad_row_and_days_are_utc_days():
+    from matcher.impact import read_partnerships
+
+    head = "partnership_id,state,category,neighborhood,units,answered_at,updated_at\n"
+    bad = (head + "p1,accepted,food,1,abc,2014-01-02,2014-01-02\n"
+           "p2,accepted,Food_Access,1,-inf,2014-01-02,2014-01-02\n"
+           "p3,shelved,nonsense,1,2,2014-01-02junk,2014-01-02\n"
+           "=p4,offered,food_access,1,2,,\n")  # fmt: skip
+    with pytest.raises(InputValidationError) as e:
+        read_partnerships(bad.encode(), "p.csv")
+    found = {(p.row, p.field) for p in e.value.problems}
+    assert found == {(2, "units"), (3, "units"), (4, "state"), (4, "category"),
+                     (4, "answered_at"), (5, "partnership_id"), (5, "updated_at")}, found
+    ok = head + "p1,accepted,food,'=x,2,2014-06-30T23:30:00-05:00,2014-07-01\n"
+    rows = read_partnerships(ok.encode(), "p.csv")
+    assert rows[0]["category"] == "food_access" and rows[0]["neighborhood"] == "=x"
+    # accepted at 23:30 in Chicago on 30 June: 1 July in UTC, the first day of the after window
+    periods = service_periods(rows)
+    assert periods["start"].dt.strftime("%Y-%m-%d").tolist() == ["2014-07-01"]
+    before, after = parse_windows("2014-01-01..2014-06-30", "2014-07-01..2014-12-31")
+    r = impact(pd.DataFrame({"neighborhood": [], "category": [], "reported_at": []}), rows,
+               before, after)  # fmt: skip
+    assert r.cells["group"].tolist() == ["served"]
+    assert "NaN" not in r.to_json() and "Infinity" not in r.to_json()
+
+
+def test_the_cli_exports_every_partnership_or_warns(tmp_path):
+    from matcher.store import open_store
+
+    from .test_partnerships import load_city, run_plan
+
+    db = str(tmp_path / "s.db")
+    with open_store(db) as st:
+        load_city(st)
+        run_plan(st, publish=True)
+        total = st.count_partnerships()
+    assert total > 3
+    runner = CliRunner()
+    r = runner.invoke(main, ["partnerships", "list", "--db", db, "--limit", "3"])
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 4
+    assert f"warning: {total} partnerships match; the 3 newest" in r.stderr
+    r = runner.invoke(main, ["partnerships", "list", "--db", db, "--limit", "3", "--all"])
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == total + 1 and not r.stderr
 
 
 def test_windows_are_checked():
