@@ -122,16 +122,40 @@ def partnerships_list_cmd(
 
 
 @partnerships_group.command("reliability")
-@click.option("--db", "db", required=True, help=_DB_HELP)
+@click.option("--db", "db", help=_DB_HELP)
+@click.option("--partnerships", type=click.Path(path_type=Path),
+              help="Without --db: a partnerships CSV (as `matcher partnerships list --all` "
+              "writes it).")  # fmt: skip
+@click.option("--deliveries", type=click.Path(path_type=Path),
+              help="Without --db: a deliveries CSV (partnership_id, period_start, period_end, "
+              "units).")  # fmt: skip
 @_guarded
-def partnerships_reliability_cmd(db: str) -> None:
+def partnerships_reliability_cmd(
+    db: str | None, partnerships: Path | None, deliveries: Path | None
+) -> None:
     """Print each partner's acceptance and delivery reliability as CSV (see the README)."""
     from .output import csv_bytes
-    from .reliability import partner_reliability
-    from .store import open_store
 
-    with open_store(db) as store:
-        frame = partner_reliability(store)
+    if (db is None) == (partnerships is None or deliveries is None):
+        raise click.UsageError("give --db, or --partnerships and --deliveries (files), "
+                               "not both")  # fmt: skip
+    if db is not None:
+        from .reliability import partner_reliability
+        from .store import open_store
+
+        with open_store(db) as store:
+            frame = partner_reliability(store)
+    else:
+        from .impact import read_partnerships
+        from .limits import read_file
+        from .outcomes import read_deliveries
+        from .reliability import reliability_table
+
+        assert partnerships is not None and deliveries is not None
+        frame = reliability_table(
+            read_partnerships(read_file(partnerships), str(partnerships)),
+            read_deliveries(read_file(deliveries), str(deliveries)),
+        )
     click.echo(csv_bytes(frame).decode("utf-8"), nl=False)
 
 

@@ -66,7 +66,7 @@ import datetime as _dt
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +75,8 @@ import pandas as pd
 
 from ._errors import InputValidationError, Problem
 from .equity import natural_order
-from .limits import MAX_CELL_CHARS, MAX_ID_CHARS
+from .io import RowProblems, text_table, utc_days
+from .limits import MAX_ID_CHARS
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -101,8 +102,8 @@ __all__ = [
 EVENT_COLUMNS: tuple[str, ...] = ("id", "category", "lat", "lon", "date")
 #: The columns read from a partnerships file (``matcher partnerships list`` writes them).
 PARTNERSHIP_COLUMNS: tuple[str, ...] = (
-    "partnership_id", "state", "category", "neighborhood", "units", "answered_at",
-    "updated_at",
+    "partnership_id", "partner_id", "state", "category", "neighborhood", "units",
+    "answered_at", "updated_at",
 )  # fmt: skip
 #: Most rows of an events or partnerships file.
 MAX_EVENT_ROWS = 2_000_000
@@ -190,75 +191,7 @@ def parse_windows(before: str, after: str) -> tuple[Window, Window]:
 # ---------------------------------------------------------------------------------------
 
 
-def _csv(content: bytes, label: str, required: Sequence[str]) -> pd.DataFrame:
-    from .io import text_cells
-
-    frame = text_cells(content, label, MAX_EVENT_ROWS)
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise InputValidationError([
-            Problem(label, None, c, None, f"column missing; the file has {list(frame.columns)}")
-            for c in missing
-        ])  # fmt: skip
-    if len(frame) > MAX_EVENT_ROWS:
-        raise InputValidationError(
-            [Problem(label, None, None, None, f"more than {MAX_EVENT_ROWS:,} rows")]
-        )
-    long = frame[list(required)].apply(lambda c: c.str.len() > MAX_CELL_CHARS).to_numpy()
-    if long.any():
-        r, c = map(int, np.argwhere(long)[0])
-        raise InputValidationError([Problem(
-            label, r + 2, required[c], f"{len(frame.iloc[r][required[c]])} characters",
-            f"a cell is at most {MAX_CELL_CHARS} characters",
-        )])  # fmt: skip
-    return frame
-
-
-#: An ISO 8601 date or date-time, with an optional zone (``Z`` or ``+hh:mm``).
-_ISO = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?"
-
-
-def _dates(values: pd.Series) -> pd.Series:
-    """UTC days of ISO 8601 texts, NaT where a text is not one (or is empty).
-
-    A date is its own day; a date-time with a zone is converted to UTC first (the store
-    writes UTC), one without a zone is taken as UTC.
-    """
-    text = values.astype(str).str.strip()
-    ok = text.str.fullmatch(_ISO)
-    stamps = pd.to_datetime(text.where(ok), utc=True, format="ISO8601", errors="coerce")
-    return stamps.dt.tz_convert(None).dt.normalize()
-
-
-class _Problems:
-    """Problems of a file's rows, at most 1,000, each distinct bad value described once."""
-
-    LIMIT = 1000
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.found: list[Problem] = []
-
-    def flag(self, bad: pd.Series, values: pd.Series, field: str, why: Any) -> None:
-        """Add a problem per bad row: ``why`` is a text, or a function of the value."""
-        if len(self.found) >= self.LIMIT or not bad.any():
-            return
-        rows = np.flatnonzero(bad.to_numpy())[: self.LIMIT - len(self.found)]
-        said: dict[str, str] = {}
-        for r in rows:
-            v = str(values.iloc[r])
-            if v not in said:
-                said[v] = why(v) if callable(why) else why
-            self.found.append(Problem(self.label, int(r) + 2, field, v[:40], said[v]))
-
-    def raise_any(self) -> None:
-        """Raise them, by row, if there are any."""
-        if self.found:
-            self.found.sort(key=lambda p: (p.row or 0, p.field or ""))
-            raise InputValidationError(self.found)
-
-
-def _categories(names: pd.Series, taxonomy: Any, problems: _Problems) -> pd.Series:
+def _categories(names: pd.Series, taxonomy: Any, problems: RowProblems) -> pd.Series:
     """Matcher categories of names (aliases resolve); unknown names are problems."""
     from .taxonomy import default_taxonomy
 
@@ -302,8 +235,8 @@ def read_events(
     """
     from .pipeline import assign_neighborhoods
 
-    frame = _csv(content, label, EVENT_COLUMNS)
-    problems = _Problems(label)
+    frame = text_table(content, label, EVENT_COLUMNS, MAX_EVENT_ROWS)
+    problems = RowProblems(label)
     ids = frame["id"].str.strip()
     bad_id = (ids.str.len() == 0) | (ids.str.len() > MAX_ID_CHARS)
     problems.flag(bad_id, ids, "id", f"must be 1 to {MAX_ID_CHARS} characters")
@@ -314,7 +247,7 @@ def read_events(
     for col, val, lim in (("lat", lat, 90), ("lon", lon, 180)):
         problems.flag(~val.between(-lim, lim), frame[col], col,
                       f"must be a number from -{lim} to {lim} (WGS84)")  # fmt: skip
-    dates = _dates(frame["date"])
+    dates = utc_days(frame["date"])
     problems.flag(dates.isna(), frame["date"], "date",
                   "must be an ISO 8601 date (YYYY-MM-DD) or date-time")  # fmt: skip
     problems.raise_any()
@@ -354,11 +287,12 @@ def read_partnerships(
     from .output import restore_cell
     from .partnerships import STATES
 
-    frame = _csv(content, label, PARTNERSHIP_COLUMNS)[list(PARTNERSHIP_COLUMNS)]
+    frame = text_table(content, label, PARTNERSHIP_COLUMNS, MAX_EVENT_ROWS)
+    frame = frame[list(PARTNERSHIP_COLUMNS)]
     frame = frame.apply(lambda c: c.map(restore_cell))
-    problems = _Problems(label)
-    ids = frame["partnership_id"]
-    problems.flag(ids.map(id_problem).notna(), ids, "partnership_id", id_problem)
+    problems = RowProblems(label)
+    for col in ("partnership_id", "partner_id"):
+        problems.flag(frame[col].map(id_problem).notna(), frame[col], col, id_problem)
     hood = frame["neighborhood"]
     problems.flag(hood.str.len() > MAX_TEXT_CHARS, hood, "neighborhood",
                   f"at most {MAX_TEXT_CHARS} characters")  # fmt: skip
@@ -370,7 +304,7 @@ def read_partnerships(
                   f"must be a number from 0 to {MAX_UNITS:g}")  # fmt: skip
     for col, required in (("answered_at", False), ("updated_at", True)):
         given = frame[col].str.strip() != ""
-        bad = _dates(frame[col]).isna() & (given | required)
+        bad = utc_days(frame[col]).isna() & (given | required)
         problems.flag(bad, frame[col], col, "must be an ISO 8601 date or date-time")
     problems.raise_any()
     return frame.assign(category=cats, units=units).to_dict("records")
@@ -394,7 +328,7 @@ def service_periods(partnerships: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     frame = frame.fillna({"answered_at": "", "updated_at": "", "neighborhood": "",
                           "units": 0.0})  # fmt: skip
     state = frame["state"].astype(str)
-    answered = _dates(frame["answered_at"])
+    answered = utc_days(frame["answered_at"])
     accepted = state.isin(["accepted", "active", "completed"]) | (
         (state == "cancelled") & answered.notna()
     )
@@ -404,7 +338,7 @@ def service_periods(partnerships: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         "neighborhood": frame["neighborhood"].astype(str).to_numpy()[keep],
         "category": frame["category"].astype(str).to_numpy()[keep],
         "start": answered.to_numpy()[keep],
-        "end": _dates(frame["updated_at"]).where(ended).to_numpy()[keep],
+        "end": utc_days(frame["updated_at"]).where(ended).to_numpy()[keep],
         "units": frame["units"].astype(float).to_numpy()[keep],
     })  # fmt: skip
 
@@ -774,7 +708,7 @@ def impact(
     """
     notes: list[str] = []
     n = needs[["neighborhood", "category"]].astype(str).assign(
-        date=_dates(needs["reported_at"].fillna("").astype(str))
+        date=utc_days(needs["reported_at"].fillna("").astype(str))
         if "reported_at" in needs.columns else pd.NaT
     )
     undated = int((n["date"].isna() | (n["neighborhood"] == "")).sum())

@@ -47,7 +47,10 @@ __all__ = [
     "load_json_document",
     "WGS84_NAMES",
     "input_files",
+    "RowProblems",
     "text_cells",
+    "text_table",
+    "utc_days",
 ]
 
 logger = logging.getLogger(__name__)
@@ -234,6 +237,83 @@ def text_cells(
         ) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def text_table(
+    content: bytes, label: str, required: Sequence[str], max_rows: int
+) -> pd.DataFrame:
+    """Read a CSV of text cells (:func:`text_cells`) that must have ``required`` columns.
+
+    Raises
+    ------
+    InputValidationError
+        Naming a missing column, more than ``max_rows`` rows, or the first cell longer
+        than ``limits.MAX_CELL_CHARS`` (by row; the header is row 1).
+    """
+    frame = text_cells(content, label, max_rows)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InputValidationError([
+            Problem(label, None, c, None, f"column missing; the file has {list(frame.columns)}")
+            for c in missing
+        ])  # fmt: skip
+    if len(frame) > max_rows:
+        raise InputValidationError(
+            [Problem(label, None, None, None, f"more than {max_rows:,} rows")]
+        )
+    long = frame[list(required)].apply(lambda c: c.str.len() > MAX_CELL_CHARS).to_numpy()
+    if long.any():
+        r, c = map(int, np.argwhere(long)[0])
+        raise InputValidationError([Problem(
+            label, r + 2, required[c], f"{len(frame.iloc[r][required[c]])} characters",
+            f"a cell is at most {MAX_CELL_CHARS} characters",
+        )])  # fmt: skip
+    return frame
+
+
+#: An ISO 8601 date or date-time, with an optional zone (``Z`` or ``+hh:mm``).
+_ISO = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+
+
+def utc_days(values: pd.Series) -> pd.Series:
+    """UTC days of ISO 8601 texts, NaT where a text is not one (or is empty).
+
+    A date is its own day; a date-time with a zone is converted to UTC first (the store
+    writes UTC), one without a zone is taken as UTC.
+    """
+    text = values.astype(str).str.strip()
+    ok = text.str.fullmatch(_ISO)
+    stamps = pd.to_datetime(text.where(ok), utc=True, format="ISO8601", errors="coerce")
+    return stamps.dt.tz_convert(None).dt.normalize()
+
+
+class RowProblems:
+    """Problems of a file's rows, at most 1,000, each distinct bad value described once."""
+
+    LIMIT = 1000
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.found: list[Problem] = []
+
+    def flag(self, bad: pd.Series, values: pd.Series, field: str, why: Any) -> None:
+        """Add a problem per bad row: ``why`` is a text, or a function of the value."""
+        if len(self.found) >= self.LIMIT or not bad.any():
+            return
+        rows = np.flatnonzero(bad.to_numpy())[: self.LIMIT - len(self.found)]
+        said: dict[str, str] = {}
+        for r in rows:
+            v = str(values.iloc[r])
+            if v not in said:
+                said[v] = why(v) if callable(why) else why
+            self.found.append(Problem(self.label, int(r) + 2, field, v[:40], said[v]))
+
+    def raise_any(self) -> None:
+        """Raise them, by row, if there are any."""
+        if self.found:
+            self.found.sort(key=lambda p: (p.row or 0, p.field or ""))
+            raise InputValidationError(self.found)
+
 
 
 def load_json_document(data: bytes | str, name: str) -> Any:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from .store import Store
 
 __all__ = [
+    "DELIVERY_COLUMNS",
+    "read_deliveries",
     "DELIVERING",
     "MAX_OUTCOME_ROWS",
     "MAX_PERIOD_DAYS",
@@ -51,6 +53,8 @@ MAX_PERIOD_DAYS = 366
 OUTCOME_COLUMNS: tuple[str, ...] = ("need_id", "status", "date", "rating", "comment")
 #: Most rows of one outcomes import.
 MAX_OUTCOME_ROWS = 1_000_000
+#: The columns read from a deliveries file (others, e.g. ``delivery_id``, are ignored).
+DELIVERY_COLUMNS: tuple[str, ...] = ("partnership_id", "period_start", "period_end", "units")
 
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -351,3 +355,39 @@ def import_outcomes(store: Store, rows: pd.DataFrame, label: str, actor: str) ->
             )
     return len(rows)
 
+
+
+def read_deliveries(content: bytes, label: str) -> list[dict[str, Any]]:
+    """Read a deliveries CSV (``partnership_id, period_start, period_end, units``).
+
+    Returns
+    -------
+    list of dict
+        One record per row (``units`` a float), as
+        :func:`matcher.reliability.reliability_table` takes them.
+
+    Raises
+    ------
+    InputValidationError
+        With the bad rows (at most 1,000): an id out of bounds, a day that is not
+        ``YYYY-MM-DD``, a period that ends before it starts, units that are not a number
+        from 0 to ``limits.MAX_UNITS``.
+    """
+    from .io import RowProblems, text_table, utc_days
+
+    frame = text_table(content, label, DELIVERY_COLUMNS, MAX_OUTCOME_ROWS)
+    frame = frame[list(DELIVERY_COLUMNS)]
+    problems = RowProblems(label)
+    ids = frame["partnership_id"]
+    problems.flag(ids.map(limits.id_problem).notna(), ids, "partnership_id", limits.id_problem)
+    days = {}
+    for col in ("period_start", "period_end"):
+        days[col] = utc_days(frame[col]).where(frame[col].str.fullmatch(r"\d{4}-\d{2}-\d{2}"))
+        problems.flag(days[col].isna(), frame[col], col, "must be a day, YYYY-MM-DD")
+    backwards = days["period_end"] < days["period_start"]
+    problems.flag(backwards, frame["period_end"], "period_end", "before period_start")
+    units = pd.to_numeric(frame["units"], errors="coerce")
+    problems.flag(~units.between(0, MAX_UNITS), frame["units"], "units",
+                  f"must be a number from 0 to {MAX_UNITS:g}")  # fmt: skip
+    problems.raise_any()
+    return frame.assign(units=units).to_dict("records")

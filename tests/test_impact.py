@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import math
 import subprocess
@@ -232,17 +233,17 @@ def test_no_partnerships_and_no_needs_are_answers_too():
 def test_a_partnerships_file_names_every_bad_row_and_days_are_utc_days():
     from matcher.impact import read_partnerships
 
-    head = "partnership_id,state,category,neighborhood,units,answered_at,updated_at\n"
-    bad = (head + "p1,accepted,food,1,abc,2014-01-02,2014-01-02\n"
-           "p2,accepted,Food_Access,1,-inf,2014-01-02,2014-01-02\n"
-           "p3,shelved,nonsense,1,2,2014-01-02junk,2014-01-02\n"
-           "=p4,offered,food_access,1,2,,\n")  # fmt: skip
+    head = "partnership_id,partner_id,state,category,neighborhood,units,answered_at,updated_at\n"
+    bad = (head + "p1,o1,accepted,food,1,abc,2014-01-02,2014-01-02\n"
+           "p2,o1,accepted,Food_Access,1,-inf,2014-01-02,2014-01-02\n"
+           "p3,o1,shelved,nonsense,1,2,2014-01-02junk,2014-01-02\n"
+           "=p4,o1,offered,food_access,1,2,,\n")  # fmt: skip
     with pytest.raises(InputValidationError) as e:
         read_partnerships(bad.encode(), "p.csv")
     found = {(p.row, p.field) for p in e.value.problems}
     assert found == {(2, "units"), (3, "units"), (4, "state"), (4, "category"),
                      (4, "answered_at"), (5, "partnership_id"), (5, "updated_at")}, found
-    ok = head + "p1,accepted,food,'=x,2,2014-06-30T23:30:00-05:00,2014-07-01\n"
+    ok = head + "p1,o1,accepted,food,'=x,2,2014-06-30T23:30:00-05:00,2014-07-01\n"
     rows = read_partnerships(ok.encode(), "p.csv")
     assert rows[0]["category"] == "food_access" and rows[0]["neighborhood"] == "=x"
     # accepted at 23:30 in Chicago on 30 June: 1 July in UTC, the first day of the after window
@@ -253,6 +254,52 @@ def test_a_partnerships_file_names_every_bad_row_and_days_are_utc_days():
                before, after)  # fmt: skip
     assert r.cells["group"].tolist() == ["served"]
     assert "NaN" not in r.to_json() and "Infinity" not in r.to_json()
+
+
+def test_reliability_of_the_simulated_history_by_hand():
+    """matcher partnerships reliability on files, against a computation written here."""
+    r = CliRunner().invoke(main, ["partnerships", "reliability", "--partnerships",
+                                  str(HISTORY / "partnerships.csv"), "--deliveries",
+                                  str(HISTORY / "deliveries.csv")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    got = pd.read_csv(io.StringIO(r.stdout)).set_index("partner_id")
+    parts = pd.read_csv(HISTORY / "partnerships.csv", dtype=str, keep_default_na=False)
+    deliveries = pd.read_csv(HISTORY / "deliveries.csv", dtype={"partnership_id": str})
+    delivered = deliveries.groupby("partnership_id")["units"].sum()
+    for pid in sorted(set(parts["partner_id"]))[:40]:
+        mine = parts[parts["partner_id"] == pid]
+        offers = int(((mine["answered_at"] != "") | (mine["state"] == "lapsed")).sum())
+        accepted = int(((mine["answered_at"] != "") & (mine["state"] != "declined")).sum())
+        shares = []
+        for p in mine.itertuples():
+            if p.state == "completed" or (p.state == "cancelled" and p.answered_at):
+                days = (dt.date.fromisoformat(p.updated_at[:10])
+                        - dt.date.fromisoformat(p.answered_at[:10])).days + 1  # fmt: skip
+                committed = float(p.units) * days / 7
+                shares.append(min(delivered.get(p.partnership_id, 0.0) / committed, 1.0))
+        row = got.loc[pid]
+        assert row["acceptance"] == pytest.approx((accepted + 2) / (offers + 2), abs=1e-6)
+        assert row["reliability"] == pytest.approx((sum(shares) + 2) / (len(shares) + 2),
+                                                   abs=1e-6)  # fmt: skip
+    assert got["reliability"].min() < 0.95  # the simulated partners do not all deliver
+    head = "\n".join(r.stdout.splitlines()[:4])
+    assert f"deliveries.csv | head -4\n{head}\n```" in (ROOT / "README.md").read_text()
+    r = CliRunner().invoke(main, ["partnerships", "reliability", "--deliveries",
+                                  str(HISTORY / "deliveries.csv")])  # fmt: skip
+    assert r.exit_code == 2 and "--db" in r.output
+
+
+def test_a_deliveries_file_names_every_bad_row():
+    from matcher.outcomes import read_deliveries
+
+    bad = ("delivery_id,partnership_id,period_start,period_end,units\n"
+           "d1,p1,2014-01-05,2014-01-01,2\nd2,@p,2014-01-01,2014-01-07,nan\n"
+           "d3,p3,2014-01-01T10:00,2014-01-07,1\n")  # fmt: skip
+    with pytest.raises(InputValidationError) as e:
+        read_deliveries(bad.encode(), "d.csv")
+    found = {(p.row, p.field) for p in e.value.problems}
+    assert found == {(2, "period_end"), (3, "partnership_id"), (3, "units"),
+                     (4, "period_start")}, found
 
 
 def test_the_cli_exports_every_partnership_or_warns(tmp_path):

@@ -878,8 +878,11 @@ def test_reliability_by_hand_and_planning_with_expected_capacity(store, where):
     offers = store.list_partnerships(partner_id="P1", limit=None)
     assert len(offers) >= 2
     one = _active(store)  # P1: offered (10 days ago), accepted, active
+    with store._write() as conn:  # accepted 13 days ago: two weeks agreed by today
+        conn.execute("UPDATE partnerships SET answered_at = ? WHERE partnership_id = ?",
+                     (_days(-13) + "T08:00:00.000000Z", one["partnership_id"]))  # fmt: skip
     record_delivery(store, one["partnership_id"], _days(-5), _days(-1),
-                    one["units"] / 2, "k", role="partner", partner_id="P1")  # fmt: skip
+                    one["units"], "k", role="partner", partner_id="P1")  # fmt: skip
     transition(store, one["partnership_id"], "completed", 3, "k", role="partner",
                partner_id="P1")  # fmt: skip
     transition(store, offers[0]["partnership_id"], "declined", 1, "k", role="partner",
@@ -887,12 +890,13 @@ def test_reliability_by_hand_and_planning_with_expected_capacity(store, where):
     rel = partner_reliability(store).set_index("partner_id")
     p1 = rel.loc["P1"]
     # by hand: offers answered 2 (one accepted, one declined); one finished partnership,
-    # half delivered: acceptance (1 + 2) / (2 + 2), reliability (0.5 + 2) / (1 + 2)
+    # agreed for two weeks (units a week x 2 committed), one week's units delivered, so
+    # half: acceptance (1 + 2) / (2 + 2), reliability (0.5 + 2) / (1 + 2)
     assert (p1["offers"], p1["accepted"], p1["declined"], p1["finished"]) == (2, 1, 1, 1)
     assert p1["acceptance"] == pytest.approx(3 / 4)
     assert p1["reliability"] == pytest.approx(2.5 / 3)
-    assert p1["committed_units"] == pytest.approx(one["units"])
-    assert p1["delivered_units"] == pytest.approx(one["units"] / 2)
+    assert p1["committed_units"] == pytest.approx(2 * one["units"])
+    assert p1["delivered_units"] == pytest.approx(one["units"])
     assert rel.loc["P2"]["reliability"] == 1.0  # no history: trusted
     res = CliRunner().invoke(main, ["partnerships", "reliability", "--db", where])
     assert res.exit_code == 0 and "P1" in res.stdout and "0.833333" in res.stdout
