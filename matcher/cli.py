@@ -687,9 +687,20 @@ def hsds_import_cmd(
 
     frame = pd.DataFrame(table.frame.drop(columns="geometry"))
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    _write_csv(frame, tmp)
-    tmp.replace(out_path)
+    rejects_path = out_path.with_name(f"{out_path.stem}_rejects.csv")
+    for path, content in ((out_path, frame), (rejects_path, table.rejects)):
+        if path is rejects_path and content.empty:
+            path.unlink(missing_ok=True)  # no stale rejects of an earlier import
+            continue
+        tmp = path.with_name(f".{path.name}.tmp")
+        _write_csv(content, tmp)
+        tmp.replace(path)
+    if len(table.rejects):
+        click.echo(f"skipped {len(table.rejects)} invalid partner(s) of "
+                   f"{len(table.rejects) + len(frame)}; {len(frame)} remain. Their problems "
+                   f"(also in {rejects_path}):", err=True)  # fmt: skip
+        for text in table.rejects["problems"].head(20):
+            click.echo(f"  - {_printable(str(text))}", err=True)
     if not quiet:
         click.echo(f"wrote {len(frame)} partners to {out_path}")
 
@@ -699,8 +710,9 @@ def hsds_import_cmd(
               help="The partners file to export.")  # fmt: skip
 @click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
               help="Directory (csv) or .json file to write.")  # fmt: skip
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
-              show_default=True)  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]),
+              help="csv (a directory of tables) or json; default: json when --out ends in "
+              ".json, else csv.")  # fmt: skip
 @click.option("--mapping", type=click.Path(path_type=Path))
 @click.option("--include-volunteers", is_flag=True,
               help="Export volunteers too (their points coarsened to ~500 m).")  # fmt: skip
@@ -709,13 +721,15 @@ def hsds_import_cmd(
 def hsds_export_cmd(
     partners_path: Path,
     out_path: Path,
-    fmt: str,
+    fmt: str | None,
     mapping: Path | None,
     include_volunteers: bool,
     quiet: bool,
     verbose: bool,
 ) -> None:
     """Export partners as HSDS 3.x (CSV tables or JSON)."""
+    if fmt is None:
+        fmt = "json" if out_path.suffix.lower() == ".json" else "csv"
     import pandas as pd
 
     from .hsds import write_hsds

@@ -745,7 +745,11 @@ def read_hsds(
                 problems[i].append(new)  # else already reported, in HSDS terms
     bad = np.array([bool(p) for p in problems])
     if bad.any() and (on_invalid == "raise" or bad.all()):
-        raise InputValidationError([p for ps in problems for p in ps])
+        found = [p for ps in problems for p in ps]
+        if on_invalid == "skip":  # every partner is invalid: say so, not just why
+            found.append(Problem(str(path), None, None, None,
+                                 f"no partner is left: all {len(bad)} are invalid"))  # fmt: skip
+        raise InputValidationError(found)
     frame = read_partners(raw.loc[~bad].reset_index(drop=True), taxonomy=tax, name=str(path)).frame
     rejects = raw.loc[bad].copy()
     rejects.insert(0, "row", [provs[i]["partner_id"][0].row for i in np.flatnonzero(bad)])
@@ -932,10 +936,12 @@ def write_hsds(
     partners : pandas.DataFrame
         A partners table (validated again with :func:`matcher.io.read_partners`).
     dest : str or Path
-        The output directory (created if needed).
+        The output directory (created if needed), or with ``format="json"`` a file
+        whose name ends in ``.json``.
     format : {"csv", "json"}
         ``"csv"``: one file per HSDS table plus a ``datapackage.json``; ``"json"``:
-        ``services.json``, a list of HSDS service objects with nested objects.
+        a list of HSDS service objects with nested objects, written to ``dest`` when it
+        names a ``.json`` file, else to ``dest/services.json``.
     mapping : str, Path or TaxonomyMapping, optional
         Also export, beside matcher's own category term, the first term with a name
         that this mapping gives each category (default: :data:`DEFAULT_MAPPING_PATH`).
@@ -957,6 +963,13 @@ def write_hsds(
     """
     if format not in ("csv", "json"):
         raise ValueError(f"`format` must be 'csv' or 'json', not {format!r}")
+    as_file = Path(dest).suffix.lower() == ".json"
+    if as_file and format == "csv":
+        raise InputValidationError([Problem(
+            str(dest), None, None, None,
+            "a .json file takes the JSON format (format='json'); the CSV tables go into a "
+            "directory",
+        )])  # fmt: skip
     tax = taxonomy or default_taxonomy()
     if not isinstance(mapping, TaxonomyMapping):
         mapping = read_taxonomy_mapping(mapping, taxonomy=tax)
@@ -1001,6 +1014,16 @@ def write_hsds(
             + "\n"
         )
     out = Path(dest)
+    if as_file:  # one file, written whole (a temporary file, then a rename)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+        try:
+            part.write_text(files["services.json"], encoding="utf-8")
+            os.replace(part, out)
+        finally:
+            part.unlink(missing_ok=True)
+        logger.info("HSDS export: %d partner(s) as json into %s", len(frame), out)
+        return [out]
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".matcher-hsds-", dir=out))
     try:

@@ -9,6 +9,8 @@ partner-share options, ``--skip-invalid`` for partners, and the HSDS ``--mapping
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 from collections import defaultdict
@@ -634,11 +636,6 @@ def test_hsds_import_skip_invalid_writes_the_valid_partners(
     assert len(names) == 3 and not any("Uptown" in n for n in names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hsds import --skip-invalid ('Skip invalid rows (reported)') only logs a count: "
-    "neither stderr nor any file names the skipped HSDS row or its problem",
-)
 def test_hsds_import_skip_invalid_names_the_skipped_row(hsds_one_bad: Path, tmp_path: Path) -> None:
     out = tmp_path / "partners.csv"
     result = invoke(
@@ -647,6 +644,25 @@ def test_hsds_import_skip_invalid_names_the_skipped_row(hsds_one_bad: Path, tmp_
     assert_clean_exit(result, 0)
     reported = result.stderr + "".join(p.read_text() for p in tmp_path.glob("*rejects*"))
     assert "locations.csv" in reported and "latitude" in reported
+    assert "remain" in result.stderr and (tmp_path / "partners_rejects.csv").is_file()
+
+
+def test_hsds_import_skip_invalid_with_nothing_left_says_so(tmp_path: Path) -> None:
+    package = Path(shutil.copytree(HSDS_CSV, tmp_path / "hsds"))
+    locations = package / "locations.csv"
+    rows = list(csv.DictReader(io.StringIO(locations.read_text(encoding="utf-8"))))
+    for row in rows:
+        row["latitude"] = "95"
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    locations.write_text(text.getvalue(), encoding="utf-8")
+    out = tmp_path / "partners.csv"
+    result = invoke("hsds", "import", "--source", str(package), "--out", str(out),
+                    "--skip-invalid")  # fmt: skip
+    assert_clean_exit(result, 2)
+    assert "no partner is left: all" in result.stderr and not out.exists()
 
 
 @pytest.fixture
@@ -751,12 +767,6 @@ def test_hsds_export_mapping_names_the_exported_terms(imported: Path, tmp_path: 
     assert custom == {("Open Eligibility", "Food Pantry"), ("Open Eligibility", "Homework Club")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`matcher hsds export --help` says --out is a 'Directory (csv) or .json file to "
-    "write', but --out services.json --format json makes a directory services.json/ "
-    "holding services.json",
-)
 def test_hsds_export_json_to_a_json_file(imported: Path, tmp_path: Path) -> None:
     dest = tmp_path / "partners.json"
     result = invoke(
@@ -765,3 +775,12 @@ def test_hsds_export_json_to_a_json_file(imported: Path, tmp_path: Path) -> None
     assert_clean_exit(result, 0)
     assert dest.is_file()
     assert len(json.loads(dest.read_text(encoding="utf-8"))) == 4
+    inferred = tmp_path / "inferred.json"  # the format follows the name
+    assert_clean_exit(invoke("hsds", "export", "--partners", str(imported), "--out",
+                             str(inferred)), 0)  # fmt: skip
+    ids = [s["id"] for s in json.loads(dest.read_text(encoding="utf-8"))]
+    assert [s["id"] for s in json.loads(inferred.read_text(encoding="utf-8"))] == ids
+    refused = invoke("hsds", "export", "--partners", str(imported), "--out",
+                     str(tmp_path / "x.json"), "--format", "csv")  # fmt: skip
+    assert refused.exit_code == 2 and "directory" in refused.output
+    assert not (tmp_path / "x.json").exists()

@@ -101,7 +101,7 @@ def panels(draw: Any) -> pd.DataFrame:
     return _cells(rows)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cells=panels(), days=st.tuples(st.integers(20, 400), st.integers(20, 400)))
 def test_the_estimate_and_its_error_equal_statsmodels(cells, days):
     import statsmodels.api as sm
@@ -133,14 +133,17 @@ def test_the_estimate_and_its_error_equal_statsmodels(cells, days):
     model = smf.glm("y ~ C(cell) + C(category):post + treated:post - 1", long,
                     family=sm.families.Poisson(), offset=np.log(long["days"]))  # fmt: skip
     groups = pd.factorize(long["neighborhood"])[0]  # clustered by neighborhood
-    fit = model.fit(cov_type="cluster", cov_kwds={"groups": groups, "use_correction": False})
+    # statsmodels' IRLS stops at a relative deviance change of 1e-8 by default: far tighter
+    # here, so that the two optima agree to more digits than the comparison asks
+    fit = model.fit(cov_type="cluster", cov_kwds={"groups": groups, "use_correction": False},
+                    tol=1e-14, maxiter=1000)  # fmt: skip
     g = long["neighborhood"].nunique()
     if g < 2:
         assert t.rate_ratio is None
         return
     assert t.rate_ratio == pytest.approx(math.exp(fit.params["treated:post"]), rel=1e-6)
     robust = fit.bse["treated:post"] * math.sqrt(g / (g - 1))
-    plain = model.fit().bse["treated:post"]  # the model-based (Poisson) error
+    plain = model.fit(tol=1e-14, maxiter=1000).bse["treated:post"]  # the Poisson error
     assert t.se == pytest.approx(max(robust, plain), rel=1e-5)
     assert (t.served_cells, t.comparison_cells) == (served, comp)
 
