@@ -2,7 +2,8 @@
 
 One matcher partner is one HSDS ``service_at_location`` (a service delivered at a
 location). The full mapping, its defaults and the extension properties are documented in
-``docs/hsds.md``; the default taxonomy mapping is ``data/hsds_taxonomy_map.csv``.
+``docs/hsds.md``; the default taxonomy mapping is ``matcher/data/hsds_taxonomy_map.csv``
+(package data: an installed wheel has it).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 #: The HSDS version read and written (3.1 added ``service_capacity`` and ``unit``).
 HSDS_VERSION = "3.1"
 #: The default mapping from HSDS taxonomy terms to matcher categories.
-DEFAULT_MAPPING_PATH = Path(__file__).resolve().parents[1] / "data" / "hsds_taxonomy_map.csv"
+DEFAULT_MAPPING_PATH = Path(__file__).resolve().parent / "data" / "hsds_taxonomy_map.csv"
 #: The radius given to a partner whose HSDS record has no usable service area.
 DEFAULT_RADIUS_KM = 5.0
 #: The taxonomy name of matcher's own category terms in exported HSDS.
