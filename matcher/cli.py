@@ -659,6 +659,9 @@ def hsds_group() -> None:
 @click.option("--default-radius-km", type=float, default=5.0, show_default=True)
 @click.option("--default-capacity", type=float, help="Capacity of services without one.")
 @click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (reported).")
+@click.option("--unmapped", default="error", show_default=True, metavar="POLICY",
+              help="A taxonomy term the mapping does not know: error, skip (services with "
+              "no mapped term are left out, reported) or default:CATEGORY.")  # fmt: skip
 @_with_common
 @_guarded
 def hsds_import_cmd(
@@ -668,10 +671,16 @@ def hsds_import_cmd(
     default_radius_km: float,
     default_capacity: float | None,
     skip_invalid: bool,
+    unmapped: str,
     quiet: bool,
     verbose: bool,
 ) -> None:
-    """Import partners from HSDS into matcher's partners CSV."""
+    """Import partners from HSDS (1.1, 2.0 with 1.1's tables, 3.0, 3.1) into a partners CSV.
+
+    Writes the partners, PARTNERS_mapping.csv (each taxonomy term met, the category it
+    mapped to or none, and how many services carry it) and, when rows are skipped,
+    PARTNERS_rejects.csv; prints the mapping report's summary.
+    """
     from .hsds import read_hsds
     from .output import _write_csv
 
@@ -680,6 +689,7 @@ def hsds_import_cmd(
         source,
         mapping=mapping,
         on_invalid="skip" if skip_invalid else "raise",
+        unmapped=unmapped,
         default_radius_km=default_radius_km,
         default_capacity=default_capacity,
     )
@@ -688,7 +698,10 @@ def hsds_import_cmd(
     frame = pd.DataFrame(table.frame.drop(columns="geometry"))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rejects_path = out_path.with_name(f"{out_path.stem}_rejects.csv")
-    for path, content in ((out_path, frame), (rejects_path, table.rejects)):
+    report_path = out_path.with_name(f"{out_path.stem}_mapping.csv")
+    report = table.report if table.report is not None else pd.DataFrame()
+    for path, content in ((out_path, frame), (rejects_path, table.rejects),
+                          (report_path, report)):  # fmt: skip
         if path is rejects_path and content.empty:
             path.unlink(missing_ok=True)  # no stale rejects of an earlier import
             continue
@@ -701,6 +714,15 @@ def hsds_import_cmd(
                    f"(also in {rejects_path}):", err=True)  # fmt: skip
         for text in table.rejects["problems"].head(20):
             click.echo(f"  - {_printable(str(text))}", err=True)
+    if len(report):
+        by = report.groupby("how")["services"].agg(["size", "sum"])
+        said = "; ".join(f"{int(r['size'])} {how} ({int(r['sum'])} service links)"
+                         for how, r in by.iterrows())  # fmt: skip
+        click.echo(f"taxonomy terms: {said}; each in {report_path}", err=True)
+        for r in report[report["how"] == "unmapped"].head(10).itertuples():
+            click.echo(f"  - unmapped: {_printable(r.taxonomy or '-')} / "
+                       f"{_printable(r.code or '-')} / {_printable(r.name or '-')} "
+                       f"({r.services} service(s))", err=True)  # fmt: skip
     if not quiet:
         click.echo(f"wrote {len(frame)} partners to {out_path}")
 

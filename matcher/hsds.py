@@ -40,6 +40,8 @@ from .taxonomy import Taxonomy, default_taxonomy
 __all__ = [
     "HSDS_VERSION",
     "DEFAULT_MAPPING_PATH",
+    "detect_version",
+    "unit_factor",
     "DEFAULT_RADIUS_KM",
     "MappingRule",
     "TaxonomyMapping",
@@ -270,12 +272,15 @@ def read_taxonomy_mapping(
 # ----------------------------------------------------------------------------- reading
 
 
-def _load_csv_dir(root: Path) -> tuple[dict[str, list[dict[str, Any]]], str]:
+def _load_csv_dir(
+    root: Path, spec: dict[str, tuple[str, tuple[str, ...], bool]] | None = None
+) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    spec = TABLES if spec is None else spec
     tables: dict[str, list[dict[str, Any]]] = {}
     problems: list[Problem] = []
     digest = hashlib.sha256()
-    needed = [f for f, _, req in TABLES.values() if req]
-    for table, (fname, required, is_required) in TABLES.items():
+    needed = [f for f, _, req in spec.values() if req]
+    for table, (fname, required, is_required) in spec.items():
         path = root / fname
         if not path.exists() and fname == "service_at_location.csv":
             path = root / "service_at_locations.csv"  # a common spelling of the same table
@@ -304,6 +309,178 @@ def _load_csv_dir(root: Path) -> tuple[dict[str, list[dict[str, Any]]], str]:
     return tables, digest.hexdigest()
 
 
+#: HSDS 1.1 tables (the 1.x tabular data package, which 2.0 packages that keep its table
+#: names share) that matcher reads: table -> (CSV file, required columns, required table).
+V1_TABLES: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    "organization": ("organizations.csv", ("id", "name"), False),
+    "service": ("services.csv", ("id", "name"), True),
+    "location": ("locations.csv", ("id",), True),
+    "service_at_location": ("services_at_location.csv", ("id", "service_id", "location_id"),
+                            True),
+    "service_area": ("service_areas.csv", ("id",), False),
+    "language": ("languages.csv", ("id",), False),
+    "services_taxonomy": ("services_taxonomy.csv", ("id", "service_id", "taxonomy_id"), False),
+    "taxonomy_v1": ("taxonomy.csv", ("id", "name"), False),
+}  # fmt: skip
+#: Tables only the 1.x form has, and tables only the 3.x form has (version detection).
+_V1_ONLY = frozenset({"services_at_location.csv", "services_taxonomy.csv", "taxonomy.csv",
+                      "physical_addresses.csv", "regular_schedules.csv",
+                      "holiday_schedules.csv", "eligibility.csv", "payments_accepted.csv"})
+_V3_ONLY = frozenset({"service_at_location.csv", "service_at_locations.csv", "attributes.csv",
+                      "taxonomy_terms.csv", "schedules.csv", "addresses.csv",
+                      "service_capacity.csv", "units.csv", "url.csv"})  # fmt: skip
+#: Language names of HSDS 1.1 ``languages.language`` (free text) and their ISO 639-1 codes.
+_LANGUAGE_NAMES = {
+    "english": "en", "spanish": "es", "french": "fr", "german": "de", "italian": "it",
+    "portuguese": "pt", "polish": "pl", "russian": "ru", "ukrainian": "uk", "arabic": "ar",
+    "chinese": "zh", "mandarin": "zh", "cantonese": "zh", "korean": "ko", "japanese": "ja",
+    "vietnamese": "vi", "tagalog": "tl", "filipino": "tl", "hindi": "hi", "urdu": "ur",
+    "bengali": "bn", "somali": "so", "amharic": "am", "haitian creole": "ht", "farsi": "fa",
+    "persian": "fa", "greek": "el", "turkish": "tr", "hebrew": "he", "swahili": "sw",
+}  # fmt: skip
+
+
+#: What a capacity unit may count (people, visits or hours), as words of its name.
+_UNIT_AMOUNTS = frozenset({
+    "people", "person", "persons", "individual", "individuals", "client", "clients",
+    "participant", "participants", "family", "families", "household", "households",
+    "visit", "visits", "appointment", "appointments", "session", "sessions", "referral",
+    "referrals", "hour", "hours", "volunteerhours", "volunteer", "help", "place",
+    "places", "slot", "slots", "seat", "seats",
+})  # fmt: skip
+#: A unit's period, as words of its name, and its count per week.
+_UNIT_PERIODS = {
+    "day": 7.0, "daily": 7.0, "week": 1.0, "weekly": 1.0, "weeks": 1.0,
+    "month": 7 / 30.436875, "monthly": 7 / 30.436875, "year": 7 / 365.2425,
+    "yearly": 7 / 365.2425, "annual": 7 / 365.2425, "annually": 7 / 365.2425,
+}  # fmt: skip
+
+
+def unit_factor(name: str) -> float | None:
+    """Return how many units a week one of a capacity unit is, or None if not understood.
+
+    A unit is understood when its name counts people, visits or hours (:data:`_UNIT_AMOUNTS`)
+    per day, week, month or year (:data:`_UNIT_PERIODS`; a month is 30.436875 days, a
+    year 365.2425).
+
+    Examples
+    --------
+    >>> unit_factor("people per day"), unit_factor("volunteer-hours per week")
+    (7.0, 1.0)
+    >>> round(unit_factor("Visits per month"), 4), unit_factor("Kilogram")
+    (0.23, None)
+    """
+    words = set(re.findall(r"[a-z]+", name.lower().replace("-", "")))
+    if not words & _UNIT_AMOUNTS:
+        return None
+    periods = [f for w, f in _UNIT_PERIODS.items() if w in words]
+    return periods[0] if len(set(periods)) == 1 else None
+
+
+def detect_version(source: str | Path) -> tuple[str, str]:
+    """Return the HSDS version family of a source and the evidence for it.
+
+    Parameters
+    ----------
+    source : str or Path
+        A directory of HSDS CSV tables (with or without ``datapackage.json``) or a
+        ``.json`` file of compiled HSDS objects.
+
+    Returns
+    -------
+    (str, str)
+        ``("1.1", why)`` for the 1.x tabular form (``services_at_location.csv``,
+        ``services_taxonomy.csv``, ...; 2.0 packages with those tables read the same),
+        ``("3", why)`` for HSDS 3.0/3.1 (``service_at_location.csv``, ``attributes.csv``,
+        ``taxonomy_terms.csv``, ...; and every JSON file).
+
+    Raises
+    ------
+    InputValidationError
+        When the source is neither, or declares a version matcher does not read.
+    """
+    path = Path(source)
+    if not path.is_dir():
+        return "3", "a JSON file of compiled HSDS objects (3.x)"
+    declared = ""
+    package = path / "datapackage.json"
+    if package.is_file():
+        try:
+            doc = json.loads(_decode(_read_bytes(package), str(package)))
+        except json.JSONDecodeError:
+            doc = {}
+        if isinstance(doc, dict):
+            declared = " ".join(str(doc.get(k) or "") for k in ("title", "description",
+                                                                  "profile", "version"))
+    names = {p.name for p in path.glob("*.csv")}
+    v1, v3 = sorted(names & _V1_ONLY), sorted(names & _V3_ONLY)
+    said = re.search(r"(?:HSDS|version|Version)\D{0,12}(\d+\.\d+)", declared)
+    if said and said[1].split(".")[0] not in ("1", "2", "3"):
+        raise InputValidationError([Problem(
+            str(package), None, "version", said[1],
+            "an HSDS version matcher does not read (it reads 1.1, 2.0 packages with 1.1's "
+            "tables, 3.0 and 3.1)",
+        )])  # fmt: skip
+    if v1 and not v3:
+        return "1.1", f"HSDS 1.x tables ({', '.join(v1)})" + (
+            f"; datapackage.json says {said[0]!r}" if said else "")  # fmt: skip
+    if v3:
+        return "3", f"HSDS 3.x tables ({', '.join(v3)})"
+    raise InputValidationError([Problem(
+        str(path), None, None, None,
+        "not an HSDS data package matcher reads: no services_at_location.csv (HSDS 1.1) "
+        f"nor service_at_location.csv (HSDS 3.x); the CSV files are {sorted(names)}",
+    )])  # fmt: skip
+
+
+def _from_v1(tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """HSDS 1.1 tables as the 3.x tables :func:`_partners_from_tables` reads."""
+    out: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
+    for table in ("organization", "service", "location", "service_at_location",
+                  "service_area"):  # fmt: skip
+        out[table] = tables[table]
+    # a 1.1 taxonomy row is a term; services_taxonomy links it to a service
+    out["taxonomy_term"] = [
+        {**t, "taxonomy": _get(t, "vocabulary") or "", "code": None} for t in tables["taxonomy_v1"]
+    ]
+    out["attribute"] = [
+        {"id": _get(a, "id"), "link_id": _get(a, "service_id"), "link_entity": "service",
+         "taxonomy_term_id": _get(a, "taxonomy_id"), "_src": a["_src"]}
+        for a in tables["services_taxonomy"]
+    ]  # fmt: skip
+    for lang in tables["language"]:  # 1.1 names a language; 3.x gives its code
+        name = str(_get(lang, "language") or "")
+        code = name.lower() if _LANG.match(name.lower()) else _LANGUAGE_NAMES.get(name.lower())
+        if code is None:
+            logger.warning("%s row %s: language %r is not one matcher knows; left out",
+                           lang["_src"].file, lang["_src"].row, name[:40])  # fmt: skip
+            continue
+        out["language"].append({**lang, "code": code})
+    return out
+
+
+def _as_services(doc: Any, file: str) -> list[Any]:
+    """Return the service objects of a compiled HSDS 3.x document.
+
+    A service, an organization (its ``services``), a service_at_location (its
+    ``service``, at that location), a list of them, or an API ``Page`` of them.
+    """
+    if isinstance(doc, dict) and isinstance(doc.get("contents"), list):
+        doc = doc["contents"]  # an HSDS API Page
+    out: list[Any] = []
+    for obj in doc if isinstance(doc, list) else [doc]:
+        if isinstance(obj, dict) and isinstance(obj.get("services"), list):  # organization
+            org = {k: v for k, v in obj.items() if k not in ("services", "locations")}
+            out += [{"organization": org, **svc} if isinstance(svc, dict) else svc
+                    for svc in obj["services"]]  # fmt: skip
+        elif isinstance(obj, dict) and isinstance(obj.get("service"), dict):  # at a location
+            sal = {k: v for k, v in obj.items() if k != "service"}
+            out.append({**obj["service"], "service_at_locations": [sal]})
+        else:
+            out.append(obj)
+    return out
+
+
 def _load_json(path: Path) -> tuple[dict[str, list[dict[str, Any]]], str]:
     """Flatten HSDS service objects (with nested objects) into the tabular tables."""
     file = str(path)
@@ -314,25 +491,35 @@ def _load_json(path: Path) -> tuple[dict[str, list[dict[str, Any]]], str]:
         raise InputValidationError(
             [Problem(file, exc.lineno, None, None, f"not valid JSON: {exc.msg}")]
         ) from None
-    if isinstance(doc, dict) and isinstance(doc.get("contents"), list):
-        doc = doc["contents"]  # an HSDS API Page
-    services = [doc] if isinstance(doc, dict) else doc
-    if not isinstance(services, list) or not services:
+    services = _as_services(doc, file)
+    if not services:
         reason = "expected a list of HSDS service objects (or an API Page of them)"
         raise InputValidationError([Problem(file, None, None, None, reason)])
     tables: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
-    shared: set[tuple[str, Any]] = set()
+    # a compiled object may nest copies of one object (a language of the service and of its
+    # location, an organization of each service): the same id with the same content is one
+    # object; the same id with other content is a conflict, named with both paths
+    seen: dict[tuple[str, Any], tuple[dict[str, Any], _Src]] = {}
+    conflicts: list[Problem] = []
 
     def add(table: str, obj: Any, src: _Src, is_shared: bool = False, **links: Any) -> Any:
         if not isinstance(obj, dict):
             return None
-        if is_shared and obj.get("id") is not None:
-            if (table, obj["id"]) in shared:
-                return obj["id"]  # the same object embedded again (dereferenced JSON)
-            shared.add((table, obj["id"]))
         flat = {k: v for k, v in obj.items() if not isinstance(v, dict | list)}
+        oid = obj.get("id")
+        if oid is not None and table != "service_at_location":
+            first = seen.get((table, oid))
+            if first is not None:
+                if first[0] != flat:
+                    where = f"row {first[1].row}, {first[1].prefix}id" if first[1].prefix else (
+                        f"row {first[1].row}")  # fmt: skip
+                    conflicts.append(src.problem(
+                        "id", oid, f"the same {table} id as at {where}, with other content",
+                    ))  # fmt: skip
+                return oid
+            seen[(table, oid)] = (flat, src)
         tables[table].append({**flat, **links, "_src": src})
-        return obj.get("id")
+        return oid
 
     def add_attributes(items: Any, link: Any, i: int, prefix: str) -> None:
         for j, att in enumerate(items if isinstance(items, list) else []):
@@ -425,6 +612,8 @@ def _load_json(path: Path) -> tuple[dict[str, list[dict[str, Any]]], str]:
                     location_id=lid,
                 )
             add_attributes(sal.get("attributes"), sal.get("id"), i, p)
+    if conflicts:
+        raise InputValidationError(conflicts)
     return tables, hashlib.sha256(data).hexdigest()
 
 
@@ -479,7 +668,18 @@ def _partners_from_tables(
     default_radius_km: float,
     default_capacity: float | None,
     unmapped: str,
+    report: dict[tuple[str, str, str], dict[str, Any]] | None = None,
+    skipped: dict[int, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, tuple[_Src, str]]], list[list[Problem]]]:
+    """Partner candidates of HSDS tables, with each field's source and their problems.
+
+    ``report`` collects each taxonomy term met: (taxonomy, code, name) -> category, how
+    it was mapped and the services it is linked to; ``skipped`` collects the candidates
+    that ``unmapped="skip"`` leaves out (index -> why).
+    """
+    report = {} if report is None else report
+    skipped = {} if skipped is None else skipped
+    default = unmapped.split(":", 1)[1] if unmapped.startswith("default:") else None
     index, global_problems = _index(tables)
     if global_problems:
         raise InputValidationError(global_problems)
@@ -548,6 +748,15 @@ def _partners_from_tables(
             taxname = _get(term, "taxonomy") or _get(tax_rec, "name")
             code, tname = _get(term, "code"), _get(term, "name")
             category = mapping.resolve(taxname, code and str(code), tname and str(tname))
+            seen = report.setdefault(
+                (str(taxname or ""), str(code or ""), str(tname or "")),
+                {"category": category or default or "",
+                 "how": "mapping" if category else ("default" if default else "unmapped"),
+                 "services": set()},
+            )  # fmt: skip
+            seen["services"].add(_get(svc, "id"))
+            if category is None and default is not None:
+                category = default
             if category is not None:
                 categories.add(category)
                 continue
@@ -564,10 +773,18 @@ def _partners_from_tables(
                 problems.append(
                     term["_src"].problem(field, code if field == "code" else tname, reason)
                 )
-        if not categories and n_term_problems == len(problems):
+        if not categories and default is not None:
+            categories.add(default)  # no term at all: the default category too
+            report.setdefault(("", "", "(no taxonomy term)"), {
+                "category": default, "how": "default", "services": set(),
+            })["services"].add(_get(svc, "id"))  # fmt: skip
+        elif not categories and unmapped == "skip":
+            skipped[len(cands)] = "no taxonomy term of its service maps to a matcher category"
+        elif not categories and n_term_problems == len(problems):
             reason = (
                 "no taxonomy term of this service maps to a matcher category; link a term "
-                f"through attributes (valid categories: {valid})"
+                f"through attributes, or import with --unmapped default:CATEGORY (valid "
+                f"categories: {valid})"
             )
             problems.append(v_src.problem("attributes", _get(svc, "id"), reason))
         prov["categories"] = (v_src, "attributes")
@@ -589,9 +806,28 @@ def _partners_from_tables(
                 problems.append(
                     cap_recs[1]["_src"].problem("unit_id", _get(cap_recs[1], "unit_id"), reason)
                 )
-            if all(isinstance(a, float) for a in amounts):
-                capacity = sum(amounts) / len(siblings)
+            unit_rec = index["unit"].get(next(iter(units))) if len(units) == 1 else None
+            uname = str(_get(unit_rec, "name") or "") if unit_rec else ""
+            factor = unit_factor(uname) if uname else 1.0  # no unit: units a week
             prov["capacity"] = (cap_recs[0]["_src"], "available")
+            if uname:
+                how = (f"{factor:.6g} per week each" if factor is not None else
+                       "not people, visits or hours per period: "
+                       + ("default capacity used" if default_capacity is not None
+                          else "a problem"))  # fmt: skip
+                report.setdefault(("(capacity unit)", "", uname), {
+                    "category": "", "how": how, "services": set(),
+                })["services"].add(_get(svc, "id"))  # fmt: skip
+            if factor is None and default_capacity is not None:
+                capacity = float(default_capacity)
+            elif factor is None:
+                reason = (f"capacity unit {uname!r} is not people, visits or hours per day, "
+                          "week, month or year (docs/hsds.md); pass default_capacity to use "
+                          "that instead")  # fmt: skip
+                assert unit_rec is not None  # a unit name comes from a unit record
+                problems.append(unit_rec["_src"].problem("name", uname, reason))
+            elif all(isinstance(a, float) for a in amounts):
+                capacity = sum(amounts) * factor / len(siblings)
         elif default_capacity is not None:
             capacity = float(default_capacity)
         else:
@@ -642,7 +878,7 @@ def _partners_from_tables(
         )
         provs.append(prov)
         pre.append(problems)
-    if unmapped_count and unmapped == "ignore":
+    if unmapped_count and unmapped in ("ignore", "skip"):
         logger.warning("HSDS: ignored %d unmapped taxonomy term link(s)", unmapped_count)
     if default_radius_count:
         logger.info(
@@ -659,7 +895,7 @@ def read_hsds(
     mapping: str | Path | TaxonomyMapping | None = None,
     taxonomy: Taxonomy | None = None,
     on_invalid: Literal["raise", "skip"] = "raise",
-    unmapped: Literal["error", "ignore"] = "error",
+    unmapped: str = "error",
     default_radius_km: float = DEFAULT_RADIUS_KM,
     default_capacity: float | None = None,
 ) -> LoadedTable:
@@ -680,9 +916,13 @@ def read_hsds(
         The matcher categories; the default taxonomy when omitted.
     on_invalid : {"raise", "skip"}
         ``"skip"`` loads the valid partners and returns the others in ``rejects``.
-    unmapped : {"error", "ignore"}
-        Whether a taxonomy term missing from the mapping is a problem, or is skipped
-        with a warning (a service must still end with at least one category).
+    unmapped : {"error", "ignore", "skip"} or "default:CATEGORY"
+        What a taxonomy term missing from the mapping does. ``"error"``: it is a
+        problem. ``"ignore"``: it is left out (a service must still have a mapped
+        term). ``"skip"``: it is left out, and a service none of whose terms maps is
+        left out too, listed in ``rejects`` with why. ``"default:CATEGORY"``: it maps
+        to CATEGORY, and so does a service without any term. The mapping report
+        (``LoadedTable.report``) lists every term met and what became of it.
     default_radius_km : float
         The radius of a partner whose service has no usable service area.
     default_capacity : float, optional
@@ -703,29 +943,64 @@ def read_hsds(
     """
     if on_invalid not in ("raise", "skip"):
         raise ValueError(f"`on_invalid` must be 'raise' or 'skip', not {on_invalid!r}")
-    if unmapped not in ("error", "ignore"):
-        raise ValueError(f"`unmapped` must be 'error' or 'ignore', not {unmapped!r}")
     tax = taxonomy or default_taxonomy()
+    if unmapped.startswith("default:"):
+        code = tax.resolve(unmapped.split(":", 1)[1])
+        if code is None:
+            raise InputValidationError([Problem(
+                "--unmapped", None, "unmapped", unmapped[:60],
+                tax.describe_unknown(unmapped.split(":", 1)[1]),
+            )])  # fmt: skip
+        unmapped = f"default:{code}"
+    elif unmapped not in ("error", "ignore", "skip"):
+        raise InputValidationError([Problem(
+            "--unmapped", None, "unmapped", unmapped[:60],
+            "must be error, ignore, skip or default:CATEGORY",
+        )])  # fmt: skip
     if not isinstance(mapping, TaxonomyMapping):
         mapping = read_taxonomy_mapping(mapping, taxonomy=tax)
     path = Path(source)
     if path.is_dir():
-        tables, digest = _load_csv_dir(path)
+        version, why = detect_version(path)
+        logger.info("%s: %s", path, why)
+        if version == "1.1":
+            v1, digest = _load_csv_dir(path, V1_TABLES)
+            tables = _from_v1(v1)
+        else:
+            tables, digest = _load_csv_dir(path)
     elif path.suffix.lower() == ".json":
         tables, digest = _load_json(path)
     else:
         reason = "expected a directory of HSDS CSV tables or an HSDS .json file"
         raise InputValidationError([Problem(str(path), None, None, None, reason)])
     if not tables["service_at_location"]:
-        reason = "no service_at_location records: nothing links a service to a location"
+        reason = (
+            "no service_at_location records: nothing links a service to a location (a list "
+            "view of services carries none; read the full objects or the CSV tables)"
+        )
         raise InputValidationError([Problem(str(path), None, None, None, reason)])
+    terms: dict[tuple[str, str, str], dict[str, Any]] = {}
+    skipped: dict[int, str] = {}
     cands, provs, pre = _partners_from_tables(
         tables,
         mapping,
         default_radius_km=default_radius_km,
         default_capacity=default_capacity,
         unmapped=unmapped,
+        report=terms,
+        skipped=skipped,
     )
+    report = pd.DataFrame(
+        [{"kind": "capacity_unit" if k[0] == "(capacity unit)" else "term",
+          "taxonomy": "" if k[0] == "(capacity unit)" else k[0], "code": k[1], "name": k[2],
+          "category": v["category"], "how": v["how"], "services": len(v["services"])}
+         for k, v in terms.items()],
+        columns=["kind", "taxonomy", "code", "name", "category", "how", "services"],
+    )  # fmt: skip
+    report = report.sort_values(["kind", "taxonomy", "code", "name"], kind="stable")
+    report = report.reset_index(drop=True)
+    for i, why in skipped.items():  # left out by the unmapped policy, as rejects with why
+        pre[i].append(provs[i]["categories"][0].problem("attributes", None, why))
     raw = pd.DataFrame(cands, columns=list(COLUMNS))
     problems = [list(p) for p in pre]
     try:
@@ -745,11 +1020,14 @@ def read_hsds(
             ):
                 problems[i].append(new)  # else already reported, in HSDS terms
     bad = np.array([bool(p) for p in problems])
-    if bad.any() and (on_invalid == "raise" or bad.all()):
+    policy = np.zeros(len(bad), dtype=bool)
+    policy[list(skipped)] = True  # skipped by policy, whatever on_invalid says
+    if on_invalid == "raise" and (bad & ~policy).any():
+        raise InputValidationError([p for i in np.flatnonzero(bad & ~policy) for p in problems[i]])
+    if len(bad) and bad.all():  # nothing is left: say so, not just why
         found = [p for ps in problems for p in ps]
-        if on_invalid == "skip":  # every partner is invalid: say so, not just why
-            found.append(Problem(str(path), None, None, None,
-                                 f"no partner is left: all {len(bad)} are invalid"))  # fmt: skip
+        found.append(Problem(str(path), None, None, None,
+                             f"no partner is left: all {len(bad)} are invalid or skipped"))
         raise InputValidationError(found)
     frame = read_partners(raw.loc[~bad].reset_index(drop=True), taxonomy=tax, name=str(path)).frame
     rejects = raw.loc[bad].copy()
@@ -758,7 +1036,7 @@ def read_hsds(
     if len(rejects):
         logger.warning("%s: skipped %d invalid HSDS partner(s)", path, len(rejects))
     logger.info("%s: read %d partner(s) from HSDS", path, len(frame))
-    return LoadedTable(frame, rejects.reset_index(drop=True), digest, str(path))
+    return LoadedTable(frame, rejects.reset_index(drop=True), digest, str(path), report=report)
 
 
 # ----------------------------------------------------------------------------- writing

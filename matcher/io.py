@@ -113,6 +113,9 @@ class LoadedTable:
         The file name or input name.
     rows : numpy.ndarray, optional
         The row number (as in problems) of each row of ``frame``.
+    report : pandas.DataFrame, optional
+        What the reader made of the input's terms (HSDS: the mapping report of
+        :func:`matcher.hsds.read_hsds`).
     """
 
     frame: gpd.GeoDataFrame
@@ -120,6 +123,7 @@ class LoadedTable:
     sha256: str
     name: str
     rows: np.ndarray | None = None
+    report: pd.DataFrame | None = None
 
 
 def _fail(
