@@ -156,7 +156,9 @@ class MappingRule:
             return False
         if self.code:
             c, mine = (code or "").upper(), self.code.upper()
-            return c == mine or (self.prefix and c.startswith(mine) and c[len(mine)] in ".-")
+            # a hierarchical child: BD-1800 of BD; a top-level letter's branch: HH of H
+            return c == mine or (self.prefix and c.startswith(mine)
+                                 and (len(mine) == 1 or c[len(mine)] in ".-"))
         return _key(name) == _key(self.name)
 
 

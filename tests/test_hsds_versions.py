@@ -170,3 +170,26 @@ def test_unsupported_versions_and_other_folders_are_named(tmp_path):
     r = CliRunner().invoke(main, ["hsds", "import", "--source", str(V11 / "simple"), "--out",
                                   str(tmp_path / "p.csv"), "--unmapped", "default:nonsense"])
     assert r.exit_code == 2 and "unmapped" in r.output
+
+
+def test_the_211_top_levels_map_their_whole_branch_and_longer_prefixes_win():
+    from matcher.hsds import read_taxonomy_mapping
+
+    m = read_taxonomy_mapping()
+    assert m.resolve("211 HSIS Taxonomy", "HL-8000", None) == "education"
+    assert m.resolve("AIRS Taxonomy", "JD-1500.1500", None) == "environmental_design"
+    assert m.resolve("211 LA County Taxonomy", "RP-1400", None) == "mental_health"
+    assert m.resolve("211 LA County Taxonomy", "RX-8450", None) == "substance_use"
+    assert m.resolve("Open Eligibility", "H", None) is None  # another taxonomy's code
+
+
+def test_the_readme_shows_this_mapping_report(tmp_path):
+    r = CliRunner().invoke(main, [
+        "hsds", "import", "--source", str(V11 / "simple"), "--out", str(tmp_path / "partners.csv"),
+        "--default-capacity", "10", "--unmapped", "default:food_access", "--skip-invalid",
+    ])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    report = (tmp_path / "partners_mapping.csv").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"$ cat partners_mapping.csv\n{report}```" in readme
+    assert "taxonomy terms: 1 default (13 service links)" in r.stderr
