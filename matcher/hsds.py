@@ -977,8 +977,11 @@ def read_hsds(
         raise InputValidationError([Problem(str(path), None, None, None, reason)])
     if not tables["service_at_location"]:
         reason = (
-            "no service_at_location records: nothing links a service to a location (a list "
-            "view of services carries none; read the full objects or the CSV tables)"
+            "no service_at_location records: nothing links a service to a location. matcher "
+            "reads services with their service_at_locations (service_full), organizations "
+            "with their services (organization_full), services at locations "
+            "(service_at_location_full) or the CSV tables; a list view of services carries "
+            "no locations, and a location, taxonomy or other object is not a partner"
         )
         raise InputValidationError([Problem(str(path), None, None, None, reason)])
     terms: dict[tuple[str, str, str], dict[str, Any]] = {}

@@ -122,9 +122,11 @@ def test_the_3_1_csv_example_says_no_partner_is_left():
     assert "latitude" in r.output and "no partner is left: all 1" in r.output
 
 
-def test_a_list_view_without_locations_is_named():
-    with pytest.raises(InputValidationError, match="list view of services carries none"):
-        read_hsds(V31 / "service_list.json")
+@pytest.mark.parametrize("name", ["service_list", "organization_list", "location", "taxonomy",
+                                  "taxonomy_term_list", "base"])  # fmt: skip
+def test_documents_that_hold_no_partner_are_named(name):
+    with pytest.raises(InputValidationError, match="a list view of services carries no"):
+        read_hsds(V31 / f"{name}.json")
 
 
 def test_one_id_with_two_contents_is_a_conflict_named_with_both_paths(tmp_path):
