@@ -697,6 +697,21 @@ def _partners_from_tables(
     caps = _group(tables["service_capacity"], "service_id")
     attrs = _group(tables["attribute"], "link_id")
     valid = ", ".join(mapping.taxonomy.codes)
+    # rows linked to nothing are read by no partner: said, never dropped in silence
+    links = (("service_capacity", "service_id", "service"), ("service_area", "service_id",
+             "service"), ("language", "service_id", "service"),
+             ("language", "location_id", "location"), ("service_capacity", "unit_id", "unit"))
+    for table, field, target in links:  # fmt: skip
+        for row in tables[table]:
+            value = _get(row, field)
+            if value is not None and value not in index[target]:
+                src = row["_src"]
+                logger.warning("%s row %s: %s %r links to no %s; not read", src.file, src.row,
+                               field, str(value)[:40], target)  # fmt: skip
+                report.setdefault((f"(unlinked {table})", field, str(_get(row, "id") or "")), {
+                    "category": "", "how": f"{field} {value} is no {target} of the data: "
+                    "not read", "services": set(),
+                })  # fmt: skip
     unmapped_count, default_radius_count = 0, 0
     cands: list[dict[str, Any]] = []
     provs: list[dict[str, tuple[_Src, str]]] = []
@@ -996,8 +1011,9 @@ def read_hsds(
         skipped=skipped,
     )
     report = pd.DataFrame(
-        [{"kind": "capacity_unit" if k[0] == "(capacity unit)" else "term",
-          "taxonomy": "" if k[0] == "(capacity unit)" else k[0], "code": k[1], "name": k[2],
+        [{"kind": "capacity_unit" if k[0] == "(capacity unit)" else (
+              "unlinked " + k[0][10:-1] if k[0].startswith("(unlinked ") else "term"),
+          "taxonomy": "" if k[0].startswith("(") else k[0], "code": k[1], "name": k[2],
           "category": v["category"], "how": v["how"], "services": len(v["services"])}
          for k, v in terms.items()],
         columns=["kind", "taxonomy", "code", "name", "category", "how", "services"],

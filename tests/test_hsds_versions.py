@@ -114,6 +114,18 @@ def test_the_3_1_kilogram_capacity_is_named_or_replaced_by_the_default(tmp_path)
     assert (term["category"], term["how"]) == ("food_access", "default")
 
 
+def test_rows_linked_to_nothing_are_reported_not_dropped_in_silence(tmp_path):
+    package = Path(shutil.copytree(V31 / "csv", tmp_path / "pkg"))
+    locations = package / "locations.csv"
+    locations.write_text(locations.read_text().replace(",100,101,", ",41.88,-87.63,"))
+    table = read_hsds(package, unmapped="default:food_access", default_capacity=5,
+                      on_invalid="skip")  # fmt: skip
+    assert table.report is not None
+    unlinked = table.report[table.report["kind"] == "unlinked service_capacity"]
+    assert sorted(unlinked["how"].str.split(" ").str[0]) == ["service_id", "unit_id"]
+    assert (unlinked["how"].str.endswith("not read")).all()
+
+
 def test_the_3_1_csv_example_says_no_partner_is_left():
     assert detect_version(V31 / "csv")[0] == "3"
     r = CliRunner().invoke(main, ["hsds", "import", "--source", str(V31 / "csv"), "--out",
