@@ -26,6 +26,7 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -396,12 +397,22 @@ class Watched:
         self.failed: list[str] = []
         self.page.on("console", lambda msg: self.console.append(msg))
         self.page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
-        self.page.on("requestfailed", lambda req: self.failed.append(req.url))
+        self.page.on("requestfailed", self._request_failed)
         if serve_tiles:
             self.page.route(
                 serve_tiles + "**",
                 lambda route: route.fulfill(status=200, content_type="image/png", body=PNG_1PX),
             )
+
+    def _request_failed(self, req: Any) -> None:
+        """Record a failed request; not a map tile that Leaflet itself cancelled.
+
+        When the view moves (a new plan is fitted), Leaflet aborts the tile loads it no
+        longer needs (net::ERR_ABORTED): the page's own doing, not a failure.
+        """
+        if "/tiles/" in req.url and req.failure == "net::ERR_ABORTED":
+            return
+        self.failed.append(f"{req.url} ({req.failure})")
 
     def errors(self) -> list[str]:
         return [f"{m.text} @ {m.location.get('url')}" for m in self.console if m.type == "error"]
