@@ -490,10 +490,13 @@ def publish_plan(
                 unplaced += int(ps["state"] in AGREED)
                 continue
             if ps["plan_id"] != plan_id or ps["cluster_id"] != target:
+                # the cluster and its centre move; the neighborhood stays the one the
+                # partnership was made in (where it served, for matcher.impact)
+                where = _place(clusters.loc[target])
+                del where["neighborhood"]
                 store.update_partnership(
                     ps["partnership_id"], int(ps["version"]),
-                    {"plan_id": plan_id, "cluster_id": target, **_place(clusters.loc[target])},
-                    actor, action="carry",
+                    {"plan_id": plan_id, "cluster_id": target, **where}, actor, action="carry",
                 )  # fmt: skip
                 carried += 1
             if ps["state"] in AGREED:

@@ -356,6 +356,36 @@ def test_a_replan_keeps_agreements_avoids_declines_and_equals_the_oracle(store):
     assert store.get_plan(third).summary["metrics"]["agreements"]["excluded"] == 0
 
 
+def test_a_carried_partnership_keeps_the_neighborhood_it_was_made_in(where):
+    """A re-plan moves an agreement to its needs' new cluster, not to another neighborhood."""
+    def needs(n_b: int) -> pd.DataFrame:
+        hoods = ["A"] * 3 + ["B"] * n_b
+        return pd.DataFrame({
+            "need_id": [f"n{i}" for i in range(len(hoods))], "category": "food_access",
+            "lat": [41.88 + 0.0001 * i for i in range(len(hoods))], "lon": -87.63,
+            "demand": 1, "neighborhood": hoods,
+        })  # fmt: skip
+
+    _, partners = city()
+    with open_store(where) as st:
+        st.replace_partners(partners, "test")
+        st.replace_needs(needs(1), "test")
+        first = run_plan(st)
+        publish_plan(st, first, "k")
+        ps = st.list_partnerships(partner_id="P1", limit=None)[0]
+        assert ps["neighborhood"] == "A"  # 3 of the cluster's 4 units
+        transition(st, ps["partnership_id"], "accepted", 1, "k", role="partner",
+                   partner_id="P1")  # fmt: skip
+        st.replace_needs(needs(5), "test")  # the cluster is now mostly B
+        second = run_plan(st)
+        clusters = table(st, second, "clusters.csv")
+        assert clusters["neighborhood"].tolist() == ["B"]
+        publish_plan(st, second, "k")
+        kept = st.get_partnership(ps["partnership_id"])
+        assert kept["plan_id"] == second and kept["cluster_id"] == clusters["cluster_id"][0]
+        assert kept["neighborhood"] == "A" and kept["state"] == "accepted"
+
+
 def test_a_plan_made_under_other_agreements_is_not_published(store):
     first = run_plan(store)
     publish_plan(store, first, "k")
