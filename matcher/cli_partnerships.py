@@ -286,7 +286,6 @@ def impact_cmd(
         raise click.UsageError(f"give --db or files, not both ({', '.join(files_given)})")
     if db is None and (needs is None or partnerships is None):
         raise click.UsageError("give --db, or --needs and --partnerships (files)")
-    hoods = None
     if db is not None:
         from .limits import read_file
         from .store import open_store
@@ -294,18 +293,13 @@ def impact_cmd(
         content = None if events is None else read_file(events)
         with open_store(db) as store:
             result = store_impact(store, b, a, events=content, events_label=str(events))
-            hoods = store.neighborhoods_frame() if out is not None else None
     else:
         assert needs is not None and partnerships is not None
         result = file_impact(needs, partnerships, b, a, neighborhoods=neighborhoods,
                              events=events)  # fmt: skip
-        if out is not None and neighborhoods is not None:
-            from .io import read_neighborhoods
-
-            hoods = read_neighborhoods(neighborhoods)[0]
     if out is not None:
         from .output import write_files
 
-        written = write_files(impact_files(result, hoods), out, drop_stale=False)
+        written = write_files(impact_files(result), out, drop_stale=False)
         click.echo(f"wrote {', '.join(sorted(written))} to {out}", err=True)
     click.echo(result.to_json() if fmt == "json" else result.table(), nl=False)

@@ -670,14 +670,14 @@ def _partners_from_tables(
     default_radius_km: float,
     default_capacity: float | None,
     unmapped: str,
-    report: dict[tuple[str, str, str], dict[str, Any]] | None = None,
+    report: dict[tuple[str, str, str, str], dict[str, Any]] | None = None,
     skipped: dict[int, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, tuple[_Src, str]]], list[list[Problem]]]:
     """Partner candidates of HSDS tables, with each field's source and their problems.
 
-    ``report`` collects each taxonomy term met: (taxonomy, code, name) -> category, how
-    it was mapped and the services it is linked to; ``skipped`` collects the candidates
-    that ``unmapped="skip"`` leaves out (index -> why).
+    ``report`` collects each taxonomy term, capacity unit and unlinked row met: (kind,
+    taxonomy, code, name) -> category, how it was mapped and the services it concerns;
+    ``skipped`` collects the candidates that ``unmapped="skip"`` leaves out (index -> why).
     """
     report = {} if report is None else report
     skipped = {} if skipped is None else skipped
@@ -708,7 +708,7 @@ def _partners_from_tables(
                 src = row["_src"]
                 logger.warning("%s row %s: %s %r links to no %s; not read", src.file, src.row,
                                field, str(value)[:40], target)  # fmt: skip
-                report.setdefault((f"(unlinked {table})", field, str(_get(row, "id") or "")), {
+                report.setdefault((f"unlinked {table}", "", field, str(_get(row, "id") or "")), {
                     "category": "", "how": f"{field} {value} is no {target} of the data: "
                     "not read", "services": set(),
                 })  # fmt: skip
@@ -766,7 +766,7 @@ def _partners_from_tables(
             code, tname = _get(term, "code"), _get(term, "name")
             category = mapping.resolve(taxname, code and str(code), tname and str(tname))
             seen = report.setdefault(
-                (str(taxname or ""), str(code or ""), str(tname or "")),
+                ("term", str(taxname or ""), str(code or ""), str(tname or "")),
                 {"category": category or default or "",
                  "how": "mapping" if category else ("default" if default else "unmapped"),
                  "services": set()},
@@ -792,7 +792,7 @@ def _partners_from_tables(
                 )
         if not categories and default is not None:
             categories.add(default)  # no term at all: the default category too
-            report.setdefault(("", "", "(no taxonomy term)"), {
+            report.setdefault(("term", "", "", "(no taxonomy term)"), {
                 "category": default, "how": "default", "services": set(),
             })["services"].add(_get(svc, "id"))  # fmt: skip
         elif not categories and unmapped == "skip":
@@ -832,7 +832,7 @@ def _partners_from_tables(
                        "not people, visits or hours per period: "
                        + ("default capacity used" if default_capacity is not None
                           else "a problem"))  # fmt: skip
-                report.setdefault(("(capacity unit)", "", uname), {
+                report.setdefault(("capacity_unit", "", "", uname), {
                     "category": "", "how": how, "services": set(),
                 })["services"].add(_get(svc, "id"))  # fmt: skip
             if factor is None and default_capacity is not None:
@@ -999,7 +999,7 @@ def read_hsds(
             "no locations, and a location, taxonomy or other object is not a partner"
         )
         raise InputValidationError([Problem(str(path), None, None, None, reason)])
-    terms: dict[tuple[str, str, str], dict[str, Any]] = {}
+    terms: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     skipped: dict[int, str] = {}
     cands, provs, pre = _partners_from_tables(
         tables,
@@ -1011,9 +1011,7 @@ def read_hsds(
         skipped=skipped,
     )
     report = pd.DataFrame(
-        [{"kind": "capacity_unit" if k[0] == "(capacity unit)" else (
-              "unlinked " + k[0][10:-1] if k[0].startswith("(unlinked ") else "term"),
-          "taxonomy": "" if k[0].startswith("(") else k[0], "code": k[1], "name": k[2],
+        [{"kind": k[0], "taxonomy": k[1], "code": k[2], "name": k[3],
           "category": v["category"], "how": v["how"], "services": len(v["services"])}
          for k, v in terms.items()],
         columns=["kind", "taxonomy", "code", "name", "category", "how", "services"],

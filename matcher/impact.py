@@ -67,7 +67,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -148,13 +148,14 @@ def _window(text: str, name: str) -> Window | Problem:
         start, end = (_dt.date.fromisoformat(g) for g in m.groups())
     except ValueError as exc:
         return Problem("windows", None, name, str(text)[:40], f"not a date: {exc}")
+    window = Window(start, end)
     if not (FIRST_DAY <= start and end <= LAST_DAY):
         return Problem("windows", None, name, str(text), f"days from {FIRST_DAY} to {LAST_DAY}")
     if end < start:
         return Problem("windows", None, name, str(text), "the last day is before the first")
-    if (end - start).days + 1 > MAX_WINDOW_DAYS:
+    if window.days > MAX_WINDOW_DAYS:
         return Problem("windows", None, name, str(text), f"at most {MAX_WINDOW_DAYS} days long")
-    return Window(start, end)
+    return window
 
 
 def parse_windows(before: str, after: str) -> tuple[Window, Window]:
@@ -349,11 +350,12 @@ def _classify(periods: pd.DataFrame, before: Window, after: Window) -> pd.DataFr
     a0, a1 = pd.Timestamp(after.start), pd.Timestamp(after.end)
     end = periods["end"].fillna(pd.Timestamp("2200-01-01"))  # still serving
     start = periods["start"]
+    at_after = (start <= a0) & (end >= a0)
     p = periods.assign(
         in_before=(start <= b1) & (end >= b0),
-        at_after=(start <= a0) & (end >= a0),
+        at_after=at_after,
         any_time=(start <= a1) & (end >= b0),
-        units_at_after=np.where((start <= a0) & (end >= a0), periods["units"], 0.0),
+        units_at_after=np.where(at_after, periods["units"], 0.0),
         began_after=(start > a0) & (start <= a1),
     )
     g = p.groupby(["neighborhood", "category"], sort=True).agg(
@@ -623,6 +625,8 @@ class ImpactResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
     method: str = METHOD
     caveats: tuple[str, ...] = CAVEATS
+    #: The polygons the areas are in, when the source had them (for the report's map).
+    neighborhoods: Any = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-ready dict (cells as a list of records)."""
@@ -719,16 +723,14 @@ def impact(
     periods = service_periods(offered)
     served = _classify(periods, before, after)
     parts = [_counts(n, before, "needs_before"), _counts(n, after, "needs_after")]
-    measures = ["needs"]
+    measures = MEASURES if events is not None else MEASURES[:1]
     if events is not None:
         parts += [_counts(events, before, "events_before"), _counts(events, after, "events_after")]
-        measures.append("events")
         if events.attrs.get("outside"):
             notes.append(f"{events.attrs['outside']} event(s) outside every neighborhood are "
                          "not counted.")  # fmt: skip
     # every cell with a need or an event (any date) or a partnership (any state)
     keys = pd.concat([
-        n[["neighborhood", "category"]],
         needs[["neighborhood", "category"]].astype(str),
         *([events[["neighborhood", "category"]]] if events is not None else []),
         pd.DataFrame([(str(p["neighborhood"]), str(p["category"])) for p in offered],
@@ -766,8 +768,8 @@ def impact(
         cats = sorted(set(counted.loc[counted["group"] == "served", "category"]))
         if len(cats) > 1:
             tests += [did_test(cells, m, c, before, after) for c in cats]
+        # (areas without counts add nothing to a group's sums: no need to leave them out)
         pair = cells[cells["group"].isin(("served", "comparison"))]
-        pair = pair[(pair[f"{m}_before"] + pair[f"{m}_after"]) > 0]
         unused = sorted(set(cats) - set(usable_categories(pair, m)))
         if unused:
             notes.append(f"Left out of the {m} tests: {', '.join(unused)} (its served or its "
@@ -837,7 +839,8 @@ def store_impact(
     hoods = store.neighborhoods_frame()
     ev = _events(events, events_label, hoods)
     needs = _placed(store.needs_frame(), hoods)
-    return impact(needs, store.list_partnerships(limit=None), before, after, events=ev)
+    result = impact(needs, store.list_partnerships(limit=None), before, after, events=ev)
+    return replace(result, neighborhoods=hoods)
 
 
 def file_impact(
@@ -881,14 +884,15 @@ def file_impact(
     hoods = read_neighborhoods(neighborhoods)[0] if neighborhoods is not None else None
     ev = None if events is None else _events(read_file(events), str(events), hoods)
     rows = read_partnerships(read_file(partnerships), str(partnerships))
-    return impact(_placed(loaded, hoods), rows, before, after, events=ev)
+    result = impact(_placed(loaded, hoods), rows, before, after, events=ev)
+    return replace(result, neighborhoods=hoods)
 
 
-def impact_files(result: ImpactResult, neighborhoods: Any | None = None) -> dict[str, bytes]:
+def impact_files(result: ImpactResult) -> dict[str, bytes]:
     """Return the files of an impact analysis by name.
 
     ``impact_cells.csv`` (the cells), ``impact.json`` (:meth:`ImpactResult.to_dict`) and
-    ``impact.html`` (the report, with a map when ``neighborhoods`` are given).
+    ``impact.html`` (the report, with a map when the result has its neighborhoods).
     """
     from .output import csv_bytes
     from .report import impact_html
@@ -896,5 +900,5 @@ def impact_files(result: ImpactResult, neighborhoods: Any | None = None) -> dict
     return {
         "impact_cells.csv": csv_bytes(result.cells),
         "impact.json": result.to_json().encode("utf-8"),
-        "impact.html": impact_html(result, neighborhoods).encode("utf-8"),
+        "impact.html": impact_html(result, result.neighborhoods).encode("utf-8"),
     }

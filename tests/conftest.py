@@ -491,6 +491,15 @@ def pg_url(pg_cluster: PgCluster, request: pytest.FixtureRequest) -> Iterator[st
             logging.getLogger(__name__).warning("schema %s not dropped: %s", schema, exc)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a new store lives: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        return str(tmp_path / "s.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 # ------------------------------------------------------------------ loaded stores, copied
 #
 # A test that needs a loaded store and changes it needs a store of its own, but loading

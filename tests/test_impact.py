@@ -444,7 +444,7 @@ def test_the_history_and_events_rebuild_byte_identical(tmp_path):
         assert digest(out / name) == digest(HISTORY / name), name
 
 
-def test_the_api_and_a_store_give_what_the_files_give(tmp_path, where_impact):
+def test_the_api_and_a_store_give_what_the_files_give(tmp_path, where):
     """Both stores: the endpoint equals the CLI on files exported from the same store."""
     from api import create_app
     from matcher.store import open_store
@@ -452,7 +452,7 @@ def test_the_api_and_a_store_give_what_the_files_give(tmp_path, where_impact):
     from .conftest import close_app
     from .test_partnerships import auth, published
 
-    app = create_app({"DB": where_impact, "TESTING": True, "PLAN_WORKERS": 0})
+    app = create_app({"DB": where, "TESTING": True, "PLAN_WORKERS": 0})
     try:
         st = app.extensions["matcher_store"]
         keys = _load_dated_city(st)
@@ -487,11 +487,11 @@ def test_the_api_and_a_store_give_what_the_files_give(tmp_path, where_impact):
         assert csv_text.startswith("neighborhood,category,group,")
         # the same through files exported from the store (CLI), and through the CLI's --db
         runner = CliRunner()
-        exported = runner.invoke(main, ["partnerships", "list", "--db", where_impact,
+        exported = runner.invoke(main, ["partnerships", "list", "--db", where,
                                         "--limit", "100000"])  # fmt: skip
         assert exported.exit_code == 0, exported.output
         (tmp_path / "p.csv").write_text(exported.stdout)
-        with open_store(where_impact) as other:
+        with open_store(where) as other:
             other.needs_frame().drop(columns="geometry").to_csv(tmp_path / "n.csv", index=False)
             hoods = other.neighborhoods_frame()
             assert hoods is not None
@@ -502,20 +502,12 @@ def test_the_api_and_a_store_give_what_the_files_give(tmp_path, where_impact):
                                         "--before", before, "--after", after,
                                         "--format", "json"])  # fmt: skip
         assert by_files.exit_code == 0, by_files.output
-        by_db = runner.invoke(main, ["impact", "--db", where_impact, "--before", before,
+        by_db = runner.invoke(main, ["impact", "--db", where, "--before", before,
                                      "--after", after, "--format", "json"])  # fmt: skip
         assert by_db.exit_code == 0, by_db.output
         assert json.loads(by_files.stdout) == json.loads(by_db.stdout) == body
     finally:
         close_app(app)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def where_impact(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "s.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 def _load_dated_city(st: Any) -> dict[str, str]:

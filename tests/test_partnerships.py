@@ -65,14 +65,6 @@ def city() -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows), partners
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def where(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "s.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 def load_city(st: Any) -> Any:
     needs, partners = city()
     st.replace_partners(partners, "test")
