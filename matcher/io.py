@@ -251,8 +251,9 @@ def text_table(
     Raises
     ------
     InputValidationError
-        Naming a missing column, more than ``max_rows`` rows, or the first cell longer
-        than ``limits.MAX_CELL_CHARS`` (by row; the header is row 1).
+        Naming a missing column, more than ``max_rows`` rows, or the cells of the
+        required columns longer than ``limits.MAX_CELL_CHARS`` (the rule of every reader,
+        :func:`_check_cells`; by row, the header is row 1).
     """
     frame = text_cells(content, label, max_rows)
     missing = [c for c in required if c not in frame.columns]
@@ -265,13 +266,7 @@ def text_table(
         raise InputValidationError(
             [Problem(label, None, None, None, f"more than {max_rows:,} rows")]
         )
-    long = frame[list(required)].apply(lambda c: c.str.len() > MAX_CELL_CHARS).to_numpy()
-    if long.any():
-        r, c = map(int, np.argwhere(long)[0])
-        raise InputValidationError([Problem(
-            label, r + 2, required[c], f"{len(frame.iloc[r][required[c]])} characters",
-            f"a cell is at most {MAX_CELL_CHARS} characters",
-        )])  # fmt: skip
+    _check_cells(frame[list(required)], np.arange(len(frame)) + 2, label)  # the header: row 1
     return frame
 
 
