@@ -176,11 +176,14 @@
     m.classList.toggle("error", !!isError);
   }
 
-  function setPlanStatus(text, isError) {
-    var s = $("plan-status");
+  // a panel's status line (#plan-status, #whatif-status, #impact-status): text, or an error
+  function setStatus(id, text, isError) {
+    var s = $(id);
     s.textContent = text || "";
     s.classList.toggle("error", !!isError);
   }
+
+  function setPlanStatus(text, isError) { setStatus("plan-status", text, isError); }
 
   // ------------------------------------------------------------------ API
 
@@ -1908,11 +1911,7 @@
 
   // ------------------------------------------------------------------ what-if
 
-  function setWhatifStatus(text, isError) {
-    var s = $("whatif-status");
-    s.textContent = text || "";
-    s.classList.toggle("error", !!isError);
-  }
+  function setWhatifStatus(text, isError) { setStatus("whatif-status", text, isError); }
 
   function isScenario(rec) { return !!(rec && rec.parameters && rec.parameters.scenario); }
 
@@ -2288,11 +2287,7 @@
 
   // ------------------------------------------------------------------ impact
 
-  function setImpactStatus(text, isError) {
-    var s = $("impact-status");
-    s.textContent = text || "";
-    s.classList.toggle("error", !!isError);
-  }
+  function setImpactStatus(text, isError) { setStatus("impact-status", text, isError); }
 
   // a day as YYYY-MM-DD, ``back`` days before today (the browser's day)
   function isoDay(back) {
