@@ -17,6 +17,7 @@ from .limits import (
     FORMULA_PREFIXES,
     MAX_ID_CHARS,
     MAX_RADIUS_KM,
+    MAX_RADIUS_MIN,
     MAX_TEXT_CHARS,
     MAX_UNITS,
     id_problem,
@@ -41,7 +42,7 @@ NEED_COLUMNS = {
 }
 PARTNER_COLUMNS = {
     "required": ("partner_id", "kind", "lat", "lon", "categories", "capacity", "radius_km"),
-    "optional": ("name", "languages", "contact"),
+    "optional": ("name", "languages", "contact", "radius_min"),
 }
 #: The columns of a validated needs table (``read_needs(...).frame``), in order.
 NEED_FIELDS: tuple[str, ...] = NEED_COLUMNS["required"] + NEED_COLUMNS["optional"]
@@ -415,6 +416,16 @@ def validate_partners(
     name = c.text("name") if "name" in df else ids
     name = name.where(name != "", ids)
     contact = c.text("contact")
+    extra = {}
+    if "radius_min" in df:  # a travel time limit, used with a street network
+        minutes = c.number("radius_min")
+        blank = (c.text("radius_min") == "").to_numpy()
+        c.flag(
+            ~blank & ~((minutes > 0) & (minutes <= MAX_RADIUS_MIN)),
+            "radius_min",
+            f"must be a number of minutes > 0 and <= {MAX_RADIUS_MIN:,.0f}, or empty",
+        )
+        extra["radius_min"] = np.where(blank, np.nan, minutes)
     table = pd.DataFrame(
         {
             "partner_id": ids,
@@ -427,6 +438,7 @@ def validate_partners(
             "radius_km": radius,
             "languages": languages,
             "contact": contact,
+            **extra,
         }
     )
     good = ~c.bad

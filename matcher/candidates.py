@@ -37,7 +37,9 @@ def partner_categories(partners: pd.DataFrame) -> pd.DataFrame:
     return out[out["category"].astype(str) != ""].reset_index(drop=True)
 
 
-def candidate_pairs(clusters: pd.DataFrame, partners: pd.DataFrame) -> pd.DataFrame:
+def candidate_pairs(
+    clusters: pd.DataFrame, partners: pd.DataFrame, *, radius_km: np.ndarray | None = None
+) -> pd.DataFrame:
     """Find every eligible (cluster, partner) pair.
 
     A partner may serve a cluster when the cluster's category is among its
@@ -50,6 +52,8 @@ def candidate_pairs(clusters: pd.DataFrame, partners: pd.DataFrame) -> pd.DataFr
         ``category, centroid_lat, centroid_lon`` per cluster.
     partners : pandas.DataFrame
         ``categories, lat, lon, radius_km`` per partner.
+    radius_km : numpy.ndarray, optional
+        A radius per partner to use instead of its ``radius_km`` column.
 
     Returns
     -------
@@ -79,7 +83,11 @@ def candidate_pairs(clusters: pd.DataFrame, partners: pd.DataFrame) -> pd.DataFr
     c_cat = clusters["category"].to_numpy()
     c_xyz = to_unit_vectors(clusters["centroid_lat"], clusters["centroid_lon"])
     p_xyz = to_unit_vectors(partners["lat"], partners["lon"])
-    radius = partners["radius_km"].to_numpy(dtype=np.float64)
+    radius = (
+        partners["radius_km"].to_numpy(dtype=np.float64)
+        if radius_km is None
+        else np.asarray(radius_km, dtype=np.float64)
+    )
     found_c, found_p = [], []
     for category, group in pc.groupby("category", sort=True):
         cidx = np.flatnonzero(c_cat == category)

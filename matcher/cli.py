@@ -20,7 +20,7 @@ import click
 from ._errors import InputValidationError, MatcherError, Problem
 from ._logging import SafeFormatter
 from .access import ROLES
-from .config import DEFAULT_RECRUIT_RADIUS_KM, OBJECTIVES, VOLUNTEER_POINTS, MatchConfig
+from .config import DEFAULT_RECRUIT_RADIUS_KM, OBJECTIVES, TRAVEL, VOLUNTEER_POINTS, MatchConfig
 from .progress import (
     DASK_PLAN_STAGES,
     PLAN_STAGES,
@@ -58,6 +58,22 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     root = logging.getLogger("matcher")
     root.handlers[:] = [h for h in root.handlers if not isinstance(h, _ClickHandler)] + [handler]
     root.setLevel(level)
+
+
+def _usage(option: str, value: str, reason: str) -> InputValidationError:
+    return InputValidationError([Problem(None, None, option, value, reason)])
+
+
+def _speeds(given: tuple[str, ...]) -> dict[str, float]:
+    """Parse ``--speed CLASS=KMH`` options (checked by :func:`matcher.network.build_network`)."""
+    out: dict[str, float] = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value) if sep else float("nan")
+        except ValueError:
+            out[name.strip()] = float("nan")
+    return out
 
 
 def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -295,6 +311,43 @@ def main() -> None:
     "address (tcp://host:8786) or local:N worker processes on this machine. The plan is "
     "the same, byte for byte. Needs the 'dask' extra.",
 )
+@click.option(
+    "--travel",
+    type=click.Choice(TRAVEL),
+    default="straight",
+    show_default=True,
+    help="How travel is measured: the straight (great-circle) line, or walking or driving "
+    "on the street network of --network (radius_km is then a street distance).",
+)
+@click.option(
+    "--network",
+    "network_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --travel walk|drive: the street network (.gpkg as in data/southside, an "
+    "OSMnx .graphml, or an .osm.pbf with the 'streets' extra).",
+)
+@click.option(
+    "--radius-min",
+    type=float,
+    help="With a street network: a travel time limit in minutes for partners without a "
+    "radius_min column value of their own.",
+)
+@click.option(
+    "--max-snap-m",
+    type=float,
+    default=MatchConfig.max_snap_m,
+    show_default=True,
+    help="With a street network: the farthest (m) a need or partner may lie from the "
+    "nearest network node; farther rows are invalid.",
+)
+@click.option(
+    "--speed",
+    "speeds",
+    multiple=True,
+    metavar="CLASS=KMH",
+    help="With --travel drive: the speed of a road class, e.g. residential=25 (repeat; "
+    "the defaults are in matcher.network.DRIVE_SPEEDS_KMH).",
+)
 @_with_common
 @_guarded
 def plan_cmd(
@@ -327,6 +380,11 @@ def plan_cmd(
     recruit_radius_km: float,
     recruit_capacity: float | None,
     dask_address: str | None,
+    travel: str,
+    network_path: Path | None,
+    radius_min: float | None,
+    max_snap_m: float,
+    speeds: tuple[str, ...],
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -354,9 +412,19 @@ def plan_cmd(
         max_partner_share=max_partner_share,
         churn_penalty_km=churn_penalty,
         volunteer_points=volunteer_points,  # type: ignore[arg-type]
+        travel=travel,  # type: ignore[arg-type]
+        radius_min=radius_min,
+        max_snap_m=max_snap_m,
     )
     if dask_address is not None:
         _check_dask(dask_address)
+    network: Any = network_path
+    if speeds and travel != "drive":
+        raise _usage("--speed", " ".join(speeds), "sets driving speeds: add --travel drive")
+    if network_path is not None and travel != "straight":
+        from .network import read_network
+
+        network = read_network(network_path, travel, speeds=_speeds(speeds))
     assessment = None
     if assessment_path is not None:
         if not report:
@@ -383,6 +451,7 @@ def plan_cmd(
             lock=lock_path,
             previous=previous_path,
             exclude=exclude_path,
+            network=network,
             client=client,
         )
         if recruit_k:

@@ -7,7 +7,15 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ._errors import InputValidationError, Problem
-from .limits import MAX_CLUSTER_KM, MAX_MIN_SAMPLES, MAX_SEED, MAX_WEIGHT, MIN_CLUSTER_KM
+from .limits import (
+    MAX_CLUSTER_KM,
+    MAX_MIN_SAMPLES,
+    MAX_RADIUS_MIN,
+    MAX_SEED,
+    MAX_SNAP_M,
+    MAX_WEIGHT,
+    MIN_CLUSTER_KM,
+)
 from .taxonomy import Taxonomy, default_taxonomy
 
 __all__ = [
@@ -16,6 +24,7 @@ __all__ = [
     "OBJECTIVES",
     "PARAMETER_BOUNDS",
     "SOLVERS",
+    "TRAVEL",
     "VOLUNTEER_POINTS",
 ]
 
@@ -24,6 +33,9 @@ __all__ = [
 VOLUNTEER_POINTS: tuple[str, ...] = ("exact", "grid")
 #: The solver backends.
 SOLVERS: tuple[str, ...] = ("lemon", "ortools", "networkx")
+
+#: How travel is measured: the great-circle line, or a street network for one mode.
+TRAVEL: tuple[str, ...] = ("straight", "walk", "drive")
 
 #: The objectives a plan can optimise.
 OBJECTIVES: tuple[str, ...] = ("default", "distance")
@@ -87,6 +99,16 @@ class MatchConfig:
         eligibility, assignments) is computed from a volunteer's exact home and the
         plan may be shown to anyone; radii are then measured from the grid point (up to
         ~354 m off). The service always plans this way.
+    travel : {"straight", "walk", "drive"}
+        ``"straight"``: great-circle distances. ``"walk"`` or ``"drive"``: distances and
+        times on a street network of that mode (given to :func:`matcher.plan` as
+        ``network=``); ``radius_km`` is then a street distance.
+    radius_min : float or None
+        With a street network: the travel time limit, minutes, of partners that have no
+        ``radius_min`` of their own (None: no time limit).
+    max_snap_m : float
+        With a street network: the farthest a need or partner may lie from the nearest
+        network node, metres; a point farther is an invalid row.
 
     Examples
     --------
@@ -115,6 +137,9 @@ class MatchConfig:
     max_partner_share: float = 1.0
     churn_penalty_km: float = 0.0
     volunteer_points: Literal["exact", "grid"] = "exact"
+    travel: Literal["straight", "walk", "drive"] = "straight"
+    radius_min: float | None = None
+    max_snap_m: float = 500.0
 
     @property
     def by_neighborhood(self) -> bool:
@@ -152,6 +177,14 @@ class MatchConfig:
             not isinstance(self.vulnerability_column, str) or not self.vulnerability_column
         ):
             bad("vulnerability_column", "must be a column name of the neighborhoods file")
+        if self.travel not in TRAVEL:
+            bad("travel", f"must be one of {', '.join(TRAVEL)}")
+        if self.radius_min is not None:
+            value = self.radius_min
+            if not (_is_number(value) and math.isfinite(value) and 0 < value <= MAX_RADIUS_MIN):
+                bad("radius_min", f"must be a number of minutes > 0 and <= {MAX_RADIUS_MIN:g}")
+            elif self.travel == "straight":
+                bad("radius_min", "needs a street network: travel 'walk' or 'drive'")
         if not isinstance(self.taxonomy, Taxonomy):
             bad("taxonomy", "must be a matcher.Taxonomy")
         if problems:
@@ -160,6 +193,9 @@ class MatchConfig:
     def parameters(self) -> dict[str, Any]:
         """Return the parameters as a JSON-serialisable dict (for the plan summary)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "on_invalid"}
+        if self.travel == "straight":  # the parameters of straight-line plans are as before
+            for name in ("travel", "radius_min", "max_snap_m"):
+                del d[name]
         d["taxonomy"] = list(self.taxonomy.codes)
         return d
 
@@ -180,6 +216,7 @@ PARAMETER_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "vulnerability_weight": (0.0, MAX_WEIGHT, False),
     "max_partner_share": (0.0, 1.0, True),
     "churn_penalty_km": (0.0, MAX_WEIGHT, False),
+    "max_snap_m": (1.0, MAX_SNAP_M, False),
 }
 _INTEGERS = frozenset({"min_samples", "seed"})
 

@@ -34,6 +34,7 @@ def explain_assignments(
     clusters: pd.DataFrame,
     used: np.ndarray,
     capacity: np.ndarray,
+    travel_mode: str = "",
 ) -> pd.DataFrame:
     """Add capacity use, the runner-up partner and a reason text to each assignment.
 
@@ -48,6 +49,9 @@ def explain_assignments(
         The tables the positions refer to.
     used, capacity : numpy.ndarray
         Units used by the plan and offered, per partner.
+    travel_mode : str
+        ``"walking"`` or ``"driving"`` on a street plan (its pairs carry
+        ``straight_km`` and ``travel_min``).
 
     Returns
     -------
@@ -94,11 +98,18 @@ def explain_assignments(
     kinds = partners["kind"].to_numpy().astype(str)
     cats = clusters["category"].to_numpy().astype(str)
     reasons = []
+    street = "travel_min" in out
     for row, h, rp_i in zip(out.itertuples(index=False), has, rp, strict=True):
+        where = (
+            f"{row.distance_km:.2f} km by street from the cluster centre "
+            f"({row.travel_min:.0f} min {travel_mode}; {row.straight_km:.2f} km in a "
+            "straight line), within its reach"
+            if street
+            else f"{row.distance_km:.2f} km from the cluster centre, within its radius"
+        )
         text = (
             f"{names[row.partner]} ({kinds[row.partner]}) offers {cats[row.cluster]} and is "
-            f"{row.distance_km:.2f} km from the cluster centre, within its radius; "
-            f"it serves {row.units:g} units"
+            f"{where}; it serves {row.units:g} units"
         )
         if row.language_km > 0:
             text += f" (language mismatch adds {row.language_km:.2f} km per unit)"

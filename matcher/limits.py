@@ -55,6 +55,8 @@ __all__ = [
     "MAX_PLAN_PAGE",
     "MAX_NEARBY_RESULTS",
     "MAX_RADIUS_KM",
+    "MAX_RADIUS_MIN",
+    "MAX_SNAP_M",
     "MAX_SCALE",
     "MAX_SEARCH_RADIUS_KM",
     "MIN_CLUSTER_KM",
@@ -76,6 +78,10 @@ __all__ = [
 MAX_UNITS = 1_000_000.0
 #: Largest travel radius of a partner, in km.
 MAX_RADIUS_KM = 1_000.0
+#: Largest travel time limit of a partner, in minutes (a day).
+MAX_RADIUS_MIN = 1_440.0
+#: Farthest a need or partner may lie from its nearest street network node, in metres.
+MAX_SNAP_M = 5_000.0
 #: Largest radius of a nearby search, in km, and most results of one.
 MAX_SEARCH_RADIUS_KM = 500.0
 MAX_NEARBY_RESULTS = 200

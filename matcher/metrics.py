@@ -120,3 +120,37 @@ def plan_metrics(
             "clusters_fully_served": int((clusters["unmet"] <= 0).sum()),
         },
     }
+
+
+def travel_metrics(network: Any, assignments: pd.DataFrame) -> dict[str, Any]:
+    """Describe the street network of a plan and how far its trips are from straight lines.
+
+    Parameters
+    ----------
+    network : matcher.network.StreetNetwork
+        The plan's network.
+    assignments : pandas.DataFrame
+        ``units, distance_km`` (street), ``straight_km``, ``travel_min``.
+
+    Returns
+    -------
+    dict
+        The network's summary, plus ``detour_factor`` (unit-weighted street km over
+        straight km of the assignments; None without assignments),
+        ``street_km_per_unit``, ``straight_km_per_unit`` and ``minutes_per_unit``.
+    """
+    units = assignments["units"].to_numpy(dtype=np.float64)
+    total = float(units.sum())
+    street = float((units * assignments["distance_km"].to_numpy(dtype=np.float64)).sum())
+    straight = float((units * assignments["straight_km"].to_numpy(dtype=np.float64)).sum())
+    minutes = float((units * assignments["travel_min"].to_numpy(dtype=np.float64)).sum())
+    out = network.summary()
+    out.update(
+        {
+            "detour_factor": round(street / straight, 6) if straight > 0 else None,
+            "street_km_per_unit": round(street / total, 6) if total else None,
+            "straight_km_per_unit": round(straight / total, 6) if total else None,
+            "minutes_per_unit": round(minutes / total, 6) if total else None,
+        }
+    )
+    return out

@@ -32,7 +32,8 @@ from .io import (
     with_points,
     without_geometry,
 )
-from .metrics import plan_metrics
+from .metrics import plan_metrics, travel_metrics
+from .network import StreetNetwork, read_network, snap_problems
 from .privacy import public_partners
 from .region import (
     Pairs,
@@ -357,6 +358,68 @@ class _Prepared:
     lock: Pairs | None
     previous: Pairs | None
     exclude: Pairs | None = None
+    network: StreetNetwork | None = None
+
+
+def _street_rows(
+    table: LoadedTable, net: StreetNetwork, config: MatchConfig, grid: bool
+) -> tuple[LoadedTable, list[Problem]]:
+    """Check that every row lies within ``config.max_snap_m`` of the network.
+
+    A row farther is a problem naming it; with ``on_invalid="skip"`` it is moved to the
+    table's rejects instead. Volunteers of a grid plan are checked at their grid point.
+    """
+    frame = public_partners(table.frame) if grid else table.frame
+    rows = table.rows if table.rows is not None else np.arange(len(frame))
+    far, problems = snap_problems(
+        net,
+        frame["lat"].to_numpy(dtype=np.float64),
+        frame["lon"].to_numpy(dtype=np.float64),
+        np.asarray(rows),
+        table.name,
+        config.max_snap_m,
+    )
+    if not far.any() or config.on_invalid == "raise":
+        return table, problems
+    out = pd.DataFrame(without_geometry(table.frame.loc[far])).assign(
+        row=np.asarray(rows)[far], problems=[p.reason for p in problems]
+    )
+    rejects = pd.concat([table.rejects, out], ignore_index=True) if len(table.rejects) else out
+    logger.warning("%s: %d row(s) off the street network skipped", table.name, int(far.sum()))
+    return (
+        replace(
+            table,
+            frame=table.frame.loc[~far].reset_index(drop=True),
+            rejects=rejects,
+            rows=np.asarray(rows)[~far],
+        ),
+        [],
+    )
+
+
+def _network(
+    network: str | Path | StreetNetwork | None, config: MatchConfig
+) -> StreetNetwork | None:
+    """Load the plan's street network, checking that it matches ``config.travel``."""
+    if network is None:
+        if config.travel != "straight":
+            raise InputValidationError(
+                [Problem(None, None, "network", None,
+                         f"travel '{config.travel}' needs a street network file (--network)")]
+            )  # fmt: skip
+        return None
+    if config.travel == "straight":
+        raise InputValidationError(
+            [Problem(None, None, "travel", "straight",
+                     "a street network was given: choose travel 'walk' or 'drive'")]
+        )  # fmt: skip
+    net = network if isinstance(network, StreetNetwork) else read_network(network, config.travel)
+    if net.mode != config.travel:
+        raise InputValidationError(
+            [Problem(net.source, None, "travel", config.travel,
+                     f"the network was built for travel '{net.mode}'")]
+        )  # fmt: skip
+    return net
 
 
 def _prepare(
@@ -368,9 +431,18 @@ def _prepare(
     lock: PairsSource | None,
     previous: PairsSource | None,
     exclude: PairsSource | None = None,
+    network: str | Path | StreetNetwork | None = None,
 ) -> _Prepared:
     """Read and validate the inputs; sort them; place needs in neighborhoods."""
+    net = _network(network, config)
     need_t, partner_t = _load_inputs(needs, partners, config, input_crs)
+    if net is not None:
+        need_t, need_problems = _street_rows(need_t, net, config, False)
+        partner_t, partner_problems = _street_rows(
+            partner_t, net, config, config.volunteer_points == "grid"
+        )
+        if need_problems or partner_problems:
+            raise InputValidationError(need_problems + partner_problems)
     hoods, hood_hash = (None, None)
     if neighborhoods is not None:
         hoods, hood_hash = read_neighborhoods(neighborhoods, input_crs=input_crs)
@@ -422,6 +494,7 @@ def _prepare(
         read_pairs(lock, "lock") if lock is not None else None,
         read_pairs(previous, "previous") if previous is not None else None,
         read_pairs(exclude, "exclude") if exclude is not None else None,
+        net,
     )
 
 
@@ -435,6 +508,7 @@ def plan(
     lock: PairsSource | None = None,
     previous: PairsSource | None = None,
     exclude: PairsSource | None = None,
+    network: str | Path | StreetNetwork | None = None,
     client: Any = None,
 ) -> Plan:
     """Cluster needs and recommend partners for every cluster, exactly optimally.
@@ -462,6 +536,10 @@ def plan(
         Pairs never to propose: ``cluster_id, partner_id`` rows (e.g. partnerships a
         partner declined). They are left out of the candidates, so the plan is exactly
         optimal over the other pairs; a row naming no candidate pair excludes nothing.
+    network : str, Path or StreetNetwork, optional
+        The street network of ``config.travel`` (``"walk"`` or ``"drive"``): a file
+        (:func:`matcher.network.read_network`) or a network already read. Eligibility
+        and cost then use street distances (and times); see :mod:`matcher.network`.
     client : dask.distributed.Client, optional
         Split the plan into independent regions (:mod:`matcher.partition`) and cluster,
         solve and explain them on the client's workers; the plan is the same, byte for
@@ -499,7 +577,8 @@ def plan(
     try:
         with _stage(timings, "read"):
             prep = _prepare(
-                needs, partners, neighborhoods, config, input_crs, lock, previous, exclude
+                needs, partners, neighborhoods, config, input_crs, lock, previous, exclude,
+                network,
             )
         if client is None:
             results = _run_whole(prep, config, timings, helper)
@@ -523,6 +602,7 @@ def plan(
                 ("lock", lock),
                 ("previous", previous),
                 ("exclude", exclude),
+                ("network", network),
             )
             if isinstance(src, str | Path)
         },
@@ -556,6 +636,7 @@ def plan_clusters(
     *,
     neighborhoods: str | Path | gpd.GeoDataFrame | None = None,
     config: MatchConfig | None = None,
+    network: str | Path | StreetNetwork | None = None,
 ) -> tuple[pd.Series, pd.DataFrame]:
     """Return the clusters :func:`plan` would make of these inputs, without matching.
 
@@ -570,7 +651,7 @@ def plan_clusters(
         ``category``, ``demand``, ...).
     """
     config = config or MatchConfig()
-    prep = _prepare(needs, partners, neighborhoods, config, None, None, None)
+    prep = _prepare(needs, partners, neighborhoods, config, None, None, None, None, network)
     clustering = cluster_region(_whole_input(prep), config, prep.by_hood)
     need_cluster = pd.Series(
         clustering.need_cluster.to_numpy(),
@@ -610,6 +691,7 @@ def _run_whole(
         lock=prep.lock,
         previous=prep.previous,
         exclude=prep.exclude,
+        network=prep.network,
     )
     for name, seconds in result.timings.items():
         timings[name] = seconds
@@ -663,6 +745,7 @@ def _run_regions(
     ranks = _global_ranks([k[0] for k in keys], [k[1] for k in keys])
     named = prep.lock or prep.previous or prep.exclude
     ids = _global_ids([k[1] for k in keys], ranks) if named else None
+    net = executor.scatter([prep.network])[0] if prep.network is not None else None
     with _stage(timings, "match"):
         futures = []
         for i, (r, c) in enumerate(zip(inputs, clusterings, strict=True)):
@@ -680,6 +763,7 @@ def _run_regions(
                     exclude=_rows_of(prep.exclude, ids[i]) if ids is not None else None,
                     known_partners=_known(lock, prep.partners),
                     solve_workers=1,
+                    network=net,
                 )
             )
         results: list[RegionResult] = executor.gather(futures)
@@ -879,6 +963,9 @@ def _finish(
         hashes["partners"] = hash_table(public)
     if prep.hood_hash:
         hashes["neighborhoods"] = prep.hood_hash
+    if prep.network is not None:
+        hashes["network"] = prep.network.sha256
+        metrics["travel"] = travel_metrics(prep.network, assignments_out)
     for name, rows in (("lock", prep.lock), ("previous", prep.previous)):
         if rows is not None:
             hashes[name] = hash_table(rows[0][["cluster_id", "partner_id", "units"]])

@@ -35,6 +35,7 @@ from .costs import COST_SCALE, pair_costs
 from .equity import floor_links, hood_floors, max_alone, per_hood
 from .explain import explain_assignments, unmet_reasons
 from .geo import hull_polygons
+from .network import StreetNetwork, street_pairs
 from .replan import exclude_mask, pair_units
 from .transport import TransportModel
 
@@ -236,6 +237,7 @@ def match_region(
     exclude: Pairs | None = None,
     known_partners: frozenset[str] | None = None,
     solve_workers: int | None = None,
+    network: StreetNetwork | None = None,
 ) -> RegionResult:
     """Match a region's clusters to its partners, exactly, and explain.
 
@@ -261,6 +263,9 @@ def match_region(
         Partner ids of the lock rows that exist in the whole plan.
     solve_workers : int, optional
         Processes for large components (1 where the caller is itself a worker).
+    network : StreetNetwork, optional
+        Eligibility and cost on this street network (:func:`matcher.network.street_pairs`)
+        instead of the great circle.
 
     Returns
     -------
@@ -274,7 +279,11 @@ def match_region(
     cl = clustering.clusters
     cpos = pd.Series(np.arange(len(cl)), index=cl["cluster_id"])
     need_cpos = cpos.reindex(clustering.need_cluster.to_numpy()).to_numpy()
-    pairs = candidate_pairs(cl, partner_df)
+    pairs = (
+        candidate_pairs(cl, partner_df)
+        if network is None
+        else street_pairs(cl, partner_df, network, config.radius_min)
+    )
     if exclude is not None:
         out = exclude_mask(
             exclude[0], pairs, cl["cluster_id"].to_numpy().astype(str),
@@ -353,7 +362,10 @@ def match_region(
     pp = model.pair_partner
     used_q = np.bincount(pp, weights=pair_flow, minlength=len(partner_df)).astype(np.int64)
     assigned = pairs[pair_flow > 0].assign(units=pair_flow[pair_flow > 0] * q)
-    assigned = explain_assignments(assigned, pairs, partner_df, cl, used_q * q, cap_q * q)
+    assigned = explain_assignments(
+        assigned, pairs, partner_df, cl, used_q * q, cap_q * q,
+        {"walk": "walking", "drive": "driving"}.get(config.travel, ""),
+    )  # fmt: skip
     clusters_out, need_cluster, need_served, assignments_out = _assemble(
         need_df, partner_df, cl, clustering, assigned, demand_q, served_q, unmet_q, pairs, q
     )
@@ -462,8 +474,11 @@ def _assemble(
         category=cl["category"].astype(str).to_numpy(dtype=object)[at_c],
         neighborhood=hoods.fillna("").astype(str).to_numpy(dtype=object)[at_c],
     )
+    columns = list(ASSIGNMENT_COLUMNS)
+    if "travel_min" in assignments:  # a street plan: the straight line and the time too
+        columns[4:4] = ["straight_km", "travel_min"]
     assignments = (
-        assignments[list(ASSIGNMENT_COLUMNS)]
+        assignments[columns]
         .sort_values(["cluster_id", "partner_id"])
         .reset_index(drop=True)
     )
