@@ -20,7 +20,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[api,test,lint,postgres,dask,assess,explore]"
+	$(BIN)/python -m pip install --quiet -e ".[api,test,lint,postgres,dask,assess,explore,streets]"
 	touch $@
 
 run: $(VENV)/.installed

@@ -491,6 +491,14 @@ def plan_cmd(
                 f"neighborhoods" + (f"; not met: {_printable(', '.join(missed))} "
                                     "(reasons in floors.csv)" if missed else "")
             )  # fmt: skip
+        street = result.metrics.get("travel")
+        if street and street.get("detour_factor") is not None:
+            click.echo(
+                f"by street ({street['mode']}): {street['street_km_per_unit']:.2f} km and "
+                f"{street['minutes_per_unit']:.1f} min per unit served, "
+                f"{street['detour_factor']:.2f}x the straight line "
+                f"({street['straight_km_per_unit']:.2f} km)"
+            )
         if result.churn:
             click.echo(
                 f"churn: {result.churn['units_kept']:g} units kept on previous pairs, "

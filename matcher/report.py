@@ -990,6 +990,17 @@ def _summary_section(plan: Plan) -> str:
         ]
     if m.get("locked_units") is not None:
         items.append(("locked units", _num(m["locked_units"])))
+    travel = m.get("travel")
+    if isinstance(travel, dict) and travel.get("detour_factor") is not None:
+        items += [
+            ("travel", f"{travel.get('mode')} on the street network "
+                       f"({_num(travel.get('nodes'))} nodes)"),
+            ("street distance per unit served", f"{_km(travel.get('street_km_per_unit'))} km"),
+            ("straight-line distance per unit served",
+             f"{_km(travel.get('straight_km_per_unit'))} km"),
+            ("detour factor (street / straight line)", f"{_num(travel['detour_factor'], 2)}×"),
+            ("travel time per unit served", f"{_num(travel.get('minutes_per_unit'), 1)} min"),
+        ]  # fmt: skip
     return f'<div class="cards">{card_html}</div>' + _kv_table("table-summary", items)
 
 
