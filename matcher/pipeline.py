@@ -591,6 +591,8 @@ def plan(
             helper.close()
     with _stage(timings, "merge"):
         result = _finish(prep, results, config, timings)
+    if isinstance(network, StreetNetwork):  # recorded when it was read from a file
+        network = network.source if Path(network.source).is_file() else None
     return replace(
         result,
         sources={

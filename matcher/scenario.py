@@ -275,7 +275,7 @@ def run_scenario(
     missing = [n for n in ("needs", "partners") if n not in sources]
     missing += [
         n
-        for n in ("neighborhoods", "lock", "previous", "exclude")
+        for n in ("neighborhoods", "lock", "previous", "exclude", "network")
         if n in hashes and n not in sources
     ]
     if missing:
@@ -302,6 +302,7 @@ def run_scenario(
             if isinstance(recruit, dict) else None
         ),
         labels={k: str(v) for k, v in sources.items()},
+        network=sources.get("network"),
     )  # fmt: skip
 
 
@@ -321,6 +322,17 @@ def with_recruit_parameters(result: Plan, recruit: Mapping[str, Any] | None) -> 
         raise InputValidationError([Problem(None, None, "recruit", None, str(exc))]) from None
 
 
+def _street_network(network: Any, summary: Mapping[str, Any], config: MatchConfig) -> Any:
+    """Read a street plan's network with the road-class speeds its summary records."""
+    if network is None or config.travel == "straight" or not isinstance(network, str | Path):
+        return network
+    from .network import read_network
+
+    travel = (summary.get("metrics") or {}).get("travel") or {}
+    speeds = travel.get("speeds_kmh") if config.travel == "drive" else None
+    return read_network(network, config.travel, speeds=speeds or None)
+
+
 def replan(
     summary: Mapping[str, Any],
     needs: Source,
@@ -337,6 +349,7 @@ def replan(
     volunteer_points: Literal["exact", "grid"] | None = None,
     recruit: Mapping[str, Any] | None = None,
     labels: Mapping[str, str] | None = None,
+    network: Any = None,
 ) -> Scenario:
     """Re-plan a base plan's inputs as they are ("before") and with a change ("after").
 
@@ -387,6 +400,7 @@ def replan(
         "lock": lock,
         "previous": previous,
         "exclude": exclude,
+        "network": _street_network(network, summary, config),
     }
     base = plan(needs, partners, **kwargs)
     then, now = dict(summary.get("input_hashes") or {}), base.input_hashes
