@@ -426,3 +426,203 @@ def equity_optimum(
         # the stages before cost have integral optima (network matrices): fix them exactly
         fixed_b.append(round(val) + 1e-7 if name != "cost" else val)
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# street networks: directions, lengths, times, snapping and shortest trips
+# ---------------------------------------------------------------------------------------
+
+#: Walking speed, km/h: on every street, and on the legs between a point and its nearest
+#: node in both modes (matcher.network: "Walking is 4.8 km/h everywhere").
+WALK_KMH = 4.8
+
+#: Driving speeds (km/h) of the road classes the tests use, from the documented table
+#: (matcher.network.DRIVE_SPEEDS_KMH); a class not listed drives at DEFAULT_DRIVE_KMH.
+DRIVE_KMH = {"primary": 50.0, "tertiary": 40.0, "residential": 30.0, "service": 15.0}
+DEFAULT_DRIVE_KMH = 30.0
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def maxspeed_kmh(value) -> float | None:
+    """The documented reading of an OpenStreetMap ``maxspeed``: ``50``, ``30 mph``, ``50 km/h``.
+
+    None when the value is missing, unreadable (``none``, ``signals``) or outside
+    1..200 km/h.
+    """
+    import re
+
+    if _missing(value):
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(mph|km/h)?\s*", str(value).lower())
+    if m is None:
+        return None
+    kmh = float(m.group(1)) * (1.609344 if m.group(2) == "mph" else 1.0)
+    return kmh if 1.0 <= kmh <= 200.0 else None
+
+
+def street_digraph(nodes, edges, mode: str):
+    """The directed street graph of one mode, by the documented rules, as a networkx DiGraph.
+
+    ``nodes``: ``id, lat, lon``; ``edges``: ``u, v, length_m`` (NaN: the great-circle
+    length) and optional ``highway, oneway, maxspeed``. An edge is never shorter than
+    the great circle between its ends; walking goes both ways at :data:`WALK_KMH`;
+    driving follows ``oneway`` (``yes/true/1``: u to v; ``-1/reverse``: v to u; any
+    other value both ways, case and spaces ignored) at the edge's readable maxspeed,
+    else its class's speed. Between two nodes the shortest edge gives the length and
+    the fastest the time. Self-loops are left out, and only the largest strongly
+    connected part is kept (a tie for the largest raises ValueError). Each node keeps
+    its ``lat`` and ``lon``; each arc its ``length`` (m) and ``time`` (s).
+    """
+    import networkx as nx
+
+    where = {
+        str(i): (float(la), float(lo))
+        for i, la, lo in zip(nodes["id"], nodes["lat"], nodes["lon"], strict=True)
+    }
+    graph = nx.DiGraph()
+    for e in edges.to_dict("records"):
+        u, v = str(e["u"]), str(e["v"])
+        if u == v:
+            continue
+        straight = 1000.0 * gc_km(*where[u], *where[v])
+        given = e.get("length_m")
+        metres = straight if _missing(given) else max(float(given), straight)
+        if mode == "walk":
+            kmh = WALK_KMH
+        else:
+            kmh = maxspeed_kmh(e.get("maxspeed")) or DRIVE_KMH.get(
+                str(e.get("highway")), DEFAULT_DRIVE_KMH
+            )
+        seconds = metres / (kmh / 3.6)
+        tag = str(e.get("oneway")).strip().lower()
+        if mode == "walk" or tag not in ("yes", "true", "1", "-1", "reverse"):
+            arcs = [(u, v), (v, u)]
+        elif tag in ("yes", "true", "1"):
+            arcs = [(u, v)]
+        else:
+            arcs = [(v, u)]
+        for a, b in arcs:
+            if graph.has_edge(a, b):
+                arc = graph[a][b]
+                arc["length"] = min(arc["length"], metres)
+                arc["time"] = min(arc["time"], seconds)
+            else:
+                graph.add_edge(a, b, length=metres, time=seconds)
+    parts = sorted(nx.strongly_connected_components(graph), key=len, reverse=True)
+    if len(parts) > 1 and len(parts[0]) == len(parts[1]):
+        raise ValueError("two largest strongly connected parts of the same size")
+    kept = graph.subgraph(parts[0]).copy()
+    for n in kept:
+        kept.nodes[n]["lat"], kept.nodes[n]["lon"] = where[n]
+    return kept
+
+
+def nearest_node(graph, lat: float, lon: float) -> tuple[str, float, float]:
+    """The node nearest a point by brute force: (node, metres, metres to the runner-up)."""
+    found = sorted(
+        (1000.0 * gc_km(lat, lon, a["lat"], a["lon"]), n) for n, a in graph.nodes(data=True)
+    )
+    second = found[1][0] if len(found) > 1 else math.inf
+    return found[0][1], found[0][0], second
+
+
+def street_trips(graph, clusters, partners) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """Per (cluster_id, partner_id) whose category the partner offers: (km, minutes, straight km).
+
+    A trip runs from the partner's point to its nearest node (great circle, walked),
+    along the network to the node nearest the cluster centroid, and on to the centroid
+    (walked): its km is the shortest such route (Dijkstra on ``length``), its minutes
+    the fastest (Dijkstra on ``time``); the straight km is the great circle between
+    the partner and the centroid. Unreachable: ``inf``.
+    """
+    import networkx as nx
+
+    walk_mps = WALK_KMH / 3.6
+    snapped = {
+        c.cluster_id: nearest_node(graph, c.centroid_lat, c.centroid_lon)
+        for c in clusters.itertuples(index=False)
+    }
+    out = {}
+    for p in partners.itertuples(index=False):
+        node, leg, _ = nearest_node(graph, p.lat, p.lon)
+        metres = nx.single_source_dijkstra_path_length(graph, node, weight="length")
+        seconds = nx.single_source_dijkstra_path_length(graph, node, weight="time")
+        for c in clusters.itertuples(index=False):
+            if c.category not in str(p.categories).split(";"):
+                continue
+            target, c_leg, _ = snapped[c.cluster_id]
+            ends = leg + c_leg
+            out[(c.cluster_id, p.partner_id)] = (
+                (metres.get(target, math.inf) + ends) / 1000.0,
+                (seconds.get(target, math.inf) + ends / walk_mps) / 60.0,
+                gc_km(p.lat, p.lon, c.centroid_lat, c.centroid_lon),
+            )
+    return out
+
+
+def street_eligible_pairs(trips, partners, radius_min=None) -> list[tuple[str, str, float]]:
+    """Every (cluster_id, partner_id, street km) of ``trips`` within the partner's reach.
+
+    Within reach: km <= ``radius_km`` and, when a time limit applies, minutes <= it
+    (both :func:`in_radius`). The limit is the partner's own ``radius_min`` when it has
+    one (a column value that is not NaN), else the run's ``radius_min`` (None: none).
+    """
+    own = {}
+    if "radius_min" in partners:
+        own = dict(zip(partners["partner_id"], partners["radius_min"], strict=True))
+    radius = dict(zip(partners["partner_id"], partners["radius_km"], strict=True))
+    out = []
+    for (c, p), (km, minutes, _) in sorted(trips.items()):
+        limit = radius_min if _missing(own.get(p)) else float(own[p])
+        if in_radius(km, radius[p]) and (limit is None or in_radius(minutes, limit)):
+            out.append((c, p, km))
+    return out
+
+
+def lexicographic_optimum_of_pairs(
+    clusters, partners, pairs, quantum: float, *, severity: bool
+) -> dict:
+    """:func:`lexicographic_optimum` over a given table of eligible pairs and their km.
+
+    ``pairs`` is a list of ``(cluster_id, partner_id, km)`` (e.g. from
+    :func:`street_eligible_pairs`) instead of the great-circle pairs of
+    :func:`eligible_pairs`; the stages are the same: max served, [max severity-weighted
+    served], min cost in integer metres per quantum (``round(1000 * km)``).
+    """
+    cidx = {c: i for i, c in enumerate(clusters["cluster_id"])}
+    pidx = {p: i for i, p in enumerate(partners["partner_id"])}
+    demand = np.rint(clusters["demand"].to_numpy() / quantum)
+    cap = np.floor(partners["capacity"].to_numpy() / quantum + 1e-9)
+    n = len(pairs)
+    if n == 0:
+        return {"served": 0.0, "severity": 0.0, "cost": 0.0, "pairs": pairs}
+    a = lil_matrix((len(cidx) + len(pidx), n))
+    for k, (c, p, _) in enumerate(pairs):
+        a[cidx[c], k] = 1
+        a[len(cidx) + pidx[p], k] = 1
+    a = a.tocsr()
+    b = np.concatenate([demand, cap])
+    weight = np.array([round(d * 1000) for _, _, d in pairs], dtype=float)
+    sev = np.array(
+        [round(10 * clusters["severity"].to_numpy()[cidx[c]]) for c, _, _ in pairs], dtype=float
+    )
+    eq_a, eq_b = [np.ones(n)], []
+    res = linprog(-np.ones(n), A_ub=a, b_ub=b, bounds=(0, None), method="highs")
+    assert res.status == 0, res.message
+    served = float(round(-res.fun))  # integral: the constraint matrix is totally unimodular
+    eq_b.append(served)
+    sev_opt = 0.0
+    if severity:
+        res = linprog(-sev, A_ub=a, b_ub=b, A_eq=np.array(eq_a), b_eq=np.array(eq_b),
+                      bounds=(0, None), method="highs")  # fmt: skip
+        assert res.status == 0, res.message
+        sev_opt = float(round(-res.fun))
+        eq_a.append(sev)
+        eq_b.append(sev_opt)
+    res = linprog(weight, A_ub=a, b_ub=b, A_eq=np.array(eq_a), b_eq=np.array(eq_b),
+                  bounds=(0, None), method="highs")  # fmt: skip
+    assert res.status == 0, res.message
+    return {"served": served, "severity": sev_opt, "cost": res.fun, "pairs": pairs}
