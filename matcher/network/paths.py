@@ -108,6 +108,16 @@ def snap_problems(
     return far, problems
 
 
+def _widened(limit: FloatArray) -> FloatArray:
+    """Return a search limit a little past ``limit``: rounding never cuts a pair at its edge.
+
+    The limits are radii minus the snap legs, rounded; a path exactly at the radius can sum
+    a few ulps past them. The searches go a millionth further and :func:`matcher.geo.within`
+    decides, as for straight lines.
+    """
+    return np.maximum(np.asarray(limit) * (1 + 1e-9) + 1e-6, 0.0)
+
+
 def street_pairs(
     clusters: pd.DataFrame,
     partners: pd.DataFrame,
@@ -163,7 +173,7 @@ def street_pairs(
     ends = p_snap[p] + c_snap[c]
     walk_mps = WALK_SPEED_KMH / 3.6
     limit_m = radius_km[p] * 1000.0 - ends
-    metres = shortest(net, "length", p_node[p], c_node[c], np.maximum(limit_m, 0.0)) + ends
+    metres = shortest(net, "length", p_node[p], c_node[c], _widened(limit_m)) + ends
     dist_km = metres / 1000.0
     keep = within(dist_km, radius_km[p])
     if net.mode == "walk":
@@ -173,10 +183,10 @@ def street_pairs(
         # slowest speed: that bounds the search when there is no time limit
         slow = (np.where(np.isfinite(metres), metres, 0.0) - ends) / (net.min_kmh / 3.6)
         cap = np.where(np.isfinite(minutes[p]), minutes[p] * 60.0 - ends / walk_mps, slow)
-        sel = keep & (cap >= 0)
+        sel = keep & (_widened(cap) > 0)
         seconds = np.full(c.size, np.inf)
         seconds[sel] = (
-            shortest(net, "time", p_node[p][sel], c_node[c][sel], cap[sel] * (1 + 1e-12) + 1e-9)
+            shortest(net, "time", p_node[p][sel], c_node[c][sel], _widened(cap[sel]))
             + ends[sel] / walk_mps
         )
     travel_min = seconds / 60.0
