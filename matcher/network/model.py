@@ -452,8 +452,8 @@ def _min_matrix(tails: IntArray, heads: IntArray, weight: FloatArray, n: int) ->
     first = np.ones(t.size, dtype=bool)
     first[1:] = (t[1:] != t[:-1]) | (h[1:] != h[:-1])
     t, h, w = t[first], h[first], w[first]
-    # csgraph reads an explicit 0 as "no edge": a zero-length edge becomes the smallest
-    # positive double, which changes no sum that matters (a metre is 1e300 times larger)
+    # a zero-length edge becomes the smallest positive double, so that no sparse operation
+    # that drops stored zeros (csgraph keeps them) can lose it; no sum changes by that
     w = np.where(w > 0, w, np.finfo(np.float64).tiny)
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.add.at(indptr, t + 1, 1)
