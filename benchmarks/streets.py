@@ -595,7 +595,7 @@ def bench_instance(script: Path, inst: Instance, workdir: Path, repeat: int) -> 
             except RuntimeError as exc:
                 inst.errors.append(f"{inst.name}, plan {travel}: {exc}")
                 continue
-            inst.runs[travel].append(run)
+            inst.runs[travel].append({**run, "round": r})
             log(
                 f"{inst.name}: round {r + 1}, plan {travel}: {run['wall']:.2f} s wall, "
                 f"candidates {_f(run['stages'].get('candidates'))} s, "
@@ -616,9 +616,13 @@ def _median(values: list[float]) -> float | None:
 
 
 def round_ratios(inst: Instance, travel: str) -> list[float]:
-    """Street wall / straight wall, round by round (runs of one round are adjacent)."""
-    pairs = zip(inst.runs.get("straight", []), inst.runs.get(travel, []), strict=False)
-    return [b["wall"] / a["wall"] for a, b in pairs]
+    """Street wall / straight wall, round by round (the runs of a round are adjacent)."""
+    straight = {r["round"]: r["wall"] for r in inst.runs.get("straight", [])}
+    return [
+        r["wall"] / straight[r["round"]]
+        for r in inst.runs.get(travel, [])
+        if r["round"] in straight
+    ]
 
 
 def machine_info() -> list[str]:

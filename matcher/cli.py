@@ -65,14 +65,25 @@ def _usage(option: str, value: str, reason: str) -> InputValidationError:
 
 
 def _speeds(given: tuple[str, ...]) -> dict[str, float]:
-    """Parse ``--speed CLASS=KMH`` options (checked by :func:`matcher.network.build_network`)."""
+    """Parse ``--speed CLASS=KMH`` options, refusing each one not written so, as typed.
+
+    The classes and the speeds' range are checked by :func:`matcher.network.build_network`.
+    """
     out: dict[str, float] = {}
+    problems = []
     for item in given:
         name, sep, value = item.partition("=")
         try:
-            out[name.strip()] = float(value) if sep else float("nan")
+            out[name.strip()] = float(value)
+            if not sep:
+                raise ValueError(item)
         except ValueError:
-            out[name.strip()] = float("nan")
+            problems.append(
+                Problem(None, None, "--speed", item,
+                        "written CLASS=KMH with a number of km/h, e.g. residential=25")
+            )  # fmt: skip
+    if problems:
+        raise InputValidationError(problems)
     return out
 
 

@@ -760,6 +760,7 @@ def _load(
     input_crs: str | None,
     name: str | None,
     points: bool = True,
+    check: RowCheck | None = None,
 ) -> LoadedTable:
     if on_invalid not in ("raise", "skip"):
         raise ValueError(f"`on_invalid` must be 'raise' or 'skip', not {on_invalid!r}")
@@ -778,11 +779,14 @@ def _load(
                 input_crs=input_crs,
                 name=None,
                 points=points,
+                check=check,
             ),
             on_invalid,
         )
     df, rows, digest, label = _raw_table(source, columns["required"], input_crs, name)
     checked: Validated = validator(df, rows, label, taxonomy or default_taxonomy())
+    if check is not None:
+        checked = _checked_further(checked, check, np.asarray(rows), label)
     if checked.problems and on_invalid == "raise":
         raise InputValidationError(checked.problems)
     rejects = df.loc[checked.bad_rows].copy()
@@ -803,6 +807,26 @@ def _load(
         label,
         kept if kept.size == len(frame) else None,
     )
+
+
+#: A further check of valid rows: ``check(table, rows, label)`` returns a mask of the rows
+#: of ``table`` (the valid rows, in input order) that are invalid, and their problems.
+RowCheck = Callable[[pd.DataFrame, np.ndarray, str], tuple[np.ndarray, list[Problem]]]
+
+
+def _checked_further(
+    checked: Validated, check: RowCheck, rows: np.ndarray, label: str
+) -> Validated:
+    """Apply ``check`` to the valid rows: the rows it flags become invalid rows too."""
+    good = np.flatnonzero(~np.asarray(checked.bad_rows, dtype=bool))
+    bad, more = check(checked.table, rows[good], label)
+    bad = np.asarray(bad, dtype=bool)
+    if not bad.any():
+        return checked
+    bad_rows = np.asarray(checked.bad_rows, dtype=bool).copy()
+    bad_rows[good[bad]] = True
+    problems = sorted([*checked.problems, *more], key=lambda p: p.row or 0)
+    return Validated(checked.table.loc[~bad].reset_index(drop=True), tuple(problems), bad_rows)
 
 
 #: Characters that make an input path a glob pattern.
@@ -942,6 +966,7 @@ def read_needs(
     input_crs: str | None = None,
     name: str | None = None,
     points: bool = True,
+    check: RowCheck | None = None,
 ) -> LoadedTable:
     """Read and validate needs from a CSV, GeoJSON or GeoPackage file or a DataFrame.
 
@@ -965,6 +990,10 @@ def read_needs(
         Whether ``frame`` gets point geometries (a GeoDataFrame). With False it is a
         plain DataFrame with ``lat`` and ``lon``: what :func:`matcher.plan` reads, since
         a point object costs about 200 bytes per need.
+    check : callable, optional
+        A further check of the valid rows (e.g. "on the street network"): given the valid
+        rows, their row numbers and the input's name, it returns a mask of invalid rows
+        and their problems, which are then handled as any other invalid row.
 
     Returns
     -------
@@ -984,6 +1013,7 @@ def read_needs(
         input_crs=input_crs,
         name=name,
         points=points,
+        check=check,
     )
 
 
@@ -994,12 +1024,13 @@ def read_partners(
     on_invalid: Literal["raise", "skip"] = "raise",
     input_crs: str | None = None,
     name: str | None = None,
+    check: RowCheck | None = None,
 ) -> LoadedTable:
     """Read and validate partners (organizations and volunteers).
 
     Parameters are those of :func:`read_needs`; the columns are ``partner_id, kind,
     lat, lon, categories, capacity, radius_km`` and optional ``name, languages,
-    contact``.
+    contact, radius_min``.
 
     Returns
     -------
@@ -1018,6 +1049,7 @@ def read_partners(
         on_invalid=on_invalid,
         input_crs=input_crs,
         name=name,
+        check=check,
     )
 
 

@@ -23,6 +23,7 @@ from .costs import COST_SCALE
 from .equity import floor_report, gaps, hood_floors, neighborhood_table, per_hood
 from .io import (
     LoadedTable,
+    RowCheck,
     Source,
     hash_table,
     input_files,
@@ -316,12 +317,24 @@ def _load_inputs(
     partners: Source | LoadedTable,
     config: MatchConfig,
     input_crs: str | None,
+    net: StreetNetwork | None = None,
 ) -> tuple[LoadedTable, LoadedTable]:
-    """Validate both inputs, reporting every problem of both at once."""
+    """Validate both inputs, reporting every problem of both at once.
+
+    With a street network, a row farther than ``config.max_snap_m`` from it is invalid.
+    """
     loaded: list[LoadedTable] = []
     problems: list[Problem] = []
     for src, reader, name in ((needs, read_needs, "needs"), (partners, read_partners, "partners")):
+        check = (
+            _on_streets(net, config, name == "partners" and config.volunteer_points == "grid")
+            if net is not None
+            else None
+        )
         if isinstance(src, LoadedTable):
+            if check is not None:  # read already: any row off the network is a problem
+                rows = src.rows if src.rows is not None else np.arange(len(src.frame))
+                problems.extend(check(src.frame, np.asarray(rows), src.name)[1])
             loaded.append(src)
             continue
         try:
@@ -332,6 +345,7 @@ def _load_inputs(
                     on_invalid=config.on_invalid,
                     input_crs=input_crs,
                     name=None if not isinstance(src, pd.DataFrame) else name,
+                    check=check,
                     # a plan never uses the needs' point objects: none are made
                     **({"points": False} if reader is read_needs else {}),
                 )
@@ -361,40 +375,26 @@ class _Prepared:
     network: StreetNetwork | None = None
 
 
-def _street_rows(
-    table: LoadedTable, net: StreetNetwork, config: MatchConfig, grid: bool
-) -> tuple[LoadedTable, list[Problem]]:
-    """Check that every row lies within ``config.max_snap_m`` of the network.
+def _on_streets(net: StreetNetwork, config: MatchConfig, grid: bool) -> RowCheck:
+    """Return the row check of a street plan: each point within ``max_snap_m`` of a node.
 
-    A row farther is a problem naming it; with ``on_invalid="skip"`` it is moved to the
-    table's rejects instead. Volunteers of a grid plan are checked at their grid point.
+    Volunteers of a grid plan are checked at their grid point (what the plan uses).
     """
-    frame = public_partners(table.frame) if grid else table.frame
-    rows = table.rows if table.rows is not None else np.arange(len(frame))
-    far, problems = snap_problems(
-        net,
-        frame["lat"].to_numpy(dtype=np.float64),
-        frame["lon"].to_numpy(dtype=np.float64),
-        np.asarray(rows),
-        table.name,
-        config.max_snap_m,
-    )
-    if not far.any() or config.on_invalid == "raise":
-        return table, problems
-    out = pd.DataFrame(without_geometry(table.frame.loc[far])).assign(
-        row=np.asarray(rows)[far], problems=[p.reason for p in problems]
-    )
-    rejects = pd.concat([table.rejects, out], ignore_index=True) if len(table.rejects) else out
-    logger.warning("%s: %d row(s) off the street network skipped", table.name, int(far.sum()))
-    return (
-        replace(
-            table,
-            frame=table.frame.loc[~far].reset_index(drop=True),
-            rejects=rejects,
-            rows=np.asarray(rows)[~far],
-        ),
-        [],
-    )
+
+    def check(
+        table: pd.DataFrame, rows: np.ndarray, label: str
+    ) -> tuple[np.ndarray, list[Problem]]:
+        frame = public_partners(table) if grid else table
+        return snap_problems(
+            net,
+            frame["lat"].to_numpy(dtype=np.float64),
+            frame["lon"].to_numpy(dtype=np.float64),
+            rows,
+            label,
+            config.max_snap_m,
+        )
+
+    return check
 
 
 def _network(
@@ -435,14 +435,7 @@ def _prepare(
 ) -> _Prepared:
     """Read and validate the inputs; sort them; place needs in neighborhoods."""
     net = _network(network, config)
-    need_t, partner_t = _load_inputs(needs, partners, config, input_crs)
-    if net is not None:
-        need_t, need_problems = _street_rows(need_t, net, config, False)
-        partner_t, partner_problems = _street_rows(
-            partner_t, net, config, config.volunteer_points == "grid"
-        )
-        if need_problems or partner_problems:
-            raise InputValidationError(need_problems + partner_problems)
+    need_t, partner_t = _load_inputs(needs, partners, config, input_crs, net)
     hoods, hood_hash = (None, None)
     if neighborhoods is not None:
         hoods, hood_hash = read_neighborhoods(neighborhoods, input_crs=input_crs)
