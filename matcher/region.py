@@ -35,7 +35,7 @@ from .costs import COST_SCALE, pair_costs
 from .equity import floor_links, hood_floors, max_alone, per_hood
 from .explain import explain_assignments, unmet_reasons
 from .geo import hull_polygons
-from .network import StreetNetwork, street_pairs
+from .network import StreetNetwork, street_pairs, trip_minutes
 from .replan import exclude_mask, pair_units
 from .transport import TransportModel
 
@@ -282,7 +282,7 @@ def match_region(
     pairs = (
         candidate_pairs(cl, partner_df)
         if network is None
-        else street_pairs(cl, partner_df, network, config.radius_min)
+        else street_pairs(cl, partner_df, network, config.radius_min, workers=solve_workers)
     )
     if exclude is not None:
         out = exclude_mask(
@@ -362,6 +362,10 @@ def match_region(
     pp = model.pair_partner
     used_q = np.bincount(pp, weights=pair_flow, minlength=len(partner_df)).astype(np.int64)
     assigned = pairs[pair_flow > 0].assign(units=pair_flow[pair_flow > 0] * q)
+    if network is not None:  # the minutes of the trips the plan makes (see street_pairs)
+        assigned["travel_min"] = trip_minutes(
+            network, cl, partner_df, assigned, workers=solve_workers
+        )
     assigned = explain_assignments(
         assigned, pairs, partner_df, cl, used_q * q, cap_q * q,
         {"walk": "walking", "drive": "driving"}.get(config.travel, ""),

@@ -43,12 +43,25 @@ from matcher.network import (
     build_network,
     read_network,
     shortest,
-    street_pairs,
+    trip_minutes,
 )
+from matcher.network import street_pairs as eligible_pairs
 
 from .oracle import destination, gc_km
 
 SOUTHSIDE = Path(__file__).resolve().parents[1] / "data" / "southside"
+
+
+def street_pairs(clusters, partners, net, radius_min, **kwargs) -> pd.DataFrame:
+    """:func:`matcher.network.street_pairs` with every pair's minutes.
+
+    Without a time limit a driving pair gets its minutes only from
+    :func:`matcher.network.trip_minutes` (a plan asks for those of its assignments).
+    """
+    got = eligible_pairs(clusters, partners, net, radius_min, **kwargs)
+    if net.mode == "drive" and radius_min is None and "radius_min" not in partners:
+        assert got["travel_min"].isna().all()
+    return got.assign(travel_min=trip_minutes(net, clusters, partners, got))
 
 #: Derandomized property tests: the same examples on every run, no example database.
 PROPERTY = settings(
@@ -1313,3 +1326,95 @@ def test_southside_networks_match_networkx(mode: str) -> None:
     # the walk is slower than the drive everywhere but at the same distance, never shorter
     if mode == "walk":
         assert net.max_kmh == ORACLE_WALK_KMH
+
+
+def test_trip_minutes_searches_again_past_the_mean_speed() -> None:
+    """A trip slower than the network's mean speed is found by the second, safe search.
+
+    Two ways from a to c: a fast primary road around (90 km/h, 3 km) and a slow
+    residential road straight through (10 km/h, 1 km). The shortest path is the slow road
+    (6 min), the fastest trip the primary (2 min). A trip along a slow dead end is slower
+    than the length-weighted mean speed, so its first search stops short and the second
+    one finds it; both values equal networkx Dijkstra on the times.
+    """
+    lat0, lon0 = 41.80, -87.60
+    pts = {
+        "a": (lat0, lon0),
+        "b": destination(lat0, lon0, 90.0, 0.5),
+        "c": destination(lat0, lon0, 90.0, 1.0),
+        "d": destination(lat0, lon0, 0.0, 1.0),
+        "e": destination(lat0, lon0, 180.0, 1.0),
+    }
+    nodes = pd.DataFrame(
+        [(k, la, lo) for k, (la, lo) in pts.items()], columns=["id", "lat", "lon"]
+    )
+    edges = pd.DataFrame(
+        [
+            ("a", "b", 500.0, "residential", "10"),
+            ("b", "c", 500.0, "residential", "10"),
+            ("a", "d", 1500.0, "primary", "90"),
+            ("d", "c", 1500.0, "primary", "90"),
+            ("a", "e", 1000.0, "residential", "10"),
+        ],
+        columns=["u", "v", "length_m", "highway", "maxspeed"],
+    )
+    net = build_network(nodes, edges, "drive")
+    assert net.min_kmh == 10.0 and 10.0 < net.mean_kmh < 90.0
+    at = {k: (la, lo) for k, (la, lo) in pts.items()}
+    clusters = pd.DataFrame(
+        {"category": ["x", "x"], "centroid_lat": [at["c"][0], at["e"][0]],
+         "centroid_lon": [at["c"][1], at["e"][1]]}
+    )  # fmt: skip
+    partners = pd.DataFrame(
+        {"categories": ["x"], "lat": [at["a"][0]], "lon": [at["a"][1]], "radius_km": [5.0]}
+    )
+    got = eligible_pairs(clusters, partners, net, None)
+    assert got["travel_min"].isna().all()
+    minutes = trip_minutes(net, clusters, partners, got)
+    g = nx.DiGraph()
+    for u, v, m, _, kmh in edges.itertuples(index=False):
+        g.add_edge(u, v, t=m / (float(kmh) / 3.6))
+        g.add_edge(v, u, t=m / (float(kmh) / 3.6))
+    want = [nx.dijkstra_path_length(g, "a", t, weight="t") / 60 for t in ("c", "e")]
+    assert minutes.tolist() == pytest.approx(want, rel=1e-12)
+    assert want[0] == pytest.approx(2.0) and want[1] == pytest.approx(6.0)
+    assert got["distance_km"].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_searches_in_several_processes_give_the_same_values() -> None:
+    """shortest() in forked processes returns exactly what it returns in this one.
+
+    Run in a fresh interpreter (one thread, so that it may fork), on the South Side walk
+    network with more sources than :data:`matcher.network.paths.PARALLEL_MIN_SOURCES`.
+    """
+    import subprocess
+    import sys
+
+    script = f"""
+import numpy as np
+from matcher.network import read_network, shortest
+from matcher.network import paths
+net = read_network({str(SOUTHSIDE / "southside_walk.gpkg")!r}, "walk")
+rng = np.random.default_rng(7)
+n = paths.PARALLEL_MIN_SOURCES + 500
+src = rng.integers(0, net.n_nodes, n)
+dst = rng.integers(0, net.n_nodes, n)
+lim = rng.uniform(2000.0, 12000.0, n)
+one = shortest(net, "length", src, dst, lim, workers=1)
+pools = []
+class Counting(paths.ProcessPoolExecutor):
+    def __init__(self, *args, **kwargs):
+        pools.append(args[0])
+        super().__init__(*args, **kwargs)
+paths.ProcessPoolExecutor = Counting
+two = shortest(net, "length", src, dst, lim, workers=2)
+assert pools == [2], pools
+assert np.isfinite(one).sum() > n // 10
+assert np.array_equal(one, two), "values differ"
+print("same", int(np.isfinite(one).sum()))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("same")

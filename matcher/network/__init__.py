@@ -20,7 +20,7 @@ from .model import (
     StreetNetwork,
     build_network,
 )
-from .paths import shortest, snap_problems, street_pairs
+from .paths import shortest, snap_problems, street_pairs, trip_minutes
 from .readers import FORMATS, read_network
 
 __all__ = [
@@ -35,4 +35,5 @@ __all__ = [
     "shortest",
     "snap_problems",
     "street_pairs",
+    "trip_minutes",
 ]

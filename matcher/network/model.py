@@ -147,6 +147,8 @@ class StreetNetwork:
         hours is never longer than ``t * max_kmh`` km.
     min_kmh : float
         The slowest edge speed, km/h.
+    mean_kmh : float
+        The length-weighted mean edge speed, km/h.
     source : str
         The file it was read from.
     sha256 : str
@@ -165,6 +167,7 @@ class StreetNetwork:
     time: csr_matrix
     max_kmh: float
     min_kmh: float
+    mean_kmh: float
     source: str
     sha256: str
     dropped: int = 0
@@ -438,6 +441,8 @@ def build_network(
         time=time,
         max_kmh=float(max(kmh.max(), WALK_SPEED_KMH)),
         min_kmh=float(kmh.min()),
+        mean_kmh=float(metres.sum() / (seconds.sum() / 3600.0) / 1000.0) if seconds.sum() > 0
+        else float(kmh.mean()),
         source=source,
         sha256=sha256,
         dropped=dropped,

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
 from .._errors import Problem
+from .._processes import single_threaded
 from ..candidates import candidate_pairs
 from ..geo import within
 from .model import WALK_SPEED_KMH, StreetNetwork
 
-__all__ = ["shortest", "snap_problems", "street_pairs"]
+__all__ = ["PARALLEL_MIN_SOURCES", "shortest", "snap_problems", "street_pairs", "trip_minutes"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +29,18 @@ IntArray = npt.NDArray[np.int64]
 
 #: Bytes of distances held at once by one batch of searches.
 _BATCH_BYTES = 256 << 20
+#: Searches from at least this many distinct sources run in several processes (when this
+#: process may fork: see :func:`matcher._processes.single_threaded`).
+PARALLEL_MIN_SOURCES = 2_000
+
+#: The graph searched by a forked batch process (set before the pool forks).
+_GRAPH: csr_matrix | None = None
+
+
+def _search(sources: IntArray, limit: float, rows: IntArray, targets: IntArray) -> FloatArray:
+    """Run one batch of bounded searches on :data:`_GRAPH`; return the values picked."""
+    dist = dijkstra(_GRAPH, directed=True, indices=sources, limit=limit)
+    return np.asarray(dist[rows, targets], dtype=np.float64)
 
 
 def shortest(
@@ -32,6 +49,8 @@ def shortest(
     sources: IntArray,
     targets: IntArray,
     limits: FloatArray,
+    *,
+    workers: int | None = None,
 ) -> FloatArray:
     """Shortest network distance (m) or time (s) from each source node to its target.
 
@@ -45,20 +64,26 @@ def shortest(
         Node positions, one pair per element.
     limits : numpy.ndarray of float64
         Per pair, the largest value of interest: beyond it the answer may be ``inf``.
+    workers : int, optional
+        Processes for large searches (default: the number of CPUs; 1: this process).
 
     Returns
     -------
     numpy.ndarray of float64
         The exact shortest value of each pair (the sum along its path), or ``inf``
-        when it exceeds the pair's limit.
+        when it exceeds the pair's limit: the same values however the searches are
+        batched or spread over processes.
 
     Notes
     -----
     One Dijkstra search per distinct source (:func:`scipy.sparse.csgraph.dijkstra`),
     bounded by the largest limit of the source's pairs; sources are grouped by limit so
-    that a batch's searches stop at about the same radius. A value does not depend on
-    the batch it was computed in.
+    that a batch's searches stop at about the same radius, and only the pairs' targets
+    are kept. A value does not depend on the batch, nor the process, it was computed in:
+    with nonnegative weights a node's distance is the minimum over its settled
+    predecessors, whatever else the search settles.
     """
+    global _GRAPH
     graph = net.length if weight == "length" else net.time
     out = np.full(sources.size, np.inf)
     if sources.size == 0:
@@ -67,18 +92,42 @@ def shortest(
     reach = np.zeros(uniq.size)
     np.maximum.at(reach, inv, limits)
     order = np.lexsort((uniq, reach))
+    n_workers = max(1, workers or os.cpu_count() or 1)
+    parallel = (
+        n_workers > 1
+        and uniq.size >= PARALLEL_MIN_SOURCES
+        and hasattr(os, "fork")
+        and single_threaded()
+    )
     batch = max(1, min(512, _BATCH_BYTES // (8 * max(net.n_nodes, 1))))
+    if parallel:  # several batches per process, so that they share the work evenly
+        batch = max(1, min(batch, -(-uniq.size // (4 * n_workers))))
     rank = np.empty(uniq.size, dtype=np.int64)
     rank[order] = np.arange(uniq.size)
     pair_rank = rank[inv]
     by_rank = np.argsort(pair_rank, kind="stable")
     bounds = np.searchsorted(pair_rank[by_rank], np.arange(0, uniq.size + batch, batch))
+    jobs = []
     for b, start in enumerate(range(0, uniq.size, batch)):
         chunk = order[start : start + batch]
-        limit = float(reach[chunk].max())
-        dist = dijkstra(graph, directed=True, indices=uniq[chunk], limit=limit)
         pick = by_rank[bounds[b] : bounds[b + 1]]
-        out[pick] = dist[pair_rank[pick] - start, targets[pick]]
+        jobs.append(
+            (pick, (uniq[chunk], float(reach[chunk].max()), pair_rank[pick] - start, targets[pick]))
+        )
+    _GRAPH = graph
+    try:
+        if parallel and len(jobs) > 1:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(min(n_workers, len(jobs)), mp_context=context) as pool:
+                found = list(pool.map(_search, *zip(*(job for _, job in jobs), strict=True)))
+        else:
+            found = [_search(*job) for _, job in jobs]
+    finally:
+        _GRAPH = None
+    for (pick, _), values in zip(jobs, found, strict=True):
+        out[pick] = values
+    # beyond its own limit a pair is inf, whichever batch (and its limit) found it
+    out[out > limits] = np.inf
     return out
 
 
@@ -123,6 +172,8 @@ def street_pairs(
     partners: pd.DataFrame,
     net: StreetNetwork,
     radius_min: float | None,
+    *,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Every eligible (cluster, partner) pair on the street network, with its costs.
 
@@ -139,12 +190,16 @@ def street_pairs(
         The network of the travel mode.
     radius_min : float or None
         The run-wide travel time limit, minutes (a partner's own value wins).
+    workers : int, optional
+        Processes for the searches (see :func:`shortest`).
 
     Returns
     -------
     pandas.DataFrame
         ``cluster, partner, distance_km`` (the street distance), ``straight_km`` and
-        ``travel_min``, sorted by cluster then partner.
+        ``travel_min``, sorted by cluster then partner. Driving pairs without a time
+        limit have no ``travel_min`` (NaN) yet: eligibility does not need it, and
+        :func:`trip_minutes` gives it for the pairs a plan uses.
 
     Notes
     -----
@@ -165,39 +220,34 @@ def street_pairs(
         minutes = np.where(np.isnan(own), minutes, own)
     reach_km = np.minimum(radius_km, minutes / 60.0 * net.max_kmh)
     pairs = candidate_pairs(clusters, partners, radius_km=reach_km)
-    pairs = pairs.rename(columns={"distance_km": "straight_km"})
     c = pairs["cluster"].to_numpy()
     p = pairs["partner"].to_numpy()
     p_node, p_snap = net.snap(partners["lat"], partners["lon"])
     c_node, c_snap = net.snap(clusters["centroid_lat"], clusters["centroid_lon"])
     ends = p_snap[p] + c_snap[c]
-    walk_mps = WALK_SPEED_KMH / 3.6
     limit_m = radius_km[p] * 1000.0 - ends
-    metres = shortest(net, "length", p_node[p], c_node[c], _widened(limit_m)) + ends
+    metres = (
+        shortest(net, "length", p_node[p], c_node[c], _widened(limit_m), workers=workers) + ends
+    )
     dist_km = metres / 1000.0
     keep = within(dist_km, radius_km[p])
+    limit = minutes[p]
+    timed = np.isfinite(limit)
     if net.mode == "walk":
-        seconds = metres / walk_mps
+        travel_min = metres / (WALK_SPEED_KMH / 3.6) / 60.0
     else:
-        # the fastest trip is at most the shortest path's time, at most its length at the
-        # slowest speed: that bounds the search when there is no time limit
-        slow = (np.where(np.isfinite(metres), metres, 0.0) - ends) / (net.min_kmh / 3.6)
-        cap = np.where(np.isfinite(minutes[p]), minutes[p] * 60.0 - ends / walk_mps, slow)
-        sel = keep & (_widened(cap) > 0)
-        seconds = np.full(c.size, np.inf)
-        seconds[sel] = (
-            shortest(net, "time", p_node[p][sel], c_node[c][sel], _widened(cap[sel]))
-            + ends[sel] / walk_mps
-        )
-    travel_min = seconds / 60.0
-    keep &= ~np.isfinite(minutes[p]) | within(travel_min, minutes[p])
-    keep &= np.isfinite(travel_min)
+        travel_min = np.full(c.size, np.nan)
+        sel = keep & timed
+        cap = limit[sel] * 60.0 - ends[sel] / _WALK_MPS
+        travel_min[sel] = _drive_minutes(net, p_node[p][sel], c_node[c][sel], ends[sel], cap,
+                                         workers)  # fmt: skip
+    keep &= ~timed | within(np.nan_to_num(travel_min, nan=np.inf), limit)
     out = pd.DataFrame(
         {
             "cluster": c[keep],
             "partner": p[keep],
             "distance_km": dist_km[keep],
-            "straight_km": pairs["straight_km"].to_numpy()[keep],
+            "straight_km": pairs["distance_km"].to_numpy()[keep],
             "travel_min": travel_min[keep],
         }
     )
@@ -208,3 +258,76 @@ def street_pairs(
         net.mode,
     )
     return out
+
+
+#: Walking speed in metres per second: the legs to and from the network.
+_WALK_MPS = WALK_SPEED_KMH / 3.6
+
+
+def _drive_minutes(
+    net: StreetNetwork,
+    sources: IntArray,
+    targets: IntArray,
+    ends: FloatArray,
+    cap: FloatArray,
+    workers: int | None,
+) -> FloatArray:
+    """Minutes of the fastest trips (snap legs walked) whose network part is within ``cap`` s."""
+    seconds = shortest(net, "time", sources, targets, _widened(cap), workers=workers)
+    return (seconds + ends / _WALK_MPS) / 60.0
+
+
+def trip_minutes(
+    net: StreetNetwork,
+    clusters: pd.DataFrame,
+    partners: pd.DataFrame,
+    pairs: pd.DataFrame,
+    *,
+    workers: int | None = None,
+) -> FloatArray:
+    """Travel minutes of eligible pairs, filling those :func:`street_pairs` left out.
+
+    Parameters
+    ----------
+    net : StreetNetwork
+        The network.
+    clusters, partners : pandas.DataFrame
+        The tables of :func:`street_pairs`.
+    pairs : pandas.DataFrame
+        Rows of :func:`street_pairs` (``cluster, partner, distance_km, travel_min``).
+    workers : int, optional
+        Processes for the searches.
+
+    Returns
+    -------
+    numpy.ndarray of float64
+        The fastest trip of each pair, minutes.
+
+    Notes
+    -----
+    The fastest trip takes at most the shortest path's time, so at most its length at
+    the network's slowest speed. A first search stops at its length at the length-
+    weighted mean speed of the network (most trips are faster); only the trips not
+    found by then are searched again up to the safe bound. Both give exact values.
+    """
+    minutes = pairs["travel_min"].to_numpy(dtype=np.float64).copy()
+    todo = np.flatnonzero(np.isnan(minutes))
+    if todo.size == 0:
+        return minutes
+    c = pairs["cluster"].to_numpy()[todo]
+    p = pairs["partner"].to_numpy()[todo]
+    p_node, p_snap = net.snap(partners["lat"].to_numpy()[p], partners["lon"].to_numpy()[p])
+    c_node, c_snap = net.snap(
+        clusters["centroid_lat"].to_numpy()[c], clusters["centroid_lon"].to_numpy()[c]
+    )
+    ends = p_snap + c_snap
+    street_m = np.maximum(pairs["distance_km"].to_numpy()[todo] * 1000.0 - ends, 0.0)
+    found = _drive_minutes(net, p_node, c_node, ends, street_m / (net.mean_kmh / 3.6), workers)
+    again = ~np.isfinite(found)
+    if again.any():
+        found[again] = _drive_minutes(
+            net, p_node[again], c_node[again], ends[again],
+            street_m[again] / (net.min_kmh / 3.6), workers,
+        )  # fmt: skip
+    minutes[todo] = found
+    return minutes
