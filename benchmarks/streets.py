@@ -6,9 +6,12 @@ Two instances, the targets of the streets issue (#17):
    GeoPackages). In a fresh subprocess per mode: the network load
    (:func:`matcher.network.read_network`), the sample's clusters
    (:func:`matcher.pipeline.plan_clusters`) and the street costs of their candidate pairs
-   (:func:`matcher.network.street_pairs`, ``--repeat`` times, split into the great-circle
-   k-d search, snapping, the Dijkstra batches of the distance search and, for drive, of
-   the time search). Target: the network costs in <= 2 s.
+   (:func:`matcher.network.street_pairs`, ``--repeat`` times, in one process so that its
+   parts can be measured: the great-circle k-d search, snapping, the Dijkstra batches of
+   the distance search and, with a time limit, of the time search; a plan runs the
+   searches of large instances in several processes, and searches the driving times of
+   its assignments after the solve, in the "explain" stage). Target: the network costs
+   in <= 2 s.
 2. **A generated city** per ``--sizes`` entry (``matcher generate --seed 1``, reused when
    present, as ``stages.py`` does) with a generated street grid GeoPackage covering its
    extent (reused when present). The same cost measurement, then whole ``matcher plan``
@@ -377,12 +380,12 @@ class Probe:
             finally:
                 self._add("candidates", start)
 
-        def timed_shortest(net: Any, weight: str, sources: Any, *args: Any) -> Any:
+        def timed_shortest(net: Any, weight: str, sources: Any, *args: Any, **kw: Any) -> Any:
             self._weight = weight
             parts[f"pairs_{weight}"] += len(sources)
             start = time.perf_counter()
             try:
-                return short(net, weight, sources, *args)
+                return short(net, weight, sources, *args, **kw)
             finally:
                 self._add(weight, start)
 
@@ -452,7 +455,7 @@ def child_costs(needs: Path, partners: Path, network: Path, mode: str, repeat: i
         gc.collect()
         with Probe() as probe:
             pairs, seconds = _timed(
-                lambda: street_pairs(clusters, partner_df, net, config.radius_min)
+                lambda: street_pairs(clusters, partner_df, net, config.radius_min, workers=1)
             )
         n_pairs = len(pairs)
         runs.append({"total": seconds, **probe.parts})

@@ -126,6 +126,20 @@ def _road_class(highway: Any) -> str:
     return found.group(0) if found else ""
 
 
+def _distinct(column: pd.Series | None, n: int) -> tuple[IntArray, list[Any]]:
+    """Codes of each row's value and the distinct values (lists, as OSM may give, as text)."""
+    if column is None:
+        return np.zeros(n, dtype=np.int64), [""]
+    values = column.astype(object).to_numpy()
+    try:
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    except TypeError:  # unhashable values (lists): compare their text
+        codes, uniques = pd.factorize(np.array([str(v) for v in values], dtype=object))
+        first = np.unique(codes, return_index=True)[1]
+        return codes.astype(np.int64), [values[i] for i in first]
+    return codes.astype(np.int64), list(uniques)
+
+
 @dataclass(frozen=True, eq=False)
 class StreetNetwork:
     """The largest strongly connected part of a street network, for one mode.
@@ -359,18 +373,15 @@ def build_network(
         kmh = np.full(len(edges), WALK_SPEED_KMH)
         used: dict[str, float] = {}
     else:
-        classes = [_road_class(h) for h in edges.get("highway", pd.Series([""] * len(edges)))]
-        limits = (
-            [speed_kmh(s) for s in edges["maxspeed"]]
-            if "maxspeed" in edges
-            else [None] * len(edges)
-        )
-        kmh = np.array(
-            [
-                lim if lim is not None else float(table.get(c, DEFAULT_DRIVE_KMH))
-                for c, lim in zip(classes, limits, strict=True)
-            ]
-        )
+        # each distinct value is read once (a city has a few dozen, not one per edge)
+        c_codes, c_values = _distinct(edges["highway"] if "highway" in edges else None, len(edges))
+        classes = [_road_class(h) for h in c_values]
+        class_kmh = np.array([float(table.get(c, DEFAULT_DRIVE_KMH)) for c in classes])
+        kmh = class_kmh[c_codes] if classes else np.full(len(edges), DEFAULT_DRIVE_KMH)
+        if "maxspeed" in edges:
+            m_codes, m_values = _distinct(edges["maxspeed"], len(edges))
+            limit = np.array([speed_kmh(v) or np.nan for v in m_values] or [np.nan])[m_codes]
+            kmh = np.where(np.isnan(limit), kmh, limit)
         used = {c: float(table.get(c, DEFAULT_DRIVE_KMH)) for c in set(classes)}
     seconds = metres / (kmh / 3.6)
     # directions

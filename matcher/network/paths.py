@@ -27,8 +27,10 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-#: Bytes of distances held at once by one batch of searches.
-_BATCH_BYTES = 256 << 20
+#: Bytes of distances held at once by one batch of searches. Below glibc's largest
+#: mmap threshold (32 MiB), so the batches reuse freed heap memory instead of faulting in
+#: fresh zeroed pages each time (measured: 1.3x to 1.7x faster searches than 256 MiB).
+_BATCH_BYTES = 24 << 20
 #: Searches from at least this many distinct sources run in several processes (when this
 #: process may fork: see :func:`matcher._processes.single_threaded`).
 PARALLEL_MIN_SOURCES = 2_000
@@ -114,6 +116,10 @@ def shortest(
         jobs.append(
             (pick, (uniq[chunk], float(reach[chunk].max()), pair_rank[pick] - start, targets[pick]))
         )
+    logger.debug(
+        "%s searches from %d sources in %d batch(es)%s", weight, uniq.size, len(jobs),
+        f" on {min(n_workers, len(jobs))} processes" if parallel and len(jobs) > 1 else "",
+    )  # fmt: skip
     _GRAPH = graph
     try:
         if parallel and len(jobs) > 1:
@@ -277,6 +283,11 @@ def _drive_minutes(
     return (seconds + ends / _WALK_MPS) / 60.0
 
 
+#: :func:`trip_minutes` first searches at the mean speed only when the slowest speed is
+#: below this share of it (else the safe bound is hardly farther).
+FIRST_SEARCH_SHARE = 0.75
+
+
 def trip_minutes(
     net: StreetNetwork,
     clusters: pd.DataFrame,
@@ -306,9 +317,11 @@ def trip_minutes(
     Notes
     -----
     The fastest trip takes at most the shortest path's time, so at most its length at
-    the network's slowest speed. A first search stops at its length at the length-
-    weighted mean speed of the network (most trips are faster); only the trips not
-    found by then are searched again up to the safe bound. Both give exact values.
+    the network's slowest speed: the safe bound of the search. When the slowest streets
+    are much slower than the length-weighted mean speed (below
+    :data:`FIRST_SEARCH_SHARE` of it), a first search stops at the length at the mean
+    speed, and only the trips not found by then are searched again up to the safe
+    bound. Both give exact values.
     """
     minutes = pairs["travel_min"].to_numpy(dtype=np.float64).copy()
     todo = np.flatnonzero(np.isnan(minutes))
@@ -322,7 +335,9 @@ def trip_minutes(
     )
     ends = p_snap + c_snap
     street_m = np.maximum(pairs["distance_km"].to_numpy()[todo] * 1000.0 - ends, 0.0)
-    found = _drive_minutes(net, p_node, c_node, ends, street_m / (net.mean_kmh / 3.6), workers)
+    # a first, shorter search pays when the slowest streets are much slower than most
+    first = net.mean_kmh if net.min_kmh < FIRST_SEARCH_SHARE * net.mean_kmh else net.min_kmh
+    found = _drive_minutes(net, p_node, c_node, ends, street_m / (first / 3.6), workers)
     again = ~np.isfinite(found)
     if again.any():
         found[again] = _drive_minutes(
