@@ -146,6 +146,12 @@ def verify(
             failures.append(what)
 
     summary = json.loads((plan_dir / "summary.json").read_text())
+    travel = summary["parameters"].get("travel", "straight")
+    if travel != "straight":  # its eligibility and costs are great-circle ones
+        check(False, f"a plan on streets (travel {travel}) is not a straight-line plan: this "
+                     "verifier checks great-circle plans; tests/test_streets_plan.py checks "
+                     "street plans against networkx and the LP oracle")  # fmt: skip
+        return failures
     quantum = summary["parameters"]["quantum"]
     needs = matcher.read_needs(needs_path).frame
     partners = pd.DataFrame(matcher.read_partners(partners_path).frame.drop(columns="geometry"))

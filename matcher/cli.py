@@ -596,6 +596,8 @@ def _with_recruit(result: Any, k: int, radius_km: float, capacity: float | None)
               help="The base plan's partners file, if it moved.")  # fmt: skip
 @click.option("--neighborhoods", "hoods_path", type=click.Path(path_type=Path),
               help="The base plan's neighborhoods file, if it moved.")  # fmt: skip
+@click.option("--network", "network_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="The base street plan's network file, if it moved.")  # fmt: skip
 @click.option("--taxonomy", "taxonomy_path", type=click.Path(path_type=Path))
 @click.option("--input-crs", help="Declare the CRS of inputs not in WGS84.")
 @_with_common
@@ -610,6 +612,7 @@ def scenario_cmd(
     needs_path: Path | None,
     partners_path: Path | None,
     hoods_path: Path | None,
+    network_path: Path | None,
     taxonomy_path: Path | None,
     input_crs: str | None,
     quiet: bool,
@@ -639,6 +642,7 @@ def scenario_cmd(
         needs=needs_path,
         partners=partners_path,
         neighborhoods=hoods_path,
+        network=network_path,
         taxonomy=_taxonomy(taxonomy_path) if taxonomy_path else None,
         input_crs=input_crs,
     )

@@ -27,6 +27,17 @@ def unmet_reasons(n_clusters: int, pairs: pd.DataFrame, unmet: np.ndarray) -> np
     return reason
 
 
+def _minutes(value: float) -> str:
+    """Format travel minutes: tenths below ten minutes, whole minutes above.
+
+    Examples
+    --------
+    >>> _minutes(0.42), _minutes(5.16), _minutes(59.96)
+    ('0.4', '5.2', '60')
+    """
+    return f"{value:.1f}" if value < 9.95 else f"{value:.0f}"
+
+
 def explain_assignments(
     assigned: pd.DataFrame,
     pairs: pd.DataFrame,
@@ -102,7 +113,7 @@ def explain_assignments(
     for row, h, rp_i in zip(out.itertuples(index=False), has, rp, strict=True):
         where = (
             f"{row.distance_km:.2f} km by street from the cluster centre "
-            f"({row.travel_min:.0f} min {travel_mode}; {row.straight_km:.2f} km in a "
+            f"({_minutes(row.travel_min)} min {travel_mode}; {row.straight_km:.2f} km in a "
             "straight line), within its reach"
             if street
             else f"{row.distance_km:.2f} km from the cluster centre, within its radius"

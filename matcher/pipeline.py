@@ -312,6 +312,29 @@ def assign_neighborhoods(needs: pd.DataFrame, hoods: gpd.GeoDataFrame) -> pd.Ser
     return first.where(~outside, needs["neighborhood"]).astype(str)
 
 
+def _checked_table(
+    table: LoadedTable, check: RowCheck, on_invalid: str
+) -> tuple[LoadedTable, list[Problem]]:
+    """Apply a row check to a table read already: its problems, or (skip) without them."""
+    rows = np.asarray(table.rows if table.rows is not None else np.arange(len(table.frame)))
+    bad, problems = check(table.frame, rows, table.name)
+    bad = np.asarray(bad, dtype=bool)
+    if not bad.any() or on_invalid == "raise":
+        return table, problems
+    out = pd.DataFrame(without_geometry(table.frame.loc[bad])).assign(
+        row=rows[bad], problems=[f"{p.field}: {p.reason}" for p in problems]
+    )
+    rejects = pd.concat([table.rejects, out], ignore_index=True) if len(table.rejects) else out
+    logger.warning("%s: skipped %d invalid row(s)", table.name, int(bad.sum()))
+    kept = replace(
+        table,
+        frame=table.frame.loc[~bad].reset_index(drop=True),
+        rejects=rejects.sort_values("row", kind="stable").reset_index(drop=True),
+        rows=rows[~bad],
+    )
+    return kept, []
+
+
 def _load_inputs(
     needs: Source | LoadedTable,
     partners: Source | LoadedTable,
@@ -332,9 +355,9 @@ def _load_inputs(
             else None
         )
         if isinstance(src, LoadedTable):
-            if check is not None:  # read already: any row off the network is a problem
-                rows = src.rows if src.rows is not None else np.arange(len(src.frame))
-                problems.extend(check(src.frame, np.asarray(rows), src.name)[1])
+            if check is not None:  # read already: check its rows now
+                src, found = _checked_table(src, check, config.on_invalid)
+                problems.extend(found)
             loaded.append(src)
             continue
         try:
@@ -436,6 +459,15 @@ def _prepare(
     """Read and validate the inputs; sort them; place needs in neighborhoods."""
     net = _network(network, config)
     need_t, partner_t = _load_inputs(needs, partners, config, input_crs, net)
+    if net is None and "radius_min" in partner_t.frame:
+        limited = int(partner_t.frame["radius_min"].notna().sum())
+        if limited:
+            logger.warning(
+                "%d partner(s) have a radius_min (minutes of travel): a straight-line plan "
+                "has no travel times, so it does not apply; plan with --travel walk|drive "
+                "--network FILE to use it",
+                limited,
+            )
     hoods, hood_hash = (None, None)
     if neighborhoods is not None:
         hoods, hood_hash = read_neighborhoods(neighborhoods, input_crs=input_crs)

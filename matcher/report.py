@@ -998,7 +998,7 @@ def _summary_section(plan: Plan) -> str:
             ("street distance per unit served", f"{_km(travel.get('street_km_per_unit'))} km"),
             ("straight-line distance per unit served",
              f"{_km(travel.get('straight_km_per_unit'))} km"),
-            ("detour factor (street / straight line)", f"{_num(travel['detour_factor'], 2)}×"),
+            ("detour factor (street / straight line)", f"{travel['detour_factor']:.2f}×"),
             ("travel time per unit served", f"{_num(travel.get('minutes_per_unit'), 1)} min"),
         ]  # fmt: skip
     return f'<div class="cards">{card_html}</div>' + _kv_table("table-summary", items)

@@ -241,6 +241,7 @@ def run_scenario(
     neighborhoods: Source | None = None,
     taxonomy: Taxonomy | None = None,
     input_crs: str | None = None,
+    network: str | Path | None = None,
 ) -> Scenario:
     """Re-plan a written plan with a change to its partners.
 
@@ -269,7 +270,10 @@ def run_scenario(
         ) from None
     config_from_parameters(parameters, taxonomy)  # a taxonomy mismatch is reported first
     sources = dict(summary.get("inputs", {}))
-    for name, given in (("needs", needs), ("partners", partners), ("neighborhoods", neighborhoods)):
+    for name, given in (
+        ("needs", needs), ("partners", partners), ("neighborhoods", neighborhoods),
+        ("network", network),
+    ):  # fmt: skip
         if given is not None:
             sources[name] = given
     missing = [n for n in ("needs", "partners") if n not in sources]
@@ -282,8 +286,8 @@ def run_scenario(
         raise InputValidationError(
             [Problem(str(path), None, "inputs", None,
                      f"the summary does not record these input files: {', '.join(missing)} "
-                     "(pass --needs, --partners, --neighborhoods; a lock or previous plan "
-                     "must be at its recorded path)")]
+                     "(pass --needs, --partners, --neighborhoods, --network; a lock or "
+                     "previous plan must be at its recorded path)")]
         )  # fmt: skip
     recruit = summary.get("recruit_parameters")  # the base had recruit sites: so does this
     return replan(
@@ -323,13 +327,13 @@ def with_recruit_parameters(result: Plan, recruit: Mapping[str, Any] | None) -> 
 
 
 def _street_network(network: Any, summary: Mapping[str, Any], config: MatchConfig) -> Any:
-    """Read a street plan's network with the road-class speeds its summary records."""
+    """Read a street plan's network with the road-class speeds it was given (its summary)."""
     if network is None or config.travel == "straight" or not isinstance(network, str | Path):
         return network
     from .network import read_network
 
     travel = (summary.get("metrics") or {}).get("travel") or {}
-    speeds = travel.get("speeds_kmh") if config.travel == "drive" else None
+    speeds = travel.get("speed_overrides_kmh") if config.travel == "drive" else None
     return read_network(network, config.travel, speeds=speeds or None)
 
 

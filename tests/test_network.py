@@ -976,7 +976,7 @@ def test_files_that_are_not_networks_are_refused(tmp_path: Path) -> None:
         roads, layer="roads", driver="GPKG"
     )
     err = refused(lambda: read_network(roads, "walk"), "layers 'nodes' and 'edges'",
-                  "this one has: roads")  # fmt: skip
+                  "field 'layers', value 'roads'")  # fmt: skip
     assert err.problems[0].field == "layers"
 
     csv = tmp_path / "table.gpkg"
@@ -1418,3 +1418,63 @@ print("same", int(np.isfinite(one).sum()))
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.startswith("same")
+
+
+def test_searches_in_threads_do_not_mix_their_graphs() -> None:
+    """Two threads searching two graphs at once get what each gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = read_network(SOUTHSIDE / "southside_drive.gpkg", "drive")
+    rng = np.random.default_rng(3)
+    n = 3000
+    src, dst = rng.integers(0, net.n_nodes, n), rng.integers(0, net.n_nodes, n)
+    lim = rng.uniform(1000.0, 6000.0, n)
+    alone = {w: shortest(net, w, src, dst, lim) for w in ("length", "time")}
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            got = dict(zip(("length", "time"), pool.map(
+                lambda w: shortest(net, w, src, dst, lim), ("length", "time")
+            ), strict=True))  # fmt: skip
+            assert np.array_equal(got["length"], alone["length"])
+            assert np.array_equal(got["time"], alone["time"])
+
+
+@pytest.mark.parametrize(
+    ("crs", "kind"), [("EPSG:5714", "vertical"), ("EPSG:4978", "geocentric")]
+)
+def test_a_crs_that_places_no_point_on_the_map_is_refused(tmp_path: Path, crs, kind) -> None:
+    """A vertical or geocentric CRS (GeoPackage or GraphML) is refused, naming the CRS."""
+    points = {"1": (41.80, -87.60), "2": (41.80, -87.59)}
+    path = write_gpkg(tmp_path / "n.gpkg", points, [{"u": 1, "v": 2, "length_m": 900.0}])
+    nodes = gpd.read_file(path, layer="nodes").set_crs(crs, allow_override=True)
+    nodes.to_file(path, layer="nodes", driver="GPKG")
+    err = refused(lambda: read_network(path, "walk"), "cannot be transformed to WGS84")
+    assert err.problems[0].field == "crs"
+    g = nx.MultiDiGraph(crs=crs)
+    g.add_node("1", x="-87.60", y="41.80")
+    g.add_node("2", x="-87.59", y="41.80")
+    g.add_edge("1", "2", length="900")
+    g.add_edge("2", "1", length="900")
+    nx.write_graphml(g, tmp_path / "n.graphml")
+    err = refused(lambda: read_network(tmp_path / "n.graphml", "walk"), "cannot be transformed")
+    assert err.problems[0].field == "crs", kind
+
+
+def test_a_nodes_layer_without_points_and_forged_layer_names(tmp_path: Path) -> None:
+    """A nodes table without geometry is refused; layer names cannot forge lines."""
+    path = tmp_path / "plain.gpkg"
+    pyogrio.write_dataframe(
+        pd.DataFrame({"osmid": [1, 2], "lon": [-87.6, -87.59], "lat": [41.8, 41.8]}),
+        path, layer="nodes", driver="GPKG",
+    )  # fmt: skip
+    pyogrio.write_dataframe(
+        pd.DataFrame({"u": [1], "v": [2], "length_m": [900.0]}), path, layer="edges",
+        driver="GPKG", append=True,
+    )  # fmt: skip
+    refused(lambda: read_network(path, "walk"), "layer 'nodes'", "holds no points")
+    evil = tmp_path / "evil.gpkg"
+    pyogrio.write_dataframe(
+        pd.DataFrame({"a": [1]}), evil, layer="x\nCRITICAL: all good", driver="GPKG"
+    )
+    err = refused(lambda: read_network(evil, "walk"), "layers 'nodes' and 'edges'")
+    assert "\nCRITICAL" not in err.report()

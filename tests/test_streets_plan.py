@@ -91,6 +91,11 @@ STRAIGHT_PARAMETERS = {
 }
 
 
+
+def shown(minutes: float) -> str:
+    """Minutes as a reason writes them: tenths below ten minutes, whole minutes above."""
+    return f"{minutes:.1f}" if minutes < 9.95 else f"{minutes:.0f}"
+
 def files_of(p, out: Path) -> dict[str, bytes]:
     p.to_dir(out)
     return {f.name: f.read_bytes() for f in sorted(out.iterdir())}
@@ -627,7 +632,7 @@ BAD_NETWORKS = {
     ),
     "no-street-layers": (
         _no_layers,
-        ["roads.gpkg, field 'layers'", "layers 'nodes' and 'edges' (this one has: roads)"],
+        ["roads.gpkg, field 'layers', value 'roads'", "layers 'nodes' and 'edges' (its layers"],
     ),
     "missing": (lambda base: base / "nope.gpkg", ["nope.gpkg: file not found"]),
     "in-pieces": (_in_pieces, ["pieces.gpkg: is disconnected", "3 of 9 nodes (33%)"]),
@@ -820,7 +825,7 @@ def test_street_reasons_minutes_and_detour_factor(southside_runs):
     for r in rows:
         km, s_km, minutes = float(r["distance_km"]), float(r["straight_km"]), float(r["travel_min"])
         assert (
-            f"is {km:.2f} km by street from the cluster centre ({minutes:.0f} min walking; "
+            f"is {km:.2f} km by street from the cluster centre ({shown(minutes)} min walking; "
             f"{s_km:.2f} km in a straight line), within its reach; it serves "
         ) in r["reason"], r
         # walking: minutes are street km at 4.8 km/h
@@ -994,7 +999,10 @@ def test_a_one_way_street_in_a_geopackage_on_the_command_line(tmp_path, mode):
     minutes = 0.3 / (WALK_KMH if mode == "walk" else 24.0) * 60
     assert float(pb["travel_min"]) == pytest.approx(minutes, abs=1e-5)
     word = "walking" if mode == "walk" else "driving"
-    assert f"0.30 km by street from the cluster centre ({minutes:.0f} min {word};" in pb["reason"]
+    took = re.search(r"0\.30 km by street from the cluster centre \(([0-9.]+) min (\w+);",
+                     pb["reason"])  # fmt: skip
+    assert took is not None and took.group(2) == word, pb["reason"]
+    assert float(took.group(1)) == pytest.approx(minutes, abs=0.05 + 1e-9)  # tenths shown
     summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     travel = summary["metrics"]["travel"]
     assert travel["mode"] == mode and travel["nodes"] == 4
@@ -1058,3 +1066,83 @@ def test_a_trip_exactly_at_its_radius_or_time_limit_is_within_it(
     )  # fmt: skip
     assert tighter.assignments.empty
     assert tighter.clusters["unmet_reason"].tolist() == ["no_partner_in_range"]
+
+
+# ---------------------------------------------------------------------------------------
+# 8. found in review: scenarios, tables read already, straight plans with radius_min
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_scenario_replans_a_drive_plan_on_its_network_with_the_speeds_given(tmp_path):
+    """`matcher scenario` reproduces a drive plan whose network has no road classes.
+
+    The plan met only edges without ``highway`` (the default speed), and was given
+    ``--speed residential=24`` and a time limit: the scenario reads the network again with
+    the speeds given (not the classes met), reproduces the base plan's optimum, and finds
+    the network where ``--network`` says when it moved.
+    """
+    from .conftest import invoke
+
+    edges = EDGES.drop(columns="highway")
+    network = write_network_gpkg(tmp_path / "line.gpkg", NODES, edges)
+    needs = tmp_path / "needs.csv"
+    needs.write_text(NEEDS_HEADER + f"n1,food_access,{node_point(4)},3,3\n")
+    partners = tmp_path / "partners.csv"
+    partners.write_text(
+        PARTNERS_HEADER
+        + f"p1,P,organization,{node_point(0)},food_access,10,3,\n"
+        + f"p2,Q,organization,{node_point(8)},food_access,10,3,\n"
+    )
+    base = tmp_path / "base"
+    result = plan_cli(needs, partners, base, tmp_path / "models", "--travel", "drive",
+                      "--network", str(network), "--speed", "residential=24",
+                      "--radius-min", "5")  # fmt: skip
+    assert_clean_exit(result, 0)
+    summary = json.loads((base / "summary.json").read_text())
+    assert summary["metrics"]["travel"]["speeds_kmh"] == {"": 30.0}
+    assert summary["metrics"]["travel"]["speed_overrides_kmh"] == {"residential": 24.0}
+    result = invoke("scenario", "--base", str(base), "--out", str(tmp_path / "s1"),
+                    "--remove-partners", "p1")  # fmt: skip
+    assert_clean_exit(result, 0)
+    facts = json.loads((tmp_path / "s1" / "scenario.json").read_text())
+    assert facts["facts"]["base_reproduced"] is True
+    moved = network.rename(tmp_path / "moved.gpkg")
+    result = invoke("scenario", "--base", str(base), "--out", str(tmp_path / "s2"),
+                    "--remove-partners", "p1")  # fmt: skip
+    assert_clean_exit(result, 2)
+    assert "line.gpkg" in result.stderr and "file not found" in result.stderr
+    result = invoke("scenario", "--base", str(base), "--out", str(tmp_path / "s3"),
+                    "--remove-partners", "p1", "--network", str(moved))  # fmt: skip
+    assert_clean_exit(result, 0)
+    again = json.loads((tmp_path / "s3" / "scenario.json").read_text())
+    assert again["facts"]["base_reproduced"] is True
+    assert again["metrics"] == facts["metrics"]
+
+
+def test_tables_read_already_skip_their_rows_off_the_network(tmp_path, line):
+    """A needs table read by the caller is checked against the network as a file is."""
+    from matcher import read_needs
+
+    needs, partners, far, _ = off_network_inputs(tmp_path)
+    table = read_needs(needs, on_invalid="skip")
+    config = MatchConfig(travel="walk", on_invalid="skip")
+    got = plan(table, partners, config=config, network=line["network"])
+    assert sorted(got.need_table["need_id"]) == ["n1", "n3"]
+    rejects = got.rejects["needs"]
+    assert rejects["row"].tolist() == [3]
+    assert rejects["problems"].iloc[0].startswith("lat/lon: is ")
+    with pytest.raises(Exception) as err:
+        plan(table, partners, config=MatchConfig(travel="walk"), network=line["network"])
+    assert "from the nearest node of the walk network" in str(err.value)
+
+
+def test_a_straight_plan_warns_that_radius_min_does_not_apply(tmp_path, line, caplog):
+    """A partners file with travel time limits, planned on straight lines, says so."""
+    partners = tmp_path / "partners.csv"
+    partners.write_text(
+        PARTNERS_HEADER + f"p1,P,organization,{node_point(0)},food_access,10,3,1\n"
+    )
+    with caplog.at_level("WARNING", logger="matcher"):
+        got = plan(line["needs"], partners)
+    assert got.metrics["units"]["served"] == 3.0  # the 1-minute limit does not apply
+    assert any("have a radius_min" in r.getMessage() for r in caplog.records)

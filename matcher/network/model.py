@@ -171,6 +171,9 @@ class StreetNetwork:
         Nodes left out because they are not in the largest strongly connected part.
     speeds : dict
         The road-class speeds used (km/h; empty when walking).
+    overrides : dict
+        The road-class speeds given to replace the defaults (km/h), to read the same
+        network again.
     """
 
     mode: Literal["walk", "drive"]
@@ -186,6 +189,7 @@ class StreetNetwork:
     sha256: str
     dropped: int = 0
     speeds: dict[str, float] = field(default_factory=dict)
+    overrides: dict[str, float] = field(default_factory=dict)
 
     @property
     def n_nodes(self) -> int:
@@ -245,6 +249,7 @@ class StreetNetwork:
             "nodes_left_out": self.dropped,
             "walk_speed_kmh": WALK_SPEED_KMH,
             "speeds_kmh": dict(sorted(self.speeds.items())),
+            "speed_overrides_kmh": dict(sorted(self.overrides.items())),
         }
 
 
@@ -458,6 +463,7 @@ def build_network(
         sha256=sha256,
         dropped=dropped,
         speeds=used,
+        overrides={k: float(v) for k, v in (speeds or {}).items()} if mode == "drive" else {},
     )
 
 

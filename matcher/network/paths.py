@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import numpy.typing as npt
@@ -35,14 +36,25 @@ _BATCH_BYTES = 24 << 20
 #: process may fork: see :func:`matcher._processes.single_threaded`).
 PARALLEL_MIN_SOURCES = 2_000
 
-#: The graph searched by a forked batch process (set before the pool forks).
-_GRAPH: csr_matrix | None = None
+#: The graph searched by forked batch processes: set only by a process of one thread,
+#: just before its pool forks (the children inherit it), and cleared after.
+_FORKED_GRAPH: csr_matrix | None = None
 
 
-def _search(sources: IntArray, limit: float, rows: IntArray, targets: IntArray) -> FloatArray:
-    """Run one batch of bounded searches on :data:`_GRAPH`; return the values picked."""
-    dist = dijkstra(_GRAPH, directed=True, indices=sources, limit=limit)
+def _search(
+    graph: csr_matrix, sources: IntArray, limit: float, rows: IntArray, targets: IntArray
+) -> FloatArray:
+    """Run one batch of bounded searches on ``graph``; return the values picked."""
+    dist = dijkstra(graph, directed=True, indices=sources, limit=limit)
     return np.asarray(dist[rows, targets], dtype=np.float64)
+
+
+def _search_forked(
+    sources: IntArray, limit: float, rows: IntArray, targets: IntArray
+) -> FloatArray:
+    """Run :func:`_search` in a forked batch process, on the graph it inherited."""
+    assert _FORKED_GRAPH is not None
+    return _search(_FORKED_GRAPH, sources, limit, rows, targets)
 
 
 def shortest(
@@ -85,7 +97,7 @@ def shortest(
     with nonnegative weights a node's distance is the minimum over its settled
     predecessors, whatever else the search settles.
     """
-    global _GRAPH
+    global _FORKED_GRAPH
     graph = net.length if weight == "length" else net.time
     out = np.full(sources.size, np.inf)
     if sources.size == 0:
@@ -100,6 +112,7 @@ def shortest(
         and uniq.size >= PARALLEL_MIN_SOURCES
         and hasattr(os, "fork")
         and single_threaded()
+        and not multiprocessing.current_process().daemon  # a pool's worker has no children
     )
     batch = max(1, min(512, _BATCH_BYTES // (8 * max(net.n_nodes, 1))))
     if parallel:  # several batches per process, so that they share the work evenly
@@ -120,16 +133,19 @@ def shortest(
         "%s searches from %d sources in %d batch(es)%s", weight, uniq.size, len(jobs),
         f" on {min(n_workers, len(jobs))} processes" if parallel and len(jobs) > 1 else "",
     )  # fmt: skip
-    _GRAPH = graph
-    try:
-        if parallel and len(jobs) > 1:
+    found: list[FloatArray] | None = None
+    if parallel and len(jobs) > 1:
+        _FORKED_GRAPH = graph
+        try:
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(min(n_workers, len(jobs)), mp_context=context) as pool:
-                found = list(pool.map(_search, *zip(*(job for _, job in jobs), strict=True)))
-        else:
-            found = [_search(*job) for _, job in jobs]
-    finally:
-        _GRAPH = None
+                found = list(pool.map(_search_forked, *zip(*(job for _, job in jobs), strict=True)))
+        except BrokenProcessPool:  # a batch process died (e.g. out of memory): go on here
+            logger.warning("a search process died: searching in this process instead")
+        finally:
+            _FORKED_GRAPH = None
+    if found is None:
+        found = [_search(graph, *job) for _, job in jobs]
     for (pick, _), values in zip(jobs, found, strict=True):
         out[pick] = values
     # beyond its own limit a pair is inf, whichever batch (and its limit) found it

@@ -106,21 +106,46 @@ def read_network(
     return net
 
 
-def _lonlat(frame: Any, source: str, layer: str) -> tuple[np.ndarray, np.ndarray]:
-    """Longitude and latitude of a point layer, transformed to WGS84."""
-    if frame.crs is None:
+def _to_wgs84(crs: Any, source: str) -> Any:
+    """Return a transformer from a declared CRS to WGS84 (lon, lat), or refuse the CRS.
+
+    Only geographic and projected CRSs are read: a vertical, geocentric or engineering
+    one does not place points on the map.
+    """
+    from pyproj import CRS, Transformer
+    from pyproj.exceptions import CRSError, ProjError
+
+    try:
+        declared = CRS.from_user_input(crs)
+        if not (declared.is_geographic or declared.is_projected):
+            raise CRSError("not geographic or projected")
+        return Transformer.from_crs(declared, "EPSG:4326", always_xy=True)
+    except (CRSError, ProjError, TypeError, ValueError):
         raise _fail(
             source,
-            f"layer '{layer}' declares no coordinate reference system; write it with one "
-            "(EPSG:4326 or any projected CRS)",
+            "declares a coordinate reference system that cannot be transformed to WGS84 "
+            "longitude/latitude (give a geographic or projected CRS, e.g. EPSG:4326)",
+            "crs",
+            str(crs)[:200],
+        ) from None
+
+
+def _lonlat(frame: Any, source: str, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return the longitude and latitude of a point layer, transformed to WGS84."""
+    if getattr(frame, "crs", None) is None:
+        raise _fail(
+            source,
+            f"layer '{layer}' declares no coordinate reference system, or holds no points; "
+            "write its points with a CRS (EPSG:4326 or any projected CRS)",
             "crs",
         )
-    if frame.crs.to_epsg() != 4326:
-        frame = frame.to_crs("EPSG:4326")
     geom = frame.geometry
     if not (geom.geom_type == "Point").all():
         raise _fail(source, f"layer '{layer}' must hold points", "geometry")
-    return geom.x.to_numpy(dtype=np.float64), geom.y.to_numpy(dtype=np.float64)
+    x, y = geom.x.to_numpy(dtype=np.float64), geom.y.to_numpy(dtype=np.float64)
+    if frame.crs.to_epsg() != 4326:
+        x, y = _to_wgs84(frame.crs, source).transform(x, y)
+    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
 
 def _read_gpkg(path: Path, source: str, mode: str) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
@@ -135,8 +160,9 @@ def _read_gpkg(path: Path, source: str, mode: str) -> tuple[pd.DataFrame, pd.Dat
         raise _fail(
             source,
             "is not a street network: a network GeoPackage has the layers 'nodes' and "
-            f"'edges' (this one has: {', '.join(sorted(layers)) or 'none'})",
+            "'edges' (its layers are the value shown)",
             "layers",
+            ", ".join(sorted(layers))[:200] or "none",
         )
     try:
         nodes = gpd.read_file(path, layer="nodes")
@@ -176,16 +202,14 @@ def _read_graphml(
     y = pd.to_numeric(pd.Series(ys, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
     crs = graph.graph.get("crs")
     if crs:
-        from pyproj import CRS, Transformer
-        from pyproj.exceptions import CRSError
+        from pyproj import CRS
 
         try:
-            declared = CRS.from_user_input(crs)
-        except CRSError:
-            raise _fail(source, "declares a coordinate reference system pyproj does not know",
-                        "crs", crs) from None  # fmt: skip
-        if declared.to_epsg() != 4326:
-            x, y = Transformer.from_crs(declared, "EPSG:4326", always_xy=True).transform(x, y)
+            wgs84 = CRS.from_user_input(crs).to_epsg() == 4326
+        except Exception:  # pyproj's CRSError, or a value it cannot take
+            wgs84 = False
+        if not wgs84:
+            x, y = _to_wgs84(crs, source).transform(x, y)
     rows = []
     for u, v, data in graph.edges(data=True):
         rows.append(
