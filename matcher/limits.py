@@ -55,6 +55,8 @@ __all__ = [
     "MAX_PLAN_PAGE",
     "MAX_NEARBY_RESULTS",
     "MAX_RADIUS_KM",
+    "MAX_NETWORK_EDGES",
+    "MAX_NETWORK_NODES",
     "MAX_RADIUS_MIN",
     "MAX_SNAP_M",
     "MAX_SCALE",
@@ -82,6 +84,10 @@ MAX_RADIUS_KM = 1_000.0
 MAX_RADIUS_MIN = 1_440.0
 #: Farthest a need or partner may lie from its nearest street network node, in metres.
 MAX_SNAP_M = 5_000.0
+#: Most nodes and edges (rows) of a street network file: a file within the size bound can
+#: still expand (compressed PBF, XML) to more than a plan should hold in memory.
+MAX_NETWORK_NODES = 10_000_000
+MAX_NETWORK_EDGES = 30_000_000
 #: Largest radius of a nearby search, in km, and most results of one.
 MAX_SEARCH_RADIUS_KM = 500.0
 MAX_NEARBY_RESULTS = 200

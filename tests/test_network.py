@@ -1478,3 +1478,16 @@ def test_a_nodes_layer_without_points_and_forged_layer_names(tmp_path: Path) -> 
     )
     err = refused(lambda: read_network(evil, "walk"), "layers 'nodes' and 'edges'")
     assert "\nCRITICAL" not in err.report()
+
+
+def test_a_network_past_the_node_or_edge_bound_is_refused(monkeypatch) -> None:
+    """Networks are bounded by rows too (a small file can expand): the bound is named."""
+    import matcher.network.model as model
+
+    monkeypatch.setattr(model, "MAX_NETWORK_NODES", 3)
+    nodes = pd.DataFrame({"id": ["1", "2", "3", "4"], "lat": [41.8] * 4,
+                          "lon": [-87.60, -87.59, -87.58, -87.57]})  # fmt: skip
+    edges = pd.DataFrame({"u": ["1", "2", "3"], "v": ["2", "3", "4"]})
+    refused(lambda: build_network(nodes, edges, "walk"), "holds 4 nodes", "at most 3")
+    monkeypatch.setattr(model, "MAX_NETWORK_NODES", 10)
+    assert build_network(nodes, edges, "walk").n_nodes == 4

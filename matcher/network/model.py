@@ -41,6 +41,7 @@ from scipy.spatial import cKDTree
 
 from .._errors import InputValidationError, Problem
 from ..geo import haversine_km, to_unit_vectors
+from ..limits import MAX_NETWORK_EDGES, MAX_NETWORK_NODES
 
 __all__ = [
     "DEFAULT_DRIVE_KMH",
@@ -319,6 +320,12 @@ def build_network(
             table[name] = float(kmh_given)
     if problems:
         raise InputValidationError(problems)
+    if len(nodes) > MAX_NETWORK_NODES or len(edges) > MAX_NETWORK_EDGES:
+        raise InputValidationError(
+            [_problem(source, f"holds {len(nodes):,} nodes and {len(edges):,} edges; at most "
+                      f"{MAX_NETWORK_NODES:,} and {MAX_NETWORK_EDGES:,} are read (cut the "
+                      "network to the plan's area)", "network")]
+        )  # fmt: skip
     if len(edges) == 0 or len(nodes) == 0:
         raise InputValidationError(
             [_problem(source, "holds no street (no edges or no nodes): not a street network")]
