@@ -23,6 +23,7 @@ from matcher.io import Upload
 from matcher.store import (
     NotFoundError,
 )
+from matcher.store.entities import shape_partners
 
 from .bodies import (
     idempotency_key,
@@ -87,6 +88,15 @@ def _partner(partner_id: str) -> dict[str, Any]:
     if rec is None:
         raise NotFoundError("partner", partner_id)
     return rec
+
+
+def _as_seen(stored: dict[str, Any]) -> dict[str, Any]:
+    """Return a record a write stored, as the caller may see it.
+
+    A write answers with what it stored, not with a second read: another writer may
+    have changed the partner in between, and its value and ETag are not this write's.
+    """
+    return shape_partners([stored], is_admin())[0]
 
 
 def _page(rows: list[dict[str, Any]], args: dict[str, Any]) -> Response:
@@ -218,7 +228,7 @@ class Partners(MethodView):
         body = record_body(json_body(), PARTNER_FIELDS, "partner_id", None)
         rec = validated(body, matcher.read_partners, "partner (request body)")
         created = store().create_partner(rec, actor=g.key_id)
-        resp = with_etag(_partner(created["partner_id"]), created["partner_id"])
+        resp = with_etag(_as_seen(created), created["partner_id"])
         resp.status_code = 201
         resp.headers["Location"] = f"/api/v1/partners/{created['partner_id']}"
         return resp
@@ -244,8 +254,8 @@ class PartnerItem(MethodView):
             raise NotFoundError("partner", partner_id)
         body = access.partner_write(g.role, current, body)
         rec = validated(body, matcher.read_partners, "partner (request body)")
-        store().update_partner(partner_id, rec, expected_version=expected, actor=g.key_id)
-        return with_etag(_partner(partner_id), partner_id)
+        stored = store().update_partner(partner_id, rec, expected_version=expected, actor=g.key_id)
+        return with_etag(_as_seen(stored), partner_id)
 
     @blp.doc(parameters=[IF_MATCH])
     @blp.response(204)
