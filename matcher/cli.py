@@ -74,10 +74,12 @@ def _speeds(given: tuple[str, ...]) -> dict[str, float]:
     for item in given:
         name, sep, value = item.partition("=")
         try:
-            out[name.strip()] = float(value)
-            if not sep:
-                raise ValueError(item)
+            kmh = float(value) if sep else None
         except ValueError:
+            kmh = None
+        if kmh is not None:
+            out[name.strip()] = kmh
+        else:
             problems.append(
                 Problem(None, None, "--speed", item,
                         "written CLASS=KMH with a number of km/h, e.g. residential=25")

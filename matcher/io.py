@@ -789,12 +789,9 @@ def _load(
         checked = _checked_further(checked, check, np.asarray(rows), label)
     if checked.problems and on_invalid == "raise":
         raise InputValidationError(checked.problems)
-    rejects = df.loc[checked.bad_rows].copy()
-    rejects.insert(0, "row", np.asarray(rows)[checked.bad_rows])
-    by_row: dict[int, list[str]] = {}
-    for p in checked.problems:
-        by_row.setdefault(int(p.row or 0), []).append(f"{p.field}: {p.reason}")
-    rejects["problems"] = [" | ".join(by_row.get(int(r), [])) for r in rejects["row"]]
+    rejects = reject_rows(
+        df.loc[checked.bad_rows], np.asarray(rows)[checked.bad_rows], checked.problems
+    )
     if len(rejects):
         logger.warning("%s: skipped %d invalid row(s)", label, len(rejects))
     table = checked.table
@@ -807,6 +804,23 @@ def _load(
         label,
         kept if kept.size == len(frame) else None,
     )
+
+
+def reject_rows(
+    frame: pd.DataFrame, rows: np.ndarray, problems: Sequence[Problem]
+) -> pd.DataFrame:
+    """Return rejected rows as a table's ``rejects`` holds them.
+
+    ``row`` first, then the rows' columns, then ``problems``: each row's problems as
+    ``field: reason``, joined by `` | ``.
+    """
+    out = pd.DataFrame(frame).copy()
+    out.insert(0, "row", np.asarray(rows))
+    by_row: dict[int, list[str]] = {}
+    for p in problems:
+        by_row.setdefault(int(p.row or 0), []).append(f"{p.field}: {p.reason}")
+    out["problems"] = [" | ".join(by_row.get(int(r), [])) for r in out["row"]]
+    return out
 
 
 #: A further check of valid rows: ``check(table, rows, label)`` returns a mask of the rows

@@ -30,6 +30,7 @@ from .io import (
     read_needs,
     read_neighborhoods,
     read_partners,
+    reject_rows,
     with_points,
     without_geometry,
 )
@@ -321,9 +322,7 @@ def _checked_table(
     bad = np.asarray(bad, dtype=bool)
     if not bad.any() or on_invalid == "raise":
         return table, problems
-    out = pd.DataFrame(without_geometry(table.frame.loc[bad])).assign(
-        row=rows[bad], problems=[f"{p.field}: {p.reason}" for p in problems]
-    )
+    out = reject_rows(without_geometry(table.frame.loc[bad]), rows[bad], problems)
     rejects = pd.concat([table.rejects, out], ignore_index=True) if len(table.rejects) else out
     logger.warning("%s: skipped %d invalid row(s)", table.name, int(bad.sum()))
     kept = replace(

@@ -245,59 +245,12 @@ def eligible_pairs(clusters, partners) -> list[tuple[str, str, float]]:
 def lexicographic_optimum(clusters, partners, quantum: float, *, severity: bool) -> dict:
     """Solve max served, [max severity-weighted served], min cost as successive LPs.
 
-    Demands and capacities are in quanta; costs are integer metres per quantum, as in
-    the contract. Returns the optimal values of each stage.
+    Over the great-circle pairs of :func:`eligible_pairs` (see
+    :func:`lexicographic_optimum_of_pairs`).
     """
-    pairs = eligible_pairs(clusters, partners)
-    cidx = {c: i for i, c in enumerate(clusters["cluster_id"])}
-    pidx = {p: i for i, p in enumerate(partners["partner_id"])}
-    demand = np.rint(clusters["demand"].to_numpy() / quantum)
-    cap = np.floor(partners["capacity"].to_numpy() / quantum + 1e-9)
-    n = len(pairs)
-    if n == 0:
-        return {"served": 0.0, "severity": 0.0, "cost": 0.0, "pairs": pairs}
-    a = lil_matrix((len(cidx) + len(pidx), n))
-    for k, (c, p, _) in enumerate(pairs):
-        a[cidx[c], k] = 1
-        a[len(cidx) + pidx[p], k] = 1
-    b = np.concatenate([demand, cap])
-    a = a.tocsr()
-    weight = np.array([round(d * 1000) for _, _, d in pairs], dtype=float)
-    sev = np.array(
-        [round(10 * clusters["severity"].to_numpy()[cidx[c]]) for c, _, _ in pairs], dtype=float
+    return lexicographic_optimum_of_pairs(
+        clusters, partners, eligible_pairs(clusters, partners), quantum, severity=severity
     )
-    eq_a, eq_b = [], []
-    res = linprog(-np.ones(n), A_ub=a, b_ub=b, bounds=(0, None), method="highs")
-    assert res.status == 0, res.message
-    served = float(round(-res.fun))  # integral: the constraint matrix is totally unimodular
-    eq_a.append(np.ones(n))
-    eq_b.append(served)
-    sev_opt = 0.0
-    if severity:
-        res = linprog(
-            -sev,
-            A_ub=a,
-            b_ub=b,
-            A_eq=np.array(eq_a),
-            b_eq=np.array(eq_b),
-            bounds=(0, None),
-            method="highs",
-        )
-        assert res.status == 0, res.message
-        sev_opt = float(round(-res.fun))
-        eq_a.append(sev)
-        eq_b.append(sev_opt)
-    res = linprog(
-        weight,
-        A_ub=a,
-        b_ub=b,
-        A_eq=np.array(eq_a),
-        b_eq=np.array(eq_b),
-        bounds=(0, None),
-        method="highs",
-    )
-    assert res.status == 0, res.message
-    return {"served": served, "severity": sev_opt, "cost": res.fun, "pairs": pairs}
 
 
 def equity_optimum(
@@ -585,12 +538,12 @@ def street_eligible_pairs(trips, partners, radius_min=None) -> list[tuple[str, s
 def lexicographic_optimum_of_pairs(
     clusters, partners, pairs, quantum: float, *, severity: bool
 ) -> dict:
-    """:func:`lexicographic_optimum` over a given table of eligible pairs and their km.
+    """Solve max served, [max severity-weighted served], min cost over given pairs.
 
-    ``pairs`` is a list of ``(cluster_id, partner_id, km)`` (e.g. from
-    :func:`street_eligible_pairs`) instead of the great-circle pairs of
-    :func:`eligible_pairs`; the stages are the same: max served, [max severity-weighted
-    served], min cost in integer metres per quantum (``round(1000 * km)``).
+    ``pairs`` is a list of ``(cluster_id, partner_id, km)``: the great-circle pairs of
+    :func:`eligible_pairs`, or the street pairs of :func:`street_eligible_pairs`.
+    Demands and capacities are in quanta; costs are integer metres per quantum
+    (``round(1000 * km)``), as in the contract. Returns the optimal values of each stage.
     """
     cidx = {c: i for i, c in enumerate(clusters["cluster_id"])}
     pidx = {p: i for i, p in enumerate(partners["partner_id"])}

@@ -389,10 +389,10 @@ def build_network(
         c_codes, c_values = _distinct(edges["highway"] if "highway" in edges else None, len(edges))
         classes = [_road_class(h) for h in c_values]
         class_kmh = np.array([float(table.get(c, DEFAULT_DRIVE_KMH)) for c in classes])
-        kmh = class_kmh[c_codes] if classes else np.full(len(edges), DEFAULT_DRIVE_KMH)
+        kmh = class_kmh[c_codes]
         if "maxspeed" in edges:
             m_codes, m_values = _distinct(edges["maxspeed"], len(edges))
-            limit = np.array([speed_kmh(v) or np.nan for v in m_values] or [np.nan])[m_codes]
+            limit = np.array([speed_kmh(v) or np.nan for v in m_values])[m_codes]
             kmh = np.where(np.isnan(limit), kmh, limit)
         used = {c: float(table.get(c, DEFAULT_DRIVE_KMH)) for c in set(classes)}
     seconds = metres / (kmh / 3.6)

@@ -106,20 +106,23 @@ def read_network(
     return net
 
 
-def _to_wgs84(crs: Any, source: str) -> Any:
-    """Return a transformer from a declared CRS to WGS84 (lon, lat), or refuse the CRS.
+def _to_wgs84(crs: Any, source: str, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+    """Transform coordinates in a declared CRS to WGS84 (lon, lat), or refuse the CRS.
 
-    Only geographic and projected CRSs are read: a vertical, geocentric or engineering
-    one does not place points on the map.
+    Points already in EPSG:4326 are returned as they are. Only geographic and projected
+    CRSs are read: a vertical, geocentric or engineering one does not place points on
+    the map.
     """
     from pyproj import CRS, Transformer
     from pyproj.exceptions import CRSError, ProjError
 
     try:
         declared = CRS.from_user_input(crs)
+        if declared.to_epsg() == 4326:
+            return x, y
         if not (declared.is_geographic or declared.is_projected):
             raise CRSError("not geographic or projected")
-        return Transformer.from_crs(declared, "EPSG:4326", always_xy=True)
+        return Transformer.from_crs(declared, "EPSG:4326", always_xy=True).transform(x, y)
     except (CRSError, ProjError, TypeError, ValueError):
         raise _fail(
             source,
@@ -143,8 +146,7 @@ def _lonlat(frame: Any, source: str, layer: str) -> tuple[np.ndarray, np.ndarray
     if not (geom.geom_type == "Point").all():
         raise _fail(source, f"layer '{layer}' must hold points", "geometry")
     x, y = geom.x.to_numpy(dtype=np.float64), geom.y.to_numpy(dtype=np.float64)
-    if frame.crs.to_epsg() != 4326:
-        x, y = _to_wgs84(frame.crs, source).transform(x, y)
+    x, y = _to_wgs84(frame.crs, source, x, y)
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
 
@@ -202,14 +204,7 @@ def _read_graphml(
     y = pd.to_numeric(pd.Series(ys, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
     crs = graph.graph.get("crs")
     if crs:
-        from pyproj import CRS
-
-        try:
-            wgs84 = CRS.from_user_input(crs).to_epsg() == 4326
-        except Exception:  # pyproj's CRSError, or a value it cannot take
-            wgs84 = False
-        if not wgs84:
-            x, y = _to_wgs84(crs, source).transform(x, y)
+        x, y = _to_wgs84(crs, source, x, y)
     rows = []
     for u, v, data in graph.edges(data=True):
         rows.append(
